@@ -1,0 +1,43 @@
+"""Errors a user can cause. Each one is shown as a clear paragraph and a non-zero exit, never a traceback.
+
+`NetspecError` is the base: its message is the whole story (what went wrong, where, how to fix it).
+`SpecError` collects every problem found in a spec, each with its position (file:line:col and the
+key path), so `validate` can report them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NetspecError(Exception):
+    """A problem the user can fix; the message is shown as is and the process exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class DataError(NetspecError):
+    """A data file is missing, unreadable, malformed or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a spec: where it is and what is wrong."""
+
+    source: str  # file name, or "--set key=value"
+    line: int | None  # 1-based; None when the source has no lines
+    col: int | None  # 1-based
+    path: str  # JSONPath-like key path, e.g. $.model.layers[2].units
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}:{self.col}"
+        return f"{where}: {self.path}: {self.message}"
+
+
+class SpecError(NetspecError):
+    """A spec has one or more problems; all are listed, each with its position."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
