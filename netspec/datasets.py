@@ -1,0 +1,593 @@
+"""Host-side data sources: IDX files, the standard image datasets, .npz archives and CSV tables.
+
+Contract. Every loader runs on the host, returns numpy arrays and never imports jax (`netspec
+validate` uses `idx_header` and `locate`, and must stay jax-free and fast). Every problem a user
+can fix raises `DataError` with one paragraph: which file, what is wrong, how to fix it.
+
+    read_idx(path) -> ndarray                      one IDX file, raw or gzip (detected by content)
+    idx_header(path) -> (dtype, shape)             its header only, without reading the data
+    locate(dataset, *, data_dir, download) -> {role: Path}
+    load_standard(dataset, *, data_dir, download) -> Splits   mnist, fashion_mnist
+    load_idx_dir(path) -> Splits                   any directory holding the four IDX files
+    load_npz(path, *, x_key, y_key) -> Splits      test split is None unless the archive has one
+    load_csv(path, *, features, label, header, delimiter) -> Table(x float32 [N, F], y [N], classes)
+
+Where a standard dataset is looked for, in this order (the first directory that holds all four
+files, each plain or `.gz`, wins):
+    1. `data_dir` (the spec's or `--data-dir`), then `data_dir/<dataset>`
+    2. `$NETSPEC_DATA`, then `$NETSPEC_DATA/<dataset>`
+    3. the user cache, `$XDG_CACHE_HOME/netspec/<dataset>` or `~/.cache/netspec/<dataset>`
+    4. system copies (`SYSTEM_DIRS`; Debian's /usr/share/datasets/fashion-mnist)
+If none does, the missing files are downloaded into the cache from `MIRRORS[dataset]` in order,
+each checked against `SHA256[dataset]` and written atomically, unless `download=False` or
+`$NETSPEC_OFFLINE` is set (to anything but "" or "0").
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import hashlib
+import math
+import os
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from netspec.errors import DataError
+
+# --------------------------------------------------------------------------- IDX files
+
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _open(path: Path):
+    """Opens a file for binary reading, through gzip when it starts with the gzip magic bytes."""
+    try:
+        with open(path, "rb") as f:
+            is_gzip = f.read(2) == b"\x1f\x8b"
+        return gzip.open(path, "rb") if is_gzip else open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found. Check the path, or put the file there.") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, but a file was expected.") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}).") from None
+
+
+def _read_header(f, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise DataError(f"{path}: is empty or truncated ({len(magic)} bytes); an IDX file starts "
+                        "with a 4-byte magic number. Download or write the file again.")
+    if magic[:2] != b"\0\0":
+        raise DataError(f"{path}: is not an IDX file: it starts with bytes {magic.hex(' ')}, but an "
+                        "IDX file starts with 00 00 <dtype code> <ndim>. Check that this is the "
+                        "right file (e.g. not an HTML error page saved by a failed download).")
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X} {d.name}" for c, d in _IDX_DTYPES.items())
+        raise DataError(f"{path}: unknown IDX dtype code 0x{code:02X}; the known codes are {known}. "
+                        "The file is corrupt or not an IDX file.")
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header says 0 dimensions; a data file needs at least one.")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header: {ndim} dimensions need {4 * ndim} bytes "
+                        f"of sizes, found {len(dims)}. Download or write the file again.")
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return _IDX_DTYPES[code], shape
+
+
+def _guard_decompress(path: Path, action):
+    try:
+        return action()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: the gzip data is damaged or cut short ({e}). The file is "
+                        "incomplete or corrupt; delete it and download it again.") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}).") from None
+
+
+def idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
+    """Reads only the header of an IDX file: its dtype (native byte order) and shape.
+
+    The data is not read, so its length is not checked; `read_idx` checks it.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        dtype, shape = _guard_decompress(path, lambda: _read_header(f, path))
+    return dtype.newbyteorder("="), shape
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (raw or gzip) into a writable array in native byte order."""
+    path = Path(path)
+    with _open(path) as f:
+        dtype, shape = _guard_decompress(path, lambda: _read_header(f, path))
+        data = _guard_decompress(path, f.read)
+    expected = math.prod(shape) * dtype.itemsize
+    described = f"shape {shape} of {dtype.newbyteorder('=').name}, {expected} bytes of data"
+    if len(data) < expected:
+        raise DataError(f"{path}: truncated: the header says {described}, but only {len(data)} "
+                        "bytes follow it. The file is incomplete; download or write it again.")
+    if len(data) > expected:
+        raise DataError(f"{path}: wrong element count: the header says {described}, but "
+                        f"{len(data)} bytes follow it ({len(data) - expected} extra). The header "
+                        "does not match the data; write the file again with the right dimensions.")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------- standard datasets
+
+
+class Splits(NamedTuple):
+    """Train and test arrays; `x_test` and `y_test` are None when the source has no test split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+
+
+FILES = {  # role -> file name, without ".gz"; the same for every IDX directory
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+MIRRORS: dict[str, list[str]] = {  # base URLs, tried in order
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+
+SHA256: dict[str, dict[str, str]] = {  # SHA-256 of each official .gz file
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+
+# Debian's dataset-fashion-mnist recompresses the files (other .gz bytes), but their contents are
+# the upstream ones; local copies are read, never checksummed.
+SYSTEM_DIRS: dict[str, list[Path]] = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+
+TIMEOUT_S = 30.0  # per socket operation, not per file
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in MIRRORS:
+        names = sorted(MIRRORS)
+        close = difflib.get_close_matches(dataset, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"unknown standard dataset {dataset!r}; the known ones are "
+                        f"{', '.join(names)}.{hint}")
+
+
+def cache_dir(dataset: str) -> Path:
+    """The user cache directory for a dataset (downloads land here)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return root / "netspec" / dataset
+
+
+def _find_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """The four role files in `directory` (plain preferred over .gz) and the names missing."""
+    found, missing = {}, []
+    for role, name in FILES.items():
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                found[role] = candidate
+                break
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def _search_dirs(dataset: str, data_dir) -> list[tuple[Path, str]]:
+    places = []
+    if data_dir is not None:
+        places += [(Path(data_dir), "data_dir"), (Path(data_dir) / dataset, "data_dir")]
+    if os.environ.get("NETSPEC_DATA"):
+        env = Path(os.environ["NETSPEC_DATA"])
+        places += [(env, "$NETSPEC_DATA"), (env / dataset, "$NETSPEC_DATA")]
+    places.append((cache_dir(dataset), "cache"))
+    places += [(d, "system") for d in SYSTEM_DIRS.get(dataset, [])]
+    return places
+
+
+def locate(dataset: str, *, data_dir: str | os.PathLike | None = None,
+           download: bool = True) -> dict[str, Path]:
+    """Finds (or downloads into the cache) the four files of a standard dataset, keyed by role."""
+    _check_dataset(dataset)
+    searched = []
+    for directory, origin in _search_dirs(dataset, data_dir):
+        found, missing = _find_files(directory)
+        if not missing:
+            return found
+        if not directory.is_dir():
+            searched.append(f"{directory} ({origin}; no such directory)")
+        elif len(missing) == len(FILES):
+            searched.append(f"{directory} ({origin}; none of the files)")
+        else:
+            searched.append(f"{directory} ({origin}; missing {', '.join(missing)})")
+
+    cache = cache_dir(dataset)
+    offline = os.environ.get("NETSPEC_OFFLINE", "") not in ("", "0")
+    if offline or not download:
+        reason = "NETSPEC_OFFLINE is set" if offline else "downloading is turned off"
+        raise _not_found(dataset, searched, reason, cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = f"cannot create {cache}: {e.strerror or e}"
+        raise _not_found(dataset, searched, reason, cache) from None
+    found, _ = _find_files(cache)
+    for role, name in FILES.items():
+        if role not in found:
+            found[role] = _download(dataset, f"{name}.gz", cache, searched)
+    return found
+
+
+def _not_found(dataset: str, searched: list[str], reason: str, cache: Path) -> DataError:
+    names = ", ".join(f"{n}.gz" for n in FILES.values())
+    source = MIRRORS[dataset][0] if MIRRORS[dataset] else "the dataset's publisher"
+    return DataError(
+        f"{dataset} not found in {'; '.join(searched)}, and could not be downloaded ({reason}). "
+        f"Download the four files {names} from {source} and put them in {cache}, "
+        "or pass --data-dir naming a directory that holds them (plain or .gz)."
+    )
+
+
+class _Failed(Exception):
+    """One mirror failed for one file; the message says why."""
+
+
+class _Mismatch(_Failed):
+    """A mirror served a whole file whose SHA-256 is not the expected one."""
+
+
+def _download(dataset: str, filename: str, cache: Path, searched: list[str]) -> Path:
+    """Fetches one file from the mirrors in order into `cache`, verified; returns its path."""
+    expected = SHA256[dataset][filename]
+    failures, mismatches = [], []
+    for base in MIRRORS[dataset]:
+        url = base + filename
+        try:
+            return _fetch(url, cache / filename, expected)
+        except _Failed as e:
+            (mismatches if isinstance(e, _Mismatch) else failures).append(f"{url}: {e}")
+    if mismatches:
+        raise DataError(
+            f"downloaded {filename} for {dataset}, but its checksum is wrong: "
+            f"{'; '.join(mismatches + failures)}. It was not kept in {cache}. The mirror may "
+            f"serve a changed or damaged file; download it yourself, check it, and put it in "
+            f"{cache}, or pass --data-dir."
+        )
+    raise _not_found(dataset, searched, "; ".join(failures) or "no mirror is listed", cache)
+
+
+def _fetch(url: str, target: Path, expected_sha256: str) -> Path:
+    """Streams `url` into a temp file next to `target`, checks it, then renames it into place."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as e:
+        raise _Failed(f"cannot write in {target.parent}: {e.strerror or e}") from None
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                received = 0
+                with _progress(total, f"downloading {target.name}") as bar:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+            if total is not None and received < total:
+                raise _Failed(f"connection dropped after {received} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        actual = digest.hexdigest()
+        if actual != expected_sha256:
+            raise _Mismatch(f"SHA-256 is {actual}, expected {expected_sha256}")
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as e:
+        raise _Failed(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise _Failed(str(e.reason)) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise _Failed(str(e) or type(e).__name__) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:  # makes the rename durable; not every platform can open a directory
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress(total: int | None, label: str):
+    """A click progress bar on stderr when stderr is a terminal and the size is known."""
+    if total is None or not sys.stderr.isatty():
+        return _NoBar()
+    import click  # only when a bar is shown: keeps `validate` imports light
+
+    return click.progressbar(length=total, label=label, file=sys.stderr)
+
+
+def load_standard(dataset: str, *, data_dir: str | os.PathLike | None = None,
+                  download: bool = True) -> Splits:
+    """Loads mnist or fashion_mnist: uint8 images [N, 28, 28] and uint8 labels [N]."""
+    splits = _load_roles(locate(dataset, data_dir=data_dir, download=download))
+    for x, path in ((splits.x_train, "train_images"), (splits.x_test, "test_images")):
+        if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
+            raise DataError(f"{dataset}: {path} holds {x.dtype.name} {x.shape}, but {dataset} "
+                            "images are uint8 [N, 28, 28]. The file is not the official one; "
+                            "replace it.")
+    return splits
+
+
+def load_idx_dir(path: str | os.PathLike) -> Splits:
+    """Loads a directory holding the four IDX files under the MNIST names (plain or .gz)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: no such directory. Name a directory that holds "
+                        f"{', '.join(FILES.values())} (each plain or .gz).")
+    found, missing = _find_files(directory)
+    if missing:
+        present = sorted(p.name for p in directory.iterdir()) or ["nothing"]
+        raise DataError(f"{directory}: missing {', '.join(missing)} (plain or .gz); it holds "
+                        f"{', '.join(present)}. An IDX directory needs the four files "
+                        f"{', '.join(FILES.values())}; rename yours to match.")
+    return _load_roles(found)
+
+
+def _load_roles(paths: dict[str, Path]) -> Splits:
+    arrays = {role: read_idx(p) for role, p in paths.items()}
+    for split in ("train", "test"):
+        images, labels = paths[f"{split}_images"], paths[f"{split}_labels"]
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if y.ndim != 1:
+            raise DataError(f"{labels}: labels must be one-dimensional [N], found shape {y.shape}.")
+        if len(x) != len(y):
+            raise DataError(f"{images} holds {x.shape[0]} examples of shape {x.shape[1:]}, but "
+                            f"{labels} holds {len(y)} labels; they must match one to one. "
+                            "One of the files belongs to another dataset or split.")
+    return Splits(arrays["train_images"], arrays["train_labels"],
+                  arrays["test_images"], arrays["test_labels"])
+
+
+# --------------------------------------------------------------------------- npz archives
+
+_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(path: str | os.PathLike, *, x_key: str = "x", y_key: str = "y") -> Splits:
+    """Loads a .npz archive without unpickling.
+
+    If it holds `x_train`, the split keys are used: `x_train` and `y_train`, and the test split
+    from `x_test` and `y_test` when present (both or neither). Otherwise `x_key` and `y_key` are
+    the training data and there is no test split.
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found. Check the path, or put the file there.") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot be read as a .npz archive ({e}). Write it with "
+                        "numpy.savez or numpy.savez_compressed.") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: is a single .npy array, but a .npz archive with named arrays "
+                        "is needed. Write it with numpy.savez(path, x=..., y=...).")
+    with archive:
+        keys = sorted(archive.files)
+        if "x_train" in keys:
+            wanted = ["x_train", "y_train"]
+            if "x_test" in keys or "y_test" in keys:
+                wanted += ["x_test", "y_test"]
+        else:
+            wanted = [x_key, y_key]
+        missing = [k for k in wanted if k not in keys]
+        if missing:
+            rule = ("it has x_train, so it needs y_train, and x_test with y_test when either is "
+                    "there" if "x_train" in keys else f"without x_train it needs {x_key!r} and "
+                    f"{y_key!r}, or x_train, y_train (and x_test, y_test)")
+            raise DataError(f"{path}: missing {', '.join(map(repr, missing))}: {rule}. The "
+                            f"archive holds {', '.join(map(repr, keys)) or 'no arrays'}.")
+        arrays = [_npz_array(archive, k, path) for k in wanted]
+    for x_name, x, y_name, y in zip(wanted[::2], arrays[::2], wanted[1::2], arrays[1::2]):
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise DataError(f"{path}: {x_name!r} has shape {x.shape} and {y_name!r} has shape "
+                            f"{y.shape}; they need the same first dimension (one label per "
+                            "example).")
+    return Splits(*(arrays + [None, None])[:4])
+
+
+def _npz_array(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError:
+        raise DataError(f"{path}: array {key!r} holds Python objects, which netspec never "
+                        "unpickles. Save it as a numeric array (e.g. x.astype('float32')).") from None
+
+
+# --------------------------------------------------------------------------- CSV tables
+
+
+class Table(NamedTuple):
+    """A CSV table: float32 features [N, F], labels [N], and the class names when labels are text.
+
+    Numeric labels come back as float32 with `classes` None; text labels as int32 indices into
+    `classes`, which holds the distinct names sorted.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...] | None
+
+
+def load_csv(path: str | os.PathLike, *, features: list[str | int] | None = None,
+             label: str | int, header: bool = True, delimiter: str = ",") -> Table:
+    """Loads a CSV table; columns are chosen by header name or 0-based index."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(_numbered_rows(csv.reader(f, delimiter=delimiter)))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found. Check the path, or put the file there.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot be read as a UTF-8 CSV file ({e}).") from None
+    if not rows:
+        raise DataError(f"{path}: is empty; it needs {'a header line and ' if header else ''}"
+                        "at least one row of data.")
+    names = [c.strip() for c in rows.pop(0)[1]] if header else None
+    width = len(names) if names is not None else len(rows[0][1])
+    if not rows:
+        raise DataError(f"{path}: has a header but no rows of data.")
+    for line, row in rows:
+        if len(row) != width:
+            raise DataError(f"{path}:{line}: has {len(row)} columns, but "
+                            f"{'the header has' if header else 'the first row has'} {width}. "
+                            "Every row needs the same columns; check for a missing or extra "
+                            f"delimiter {delimiter!r} (quote cells that contain it).")
+
+    label_col = _column(label, names, width, path)
+    if features is None:
+        feature_cols = [c for c in range(width) if c != label_col]
+    else:
+        feature_cols = [_column(c, names, width, path) for c in features]
+        if label_col in feature_cols:
+            raise DataError(f"{path}: column {_describe(label_col, names)} is both a feature and "
+                            "the label; drop it from features.")
+    if not feature_cols:
+        raise DataError(f"{path}: there are no feature columns besides the label "
+                        f"{_describe(label_col, names)}.")
+
+    x = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
+    for i, (line, row) in enumerate(rows):
+        x[i] = [_number(row[c], line, c, names, path) for c in feature_cols]
+    return Table(x, *_labels(rows, label_col, names, path))
+
+
+def _numbered_rows(reader):
+    """Yields (1-based line number where the row starts, row), skipping blank lines."""
+    start = 1
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            yield start, row
+        start = reader.line_num + 1
+
+
+def _describe(col: int, names: list[str] | None) -> str:
+    return f"{names[col]!r} (index {col})" if names is not None else f"index {col}"
+
+
+def _column(ref, names: list[str] | None, width: int, path: Path) -> int:
+    if isinstance(ref, str):
+        if names is None:
+            raise DataError(f"{path}: column {ref!r} is named, but the file is read without a "
+                            f"header; refer to columns by 0-based index (0 to {width - 1}).")
+        if names.count(ref) > 1:
+            raise DataError(f"{path}: the header names {ref!r} {names.count(ref)} times; rename "
+                            "the columns so each name is unique, or refer to them by index.")
+        if ref not in names:
+            close = difflib.get_close_matches(ref, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"{path}: no column named {ref!r}; the columns are "
+                            f"{', '.join(map(repr, names))}.{hint}")
+        return names.index(ref)
+    if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < width:
+        return ref
+    raise DataError(f"{path}: column {ref!r} does not exist: the file has {width} columns, so a "
+                    f"column is a 0-based index from 0 to {width - 1}"
+                    f"{' or a header name' if names is not None else ''}.")
+
+
+def _number(cell: str, line: int, col: int, names, path: Path) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        found = "an empty cell" if not cell.strip() else repr(cell)
+        raise DataError(f"{path}:{line}: column {_describe(col, names)} holds {found}, but a "
+                        "finite number is needed. Fix or remove that row.")
+    return value
+
+
+def _labels(rows, col: int, names, path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    cells = [(line, row[col].strip()) for line, row in rows]
+    numeric = []
+    for line, cell in cells:
+        if not cell:
+            raise DataError(f"{path}:{line}: the label {_describe(col, names)} is empty. Every "
+                            "row needs a label; fill it in or remove the row.")
+        try:
+            numeric.append(math.isfinite(float(cell)))
+        except ValueError:
+            numeric.append(False)
+    if all(numeric):
+        return np.array([float(c) for _, c in cells], dtype=np.float32), None
+    if any(numeric):
+        line, cell = next(lc for lc, is_num in zip(cells, numeric) if is_num)
+        other_line, other = next(lc for lc, is_num in zip(cells, numeric) if not is_num)
+        raise DataError(f"{path}: the label {_describe(col, names)} mixes numbers ({cell!r} on "
+                        f"line {line}) and text ({other!r} on line {other_line}). Labels are "
+                        "either all numbers or all class names; fix the odd cells.")
+    classes = tuple(sorted({c for _, c in cells}))
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[c] for _, c in cells], dtype=np.int32), classes

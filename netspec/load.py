@@ -1,0 +1,221 @@
+"""Load a spec: YAML text -> plain data plus the position of every key and value.
+
+Contract: `load(path, overrides)` returns a `Loaded`: `data` (dicts, lists, str, int, float, bool,
+None), and `where(path)` giving the `Problem` position of any key path. Nothing here knows what a
+spec means; that is `check`'s job. A spec file is untrusted text, so loading is bounded:
+
+- only the standard YAML tags (no Python objects, no custom tags);
+- duplicate keys are an error (PyYAML would silently keep the last one);
+- limits on file size, nesting depth and the number of values after alias expansion, so a
+  "billion laughs" file is refused quickly and with little memory;
+- text must be UTF-8.
+
+`--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
+list/map, with the override itself recorded as the position of what it set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netspec.errors import Problem, SpecError
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 200_000  # after alias expansion
+
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:" + t
+    for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "binary", "merge")
+}
+
+Key = tuple  # a key path: ("model", "layers", 2, "units")
+
+
+@dataclass
+class Loaded:
+    """A parsed spec: the data, and where each key path came from."""
+
+    source: str
+    data: Any
+    positions: dict[Key, tuple[str, int | None, int | None]] = field(default_factory=dict)
+    key_positions: dict[Key, tuple[str, int | None, int | None]] = field(default_factory=dict)
+
+    def where(self, path: Key, *, key: bool = False) -> tuple[str, int | None, int | None]:
+        """The position of the value at `path` (or of its key), falling back to the nearest parent."""
+        table = self.key_positions if key else self.positions
+        p = tuple(path)
+        while p:
+            if p in table:
+                return table[p]
+            if key and p in self.positions:
+                return self.positions[p]
+            p = p[:-1]
+        return self.positions.get((), (self.source, 1, 1))
+
+    def problem(self, path: Key, message: str, *, key: bool = False) -> Problem:
+        source, line, col = self.where(path, key=key)
+        return Problem(source, line, col, json_path(path), message)
+
+
+def json_path(path: Key) -> str:
+    """`("model", "layers", 2, "units")` -> `$.model.layers[2].units`."""
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Loaded:
+    """Read and parse a spec file, then apply `--set` overrides. Raises SpecError."""
+    path = Path(path)
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError([Problem(source, None, None, "$", f"the file is {size} bytes; a spec may be at most {MAX_FILE_BYTES} bytes")])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([Problem(source, None, None, "$", "no such file")]) from None
+    except IsADirectoryError:
+        raise SpecError([Problem(source, None, None, "$", "this is a directory, not a spec file")]) from None
+    except OSError as e:
+        raise SpecError([Problem(source, None, None, "$", f"cannot read the file ({e.strerror})")]) from None
+    loaded = parse(raw, source)
+    for text in overrides:
+        apply_override(loaded, text)
+    return loaded
+
+
+def parse(raw: bytes | str, source: str) -> Loaded:
+    """Parse YAML text into a `Loaded`. Raises SpecError with the position of the first syntax error."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            raise SpecError([Problem(source, line, col, "$", f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8")]) from None
+    else:
+        text = raw
+    loaded = Loaded(source, None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        message = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise SpecError([Problem(source, line, col, "$", f"YAML syntax error: {message}")]) from None
+    except yaml.YAMLError as e:
+        raise SpecError([Problem(source, None, None, "$", f"YAML syntax error: {e}")]) from None
+    if node is None:
+        raise SpecError([Problem(source, 1, 1, "$", "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train")])
+    builder = _Builder(loaded)
+    loaded.data = builder.build(node, (), 0)
+    return loaded
+
+
+class _Builder:
+    """Turns a composed YAML node graph into plain data, recording positions and enforcing limits."""
+
+    def __init__(self, loaded: Loaded):
+        self.loaded = loaded
+        self.count = 0
+        self.constructor = yaml.SafeLoader("")  # its scalar constructors resolve ints, floats, bools
+
+    def fail(self, node, path, message):
+        raise SpecError([Problem(self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1, json_path(path), message)])
+
+    def build(self, node, path: Key, depth: int):
+        self.count += 1
+        if self.count > MAX_VALUES:
+            self.fail(node, path, f"the spec expands to more than {MAX_VALUES} values (through YAML aliases or sheer size); refusing to load it")
+        if depth > MAX_DEPTH:
+            self.fail(node, path, f"the spec nests deeper than {MAX_DEPTH} levels")
+        if node.tag not in _STANDARD_TAGS:
+            self.fail(node, path, f"the YAML tag {node.tag!r} is not allowed; a spec may use only plain YAML values (no Python objects or custom tags)")
+        self.loaded.positions[path] = (self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.fail(key_node, path, "YAML merge keys ('<<') are not supported in a spec; write the keys out")
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.fail(key_node, path, "a key must be a plain scalar, not a list or mapping")
+                key = self.build(key_node, path + ("<key>",), depth + 1)
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    key = str(key)
+                if key in out:
+                    self.fail(key_node, path + (key,), f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once")
+                self.loaded.key_positions[path + (key,)] = (self.loaded.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, path + (key,), depth + 1)
+            self.loaded.positions.pop(path + ("<key>",), None)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as e:
+            self.fail(node, path, f"cannot read this value: {getattr(e, 'problem', e)}")
+        if isinstance(value, bytes) or not isinstance(value, (str, int, float, bool, type(None))):
+            value = str(node.value)  # timestamps and binary stay as written
+        return value
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*)=(.*)$", re.S)
+
+
+def split_override(text: str) -> tuple[Key, str]:
+    """`model.layers[0].units=5` or `model.layers.0.units=5` -> (("model", "layers", 0, "units"), "5")."""
+    m = _OVERRIDE.match(text)
+    if not m:
+        raise SpecError([Problem(f"--set {text}", None, None, "$", "expected --set dotted.key=value, e.g. --set optimizer.learning_rate=0.01")])
+    parts: list = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", m.group(1)):
+        if piece.startswith("["):
+            parts.append(int(piece[1:-1]))
+        else:
+            parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts), m.group(2)
+
+
+def apply_override(loaded: Loaded, text: str) -> None:
+    """Apply one `--set key.path=value` to `loaded` in place."""
+    path, value_text = split_override(text)
+    origin = f"--set {text}"
+    try:
+        sub = parse(value_text if value_text.strip() else "null", origin)
+    except SpecError as e:
+        raise SpecError([Problem(origin, None, None, json_path(path), f"cannot parse the value: {e.problems[0].message}")]) from None
+    parent = loaded.data
+    for i, part in enumerate(path[:-1]):
+        here = path[: i + 1]
+        if isinstance(parent, dict):
+            parent = parent.setdefault(part, {} if isinstance(path[i + 1], str) else [])
+        elif isinstance(parent, list) and isinstance(part, int) and part < len(parent):
+            parent = parent[part]
+        else:
+            raise SpecError([Problem(origin, None, None, json_path(here), _no_such_place(parent, part))])
+    last = path[-1]
+    if isinstance(parent, dict):
+        parent[last] = sub.data
+    elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+        parent[last] = sub.data
+    else:
+        raise SpecError([Problem(origin, None, None, json_path(path), _no_such_place(parent, last))])
+    for p in [k for k in loaded.positions if k[: len(path)] == path]:
+        del loaded.positions[p]
+    for sub_path in sub.positions:
+        loaded.positions[path + sub_path] = (origin, None, None)
+    loaded.key_positions[path] = (origin, None, None)
+
+
+def _no_such_place(parent, part) -> str:
+    if isinstance(parent, list):
+        return f"there is no item {part!r} here: this is a list of {len(parent)} items (indices 0 to {len(parent) - 1})"
+    return f"cannot set {part!r} inside a {type(parent).__name__} value"

@@ -1,0 +1,192 @@
+"""The spec's JSON Schema (Draft 2020-12), built from the registries: the one contract for a spec.
+
+`SCHEMA` is what `netspec schema` prints and what `check` validates against. Every object
+forbids unknown keys. Choices written either as a name or as `{type: name, ...args}`
+(activations, initializers, losses, schedules) use if/then/else on the value's JSON type, so an
+error always comes from one branch and reads plainly. Defaults live here (as `default`), so the
+docs and `check`'s defaulting read the same numbers.
+"""
+
+from __future__ import annotations
+
+from netspec import registry as R
+
+
+def _named_choice(kinds: dict[str, dict], what: str, *, extra: dict | None = None, required_of=None) -> dict:
+    """`name` or `{type: name, <that kind's args>}`."""
+    names = sorted(kinds)
+    branches = []
+    for name in names:
+        props = {"type": {"const": name}, **kinds[name], **(extra or {})}
+        then = {"properties": props, "additionalProperties": False}
+        req = list(required_of(name)) if required_of else []
+        if req:
+            then["required"] = req
+        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
+    return {
+        "description": f"{what}: a name, or a mapping with `type` and its arguments",
+        "if": {"type": "string"},
+        "then": {"enum": names},
+        "else": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"enum": names}},
+            "allOf": branches,
+        },
+    }
+
+
+def _layer_schema() -> dict:
+    names = sorted(R.LAYERS)
+    branches = []
+    for name in names:
+        kind = R.LAYERS[name]
+        props = {"name": {"type": "string"}, "type": {"const": name}, "inputs": {"$ref": "#/$defs/inputs"}}
+        for field, s in kind.fields.items():
+            if field == "activation":
+                props[field] = {"$ref": "#/$defs/activation"}
+            elif field.endswith("_init"):
+                props[field] = {"$ref": "#/$defs/initializer"}
+            else:
+                props[field] = s
+        then = {"properties": props, "additionalProperties": False, "required": ["name", "type", *kind.required]}
+        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
+    return {
+        "type": "object",
+        "required": ["name", "type"],
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "description": "unique layer name; also its TensorBoard scope"},
+            "type": {"enum": names, "description": "the layer type"},
+        },
+        "allOf": branches,
+    }
+
+
+def _optimizer_schema() -> dict:
+    names = sorted(R.OPTIMIZERS)
+    common = {
+        "type": {"enum": names},
+        "learning_rate": {"$ref": "#/$defs/learning_rate"},
+        "clip_global_norm": R.number(None, exclusive_minimum=0, nullable=True, doc="clip gradients to this global norm first"),
+    }
+    branches = []
+    for name in names:
+        props = {**common, "type": {"const": name}, **R.OPTIMIZERS[name]}
+        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                         "then": {"properties": props, "additionalProperties": False}})
+    return {"type": "object", "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
+
+
+def _schedule_schema() -> dict:
+    names = sorted(R.SCHEDULES)
+    branches = []
+    for name in names:
+        _, args, required = R.SCHEDULES[name]
+        branches.append({
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {"properties": {"type": {"const": name}, **args}, "additionalProperties": False, "required": ["type", *required]},
+        })
+    return {
+        "description": "a number, or a schedule {type, its optax arguments}",
+        "if": {"type": "number"},
+        "then": {"exclusiveMinimum": 0},
+        "else": {"type": "object", "required": ["type"], "properties": {"type": {"enum": names}}, "allOf": branches},
+    }
+
+
+def build() -> dict:
+    """The whole schema."""
+    inline = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["x", "y"],
+        "properties": {
+            "x": {"type": "array", "minItems": 1, "description": "inputs, one row per example"},
+            "y": {"type": "array", "minItems": 1, "description": "targets, one per example"},
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://netspec.dev/schema/spec.json",
+        "title": "netspec model spec",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "data", "model", "loss", "optimizer", "train"],
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
+            "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
+            "seed": R.integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
+            "data": {
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "properties": {"inline": inline},
+                "required": ["inline"],
+                "description": "where the examples come from",
+            },
+            "model": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["input", "layers"],
+                "properties": {
+                    "input": {**R.SHAPE, "description": "shape of one example, without the batch axis"},
+                    "defaults": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "activation": {"$ref": "#/$defs/activation"},
+                            "kernel_init": {"$ref": "#/$defs/initializer"},
+                            "bias_init": {"$ref": "#/$defs/initializer"},
+                            "use_bias": {"type": "boolean"},
+                        },
+                        "description": "values for every layer whose type has that field and does not set it",
+                    },
+                    "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
+                },
+            },
+            "loss": _named_choice(R.LOSSES, "the loss"),
+            "metrics": {"type": "array", "items": {"enum": sorted(R.METRICS)}, "uniqueItems": True, "default": ["accuracy"]},
+            "optimizer": {"$ref": "#/$defs/optimizer"},
+            "train": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["batch_size"],
+                "properties": {
+                    "steps": R.integer(minimum=1, doc="number of optimizer steps"),
+                    "epochs": R.integer(minimum=1, doc="number of passes over the training data (instead of steps)"),
+                    "batch_size": R.integer(minimum=1),
+                    "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
+                },
+                "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
+            },
+            "summaries": {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "every": R.integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
+                    "scalars": {"type": "array", "items": {"enum": list(R.SCALARS)}, "uniqueItems": True, "default": list(R.SCALARS)},
+                    "histograms": {"type": "array", "items": {"enum": list(R.HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"]},
+                    "graph": R.boolean(True, "write the train step's graph, one box per layer"),
+                    "text": R.boolean(True, "write the resolved spec as text"),
+                    "hparams": R.boolean(True, "write hyperparameters with the final metrics"),
+                },
+            },
+        },
+        "$defs": {
+            "activation": _named_choice(R.ACTIVATIONS, "an activation"),
+            "initializer": _named_choice(R.INITIALIZERS, "an initializer"),
+            "inputs": {
+                "description": "the layer(s) this layer reads; default: the previous layer",
+                "if": {"type": "string"},
+                "then": {},
+                "else": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            },
+            "layer": _layer_schema(),
+            "optimizer": _optimizer_schema(),
+            "learning_rate": _schedule_schema(),
+        },
+    }
+
+
+SCHEMA = build()
