@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import jsonschema
 
 from netspec import registry as R
-from netspec.errors import Problem, SpecError
+from netspec.errors import NetspecError, Problem, SpecError
 from netspec.load import Loaded, json_path
 from netspec.schema import SCHEMA
 
@@ -56,11 +57,14 @@ class Spec:
     layers: tuple[Layer, ...]
     loss: Mapping[str, Any]
     output_activation: str  # the activation of the model's output ("linear" if none)
-    metrics: tuple[str, ...]
+    metrics: tuple[Mapping[str, Any], ...]  # each {type, args}
     optimizer: Mapping[str, Any]
     train: Mapping[str, Any]
     steps: int  # total optimizer steps (from train.steps or train.epochs)
-    num_examples: int  # training examples
+    num_examples: int  # training examples (after the validation split)
+    data_info: Any  # netspec.data.DataInfo of the whole training split as stored
+    eval: Mapping[str, Any]  # eval.split resolved: "test", "validation" or None
+    base_dir: str  # the spec file's directory; relative data paths start here
     summaries: Mapping[str, Any]
     resolved: Mapping[str, Any]  # the whole spec as it ran (plain data; see `plain`)
 
@@ -84,7 +88,7 @@ def check(loaded: Loaded) -> Spec:
     data = fill_defaults(SCHEMA, data)
     spec, problems = _meaning(loaded, data)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted(problems, key=lambda p: (p.line or 0, p.col or 0)))  # file order, like the schema's
     return spec
 
 
@@ -100,6 +104,8 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
 
 
 def _found(value) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "nothing (null)", True: "true (boolean)", False: "false (boolean)"}[value]
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
     text = repr(value) if not isinstance(value, (list, dict)) else kind
     if len(text) > 60:
@@ -117,10 +123,27 @@ def _expected_type(t) -> str:
 
 def did_you_mean(word, options) -> str:
     """'; did you mean 'x'?' when a close match exists, else ''."""
+    close = closest(word, options)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def closest(word, options) -> str | None:
+    """The option nearest to `word` (a typo of it), or None; a swap of two letters counts as one edit."""
     if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+        return None
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=3, cutoff=0.6)
+    return min(close, key=lambda o: _edits(word, o)) if close else None  # ties keep difflib's order
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: 'adma' is one edit from 'adam', two from 'adamax'."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
 
 
 def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
@@ -136,6 +159,11 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     if v == "required":
         missing = error.validator_value
         keys = [k for k in missing if k not in value]
+        if schema.get("additionalProperties") is False:
+            # a misspelt required key is reported once, as an unknown key with its "did you mean"
+            props = schema.get("properties", {})
+            typos = {closest(x, props) for x in value if x not in props}
+            keys = [k for k in keys if k not in typos]
         return [loaded.problem(path, f"missing required key {k!r}", key=True) for k in keys]
     if v in ("enum", "const"):
         options = error.validator_value if v == "enum" else [error.validator_value]
@@ -144,6 +172,11 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
             listed = f"{len(options)} names, see `netspec schema`"
         return [loaded.problem(path, f"expected one of {listed}; found {_found(value)}{did_you_mean(value, options)}")]
     if v == "type":
+        either = _if_branch(error)  # a "name or mapping" style choice: say both forms
+        if either is not None:
+            alt, doc = either
+            more = f"; this is {doc}" if doc else ""
+            return [loaded.problem(path, f"expected {_expected_type(alt)} or {_expected_type(error.validator_value)}, found {_found(value)}{more}")]
         return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {_found(value)}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
@@ -156,16 +189,35 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     if v == "uniqueItems":
         return [loaded.problem(path, "expected each item once; this list repeats an item")]
     if v == "pattern":
-        return [loaded.problem(path, f"expected a name of letters, digits, '_', '-' or '.', starting with a letter or '_'; found {_found(value)}")]
+        return [loaded.problem(path, f"expected {schema.get('x-expected', 'text matching ' + error.validator_value)}; found {_found(value)}")]
     if v == "not":
         return [loaded.problem(path, f"{_found(value)} is not allowed here")]
     if v == "oneOf" and path[-1:] == ("train",):
+        if not isinstance(value, dict):
+            return []  # not a mapping: the type error says so
         both = "steps" in value and "epochs" in value
         return [loaded.problem(path, "give either steps or epochs, not both" if both else "missing required key 'steps' (or 'epochs')", key=True)]
     if v in ("oneOf", "anyOf"):
         best = jsonschema.exceptions.best_match(error.context)
         return _describe(best, loaded) if best is not None else [loaded.problem(path, error.message)]
     return [loaded.problem(path, error.message)]
+
+
+def _if_branch(error: jsonschema.ValidationError):
+    """For a type error in the `else` of an `if: {type: T}`: (T, the choice's description); else None."""
+    if list(error.schema_path)[-2:] != ["else", "type"]:
+        return None
+    s = SCHEMA
+    for part in list(error.schema_path)[:-2]:
+        while isinstance(s, dict) and part not in s and "$ref" in s:
+            s = _resolve(s)
+        try:
+            s = s[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    s = _resolve(s) if isinstance(s, dict) else {}
+    alt = s.get("if", {}).get("type")
+    return (alt, s.get("description", "")) if alt else None
 
 
 # -- defaults ---------------------------------------------------------------------------------
@@ -299,11 +351,24 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
     output_activation = last.get("activation", {"type": "linear"})["type"]
     loss = data["loss"]
     _check_loss_output(loaded, loss, output_activation, out_shape, len(model["layers"]) - 1, problems)
-    num_examples = _check_inline_data(loaded, data, input_shape, out_shape, loss, problems)
+    info = _check_data(loaded, data, input_shape, out_shape, loss, problems)
+    num_examples = None
+    if info is not None:
+        num_examples = info.num_train
+        if data["data"].get("limit"):
+            num_examples = min(num_examples, data["data"]["limit"])
+        if data["data"]["validation_split"]:
+            num_examples -= max(1, int(round(data["data"]["validation_split"] * num_examples)))
     metrics = tuple(data["metrics"])
     for i, m in enumerate(metrics):
-        if m == "accuracy" and loss["type"] not in R.FUSED_ACTIVATION:
-            problems.append(loaded.problem(("metrics", i), f"accuracy needs a classification loss (binary_crossentropy, categorical_crossentropy or sparse_categorical_crossentropy); the loss is {loss['type']}"))
+        if m["type"] in ("accuracy", "top_k_accuracy") and loss["type"] not in R.FUSED_ACTIVATION:
+            problems.append(loaded.problem(("metrics", i), f"{m['type']} needs a classification loss (binary_crossentropy, categorical_crossentropy or sparse_categorical_crossentropy); the loss is {loss['type']}"))
+        elif m["type"] == "top_k_accuracy" and (loss["type"] == "binary_crossentropy" or m["k"] >= out_shape[-1]):
+            problems.append(loaded.problem(("metrics", i), f"top_k_accuracy with k={m['k']} needs a categorical output of more than {m['k']} classes; the output has shape {list(out_shape)}"))
+    names = [metric_name(m) for m in metrics]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problems.append(loaded.problem(("metrics", i), f"the metric {name} is listed twice"))
     train = data["train"]
     steps = train.get("steps")
     if num_examples is not None:
@@ -311,13 +376,29 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
+    evaluation = dict(data["eval"])
+    if info is not None:
+        has_val = data["data"]["validation_split"] > 0
+        if evaluation["split"] is None:
+            evaluation["split"] = "test" if info.num_test else ("validation" if has_val else None)
+        elif evaluation["split"] == "test" and not info.num_test:
+            problems.append(loaded.problem(("eval", "split"), f"this {info.source} data has no test split; use eval.split: validation with data.validation_split (e.g. 0.1)"))
+        elif evaluation["split"] == "validation" and not has_val:
+            problems.append(loaded.problem(("eval", "split"), "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"))
+    every = evaluation["every"]
+    if every is not None and every % data["summaries"]["every"]:
+        problems.append(loaded.problem(("eval", "every"), f"eval.every ({every}) must be a multiple of summaries.every ({data['summaries']['every']}): evaluations run between compiled chunks"))
+    if every is not None and info is not None and evaluation["split"] is None:
+        problems.append(loaded.problem(("eval", "every"), "there is nothing to evaluate on: the data has no test split and data.validation_split is 0"))
+    data["eval"] = evaluation
     if problems:
         return None, problems
     spec = Spec(
         name=data["name"], seed=data["seed"], source=loaded.source, data=_freeze(data["data"]),
         input_shape=input_shape, layers=tuple(layers), loss=_freeze(loss), output_activation=output_activation,
         metrics=metrics, optimizer=_freeze(data["optimizer"]), train=_freeze(train), steps=steps,
-        num_examples=num_examples, summaries=_freeze(data["summaries"]), resolved=_freeze(data),
+        num_examples=num_examples, data_info=info, eval=_freeze(evaluation), base_dir=str(Path(loaded.source).resolve().parent),
+        summaries=_freeze(data["summaries"]), resolved=_freeze(data),
     )
     return spec, []
 
@@ -325,48 +406,84 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
 def _check_loss_output(loaded, loss, activation, out_shape, last_index, problems):
     kind = loss["type"]
     at = ("model", "layers", last_index, "activation")
+    written = loaded.data["model"]["layers"][last_index]
+    origin = ""
+    if isinstance(written, dict) and "activation" not in written and "activation" in (loaded.data["model"].get("defaults") or {}):
+        at, origin = ("model", "defaults", "activation"), " (from model.defaults)"  # point where it is written
     fused = R.FUSED_ACTIVATION.get(kind)
     if fused:
         if loss["from_logits"] and activation in ("sigmoid", "softmax"):
-            problems.append(loaded.problem(at, f"the loss has from_logits: true, but the output goes through {activation}; use activation: linear for the last layer, or drop from_logits"))
+            problems.append(loaded.problem(at, f"the loss has from_logits: true, but the output goes through {activation}{origin}; use activation: linear for the last layer, or drop from_logits"))
         elif not loss["from_logits"] and activation != fused:
-            problems.append(loaded.problem(at, f"{kind} expects {'probabilities from a sigmoid' if fused == 'sigmoid' else 'a probability distribution from a softmax'} output, but the last layer's activation is {activation}; use activation: {fused}, or set loss.from_logits: true with activation: linear"))
+            problems.append(loaded.problem(at, f"{kind} expects {'probabilities from a sigmoid' if fused == 'sigmoid' else 'a probability distribution from a softmax'} output, but the last layer's activation is {activation}{origin}; use activation: {fused}, or set loss.from_logits: true with activation: linear"))
     if kind in ("categorical_crossentropy", "sparse_categorical_crossentropy") and (len(out_shape) != 1 or out_shape[0] < 2):
-        problems.append(loaded.problem(("model", "layers", last_index), f"{kind} needs an output of shape [classes] with at least 2 classes; the model's output has shape {list(out_shape)}"))
+        units_at = ("model", "layers", last_index) + (("units",) if isinstance(written, dict) and "units" in written else ())
+        problems.append(loaded.problem(units_at, f"{kind} needs an output of shape [classes] with at least 2 classes; the model's output has shape {list(out_shape)}; give the last layer one unit per class (for two classes, binary_crossentropy with one sigmoid unit also works)"))
 
 
-def _check_inline_data(loaded, data, input_shape, out_shape, loss, problems) -> int | None:
-    inline = data["data"].get("inline")
-    if inline is None:
+def _check_data(loaded, data, input_shape, out_shape, loss, problems):
+    """The data's DataInfo, after checking it fits the model's input, output and loss (None if it can't be read)."""
+    from netspec.data import SOURCES, describe  # numpy: only once the schema has passed
+
+    sources = [k for k in SOURCES if k in data["data"]]
+    if len(sources) != 1:
+        found = ", ".join(sources) if sources else "none"
+        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(SOURCES)}); found {found}", key=True))
         return None
-    at = ("data", "inline")
-    x_shape = _shape_of(inline["x"], at + ("x",), loaded, problems, "x")
-    y_shape = _shape_of(inline["y"], at + ("y",), loaded, problems, "y")
-    if x_shape is None or y_shape is None:
+    source = sources[0]
+    at = ("data", source)
+    if source == "inline":
+        inline = data["data"]["inline"]
+        x_shape = _shape_of(inline["x"], at + ("x",), loaded, problems, "x")
+        y_shape = _shape_of(inline["y"], at + ("y",), loaded, problems, "y")
+        if x_shape is None or y_shape is None:
+            return None
+        if y_shape[0] != x_shape[0]:
+            problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {x_shape[0]}; they must match"))
+            return None
+    try:
+        info = describe(data["data"], Path(loaded.source).resolve().parent)
+    except NetspecError as e:
+        problems.append(loaded.problem(at, str(e)))
         return None
-    n = x_shape[0]
-    if x_shape[1:] != input_shape:
-        problems.append(loaded.problem(at + ("x",), f"each example of x has shape {list(x_shape[1:])}, but model.input is {list(input_shape)}"))
-    if y_shape[0] != n:
-        problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {n}; they must match"))
+    if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
+        problems.append(loaded.problem(at if source != "inline" else at + ("x",),
+                                       f"each example has shape {list(info.x_shape)} ({_prod(info.x_shape)} values), but model.input is {list(input_shape)}"
+                                       + ("" if source == "inline" else f" ({_prod(input_shape)} values); make model.input {list(info.x_shape)} (or another shape of {_prod(info.x_shape)} values)")))
     kind = loss["type"]
-    if kind == "sparse_categorical_crossentropy":
-        if y_shape[1:] not in ((), (1,)):
-            problems.append(loaded.problem(at + ("y",), f"sparse_categorical_crossentropy needs one integer class per example (y of shape [{n}]), found shape {list(y_shape)}"))
-        else:
-            flat = [v[0] if isinstance(v, list) else v for v in inline["y"]]
+    y_at = at + ("y",) if source == "inline" else at
+    if info.y_shape in ((), (1,)) and kind in ("sparse_categorical_crossentropy", "categorical_crossentropy") and len(out_shape) == 1 and (source != "inline" or kind == "sparse_categorical_crossentropy"):
+        classes = info.classes
+        if classes is not None and classes != out_shape[0]:
+            problems.append(loaded.problem(y_at, f"the data has {classes} classes but the model's output has {out_shape[0]} units; make the last layer units: {classes}"))
+        if source == "inline":
+            flat = [v[0] if isinstance(v, list) else v for v in data["data"]["inline"]["y"]]
             for i, v in enumerate(flat):
-                if v != int(v) or not 0 <= v < out_shape[0]:
-                    problems.append(loaded.problem(at + ("y", i), f"expected a class index from 0 to {out_shape[0] - 1}, found {v!r}"))
+                if not isinstance(v, (int, float)) or v != int(v) or not 0 <= v < out_shape[0]:
+                    problems.append(loaded.problem(y_at + (i,), f"expected a class index from 0 to {out_shape[0] - 1}, found {v!r}"))
                     break
-    elif y_shape[1:] != out_shape and not (y_shape[1:] == () and out_shape == (1,)):
-        problems.append(loaded.problem(at + ("y",), f"each target of y has shape {list(y_shape[1:])}, but the model's output has shape {list(out_shape)} and {kind} needs them equal"))
-    elif kind in ("binary_crossentropy", "categorical_crossentropy"):
-        for i, v in enumerate(_flatten(inline["y"])):
+    elif kind == "sparse_categorical_crossentropy":
+        problems.append(loaded.problem(y_at, f"sparse_categorical_crossentropy needs one integer class per example (y of shape [{info.num_train}]), found labels of shape {list(info.y_shape)}"))
+    elif info.y_shape != out_shape and not (info.y_shape == () and out_shape == (1,)):
+        problems.append(loaded.problem(y_at, f"each target of y has shape {list(info.y_shape)}, but the model's output has shape {list(out_shape)} and {kind} needs them equal"))
+    elif source == "inline" and kind in ("binary_crossentropy", "categorical_crossentropy"):
+        for i, v in enumerate(_flatten(data["data"]["inline"]["y"])):
             if not 0 <= v <= 1:
-                problems.append(loaded.problem(at + ("y",), f"{kind} needs targets between 0 and 1; found {v!r} (item {i} in reading order)"))
+                problems.append(loaded.problem(y_at, f"{kind} needs targets between 0 and 1; found {v!r} (item {i} in reading order)"))
                 break
+    return info
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
     return n
+
+
+def metric_name(metric: Mapping) -> str:
+    """The scalar tag of a metric: `accuracy`, `top_5_accuracy`, ..."""
+    return f"top_{metric['k']}_accuracy" if metric["type"] == "top_k_accuracy" else metric["type"]
 
 
 def _flatten(value):

@@ -35,6 +35,7 @@ def main():
     """netspec: declarative deep learning. A YAML spec in, a trained JAX model and a TensorBoard run out.
 
     \b
+    Example:
       netspec validate specs/xor_wide.yaml     # check a spec, with file:line:col for every mistake
       netspec run specs/xor_wide.yaml          # train it; writes runs/xor_wide/<run-id>/
       tensorboard --logdir runs                # look at the run
@@ -82,8 +83,9 @@ def validate(specs, overrides):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs.")
 @click.option("--run-name", default=None, help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report.")
-def run(spec, overrides, logdir, run_name, quiet):
+def run(spec, overrides, logdir, run_name, data_dir, quiet):
     """Train a spec and write its run directory <logdir>/<name>/<run-id>/.
 
     The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/) and
@@ -99,12 +101,32 @@ def run(spec, overrides, logdir, run_name, quiet):
         checked = _load_and_check(spec, overrides)
         from netspec.train import run as train_run
 
-        train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, echo=click.echo)
+        train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo)
     except NetspecError as e:
         _fail(e)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default=None, help="Default: the spec's eval.split (test when the data has one).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
+def evaluate(run_dir, split, data_dir):
+    """Evaluate a finished run's final parameters on a split and print the metrics.
+
+    \b
+    Example:
+      netspec eval runs/fashion_mlp/20261127-101500 --split test
+    """
+    try:
+        from netspec.train import evaluate_run
+
+        values = evaluate_run(run_dir, split=split, data_dir=data_dir)
+    except NetspecError as e:
+        _fail(e)
+    click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
 
 
 @main.command()

@@ -6,13 +6,17 @@ Contract: `compile_spec(spec) -> Program` with
     apply(params, state, x, *, train, key, collect=None) -> y   # the output (probabilities etc.);
                                                   # `collect` (a dict) gets every layer's output
     loss_and_metrics(params, state, batch, *, train, key) -> (loss, (metrics, state))
-    chunk(length) -> jitted (TrainState, data, keys) -> (TrainState, per-step {loss, metrics..})
+    chunk(length, streamed=False) -> jitted (TrainState, Data, batches, keys) -> (TrainState, per-step {loss, metrics..})
 
 `chunk(K)` runs K optimizer steps as one `lax.scan` inside one `jit`, the training data resident
 on the device and passed as an argument (never closed over), the TrainState buffers donated.
-Batches are gathered on the device: the whole set when batch_size equals it, else a
-per-epoch permutation computed from (data key, epoch), so the order depends only on the seed
-and the step: a chunk of any length, started at any step, gives the same batches.
+Each step gathers its batch on the device from the data (kept compact, e.g. uint8 images,
+converted inside the step) by a row of example indices, int32 [K, batch], that the host makes
+for the chunk (`netspec.data.batch_indices`: a per-epoch permutation from (seed, epoch)), so
+the order depends only on the seed and the step: chunks of any length give the same batches.
+Data larger than the spec's `data.max_resident_mb` stays on the host instead: the host gathers
+each chunk's batches by the same indices (the next chunk's while this one runs) and the chunk
+scans over them, computing exactly the same steps.
 
 Each layer runs under `jax.named_scope(<layer name>)`, the loss under `cost`, the update under
 `train`, so the jaxpr (and TensorBoard's graph) is grouped by the spec's names. A sigmoid or
@@ -30,7 +34,7 @@ import optax
 
 from netspec import layers as L
 from netspec import registry as R
-from netspec.check import Spec
+from netspec.check import Spec, metric_name
 
 
 class TrainState(NamedTuple):
@@ -55,6 +59,8 @@ class Program(NamedTuple):
     loss_and_metrics: Callable
     chunk: Callable
     train_step: Callable  # one unjitted step, (state, batch, key) -> (state, outputs); for the graph
+    evaluate: Callable  # jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
+    prepare: Callable  # (Data, x, y) -> the batch as the model and loss take it
     tx: optax.GradientTransformation
     keys: Keys
     init_key: jax.Array
@@ -95,53 +101,101 @@ def network(spec: Spec):
 
 
 # -- loss and metrics -------------------------------------------------------------------------
+# Each function takes the model's output `out` (logits for the cross-entropies: check guarantees
+# the output activation is fused or from_logits) and the labels, and returns one value PER EXAMPLE:
+# training takes the mean, evaluation sums over the whole split.
+
+def _per_example(v):
+    return v.reshape(v.shape[0], -1).mean(-1)
+
 
 def _loss_fn(spec: Spec) -> Callable:
-    """loss(out, y) -> scalar; `out` is logits for cross-entropies (always: check guarantees it)."""
     loss = spec.loss
     kind = loss["type"]
     if kind == "binary_crossentropy":
-        return lambda z, y: optax.sigmoid_binary_cross_entropy(z, y).mean()
+        return lambda z, y: _per_example(optax.sigmoid_binary_cross_entropy(z, y))
     if kind == "categorical_crossentropy":
         smoothing = loss["label_smoothing"]
-
-        def cce(z, y):
-            if smoothing:
-                y = optax.smooth_labels(y, smoothing)
-            return optax.softmax_cross_entropy(z, y).mean()
-        return cce
+        return lambda z, y: optax.softmax_cross_entropy(z, optax.smooth_labels(y, smoothing) if smoothing else y)
     if kind == "sparse_categorical_crossentropy":
-        return lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
+        return lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y)
     if kind == "mean_squared_error":
-        return lambda p, y: jnp.mean((p - y) ** 2)
+        return lambda p, y: _per_example((p - y) ** 2)
     if kind == "mean_absolute_error":
-        return lambda p, y: jnp.mean(jnp.abs(p - y))
+        return lambda p, y: _per_example(jnp.abs(p - y))
     if kind == "huber":
-        return lambda p, y: optax.huber_loss(p, y, delta=loss["delta"]).mean()
+        return lambda p, y: _per_example(optax.huber_loss(p, y, delta=loss["delta"]))
     raise AssertionError(kind)
 
 
+def _class_index(spec: Spec) -> Callable:
+    """labels -> class indices (for accuracy and the confusion matrix)."""
+    if spec.loss["type"] == "binary_crossentropy":
+        return lambda y: (y > 0.5).astype(jnp.int32)
+    if spec.loss["type"] == "categorical_crossentropy":
+        return lambda y: jnp.argmax(y, -1)
+    return lambda y: y
+
+
+def predicted_class(spec: Spec) -> Callable:
+    """model output (logits) -> predicted class indices."""
+    if spec.loss["type"] == "binary_crossentropy":
+        return lambda z: (z > 0).astype(jnp.int32)
+    return lambda z: jnp.argmax(z, -1)
+
+
 def _metric_fns(spec: Spec) -> dict[str, Callable]:
-    """name -> fn(out, y) -> scalar, on the same `out` the loss sees."""
-    kind = spec.loss["type"]
+    """tag -> fn(out, y) -> per-example values, on the same `out` the loss sees."""
+    truth, guess = _class_index(spec), predicted_class(spec)
     out: dict[str, Callable] = {}
-    for name in spec.metrics:
-        if name == "accuracy":
-            if kind == "binary_crossentropy":
-                out[name] = lambda z, y: jnp.mean((z > 0) == (y > 0.5))
-            elif kind == "categorical_crossentropy":
-                out[name] = lambda z, y: jnp.mean(jnp.argmax(z, -1) == jnp.argmax(y, -1))
-            else:
-                out[name] = lambda z, y: jnp.mean(jnp.argmax(z, -1) == y)
-        elif name == "mean_squared_error":
-            out[name] = lambda p, y: jnp.mean((p - y) ** 2)
-        elif name == "mean_absolute_error":
-            out[name] = lambda p, y: jnp.mean(jnp.abs(p - y))
+    for metric in spec.metrics:
+        name, kind = metric_name(metric), metric["type"]
+        if kind == "accuracy":
+            out[name] = lambda z, y: _per_example((guess(z) == truth(y)).astype(jnp.float32))
+        elif kind == "top_k_accuracy":
+            k = metric["k"]
+            out[name] = lambda z, y, k=k: jnp.any(jax.lax.top_k(z, k)[1] == truth(y)[:, None], -1).astype(jnp.float32)
+        elif kind == "mean_squared_error":
+            out[name] = lambda p, y: _per_example((p - y) ** 2)
+        elif kind == "mean_absolute_error":
+            out[name] = lambda p, y: _per_example(jnp.abs(p - y))
     return out
 
 
-def label_dtype(spec: Spec):
-    return jnp.int32 if spec.loss["type"] == "sparse_categorical_crossentropy" else jnp.float32
+def num_classes(spec: Spec) -> int | None:
+    """Classes of a classification model (2 for binary with one output unit), else None."""
+    if spec.loss["type"] not in R.FUSED_ACTIVATION:
+        return None
+    if spec.loss["type"] == "binary_crossentropy":
+        return 2 if spec.output_shape[-1] == 1 else None
+    return spec.output_shape[-1]
+
+
+class Data(NamedTuple):
+    """A split resident on the device as stored (images uint8), with its scaling arguments."""
+
+    x: jax.Array
+    y: jax.Array
+    shift: jax.Array
+    scale: jax.Array
+
+
+def _prepare(spec: Spec) -> Callable:
+    """(x, y) as stored -> (x float32 scaled and shaped as model.input, y as the loss wants), on device."""
+    one_hot = spec.loss["type"] == "categorical_crossentropy" and tuple(spec.data_info.y_shape) != spec.output_shape
+    sparse = spec.loss["type"] == "sparse_categorical_crossentropy"
+
+    def prepare(data: Data, x, y):
+        x = ((x.astype(jnp.float32) - data.shift) * data.scale).reshape((x.shape[0], *spec.input_shape))
+        if one_hot:
+            y = jax.nn.one_hot(y.reshape(y.shape[0]), spec.output_shape[-1])
+        elif sparse:
+            y = y.reshape(y.shape[0]).astype(jnp.int32)
+        else:
+            y = y.astype(jnp.float32).reshape((y.shape[0], *spec.output_shape))
+        return x, y
+
+    return prepare
 
 
 # -- optimizer --------------------------------------------------------------------------------
@@ -196,13 +250,23 @@ def compile_spec(spec: Spec) -> Program:
     def apply(params, state, x, *, train=False, key=step_key, collect=None):
         return net_apply(params, state, x, train=train, key=key, collect=collect)[0]
 
-    def loss_and_metrics(params, model_state, batch, *, train, key):
+    prepare = _prepare(spec)
+    guess, truth, classes = predicted_class(spec), _class_index(spec), num_classes(spec)
+    logits_out = spec.fused_loss or spec.loss.get("from_logits", False)
+
+    def per_example(params, model_state, batch, *, train, key):
         x, y = batch
-        out, new_state = net_apply(params, model_state, x, train=train, key=key, logits=spec.fused_loss or spec.loss.get("from_logits", False))
+        out, new_state = net_apply(params, model_state, x, train=train, key=key, logits=logits_out)
         with jax.named_scope("cost"):
-            loss = loss_of(out, y)
-            metrics = {name: fn(out, y) for name, fn in metric_fns.items()}
-        return loss, (metrics, new_state)
+            values = {"loss": loss_of(out, y), **{name: fn(out, y) for name, fn in metric_fns.items()}}
+        return values, out, new_state
+
+    def loss_and_metrics(params, model_state, batch, *, train, key):
+        values, _, new_state = per_example(params, model_state, batch, train=train, key=key)
+        with jax.named_scope("cost"):
+            means = {k: jnp.mean(v) for k, v in values.items()}
+        loss = means.pop("loss")
+        return loss, (means, new_state)
 
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
 
@@ -213,48 +277,50 @@ def compile_spec(spec: Spec) -> Program:
             params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, model_state, opt_state), {"loss": loss, **metrics}
 
-    batch_size = spec.train["batch_size"]
-    n = spec.num_examples
-    full_batch = batch_size == n
-    per_epoch = n // batch_size
-    shuffle = spec.train["shuffle"]
+    @jax.jit
+    def evaluate(params, model_state, data: Data, mask):
+        """Sums over a split stored as [batches, batch, ...] with a 0/1 mask for padding: {tag: sum}, count, confusion."""
+        def one(carry, batch):
+            x, y, m = batch
+            xb, yb = prepare(data, x, y)
+            values, out, _ = per_example(params, model_state, (xb, yb), train=False, key=keys.step)
+            sums = {k: jnp.sum(v * m) for k, v in values.items()}
+            confusion = None
+            if classes:
+                confusion = (jax.nn.one_hot(truth(yb).reshape(-1), classes) * m[:, None]).T @ jax.nn.one_hot(guess(out).reshape(-1), classes)
+            return carry, (sums, confusion)
 
-    def make_chunk(length: int):
-        def chunk(state: TrainState, data, keys: Keys):
-            x, y = data
+        _, (sums, confusion) = jax.lax.scan(one, None, (data.x, data.y, mask))
+        sums = {k: v.sum() for k, v in sums.items()}
+        return sums, mask.sum(), (confusion.sum(0) if classes else None)
 
-            def order(step):
-                epoch = step // per_epoch
-                return jax.random.permutation(jax.random.fold_in(keys.data, epoch), n)
+    full_batch = spec.train["batch_size"] == spec.num_examples
 
-            def body(carry, _):
-                state, perm = carry
-                step = state.step
-                if full_batch:
-                    batch = (x, y)
+    def make_chunk(length: int, streamed: bool):
+        def chunk(state: TrainState, data: Data, batches, keys: Keys):
+            """`length` steps. `batches`: resident data: int32 [length, batch] example indices into
+            `data` (None: the whole set each step); streamed data: the (x, y) of every step,
+            [length, batch, ...], gathered by the host, with `data` holding only the scaling."""
+            def body(state, batch):
+                if streamed:
+                    batch = prepare(data, *batch)
+                elif batch is None:
+                    batch = prepare(data, data.x, data.y)
                 else:
-                    i = step % per_epoch
-                    if shuffle:
-                        perm = jax.lax.cond(i == 0, lambda: order(step), lambda: perm)
-                        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-                        batch = (x[idx], y[idx])
-                    else:
-                        batch = (jax.lax.dynamic_slice_in_dim(x, i * batch_size, batch_size),
-                                 jax.lax.dynamic_slice_in_dim(y, i * batch_size, batch_size))
-                state, out = train_step(state, batch, jax.random.fold_in(keys.step, step))
-                return (state, perm), out
+                    batch = prepare(data, data.x[batch], data.y[batch])
+                return train_step(state, batch, jax.random.fold_in(keys.step, state.step))
 
-            perm0 = order(state.step) if (shuffle and not full_batch) else jnp.zeros((0,), jnp.int32)
-            (state, _), outputs = jax.lax.scan(body, (state, perm0), length=length)
-            return state, outputs
+            if full_batch and not streamed:
+                return jax.lax.scan(body, state, None, length=length)
+            return jax.lax.scan(body, state, batches)
 
         return jax.jit(chunk, donate_argnums=0)
 
-    cache: dict[int, Callable] = {}
+    cache: dict[tuple, Callable] = {}
 
-    def chunk(length: int):
-        if length not in cache:
-            cache[length] = make_chunk(length)
-        return cache[length]
+    def chunk(length: int, *, streamed: bool = False):
+        if (length, streamed) not in cache:
+            cache[length, streamed] = make_chunk(length, streamed)
+        return cache[length, streamed]
 
-    return Program(init, apply, loss_and_metrics, chunk, train_step, tx, keys, init_key)
+    return Program(init, apply, loss_and_metrics, chunk, train_step, evaluate, prepare, tx, keys, init_key)

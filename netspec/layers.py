@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from netspec import registry as R
 from netspec.check import Layer
 
 init_ = jax.nn.initializers
@@ -39,18 +40,28 @@ def _random_uniform(minval=0.0, maxval=1.0):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, minval, maxval)
 
 
+def _fans(make):
+    """A fan-based jax initializer that also takes a 1-D shape (a bias): jax's refuses one; as in
+    Keras, a vector of n gets fan_in = fan_out = n (the shape (n, 1, 1) has exactly those fans)."""
+    def build():
+        init = make()
+        return lambda key, shape, dtype=jnp.float32: (
+            init(key, (shape[0], 1, 1), dtype).reshape(shape) if len(shape) == 1 else init(key, shape, dtype))
+    return build
+
+
 INITIALIZERS: dict[str, Callable[..., Callable]] = {
     "random_normal": _random_normal,
     "truncated_normal": _truncated_normal,
     "random_uniform": _random_uniform,
-    "glorot_uniform": init_.glorot_uniform,
-    "glorot_normal": init_.glorot_normal,
-    "xavier_uniform": init_.xavier_uniform,
-    "xavier_normal": init_.xavier_normal,
-    "he_uniform": init_.he_uniform,
-    "he_normal": init_.he_normal,
-    "lecun_uniform": init_.lecun_uniform,
-    "lecun_normal": init_.lecun_normal,
+    "glorot_uniform": _fans(init_.glorot_uniform),
+    "glorot_normal": _fans(init_.glorot_normal),
+    "xavier_uniform": _fans(init_.xavier_uniform),
+    "xavier_normal": _fans(init_.xavier_normal),
+    "he_uniform": _fans(init_.he_uniform),
+    "he_normal": _fans(init_.he_normal),
+    "lecun_uniform": _fans(init_.lecun_uniform),
+    "lecun_normal": _fans(init_.lecun_normal),
     "orthogonal": lambda scale=1.0: init_.orthogonal(scale),
     "zeros": lambda: init_.zeros,
     "ones": lambda: init_.ones,
@@ -130,7 +141,142 @@ def _stateless(fn):
     return build
 
 
+def _conv2d(layer: Layer):
+    (h, w, c) = layer.in_shapes[0]
+    a = layer.args
+    kh, kw = R.as_pair(a["kernel_size"])
+    strides, dilation = R.as_pair(a["strides"]), R.as_pair(a["dilation"])
+    groups, filters, use_bias = a["groups"], a["filters"], a["use_bias"]
+    kernel_init, bias_init = initializer(a["kernel_init"]), initializer(a["bias_init"])
+    padding = a["padding"].upper()
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        params = {"kernel": kernel_init(k1, (kh, kw, c // groups, filters), jnp.float32)}
+        if use_bias:
+            params["bias"] = bias_init(k2, (filters,), jnp.float32)
+        return params, {}
+
+    def apply(params, state, inputs, *, train, key):
+        (x,) = inputs
+        y = jax.lax.conv_general_dilated(
+            x, params["kernel"].astype(x.dtype), window_strides=strides, padding=padding, rhs_dilation=dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+        if use_bias:
+            y = y + params["bias"].astype(x.dtype)
+        return y, state
+
+    return init, apply
+
+
+def _pool(kind: str):
+    def build(layer: Layer):
+        a = layer.args
+        window = (1, *R.as_pair(a["pool_size"]), 1)
+        strides = (1, *R.as_pair(a["strides"] if a["strides"] is not None else a["pool_size"]), 1)
+        padding = a["padding"].upper()
+
+        def apply(params, state, inputs, *, train, key):
+            (x,) = inputs
+            if kind == "max":
+                return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding), state
+            total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
+            if padding == "VALID":
+                return total / (window[1] * window[2]), state
+            count = jax.lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, strides, padding)
+            return total / count, state  # padding not counted, as Keras and TensorFlow do
+
+        return (lambda key: ({}, {})), apply
+
+    return build
+
+
+def _dropout(layer: Layer):
+    rate = layer.args["rate"]
+
+    def apply(params, state, inputs, *, train, key):
+        (x,) = inputs
+        if not train or rate == 0:
+            return x, state
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)), state
+
+    return (lambda key: ({}, {})), apply
+
+
+def _norm_params(layer: Layer, size: int) -> dict:
+    params = {}
+    if layer.args["scale"]:
+        params["scale"] = jnp.ones((size,), jnp.float32)
+    if layer.args["center"]:
+        params["offset"] = jnp.zeros((size,), jnp.float32)
+    return params
+
+
+def _affine(params, y):
+    if "scale" in params:
+        y = y * params["scale"].astype(y.dtype)
+    if "offset" in params:
+        y = y + params["offset"].astype(y.dtype)
+    return y
+
+
+def _batch_norm(layer: Layer):
+    size = layer.in_shapes[0][-1]
+    momentum, eps = layer.args["momentum"], layer.args["epsilon"]
+
+    def init(key):
+        return _norm_params(layer, size), {"mean": jnp.zeros((size,), jnp.float32), "var": jnp.ones((size,), jnp.float32)}
+
+    def apply(params, state, inputs, *, train, key):
+        (x,) = inputs
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            x32 = x.astype(jnp.float32)
+            mean, var = jnp.mean(x32, axes), jnp.var(x32, axes)
+            state = {"mean": momentum * state["mean"] + (1 - momentum) * mean,
+                     "var": momentum * state["var"] + (1 - momentum) * var}
+        else:
+            mean, var = state["mean"], state["var"]
+        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + eps).astype(x.dtype)
+        return _affine(params, y), state
+
+    return init, apply
+
+
+def _layer_norm(layer: Layer):
+    size = layer.in_shapes[0][-1]
+    eps = layer.args["epsilon"]
+
+    def apply(params, state, inputs, *, train, key):
+        (x,) = inputs
+        mean = jnp.mean(x, -1, keepdims=True)
+        var = jnp.var(x, -1, keepdims=True)
+        return _affine(params, (x - mean) * jax.lax.rsqrt(var + eps)), state
+
+    return (lambda key: (_norm_params(layer, size), {})), apply
+
+
+def _merge(fn):
+    def build(layer: Layer):
+        def apply(params, state, inputs, *, train, key):
+            return fn(layer, inputs), state
+
+        return (lambda key: ({}, {})), apply
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[Layer], tuple[Callable, Callable]]] = {
+    "conv2d": _conv2d,
+    "max_pool": _pool("max"),
+    "avg_pool": _pool("avg"),
+    "global_avg_pool": _stateless(lambda layer, x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))),
+    "dropout": _dropout,
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "add": _merge(lambda layer, xs: sum(xs[1:], xs[0])),
+    "concat": _merge(lambda layer, xs: jnp.concatenate(xs, axis=layer.args["axis"] if layer.args["axis"] < 0 else layer.args["axis"] + 1)),
     "dense": _dense,
     "activation": _stateless(lambda layer, x: x),  # the network applies layer.args["activation"]
     "flatten": _stateless(lambda layer, x: x.reshape(x.shape[0], -1)),

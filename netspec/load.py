@@ -108,16 +108,36 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        message = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError([Problem(source, line, col, "$", f"YAML syntax error: {message}")]) from None
+        raise SpecError([Problem(source, line, col, "$", f"YAML syntax error: {_syntax_message(e)}")]) from None
     except yaml.YAMLError as e:
         raise SpecError([Problem(source, None, None, "$", f"YAML syntax error: {e}")]) from None
     if node is None:
         raise SpecError([Problem(source, 1, 1, "$", "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train")])
     builder = _Builder(loaded)
+    builder.check_expansion(node)
     loaded.data = builder.build(node, (), 0)
     return loaded
+
+
+def _syntax_message(e: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, where its context began, and a hint at the usual cause."""
+    message = e.problem or e.context or "invalid YAML"
+    cm, pm = e.context_mark, e.problem_mark
+    if e.context and e.problem and cm and (not pm or (cm.line, cm.column) != (pm.line, pm.column)):
+        message += f" ({e.context} that starts at line {cm.line + 1}, column {cm.column + 1})"
+    context, problem = e.context or "", e.problem or ""
+    if "'\\t'" in problem:
+        message += "; YAML indents with spaces only: replace the tab with spaces"
+    elif "flow sequence" in context:
+        message += "; is a closing ']' or a ',' missing?"
+    elif "flow mapping" in context:
+        message += "; is a closing '}' or a ',' missing?"
+    elif "quoted scalar" in context:
+        message += "; is a closing quote missing?"
+    elif "<block end>" in problem or "mapping values are not allowed" in problem:
+        message += "; check the indentation of this line and the lines above it (keys of one mapping start in the same column), and quote values that contain ': '"
+    return message
 
 
 class _Builder:
@@ -128,7 +148,32 @@ class _Builder:
         self.count = 0
         self.constructor = yaml.SafeLoader("")  # its scalar constructors resolve ints, floats, bools
 
+    def check_expansion(self, root) -> None:
+        """Refuse a document whose aliases expand past MAX_VALUES, counting each node once (fast)."""
+        sizes: dict[int, int] = {}
+
+        def size(node, depth):
+            if id(node) in sizes:
+                return sizes[id(node)]
+            if depth > MAX_DEPTH:
+                return 1  # a deep file: `build` reports it with its path
+            sizes[id(node)] = 1  # provisional, so a recursive alias ends here; `build` reports it as too deep
+            children = [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])
+            sizes[id(node)] = n = 1 + sum(size(c, depth + 1) for c in children)
+            return n
+
+        total = size(root, 0)
+        if total <= MAX_VALUES:
+            return
+        node, path = root, ()
+        if isinstance(root, yaml.MappingNode):
+            node, path = next(((v, (str(k.value),)) for k, v in root.value if sizes.get(id(v), 0) > MAX_VALUES), (root, ()))
+        self.fail(node, path, f"the spec expands to {total} values through YAML aliases (or sheer size); a spec may hold at most {MAX_VALUES}, so it is refused")
+
     def fail(self, node, path, message):
+        if path and path[-1] == "<key>":
+            path = path[:-1]
         raise SpecError([Problem(self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1, json_path(path), message)])
 
     def build(self, node, path: Key, depth: int):
@@ -196,6 +241,8 @@ def apply_override(loaded: Loaded, text: str) -> None:
     for i, part in enumerate(path[:-1]):
         here = path[: i + 1]
         if isinstance(parent, dict):
+            if part not in parent:  # created by this override: its problems point here
+                loaded.positions[here] = loaded.key_positions[here] = (origin, None, None)
             parent = parent.setdefault(part, {} if isinstance(path[i + 1], str) else [])
         elif isinstance(parent, list) and isinstance(part, int) and part < len(parent):
             parent = parent[part]
@@ -208,8 +255,9 @@ def apply_override(loaded: Loaded, text: str) -> None:
         parent[last] = sub.data
     else:
         raise SpecError([Problem(origin, None, None, json_path(path), _no_such_place(parent, last))])
-    for p in [k for k in loaded.positions if k[: len(path)] == path]:
-        del loaded.positions[p]
+    for table in (loaded.positions, loaded.key_positions):
+        for p in [k for k in table if k[: len(path)] == path]:
+            del table[p]
     for sub_path in sub.positions:
         loaded.positions[path + sub_path] = (origin, None, None)
     loaded.key_positions[path] = (origin, None, None)
@@ -218,4 +266,4 @@ def apply_override(loaded: Loaded, text: str) -> None:
 def _no_such_place(parent, part) -> str:
     if isinstance(parent, list):
         return f"there is no item {part!r} here: this is a list of {len(parent)} items (indices 0 to {len(parent) - 1})"
-    return f"cannot set {part!r} inside a {type(parent).__name__} value"
+    return f"cannot set {part!r} here: the value here is {parent!r}, not a mapping"

@@ -169,6 +169,97 @@ def _reshape_shape(layer, in_shapes):
     return tuple(target)
 
 
+def pair(default=None, *, minimum=1, doc=""):
+    """An int or a [height, width] pair."""
+    s: dict = {
+        "if": {"type": "integer"}, "then": {"minimum": minimum},
+        "else": {"type": "array", "items": {"type": "integer", "minimum": minimum}, "minItems": 2, "maxItems": 2},
+    }
+    if default is not None:
+        s["default"] = default
+    if doc:
+        s["description"] = doc
+    return s
+
+
+def as_pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _image(layer_type, shape):
+    if len(shape) != 3:
+        raise ShapeMismatch(
+            f"{layer_type} needs an input of shape [height, width, channels], found {list(shape)}; "
+            f"for flat images put a reshape layer before it, e.g. {{type: reshape, shape: [28, 28, 1]}}")
+    return shape
+
+
+def window_out(size: int, window: int, stride: int, padding: str, dilation: int = 1) -> int:
+    """Output length of a convolution or pooling window along one axis (as XLA/TensorFlow compute it)."""
+    if padding == "same":
+        return -(-size // stride)
+    span = dilation * (window - 1) + 1
+    return (size - span) // stride + 1 if size >= span else 0
+
+
+def _conv2d_shape(layer, in_shapes):
+    h, w, c = _image("conv2d", in_shapes[0])
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(layer["kernel_size"]), as_pair(layer["strides"]), as_pair(layer["dilation"])
+    groups, filters = layer["groups"], layer["filters"]
+    if c % groups:
+        raise ShapeMismatch(f"groups={groups} must divide the {c} input channels", "groups")
+    if filters % groups:
+        raise ShapeMismatch(f"groups={groups} must divide filters={filters}", "groups")
+    oh, ow = window_out(h, kh, sh, layer["padding"], dh), window_out(w, kw, sw, layer["padding"], dw)
+    if oh < 1 or ow < 1:
+        raise ShapeMismatch(f"a {kh}x{kw} kernel (dilation {dh}x{dw}) does not fit the {h}x{w} input with padding valid", "kernel_size")
+    return (oh, ow, filters)
+
+
+def _pool_shape(layer_type):
+    def rule(layer, in_shapes):
+        h, w, c = _image(layer_type, in_shapes[0])
+        (ph, pw) = as_pair(layer["pool_size"])
+        (sh, sw) = as_pair(layer["strides"] if layer.get("strides") is not None else layer["pool_size"])
+        oh, ow = window_out(h, ph, sh, layer["padding"]), window_out(w, pw, sw, layer["padding"])
+        if oh < 1 or ow < 1:
+            raise ShapeMismatch(f"a {ph}x{pw} pool does not fit the {h}x{w} input with padding valid", "pool_size")
+        return (oh, ow, c)
+    return rule
+
+
+def _global_pool_shape(layer, in_shapes):
+    shape = in_shapes[0]
+    if len(shape) < 2:
+        raise ShapeMismatch(f"global_avg_pool needs an input with spatial axes and channels, found {list(shape)}")
+    return (shape[-1],)
+
+
+def _add_shape(layer, in_shapes):
+    first = tuple(in_shapes[0])
+    for s in in_shapes[1:]:
+        if tuple(s) != first:
+            raise ShapeMismatch(f"add needs inputs of one shape, found {' and '.join(str(list(x)) for x in in_shapes)}", "inputs")
+    return first
+
+
+def _concat_shape(layer, in_shapes):
+    rank = len(in_shapes[0])
+    axis = layer["axis"]
+    if not -rank <= axis < rank:
+        raise ShapeMismatch(f"axis {axis} is out of range for inputs of rank {rank} (batch axis not counted)", "axis")
+    axis %= rank
+    for s in in_shapes[1:]:
+        if len(s) != rank or any(a != b for i, (a, b) in enumerate(zip(s, in_shapes[0])) if i != axis):
+            raise ShapeMismatch(f"concat along axis {layer['axis']} needs the other axes equal, found {' and '.join(str(list(x)) for x in in_shapes)}", "inputs")
+    out = list(in_shapes[0])
+    out[axis] = sum(s[axis] for s in in_shapes)
+    return tuple(out)
+
+
+PADDING = choice(["valid", "same"], "valid")
+OPTIONAL_STRIDES = {"if": {"type": "null"}, "then": {}, "else": pair(), "default": None, "description": "int or [height, width]; default: pool_size"}
+
 LAYERS: dict[str, LayerKind] = {
     "dense": LayerKind(
         fields={
@@ -195,6 +286,41 @@ LAYERS: dict[str, LayerKind] = {
         shape=_reshape_shape,
         doc="to `shape` (without the batch axis; one -1 is inferred)",
     ),
+    "conv2d": LayerKind(
+        fields={
+            "filters": integer(minimum=1), "kernel_size": pair(doc="int or [height, width]"), "strides": pair(1),
+            "padding": PADDING, "dilation": pair(1), "groups": integer(1, minimum=1),
+            "activation": ACTIVATION_FIELD, "use_bias": boolean(True), "kernel_init": INIT_FIELD, "bias_init": INIT_FIELD,
+        },
+        required=("filters", "kernel_size"),
+        shape=_conv2d_shape,
+        doc="2-D convolution over [height, width, channels] inputs",
+    ),
+    "max_pool": LayerKind(
+        fields={"pool_size": pair(2), "strides": OPTIONAL_STRIDES, "padding": PADDING},
+        shape=_pool_shape("max_pool"), doc="maximum over each window",
+    ),
+    "avg_pool": LayerKind(
+        fields={"pool_size": pair(2), "strides": OPTIONAL_STRIDES, "padding": PADDING},
+        shape=_pool_shape("avg_pool"), doc="mean over each window (padding not counted)",
+    ),
+    "global_avg_pool": LayerKind(fields={}, shape=_global_pool_shape, doc="mean over all spatial axes: [h, w, c] -> [c]"),
+    "dropout": LayerKind(
+        fields={"rate": number(minimum=0, maximum=0.999, doc="fraction of units dropped while training")},
+        required=("rate",), shape=_same_shape, doc="drops units while training (its own key each step); identity at evaluation",
+    ),
+    "batch_norm": LayerKind(
+        fields={"momentum": number(0.99, minimum=0, maximum=1), "epsilon": number(1e-3, exclusive_minimum=0),
+                "center": boolean(True), "scale": boolean(True)},
+        shape=_same_shape,
+        doc="normalises over the batch while training, with running statistics (model state) at evaluation",
+    ),
+    "layer_norm": LayerKind(
+        fields={"epsilon": number(1e-5, exclusive_minimum=0), "center": boolean(True), "scale": boolean(True)},
+        shape=_same_shape, doc="normalises each example over its last axis",
+    ),
+    "add": LayerKind(fields={}, shape=_add_shape, inputs="many", doc="elementwise sum of its `inputs` (e.g. a residual connection)"),
+    "concat": LayerKind(fields={"axis": integer(-1)}, shape=_concat_shape, inputs="many", doc="concatenates its `inputs` along `axis`"),
 }
 
 # Fields that `model.defaults` may set; each applies to the layers whose type has that field.
@@ -224,6 +350,7 @@ FUSED_ACTIVATION = {
 
 METRICS: dict[str, dict] = {
     "accuracy": {},
+    "top_k_accuracy": {"k": integer(5, minimum=1)},
     "mean_squared_error": {},
     "mean_absolute_error": {},
 }

@@ -55,7 +55,7 @@ def _layer_schema() -> dict:
         "type": "object",
         "required": ["name", "type"],
         "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "description": "unique layer name; also its TensorBoard scope"},
+            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter or '_'", "description": "unique layer name; also its TensorBoard scope"},
             "type": {"enum": names, "description": "the layer type"},
         },
         "allOf": branches,
@@ -94,6 +94,13 @@ def _schedule_schema() -> dict:
     }
 
 
+def standard(title: str) -> dict:
+    return {"type": "object", "additionalProperties": False, "properties": {
+        "dir": {"type": ["string", "null"], "default": None, "description": f"a directory holding the four {title} IDX files; else $NETSPEC_DATA, the cache, system copies, download"},
+        "download": R.boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
+    }}
+
+
 def build() -> dict:
     """The whole schema."""
     inline = {
@@ -113,16 +120,34 @@ def build() -> dict:
         "additionalProperties": False,
         "required": ["name", "data", "model", "loss", "optimizer", "train"],
         "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
+            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
             "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
             "seed": R.integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
             "data": {
                 "type": "object",
                 "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {"inline": inline},
-                "required": ["inline"],
-                "description": "where the examples come from",
+                "properties": {
+                    "inline": inline,
+                    "mnist": standard("MNIST"),
+                    "fashion_mnist": standard("Fashion-MNIST"),
+                    "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
+                        "path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz"}}},
+                    "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
+                        "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key"},
+                        "x_key": {"type": "string", "default": "x"}, "y_key": {"type": "string", "default": "y"}}},
+                    "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "properties": {
+                        "path": {"type": "string"},
+                        "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index"},
+                        "features": {"type": ["array", "null"], "items": {"type": ["string", "integer"]}, "default": None,
+                                     "description": "feature columns; default: every column but the label"},
+                        "header": R.boolean(True), "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ","}}},
+                    "validation_split": R.number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
+                    "scale": {"type": ["number", "string", "null"], "default": None, "pattern": r"^(1\s*/\s*\d+(\.\d+)?|standardize)$", "x-expected": "a number, 1/N such as 1/255, or standardize",
+                              "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split)"},
+                    "limit": R.integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
+                    "max_resident_mb": R.number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
+                },
+                "description": "where the examples come from: exactly one source (inline, mnist, fashion_mnist, idx, npz, csv)",
             },
             "model": {
                 "type": "object",
@@ -145,7 +170,18 @@ def build() -> dict:
                 },
             },
             "loss": _named_choice(R.LOSSES, "the loss"),
-            "metrics": {"type": "array", "items": {"enum": sorted(R.METRICS)}, "uniqueItems": True, "default": ["accuracy"]},
+            "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"]},
+            "eval": {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "every": R.integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
+                    "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated (eval/ run); default: test if the data has one, else validation if data.validation_split > 0"},
+                    "batch_size": R.integer(1000, minimum=1),
+                    "confusion_matrix": R.boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
+                },
+            },
             "optimizer": {"$ref": "#/$defs/optimizer"},
             "train": {
                 "type": "object",
@@ -175,6 +211,7 @@ def build() -> dict:
         },
         "$defs": {
             "activation": _named_choice(R.ACTIVATIONS, "an activation"),
+            "metric": _named_choice(R.METRICS, "a metric"),
             "initializer": _named_choice(R.INITIALIZERS, "an initializer"),
             "inputs": {
                 "description": "the layer(s) this layer reads; default: the previous layer",

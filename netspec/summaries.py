@@ -54,6 +54,15 @@ class Summaries:
         self.spec = spec
         self.config = spec.summaries
         self.train = SummaryWriter(str(self.run_dir / "train"), purge_step=purge_step, flush_secs=30)
+        self._eval: SummaryWriter | None = None
+        self._purge_step = purge_step
+
+    @property
+    def eval(self) -> SummaryWriter:
+        """The eval/ run, created at the first evaluation; same tags as train/, so charts overlay."""
+        if self._eval is None:
+            self._eval = SummaryWriter(str(self.run_dir / "eval"), purge_step=self._purge_step, flush_secs=30)
+        return self._eval
 
     # -- per chunk --------------------------------------------------------------------------
 
@@ -77,7 +86,28 @@ class Summaries:
                 for name, value in tensors.items():
                     self.train.add_histogram(f"{layer}/{name}/gradients", np.asarray(value), step, bins=HISTOGRAM_BINS)
 
+    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, final: bool = False) -> None:
+        """An evaluation: scalars under the train run's tags, and the confusion matrix as an image."""
+        self.scalars(step, values, self.eval)
+        if confusion is not None and self.spec.eval["confusion_matrix"]:
+            self.eval.add_image("confusion_matrix", confusion_image(np.asarray(confusion)), step, dataformats="HWC")
+            if final:
+                self.eval.add_text("confusion_matrix", confusion_text(np.asarray(confusion), class_names), step)
+        self.eval.flush()
+
     # -- once per run -----------------------------------------------------------------------
+
+    def sample_images(self, x: np.ndarray, info) -> None:
+        """A grid of input examples, once per run, when the examples are images ([h, w] or [h, w, 1|3])."""
+        shape = tuple(info.x_shape)
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3))) or min(shape[:2]) < 8:
+            return
+        images = np.asarray(x, np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        low, high = images.min(), images.max()
+        images = (images - low) / (high - low) if high > low else np.zeros_like(images)
+        self.train.add_images("input/samples", images, 0, dataformats="NHWC")
 
     def spec_text(self, yaml_text: str) -> None:
         if self.config["text"]:
@@ -106,6 +136,31 @@ class Summaries:
 
     def flush(self) -> None:
         self.train.flush()
+        if self._eval is not None:
+            self._eval.flush()
 
     def close(self) -> None:
         self.train.close()
+        if self._eval is not None:
+            self._eval.close()
+
+
+def confusion_image(counts: np.ndarray, cell: int = 24) -> np.ndarray:
+    """The confusion matrix as an RGB image (rows: true class, columns: predicted), each row
+    normalised, white (0) to dark blue (1), a `cell`-pixel square per entry."""
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts, dtype=np.float64), where=rows > 0)
+    white, blue = np.array([1.0, 1.0, 1.0]), np.array([0.03, 0.19, 0.42])
+    rgb = white + share[..., None] * (blue - white)
+    return np.kron(rgb, np.ones((cell, cell, 1))).astype(np.float32)
+
+
+def confusion_text(counts: np.ndarray, class_names) -> str:
+    """The confusion matrix as a Markdown table (rows: true class, columns: predicted)."""
+    n = counts.shape[0]
+    names = list(class_names) if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]
+    head = "| true \\ predicted | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (n + 1)]
+    for i in range(n):
+        lines.append(f"| {names[i]} | " + " | ".join(str(int(v)) for v in counts[i]) + " |")
+    return "\n".join(lines)

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from netspec.check import Spec, plain
+from netspec.data import BatchOrder
 from netspec.errors import NetspecError
 
 
@@ -57,18 +58,6 @@ def spec_yaml(spec: Spec) -> str:
     return yaml.safe_dump(plain(spec.resolved), sort_keys=False, default_flow_style=None, width=100)
 
 
-def load_data(spec: Spec):
-    """The training data as host arrays (x float32, y by the loss)."""
-    inline = spec.data["inline"]
-    x = np.asarray(plain(inline["x"]), np.float32)
-    y = np.asarray(plain(inline["y"]))
-    if spec.loss["type"] == "sparse_categorical_crossentropy":
-        y = y.reshape(len(y)).astype(np.int32)
-    else:
-        y = y.astype(np.float32).reshape((len(y), *spec.output_shape))
-    return x, y
-
-
 def chunk_lengths(total: int, every: int) -> list[int]:
     """Chunks of `every` steps, then the remainder: summaries land on multiples of `every` and the end."""
     lengths = [every] * (total // every)
@@ -97,39 +86,45 @@ class Progress:
             self.bar.__exit__(None, None, None)
 
 
-def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False, echo=print) -> RunResult:
+def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
+        data_dir: str | None = None, echo=print) -> RunResult:
     """Train `spec` and write its run directory. See the module docstring."""
     import jax
-    import jax.numpy as jnp
 
+    from netspec import checkpoint
     from netspec.compile import compile_spec, current_learning_rate
     from netspec.summaries import Summaries
 
+    arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
     run_dir = make_run_dir(logdir, spec, run_name)
     text = spec_yaml(spec)
     (run_dir / "spec.yaml").write_text(text)
+    (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
 
     program = compile_spec(spec)
-    x_host, y_host = load_data(spec)
-    data = (jnp.asarray(x_host), jnp.asarray(y_host))
+    full_batch = spec.train["batch_size"] == spec.num_examples
+    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
+    feed = Feed(arrays.train, order, streamed=arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20,
+                full_batch=full_batch)
+    data = device_data(feed.resident, arrays)
+    eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
+    eval_data = padded(eval_split, arrays, spec.eval["batch_size"]) if eval_split is not None else None
     state = program.init()
     summaries = Summaries(run_dir, spec)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
     summaries.spec_text(text)
+    summaries.sample_images(arrays.train.x[:16], spec.data_info)
 
-    sample = (data[0][:256], data[1][:256])
+    sample = program.prepare(data, arrays.train.x[:256], arrays.train.y[:256])
     eval_fn = jax.jit(lambda params, mstate: program.loss_and_metrics(params, mstate, sample, train=False, key=program.keys.step))
-    extras_fn = None
-    if wanted_hist & {"activations", "gradients"}:
-        extras_fn = _extras_fn(program, sample)
+    extras_fn = _extras_fn(program, sample) if wanted_hist & {"activations", "gradients"} else None
 
     if config["graph"]:
         from netspec.graph import step_graph
 
-        names = _graph_names(state, sample)
-        graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=names)
+        graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=_graph_names(state))
         summaries.graph(graph)
 
     def write(step, values, lr, steps_per_second):
@@ -149,23 +144,36 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                 activations, gradients = jax.device_get(extras_fn(state.params, state.model_state))
             summaries.histograms(step, jax.device_get(state.params), activations=activations, gradients=gradients)
 
+    def evaluate(step, split_data):
+        sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *split_data))
+        values = {k: float(v) / float(count) for k, v in sums.items()}
+        return values, confusion
+
     # step 0: the untrained model
     loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
     write(0, {"loss": loss0, **metrics0}, None, None)
 
     lengths = chunk_lengths(spec.steps, config["every"])
     compile_start = time.perf_counter()
-    compiled = {n: program.chunk(n).lower(state, data, program.keys).compile() for n in sorted(set(lengths))}
+    compiled = {n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(0, n), program.keys).compile()
+                for n in sorted(set(lengths))}
     compile_seconds = time.perf_counter() - compile_start
 
     losses: list[float] = []
     progress = Progress(spec.steps, quiet)
     train_seconds = 0.0
-    last = {}
+    loop_start = time.perf_counter()
+    last: dict = {}
+    evaluated: dict = {}
+    eval_every = spec.eval["every"]
     try:
-        for n in lengths:
+        step = int(state.step)
+        for i, n in enumerate(lengths):
+            batches = feed.batches(step, n)
+            if i + 1 < len(lengths):
+                feed.prefetch(step + n, lengths[i + 1])
             start = time.perf_counter()
-            state, outputs = compiled[n](state, data, program.keys)
+            state, outputs = compiled[n](state, data, batches, program.keys)
             outputs = jax.device_get(outputs)
             elapsed = time.perf_counter() - start
             train_seconds += elapsed
@@ -174,23 +182,129 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             last = {k: float(v[-1]) for k, v in outputs.items()}
             lr = float(current_learning_rate(state.opt_state))
             write(step, last, lr, n / elapsed if elapsed > 0 else None)
+            if eval_data is not None and eval_every and step % eval_every == 0 and step != spec.steps:
+                values, confusion = evaluate(step, eval_data)
+                summaries.evaluation(step, values, confusion, arrays.class_names)
             progress.update(n, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
     finally:
         progress.close()
         summaries.flush()
+    loop_seconds = time.perf_counter() - loop_start
 
     final = dict(last)
+    if eval_data is not None:
+        evaluated, confusion = evaluate(spec.steps, eval_data)
+        summaries.evaluation(spec.steps, evaluated, confusion, arrays.class_names, final=True)
+        final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
+    checkpoint.save(run_dir / "checkpoints" / "final.safetensors", state,
+                    {"step": spec.steps, "spec": spec.name})
     summaries.hparams(final)
     summaries.close()
     result = RunResult(run_dir, final, train_seconds, compile_seconds, losses)
     (run_dir / "result.json").write_text(json.dumps({
         "name": spec.name, "steps": spec.steps, "final": final,
-        "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds, "loop_seconds": loop_seconds, "compile_seconds": compile_seconds,
         "us_per_step": 1e6 * train_seconds / max(spec.steps, 1),
+        "steps_per_second": spec.steps / train_seconds if train_seconds else None,
     }, indent=2) + "\n")
     if not quiet:
-        report(spec, program, state, x_host, y_host, result, echo)
+        report(spec, program, state, data, arrays, result, echo)
     return result
+
+
+class Feed:
+    """The `batches` argument of each chunk: example indices into resident data, or, for data
+    larger than the device budget, the examples themselves gathered on the host by the same
+    indices (the next chunk's on a background thread while the current one runs)."""
+
+    def __init__(self, split, order: BatchOrder, *, streamed: bool, full_batch: bool):
+        self.split, self.order, self.streamed, self.full_batch = split, order, streamed, full_batch
+        self.resident = type(split)(split.x[:0], split.y[:0]) if streamed else split
+        self._pending: dict = {}
+        self._pool = None
+
+    def _gather(self, start: int, n: int):
+        import jax
+
+        idx = self.order.indices(start, n)
+        return jax.device_put(self.split.x[idx]), jax.device_put(self.split.y[idx])
+
+    def batches(self, start: int, n: int):
+        if not self.streamed:
+            return None if self.full_batch else self.order.indices(start, n)
+        pending = self._pending.pop((start, n), None)
+        return pending.result() if pending is not None else self._gather(start, n)
+
+    def prefetch(self, start: int, n: int) -> None:
+        if self.streamed:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="netspec-feed")
+            self._pending[start, n] = self._pool.submit(self._gather, start, n)
+
+
+def load_arrays(spec: Spec, data_dir: str | None = None):
+    from netspec.data import load
+
+    return load(spec.data, Path(spec.base_dir), seed=spec.seed, data_dir=data_dir)
+
+
+def device_data(split, arrays):
+    """A split on the device as stored (uint8 images stay uint8), with its scaling."""
+    import jax.numpy as jnp
+
+    from netspec.compile import Data
+
+    return Data(jnp.asarray(split.x), jnp.asarray(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
+
+
+def padded(split, arrays, batch_size: int):
+    """(Data shaped [batches, batch, ...], mask) for evaluation: padded to whole batches, padding masked out."""
+    import jax.numpy as jnp
+
+    from netspec.compile import Data
+
+    n = len(split.x)
+    batch_size = min(batch_size, n)
+    batches = -(-n // batch_size)
+    pad = batches * batch_size - n
+
+    def shape(a):
+        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
+        return jnp.asarray(a.reshape(batches, batch_size, *a.shape[1:]))
+
+    mask = np.ones(batches * batch_size, np.float32)
+    mask[n:] = 0
+    return Data(shape(split.x), shape(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale)), jnp.asarray(mask.reshape(batches, batch_size))
+
+
+def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
+    """`netspec eval`: the metrics of a finished run's final parameters on a split."""
+    import jax
+
+    from netspec import checkpoint
+    from netspec.check import check
+    from netspec.compile import compile_spec
+    from netspec.load import load
+
+    run_dir = Path(run_dir)
+    spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
+    if not spec_file.is_file() or not info_file.is_file():
+        raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
+    info = json.loads(info_file.read_text())
+    loaded = load(spec_file)
+    loaded.source = str(Path(info["base_dir"]) / spec_file.name)  # relative data paths start where the spec was
+    spec = check(loaded)
+    split = split or spec.eval["split"] or "test"
+    arrays = load_arrays(spec, data_dir)
+    chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
+    if chosen is None:
+        raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
+    program = compile_spec(spec)
+    state = checkpoint.load(run_dir / "checkpoints" / "final.safetensors", program.init())
+    sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))
+    return {k: float(v) / float(count) for k, v in sums.items()}
 
 
 def _extras_fn(program, sample):
@@ -206,7 +320,7 @@ def _extras_fn(program, sample):
     return jax.jit(extras)
 
 
-def _graph_names(state, sample):
+def _graph_names(state):
     """Names for the graph's input nodes: `<layer>/<param>` for parameters, `input/x`, `input/y`."""
     import jax
 
@@ -226,13 +340,13 @@ def _graph_names(state, sample):
     return (names_state, ("input/x", "input/y"), "train/key")
 
 
-def report(spec: Spec, program, state, x, y, result: RunResult, echo) -> None:
+def report(spec: Spec, program, state, data, arrays, result: RunResult, echo) -> None:
     """The lecture's closing report: a table for small data sets, the final metrics, the TensorBoard line."""
     import jax
-    import numpy as np
 
-    if len(x) <= 32:
-        h = np.asarray(jax.device_get(program.apply(state.params, state.model_state, x)))
+    if len(data.x) <= 32:
+        x, y = arrays.train
+        h = np.asarray(jax.device_get(program.apply(state.params, state.model_state, program.prepare(data, data.x, data.y)[0])))
         if spec.loss["type"] == "binary_crossentropy":
             pred = (h > 0.5).astype(int)
         elif spec.loss["type"] in ("categorical_crossentropy", "sparse_categorical_crossentropy"):

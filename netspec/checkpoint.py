@@ -1,0 +1,84 @@
+"""Checkpoints: a pytree of arrays (a TrainState) as one safetensors file, written atomically.
+
+Contract: `save(path, tree, metadata)` writes every leaf under its pytree path
+(`params['layer1']['kernel']`), plus a small JSON manifest in the file's metadata (step, spec
+name, anything the caller adds), to a temporary name in the same directory, fsyncs, then renames:
+a reader never sees half a file, and a crash never damages the previous checkpoint.
+`load(path, template)` fills a tree shaped like `template` and refuses, with a clear message, a
+file whose leaves or shapes do not match (a checkpoint from another spec). Never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from netspec.errors import NetspecError
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out[jax.tree_util.keystr(path)] = np.ascontiguousarray(np.asarray(leaf))
+    return out
+
+
+def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
+    """Write `tree` to `path` atomically (see the module docstring)."""
+    from safetensors.numpy import save as to_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = to_bytes(_flat(jax.device_get(tree)), metadata={"netspec": json.dumps(metadata or {})})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return json.loads((f.metadata() or {}).get("netspec", "{}"))
+
+
+def load(path: str | Path, template):
+    """A tree shaped like `template` with the arrays stored at `path`."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    try:
+        stored = load_file(str(path))
+    except FileNotFoundError:
+        raise NetspecError(f"No checkpoint at {path}.") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise NetspecError(f"The checkpoint {path} is damaged or not a netspec checkpoint ({e}).") from None
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for key_path, leaf in leaves:
+        key = jax.tree_util.keystr(key_path)
+        if key not in stored:
+            raise NetspecError(f"The checkpoint {path} does not fit this spec: it has no {key}. It was written for a different model.")
+        value = stored[key]
+        is_key = jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+        want = jax.random.key_data(leaf).shape if is_key else np.shape(leaf)
+        if value.shape != tuple(want):
+            raise NetspecError(f"The checkpoint {path} does not fit this spec: {key} has shape {list(value.shape)}, the model needs {list(want)}.")
+        out.append(jax.random.wrap_key_data(value) if is_key else value)
+    return jax.tree_util.tree_unflatten(treedef, out)

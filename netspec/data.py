@@ -1,0 +1,236 @@
+"""The spec's `data` section on the host: what the data looks like, and the arrays themselves.
+
+Contract. `describe(data, base_dir) -> DataInfo` says, without loading the examples where it can
+(IDX and npz headers; the known sizes of mnist and fashion_mnist), how many training examples
+there are, the shape and dtype of one example, the labels' shape and the number of classes when
+known. `check` uses it to match data against model and loss; it raises DataError for missing or
+malformed files. `load(spec) -> Arrays` reads the examples, carves the validation split (fixed by
+the seed), and computes the scaling (`1/255`, a number, or per-feature standardization from the
+training split) that the compiled step applies on the device, so images stay uint8 there.
+
+No jax here: `validate` calls `describe`.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from netspec import datasets as D
+from netspec.errors import DataError
+
+SOURCES = ("inline", "mnist", "fashion_mnist", "idx", "npz", "csv")
+STANDARD = {  # dataset -> (train examples, test examples, example shape, classes)
+    "mnist": (60000, 10000, (28, 28), 10),
+    "fashion_mnist": (60000, 10000, (28, 28), 10),
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    source: str
+    num_train: int
+    num_test: int | None
+    x_shape: tuple[int, ...]  # one example
+    x_dtype: str
+    y_shape: tuple[int, ...]  # one label, () for a class index
+    classes: int | None  # number of classes, when the labels are class indices
+
+
+class Split(NamedTuple):
+    x: np.ndarray
+    y: np.ndarray
+
+
+class Arrays(NamedTuple):
+    """Host arrays as stored (images uint8), and the on-device scaling `(x - shift) * scale`."""
+
+    train: Split
+    validation: Split | None
+    test: Split | None
+    shift: np.ndarray
+    scale: np.ndarray
+    class_names: tuple[str, ...] | None
+
+
+def source_of(data: Mapping) -> str:
+    return next(k for k in SOURCES if k in data)
+
+
+def _path(value, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def describe(data: Mapping, base_dir: Path) -> DataInfo:
+    """What the data looks like (see the module docstring)."""
+    source = source_of(data)
+    cfg = data[source]
+    if source == "inline":
+        x = np.asarray(_plain(cfg["x"]))
+        y = np.asarray(_plain(cfg["y"]))
+        return DataInfo(source, len(x), None, x.shape[1:], "float32", y.shape[1:], None)
+    if source in STANDARD:
+        n_train, n_test, shape, classes = STANDARD[source]
+        return DataInfo(source, n_train, n_test, shape, "uint8", (), classes)
+    if source == "idx":
+        directory = _path(cfg["path"], base_dir)
+        files, missing = D._find_files(directory) if directory.is_dir() else ({}, list(D.FILES))
+        if "train_images" not in files or "train_labels" not in files:
+            raise DataError(f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
+                            f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}.")
+        x_dtype, x_shape = D.idx_header(files["train_images"])
+        _, y_shape = D.idx_header(files["train_labels"])
+        n_test = D.idx_header(files["test_images"])[1][0] if "test_images" in files else None
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, y_shape[1:], None)
+    if source == "npz":
+        path = _path(cfg["path"], base_dir)
+        shapes = _npz_shapes(path)
+        x_key = "x_train" if "x_train" in shapes else cfg["x_key"]
+        y_key = "y_train" if "x_train" in shapes else cfg["y_key"]
+        for key in (x_key, y_key):
+            if key not in shapes:
+                raise DataError(f"{path} has no array {key!r}; it holds {', '.join(sorted(shapes)) or 'no arrays'}. "
+                                f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test).")
+        (x_shape, x_dtype), (y_shape, _) = shapes[x_key], shapes[y_key]
+        n_test = shapes["x_test"][0][0] if "x_test" in shapes else None
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None)
+    if source == "csv":
+        table = _load_csv(cfg, base_dir)
+        classes = len(table.classes) if table.classes is not None else None
+        return DataInfo(source, len(table.x), None, table.x.shape[1:], "float32", (), classes)
+    raise AssertionError(source)
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shapes and dtypes of an npz's arrays, from their headers (the data is not read)."""
+    if not path.is_file():
+        raise DataError(f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory).")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                if dtype.hasobject:
+                    raise DataError(f"{path}: array {name[:-4]!r} holds Python objects; netspec reads only numeric arrays (never pickles).")
+                out[name[:-4]] = (tuple(shape), dtype.name)
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise DataError(f"{path} is not a readable .npz archive ({e}). Save it with numpy.savez.") from None
+    return out
+
+
+def _load_csv(cfg, base_dir: Path):
+    return D.load_csv(_path(cfg["path"], base_dir), features=_plain(cfg.get("features")), label=cfg["label"],
+                      header=cfg["header"], delimiter=cfg["delimiter"])
+
+
+_RATIO = re.compile(r"^\s*1\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def scale_factor(value) -> float | None:
+    """`1/255` -> 1/255; a number -> itself; None or 'standardize' -> None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _RATIO.match(value):
+        return 1.0 / float(_RATIO.match(value).group(1))
+    return None
+
+
+def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = None) -> Arrays:
+    """Read the examples and prepare the splits and scaling (see the module docstring)."""
+    source = source_of(data)
+    cfg = data[source]
+    class_names = None
+    if source == "inline":
+        train = Split(np.asarray(_plain(cfg["x"]), np.float32), np.asarray(_plain(cfg["y"])))
+        test = None
+    elif source in STANDARD:
+        splits = D.load_standard(source, data_dir=data_dir or cfg.get("dir"), download=cfg["download"])
+        train, test = Split(splits.x_train, splits.y_train), Split(splits.x_test, splits.y_test)
+        class_names = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(i) for i in range(10))
+    elif source == "idx":
+        splits = D.load_idx_dir(_path(cfg["path"], base_dir))
+        train = Split(splits.x_train, splits.y_train)
+        test = Split(splits.x_test, splits.y_test) if splits.x_test is not None else None
+    elif source == "npz":
+        splits = D.load_npz(_path(cfg["path"], base_dir), x_key=cfg["x_key"], y_key=cfg["y_key"])
+        train = Split(splits.x_train, splits.y_train)
+        test = Split(splits.x_test, splits.y_test) if splits.x_test is not None else None
+    else:
+        table = _load_csv(cfg, base_dir)
+        train, test = Split(table.x, table.y), None
+        class_names = table.classes
+    limit = data.get("limit")
+    if limit:
+        train = Split(train.x[:limit], train.y[:limit])
+        if test is not None:
+            test = Split(test.x[:limit], test.y[:limit])
+    validation = None
+    fraction = data.get("validation_split", 0.0)
+    if fraction:
+        order = np.random.default_rng(seed).permutation(len(train.x))
+        n_val = max(1, int(round(fraction * len(train.x))))
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        validation = Split(train.x[val_idx], train.y[val_idx])
+        train = Split(train.x[train_idx], train.y[train_idx])
+    shift, scale = _scaling(data.get("scale"), train.x)
+    return Arrays(train, validation, test, shift, scale, class_names)
+
+
+def _scaling(value, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) with x_scaled = (x - shift) * scale, per feature for standardize."""
+    factor = scale_factor(value)
+    if factor is not None:
+        return np.zeros((), np.float32), np.asarray(factor, np.float32)
+    if value == "standardize":
+        xf = x.astype(np.float64)
+        mean, std = xf.mean(axis=0), xf.std(axis=0)
+        return mean.astype(np.float32), (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)
+    return np.zeros((), np.float32), np.ones((), np.float32)
+
+
+class BatchOrder:
+    """Which examples each step trains on: epoch e uses a permutation of the N examples drawn
+    from (seed, e) (or 0..N-1 without shuffling), cut into N // batch_size batches (the
+    remainder is left out that epoch). Depends only on the seed and the step number, so a run
+    cut into chunks of any size, or resumed at any step, sees the same batches."""
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, shuffle: bool):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.per_epoch = n // batch_size
+        self._cache: dict[int, np.ndarray] = {}
+
+    def epoch(self, e: int) -> np.ndarray:
+        if e not in self._cache:
+            if len(self._cache) > 2:
+                self._cache.pop(min(self._cache))
+            order = np.random.default_rng([self.seed, e]).permutation(self.n) if self.shuffle else np.arange(self.n)
+            self._cache[e] = order.astype(np.int32)
+        return self._cache[e]
+
+    def indices(self, start: int, length: int) -> np.ndarray:
+        """int32 [length, batch_size]: the examples of steps start .. start + length - 1."""
+        out = np.empty((length, self.batch_size), np.int32)
+        for j, step in enumerate(range(start, start + length)):
+            e, i = divmod(step, self.per_epoch)
+            out[j] = self.epoch(e)[i * self.batch_size:(i + 1) * self.batch_size]
+        return out
