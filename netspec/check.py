@@ -327,6 +327,9 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(at + ("inputs",), f"a {layer['type']} layer takes one input, found {len(inputs)}"))
             ok = False
         args = {k: v for k, v in layer.items() if k not in ("name", "type", "inputs")}
+        bias_init = args.get("bias_init", {}).get("type")
+        if bias_init in R.MATRIX_INITIALIZERS:
+            problems.append(loaded.problem(at + ("bias_init",), f"{bias_init} scales by fan-in/fan-out and needs a weight matrix, not a bias vector; for bias_init use one of {', '.join(sorted(set(R.INITIALIZERS) - R.MATRIX_INITIALIZERS))}"))
         out_shape = None
         if ok:
             in_shapes = tuple(shapes[r] for r in inputs)
@@ -456,6 +459,8 @@ def _check_data(loaded, data, input_shape, out_shape, loss, problems):
         classes = info.classes
         if classes is not None and classes != out_shape[0]:
             problems.append(loaded.problem(y_at, f"the data has {classes} classes but the model's output has {out_shape[0]} units; make the last layer units: {classes}"))
+        elif info.max_label is not None and info.max_label >= out_shape[0]:
+            problems.append(loaded.problem(y_at, f"the labels go up to class {info.max_label}, but the model's output has {out_shape[0]} units; make the last layer units: {info.max_label + 1} (or more)"))
         if source == "inline":
             flat = [v[0] if isinstance(v, list) else v for v in data["data"]["inline"]["y"]]
             for i, v in enumerate(flat):

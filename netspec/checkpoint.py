@@ -26,7 +26,8 @@ def _flat(tree) -> dict[str, np.ndarray]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
-        out[jax.tree_util.keystr(path)] = np.ascontiguousarray(np.asarray(leaf))
+        array = np.asarray(leaf)
+        out[jax.tree_util.keystr(path)] = np.ascontiguousarray(array).reshape(array.shape)  # keep 0-d arrays 0-d
     return out
 
 

@@ -107,6 +107,9 @@ def run(spec, overrides, logdir, run_name, data_dir, quiet):
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as e:  # a full disk, a read-only or vanished run directory
+        where = f" ({e.filename})" if e.filename else ""
+        _fail(NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."))
 
 
 @main.command("eval")

@@ -40,7 +40,8 @@ class DataInfo:
     x_shape: tuple[int, ...]  # one example
     x_dtype: str
     y_shape: tuple[int, ...]  # one label, () for a class index
-    classes: int | None  # number of classes, when the labels are class indices
+    classes: int | None  # number of classes, when the data set says
+    max_label: int | None = None  # the largest integer label, when labels are integers
 
 
 class Split(NamedTuple):
@@ -81,14 +82,14 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
         return DataInfo(source, n_train, n_test, shape, "uint8", (), classes)
     if source == "idx":
         directory = _path(cfg["path"], base_dir)
-        files, missing = D._find_files(directory) if directory.is_dir() else ({}, list(D.FILES))
+        files, missing = D._find_files(directory) if directory.is_dir() else ({}, [])
         if "train_images" not in files or "train_labels" not in files:
             raise DataError(f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
                             f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}.")
         x_dtype, x_shape = D.idx_header(files["train_images"])
-        _, y_shape = D.idx_header(files["train_labels"])
+        labels = D.read_idx(files["train_labels"])  # small: one number per example
         n_test = D.idx_header(files["test_images"])[1][0] if "test_images" in files else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, y_shape[1:], None)
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _max_label(labels))
     if source == "npz":
         path = _path(cfg["path"], base_dir)
         shapes = _npz_shapes(path)
@@ -100,12 +101,20 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
                                 f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test).")
         (x_shape, x_dtype), (y_shape, _) = shapes[x_key], shapes[y_key]
         n_test = shapes["x_test"][0][0] if "x_test" in shapes else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None)
+        with np.load(path, allow_pickle=False) as archive:
+            max_label = _max_label(archive[y_key]) if len(y_shape) <= 2 else None
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None, max_label)
     if source == "csv":
         table = _load_csv(cfg, base_dir)
         classes = len(table.classes) if table.classes is not None else None
         return DataInfo(source, len(table.x), None, table.x.shape[1:], "float32", (), classes)
     raise AssertionError(source)
+
+
+def _max_label(labels: np.ndarray) -> int | None:
+    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.reshape(len(labels), -1).shape[1] == 1:
+        return int(labels.max())
+    return None
 
 
 def _plain(value):

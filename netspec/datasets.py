@@ -387,17 +387,21 @@ def load_idx_dir(path: str | os.PathLike) -> Splits:
         raise DataError(f"{directory}: no such directory. Name a directory that holds "
                         f"{', '.join(FILES.values())} (each plain or .gz).")
     found, missing = _find_files(directory)
-    if missing:
+    test_roles = {"test_images", "test_labels"}
+    required = [FILES[r] for r in FILES if r not in test_roles and r not in found]
+    half_test = len(test_roles & set(found)) == 1
+    if required or half_test:
         present = sorted(p.name for p in directory.iterdir()) or ["nothing"]
         raise DataError(f"{directory}: missing {', '.join(missing)} (plain or .gz); it holds "
-                        f"{', '.join(present)}. An IDX directory needs the four files "
-                        f"{', '.join(FILES.values())}; rename yours to match.")
+                        f"{', '.join(present)}. An IDX directory needs {FILES['train_images']} and "
+                        f"{FILES['train_labels']}, and for a test split both {FILES['test_images']} and "
+                        f"{FILES['test_labels']}; rename yours to match.")
     return _load_roles(found)
 
 
 def _load_roles(paths: dict[str, Path]) -> Splits:
     arrays = {role: read_idx(p) for role, p in paths.items()}
-    for split in ("train", "test"):
+    for split in ("train", "test") if "test_images" in paths else ("train",):
         images, labels = paths[f"{split}_images"], paths[f"{split}_labels"]
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if y.ndim != 1:
@@ -407,7 +411,7 @@ def _load_roles(paths: dict[str, Path]) -> Splits:
                             f"{labels} holds {len(y)} labels; they must match one to one. "
                             "One of the files belongs to another dataset or split.")
     return Splits(arrays["train_images"], arrays["train_labels"],
-                  arrays["test_images"], arrays["test_labels"])
+                  arrays.get("test_images"), arrays.get("test_labels"))
 
 
 # --------------------------------------------------------------------------- npz archives

@@ -26,7 +26,9 @@ def _type(s: dict) -> str:
         return f"`{s['const']}`"
     t = s.get("type")
     if t is None and "if" in s:
-        return "name or mapping"
+        if "enum" in s.get("then", {}):
+            return "name or mapping"
+        return " or ".join(filter(None, [_type({**s["if"], **s["then"]}), _type(s["else"])]))
     if isinstance(t, list):
         return " or ".join(t)
     if t == "array" and "items" in s:

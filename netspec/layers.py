@@ -40,28 +40,18 @@ def _random_uniform(minval=0.0, maxval=1.0):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, minval, maxval)
 
 
-def _fans(make):
-    """A fan-based jax initializer that also takes a 1-D shape (a bias): jax's refuses one; as in
-    Keras, a vector of n gets fan_in = fan_out = n (the shape (n, 1, 1) has exactly those fans)."""
-    def build():
-        init = make()
-        return lambda key, shape, dtype=jnp.float32: (
-            init(key, (shape[0], 1, 1), dtype).reshape(shape) if len(shape) == 1 else init(key, shape, dtype))
-    return build
-
-
 INITIALIZERS: dict[str, Callable[..., Callable]] = {
     "random_normal": _random_normal,
     "truncated_normal": _truncated_normal,
     "random_uniform": _random_uniform,
-    "glorot_uniform": _fans(init_.glorot_uniform),
-    "glorot_normal": _fans(init_.glorot_normal),
-    "xavier_uniform": _fans(init_.xavier_uniform),
-    "xavier_normal": _fans(init_.xavier_normal),
-    "he_uniform": _fans(init_.he_uniform),
-    "he_normal": _fans(init_.he_normal),
-    "lecun_uniform": _fans(init_.lecun_uniform),
-    "lecun_normal": _fans(init_.lecun_normal),
+    "glorot_uniform": init_.glorot_uniform,
+    "glorot_normal": init_.glorot_normal,
+    "xavier_uniform": init_.xavier_uniform,
+    "xavier_normal": init_.xavier_normal,
+    "he_uniform": init_.he_uniform,
+    "he_normal": init_.he_normal,
+    "lecun_uniform": init_.lecun_uniform,
+    "lecun_normal": init_.lecun_normal,
     "orthogonal": lambda scale=1.0: init_.orthogonal(scale),
     "zeros": lambda: init_.zeros,
     "ones": lambda: init_.ones,
@@ -176,8 +166,17 @@ def _pool(kind: str):
         strides = (1, *R.as_pair(a["strides"] if a["strides"] is not None else a["pool_size"]), 1)
         padding = a["padding"].upper()
 
+        (oh, ow, _) = layer.out_shape
+        tiles = window == strides and (padding == "VALID" or (oh * window[1], ow * window[2]) == tuple(layer.in_shapes[0][:2]))
+
         def apply(params, state, inputs, *, train, key):
             (x,) = inputs
+            if tiles:
+                # Non-overlapping windows: a reshape and a reduction. Same values as reduce_window,
+                # and on CPU its gradient is 5x cheaper than reduce_window's select_and_scatter.
+                n, c = x.shape[0], x.shape[-1]
+                x = x[:, : oh * window[1], : ow * window[2]].reshape(n, oh, window[1], ow, window[2], c)
+                return (x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))), state
             if kind == "max":
                 return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding), state
             total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)

@@ -111,6 +111,10 @@ INITIALIZERS: dict[str, dict] = {
     "constant": {"value": number(0.0)},
 }
 
+# Initializers that need a weight matrix (fan-in/fan-out); never a bias vector.
+MATRIX_INITIALIZERS = {"glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+                       "lecun_uniform", "lecun_normal", "orthogonal"}
+
 # -- layers -----------------------------------------------------------------------------------
 
 

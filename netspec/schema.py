@@ -192,6 +192,7 @@ def build() -> dict:
                     "epochs": R.integer(minimum=1, doc="number of passes over the training data (instead of steps)"),
                     "batch_size": R.integer(minimum=1),
                     "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
+                    "loop": R.choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
                 },
                 "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
             },

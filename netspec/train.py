@@ -11,7 +11,6 @@ between chunks.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+import netspec
 from netspec.check import Spec, plain
 from netspec.data import BatchOrder
 from netspec.errors import NetspecError
@@ -151,7 +151,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
 
     # step 0: the untrained model
     loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
-    write(0, {"loss": loss0, **metrics0}, None, None)
+    write(0, {"loss": loss0, **metrics0}, float(current_learning_rate(state.opt_state)), None)  # the rate step 1 uses
 
     lengths = chunk_lengths(spec.steps, config["every"])
     compile_start = time.perf_counter()
@@ -164,7 +164,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     train_seconds = 0.0
     loop_start = time.perf_counter()
     last: dict = {}
-    evaluated: dict = {}
+    first_step_seconds = None
     eval_every = spec.eval["every"]
     try:
         step = int(state.step)
@@ -178,6 +178,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             elapsed = time.perf_counter() - start
             train_seconds += elapsed
             step = int(state.step)
+            if first_step_seconds is None:
+                first_step_seconds = start - netspec.STARTED + elapsed / n
             losses.extend(float(v) for v in outputs["loss"])
             last = {k: float(v[-1]) for k, v in outputs.items()}
             lr = float(current_learning_rate(state.opt_state))
@@ -188,6 +190,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             progress.update(n, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
     finally:
         progress.close()
+        feed.close()
         summaries.flush()
     loop_seconds = time.perf_counter() - loop_start
 
@@ -204,7 +207,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     (run_dir / "result.json").write_text(json.dumps({
         "name": spec.name, "steps": spec.steps, "final": final,
         "train_seconds": train_seconds, "loop_seconds": loop_seconds, "compile_seconds": compile_seconds,
-        "us_per_step": 1e6 * train_seconds / max(spec.steps, 1),
+        "us_per_step": 1e6 * train_seconds / max(spec.steps, 1), "first_step_seconds": first_step_seconds,
         "steps_per_second": spec.steps / train_seconds if train_seconds else None,
     }, indent=2) + "\n")
     if not quiet:
@@ -242,6 +245,10 @@ class Feed:
 
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="netspec-feed")
             self._pending[start, n] = self._pool.submit(self._gather, start, n)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def load_arrays(spec: Spec, data_dir: str | None = None):

@@ -1,0 +1,137 @@
+"""The `netspec` command: validate every shipped spec, stay light (no jax for validate), print a
+schema editors accept, help with examples, exit statuses (0 ok, 1 bad spec, 2 bad command line)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from netspec.cli import main
+
+ROOT = Path(__file__).parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+NETSPEC = Path(sys.executable).parent / "netspec"
+
+BROKEN = """\
+name: broken
+data:
+  inline:
+    x: [[0, 0], [0, 1], [1, 0], [1, 1]]
+    y: [[0], [1], [1], [0]]
+model:
+  input: [2]
+  layers:
+    - {name: out, type: dense, unit: 1, activation: sigmoid}
+loss: binary_crossentropy
+optimizer: {type: sgd, learning_rate: 0.1}
+train: {steps: 10, batch_size: 4}
+"""
+
+
+def test_there_are_shipped_specs():
+    assert len(SPECS) >= 4, SPECS
+
+
+def test_validate_every_shipped_spec():
+    result = CliRunner().invoke(main, ["validate", *map(str, SPECS)])
+    assert result.exit_code == 0, result.output
+    ok = [line for line in result.output.splitlines() if ": ok (" in line]
+    assert len(ok) == len(SPECS), result.output
+    for spec, line in zip(SPECS, ok):
+        assert line.startswith(f"{spec}: ok ("), line
+
+
+def test_validate_does_not_import_jax():
+    code = (
+        "import sys\n"
+        "from netspec.cli import main\n"
+        "sys.argv = ['netspec', 'validate', 'specs/xor_wide.yaml']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code)\n"
+        "print('heavy', sorted(m for m in ('jax', 'optax', 'tensorboardX') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "xor_wide.yaml: ok" in out.stdout
+    assert "exit 0" in out.stdout
+    assert "heavy []" in out.stdout, out.stdout
+
+
+def test_schema_is_a_valid_draft_2020_12_schema():
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_the_schema_accepts_every_shipped_spec():
+    import yaml
+
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
+    validator = jsonschema.Draft202012Validator(schema)
+    for spec in SPECS:
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(spec.read_text()))]
+        assert errors == [], (spec, errors)
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[name, "--help"] for name in sorted(main.commands)]],
+                         ids=lambda args: " ".join(args))
+def test_help_has_an_example(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"], prog_name="netspec")
+    assert result.exit_code == 0 and "netspec, version" in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--bogus", "specs/xor_nn.yaml"],
+    ["validate"],
+    ["run", "--bogus", "specs/xor_nn.yaml"],
+    ["no-such-command"],
+])
+def test_a_wrong_command_line_exits_2(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_on_a_broken_spec_exits_1_without_a_traceback(tmp_path):
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(BROKEN)
+    logdir = tmp_path / "runs"
+    out = subprocess.run([str(NETSPEC), "run", str(spec), "--logdir", str(logdir), "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout
+    assert f"{spec}:9:32: $.model.layers[0].unit: unknown key 'unit'; did you mean 'units'?" in out.stderr
+    assert not logdir.exists()  # a refused spec leaves nothing behind
+
+
+def test_run_with_a_bad_set_exits_1(tmp_path):
+    logdir = tmp_path / "runs"
+    out = subprocess.run([str(NETSPEC), "run", str(ROOT / "specs" / "xor_nn.yaml"), "--set", "train.steps=-5",
+                          "--logdir", str(logdir), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "--set train.steps=-5: $.train.steps: expected a value >= 1" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not logdir.exists()
+
+
+def test_run_on_a_missing_file_exits_1(tmp_path):
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "nope.yaml"), "--logdir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "no such file" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -1,0 +1,343 @@
+"""Tests for netspec.registry against its JAX side (netspec.layers, netspec.compile) and optax.
+
+One parametrized test per registry walks every entry. A new layer type fails
+`test_every_layer_has_examples` until it gets rows in LAYER_EXAMPLES below, so no layer ships with
+a shape rule that nobody compared against what its apply really produces.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import yaml
+
+from netspec import compile as C
+from netspec import layers as L
+from netspec import registry as R
+from netspec.check import check
+from netspec.errors import SpecError
+from netspec.load import parse
+
+BATCH = 3
+
+
+def checked(spec: dict):
+    """A Spec from a plain dict, through the real load (YAML text) and check."""
+    return check(parse(yaml.safe_dump(spec, sort_keys=False), "test.yaml"))
+
+
+# -- the JAX side has exactly the registry's keys -----------------------------------------------
+
+@pytest.mark.parametrize("jax_side, registry", [
+    (L.BUILDERS, R.LAYERS),
+    (L.ACTIVATIONS, R.ACTIVATIONS),
+    (L.INITIALIZERS, R.INITIALIZERS),
+], ids=["layers", "activations", "initializers"])
+def test_jax_side_has_the_registry_keys(jax_side, registry):
+    assert sorted(jax_side) == sorted(registry)
+
+
+# -- layers: the pure-Python shape rule equals jax.eval_shape of apply --------------------------
+# type -> examples; each example is (model input shape, layers before it, the layer under test).
+# The layer under test is named `probe`; `before` layers let multi-input layers read several.
+
+LAYER_EXAMPLES: dict[str, list[tuple[list[int], list[dict], dict]]] = {
+    "dense": [
+        ([2], [], {"type": "dense", "units": 3}),
+        ([4, 5], [], {"type": "dense", "units": 7, "use_bias": False}),
+    ],
+    "activation": [
+        ([5], [], {"type": "activation", "activation": "relu"}),
+        ([3, 4], [], {"type": "activation", "activation": "softmax"}),
+    ],
+    "flatten": [
+        ([5], [], {"type": "flatten"}),
+        ([2, 3, 4], [], {"type": "flatten"}),
+    ],
+    "reshape": [
+        ([2, 6], [], {"type": "reshape", "shape": [3, -1]}),
+        ([2, 3], [], {"type": "reshape", "shape": [6]}),
+        ([12], [], {"type": "reshape", "shape": [2, 3, 2]}),
+    ],
+    "conv2d": [
+        ([8, 8, 3], [], {"type": "conv2d", "filters": 4, "kernel_size": 3}),
+        ([9, 7, 4], [], {"type": "conv2d", "filters": 6, "kernel_size": [3, 2], "strides": 2, "padding": "same", "groups": 2}),
+        ([10, 10, 1], [], {"type": "conv2d", "filters": 2, "kernel_size": 3, "strides": [1, 2], "dilation": 2}),
+    ],
+    "max_pool": [
+        ([8, 8, 3], [], {"type": "max_pool"}),
+        ([7, 5, 2], [], {"type": "max_pool", "pool_size": 3, "strides": 2, "padding": "same"}),
+        ([7, 5, 2], [], {"type": "max_pool", "pool_size": [3, 2], "strides": 1}),
+    ],
+    "avg_pool": [
+        ([8, 8, 3], [], {"type": "avg_pool"}),
+        ([7, 5, 2], [], {"type": "avg_pool", "pool_size": 3, "strides": 2, "padding": "same"}),
+        ([7, 5, 2], [], {"type": "avg_pool", "pool_size": [3, 2], "strides": 1}),
+    ],
+    "global_avg_pool": [
+        ([5, 5, 3], [], {"type": "global_avg_pool"}),
+        ([7, 2], [], {"type": "global_avg_pool"}),
+    ],
+    "dropout": [
+        ([4], [], {"type": "dropout", "rate": 0.5}),
+        ([2, 3, 5], [], {"type": "dropout", "rate": 0.1}),
+    ],
+    "batch_norm": [
+        ([4], [], {"type": "batch_norm"}),
+        ([3, 3, 2], [], {"type": "batch_norm", "center": False}),
+    ],
+    "layer_norm": [
+        ([4], [], {"type": "layer_norm"}),
+        ([2, 5], [], {"type": "layer_norm", "scale": False}),
+    ],
+    "add": [
+        ([4], [{"name": "a", "type": "dense", "units": 4}], {"type": "add", "inputs": ["input", "a"]}),
+        ([2, 3, 4], [], {"type": "add", "inputs": ["input", "input", "input"]}),
+    ],
+    "concat": [
+        ([5], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"]}),
+        ([2, 3, 4], [{"name": "a", "type": "dense", "units": 2}], {"type": "concat", "inputs": ["a", "input"], "axis": 2}),
+        ([2, 3], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"], "axis": 0}),
+    ],
+}
+
+
+def test_every_layer_has_examples():
+    missing = sorted(set(R.LAYERS) - set(LAYER_EXAMPLES))
+    assert not missing, f"add shape examples to LAYER_EXAMPLES in {__file__} for: {', '.join(missing)}"
+    stale = sorted(set(LAYER_EXAMPLES) - set(R.LAYERS))
+    assert not stale, f"LAYER_EXAMPLES names layer types the registry no longer has: {stale}"
+
+
+def _probe_spec(input_shape, before, layer):
+    """A valid spec whose layer `probe` is the one under test; a flatten + dense tail gives a known output."""
+    return {
+        "name": "probe",
+        "data": {"inline": {"x": [np.zeros(input_shape).tolist()], "y": [[0.0]]}},
+        "model": {"input": input_shape, "layers": [
+            *before,
+            {"name": "probe", **layer},
+            {"name": "tail_flatten", "type": "flatten"},
+            {"name": "tail_out", "type": "dense", "units": 1},
+        ]},
+        "loss": "mean_squared_error",
+        "metrics": [],
+        "optimizer": {"type": "sgd", "learning_rate": 0.1},
+        "train": {"steps": 1, "batch_size": 1},
+    }
+
+
+LAYER_CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER_EXAMPLES.items()) for i in range(len(examples))]
+
+
+@pytest.mark.parametrize("layer_type, index", LAYER_CASES)
+def test_layer_shape_rule_equals_eval_shape(layer_type, index):
+    if layer_type not in R.LAYERS:
+        pytest.fail(f"{layer_type} has examples but is not in the registry")
+    input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
+    spec = checked(_probe_spec(input_shape, before, layer))
+    (probe,) = [l for l in spec.layers if l.name == "probe"]
+    assert probe.type == layer_type
+    # check() computed out_shape with the registry's pure-Python rule; say so, then compare with jax.
+    assert probe.out_shape == tuple(R.LAYERS[layer_type].shape(dict(probe.args), [list(s) for s in probe.in_shapes]))
+
+    init, apply = L.BUILDERS[layer_type](probe)
+    key = jax.random.key(0)
+    params, state = jax.eval_shape(init, key)
+    xs = [jax.ShapeDtypeStruct((BATCH, *s), jnp.float32) for s in probe.in_shapes]
+    for train in (False, True):
+        y, new_state = jax.eval_shape(lambda p, s, xs: apply(p, s, list(xs), train=train, key=key), params, state, xs)
+        assert y.shape == (BATCH, *probe.out_shape), f"train={train}: apply gives {y.shape[1:]}, the shape rule {probe.out_shape}"
+        assert y.dtype == jnp.float32
+        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+    # and it really runs (on random numbers of those shapes: numpy's, so no PRNG kernels to compile)
+    rng = np.random.default_rng(0)
+    real = lambda s: rng.normal(size=s.shape).astype(s.dtype)
+    params, state = jax.tree.map(real, params), jax.tree.map(lambda s: np.abs(real(s)) + 0.5, state)  # e.g. a variance
+    y, _ = apply(params, state, [real(x) for x in xs], train=False, key=key)
+    assert y.shape == (BATCH, *probe.out_shape)
+    assert np.all(np.isfinite(np.asarray(y)))
+
+
+# -- activations and initializers ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(R.ACTIVATIONS))
+def test_activation_builds_with_its_defaults(name):
+    fn = L.activation({"type": name, **R.defaults_of(R.ACTIVATIONS[name])})
+    x = 3 * np.random.default_rng(0).normal(size=(BATCH, 5)).astype(np.float32)
+    for f in (fn, jax.jit(fn)):
+        y = np.asarray(f(x))
+        assert y.shape == x.shape
+        assert np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("name", sorted(R.INITIALIZERS))
+def test_initializer_builds_with_its_defaults(name):
+    init = L.initializer({"type": name, **R.defaults_of(R.INITIALIZERS[name])})
+    for shape in [(4, 5), (3, 3, 2, 4)]:  # dense and conv kernels
+        value = np.asarray(init(jax.random.key(0), shape, jnp.float32))
+        assert value.shape == shape
+        assert value.dtype == np.float32
+        assert np.all(np.isfinite(value))
+
+
+@pytest.mark.parametrize("name", sorted(R.INITIALIZERS))
+def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
+    """validate says ok => init works: a bias is 1-D, which jax's fan-based initializers refuse."""
+    spec = _probe_spec([2], [], {"type": "dense", "units": 7, "bias_init": name})
+    try:
+        checked_spec = checked(spec)
+    except SpecError:
+        return  # refused with a clear error: fine too
+    (probe,) = [l for l in checked_spec.layers if l.name == "probe"]
+    init, _ = L.BUILDERS["dense"](probe)
+    params, _ = init(jax.random.key(0))
+    assert params["bias"].shape == (7,)
+    assert np.all(np.isfinite(np.asarray(params["bias"])))
+
+
+# -- optimizers: optax's own arguments and defaults ----------------------------------------------
+
+def _optax_arguments(fn, skipped=()) -> dict:
+    """name -> default ('<required>' when it has none), in optax's order."""
+    return {k: (p.default if p.default is not inspect.Parameter.empty else "<required>")
+            for k, p in inspect.signature(fn).parameters.items() if k not in skipped}
+
+
+@pytest.mark.parametrize("name", sorted(R.OPTIMIZERS))
+def test_optimizer_arguments_are_optax_own(name):
+    assert hasattr(optax, name), f"optax has no {name}"
+    want = _optax_arguments(getattr(optax, name), R.OPTAX_SKIPPED)
+    fields = R.OPTIMIZERS[name]
+    got = {k: s.get("default", "<required>") for k, s in fields.items()}
+    assert got == want
+    assert list(got) == list(want), "same arguments, but not in optax's order (the docs list them in order)"
+
+
+def _quadratic():
+    target = {"kernel": jnp.array([[1.0, -2.0], [3.0, 0.5], [-1.0, 2.0]]), "bias": jnp.array([0.5, -0.5])}
+    params = {"kernel": jnp.full((3, 2), 0.1), "bias": jnp.full((2,), 0.1)}
+
+    def loss(p):
+        return sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)
+
+    return params, loss
+
+
+def _spec_optimizer(name: str, **extra) -> dict:
+    """The optimizer mapping as a checked spec holds it: every default filled in."""
+    return {"type": name, "learning_rate": 0.01, "clip_global_norm": None, **R.defaults_of(R.OPTIMIZERS[name]), **extra}
+
+
+@pytest.mark.parametrize("clip", [None, 1.0], ids=["plain", "clip_global_norm"])
+@pytest.mark.parametrize("name", sorted(R.OPTIMIZERS))
+def test_optimizer_builds_and_steps(name, clip):
+    tx = C.optimizer(_spec_optimizer(name, clip_global_norm=clip))
+    params, loss = _quadratic()
+
+    def step(p, s):
+        g = jax.grad(loss)(p)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    @jax.jit
+    def three_steps(p, s):
+        first = step(p, s)
+        return first, step(*step(*first))
+
+    (p_first, _), (p_jit, s_jit) = three_steps(params, tx.init(params))
+    if clip is None:  # jitted and not: the same optimizer
+        p_eager, _ = step(params, tx.init(params))
+        for a, b in zip(jax.tree.leaves(p_eager), jax.tree.leaves(p_first)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for leaf in jax.tree.leaves(p_jit):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_jit))), "params did not change"
+    assert float(loss(p_jit)) < float(loss(params)), "three steps did not lower a quadratic"
+    # the learning rate is injected state, where train reads it for its scalar
+    assert float(C.current_learning_rate(s_jit)) == pytest.approx(0.01)
+
+
+def test_clip_global_norm_clips():
+    grads = {"w": jnp.array([30.0, 40.0])}  # global norm 50
+    params = {"w": jnp.zeros(2)}
+    for clip, norm in [(None, 50.0), (2.0, 2.0)]:
+        tx = C.optimizer(_spec_optimizer("sgd", learning_rate=1.0, clip_global_norm=clip))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        assert float(np.linalg.norm(np.asarray(updates["w"]))) == pytest.approx(norm)
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+SCHEDULE_REQUIRED = {  # sensible values for each schedule's required arguments
+    "init_value": 0.1, "value": 0.1, "peak_value": 0.5, "end_value": 0.001,
+    "transition_steps": 100, "decay_rate": 0.5, "decay_steps": 500, "warmup_steps": 10,
+}
+
+
+@pytest.mark.parametrize("name", sorted(R.SCHEDULES))
+def test_schedule_arguments_are_optax_own(name):
+    fn_name, fields, required = R.SCHEDULES[name]
+    assert hasattr(optax, fn_name), f"optax has no {fn_name}"
+    want = _optax_arguments(getattr(optax, fn_name))
+    got = {k: "<required>" if k in required else s.get("default", "<required>") for k, s in fields.items()}
+    assert got == want
+    assert list(got) == list(want)
+    assert set(required) <= set(fields)
+    for k in required:
+        assert "default" not in fields[k], f"{k} is required and also has a default"
+
+
+@pytest.mark.parametrize("name", sorted(R.SCHEDULES))
+def test_schedule_builds_and_gives_finite_values(name):
+    _, fields, required = R.SCHEDULES[name]
+    value = {"type": name, **R.defaults_of(fields), **{k: SCHEDULE_REQUIRED[k] for k in required}}
+    if name == "piecewise_constant":
+        value["boundaries_and_scales"] = {"5": 0.5, "100": 0.1}  # keys are strings in YAML/JSON
+    schedule = C.learning_rate(value)
+    assert callable(schedule)
+    values = {step: float(schedule(step)) for step in (0, 10, 1000)}
+    assert all(math.isfinite(v) for v in values.values()), values
+    assert values[0] == pytest.approx(SCHEDULE_REQUIRED["value" if name == "constant" else "init_value"])
+    # as an optimizer's learning rate: the injected value follows the schedule
+    tx = C.optimizer(_spec_optimizer("sgd", learning_rate=value))
+    params, loss = _quadratic()
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p)[1])
+    for _ in range(11):
+        state = step(params, state)
+    assert float(C.current_learning_rate(state)) == pytest.approx(values[10], rel=1e-5)
+
+
+def test_a_number_is_a_constant_learning_rate():
+    assert C.learning_rate(0.25) == 0.25
+
+
+# -- the schema built from the registry ------------------------------------------------------------
+
+def test_unknown_optimizer_argument_names_the_valid_ones():
+    spec = _probe_spec([2], [], {"type": "dense", "units": 1})
+    spec["optimizer"] = {"type": "adam", "learning_rate": 0.01, "beta1": 0.9}
+    with pytest.raises(SpecError) as e:
+        checked(spec)
+    (problem,) = e.value.problems
+    assert problem.path == "$.optimizer.beta1"
+    assert "unknown key 'beta1'" in problem.message
+    for valid in ["b1", "b2", "eps", "eps_root", "nesterov", "learning_rate", "clip_global_norm"]:
+        assert valid in problem.message
+    assert problem.line is not None and problem.source == "test.yaml"
+
+
+def test_a_near_miss_optimizer_argument_gets_a_suggestion():
+    spec = _probe_spec([2], [], {"type": "dense", "units": 1})
+    spec["optimizer"] = {"type": "adam", "learning_rate": 0.01, "epsilon": 1e-7}
+    with pytest.raises(SpecError) as e:
+        checked(spec)
+    assert "did you mean 'eps'" in str(e.value) or "did you mean 'eps_root'" in str(e.value)
