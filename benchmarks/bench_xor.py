@@ -37,8 +37,12 @@ def timed(cmd):
     return p.stdout, wall
 
 
+TORCH_PYTHON = "/work/venv-torch/bin/python"  # torch lives apart: tensorboardX imports it when present
+
+
 def run_baseline(mode, steps, extra=()):
-    cmd = [sys.executable, os.path.join(HERE, "xor_baselines.py"), mode,
+    python = TORCH_PYTHON if mode == "torch" and os.path.exists(TORCH_PYTHON) else sys.executable
+    cmd = [python, os.path.join(HERE, "xor_baselines.py"), mode,
            "--steps", str(steps), *extra]
     out, wall = timed(cmd)
     r = json.loads(out.strip().splitlines()[-1])

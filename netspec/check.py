@@ -34,6 +34,18 @@ _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    source: str
+    num_train: int
+    num_test: int | None
+    x_shape: tuple[int, ...]  # one example
+    x_dtype: str
+    y_shape: tuple[int, ...]  # one label, () for a class index
+    classes: int | None  # number of classes, when the data set says
+    max_label: int | None = None  # the largest integer label, when labels are integers
+
+
+@dataclass(frozen=True)
 class Layer:
     """One layer as it will be compiled."""
 
@@ -65,6 +77,7 @@ class Spec:
     data_info: Any  # netspec.data.DataInfo of the whole training split as stored
     eval: Mapping[str, Any]  # eval.split resolved: "test", "validation" or None
     base_dir: str  # the spec file's directory; relative data paths start here
+    checkpoint: Mapping[str, Any]  # every, keep, best (an eval scalar or None)
     summaries: Mapping[str, Any]
     resolved: Mapping[str, Any]  # the whole spec as it ran (plain data; see `plain`)
 
@@ -239,7 +252,7 @@ def fill_defaults(schema: dict, value):
     """
     schema = _resolve(schema)
     if "if" in schema:
-        if jsonschema.Draft202012Validator(schema["if"]).is_valid(value):
+        if _VALIDATOR.evolve(schema=schema["if"]).is_valid(value):
             if "then" in schema and schema["if"].get("type") == "string" and "enum" in schema.get("then", {}):
                 value = {"type": value}  # a bare name: use its mapping form
                 return fill_defaults(schema["else"], value)
@@ -394,6 +407,26 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
     if every is not None and info is not None and evaluation["split"] is None:
         problems.append(loaded.problem(("eval", "every"), "there is nothing to evaluate on: the data has no test split and data.validation_split is 0"))
     data["eval"] = evaluation
+    every = data["summaries"]["every"]
+    ckpt = data["checkpoint"]
+    if ckpt["every"] is not None and ckpt["every"] % every:
+        problems.append(loaded.problem(("checkpoint", "every"), f"checkpoint.every ({ckpt['every']}) must be a multiple of summaries.every ({every}): checkpoints are written between compiled chunks"))
+    tags = ["loss", *names]
+    early = train.get("early_stopping")
+    if early is not None:
+        if evaluation["every"] is None:
+            problems.append(loaded.problem(("train", "early_stopping"), "early stopping needs evaluations during training: set eval.every (e.g. 600)", key=True))
+        if early["metric"] not in tags:
+            problems.append(loaded.problem(("train", "early_stopping", "metric"), f"expected an eval scalar ({', '.join(tags)}); found {early['metric']!r}{did_you_mean(early['metric'], tags)}"))
+        if early["mode"] == "auto":
+            early["mode"] = metric_mode(early["metric"])
+        if ckpt["best"] is None:
+            ckpt["best"] = early["metric"]
+    if ckpt["best"] is not None:
+        if ckpt["best"] not in tags:
+            problems.append(loaded.problem(("checkpoint", "best"), f"expected an eval scalar ({', '.join(tags)}); found {ckpt['best']!r}{did_you_mean(ckpt['best'], tags)}"))
+        elif evaluation["split"] is None:
+            problems.append(loaded.problem(("checkpoint", "best"), "the best checkpoint needs evaluations: the data has no test split and data.validation_split is 0"))
     if problems:
         return None, problems
     spec = Spec(
@@ -401,7 +434,7 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
         input_shape=input_shape, layers=tuple(layers), loss=_freeze(loss), output_activation=output_activation,
         metrics=metrics, optimizer=_freeze(data["optimizer"]), train=_freeze(train), steps=steps,
         num_examples=num_examples, data_info=info, eval=_freeze(evaluation), base_dir=str(Path(loaded.source).resolve().parent),
-        summaries=_freeze(data["summaries"]), resolved=_freeze(data),
+        checkpoint=_freeze(ckpt), summaries=_freeze(data["summaries"]), resolved=_freeze(data),
     )
     return spec, []
 
@@ -426,12 +459,10 @@ def _check_loss_output(loaded, loss, activation, out_shape, last_index, problems
 
 def _check_data(loaded, data, input_shape, out_shape, loss, problems):
     """The data's DataInfo, after checking it fits the model's input, output and loss (None if it can't be read)."""
-    from netspec.data import SOURCES, describe  # numpy: only once the schema has passed
-
-    sources = [k for k in SOURCES if k in data["data"]]
+    sources = [k for k in R.SOURCES if k in data["data"]]
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
-        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(SOURCES)}); found {found}", key=True))
+        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(R.SOURCES)}); found {found}", key=True))
         return None
     source = sources[0]
     at = ("data", source)
@@ -444,11 +475,15 @@ def _check_data(loaded, data, input_shape, out_shape, loss, problems):
         if y_shape[0] != x_shape[0]:
             problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {x_shape[0]}; they must match"))
             return None
-    try:
-        info = describe(data["data"], Path(loaded.source).resolve().parent)
-    except NetspecError as e:
-        problems.append(loaded.problem(at, str(e)))
-        return None
+        info = DataInfo(source, x_shape[0], None, x_shape[1:], "float32", y_shape[1:], None)
+    else:
+        from netspec.data import describe  # numpy and file reading: not for inline data
+
+        try:
+            info = describe(data["data"], Path(loaded.source).resolve().parent)
+        except NetspecError as e:
+            problems.append(loaded.problem(at, str(e)))
+            return None
     if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
         problems.append(loaded.problem(at if source != "inline" else at + ("x",),
                                        f"each example has shape {list(info.x_shape)} ({_prod(info.x_shape)} values), but model.input is {list(input_shape)}"
@@ -484,6 +519,11 @@ def _prod(shape) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def metric_mode(tag: str) -> str:
+    """'min' for losses and errors, 'max' for accuracies: which way is better."""
+    return "min" if tag == "loss" or tag.endswith("_error") else "max"
 
 
 def metric_name(metric: Mapping) -> str:

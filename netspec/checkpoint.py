@@ -83,3 +83,39 @@ def load(path: str | Path, template):
             raise NetspecError(f"The checkpoint {path} does not fit this spec: {key} has shape {list(value.shape)}, the model needs {list(want)}.")
         out.append(jax.random.wrap_key_data(value) if is_key else value)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+class Checkpoints:
+    """A run's checkpoints directory: `step-00001200.safetensors` for the last `keep` checkpoints,
+    and `best.safetensors` for the best by an eval scalar. Older ones are deleted only after a
+    newer one is safely in place, so there is always a complete checkpoint to resume from."""
+
+    def __init__(self, directory: str | Path, *, keep: int):
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def steps(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.directory.glob("step-*.safetensors"):
+            try:
+                found.append((int(path.stem.split("-", 1)[1]), path))
+            except ValueError:
+                continue
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return steps[-1][1] if steps else None
+
+    def best(self) -> Path | None:
+        path = self.directory / "best.safetensors"
+        return path if path.is_file() else None
+
+    def save(self, tree, step: int, meta: dict) -> Path:
+        path = save(self.directory / f"step-{step:08d}.safetensors", tree, {**meta, "step": step})
+        for _, old in self.steps()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_best(self, tree, step: int, meta: dict) -> Path:
+        return save(self.directory / "best.safetensors", tree, {**meta, "step": step})

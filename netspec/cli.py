@@ -79,29 +79,56 @@ def validate(specs, overrides):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs.")
 @click.option("--run-name", default=None, help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
+@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report.")
-def run(spec, overrides, logdir, run_name, data_dir, quiet):
+def run(spec, overrides, logdir, run_name, resume_dir, data_dir, quiet):
     """Train a spec and write its run directory <logdir>/<name>/<run-id>/.
 
-    The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/) and
-    result.json with the final metrics.
+    The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/, eval/),
+    checkpoints/ and result.json with the final metrics. Ctrl-C (or SIGTERM) finishes the
+    current chunk, saves a checkpoint and says how to resume.
 
     \b
     Example:
       netspec run specs/xor_wide.yaml
       netspec run specs/xor_nn.yaml --set optimizer.learning_rate=0.5 --run-name lr0.5
+      netspec run --resume runs/fashion_cnn/20261127-101500
       tensorboard --logdir runs
     """
-    try:
-        checked = _load_and_check(spec, overrides)
-        from netspec.train import run as train_run
+    if (spec is None) == (resume_dir is None):
+        raise click.UsageError("give a SPEC to start a run, or --resume RUN_DIR to continue one (not both)")
+    _train(spec, resume_dir, overrides, logdir=logdir, run_name=run_name, data_dir=data_dir, quiet=quiet)
 
-        train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo)
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " E.g. --set train.steps=20000 to train longer.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report.")
+def resume(run_dir, overrides, data_dir, quiet):
+    """Continue a stopped run in its own directory, from its latest checkpoint.
+
+    Summaries continue at the right steps; a run stopped and resumed ends exactly as if it
+    had never stopped.
+
+    \b
+    Example:
+      netspec resume runs/fashion_cnn/20261127-101500
+    """
+    _train(None, run_dir, overrides, logdir=None, run_name=None, data_dir=data_dir, quiet=quiet)
+
+
+def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet):
+    try:
+        from netspec.train import load_run_spec, run as train_run
+
+        checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
+        train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir)
     except NetspecError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -130,6 +157,48 @@ def evaluate(run_dir, split, data_dir):
     except NetspecError as e:
         _fail(e)
     click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="Examples: .npy, .npz, .csv, or an image file for image models.")
+@click.option("--output", "output_path", default=None, type=click.Path(dir_okay=False), help="Write .csv or .npy (default: CSV on stdout).")
+def predict(run_dir, input_path, output_path):
+    """Predict with a finished run's parameters (its best checkpoint if it kept one).
+
+    Inputs are scaled as the training data was. CSV output: the predicted class (its name when
+    the data set names classes) and the model's output for each example.
+
+    \b
+    Example:
+      netspec predict runs/fashion_cnn/20261127-101500 --input shoe.png
+      netspec predict runs/xor_wide/20261127-101500 --input points.csv --output predictions.csv
+    """
+    import numpy as np
+
+    try:
+        from netspec.train import predict_run
+
+        outputs, classes, names = predict_run(run_dir, input_path)
+        flat = outputs.reshape(len(outputs), -1)
+        if output_path and output_path.endswith(".npy"):
+            np.save(output_path, outputs)
+            return
+        header = ([] if classes is None else ["prediction"]) + [f"output_{i}" for i in range(flat.shape[1])]
+        lines = [",".join(header)]
+        for i, row in enumerate(flat):
+            cells = [] if classes is None else [names[classes[i]] if names and classes[i] < len(names) else str(int(classes[i]))]
+            lines.append(",".join(cells + [f"{v:.6g}" for v in row]))
+        text = "\n".join(lines) + "\n"
+        if output_path:
+            with open(output_path, "w") as f:
+                f.write(text)
+        else:
+            click.echo(text, nl=False)
+    except NetspecError as e:
+        _fail(e)
+    except OSError as e:
+        _fail(NetspecError(f"Cannot write {e.filename or output_path}: {e.strerror or e}."))
 
 
 @main.command()

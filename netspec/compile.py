@@ -42,10 +42,11 @@ from netspec.check import Spec, metric_name
 class TrainState(NamedTuple):
     """Everything that changes during training; passed through jit and scan, donated."""
 
-    step: jax.Array  # optimizer steps done
+    step: jax.Array  # steps done (skipped ones included)
     params: Any
     model_state: Any
     opt_state: Any
+    skipped: jax.Array  # steps whose loss or gradients were non-finite, so their update was not applied
 
 
 class Keys(NamedTuple):
@@ -227,6 +228,11 @@ def optimizer(spec_optimizer, *, seed: int = 0) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
 def current_learning_rate(opt_state):
     """The learning rate the optimizer used at its last step (inject_hyperparams keeps it)."""
     # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.
@@ -248,7 +254,7 @@ def compile_spec(spec: Spec) -> Program:
     @jax.jit
     def init_state(key) -> TrainState:
         params, model_state = net_init(key)
-        return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+        return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), jnp.zeros((), jnp.int32))
 
     def init(key=init_key) -> TrainState:
         return init_state(key)  # one compiled program, not one eager dispatch per initializer
@@ -276,13 +282,32 @@ def compile_spec(spec: Spec) -> Program:
 
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
 
+    stop_on_nonfinite = spec.train["on_nonfinite"] == "stop"
+    param_layers = [layer.name for layer in spec.layers]
+
     def train_step(state: TrainState, batch, key):
+        """One update. A non-finite loss or gradient skips the update (and, with on_nonfinite:
+        stop, every later one, so the state stays the last good one); `nonfinite_layer` names the
+        first layer, in spec order, whose gradients were non-finite (-1: none; len(layers): the
+        loss alone)."""
         (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, train=True, key=key)
         with jax.named_scope("train"):
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            bad_layers = jnp.stack([jnp.logical_not(_all_finite(grads[name])) for name in param_layers])
+            finite = jnp.isfinite(loss) & jnp.logical_not(jnp.any(bad_layers))
+            apply = finite & (state.skipped == 0) if stop_on_nonfinite else finite
+
+            def update(_):
+                updates, opt_state = tx.update(grads, state.opt_state, state.params)
+                return optax.apply_updates(state.params, updates), model_state, opt_state
+
+            params, model_state, opt_state = jax.lax.cond(
+                apply, update, lambda _: (state.params, state.model_state, state.opt_state), None)
+            nonfinite_layer = jnp.where(finite, -1, jnp.where(jnp.any(bad_layers), jnp.argmax(bad_layers), len(param_layers)))
             step = state.step + 1  # in the train box too: nothing of the step is drawn outside a box
-        return TrainState(step, params, model_state, opt_state), {"loss": loss, **metrics}
+            skipped = state.skipped + jnp.logical_not(apply).astype(jnp.int32)
+        return (TrainState(step, params, model_state, opt_state, skipped),
+                {"loss": loss, **metrics, "learning_rate": current_learning_rate(opt_state),
+                 "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
 
     @jax.jit
     def evaluate(params, model_state, data: Data, mask):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
@@ -24,24 +23,13 @@ import numpy as np
 from netspec import datasets as D
 from netspec.errors import DataError
 
-SOURCES = ("inline", "mnist", "fashion_mnist", "idx", "npz", "csv")
+from netspec.check import DataInfo
+from netspec.registry import SOURCES
 STANDARD = {  # dataset -> (train examples, test examples, example shape, classes)
     "mnist": (60000, 10000, (28, 28), 10),
     "fashion_mnist": (60000, 10000, (28, 28), 10),
 }
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    source: str
-    num_train: int
-    num_test: int | None
-    x_shape: tuple[int, ...]  # one example
-    x_dtype: str
-    y_shape: tuple[int, ...]  # one label, () for a class index
-    classes: int | None  # number of classes, when the data set says
-    max_label: int | None = None  # the largest integer label, when labels are integers
 
 
 class Split(NamedTuple):

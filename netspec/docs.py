@@ -56,7 +56,7 @@ def _rows(prefix: str, schema: dict, required=()) -> list[str]:
         path = f"{prefix}.{key}" if prefix else key
         req = "yes" if key in required else ""
         rows.append(f"| `{path}` | {_type(s)} | {req} | {_default(s)} | {s.get('description', '')} |")
-        if s.get("type") == "object" and "properties" in s:
+        if "properties" in s:
             rows.extend(_rows(path, s, s.get("required", ())))
     return rows
 

@@ -442,6 +442,8 @@ SCHEDULES: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     ),
 }
 
+SOURCES = ("inline", "mnist", "fashion_mnist", "idx", "npz", "csv")  # data: exactly one of these
+
 SCALARS = ("loss", "metrics", "learning_rate", "steps_per_second")
 HISTOGRAMS = ("weights", "biases", "activations", "gradients")
 

@@ -192,9 +192,30 @@ def build() -> dict:
                     "epochs": R.integer(minimum=1, doc="number of passes over the training data (instead of steps)"),
                     "batch_size": R.integer(minimum=1),
                     "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
+                    "on_nonfinite": R.choice(["stop", "skip_step"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept), or skip that step's update and go on"),
+                    "early_stopping": {
+                        "type": ["object", "null"], "default": None, "additionalProperties": False, "required": ["metric"],
+                        "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
+                        "properties": {
+                            "metric": {"type": "string", "description": "an eval scalar: loss or a metric's tag, e.g. accuracy"},
+                            "patience": R.integer(3, minimum=1),
+                            "min_delta": R.number(0.0, minimum=0),
+                            "mode": R.choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
+                        },
+                    },
                     "loop": R.choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
                 },
                 "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
+            },
+            "checkpoint": {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "every": R.integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
+                    "keep": R.integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
+                    "best": {"type": ["string", "null"], "default": None, "description": "also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)"},
+                },
             },
             "summaries": {
                 "type": "object",

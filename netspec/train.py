@@ -1,19 +1,33 @@
 """Train a checked Spec: the host loop over compiled chunks, the run directory, the report.
 
-Contract: `run(spec, logdir=..., run_name=None, quiet=False) -> RunResult`. It creates
-`<logdir>/<spec.name>/<run-id>/` (never an existing directory: the run id is claimed with an
-exclusive mkdir), saves the resolved spec as `spec.yaml`, trains `spec.steps` steps in chunks of
-`summaries.every` steps, writes summaries at every chunk boundary (and the initial values at
-step 0), and finally `result.json` (final metrics, timings). The host touches the program only
-between chunks.
+Contract: `run(spec, logdir=..., run_name=None, quiet=False, resume=None) -> RunResult`. A new run
+claims `<logdir>/<spec.name>/<run-id>/` (an exclusive mkdir: never an existing directory), saves
+the resolved spec (`spec.yaml`), where it came from (`run.json`) and the input scaling
+(`preprocess.npz`), trains `spec.steps` steps in chunks of `summaries.every` steps and writes
+summaries at every chunk boundary (and the untrained model at step 0), checkpoints every
+`checkpoint.every` steps, at the end and when stopped, and finally `result.json`.
+
+`resume=RUN_DIR` continues that run from its latest checkpoint: the state (parameters,
+optimizer and model state, step) is restored exactly, the batch order and per-step keys are
+functions of (seed, step), and the event files drop anything past the checkpoint (purge_step),
+so a stopped and resumed run ends bit for bit as one never stopped.
+
+Stops: SIGINT/SIGTERM finish the current chunk, checkpoint, flush and raise `Stopped` (exit 130
+/ 143); a non-finite loss or gradient with `on_nonfinite: stop` raises an error naming the
+step and layer, keeping the last good checkpoint; early stopping ends the loop normally.
+The host touches the program only between chunks.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -86,22 +100,101 @@ class Progress:
             self.bar.__exit__(None, None, None)
 
 
-def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
-        data_dir: str | None = None, echo=print) -> RunResult:
-    """Train `spec` and write its run directory. See the module docstring."""
+def use_compilation_cache() -> None:
+    """JAX's persistent compilation cache under the user cache (`$XDG_CACHE_HOME/netspec/jax`,
+    `NETSPEC_JAX_CACHE` to move it, empty to turn it off): a spec run again, or resumed, loads
+    its compiled programs instead of compiling them again (XLA:CPU takes ~0.5 s for each)."""
     import jax
 
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netspec" / "jax"
+    directory = os.environ.get("NETSPEC_JAX_CACHE", str(default))
+    if directory and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+class Stopped(NetspecError):
+    """Training stopped before its last step, after saving what can be resumed."""
+
+
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM while training: remember it; the loop stops after the current chunk."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNAL_EXIT:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
+    """The checked spec of an existing run directory (its resolved spec.yaml, data paths from where the spec was)."""
+    from netspec.check import check
+    from netspec.load import load
+
+    run_dir = Path(run_dir)
+    spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
+    if not spec_file.is_file() or not info_file.is_file():
+        raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
+    info = json.loads(info_file.read_text())
+    loaded = load(spec_file, list(overrides))
+    loaded.source = str(Path(info["base_dir"]) / spec_file.name)  # relative data paths start where the spec was
+    return check(loaded)
+
+
+def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
+        data_dir: str | None = None, echo=print, resume: str | Path | None = None) -> RunResult:
+    """Train `spec` and write its run directory, or with `resume` continue the run in that
+    directory from its latest checkpoint. See the module docstring."""
+    import jax
+    import jax.numpy as jnp
+
     from netspec import checkpoint
+    from netspec.check import metric_mode
     from netspec.compile import compile_spec, current_learning_rate
     from netspec.summaries import Summaries
 
     arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
-    run_dir = make_run_dir(logdir, spec, run_name)
-    text = spec_yaml(spec)
-    (run_dir / "spec.yaml").write_text(text)
-    (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
-
+    use_compilation_cache()
     program = compile_spec(spec)
+    state = program.init()
+    meta: dict = {}
+    if resume is None:
+        run_dir = make_run_dir(logdir, spec, run_name)
+        text = spec_yaml(spec)
+        (run_dir / "spec.yaml").write_text(text)
+        (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
+        # what `netspec predict` needs to treat new inputs as the training data was treated
+        np.savez(run_dir / "preprocess.npz", shift=arrays.shift, scale=arrays.scale,
+                 class_names=np.asarray(arrays.class_names or [], dtype=str))
+    else:
+        run_dir = Path(resume)
+        latest = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest()
+        if latest is None:
+            raise NetspecError(f"{run_dir} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
+        state = checkpoint.load(latest, state)  # refuses a checkpoint of another model, before anything is written
+        meta = checkpoint.metadata(latest)
+        if int(state.step) >= spec.steps:
+            raise NetspecError(f"{run_dir} already finished its {spec.steps} steps. To train longer: netspec resume {run_dir} --set train.steps=N.")
+    start_step = int(state.step)
+    checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
+
     full_batch = spec.train["batch_size"] == spec.num_examples
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
     feed = Feed(arrays.train, order, streamed=arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20,
@@ -109,110 +202,216 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     data = device_data(feed.resident, arrays)
     eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
     eval_data = padded(eval_split, arrays, spec.eval["batch_size"]) if eval_split is not None else None
-    state = program.init()
-    summaries = Summaries(run_dir, spec)
+    # a resumed run continues its event files; purge_step drops anything written after the checkpoint
+    summaries = Summaries(run_dir, spec, purge_step=start_step if resume is not None else None)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
-    summaries.spec_text(text)
-    summaries.sample_images(arrays.train.x[:16], spec.data_info)
 
     sample = program.prepare(data, arrays.train.x[:256], arrays.train.y[:256])
     eval_fn = jax.jit(lambda params, mstate: program.loss_and_metrics(params, mstate, sample, train=False, key=program.keys.step))
     extras_fn = _extras_fn(program, sample) if wanted_hist & {"activations", "gradients"} else None
 
-    if config["graph"]:
-        from netspec.graph import step_graph
+    if resume is None:
+        summaries.spec_text(spec_yaml(spec))
+        summaries.sample_images(arrays.train.x[:16], spec.data_info)
+        if config["graph"]:
+            from netspec.graph import step_graph
 
-        graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=_graph_names(state))
-        summaries.graph(graph)
+            graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=_graph_names(state))
+            summaries.graph(graph)
 
-    def write(step, values, lr, steps_per_second):
+    def write(step, values, params, extras, steps_per_second):
         scalars = {}
         if "loss" in wanted_scalars:
             scalars["loss"] = values["loss"]
         if "metrics" in wanted_scalars:
-            scalars.update({k: v for k, v in values.items() if k != "loss"})
-        if "learning_rate" in wanted_scalars and lr is not None:
-            scalars["learning_rate"] = lr
+            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
+        if "learning_rate" in wanted_scalars:
+            scalars["learning_rate"] = values["learning_rate"]
         if "steps_per_second" in wanted_scalars and steps_per_second is not None:
             scalars["steps_per_second"] = steps_per_second
         summaries.scalars(step, scalars)
         if wanted_hist:
-            activations = gradients = None
-            if extras_fn is not None:
-                activations, gradients = jax.device_get(extras_fn(state.params, state.model_state))
-            summaries.histograms(step, jax.device_get(state.params), activations=activations, gradients=gradients)
+            activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
+            summaries.histograms(step, jax.device_get(params), activations=activations, gradients=gradients)
 
-    def evaluate(step, split_data):
+    def evaluate(split_data):
         sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *split_data))
-        values = {k: float(v) / float(count) for k, v in sums.items()}
-        return values, confusion
+        return {k: float(v) / float(count) for k, v in sums.items()}, confusion
 
-    # step 0: the untrained model
-    loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
-    write(0, {"loss": loss0, **metrics0}, float(current_learning_rate(state.opt_state)), None)  # the rate step 1 uses
+    early = spec.train["early_stopping"]
+    best_tag = spec.checkpoint["best"]
+    best_mode = metric_mode(best_tag) if best_tag else None
+    tracking = meta.get("tracking", {"best": None, "best_step": None, "early_best": None, "bad_evals": 0})
 
-    lengths = chunk_lengths(spec.steps, config["every"])
+    def better(value, than, mode, min_delta=0.0):
+        return than is None or (value > than + min_delta if mode == "max" else value < than - min_delta)
+
+    def save(step):
+        return checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
+
+    if resume is None:  # step 0: the untrained model
+        loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
+        write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))},
+              state.params, extras_fn(state.params, state.model_state) if extras_fn is not None else None,
+              None)  # the rate step 1 uses
+
+    every = config["every"]
+    lengths = chunk_lengths(spec.steps, every)[start_step // every:]
     compile_start = time.perf_counter()
-    compiled = {n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(0, n), program.keys).compile()
+    compiled = {n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
                 for n in sorted(set(lengths))}
     compile_seconds = time.perf_counter() - compile_start
 
     losses: list[float] = []
-    progress = Progress(spec.steps, quiet)
-    train_seconds = 0.0
-    loop_start = time.perf_counter()
+    progress = Progress(spec.steps - start_step, quiet)
     last: dict = {}
-    first_step_seconds = None
+    timing = {"first": None, "previous": None}
     eval_every = spec.eval["every"]
-    try:
-        step = int(state.step)
-        for i, n in enumerate(lengths):
-            batches = feed.batches(step, n)
-            if i + 1 < len(lengths):
-                feed.prefetch(step + n, lengths[i + 1])
-            start = time.perf_counter()
-            state, outputs = compiled[n](state, data, batches, program.keys)
-            outputs = jax.device_get(outputs)
-            elapsed = time.perf_counter() - start
-            train_seconds += elapsed
-            step = int(state.step)
-            if first_step_seconds is None:
-                first_step_seconds = start - netspec.STARTED + elapsed / n
-            losses.extend(float(v) for v in outputs["loss"])
-            last = {k: float(v[-1]) for k, v in outputs.items()}
-            lr = float(current_learning_rate(state.opt_state))
-            write(step, last, lr, n / elapsed if elapsed > 0 else None)
-            if eval_data is not None and eval_every and step % eval_every == 0 and step != spec.steps:
-                values, confusion = evaluate(step, eval_data)
-                summaries.evaluation(step, values, confusion, arrays.class_names)
-            progress.update(n, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
-    finally:
-        progress.close()
-        feed.close()
-        summaries.flush()
+    ckpt_every = spec.checkpoint["every"]
+    stop_reason = None
+    copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
+
+    def finish(chunk: _Chunk) -> str | None:
+        """Host work for a chunk already dispatched (the next one runs meanwhile): summaries,
+        evaluation, checkpoints, and whether to stop."""
+        nonlocal last
+        outputs = jax.device_get(chunk.outputs)
+        now = time.perf_counter()
+        elapsed = now - max(chunk.dispatched, timing["previous"] or 0.0)
+        timing["previous"] = now
+        if timing["first"] is None:
+            timing["first"] = chunk.dispatched - netspec.STARTED + elapsed / chunk.length
+        bad = outputs.pop("nonfinite_layer")
+        skipped = int(outputs.pop("skipped")[-1])
+        losses.extend(float(v) for v in outputs["loss"])
+        if spec.train["on_nonfinite"] == "stop" and skipped:
+            first = int(np.argmax(bad >= 0))
+            raise _nonfinite(spec, run_dir, chunk.end - chunk.length + first + 1, int(bad[first]), checkpoints.latest())
+        last = {k: float(v[-1]) for k, v in outputs.items()}
+        if spec.train["on_nonfinite"] == "skip_step":
+            last["skipped_steps"] = float(skipped)
+        write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
+        reason = None
+        if chunk.evaluation is not None:
+            sums, count, confusion = jax.device_get(chunk.evaluation)
+            values = {k: float(v) / float(count) for k, v in sums.items()}
+            summaries.evaluation(chunk.end, values, confusion, arrays.class_names)
+            if best_tag and better(values[best_tag], tracking["best"], best_mode):
+                tracking.update(best=values[best_tag], best_step=chunk.end)
+                checkpoints.save_best(chunk.state, chunk.end, {"spec": spec.name, best_tag: values[best_tag]})
+            if early is not None:
+                if better(values[early["metric"]], tracking["early_best"], early["mode"], early["min_delta"]):
+                    tracking.update(early_best=values[early["metric"]], bad_evals=0)
+                else:
+                    tracking["bad_evals"] += 1
+                    if tracking["bad_evals"] >= early["patience"]:
+                        reason = "early_stopping"
+        if chunk.checkpoint:
+            checkpoints.save(chunk.state, chunk.end, {"spec": spec.name, "tracking": tracking})
+        progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
+        return reason
+
+    loop_start = time.perf_counter()
+    pending: _Chunk | None = None
+    step = start_step
+    with _StopRequest() as stop:
+        try:
+            for i, n in enumerate(lengths):
+                end = step + n
+                batches = feed.batches(step, n)
+                if i + 1 < len(lengths):
+                    feed.prefetch(end, lengths[i + 1])
+                dispatched = time.perf_counter()
+                state, outputs = compiled[n](state, data, batches, program.keys)
+                # What the host needs of this state is copied on the device now, before the next
+                # chunk takes (donates) it; the host reads the copies while the next chunk runs.
+                evaluate_now = eval_data is not None and eval_every and end % eval_every == 0 and end != spec.steps
+                keep_state = (ckpt_every and end % ckpt_every == 0 and end != spec.steps) or (evaluate_now and best_tag)
+                snapshot = copy(state) if keep_state else None
+                params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
+                evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
+                extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
+                outputs = {**outputs, "skipped": jnp.broadcast_to(state.skipped, (n,))}
+                chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot if keep_state else None,
+                               bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps))
+                if pending is not None:
+                    stop_reason = finish(pending) or stop_reason
+                pending = chunk
+                step = end
+                if stop.signum is not None:
+                    stop_reason = "signal"
+                if stop_reason:
+                    break
+            if pending is not None:
+                stop_reason = finish(pending) or stop_reason
+                pending = None
+        finally:
+            progress.close()
+            feed.close()
+            summaries.flush()
     loop_seconds = time.perf_counter() - loop_start
+    train_seconds = loop_seconds
+    first_step_seconds = timing["first"]
+    if stop_reason == "signal" or stop.signum is not None:
+        checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
+        summaries.close()
+        name = "Ctrl-C" if stop.signum == signal.SIGINT else "SIGTERM"
+        error = Stopped(f"{name}: stopped after step {step} of {spec.steps}; checkpoint and events are saved in {run_dir}. "
+                        f"Continue with: netspec resume {run_dir}")
+        error.exit_code = _SIGNAL_EXIT[stop.signum]
+        raise error
 
     final = dict(last)
     if eval_data is not None:
-        evaluated, confusion = evaluate(spec.steps, eval_data)
-        summaries.evaluation(spec.steps, evaluated, confusion, arrays.class_names, final=True)
+        evaluated, confusion = evaluate(eval_data)
+        summaries.evaluation(step, evaluated, confusion, arrays.class_names, final=True)
         final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
-    checkpoint.save(run_dir / "checkpoints" / "final.safetensors", state,
-                    {"step": spec.steps, "spec": spec.name})
+    save(step)
     summaries.hparams(final)
     summaries.close()
     result = RunResult(run_dir, final, train_seconds, compile_seconds, losses)
     (run_dir / "result.json").write_text(json.dumps({
-        "name": spec.name, "steps": spec.steps, "final": final,
-        "train_seconds": train_seconds, "loop_seconds": loop_seconds, "compile_seconds": compile_seconds,
-        "us_per_step": 1e6 * train_seconds / max(spec.steps, 1), "first_step_seconds": first_step_seconds,
-        "steps_per_second": spec.steps / train_seconds if train_seconds else None,
+        "name": spec.name, "steps": step, "planned_steps": spec.steps, "final": final,
+        "stopped": stop_reason, "best": tracking if best_tag else None,
+        "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+        "us_per_step": 1e6 * train_seconds / max(step - start_step, 1), "first_step_seconds": first_step_seconds,
+        "steps_per_second": (step - start_step) / train_seconds if train_seconds else None,
     }, indent=2) + "\n")
+    if stop_reason == "early_stopping":
+        echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
+             f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
+             f"is in checkpoints/best.safetensors (netspec eval uses it).")
     if not quiet:
         report(spec, program, state, data, arrays, result, echo)
     return result
+
+
+class _Chunk(NamedTuple):
+    """A dispatched chunk and the device values the host will read once it is done."""
+
+    end: int  # steps done after it
+    length: int
+    dispatched: float
+    outputs: dict
+    params: object  # a copy of the parameters after it (for histograms), or None
+    extras: object  # (activations, gradients) for histograms, or None
+    evaluation: object  # program.evaluate(...) results, or None
+    state: object  # a copy of the whole TrainState (for a checkpoint), or None
+    checkpoint: bool
+
+
+def _nonfinite(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None) -> NetspecError:
+    if layer_index < len(spec.layers):
+        where = f"the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec order, to go non-finite)"
+    else:
+        where = "the loss"
+    kept_text = f"The last good checkpoint is kept: {kept}." if kept else "No checkpoint had been written yet (see checkpoint.every)."
+    return NetspecError(
+        f"Training stopped at step {step}: {where} became NaN or Inf. {kept_text} "
+        f"Lower optimizer.learning_rate, clip the gradients (optimizer.clip_global_norm), or set "
+        f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
 
 
 class Feed:
@@ -287,31 +486,130 @@ def padded(split, arrays, batch_size: int):
 
 
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
-    """`netspec eval`: the metrics of a finished run's final parameters on a split."""
+    """`netspec eval`: the metrics of a finished run on a split, from its best checkpoint if it
+    kept one (early stopping, checkpoint.best), else its latest."""
     import jax
 
     from netspec import checkpoint
-    from netspec.check import check
     from netspec.compile import compile_spec
-    from netspec.load import load
 
+    spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
-    spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
-    if not spec_file.is_file() or not info_file.is_file():
-        raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
-    info = json.loads(info_file.read_text())
-    loaded = load(spec_file)
-    loaded.source = str(Path(info["base_dir"]) / spec_file.name)  # relative data paths start where the spec was
-    spec = check(loaded)
     split = split or spec.eval["split"] or "test"
     arrays = load_arrays(spec, data_dir)
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
     program = compile_spec(spec)
-    state = checkpoint.load(run_dir / "checkpoints" / "final.safetensors", program.init())
+    saved = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1)
+    path = saved.best() or saved.latest()
+    if path is None:
+        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
+    state = checkpoint.load(path, program.init())
     sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))
     return {k: float(v) / float(count) for k, v in sums.items()}
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def read_inputs(path: str | Path, spec: Spec) -> np.ndarray:
+    """Examples to predict on, shaped [N, *model.input]: .npy, .npz (`x` or its only array),
+    .csv (numbers; a header row is skipped), or one image for an image model."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetspecError(f"No such input file: {path}.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise NetspecError(f"{path} holds {', '.join(keys)}; name the inputs x.")
+                x = archive[key]
+        elif suffix == ".csv":
+            x = _read_csv_numbers(path)
+        elif suffix in IMAGE_SUFFIXES:
+            x = _read_image(path, spec.input_shape)[None]
+        else:
+            raise NetspecError(f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    except (ValueError, OSError) as e:
+        raise NetspecError(f"Cannot read {path}: {e}.") from None
+    if x.dtype == object:
+        raise NetspecError(f"{path} holds Python objects; give numbers.")
+    size = int(np.prod(spec.input_shape))
+    if x.size == size:
+        return x.reshape((1, *spec.input_shape))
+    if x.ndim >= 1 and x.size % size == 0 and int(np.prod(x.shape[1:])) == size:
+        return x.reshape((len(x), *spec.input_shape))
+    raise NetspecError(f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each).")
+
+
+def _read_csv_numbers(path: Path) -> np.ndarray:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if rows:
+        try:
+            [float(v) for v in rows[0]]
+        except ValueError:
+            rows = rows[1:]  # a header
+    try:
+        return np.asarray([[float(v) for v in row] for row in rows], np.float32)
+    except ValueError as e:
+        raise NetspecError(f"{path}: every cell must be a number ({e}).") from None
+
+
+def _read_image(path: Path, input_shape) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    channels = input_shape[-1] if len(input_shape) == 3 else 1
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            pixels = np.asarray(image)
+    except UnidentifiedImageError:
+        raise NetspecError(f"{path} is not an image this tool can read.") from None
+    height, width = input_shape[0], input_shape[1] if len(input_shape) > 1 else None
+    if len(input_shape) < 2 or pixels.shape[:2] != (height, width):
+        raise NetspecError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {list(input_shape)}. Resize it first.")
+    return pixels
+
+
+def predict_run(run_dir: str | Path, input_path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """`netspec predict`: (outputs [N, ...], predicted classes or None, class names) of a finished
+    run on new inputs, scaled as its training data was."""
+    import jax
+
+    from netspec import checkpoint
+    from netspec.compile import Data, compile_spec, num_classes
+
+    spec = load_run_spec(run_dir)
+    run_dir = Path(run_dir)
+    x = read_inputs(input_path, spec)
+    with np.load(run_dir / "preprocess.npz", allow_pickle=False) as pre:
+        shift, scale, names = pre["shift"], pre["scale"], [str(n) for n in pre["class_names"]]
+    program = compile_spec(spec)
+    saved = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1)
+    path = saved.best() or saved.latest()
+    if path is None:
+        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
+    state = checkpoint.load(path, program.init())
+    data = Data(x, np.zeros((len(x),), np.int32), shift, scale)
+    inputs, _ = program.prepare(data, data.x, data.y)
+    outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
+    classes = None
+    if num_classes(spec):
+        if spec.loss["type"] == "binary_crossentropy":  # a probability after a sigmoid, else a logit
+            threshold = 0.5 if spec.output_activation == "sigmoid" else 0.0
+            classes = (outputs > threshold).astype(np.int32).reshape(len(x))
+        else:
+            classes = outputs.argmax(-1)
+    return outputs, classes, names
 
 
 def _extras_fn(program, sample):
@@ -341,6 +639,7 @@ def _graph_names(state):
     names_state = jax.tree_util.tree_map_with_path(lambda path, _: name_of(path), state)
     names_state = names_state._replace(
         step="train/step",
+        skipped="train/skipped",
         params=jax.tree_util.tree_map_with_path(lambda path, _: name_of(path), state.params),
         opt_state=jax.tree_util.tree_map_with_path(lambda path, _: "train/" + name_of(path), state.opt_state),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -203,7 +204,7 @@ def test_hparams_hold_the_hyperparameters_and_final_metrics(runs):
     start = hparams_metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
     assert start.hparams["optimizer.learning_rate"].number_value == pytest.approx(0.01)
     assert start.hparams["optimizer.type"].string_value == "adam"
-    assert start.hparams["seed"].number_value == 777
+    assert start.hparams["seed"].number_value == yaml.safe_load((SPECS / "xor_tensorboard.yaml").read_text())["seed"]
     assert start.hparams["steps"].number_value == STEPS
     final = result_of(run_dir)["final"]
     for metric in ("loss", "accuracy"):
