@@ -166,7 +166,7 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in value if k not in schema.get("properties", {})]
         return [
-            loaded.problem(path + (k,), f"unknown key {k!r}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})", key=True)
+            loaded.problem(path + (k,), f"unknown key {_found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})", key=True)
             for k in extras
         ]
     if v == "required":

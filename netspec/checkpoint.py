@@ -52,10 +52,15 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
 
 
 def metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="numpy") as f:
-        return json.loads((f.metadata() or {}).get("netspec", "{}"))
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return json.loads((f.metadata() or {}).get("netspec", "{}"))
+    except FileNotFoundError:
+        raise NetspecError(f"No checkpoint at {path}.") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise NetspecError(f"The checkpoint {path} is damaged or not a netspec checkpoint ({e}).") from None
 
 
 def load(path: str | Path, template):
@@ -81,7 +86,13 @@ def load(path: str | Path, template):
         want = jax.random.key_data(leaf).shape if is_key else np.shape(leaf)
         if value.shape != tuple(want):
             raise NetspecError(f"The checkpoint {path} does not fit this spec: {key} has shape {list(value.shape)}, the model needs {list(want)}.")
+        want_dtype = jax.random.key_data(leaf).dtype if is_key else np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+        if value.dtype != want_dtype:
+            raise NetspecError(f"The checkpoint {path} does not fit this spec: {key} is {value.dtype}, the model needs {want_dtype}.")
         out.append(jax.random.wrap_key_data(value) if is_key else value)
+    extra = sorted(set(stored) - {jax.tree_util.keystr(key_path) for key_path, _ in leaves})
+    if extra:  # e.g. a layer this model does not have: the weights are another model's
+        raise NetspecError(f"The checkpoint {path} does not fit this spec: it has {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, which the model has not. It was written for a different model.")
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

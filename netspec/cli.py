@@ -22,6 +22,16 @@ def _fail(error: NetspecError) -> None:
     sys.exit(error.exit_code)
 
 
+def _bug(error: Exception) -> None:
+    """An exception no user input should cause: one paragraph, not a traceback (NETSPEC_DEBUG=1 shows it)."""
+    import os
+
+    if os.environ.get("NETSPEC_DEBUG"):
+        raise error
+    _fail(NetspecError(f"netspec failed unexpectedly ({type(error).__name__}: {error}). This is a bug in netspec, "
+                       "not in your spec; run again with NETSPEC_DEBUG=1 to see the traceback, and report it."))
+
+
 def _load_and_check(path: str, overrides):
     from netspec.check import check
     from netspec.load import load
@@ -137,6 +147,8 @@ def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
     except OSError as e:  # a full disk, a read-only or vanished run directory
         where = f" ({e.filename})" if e.filename else ""
         _fail(NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."))
+    except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+        _bug(e)
 
 
 @main.command("eval")

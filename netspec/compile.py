@@ -266,9 +266,15 @@ def compile_spec(spec: Spec) -> Program:
     guess, truth, classes = predicted_class(spec), _class_index(spec), num_classes(spec)
     logits_out = spec.fused_loss or spec.loss.get("from_logits", False)
 
+    compute_dtype = jnp.dtype(spec.resolved["precision"]["compute"])
+    loss_scale = float(spec.resolved["precision"]["loss_scale"])
+
     def per_example(params, model_state, batch, *, train, key):
         x, y = batch
-        out, new_state = net_apply(params, model_state, x, train=train, key=key, logits=logits_out)
+        # Mixed precision: the layers compute in `compute_dtype` (each casts its float32
+        # parameters to its input's dtype); the loss sees float32 outputs.
+        out, new_state = net_apply(params, model_state, x.astype(compute_dtype), train=train, key=key, logits=logits_out)
+        out = out.astype(jnp.float32)
         with jax.named_scope("cost"):
             values = {"loss": loss_of(out, y), **{name: fn(out, y) for name, fn in metric_fns.items()}}
         return values, out, new_state
@@ -280,28 +286,42 @@ def compile_spec(spec: Spec) -> Program:
         loss = means.pop("loss")
         return loss, (means, new_state)
 
-    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    def scaled_loss(params, model_state, batch, *, train, key):
+        loss, aux = loss_and_metrics(params, model_state, batch, train=train, key=key)
+        return loss * loss_scale, (loss, aux)
+
+    scaled_grad = jax.value_and_grad(scaled_loss, has_aux=True)
+
+    def grad_fn(params, model_state, batch, *, train, key):
+        """(loss, (metrics, model state)), gradients; with a loss scale, unscaled."""
+        if loss_scale == 1.0:
+            return jax.value_and_grad(loss_and_metrics, has_aux=True)(params, model_state, batch, train=train, key=key)
+        (_, (loss, aux)), grads = scaled_grad(params, model_state, batch, train=train, key=key)
+        return (loss, aux), jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
 
     stop_on_nonfinite = spec.train["on_nonfinite"] == "stop"
     param_layers = [layer.name for layer in spec.layers]
 
     def train_step(state: TrainState, batch, key):
-        """One update. A non-finite loss or gradient skips the update (and, with on_nonfinite:
-        stop, every later one, so the state stays the last good one); `nonfinite_layer` names the
-        first layer, in spec order, whose gradients were non-finite (-1: none; len(layers): the
-        loss alone)."""
+        """One update. A non-finite loss or gradient is counted in `skipped`; with on_nonfinite:
+        skip_step its update is not applied (with stop, the host ends the run at the chunk's end);
+        `nonfinite_layer` names the first layer, in spec order, whose gradients were non-finite
+        (-1: none; len(layers): the loss alone)."""
         (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, train=True, key=key)
         with jax.named_scope("train"):
             bad_layers = jnp.stack([jnp.logical_not(_all_finite(grads[name])) for name in param_layers])
             finite = jnp.isfinite(loss) & jnp.logical_not(jnp.any(bad_layers))
             apply = finite & (state.skipped == 0) if stop_on_nonfinite else finite
 
-            def update(_):
-                updates, opt_state = tx.update(grads, state.opt_state, state.params)
-                return optax.apply_updates(state.params, updates), model_state, opt_state
-
-            params, model_state, opt_state = jax.lax.cond(
-                apply, update, lambda _: (state.params, state.model_state, state.opt_state), None)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            if not stop_on_nonfinite:
+                # skip_step: keep the old state. A select, not lax.cond (a conditional costs a
+                # device-to-host sync per step on GPU). With `stop` no select is needed: the run
+                # ends at the first bad step and the last good checkpoint on disk is what stays.
+                params, model_state, opt_state = jax.tree_util.tree_map(
+                    lambda n, o: jnp.where(apply, n, o), (params, model_state, opt_state),
+                    (state.params, state.model_state, state.opt_state))
             nonfinite_layer = jnp.where(finite, -1, jnp.where(jnp.any(bad_layers), jnp.argmax(bad_layers), len(param_layers)))
             step = state.step + 1  # in the train box too: nothing of the step is drawn outside a box
             skipped = state.skipped + jnp.logical_not(apply).astype(jnp.int32)
@@ -328,25 +348,48 @@ def compile_spec(spec: Spec) -> Program:
 
     full_batch = spec.train["batch_size"] == spec.num_examples
 
-    def one_step(state: TrainState, data: Data, batch, keys: Keys, *, streamed: bool):
-        """One step on one batch: indices into resident `data` (None: all of it), or (x, y) streamed."""
+    def one_step(carry, data: Data, batch, keys: Keys, *, streamed: bool):
+        """One step on one batch: indices into resident `data` (None: all of it), or (x, y) streamed.
+
+        `carry` is (TrainState, summary of the last step). Only the loss is kept for every step
+        (the loss curve); the metrics, learning rate and the first non-finite layer ride in the
+        carry, overwritten each step: stacking them per step costs a kernel each per step on GPU.
+        """
+        state, last = carry
         if streamed:
             batch = prepare(data, *batch)
         elif batch is None:
             batch = prepare(data, data.x, data.y)
         else:
             batch = prepare(data, data.x[batch], data.y[batch])
-        return train_step(state, batch, jax.random.fold_in(keys.step, state.step))
+        state, out = train_step(state, batch, jax.random.fold_in(keys.step, state.step))
+        first_bad = jnp.where(last["nonfinite_layer"] >= 0, last["nonfinite_layer"], out["nonfinite_layer"])
+        first_bad_step = jnp.where(last["nonfinite_layer"] >= 0, last["nonfinite_step"], state.step)
+        last = {**{k: jnp.asarray(v, jnp.float32) for k, v in out.items() if k != "nonfinite_layer"},
+                "nonfinite_layer": first_bad, "nonfinite_step": first_bad_step}
+        return (state, last), out["loss"]
+
+    def start_carry(state: TrainState):
+        last = {name: jnp.zeros((), jnp.float32) for name in ("loss", *metric_fns, "learning_rate")}
+        return state, {**last, "nonfinite_layer": jnp.full((), -1, jnp.int32), "nonfinite_step": jnp.zeros((), jnp.int32)}
+
+    def finish_outputs(carry, losses):
+        state, last = carry
+        return state, {**last, "loss": losses, "skipped": jnp.copy(state.skipped)}  # a buffer of its own: the state is donated next
 
     def make_chunk(length: int, streamed: bool):
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
             """`length` steps. `batches`: resident data: int32 [length, batch] example indices into
             `data` (None: the whole set each step); streamed data: the (x, y) of every step,
-            [length, batch, ...], gathered by the host, with `data` holding only the scaling."""
-            body = lambda state, batch: one_step(state, data, batch, keys, streamed=streamed)
+            [length, batch, ...], gathered by the host, with `data` holding only the scaling.
+            Returns the state and {"loss": [length], the last step's metrics, learning_rate,
+            nonfinite_layer and nonfinite_step (the first non-finite step's, -1: none)}."""
+            body = lambda carry, batch: one_step(carry, data, batch, keys, streamed=streamed)
             if full_batch and not streamed:
-                return jax.lax.scan(body, state, None, length=length)
-            return jax.lax.scan(body, state, batches)
+                carry, losses = jax.lax.scan(body, start_carry(state), None, length=length)
+            else:
+                carry, losses = jax.lax.scan(body, start_carry(state), batches)
+            return finish_outputs(carry, losses)
 
         return jax.jit(chunk, donate_argnums=0)
 
@@ -355,16 +398,16 @@ def compile_spec(spec: Spec) -> Program:
         step = jax.jit(partial(one_step, streamed=streamed), donate_argnums=0)
 
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
-            outputs = []
+            carry, losses = start_carry(state), []
             for i in range(length):
                 batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
-                state, out = step(state, data, batch, keys)
-                outputs.append(out)
-            return state, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *outputs)
+                carry, loss = step(carry, data, batch, keys)
+                losses.append(loss)
+            return finish_outputs(carry, jnp.stack(losses))
 
         def lower(state, data, batches, keys):  # the interface of a jitted function, compiled once
             first = None if batches is None else jax.tree_util.tree_map(lambda a: a[0], batches)
-            step.lower(state, data, first, keys).compile()
+            step.lower(start_carry(state), data, first, keys).compile()
             return SimpleNamespace(compile=lambda: chunk)
 
         chunk.lower = lower

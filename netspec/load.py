@@ -8,7 +8,8 @@ spec means; that is `check`'s job. A spec file is untrusted text, so loading is 
 - duplicate keys are an error (PyYAML would silently keep the last one);
 - limits on file size, nesting depth and the number of values after alias expansion, so a
   "billion laughs" file is refused quickly and with little memory;
-- text must be UTF-8.
+- text must be UTF-8;
+- numbers must be finite and integers fit in 64 bits; `1e-3` is a number (as in YAML 1.2 and JSON).
 
 `--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
 list/map, with the override itself recorded as the position of what it set.
@@ -16,6 +17,7 @@ list/map, with the override itself recorded as the position of what it set.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,7 @@ def json_path(path: Key) -> str:
     """`("model", "layers", 2, "units")` -> `$.model.layers[2].units`."""
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{_cut(str(part))}"  # a hostile key stays one short line
     return out
 
 
@@ -105,7 +107,18 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         text = raw
     loaded = Loaded(source, None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)  # PyYAML's reader checks every character here
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except _Refused as e:
+        raise SpecError([Problem(source, e.mark.line + 1, e.mark.column + 1, "$", e.message)]) from None
+    except yaml.reader.ReaderError as e:  # a control character: PyYAML gives its index, not a mark
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise SpecError([Problem(source, line, col, "$", f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
+                                 "(a spec is UTF-8 text: is this file UTF-16 or binary?)")]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -135,9 +148,41 @@ def _syntax_message(e: yaml.MarkedYAMLError) -> str:
         message += "; is a closing '}' or a ',' missing?"
     elif "quoted scalar" in context:
         message += "; is a closing quote missing?"
+    elif "expected ':'" in problem and "simple key" in context:
+        message += "; is the ':' after this key missing? (a key on one line may be at most 1024 characters)"
     elif "<block end>" in problem or "mapping values are not allowed" in problem:
         message += "; check the indentation of this line and the lines above it (keys of one mapping start in the same column), and quote values that contain ': '"
     return message
+
+
+class _Refused(Exception):
+    def __init__(self, mark, message):
+        self.mark, self.message = mark, message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that bounds depth and node count while composing: PyYAML composes recursively
+    (a thousand nested brackets end in RecursionError) and builds every node of a big flat file
+    before anyone could count them (minutes and gigabytes). `_Builder` reports the usual cases
+    with their key path; this stops only what it could not reach in time."""
+
+    depth = nodes = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        self.nodes += 1
+        try:
+            if self.depth > MAX_DEPTH + 2:
+                raise _Refused(self.peek_event().start_mark, f"the spec nests deeper than {MAX_DEPTH} levels")
+            if self.nodes > MAX_VALUES:
+                raise _Refused(self.peek_event().start_mark, f"the spec holds more than {MAX_VALUES} values, so it is refused; "
+                               "large data belongs in a data file (data.npz, data.csv)")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")  # 1e-3, 2E5: YAML 1.1 says string
 
 
 class _Builder:
@@ -184,6 +229,9 @@ class _Builder:
             self.fail(node, path, f"the spec nests deeper than {MAX_DEPTH} levels")
         if node.tag not in _STANDARD_TAGS:
             self.fail(node, path, f"the YAML tag {node.tag!r} is not allowed; a spec may use only plain YAML values (no Python objects or custom tags)")
+        kind = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node))
+        if kind and node.tag != "tag:yaml.org,2002:" + {"mapping": "map", "list": "seq"}[kind]:
+            self.fail(node, path, f"the YAML tag {node.tag!r} does not fit a {kind}")
         self.loaded.positions[path] = (self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out = {}
@@ -203,13 +251,28 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return str(node.value)  # stays as written (and `2024-13-45` is no error here)
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as e:
             self.fail(node, path, f"cannot read this value: {getattr(e, 'problem', e)}")
+        except (ValueError, KeyError):  # `!!int x`, `!!bool x`, or more digits than Python converts
+            if not (node.tag.endswith(":int") and node.value.lstrip("+-").isdigit()):
+                self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]}")
+            value = math.inf
+        if isinstance(value, str) and node.style is None and node.tag == "tag:yaml.org,2002:str" and _FLOAT_1_2.match(value):
+            value = float(value.replace("_", ""))
+        if (isinstance(value, float) and not math.isfinite(value)) or (type(value) is int and not -2**63 <= value < 2**63):
+            what = "not a number" if value != value else "infinite" if node.value.lower().lstrip("+-") == ".inf" else "too large"
+            self.fail(node, path, f"the number {_cut(node.value)} is {what}; a spec's numbers must be finite, and integers at most 2**63 - 1 in size")
         if isinstance(value, bytes) or not isinstance(value, (str, int, float, bool, type(None))):
-            value = str(node.value)  # timestamps and binary stay as written
+            value = str(node.value)  # binary stays as written
         return value
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 _OVERRIDE = re.compile(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*)=(.*)$", re.S)

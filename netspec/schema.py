@@ -207,6 +207,16 @@ def build() -> dict:
                 },
                 "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
             },
+            "precision": {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "compute": R.choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
+                    "params": R.choice(["float32"], "float32", "dtype the parameters are kept in"),
+                    "loss_scale": R.number(1.0, exclusive_minimum=0, doc="multiply the loss by this before the backward pass and divide the gradients after (for float16; with train.on_nonfinite: skip_step an overflowing step is skipped)"),
+                },
+            },
             "checkpoint": {
                 "type": "object",
                 "additionalProperties": False,

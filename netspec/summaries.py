@@ -77,14 +77,27 @@ class Summaries:
             for name, value in tensors.items():
                 kind = "biases" if name in _BIAS_NAMES else "weights"
                 if kind in wanted:
-                    self.train.add_histogram(f"{layer}/{name}", np.asarray(value), step, bins=HISTOGRAM_BINS)
+                    self._histogram(f"{layer}/{name}", value, step)
         if activations and "activations" in wanted:
             for layer, value in activations.items():
-                self.train.add_histogram(f"{layer}/activations", np.asarray(value), step, bins=HISTOGRAM_BINS)
+                self._histogram(f"{layer}/activations", value, step)
         if gradients and "gradients" in wanted:
             for layer, tensors in gradients.items():
                 for name, value in tensors.items():
-                    self.train.add_histogram(f"{layer}/{name}/gradients", np.asarray(value), step, bins=HISTOGRAM_BINS)
+                    self._histogram(f"{layer}/{name}/gradients", value, step)
+
+    def _histogram(self, tag: str, value, step: int) -> None:
+        """A histogram of the finite values (a diverging run must still be summarised, not crash)."""
+        values = np.asarray(value, np.float64).reshape(-1)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        try:
+            self.train.add_histogram(tag, values, step, bins=HISTOGRAM_BINS)
+        except ValueError:  # a range too narrow to cut into bins at this magnitude: one bucket
+            self.train.add_histogram_raw(tag, min=float(values.min()), max=float(values.max()), num=int(values.size),
+                                         sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
+                                         bucket_limits=[float(values.max())], bucket_counts=[int(values.size)], global_step=step)
 
     def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, final: bool = False) -> None:
         """An evaluation: scalars under the train run's tags, and the confusion matrix as an image."""

@@ -203,7 +203,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
     eval_data = padded(eval_split, arrays, spec.eval["batch_size"]) if eval_split is not None else None
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
-    summaries = Summaries(run_dir, spec, purge_step=start_step if resume is not None else None)
+    # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
+    summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
@@ -258,7 +259,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
               None)  # the rate step 1 uses
 
     every = config["every"]
-    lengths = chunk_lengths(spec.steps, every)[start_step // every:]
+    # a run resumed off the grid (it finished a shorter last chunk, then was given more steps)
+    # first steps up to the next multiple of `every`, so summaries and checkpoints stay on it
+    head = min(-start_step % every, spec.steps - start_step)
+    lengths = ([head] if head else []) + chunk_lengths(spec.steps - start_step - head, every)
     compile_start = time.perf_counter()
     compiled = {n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
                 for n in sorted(set(lengths))}
@@ -283,13 +287,12 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         timing["previous"] = now
         if timing["first"] is None:
             timing["first"] = chunk.dispatched - netspec.STARTED + elapsed / chunk.length
-        bad = outputs.pop("nonfinite_layer")
-        skipped = int(outputs.pop("skipped")[-1])
+        bad_layer, bad_step = int(outputs.pop("nonfinite_layer")), int(outputs.pop("nonfinite_step"))
+        skipped = int(outputs.pop("skipped"))
         losses.extend(float(v) for v in outputs["loss"])
         if spec.train["on_nonfinite"] == "stop" and skipped:
-            first = int(np.argmax(bad >= 0))
-            raise _nonfinite(spec, run_dir, chunk.end - chunk.length + first + 1, int(bad[first]), checkpoints.latest())
-        last = {k: float(v[-1]) for k, v in outputs.items()}
+            raise _nonfinite(spec, run_dir, bad_step if bad_layer >= 0 else chunk.end, max(bad_layer, 0), checkpoints.latest())
+        last = {k: float(v[-1] if k == "loss" else v) for k, v in outputs.items()}
         if spec.train["on_nonfinite"] == "skip_step":
             last["skipped_steps"] = float(skipped)
         write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
@@ -309,6 +312,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                     if tracking["bad_evals"] >= early["patience"]:
                         reason = "early_stopping"
         if chunk.checkpoint:
+            summaries.flush()  # the events up to the checkpoint are on disk before it: a resume after kill -9 has no gap
             checkpoints.save(chunk.state, chunk.end, {"spec": spec.name, "tracking": tracking})
         progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return reason
@@ -333,7 +337,6 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                 params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
                 evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
                 extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
-                outputs = {**outputs, "skipped": jnp.broadcast_to(state.skipped, (n,))}
                 chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot if keep_state else None,
                                bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps))
                 if pending is not None:
@@ -663,7 +666,9 @@ def report(spec: Spec, program, state, data, arrays, result: RunResult, echo) ->
         for xi, hi, pi, yi in zip(x, h, pred, y):
             echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
-    echo(f"{spec.name}: {spec.steps} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(spec.steps, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s): {metrics}")
+    ran = len(result.losses)  # this sitting's steps: fewer than spec.steps after early stopping or a resume
+    echo(f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
+         f"step {int(state.step)} of {spec.steps}: {metrics}")
     echo(f"run directory: {result.run_dir}")
     echo(f"view it with:  tensorboard --logdir {result.run_dir.parent.parent}")
 
