@@ -241,8 +241,10 @@ def current_learning_rate(opt_state):
 
 # -- the program ------------------------------------------------------------------------------
 
-def compile_spec(spec: Spec) -> Program:
-    """Spec -> Program (see the module docstring)."""
+def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
+    """Spec -> Program (see the module docstring). With a `mesh` (axis `data`), every batch is
+    sharded along that axis and XLA's partitioner inserts the collectives (data parallelism);
+    where the parameters live is the caller's choice (`netspec.distribute`)."""
     net_init, net_apply = network(spec)
     loss_of = _loss_fn(spec)
     metric_fns = _metric_fns(spec)
@@ -262,7 +264,19 @@ def compile_spec(spec: Spec) -> Program:
     def apply(params, state, x, *, train=False, key=step_key, collect=None):
         return net_apply(params, state, x, train=train, key=key, collect=collect)[0]
 
-    prepare = _prepare(spec)
+    state_sharding = None
+    if mesh is not None:
+        from netspec import distribute
+
+        state_sharding = distribute.state_shardings(jax.eval_shape(init_state, init_key), mesh, spec.resolved["distribute"]["params"])
+    prepare_one = _prepare(spec)
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")) if mesh is not None else None
+
+    def prepare(data, x, y):
+        x, y = prepare_one(data, x, y)
+        if batch_sharding is not None:
+            x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
+        return x, y
     guess, truth, classes = predicted_class(spec), _class_index(spec), num_classes(spec)
     logits_out = spec.fused_loss or spec.loss.get("from_logits", False)
 
@@ -375,6 +389,8 @@ def compile_spec(spec: Spec) -> Program:
 
     def finish_outputs(carry, losses):
         state, last = carry
+        if state_sharding is not None:  # the chunk hands the state back where it found it
+            state = jax.lax.with_sharding_constraint(state, state_sharding)
         return state, {**last, "loss": losses, "skipped": jnp.copy(state.skipped)}  # a buffer of its own: the state is donated next
 
     def make_chunk(length: int, streamed: bool):

@@ -9,7 +9,7 @@ spec means; that is `check`'s job. A spec file is untrusted text, so loading is 
 - limits on file size, nesting depth and the number of values after alias expansion, so a
   "billion laughs" file is refused quickly and with little memory;
 - text must be UTF-8;
-- numbers must be finite and integers fit in 64 bits; `1e-3` is a number (as in YAML 1.2 and JSON).
+- numbers must be finite, and integers fit in 64 bits.
 
 `--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
 list/map, with the override itself recorded as the position of what it set.
@@ -115,8 +115,8 @@ def parse(raw: bytes | str, source: str) -> Loaded:
     except _Refused as e:
         raise SpecError([Problem(source, e.mark.line + 1, e.mark.column + 1, "$", e.message)]) from None
     except yaml.reader.ReaderError as e:  # a control character: PyYAML gives its index, not a mark
-        line = text.count("\n", 0, e.position) + 1
-        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        before = re.split("\r\n|[\r\n\x85\u2028\u2029]", text[: e.position])  # YAML's line breaks
+        line, col = len(before), len(before[-1]) + 1
         raise SpecError([Problem(source, line, col, "$", f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
                                  "(a spec is UTF-8 text: is this file UTF-16 or binary?)")]) from None
     except yaml.MarkedYAMLError as e:
@@ -182,15 +182,13 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-_FLOAT_1_2 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")  # 1e-3, 2E5: YAML 1.1 says string
-
-
 class _Builder:
     """Turns a composed YAML node graph into plain data, recording positions and enforcing limits."""
 
     def __init__(self, loaded: Loaded):
         self.loaded = loaded
         self.count = 0
+        self.open: set[int] = set()  # the collections being built: meeting one again is a recursive alias
         self.constructor = yaml.SafeLoader("")  # its scalar constructors resolve ints, floats, bools
 
     def check_expansion(self, root) -> None:
@@ -232,6 +230,9 @@ class _Builder:
         kind = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node))
         if kind and node.tag != "tag:yaml.org,2002:" + {"mapping": "map", "list": "seq"}[kind]:
             self.fail(node, path, f"the YAML tag {node.tag!r} does not fit a {kind}")
+        if kind and id(node) in self.open:
+            self.fail(node, path, f"a recursive alias: this {kind} holds an alias to itself, so it would never end")
+        self.open.add(id(node))
         self.loaded.positions[path] = (self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out = {}
@@ -248,9 +249,12 @@ class _Builder:
                 self.loaded.key_positions[path + (key,)] = (self.loaded.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = self.build(value_node, path + (key,), depth + 1)
             self.loaded.positions.pop(path + ("<key>",), None)
+            self.open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+            items = [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+            self.open.discard(id(node))
+            return items
         if node.tag == "tag:yaml.org,2002:timestamp":
             return str(node.value)  # stays as written (and `2024-13-45` is no error here)
         try:
@@ -261,8 +265,6 @@ class _Builder:
             if not (node.tag.endswith(":int") and node.value.lstrip("+-").isdigit()):
                 self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]}")
             value = math.inf
-        if isinstance(value, str) and node.style is None and node.tag == "tag:yaml.org,2002:str" and _FLOAT_1_2.match(value):
-            value = float(value.replace("_", ""))
         if (isinstance(value, float) and not math.isfinite(value)) or (type(value) is int and not -2**63 <= value < 2**63):
             what = "not a number" if value != value else "infinite" if node.value.lower().lstrip("+-") == ".inf" else "too large"
             self.fail(node, path, f"the number {_cut(node.value)} is {what}; a spec's numbers must be finite, and integers at most 2**63 - 1 in size")

@@ -207,6 +207,15 @@ def build() -> dict:
                 },
                 "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
             },
+            "distribute": {
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "devices": R.integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
+                    "params": R.choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
+                },
+            },
             "precision": {
                 "type": "object",
                 "additionalProperties": False,

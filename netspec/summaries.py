@@ -13,6 +13,7 @@ overlay in one chart. The host calls it only at chunk boundaries.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -53,7 +54,10 @@ class Summaries:
         self.run_dir = Path(run_dir)
         self.spec = spec
         self.config = spec.summaries
-        self.train = SummaryWriter(str(self.run_dir / "train"), purge_step=purge_step, flush_secs=30)
+        # A resumed run opens new event files beside the old ones; the suffix keeps a resume that
+        # starts within the same second from truncating them (tensorboardX names files by second).
+        self._suffix = f".{os.getpid()}.{purge_step or 0}"
+        self.train = SummaryWriter(str(self.run_dir / "train"), purge_step=purge_step, flush_secs=30, filename_suffix=self._suffix)
         self._eval: SummaryWriter | None = None
         self._purge_step = purge_step
 
@@ -61,7 +65,8 @@ class Summaries:
     def eval(self) -> SummaryWriter:
         """The eval/ run, created at the first evaluation; same tags as train/, so charts overlay."""
         if self._eval is None:
-            self._eval = SummaryWriter(str(self.run_dir / "eval"), purge_step=self._purge_step, flush_secs=30)
+            self._eval = SummaryWriter(str(self.run_dir / "eval"), purge_step=self._purge_step, flush_secs=30,
+                                       filename_suffix=self._suffix)
         return self._eval
 
     # -- per chunk --------------------------------------------------------------------------
@@ -99,10 +104,12 @@ class Summaries:
                                          sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
                                          bucket_limits=[float(values.max())], bucket_counts=[int(values.size)], global_step=step)
 
-    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, final: bool = False) -> None:
+    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, final: bool = False,
+                   scalars: bool = True) -> None:
         """An evaluation: scalars under the train run's tags, and the confusion matrix as an image."""
-        self.scalars(step, values, self.eval)
-        if confusion is not None and self.spec.eval["confusion_matrix"]:
+        if scalars:
+            self.scalars(step, values, self.eval)
+        if confusion is not None and self.spec.eval["confusion_matrix"] and (scalars or final):
             self.eval.add_image("confusion_matrix", confusion_image(np.asarray(confusion)), step, dataformats="HWC")
             if final:
                 self.eval.add_text("confusion_matrix", confusion_text(np.asarray(confusion), class_names), step)
@@ -139,7 +146,7 @@ class Summaries:
 
         metrics = {f"hparam/{k}": float(v) for k, v in final.items()}
         exp, ssi, sei = hparams_summary(hparams_of(self.spec), metrics)
-        with SummaryWriter(str(self.run_dir)) as root:
+        with SummaryWriter(str(self.run_dir), filename_suffix=self._suffix) as root:
             writer = root._get_file_writer()
             writer.add_summary(exp)
             writer.add_summary(ssi)

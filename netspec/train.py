@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 import netspec
+from netspec import distribute
 from netspec.check import Spec, plain
 from netspec.data import BatchOrder
 from netspec.errors import NetspecError
@@ -143,6 +144,25 @@ class _StopRequest:
             signal.signal(signum, handler)
 
 
+def _json(value) -> str:
+    """Strict JSON (a NaN or Inf, e.g. a diverged loss, becomes null)."""
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
     """The checked spec of an existing run directory (its resolved spec.yaml, data paths from where the spec was)."""
     from netspec.check import check
@@ -159,7 +179,7 @@ def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
 
 
 def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
-        data_dir: str | None = None, echo=print, resume: str | Path | None = None) -> RunResult:
+        data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint. See the module docstring."""
     import jax
@@ -172,7 +192,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
 
     arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
     use_compilation_cache()
-    program = compile_spec(spec)
+    mesh = distribute.mesh_for(spec, devices)
+    program = compile_spec(spec, mesh)
     state = program.init()
     meta: dict = {}
     if resume is None:
@@ -192,16 +213,22 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         meta = checkpoint.metadata(latest)
         if int(state.step) >= spec.steps:
             raise NetspecError(f"{run_dir} already finished its {spec.steps} steps. To train longer: netspec resume {run_dir} --set train.steps=N.")
+        _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
     start_step = int(state.step)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
+    if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
+        state = distribute.place(state, distribute.state_shardings(state, mesh, spec.resolved["distribute"]["params"]))
 
     full_batch = spec.train["batch_size"] == spec.num_examples
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
     feed = Feed(arrays.train, order, streamed=arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20,
                 full_batch=full_batch)
     data = device_data(feed.resident, arrays)
+    n_devices = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        data = distribute.place(data, distribute.replicated(data, mesh))
     eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
-    eval_data = padded(eval_split, arrays, spec.eval["batch_size"]) if eval_split is not None else None
+    eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices) if eval_split is not None else None
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
     # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
     summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
@@ -209,7 +236,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
 
-    sample = program.prepare(data, arrays.train.x[:256], arrays.train.y[:256])
+    sample_size = max(n_devices, min(256, len(arrays.train.x)) // n_devices * n_devices)
+    sample = program.prepare(data, arrays.train.x[:sample_size], arrays.train.y[:sample_size])
     eval_fn = jax.jit(lambda params, mstate: program.loss_and_metrics(params, mstate, sample, train=False, key=program.keys.step))
     extras_fn = _extras_fn(program, sample) if wanted_hist & {"activations", "gradients"} else None
 
@@ -357,7 +385,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     loop_seconds = time.perf_counter() - loop_start
     train_seconds = loop_seconds
     first_step_seconds = timing["first"]
-    if stop_reason == "signal" or stop.signum is not None:
+    if (stop_reason == "signal" or stop.signum is not None) and step < spec.steps:
         checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
         summaries.close()
         name = "Ctrl-C" if stop.signum == signal.SIGINT else "SIGTERM"
@@ -369,19 +397,21 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     final = dict(last)
     if eval_data is not None:
         evaluated, confusion = evaluate(eval_data)
-        summaries.evaluation(step, evaluated, confusion, arrays.class_names, final=True)
+        # written once per step: an early stop has just evaluated this step in the loop
+        summaries.evaluation(step, evaluated, confusion, arrays.class_names, final=True,
+                             scalars=not (eval_every and step % eval_every == 0 and stop_reason == "early_stopping"))
         final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
     save(step)
     summaries.hparams(final)
     summaries.close()
     result = RunResult(run_dir, final, train_seconds, compile_seconds, losses)
-    (run_dir / "result.json").write_text(json.dumps({
+    (run_dir / "result.json").write_text(_json({
         "name": spec.name, "steps": step, "planned_steps": spec.steps, "final": final,
         "stopped": stop_reason, "best": tracking if best_tag else None,
         "train_seconds": train_seconds, "compile_seconds": compile_seconds,
         "us_per_step": 1e6 * train_seconds / max(step - start_step, 1), "first_step_seconds": first_step_seconds,
         "steps_per_second": (step - start_step) / train_seconds if train_seconds else None,
-    }, indent=2) + "\n")
+    }))
     if stop_reason == "early_stopping":
         echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
              f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
@@ -468,14 +498,15 @@ def device_data(split, arrays):
     return Data(jnp.asarray(split.x), jnp.asarray(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
 
 
-def padded(split, arrays, batch_size: int):
-    """(Data shaped [batches, batch, ...], mask) for evaluation: padded to whole batches, padding masked out."""
+def padded(split, arrays, batch_size: int, devices: int = 1):
+    """(Data shaped [batches, batch, ...], mask) for evaluation: padded to whole batches (a batch a
+    multiple of the device count), padding masked out."""
     import jax.numpy as jnp
 
     from netspec.compile import Data
 
     n = len(split.x)
-    batch_size = min(batch_size, n)
+    batch_size = -(-min(batch_size, n) // devices) * devices
     batches = -(-n // batch_size)
     pad = batches * batch_size - n
 

@@ -236,8 +236,6 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
         assert {s: dict(got)[s] for s in want} == want, tag
 
 
-@pytest.mark.xfail(reason="summaries.py: a resumed run's SummaryWriter opened in the same second as the run's own gets the "
-                          "same file name (events.out.tfevents.<second>.<host>) and truncates the run's events")
 def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_path, monkeypatch):
     import types
 
@@ -477,7 +475,6 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     assert {k: np.float32(v) for k, v in exact.items()} == {k: np.float32(v) for k, v in at_best.items()}
 
 
-@pytest.mark.xfail(reason="train.py: after early stopping, the last chunk's evaluation and the final evaluation both write eval/ scalars at the stopping step")
 def test_early_stopping_evaluates_each_step_once(early_stopped):
     assert_each_step_once(scalars(early_stopped / "eval", "accuracy"))
 

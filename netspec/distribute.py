@@ -1,0 +1,76 @@
+"""Where a run's arrays live: one device, or a Mesh over many, with JAX's own sharding machinery.
+
+Contract: `mesh_for(spec, devices=None) -> Mesh | None` makes a one-axis mesh `("data",)` over
+the local devices the spec (or `--devices`) asks for (all by default; None for one device, the
+plain path); `state_shardings(state, mesh, mode)` says where each TrainState leaf lives:
+`replicated` (every device holds the parameters and optimizer state; the batch is split along
+`data`, so XLA all-reduces the gradients) or `fsdp` (each large array is also split along
+`data` on its largest divisible axis, so XLA gathers it for the matmuls and each device keeps
+1/N of it). `place(tree, shardings)` puts host or device arrays there. No home-made
+communication: the compiled step says what is sharded and XLA's partitioner does the rest.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from netspec.check import Spec
+from netspec.errors import NetspecError
+
+FSDP_MIN_SIZE = 2**14  # smaller arrays stay replicated: splitting them saves nothing worth a gather
+
+
+def mesh_for(spec: Spec, devices: int | None = None) -> Mesh | None:
+    """The data-parallel mesh, or None when one device does the work."""
+    wanted = devices or spec.resolved["distribute"]["devices"]
+    available = jax.devices()
+    n = wanted or len(available)
+    if n > len(available):
+        raise NetspecError(f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
+                           f"Use --devices {len(available)} or fewer.")
+    batch = spec.train["batch_size"]
+    if batch % n:
+        raise NetspecError(f"train.batch_size {batch} does not split evenly over {n} devices; make it a multiple of {n} "
+                           f"(e.g. {batch + n - batch % n}) or run on fewer devices (--devices).")
+    if n == 1:
+        return None
+    return Mesh(np.array(available[:n]), ("data",))
+
+
+def _fsdp_spec(shape, n: int) -> P:
+    size = int(np.prod(shape)) if shape else 1
+    if size < FSDP_MIN_SIZE:
+        return P()
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % n == 0:
+            return P(*[("data" if a == axis else None) for a in range(len(shape))])
+    return P()
+
+
+def state_shardings(tree, mesh: Mesh, mode: str):
+    """A NamedSharding for every leaf of `tree` (see the module docstring)."""
+    n = mesh.devices.size
+    if mode == "fsdp":
+        return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, _fsdp_spec(tuple(getattr(a, "shape", np.shape(a))), n)), tree)
+    return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, P()), tree)
+
+
+def replicated(tree, mesh: Mesh):
+    return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, P()), tree)
+
+
+def place(tree, shardings):
+    return jax.device_put(tree, shardings)
+
+
+def bytes_per_device(tree) -> int:
+    """The bytes of `tree` that the first device holds."""
+    total = 0
+    first = jax.devices()[0]
+    for leaf in jax.tree_util.tree_leaves(tree):
+        for shard in getattr(leaf, "addressable_shards", []):
+            if shard.device == first:
+                total += shard.data.nbytes
+    return total

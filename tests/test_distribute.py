@@ -1,0 +1,121 @@
+"""Data parallelism and sharded parameters on forced host devices (XLA_FLAGS), in subprocesses:
+the device count is fixed when jax starts, and this test process has one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from netspec.cli import main
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+SPEC = """
+name: dp
+seed: 3
+data: {npz: {path: data.npz}, scale: 1/255}
+model:
+  input: [64]
+  defaults: {activation: relu}
+  layers:
+    - {name: layer1, type: dense, units: 256}
+    - {name: layer2, type: dense, units: 256}
+    - {name: output, type: dense, units: 4, activation: softmax}
+loss: sparse_categorical_crossentropy
+metrics: [accuracy]
+optimizer: {type: adam, learning_rate: 0.001}
+train: {steps: 20, batch_size: 16}
+summaries: {every: 10, histograms: [], graph: false}
+checkpoint: {every: 10}
+"""
+
+RUN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from netspec import distribute
+    from netspec.check import check
+    from netspec.load import load
+    from netspec.train import run
+    spec_path, logdir, devices, params = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    spec = check(load(spec_path, [f"distribute.params={params}"]))
+    mesh = distribute.mesh_for(spec, devices)
+    from netspec.compile import compile_spec
+    state = compile_spec(spec, mesh).init()
+    per_device = None
+    if mesh is not None:
+        state = distribute.place(state, distribute.state_shardings(state, mesh, params))
+        per_device = distribute.bytes_per_device(state.params)
+    result = run(spec, logdir=logdir, quiet=True, devices=devices, run_name=f"d{devices}-{params}")
+    print(json.dumps({"losses": result.losses, "per_device": per_device, "run_dir": str(result.run_dir)}))
+""")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dp")
+    rng = np.random.default_rng(0)
+    np.savez(d / "data.npz", x_train=rng.integers(0, 256, (256, 64), dtype=np.uint8),
+             y_train=rng.integers(0, 4, 256).astype(np.int32))
+    (d / "spec.yaml").write_text(SPEC)
+    return d
+
+
+def _run(workdir, devices: int, params: str = "replicated", host_devices: int = 4):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={host_devices}", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", RUN, str(workdir / "spec.yaml"), str(workdir / "runs"), str(devices), params],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_one_and_four_devices_agree(workdir):
+    one, four = _run(workdir, 1), _run(workdir, 4)
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp_shards_parameters_and_matches_replicated(workdir):
+    replicated = _run(workdir, 4, "replicated")
+    sharded = {n: _run(workdir, n, "fsdp") for n in (2, 4)}
+    assert sharded[4]["per_device"] < sharded[2]["per_device"] < replicated["per_device"]
+    np.testing.assert_allclose(sharded[4]["losses"], replicated["losses"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_on_another_device_count(workdir):
+    first = _run(workdir, 4)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    netspec = Path(sys.executable).parent / "netspec"
+    out = subprocess.run([str(netspec), "resume", first["run_dir"], "--devices", "1", "--set", "train.steps=30", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((Path(first["run_dir"]) / "result.json").read_text())["steps"] == 30
+
+
+def test_batch_must_split_evenly_over_the_devices(workdir):
+    spec = workdir / "uneven.yaml"
+    spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 10") + "distribute: {devices: 4}\n")
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert result.exit_code == 1
+    assert "does not split evenly over distribute.devices = 4" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_run_on_more_devices_than_there_are_is_a_clear_error(workdir):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    netspec = Path(sys.executable).parent / "netspec"
+    out = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--devices", "8", "--logdir", str(workdir / "runs2"), "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1
+    assert "asks for 8 devices" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,331 @@
+"""A spec file is untrusted text: a catalogue of hostile inputs, each refused by `netspec validate`
+with exit 1, a message that names the problem, its position, no traceback, and nothing executed
+or imported. Bombs (aliases, size, depth, count) are refused fast and with little memory.
+
+Each case is SPEC (a valid spec in block style, line numbers beside it) with something hostile
+written in, or a whole hostile file. `tests/test_load.py` tests `netspec.load` itself; this file
+goes through the command a person (or a pre-commit hook) runs on a file from anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from netspec import load as L
+from netspec.cli import main
+from netspec.errors import SpecError
+
+SPEC = """\
+name: hostile
+seed: 0
+data:
+  inline:
+    x: [[0, 0], [0, 1], [1, 0], [1, 1]]
+    y: [[0], [1], [1], [0]]
+model:
+  input: [2]
+  layers:
+    - {name: hidden, type: dense, units: 2, activation: sigmoid}
+    - {name: out, type: dense, units: 1, activation: sigmoid}
+loss: binary_crossentropy
+optimizer:
+  type: sgd
+  learning_rate: 0.1
+train:
+  steps: 10
+  batch_size: 4
+"""
+#  1 name  2 seed  3 data  4 inline  5 x  6 y  7 model  8 input  9 layers  10 hidden  11 out
+# 12 loss  13 optimizer  14 type  15 learning_rate  16 train  17 steps  18 batch_size
+
+# Every payload below does its harm under yaml.unsafe_load (checked when this file was written):
+# touches MARKER, or imports EVIL, a module that leaves MARKER behind when imported or called.
+EVIL = "netspec_hostile_evil"
+EVIL_SOURCE = """\
+import pathlib
+pathlib.Path(MARKER).write_text("imported")
+def boom(*args, **kwargs):
+    pathlib.Path(MARKER).write_text("called")
+class Thing:
+    def __init__(self, *args, **kwargs):
+        boom()
+    def __setstate__(self, state):
+        boom()
+"""
+
+
+def edit(old: str, new: str) -> str:
+    """SPEC with `old` (present exactly once) replaced by `new`."""
+    assert SPEC.count(old) == 1, old
+    return SPEC.replace(old, new)
+
+
+def billion_laughs(levels: int = 9, width: int = 10) -> str:
+    lines = ["lol0: &lol0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels + 1):
+        lines.append(f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def mapping_laughs(levels: int = 12, width: int = 8) -> str:
+    lines = ["m0: &m0 {" + ", ".join(f"k{j}: lol" for j in range(width)) + "}"]
+    for i in range(1, levels + 1):
+        lines.append(f"m{i}: &m{i} {{" + ", ".join(f"k{j}: *m{i - 1}" for j in range(width)) + "}")
+    return SPEC + "\n".join(lines) + "\n"
+
+
+TAG = "the YAML tag 'tag:yaml.org,2002:{}' is not allowed"
+TOO_LARGE = "a spec's numbers must be finite"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    text: str | bytes | Callable[[Path], str | bytes]  # a callable gets tmp_path (for MARKER)
+    where: tuple[int, int] | None | str  # (line, col); None: the whole file; str: the --set source
+    path: str
+    message: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    limits: dict = field(default_factory=dict)  # netspec.load limits lowered for this case (speed)
+
+
+def marked(text: str) -> Callable[[Path], str]:
+    return lambda tmp: text.replace("MARKER", str(tmp / "MARKER"))
+
+
+CASES = [
+    # -- code execution through tags: refused before any constructor could run -----------------
+    Case("python_object_apply_os_system", marked(edit("seed: 0", 'seed: !!python/object/apply:os.system ["touch MARKER"]')),
+         (2, 7), "$.seed", (TAG.format("python/object/apply:os.system"), "no Python objects")),
+    Case("python_object_apply_module_function", edit("seed: 0", f"seed: !!python/object/apply:{EVIL}.boom []"),
+         (2, 7), "$.seed", (TAG.format(f"python/object/apply:{EVIL}.boom"),)),
+    Case("python_name", edit("seed: 0", "seed: !!python/name:os.system"), (2, 7), "$.seed", (TAG.format("python/name:os.system"),)),
+    Case("python_name_imports", edit("seed: 0", f"seed: !!python/name:{EVIL}.boom"), (2, 7), "$.seed", (TAG.format(f"python/name:{EVIL}.boom"),)),
+    Case("python_module", edit("seed: 0", "seed: !!python/module:os"), (2, 7), "$.seed", (TAG.format("python/module:os"),)),
+    Case("python_module_imports", edit("seed: 0", f"seed: !!python/module:{EVIL}"), (2, 7), "$.seed", (TAG.format(f"python/module:{EVIL}"),)),
+    Case("python_object_new", edit("seed: 0", f"seed: !!python/object/new:{EVIL}.Thing [1]"), (2, 7), "$.seed",
+         (TAG.format(f"python/object/new:{EVIL}.Thing"),)),
+    Case("python_object_apply_subprocess", marked(edit("seed: 0", "seed: !!python/object/apply:subprocess.check_call [[touch, MARKER]]")),
+         (2, 7), "$.seed", (TAG.format("python/object/apply:subprocess.check_call"),)),
+    Case("python_object_state", edit("seed: 0", f"seed: !!python/object:{EVIL}.Thing {{a: 1}}"), (2, 7), "$.seed",
+         (TAG.format(f"python/object:{EVIL}.Thing"),)),
+    Case("python_tuple", edit("  input: [2]", "  input: !!python/tuple [2]"), (8, 10), "$.model.input", (TAG.format("python/tuple"),)),
+    Case("python_tag_on_a_nested_value", marked(edit("  learning_rate: 0.1", '  learning_rate: !!python/object/apply:os.system ["touch MARKER"]')),
+         (15, 18), "$.optimizer.learning_rate", (TAG.format("python/object/apply:os.system"),)),
+    Case("python_tag_on_a_key", edit("seed: 0", f"!!python/name:{EVIL}.boom : 0"), (2, 1), "$", (TAG.format(f"python/name:{EVIL}.boom"),)),
+    Case("verbatim_python_tag", marked(edit("seed: 0", 'seed: !<tag:yaml.org,2002:python/object/apply:os.system> ["touch MARKER"]')),
+         (2, 7), "$.seed", (TAG.format("python/object/apply:os.system"),)),
+    Case("tag_directive_to_python", marked("%TAG !py! tag:yaml.org,2002:python/\n---\n" + edit("seed: 0", 'seed: !py!object/apply:os.system ["touch MARKER"]')),
+         (4, 7), "$.seed", (TAG.format("python/object/apply:os.system"),)),
+    Case("custom_include_tag", edit("  input: [2]", "  input: !include other.yaml"), (8, 10), "$.model.input",
+         ("the YAML tag '!include' is not allowed", "no Python objects or custom tags")),
+    Case("set_tag", edit("seed: 0", "seed: !!set {a, b}"), (2, 7), "$.seed", (TAG.format("set"),)),
+    Case("python_tag_in_set_override", SPEC, "--set seed=!!python/object/apply:os.system [true]", "$.seed",
+         ("cannot parse the value", TAG.format("python/object/apply:os.system")), args=("--set", "seed=!!python/object/apply:os.system [true]")),
+    Case("scalar_tag_on_a_list", edit("  input: [2]", "  input: !!float [2]"), (8, 10), "$.model.input",
+         ("the YAML tag 'tag:yaml.org,2002:float' does not fit a list",)),
+    Case("impossible_bool", edit("seed: 0", "seed: !!bool maybe"), (2, 7), "$.seed", ("cannot read 'maybe' as bool",)),
+    Case("impossible_int", edit("seed: 0", "seed: !!int seven"), (2, 7), "$.seed", ("cannot read 'seven' as int",)),
+    # -- aliases: bombs and cycles --------------------------------------------------------------
+    Case("billion_laughs", billion_laughs(), (6, 7), "$.lol5", ("expands to 12345679021 values through YAML aliases", f"at most {L.MAX_VALUES}")),
+    Case("billion_laughs_of_mappings", mapping_laughs(), (24, 5), "$.m5", ("through YAML aliases", f"at most {L.MAX_VALUES}")),
+    Case("recursive_list_alias", edit("seed: 0", "seed: &s [*s]"), (2, 7), "$.seed[0]", ("a recursive alias: this list holds an alias to itself",)),
+    Case("recursive_mapping_alias", edit("seed: 0", "seed: &s {again: *s}"), (2, 7), "$.seed.again", ("a recursive alias: this mapping holds an alias to itself",)),
+    Case("mutually_recursive_aliases", edit("seed: 0", "seed: &a [&b [*a, *b]]"), (2, 7), "$.seed[0][0]", ("a recursive alias",)),
+    Case("recursive_alias_deep_inside", edit("  input: [2]", "  input: &i [1, [2, [3, {x: [*i]}]]]"), (8, 10), "$.model.input[1][1][1].x[0]", ("a recursive alias",)),
+    Case("alias_to_an_unknown_anchor", edit("seed: 0", "seed: *nowhere"), (2, 7), "$", ("YAML syntax error", "found undefined alias 'nowhere'")),
+    Case("merge_key", edit("  type: sgd\n", "  <<: {type: sgd}\n"), (14, 3), "$.optimizer", ("merge keys ('<<') are not supported", "write the keys out")),
+    Case("merge_key_through_an_alias", "base: &b {type: dense, units: 2}\n" + edit("    - {name: hidden, type: dense, units: 2, activation: sigmoid}",
+                                                                                   "    - {<<: *b, name: hidden, activation: sigmoid}"),
+         (11, 8), "$.model.layers[0]", ("merge keys ('<<') are not supported",)),
+    # -- duplicate keys (PyYAML would keep the last one silently) -------------------------------
+    Case("duplicate_top_level_key", edit("loss: binary_crossentropy\n", "loss: binary_crossentropy\nloss: mean_squared_error\n"),
+         (13, 1), "$.loss", ("duplicate key 'loss' (also at line 12)", "a key may appear once")),
+    Case("duplicate_nested_key", edit("  learning_rate: 0.1\n", "  learning_rate: 0.1\n  learning_rate: 100\n"),
+         (16, 3), "$.optimizer.learning_rate", ("duplicate key 'learning_rate' (also at line 15)",)),
+    Case("duplicate_key_in_a_flow_mapping", edit("units: 1,", "units: 1, units: 9,"), (11, 42), "$.model.layers[1].units",
+         ("duplicate key 'units' (also at line 11)",)),
+    Case("duplicate_key_spelt_differently", edit("seed: 0", "seed: 0\n'seed': 1"), (3, 1), "$.seed", ("duplicate key 'seed' (also at line 2)",)),
+    # -- size, depth, count ---------------------------------------------------------------------
+    Case("over_the_size_limit", SPEC + "# " + "x" * L.MAX_FILE_BYTES + "\n", None, "$", (f"a spec may be at most {L.MAX_FILE_BYTES} bytes",)),
+    Case("nested_one_level_too_deep", edit("seed: 0", "seed: " + "[" * (L.MAX_DEPTH + 1) + "]" * (L.MAX_DEPTH + 1)), (2, 7 + L.MAX_DEPTH),
+         "$.seed" + "[0]" * L.MAX_DEPTH, (f"nests deeper than {L.MAX_DEPTH} levels",)),
+    Case("nested_ten_thousand_deep", edit("seed: 0", "seed: " + "[" * 10_000 + "]" * 10_000), (2, 7 + L.MAX_DEPTH + 1), "$",
+         (f"nests deeper than {L.MAX_DEPTH} levels",)),
+    Case("nested_block_mappings_deep", "".join("  " * i + f"k{i}:\n" for i in range(500)), (L.MAX_DEPTH + 2, 2 * L.MAX_DEPTH + 3), "$",
+         (f"nests deeper than {L.MAX_DEPTH} levels",)),
+    # the limits lowered, to keep it fast: the 1,001st node (root, name, hostile, seed, [, 996 items) stops the reading
+    Case("more_values_than_the_limit", edit("seed: 0", "seed: [" + ", ".join(["1"] * 100_000) + "]"), (2, 8 + 3 * 995), "$",
+         ("holds more than 1000 values", "large data belongs in a data file"), limits={"MAX_VALUES": 1000}),
+    Case("more_values_than_the_limit_through_aliases", edit("seed: 0", "seed: [&a [" + ", ".join(["1"] * 100) + "]" + ", *a" * 10 + "]"),
+         (2, 7), "$.seed", ("values through YAML aliases", "at most 1000"), limits={"MAX_VALUES": 1000}),
+    # -- encodings and characters ---------------------------------------------------------------
+    Case("latin1_bytes", edit("name: hostile", "name: hostilé").encode("latin-1"), (1, 13), "$", ("not UTF-8 text (byte 0xe9)", "save it as UTF-8")),
+    Case("random_binary", b"name: x\n" + bytes(range(128, 256)), (2, 1), "$", ("not UTF-8 text (byte 0x80)",)),
+    Case("utf16_with_bom", SPEC.encode("utf-16"), (1, 1), "$", ("not UTF-8 text (byte 0xff)",)),
+    Case("utf16_without_bom", SPEC.encode("utf-16-le"), (1, 2), "$", ("U+0000 is not allowed", "UTF-16 or binary")),
+    Case("nul_byte", edit("loss: binary_crossentropy", "loss: binary\0crossentropy").encode(), (12, 13), "$", ("U+0000 is not allowed",)),
+    Case("control_character", edit("name: hostile", "name: host\x07ile"), (1, 11), "$", ("U+0007 is not allowed",)),
+    # -- numbers beyond any sense ---------------------------------------------------------------
+    # PyYAML reads YAML 1.1, where 1e400 (no '.', no sign) is text: the message says how to write a number
+    Case("float_1e400", edit("  learning_rate: 0.1", "  learning_rate: 1e400"), (15, 18), "$.optimizer.learning_rate",
+         ("expected a number or a mapping, found '1e400' (string)", "YAML reads 1e400 as text: write 1.0e+400")),
+    Case("float_with_sign_1e400", edit("  learning_rate: 0.1", "  learning_rate: 1.0e+400"), (15, 18), "$.optimizer.learning_rate", ("is too large",)),
+    Case("float_nan", edit("  learning_rate: 0.1", "  learning_rate: .nan"), (15, 18), "$.optimizer.learning_rate", ("the number .nan is not a number",)),
+    Case("float_inf", edit("  learning_rate: 0.1", "  learning_rate: .inf"), (15, 18), "$.optimizer.learning_rate", ("the number .inf is infinite",)),
+    Case("int_10000_digits", edit("  steps: 10", "  steps: " + "9" * 10_000), (17, 10), "$.train.steps", ("(10000 characters) is too large", TOO_LARGE)),
+    Case("int_past_64_bits", edit("seed: 0", f"seed: {2**64}"), (2, 7), "$.seed", (f"the number {2**64} is too large",)),
+    Case("int_in_a_set_override", SPEC, "--set train.steps=" + "9" * 5000, "$.train.steps", ("(5000 characters) is too large",),
+         args=("--set", "train.steps=" + "9" * 5000)),
+    Case("int_past_64_bits_in_data", edit("[0, 1], [1, 0]", f"[0, 1], [{2**70}, 0]"), (5, 26), "$.data.inline.x[2][0]", ("is too large",)),
+    # -- very long keys -------------------------------------------------------------------------
+    Case("key_of_100k_characters", SPEC + "k" * 100_000 + ": 1\n", (19, 100_001), "$",
+         ("could not find expected ':'", "a key on one line may be at most 1024 characters")),
+    Case("explicit_key_of_100k_characters", SPEC + "? " + "k" * 100_000 + "\n: 1\n", (19, 3), "$.kkkkkkkkkkkkkkkkkkkk... (100000 characters)",
+         ("unknown key 'kkkkkkkkkkkkkkkkkkkkkk", "...")),
+    Case("quoted_key_of_1000_characters", edit("seed: 0", '"' + "s" * 1000 + '": 0'), (2, 1), "$.ssssssssssssssssssss... (1000 characters)",
+         ("unknown key",)),
+]
+
+
+@pytest.fixture
+def evil_module(tmp_path, monkeypatch):
+    """An importable module that would leave tmp_path/MARKER behind if imported or called."""
+    (tmp_path / f"{EVIL}.py").write_text(EVIL_SOURCE.replace("MARKER", repr(str(tmp_path / "MARKER"))))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(EVIL, None)
+    yield tmp_path / "MARKER"
+    sys.modules.pop(EVIL, None)
+
+
+def problem_lines(output: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.startswith("  ")]
+
+
+def validate(spec: Path, *args: str):
+    return CliRunner().invoke(main, ["validate", str(spec), *args])
+
+
+def test_catalogue_ids_are_unique():
+    assert len({c.id for c in CASES}) == len(CASES) >= 40
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_spec_is_refused(case: Case, tmp_path, evil_module, monkeypatch):
+    for name, value in case.limits.items():
+        monkeypatch.setattr(L, name, value)
+    (tmp_path / "other.yaml").write_text(SPEC)  # what `!include other.yaml` would pull in
+    text = case.text(tmp_path) if callable(case.text) else case.text
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    start = time.perf_counter()
+    result = validate(spec, *case.args)
+    elapsed = time.perf_counter() - start
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # anything else is a traceback
+    assert "Traceback" not in result.output
+    assert result.output.startswith(f"{spec}: 1 problem\n"), result.output[:500]
+    (first,) = problem_lines(result.output)
+    if case.where is None:
+        where = str(spec)
+    elif isinstance(case.where, str):
+        where = case.where
+    else:
+        where = f"{spec}:{case.where[0]}:{case.where[1]}"
+    assert first.startswith(f"{where}: {case.path}: "), first[:500]
+    for part in case.message:
+        assert part in first, first[:500]
+    assert len(first) < len(where) + 600, "a hostile value must not blow up the message"
+    assert elapsed < 2.5, f"refusing took {elapsed:.2f} s"
+    assert not evil_module.exists(), evil_module.read_text()
+    assert EVIL not in sys.modules
+
+
+def test_billion_laughs_is_refused_fast_and_small():
+    text = billion_laughs()
+    L.parse("a: 1\n", "warm-up")  # imports and regex compilation are not the bomb's cost
+    start = time.perf_counter()
+    with pytest.raises(SpecError):
+        L.parse(text, "laughs.yaml")
+    assert time.perf_counter() - start < 0.5
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError) as excinfo:
+            L.parse(text, "laughs.yaml")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert "through YAML aliases" in excinfo.value.problems[0].message
+
+
+@pytest.mark.parametrize("levels, width", [(30, 2), (6, 100), (20, 10)], ids=["deep", "wide", "huge"])
+def test_alias_bombs_of_other_shapes_are_refused_fast(levels, width):
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as excinfo:
+        L.parse(billion_laughs(levels, width), "laughs.yaml")
+    assert time.perf_counter() - start < 0.5
+    assert f"at most {L.MAX_VALUES}" in excinfo.value.problems[0].message
+
+
+def test_aliases_within_the_limit_still_load():
+    loaded = L.parse(billion_laughs(levels=3, width=10), "s")  # 1,111 values after expansion
+    assert len(loaded.data["lol3"]) == 10 and loaded.data["lol3"][9][9][9] == ["lol"] * 10
+
+
+def test_a_fan_out_of_one_big_string_costs_no_memory(tmp_path):
+    big = "x" * 50_000
+    text = SPEC.replace("name: hostile", "name: &n hostile") + f"description: &d {big}\nextra: [" + ", ".join(["*d"] * 2000) + "]\n"
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError):
+            from netspec.check import check
+
+            check(L.parse(text, "s"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 2,000 references, not 2,000 copies (100 MB)
+
+
+@pytest.mark.slow  # ~8 s: PyYAML is pure Python; it reads MAX_VALUES nodes before refusing
+def test_the_biggest_flat_file_is_refused_in_bounded_time():
+    n = (L.MAX_FILE_BYTES - 16) // 2
+    text = "a: [" + "1," * n + "]\n"
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as excinfo:
+        L.parse(text, "big.yaml")
+    assert time.perf_counter() - start < 60  # without the composer's count: minutes and ~650 MB
+    assert f"more than {L.MAX_VALUES} values" in excinfo.value.problems[0].message
+
+
+def test_a_number_that_yaml_1_1_reads_as_text_gets_a_hint(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(edit("type: sgd\n  learning_rate: 0.1", "type: adam\n  learning_rate: 1e-3\n  eps: 1E8"))
+    result = validate(spec)
+    assert result.exit_code == 1, result.output
+    lines = problem_lines(result.output)
+    assert "YAML reads 1e-3 as text: write 1.0e-3" in lines[0] and "YAML reads 1E8 as text: write 1.0e+8" in lines[1], result.output
+    spec.write_text(edit("type: sgd\n  learning_rate: 0.1", "type: adam\n  learning_rate: 1.0e-3\n  eps: 1.0e+8"))
+    assert validate(spec).exit_code == 0
+
+
+def test_a_date_that_does_not_exist_is_only_text(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC + "description: 2024-13-45\n")
+    result = validate(spec)
+    assert result.exit_code == 0, result.output
+
+
+def test_the_largest_64_bit_integers_are_numbers():
+    assert L.parse(f"a: {2**63 - 1}\nb: {-2**63}\n", "s").data == {"a": 2**63 - 1, "b": -2**63}
