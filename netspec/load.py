@@ -261,7 +261,7 @@ class _Builder:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as e:
             self.fail(node, path, f"cannot read this value: {getattr(e, 'problem', e)}")
-        except (ValueError, KeyError):  # `!!int x`, `!!bool x`, or more digits than Python converts
+        except (ValueError, KeyError, IndexError):  # `!!int x`, `!!bool x`, `!!int ''`, or more digits than Python converts
             if not (node.tag.endswith(":int") and node.value.lstrip("+-").isdigit()):
                 self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]}")
             value = math.inf
