@@ -198,6 +198,9 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     if v in ("minItems", "maxItems"):
         word = "at least" if v == "minItems" else "at most"
         return [loaded.problem(path, f"expected a list of {word} {error.validator_value} items, found {len(value)}")]
+    if v in ("minLength", "maxLength"):
+        word = "at least" if v == "minLength" else "at most"
+        return [loaded.problem(path, f"expected {word} {error.validator_value} characters, found {len(value)}")]
     if v == "minProperties":
         return [loaded.problem(path, f"expected a mapping with at least {error.validator_value} key(s), found an empty one")]
     if v == "uniqueItems":

@@ -17,6 +17,13 @@ from netspec.errors import NetspecError
 SET_HELP = "Override a spec value: dotted.key=value (YAML value), e.g. --set optimizer.learning_rate=0.01. Repeatable."
 
 
+def _run_name(value):
+    """--run-name is one directory inside <logdir>/<name>/: '../x' or 'a/b' would leave it."""
+    if value is not None and (value in (".", "..") or "/" in value or "\\" in value or "\0" in value):
+        raise click.BadParameter(f"{value!r}: a run name is one directory name (no '/', not '.' or '..')", param_hint="'--run-name'")
+    return value
+
+
 def _fail(error: NetspecError) -> None:
     click.echo(str(error), err=True)
     sys.exit(error.exit_code)
@@ -92,7 +99,8 @@ def validate(specs, overrides):
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs.")
-@click.option("--run-name", default=None, help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
+@click.option("--run-name", default=None, callback=lambda ctx, param, value: _run_name(value),
+              help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
 @click.option("--devices", type=click.IntRange(min=1), default=None, help="How many local devices to train on (default: the spec's distribute.devices, else all).")
@@ -148,7 +156,7 @@ def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except OSError as e:  # a full disk, a read-only or vanished run directory
-        where = f" ({e.filename})" if e.filename else ""
+        where = f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"  # a writer thread's error may name no file
         _fail(NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."))
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         _bug(e)

@@ -220,8 +220,9 @@ def optimizer(spec_optimizer, *, seed: int = 0) -> optax.GradientTransformation:
     (so it can be logged and varied without recompiling), after global-norm clipping if asked."""
     name = spec_optimizer["type"]
     args = {k: spec_optimizer[k] for k in R.OPTIMIZERS[name] if k in spec_optimizer}
-    if "seed" in R.OPTIMIZERS[name] and args.get("seed") is None:
-        args["seed"] = seed  # noisy_sgd's noise follows the spec's seed unless it names its own
+    if "seed" in R.OPTIMIZERS[name]:  # noisy_sgd: its noise follows the spec's seed unless it names its own
+        chosen = args.pop("seed")
+        args["key"] = jax.random.key(seed if chosen is None else chosen)
     tx = optax.inject_hyperparams(getattr(optax, name), static_args=tuple(args))(
         learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args)
     clip = spec_optimizer.get("clip_global_norm")

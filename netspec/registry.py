@@ -69,6 +69,7 @@ def choice(names, default=None, doc=""):
     return s
 
 
+MAX_WIDTH = 1 << 20  # units or filters per layer: a typo of a few zeros is an error, not an hour of allocation
 SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 8}
 
 # -- activations ------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ OPTIONAL_STRIDES = {"if": {"type": "null"}, "then": {}, "else": pair(), "default
 LAYERS: dict[str, LayerKind] = {
     "dense": LayerKind(
         fields={
-            "units": integer(minimum=1, doc="number of output units"),
+            "units": {**integer(minimum=1, doc="number of output units"), "maximum": MAX_WIDTH},
             "activation": ACTIVATION_FIELD,
             "use_bias": boolean(True),
             "kernel_init": INIT_FIELD,
@@ -292,7 +293,7 @@ LAYERS: dict[str, LayerKind] = {
     ),
     "conv2d": LayerKind(
         fields={
-            "filters": integer(minimum=1), "kernel_size": pair(doc="int or [height, width]"), "strides": pair(1),
+            "filters": {**integer(minimum=1), "maximum": MAX_WIDTH}, "kernel_size": pair(doc="int or [height, width]"), "strides": pair(1),
             "padding": PADDING, "dilation": pair(1), "groups": integer(1, minimum=1),
             "activation": ACTIVATION_FIELD, "use_bias": boolean(True), "kernel_init": INIT_FIELD, "bias_init": INIT_FIELD,
         },

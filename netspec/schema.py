@@ -55,7 +55,7 @@ def _layer_schema() -> dict:
         "type": "object",
         "required": ["name", "type"],
         "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter or '_'", "description": "unique layer name; also its TensorBoard scope"},
+            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter or '_'", "description": "unique layer name; also its TensorBoard scope"},
             "type": {"enum": names, "description": "the layer type"},
         },
         "allOf": branches,
@@ -120,7 +120,7 @@ def build() -> dict:
         "additionalProperties": False,
         "required": ["name", "data", "model", "loss", "optimizer", "train"],
         "properties": {
-            "name": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
+            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
             "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
             "seed": R.integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
             "data": {

@@ -587,15 +587,24 @@ def _read_csv_numbers(path: Path) -> np.ndarray:
 
     with open(path, newline="") as f:
         rows = [row for row in csv.reader(f) if row]
-    if rows:
-        try:
-            [float(v) for v in rows[0]]
-        except ValueError:
-            rows = rows[1:]  # a header
+    first = 1
+    if rows and not any(_is_number(v) for v in rows[0]):
+        rows, first = rows[1:], 2  # a header: no cell of the first row is a number
+    for i, row in enumerate(rows):
+        if len(row) != len(rows[0]):
+            raise NetspecError(f"{path}: row {i + first} has {len(row)} cells, but row {first} has {len(rows[0])}; every row needs the same number.")
+        bad = next((v for v in row if not _is_number(v)), None)
+        if bad is not None:
+            raise NetspecError(f"{path}: row {i + first} has {bad!r}, not a number; every cell must be a number.")
+    return np.asarray([[float(v) for v in row] for row in rows], np.float32)
+
+
+def _is_number(text: str) -> bool:
     try:
-        return np.asarray([[float(v) for v in row] for row in rows], np.float32)
-    except ValueError as e:
-        raise NetspecError(f"{path}: every cell must be a number ({e}).") from None
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_image(path: Path, input_shape) -> np.ndarray:

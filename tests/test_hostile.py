@@ -250,6 +250,19 @@ def test_hostile_spec_is_refused(case: Case, tmp_path, evil_module, monkeypatch)
     assert EVIL not in sys.modules
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("python_object_apply_os_system", "python_module_imports", "billion_laughs", "nul_byte")],
+                         ids=lambda c: c.id)
+def test_run_refuses_it_too_and_writes_nothing(case: Case, tmp_path, evil_module):
+    text = case.text(tmp_path) if callable(case.text) else case.text
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    result = CliRunner().invoke(main, ["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output and case.message[0] in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+    assert not evil_module.exists() and EVIL not in sys.modules
+
+
 def test_billion_laughs_is_refused_fast_and_small():
     text = billion_laughs()
     L.parse("a: 1\n", "warm-up")  # imports and regex compilation are not the bomb's cost
