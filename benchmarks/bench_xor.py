@@ -107,7 +107,7 @@ def main():
     if note:
         print(note, file=sys.stderr)
 
-    lines = [f"| run | steps | train s | µs/step | whole process s | final loss | accuracy |",
+    lines = ["| run | steps | train s | µs/step | whole process s | final loss | accuracy |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results.items():
         train, steps = median(rows, "train"), rows[0]["steps"]

@@ -28,7 +28,7 @@ import jsonschema
 
 from netspec import registry as R
 from netspec.errors import NetspecError, Problem, SpecError
-from netspec.load import Loaded, json_path
+from netspec.load import Loaded
 from netspec.schema import SCHEMA
 
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -519,13 +519,23 @@ def padded(split, arrays, batch_size: int, devices: int = 1):
     return Data(shape(split.x), shape(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale)), jnp.asarray(mask.reshape(batches, batch_size))
 
 
+def finished_state(spec: Spec, run_dir: Path):
+    """(program, state) of a run from its best checkpoint if it kept one, else its latest."""
+    from netspec import checkpoint
+    from netspec.compile import compile_spec
+
+    program = compile_spec(spec)
+    saved = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1)
+    path = saved.best() or saved.latest()
+    if path is None:
+        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
+    return program, checkpoint.load(path, program.init())
+
+
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
     """`netspec eval`: the metrics of a finished run on a split, from its best checkpoint if it
     kept one (early stopping, checkpoint.best), else its latest."""
     import jax
-
-    from netspec import checkpoint
-    from netspec.compile import compile_spec
 
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
@@ -534,12 +544,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
-    program = compile_spec(spec)
-    saved = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1)
-    path = saved.best() or saved.latest()
-    if path is None:
-        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
-    state = checkpoint.load(path, program.init())
+    program, state = finished_state(spec, run_dir)
     sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))
     return {k: float(v) / float(count) for k, v in sums.items()}
 
@@ -628,20 +633,14 @@ def predict_run(run_dir: str | Path, input_path: str | Path) -> tuple[np.ndarray
     run on new inputs, scaled as its training data was."""
     import jax
 
-    from netspec import checkpoint
-    from netspec.compile import Data, compile_spec, num_classes
+    from netspec.compile import Data, num_classes
 
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
     x = read_inputs(input_path, spec)
     with np.load(run_dir / "preprocess.npz", allow_pickle=False) as pre:
         shift, scale, names = pre["shift"], pre["scale"], [str(n) for n in pre["class_names"]]
-    program = compile_spec(spec)
-    saved = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1)
-    path = saved.best() or saved.latest()
-    if path is None:
-        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
-    state = checkpoint.load(path, program.init())
+    program, state = finished_state(spec, run_dir)
     data = Data(x, np.zeros((len(x),), np.int32), shift, scale)
     inputs, _ = program.prepare(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
