@@ -37,7 +37,9 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = to_bytes(_flat(jax.device_get(tree)), metadata={"netspec": json.dumps(metadata or {})})
+    from netspec.distribute import gather
+
+    payload = to_bytes(_flat(gather(tree)), metadata={"netspec": json.dumps(metadata or {})})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

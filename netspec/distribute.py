@@ -22,6 +22,38 @@ from netspec.errors import NetspecError
 FSDP_MIN_SIZE = 2**14  # smaller arrays stay replicated: splitting them saves nothing worth a gather
 
 
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Join a multi-process run (`jax.distributed.initialize`): every process sees every device,
+    the mesh spans them all, and only process 0 writes the run directory. CPU processes talk
+    through gloo. Must run before anything else touches jax's devices."""
+    if coordinator is None:
+        return
+    if num_processes is None or process_id is None:
+        raise NetspecError("--coordinator needs --num-processes and --process-id too (or NETSPEC_NUM_PROCESSES, NETSPEC_PROCESS_ID).")
+    if not 0 <= process_id < num_processes:
+        raise NetspecError(f"--process-id must be between 0 and {num_processes - 1}, found {process_id}.")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=120)
+    except Exception as e:  # noqa: BLE001 - jax raises several kinds here; all mean the same to a user
+        raise NetspecError(f"Could not join the run at {coordinator} as process {process_id} of {num_processes}: {e}") from None
+
+
+def is_writer() -> bool:
+    """Process 0 writes summaries, checkpoints and results; the others only compute."""
+    return jax.process_index() == 0
+
+
+def gather(tree):
+    """Whole arrays on this host, also for arrays sharded over other processes' devices."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
 def mesh_for(spec: Spec, devices: int | None = None) -> Mesh | None:
     """The data-parallel mesh, or None when one device does the work."""
     wanted = devices or spec.resolved["distribute"]["devices"]

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 from pathlib import Path
 
@@ -196,8 +199,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     program = compile_spec(spec, mesh)
     state = program.init()
     meta: dict = {}
+    writer = distribute.is_writer()
+    scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
     if resume is None:
-        run_dir = make_run_dir(logdir, spec, run_name)
+        run_dir = make_run_dir(logdir if writer else scratch, spec, run_name)
         text = spec_yaml(spec)
         (run_dir / "spec.yaml").write_text(text)
         (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
@@ -205,14 +210,14 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         np.savez(run_dir / "preprocess.npz", shift=arrays.shift, scale=arrays.scale,
                  class_names=np.asarray(arrays.class_names or [], dtype=str))
     else:
-        run_dir = Path(resume)
-        latest = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest()
+        latest = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).latest()
         if latest is None:
-            raise NetspecError(f"{run_dir} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
+            raise NetspecError(f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
         state = checkpoint.load(latest, state)  # refuses a checkpoint of another model, before anything is written
         meta = checkpoint.metadata(latest)
         if int(state.step) >= spec.steps:
-            raise NetspecError(f"{run_dir} already finished its {spec.steps} steps. To train longer: netspec resume {run_dir} --set train.steps=N.")
+            raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
+        run_dir = Path(resume) if writer else make_run_dir(scratch, spec, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
     start_step = int(state.step)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
@@ -238,8 +243,11 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
 
     sample_size = max(n_devices, min(256, len(arrays.train.x)) // n_devices * n_devices)
     sample = program.prepare(data, arrays.train.x[:sample_size], arrays.train.y[:sample_size])
-    eval_fn = jax.jit(lambda params, mstate: program.loss_and_metrics(params, mstate, sample, train=False, key=program.keys.step))
-    extras_fn = _extras_fn(program, sample) if wanted_hist & {"activations", "gradients"} else None
+    # the sample batch is an argument, never closed over (a constant in the program; across
+    # processes, not even allowed)
+    eval_fn = partial(jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False,
+                                                                                     key=program.keys.step)), batch=sample)
+    extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
 
     if resume is None:
         summaries.spec_text(spec_yaml(spec))
@@ -263,7 +271,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         summaries.scalars(step, scalars)
         if wanted_hist:
             activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
-            summaries.histograms(step, jax.device_get(params), activations=activations, gradients=gradients)
+            summaries.histograms(step, distribute.gather(params), activations=activations, gradients=gradients)
 
     def evaluate(split_data):
         sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *split_data))
@@ -416,8 +424,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
              f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
              f"is in checkpoints/best.safetensors (netspec eval uses it).")
-    if not quiet:
+    if not quiet and writer:
         report(spec, program, state, data, arrays, result, echo)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
@@ -654,11 +664,11 @@ def predict_run(run_dir: str | Path, input_path: str | Path) -> tuple[np.ndarray
     return outputs, classes, names
 
 
-def _extras_fn(program, sample):
-    """Jitted (params, state) -> (activations per layer, gradients per param) on a sample batch."""
+def _extras_fn(program):
+    """Jitted (params, state, sample) -> (activations per layer, gradients per param) on a sample batch."""
     import jax
 
-    def extras(params, mstate):
+    def extras(params, mstate, sample):
         collect: dict = {}
         program.apply(params, mstate, sample[0], collect=collect)
         grads = jax.grad(lambda p: program.loss_and_metrics(p, mstate, sample, train=False, key=program.keys.step)[0])(params)

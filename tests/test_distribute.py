@@ -119,3 +119,31 @@ def test_run_on_more_devices_than_there_are_is_a_clear_error(workdir):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1
     assert "asks for 8 devices" in out.stderr and "Traceback" not in out.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_two_devices(workdir):
+    """2 processes on 127.0.0.1 (gloo collectives), one CPU device each, vs 1 process with 2 devices."""
+    netspec = Path(sys.executable).parent / "netspec"
+    base = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    base.pop("XLA_FLAGS", None)
+    logdir = workdir / "multi"
+    port = _free_port()
+    procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(logdir), "--run-name", "mh", "--quiet",
+                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    runs = sorted(p.name for p in (logdir / "dp").iterdir())
+    assert runs == ["mh"], runs  # only process 0 wrote a run
+    two_process = json.loads((logdir / "dp" / "mh" / "result.json").read_text())
+    one_process = json.loads((Path(_run(workdir, 2, host_devices=2)["run_dir"]) / "result.json").read_text())
+    assert two_process["final"]["loss"] == pytest.approx(one_process["final"]["loss"], rel=1e-5)
