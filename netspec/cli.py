@@ -95,6 +95,25 @@ def validate(specs, overrides):
     sys.exit(1 if failed else 0)
 
 
+def _training_options(command):
+    """The options `run` and `resume` share: where data is, how many devices and processes, how quiet."""
+    options = [
+        click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files."),
+        click.option("--devices", type=click.IntRange(min=1), default=None,
+                     help="How many devices to train on (default: the spec's distribute.devices, else all; a checkpoint restores on any count)."),
+        click.option("--coordinator", envvar="NETSPEC_COORDINATOR", default=None, metavar="HOST:PORT",
+                     help="Join a multi-process run (jax.distributed): process 0's address. Env: NETSPEC_COORDINATOR."),
+        click.option("--num-processes", envvar="NETSPEC_NUM_PROCESSES", type=click.IntRange(min=1), default=None,
+                     help="Processes in the multi-process run. Env: NETSPEC_NUM_PROCESSES."),
+        click.option("--process-id", envvar="NETSPEC_PROCESS_ID", type=click.IntRange(min=0), default=None,
+                     help="This process's rank, 0 writes the run. Env: NETSPEC_PROCESS_ID."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
@@ -102,13 +121,8 @@ def validate(specs, overrides):
 @click.option("--run-name", default=None, callback=lambda ctx, param, value: _run_name(value),
               help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
-@click.option("--devices", type=click.IntRange(min=1), default=None, help="How many devices to train on (default: the spec's distribute.devices, else all).")
-@click.option("--coordinator", envvar="NETSPEC_COORDINATOR", default=None, metavar="HOST:PORT", help="Join a multi-process run (jax.distributed): process 0's address. Env: NETSPEC_COORDINATOR.")
-@click.option("--num-processes", envvar="NETSPEC_NUM_PROCESSES", type=click.IntRange(min=1), default=None, help="Processes in the multi-process run. Env: NETSPEC_NUM_PROCESSES.")
-@click.option("--process-id", envvar="NETSPEC_PROCESS_ID", type=click.IntRange(min=0), default=None, help="This process's rank, 0 writes the run. Env: NETSPEC_PROCESS_ID.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report.")
-def run(spec, overrides, logdir, run_name, resume_dir, data_dir, devices, coordinator, num_processes, process_id, quiet):
+@_training_options
+def run(spec, overrides, logdir, run_name, resume_dir, **training):
     """Train a spec and write its run directory <logdir>/<name>/<run-id>/.
 
     The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/, eval/),
@@ -124,20 +138,14 @@ def run(spec, overrides, logdir, run_name, resume_dir, data_dir, devices, coordi
     """
     if (spec is None) == (resume_dir is None):
         raise click.UsageError("give a SPEC to start a run, or --resume RUN_DIR to continue one (not both)")
-    _train(spec, resume_dir, overrides, logdir=logdir, run_name=run_name, data_dir=data_dir, quiet=quiet, devices=devices,
-           processes=(coordinator, num_processes, process_id))
+    _train(spec, resume_dir, overrides, logdir=logdir, run_name=run_name, **training)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " E.g. --set train.steps=20000 to train longer.")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
-@click.option("--devices", type=click.IntRange(min=1), default=None, help="How many devices to train on (any count: checkpoints hold whole arrays).")
-@click.option("--coordinator", envvar="NETSPEC_COORDINATOR", default=None, metavar="HOST:PORT", help="Join a multi-process run (jax.distributed): process 0's address. Env: NETSPEC_COORDINATOR.")
-@click.option("--num-processes", envvar="NETSPEC_NUM_PROCESSES", type=click.IntRange(min=1), default=None, help="Processes in the multi-process run. Env: NETSPEC_NUM_PROCESSES.")
-@click.option("--process-id", envvar="NETSPEC_PROCESS_ID", type=click.IntRange(min=0), default=None, help="This process's rank, 0 writes the run. Env: NETSPEC_PROCESS_ID.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report.")
-def resume(run_dir, overrides, data_dir, devices, coordinator, num_processes, process_id, quiet):
+@_training_options
+def resume(run_dir, overrides, **training):
     """Continue a stopped run in its own directory, from its latest checkpoint.
 
     Summaries continue at the right steps; a run stopped and resumed ends exactly as if it
@@ -147,16 +155,15 @@ def resume(run_dir, overrides, data_dir, devices, coordinator, num_processes, pr
     Example:
       netspec resume runs/fashion_cnn/20261127-101500
     """
-    _train(None, run_dir, overrides, logdir=None, run_name=None, data_dir=data_dir, quiet=quiet, devices=devices,
-           processes=(coordinator, num_processes, process_id))
+    _train(None, run_dir, overrides, logdir=None, run_name=None, **training)
 
 
-def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices=None, processes=(None, None, None)):
+def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id):
     try:
-        if processes[0] is not None:
+        if coordinator is not None:
             from netspec.distribute import initialize
 
-            initialize(*processes)
+            initialize(coordinator, num_processes, process_id)
         from netspec.train import load_run_spec, run as train_run
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)

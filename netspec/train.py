@@ -250,7 +250,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
 
     if resume is None:
-        summaries.spec_text(spec_yaml(spec))
+        summaries.spec_text(text)
         summaries.sample_images(arrays.train.x[:16], spec.data_info)
         if config["graph"]:
             from netspec.graph import step_graph
