@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def bench_netspec(spec, steps: int, repeats: int):
         return state
 
     params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-    return time_chunks(run_chunk, state, steps, repeats), params
+    return time_chunks(run_chunk, state, steps, repeats), params, compiled.as_text()
 
 
 def bench_handwritten(spec, steps: int, repeats: int):
@@ -155,13 +156,36 @@ def bench_handwritten(spec, steps: int, repeats: int):
             return (optax.apply_updates(params, updates), opt_state, i + 1), None
         return jax.lax.scan(step, state, idx)[0]
 
-    chunk = jax.jit(chunk, donate_argnums=0)
     state = (params, tx.init(params), jnp.zeros((), jnp.int32))
+    chunk = jax.jit(chunk, donate_argnums=0).lower(state, order.indices(0, steps), x_all, y_all, key).compile()
 
     def run_chunk(state, start):
         return chunk(state, order.indices(start, steps), x_all, y_all, key)
 
-    return time_chunks(run_chunk, state, steps, repeats)
+    return time_chunks(run_chunk, state, steps, repeats), chunk.as_text()
+
+
+def loop_body_ops(hlo: str) -> dict[str, int]:
+    """What the compiled scan body launches per step: its instructions by opcode (fusions,
+    custom calls, copies...), leaving out the free ones (parameters, tuples, constants, bitcasts).
+    On a GPU each is roughly one kernel launch, the per-step cost of a small model."""
+    bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+    counts: dict[str, int] = {}
+    current = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if head:
+            current = head.group(1) if head.group(1) in bodies else None
+        elif line.startswith("}"):
+            current = None
+        elif current:
+            op = re.search(r"= \S+ ([a-z][\w\-]*)\(", line)
+            if op and op.group(1) not in FREE_OPS:
+                counts[op.group(1)] = counts.get(op.group(1), 0) + 1
+    return counts
+
+
+FREE_OPS = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
 
 
 def main() -> None:
@@ -171,6 +195,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="fashion_mlp,fashion_cnn,large_mlp")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="extra spec override for netspec's side")
+    ap.add_argument("--hlo-dir", default=None, help="write both sides' optimized HLO text here")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)")
     a = ap.parse_args()
     device = jax.devices()[0]
@@ -193,8 +218,12 @@ def main() -> None:
             continue
         steps = max(2, int(steps * a.steps_scale))
         spec = netspec_spec(path, data, [*sets, *a.extra])
-        t_netspec, params = bench_netspec(spec, steps, a.repeats)
-        t_hand = bench_handwritten(spec, steps, a.repeats)
+        t_netspec, params, hlo_netspec = bench_netspec(spec, steps, a.repeats)
+        t_hand, hlo_hand = bench_handwritten(spec, steps, a.repeats)
+        if a.hlo_dir:
+            Path(a.hlo_dir).mkdir(parents=True, exist_ok=True)
+            (Path(a.hlo_dir) / f"{label}.netspec.hlo.txt").write_text(hlo_netspec)
+            (Path(a.hlo_dir) / f"{label}.handwritten.hlo.txt").write_text(hlo_hand)
         batch = spec.train["batch_size"]
         flops = 6.0 * params * batch
         row = {
@@ -202,6 +231,7 @@ def main() -> None:
             "steps_per_chunk": steps,
             "netspec_steps_per_s": steps / t_netspec, "handwritten_steps_per_s": steps / t_hand,
             "ratio": t_hand / t_netspec,
+            "netspec_body_ops": loop_body_ops(hlo_netspec), "handwritten_body_ops": loop_body_ops(hlo_hand),
             "netspec_tflops": flops * steps / t_netspec / 1e12, "handwritten_tflops": flops * steps / t_hand / 1e12,
         }
         if peak:

@@ -99,6 +99,9 @@ def check(loaded: Loaded) -> Spec:
         raise SpecError(problems)
     data = copy.deepcopy(loaded.data)
     _push_model_defaults(data)
+    loss = data["loss"]
+    if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in R.FUSED_ACTIVATION:
+        data["metrics"] = []  # accuracy, the default, means nothing for a regression loss
     data = fill_defaults(SCHEMA, data)
     spec, problems = _meaning(loaded, data)
     if problems:

@@ -6,7 +6,7 @@ Contract: `compile_spec(spec) -> Program` with
     apply(params, state, x, *, train, key, collect=None) -> y   # the output (probabilities etc.);
                                                   # `collect` (a dict) gets every layer's output
     loss_and_metrics(params, state, batch, *, train, key) -> (loss, (metrics, state))
-    chunk(length, streamed=False) -> jitted (TrainState, Data, batches, keys) -> (TrainState, per-step {loss, metrics..})
+    chunk(length, streamed=False) -> jitted (TrainState, Data, batches, keys) -> (TrainState, {loss per step, metrics..})
 
 `chunk(K)` runs K optimizer steps as one `lax.scan` inside one `jit`, the training data resident
 on the device and passed as an argument (never closed over), the TrainState buffers donated.
@@ -47,6 +47,19 @@ class TrainState(NamedTuple):
     model_state: Any
     opt_state: Any
     skipped: jax.Array  # steps whose loss or gradients were non-finite, so their update was not applied
+    scaler: Any = None  # the dynamic loss scale (LossScale), when the spec asks for one
+
+
+class LossScale(NamedTuple):
+    """Dynamic loss scaling (float16): the scale halves at a step whose gradients overflow (that
+    step is skipped) and doubles after `period` steps in a row without overflow."""
+
+    scale: jax.Array  # float32
+    good_steps: jax.Array  # int32: steps in a row without overflow since the scale last changed
+
+
+LOSS_SCALE_START = 2.0**15  # Keras' and jmp's starting scale
+LOSS_SCALE_MAX = 2.0**24  # a loss times this stays finite in float32
 
 
 class Keys(NamedTuple):
@@ -229,9 +242,14 @@ def optimizer(spec_optimizer, *, seed: int = 0) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+def _nonfinite_probe(tree) -> jax.Array:
+    """NaN when any element of `tree` is inf or NaN, else 0: one reduction per array, which XLA
+    can fuse with the optimizer's own pass over it (0 * x is 0 for every finite x, NaN for inf
+    and NaN, and a sum of zeros cannot overflow, as a plain sum of large gradients could)."""
+    total = jnp.zeros((), jnp.float32)
+    for x in jax.tree_util.tree_leaves(tree):
+        total = total + jnp.sum(x * 0, dtype=jnp.float32)
+    return total
 
 
 def current_learning_rate(opt_state):
@@ -253,11 +271,18 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     root = jax.random.key(spec.seed)
     init_key, data_key, step_key = jax.random.split(root, 3)
     keys = Keys(data=data_key, step=step_key)
+    precision = spec.resolved["precision"]
+    compute_dtype = jnp.dtype(precision["compute"])
+    # loss_scale: a number (static), dynamic, or unset: dynamic for float16, none otherwise
+    dynamic_scale = precision["loss_scale"] == "dynamic" or (precision["loss_scale"] is None and precision["compute"] == "float16")
+    static_scale = 1.0 if dynamic_scale or precision["loss_scale"] is None else float(precision["loss_scale"])
+    scale_period = precision["loss_scale_period"]
 
     @jax.jit
     def init_state(key) -> TrainState:
         params, model_state = net_init(key)
-        return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), jnp.zeros((), jnp.int32))
+        scaler = LossScale(jnp.full((), LOSS_SCALE_START, jnp.float32), jnp.zeros((), jnp.int32)) if dynamic_scale else None
+        return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params), jnp.zeros((), jnp.int32), scaler)
 
     def init(key=init_key) -> TrainState:
         return init_state(key)  # one compiled program, not one eager dispatch per initializer
@@ -281,8 +306,6 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     guess, truth, classes = predicted_class(spec), _class_index(spec), num_classes(spec)
     logits_out = spec.fused_loss or spec.loss.get("from_logits", False)
 
-    compute_dtype = jnp.dtype(spec.resolved["precision"]["compute"])
-    loss_scale = float(spec.resolved["precision"]["loss_scale"])
 
     def per_example(params, model_state, batch, *, train, key):
         x, y = batch
@@ -301,48 +324,71 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         loss = means.pop("loss")
         return loss, (means, new_state)
 
-    def scaled_loss(params, model_state, batch, *, train, key):
-        loss, aux = loss_and_metrics(params, model_state, batch, train=train, key=key)
-        return loss * loss_scale, (loss, aux)
+    def loss_only(params, model_state, batch, scale, *, train, key):
+        """The training objective alone, times the loss scale: the metrics are not computed per
+        step (see `chunk_outputs`), so the step does what a hand-written step does."""
+        x, y = batch
+        out, new_state = net_apply(params, model_state, x.astype(compute_dtype), train=train, key=key, logits=logits_out)
+        with jax.named_scope("cost"):
+            loss = jnp.mean(loss_of(out.astype(jnp.float32), y))
+            scaled = loss * scale if dynamic_scale or static_scale != 1.0 else loss
+        return scaled, (loss, new_state)
 
-    scaled_grad = jax.value_and_grad(scaled_loss, has_aux=True)
+    value_and_grad = jax.value_and_grad(loss_only, has_aux=True)
 
-    def grad_fn(params, model_state, batch, *, train, key):
-        """(loss, (metrics, model state)), gradients; with a loss scale, unscaled."""
-        if loss_scale == 1.0:
-            return jax.value_and_grad(loss_and_metrics, has_aux=True)(params, model_state, batch, train=train, key=key)
-        (_, (loss, aux)), grads = scaled_grad(params, model_state, batch, train=train, key=key)
-        return (loss, aux), jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
+    def grad_fn(params, model_state, batch, scale, *, train, key):
+        """(loss, model state), gradients (unscaled)."""
+        (_, (loss, new_state)), grads = value_and_grad(params, model_state, batch, scale, train=train, key=key)
+        if dynamic_scale or static_scale != 1.0:
+            grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
+        return (loss, new_state), grads
 
     stop_on_nonfinite = spec.train["on_nonfinite"] == "stop"
     param_layers = [layer.name for layer in spec.layers]
 
+    def next_scale(scaler: LossScale, finite, overflow) -> LossScale:
+        grown = scaler.good_steps + 1 >= scale_period
+        scale = jnp.where(overflow, jnp.maximum(scaler.scale / 2, 1.0),
+                          jnp.where(finite & grown, jnp.minimum(scaler.scale * 2, LOSS_SCALE_MAX), scaler.scale))
+        return LossScale(scale, jnp.where(finite & ~grown, scaler.good_steps + 1, 0))
+
     def train_step(state: TrainState, batch, key):
-        """One update. A non-finite loss or gradient is counted in `skipped`; with on_nonfinite:
-        skip_step its update is not applied (with stop, the host ends the run at the chunk's end);
-        `nonfinite_layer` names the first layer, in spec order, whose gradients were non-finite
-        (-1: none; len(layers): the loss alone)."""
-        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, train=True, key=key)
+        """One update. A step whose loss or gradients are non-finite is not applied where it can
+        be skipped (on_nonfinite: skip_step, or an overflow the dynamic loss scale answers by
+        halving) and counted in `skipped`; any other is `bad`: with on_nonfinite: stop, the host
+        ends the run at the chunk's end. Returns the new state and {"loss", "nonfinite_layer"}:
+        for a bad step the first layer, in spec order, whose gradients were non-finite
+        (len(layers): the loss alone), else -1."""
+        scale = state.scaler.scale if dynamic_scale else static_scale
+        (loss, model_state), grads = grad_fn(state.params, state.model_state, batch, scale, train=True, key=key)
         with jax.named_scope("train"):
-            bad_layers = jnp.stack([jnp.logical_not(_all_finite(grads[name])) for name in param_layers])
-            finite = jnp.isfinite(loss) & jnp.logical_not(jnp.any(bad_layers))
-            apply = finite & (state.skipped == 0) if stop_on_nonfinite else finite
+            layer_ok = jnp.isfinite(jnp.stack([_nonfinite_probe(grads[name]) for name in param_layers]))
+            finite = jnp.isfinite(loss) & jnp.all(layer_ok)
+            scaler, bad = state.scaler, ~finite
+            if dynamic_scale:  # gradients that overflow at a finite loss: the scale is to blame, not the model
+                overflow = jnp.isfinite(loss) & ~finite & (state.scaler.scale > 1)
+                scaler, bad = next_scale(state.scaler, finite, overflow), ~finite & ~overflow
 
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            if not stop_on_nonfinite:
-                # skip_step: keep the old state. A select, not lax.cond (a conditional costs a
-                # device-to-host sync per step on GPU). With `stop` no select is needed: the run
-                # ends at the first bad step and the last good checkpoint on disk is what stays.
+            if dynamic_scale or not stop_on_nonfinite:
+                # Keep the old state. A select, not lax.cond (a conditional costs a device-to-host
+                # sync per step on GPU). With `stop` alone no select is needed: the run ends at the
+                # first bad step and the last good checkpoint on disk is what stays.
                 params, model_state, opt_state = jax.tree_util.tree_map(
-                    lambda n, o: jnp.where(apply, n, o), (params, model_state, opt_state),
+                    lambda n, o: jnp.where(finite, n, o), (params, model_state, opt_state),
                     (state.params, state.model_state, state.opt_state))
-            nonfinite_layer = jnp.where(finite, -1, jnp.where(jnp.any(bad_layers), jnp.argmax(bad_layers), len(param_layers)))
+            nonfinite_layer = jnp.where(bad, jnp.where(jnp.all(layer_ok), len(param_layers), jnp.argmin(layer_ok)), -1)
             step = state.step + 1  # in the train box too: nothing of the step is drawn outside a box
-            skipped = state.skipped + jnp.logical_not(apply).astype(jnp.int32)
-        return (TrainState(step, params, model_state, opt_state, skipped),
-                {"loss": loss, **metrics, "learning_rate": current_learning_rate(opt_state),
-                 "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
+            skipped = state.skipped + jnp.logical_not(finite).astype(jnp.int32)
+        return (TrainState(step, params, model_state, opt_state, skipped, scaler),
+                {"loss": loss, "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
+
+    def metrics_of(params, model_state, batch, key):
+        """The spec's metrics on one training batch, as the training step sees it (train mode: the
+        same dropout masks, batch statistics), means over the batch."""
+        values, _, _ = per_example(params, model_state, batch, train=True, key=key)
+        return {k: jnp.mean(v) for k, v in values.items() if k != "loss"}
 
     @jax.jit
     def evaluate(params, model_state, data: Data, mask):
@@ -363,56 +409,66 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
 
     full_batch = spec.train["batch_size"] == spec.num_examples
 
-    def one_step(carry, data: Data, batch, keys: Keys, *, streamed: bool):
-        """One step on one batch: indices into resident `data` (None: all of it), or (x, y) streamed.
-
-        `carry` is (TrainState, summary of the last step). Only the loss is kept for every step
-        (the loss curve); the metrics, learning rate and the first non-finite layer ride in the
-        carry, overwritten each step: stacking them per step costs a kernel each per step on GPU.
-        """
-        state, last = carry
+    def batch_of(data: Data, batch, streamed: bool):
+        """The prepared batch of one step: indices into resident `data` (None: all of it), or (x, y) streamed."""
         if streamed:
-            batch = prepare(data, *batch)
-        elif batch is None:
-            batch = prepare(data, data.x, data.y)
-        else:
-            batch = prepare(data, data.x[batch], data.y[batch])
-        state, out = train_step(state, batch, jax.random.fold_in(keys.step, state.step))
-        first_bad = jnp.where(last["nonfinite_layer"] >= 0, last["nonfinite_layer"], out["nonfinite_layer"])
-        first_bad_step = jnp.where(last["nonfinite_layer"] >= 0, last["nonfinite_step"], state.step)
-        last = {**{k: jnp.asarray(v, jnp.float32) for k, v in out.items() if k != "nonfinite_layer"},
-                "nonfinite_layer": first_bad, "nonfinite_step": first_bad_step}
-        return (state, last), out["loss"]
+            return prepare(data, *batch)
+        if batch is None:
+            return prepare(data, data.x, data.y)
+        return prepare(data, data.x[batch], data.y[batch])
+
+    def one_step(carry, data: Data, batch, keys: Keys, *, streamed: bool):
+        """One step. `carry` is (TrainState, the first non-finite step and layer so far); only the
+        loss is kept for every step (the loss curve). Everything else the host reads is computed
+        once per chunk by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
+        state, first = carry
+        step = state.step
+        state, out = train_step(state, batch_of(data, batch, streamed), jax.random.fold_in(keys.step, step))
+        new_bad = (first["layer"] < 0) & (out["nonfinite_layer"] >= 0)
+        first = {"layer": jnp.where(new_bad, out["nonfinite_layer"], first["layer"]),
+                 "step": jnp.where(new_bad, state.step, first["step"])}
+        return (state, first), out["loss"]
 
     def start_carry(state: TrainState):
-        last = {name: jnp.zeros((), jnp.float32) for name in ("loss", *metric_fns, "learning_rate")}
-        return state, {**last, "nonfinite_layer": jnp.full((), -1, jnp.int32), "nonfinite_step": jnp.zeros((), jnp.int32)}
+        return state, {"layer": jnp.full((), -1, jnp.int32), "step": jnp.zeros((), jnp.int32)}
 
-    def finish_outputs(carry, losses):
-        state, last = carry
+    def chunk_outputs(carry, losses, data: Data, last_batch, keys: Keys, *, streamed: bool):
+        """What the host reads after a chunk: the loss of every step, the metrics on the last
+        step's batch (with the parameters after that step, in train mode with that step's key),
+        the learning rate the last step used, the steps skipped so far, and the first non-finite
+        step and layer (-1: none)."""
+        state, first = carry
         if state_sharding is not None:  # the chunk hands the state back where it found it
             state = jax.lax.with_sharding_constraint(state, state_sharding)
-        return state, {**last, "loss": losses, "skipped": jnp.copy(state.skipped)}  # a buffer of its own: the state is donated next
+        metrics = metrics_of(state.params, state.model_state, batch_of(data, last_batch, streamed),
+                             jax.random.fold_in(keys.step, state.step - 1)) if metric_fns else {}
+        return state, {"loss": losses, **metrics, "learning_rate": jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
+                       "nonfinite_layer": first["layer"], "nonfinite_step": first["step"],
+                       "skipped": jnp.copy(state.skipped),  # a buffer of its own: the state is donated next
+                       **({"loss_scale": jnp.copy(state.scaler.scale)} if dynamic_scale else {})}
+
+    def last_of(batches):
+        return None if batches is None else jax.tree_util.tree_map(lambda a: a[-1], batches)
 
     def make_chunk(length: int, streamed: bool):
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
             """`length` steps. `batches`: resident data: int32 [length, batch] example indices into
             `data` (None: the whole set each step); streamed data: the (x, y) of every step,
             [length, batch, ...], gathered by the host, with `data` holding only the scaling.
-            Returns the state and {"loss": [length], the last step's metrics, learning_rate,
-            nonfinite_layer and nonfinite_step (the first non-finite step's, -1: none)}."""
+            Returns the state and `chunk_outputs`."""
             body = lambda carry, batch: one_step(carry, data, batch, keys, streamed=streamed)
             if full_batch and not streamed:
                 carry, losses = jax.lax.scan(body, start_carry(state), None, length=length)
             else:
                 carry, losses = jax.lax.scan(body, start_carry(state), batches)
-            return finish_outputs(carry, losses)
+            return chunk_outputs(carry, losses, data, last_of(batches), keys, streamed=streamed)
 
         return jax.jit(chunk, donate_argnums=0)
 
     def make_stepwise(length: int, streamed: bool):
         """The same steps as `make_chunk`, one jitted call each (see `loop` below)."""
         step = jax.jit(partial(one_step, streamed=streamed), donate_argnums=0)
+        outputs = jax.jit(partial(chunk_outputs, streamed=streamed), donate_argnums=0)
 
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
             carry, losses = start_carry(state), []
@@ -420,11 +476,13 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
                 batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
                 carry, loss = step(carry, data, batch, keys)
                 losses.append(loss)
-            return finish_outputs(carry, jnp.stack(losses))
+            return outputs(carry, jnp.stack(losses), data, last_of(batches), keys)
 
         def lower(state, data, batches, keys):  # the interface of a jitted function, compiled once
             first = None if batches is None else jax.tree_util.tree_map(lambda a: a[0], batches)
-            step.lower(start_carry(state), data, first, keys).compile()
+            carry = start_carry(state)
+            step.lower(carry, data, first, keys).compile()
+            outputs.lower(carry, jnp.zeros((length,), jnp.float32), data, first, keys).compile()
             return SimpleNamespace(compile=lambda: chunk)
 
         chunk.lower = lower

@@ -97,6 +97,24 @@ def place(tree, shardings):
     return jax.device_put(tree, shardings)
 
 
+def from_host(mesh: Mesh, shape: tuple, fetch, axis: int = 0) -> jax.Array:
+    """A global array of `shape`, split along `axis` over the mesh's `data` axis, that each
+    process builds from only the blocks its own devices hold: `fetch(index)` returns the block at
+    `index` (a tuple of slices, one per dimension). This is how every process of a many-host run
+    feeds its own shard of each batch (`jax.make_array_from_callback`); on one host it puts each
+    device's part straight on that device."""
+    return jax.make_array_from_callback(tuple(shape), NamedSharding(mesh, P(*([None] * axis), "data")), fetch)
+
+
+def rows_from_host(mesh: Mesh, array: np.ndarray, indices: np.ndarray) -> jax.Array:
+    """`array[indices]` for a [steps, batch] index array, as a global array split along the batch
+    axis: each process gathers on its host only the examples its own devices train on."""
+    def fetch(index):
+        return array[indices[index[:2]]][(slice(None), slice(None), *index[2:])]
+
+    return from_host(mesh, (*indices.shape, *array.shape[1:]), fetch, axis=1)
+
+
 def bytes_per_device(tree) -> int:
     """The bytes of `tree` that the first device holds."""
     total = 0

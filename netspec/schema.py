@@ -170,7 +170,8 @@ def build() -> dict:
                 },
             },
             "loss": _named_choice(R.LOSSES, "the loss"),
-            "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"]},
+            "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"],
+                        "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise"},
             "eval": {
                 "type": "object",
                 "additionalProperties": False,
@@ -223,7 +224,14 @@ def build() -> dict:
                 "properties": {
                     "compute": R.choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
                     "params": R.choice(["float32"], "float32", "dtype the parameters are kept in"),
-                    "loss_scale": R.number(1.0, exclusive_minimum=0, doc="multiply the loss by this before the backward pass and divide the gradients after (for float16; with train.on_nonfinite: skip_step an overflowing step is skipped)"),
+                    "loss_scale": {
+                        "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
+                        "default": None,
+                        "if": {"type": ["number", "null"]},
+                        "then": {"exclusiveMinimum": 0},
+                        "else": {"enum": ["dynamic"]},
+                    },
+                    "loss_scale_period": R.integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
                 },
             },
             "checkpoint": {

@@ -226,14 +226,16 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
 
     full_batch = spec.train["batch_size"] == spec.num_examples
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
-    feed = Feed(arrays.train, order, streamed=arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20,
-                full_batch=full_batch)
+    # Across processes each one feeds its own shard of every batch (streamed), rather than every
+    # device holding the whole set.
+    streamed = jax.process_count() > 1 or arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20
+    feed = Feed(arrays.train, order, streamed=streamed, full_batch=full_batch, mesh=mesh)
     data = device_data(feed.resident, arrays)
     n_devices = 1 if mesh is None else mesh.devices.size
     if mesh is not None:
         data = distribute.place(data, distribute.replicated(data, mesh))
     eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
-    eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices) if eval_split is not None else None
+    eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices, mesh) if eval_split is not None else None
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
     # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
     summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
@@ -242,7 +244,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     wanted_hist = set(config["histograms"])
 
     sample_size = max(n_devices, min(256, len(arrays.train.x)) // n_devices * n_devices)
-    sample = program.prepare(data, arrays.train.x[:sample_size], arrays.train.y[:sample_size])
+    sample = [arrays.train.x[:sample_size], arrays.train.y[:sample_size]]
+    if mesh is not None:  # split over the devices like a training batch
+        sample = [distribute.from_host(mesh, a.shape, a.__getitem__) for a in sample]
+    sample = program.prepare(data, *sample)
     # the sample batch is an argument, never closed over (a constant in the program; across
     # processes, not even allowed)
     eval_fn = partial(jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False,
@@ -326,10 +331,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         bad_layer, bad_step = int(outputs.pop("nonfinite_layer")), int(outputs.pop("nonfinite_step"))
         skipped = int(outputs.pop("skipped"))
         losses.extend(float(v) for v in outputs["loss"])
-        if spec.train["on_nonfinite"] == "stop" and skipped:
-            raise _nonfinite(spec, run_dir, bad_step if bad_layer >= 0 else chunk.end, max(bad_layer, 0), checkpoints.latest())
+        if spec.train["on_nonfinite"] == "stop" and bad_layer >= 0:
+            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest())
         last = {k: float(v[-1] if k == "loss" else v) for k, v in outputs.items()}
-        if spec.train["on_nonfinite"] == "skip_step":
+        if spec.train["on_nonfinite"] == "skip_step" or "loss_scale" in last:
             last["skipped_steps"] = float(skipped)
         write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
         reason = None
@@ -424,8 +429,12 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
              f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
              f"is in checkpoints/best.safetensors (netspec eval uses it).")
-    if not quiet and writer:
-        report(spec, program, state, data, arrays, result, echo)
+    if not quiet:
+        # small data sets get the lecture's table, from whole parameters on this host (every
+        # process takes part in gathering them)
+        table = distribute.gather((state.params, state.model_state)) if len(arrays.train.x) <= REPORT_TABLE_MAX else None
+        if writer:
+            report(spec, program, table, int(step), arrays, result, echo)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     return result
@@ -462,8 +471,8 @@ class Feed:
     larger than the device budget, the examples themselves gathered on the host by the same
     indices (the next chunk's on a background thread while the current one runs)."""
 
-    def __init__(self, split, order: BatchOrder, *, streamed: bool, full_batch: bool):
-        self.split, self.order, self.streamed, self.full_batch = split, order, streamed, full_batch
+    def __init__(self, split, order: BatchOrder, *, streamed: bool, full_batch: bool, mesh=None):
+        self.split, self.order, self.streamed, self.full_batch, self.mesh = split, order, streamed, full_batch, mesh
         self.resident = type(split)(split.x[:0], split.y[:0]) if streamed else split
         self._pending: dict = {}
         self._pool = None
@@ -472,6 +481,8 @@ class Feed:
         import jax
 
         idx = self.order.indices(start, n)
+        if self.mesh is not None:  # each process gathers only the rows its own devices train on
+            return distribute.rows_from_host(self.mesh, self.split.x, idx), distribute.rows_from_host(self.mesh, self.split.y, idx)
         return jax.device_put(self.split.x[idx]), jax.device_put(self.split.y[idx])
 
     def batches(self, start: int, n: int):
@@ -508,9 +519,10 @@ def device_data(split, arrays):
     return Data(jnp.asarray(split.x), jnp.asarray(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
 
 
-def padded(split, arrays, batch_size: int, devices: int = 1):
+def padded(split, arrays, batch_size: int, devices: int = 1, mesh=None):
     """(Data shaped [batches, batch, ...], mask) for evaluation: padded to whole batches (a batch a
-    multiple of the device count), padding masked out."""
+    multiple of the device count), padding masked out; with a mesh, split along the batch axis
+    (each process puts only its own devices' part)."""
     import jax.numpy as jnp
 
     from netspec.compile import Data
@@ -522,11 +534,14 @@ def padded(split, arrays, batch_size: int, devices: int = 1):
 
     def shape(a):
         a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-        return jnp.asarray(a.reshape(batches, batch_size, *a.shape[1:]))
+        a = a.reshape(batches, batch_size, *a.shape[1:])
+        return jnp.asarray(a) if mesh is None else distribute.from_host(mesh, a.shape, a.__getitem__, axis=1)
 
-    mask = np.ones(batches * batch_size, np.float32)
-    mask[n:] = 0
-    return Data(shape(split.x), shape(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale)), jnp.asarray(mask.reshape(batches, batch_size))
+    mask = np.ones(n, np.float32)  # padded with zeros like the data
+    scaling = (jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
+    if mesh is not None:
+        scaling = distribute.place(scaling, distribute.replicated(scaling, mesh))
+    return Data(shape(split.x), shape(split.y), *scaling), shape(mask)
 
 
 def finished_state(spec: Spec, run_dir: Path):
@@ -692,19 +707,25 @@ def _graph_names(state):
     names_state = names_state._replace(
         step="train/step",
         skipped="train/skipped",
+        scaler=None if state.scaler is None else type(state.scaler)("train/loss_scale", "train/loss_scale_good_steps"),
         params=jax.tree_util.tree_map_with_path(lambda path, _: name_of(path), state.params),
         opt_state=jax.tree_util.tree_map_with_path(lambda path, _: "train/" + name_of(path), state.opt_state),
     )
     return (names_state, ("input/x", "input/y"), "train/key")
 
 
-def report(spec: Spec, program, state, data, arrays, result: RunResult, echo) -> None:
-    """The lecture's closing report: a table for small data sets, the final metrics, the TensorBoard line."""
+REPORT_TABLE_MAX = 32  # examples: the closing report lists every one of a set this small
+
+
+def report(spec: Spec, program, table, step: int, arrays, result: RunResult, echo) -> None:
+    """The lecture's closing report: a table for small data sets (`table`: the trained (params,
+    model state) on the host, or None), the final metrics, the TensorBoard line."""
     import jax
 
-    if len(data.x) <= 32:
+    if table is not None:
         x, y = arrays.train
-        h = np.asarray(jax.device_get(program.apply(state.params, state.model_state, program.prepare(data, data.x, data.y)[0])))
+        data = device_data(arrays.train, arrays)
+        h = np.asarray(jax.device_get(program.apply(*table, program.prepare(data, data.x, data.y)[0])))
         if spec.loss["type"] == "binary_crossentropy":
             pred = (h > 0.5).astype(int)
         elif spec.loss["type"] in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
@@ -717,7 +738,7 @@ def report(spec: Spec, program, state, data, arrays, result: RunResult, echo) ->
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
     ran = len(result.losses)  # this sitting's steps: fewer than spec.steps after early stopping or a resume
     echo(f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
-         f"step {int(state.step)} of {spec.steps}: {metrics}")
+         f"step {step} of {spec.steps}: {metrics}")
     echo(f"run directory: {result.run_dir}")
     echo(f"view it with:  tensorboard --logdir {result.run_dir.parent.parent}")
 

@@ -33,6 +33,7 @@ loss: sparse_categorical_crossentropy
 metrics: [accuracy]
 optimizer: {type: adam, learning_rate: 0.001}
 train: {steps: 20, batch_size: 16}
+eval: {every: 10}
 summaries: {every: 10, histograms: [], graph: false}
 checkpoint: {every: 10}
 """
@@ -63,7 +64,8 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("dp")
     rng = np.random.default_rng(0)
     np.savez(d / "data.npz", x_train=rng.integers(0, 256, (256, 64), dtype=np.uint8),
-             y_train=rng.integers(0, 4, 256).astype(np.int32))
+             y_train=rng.integers(0, 4, 256).astype(np.int32),
+             x_test=rng.integers(0, 256, (50, 64), dtype=np.uint8), y_test=rng.integers(0, 4, 50).astype(np.int32))
     (d / "spec.yaml").write_text(SPEC)
     return d
 
@@ -146,4 +148,43 @@ def test_two_processes_match_one_process_on_two_devices(workdir):
     assert runs == ["mh"], runs  # only process 0 wrote a run
     two_process = json.loads((logdir / "dp" / "mh" / "result.json").read_text())
     one_process = json.loads((Path(_run(workdir, 2, host_devices=2)["run_dir"]) / "result.json").read_text())
-    assert two_process["final"]["loss"] == pytest.approx(one_process["final"]["loss"], rel=1e-5)
+    assert set(two_process["final"]) == set(one_process["final"]) >= {"loss", "accuracy", "test_loss", "test_accuracy"}
+    for key, value in one_process["final"].items():
+        assert two_process["final"][key] == pytest.approx(value, rel=1e-5), key
+
+
+FEED = textwrap.dedent("""
+    import json
+    import numpy as np
+    import jax
+    from jax.sharding import Mesh
+    from netspec import distribute
+
+    class Recorder(np.ndarray):  # an array that notes which rows are read from it
+        def __getitem__(self, index):
+            if isinstance(index, np.ndarray):
+                READS.append(index.size)
+            return np.asarray(self)[index]
+
+    READS = []
+    data = np.arange(100 * 3, dtype=np.float32).reshape(100, 3).view(Recorder)
+    idx = np.random.default_rng(0).permutation(100)[:2 * 8].reshape(2, 8).astype(np.int32)  # 2 steps of batch 8
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    batches = distribute.rows_from_host(mesh, data, idx)
+    shards = sorted((s.index[1].start, np.asarray(s.data).tolist()) for s in batches.addressable_shards)
+    print(json.dumps({"reads": READS, "whole": np.asarray(batches).tolist(), "expected": np.asarray(data)[idx].tolist(),
+                      "shards": shards, "shape": list(batches.shape)}))
+""")
+
+
+def test_each_device_is_fed_only_its_own_rows():
+    """The host gathers for each device only the rows it trains on: with 4 devices and a batch of
+    8, four reads of 2 steps x 2 rows, never the whole batch."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", FEED], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["shape"] == [2, 8, 3]
+    assert got["whole"] == got["expected"]
+    assert got["reads"] == [4, 4, 4, 4]
+    assert [start for start, _ in got["shards"]] == [0, 2, 4, 6]
