@@ -166,11 +166,12 @@ def bench_handwritten(spec, steps: int, repeats: int):
 
 
 def loop_body_ops(hlo: str) -> dict[str, int]:
-    """What the compiled scan body launches per step: its instructions by opcode (fusions,
-    custom calls, copies...), leaving out the free ones (parameters, tuples, constants, bitcasts).
-    On a GPU each is roughly one kernel launch, the per-step cost of a small model."""
+    """What the compiled scan body launches per step: the instructions of the largest while-loop
+    body (the training step's; smaller ones are e.g. random-bit loops) by opcode (fusions, custom
+    calls, copies...), leaving out the free ones (parameters, tuples, constants, bitcasts). On a
+    GPU each is roughly one kernel launch, the per-step cost of a small model."""
     bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {}
     current = None
     for line in hlo.splitlines():
         head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
@@ -181,8 +182,9 @@ def loop_body_ops(hlo: str) -> dict[str, int]:
         elif current:
             op = re.search(r"= \S+ ([a-z][\w\-]*)\(", line)
             if op and op.group(1) not in FREE_OPS:
-                counts[op.group(1)] = counts.get(op.group(1), 0) + 1
-    return counts
+                ops = counts.setdefault(current, {})
+                ops[op.group(1)] = ops.get(op.group(1), 0) + 1
+    return max(counts.values(), key=lambda ops: sum(ops.values()), default={})
 
 
 FREE_OPS = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}

@@ -124,6 +124,12 @@ class Checkpoints:
         path = self.directory / "best.safetensors"
         return path if path.is_file() else None
 
+    def remove_partial(self) -> None:
+        """Delete the temporary files of writes that were cut off (kill -9, power loss). Only
+        the process that owns the run may call this: another's write in progress is such a file."""
+        for path in self.directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
     def save(self, tree, step: int, meta: dict) -> Path:
         path = save(self.directory / f"step-{step:08d}.safetensors", tree, {**meta, "step": step})
         for _, old in self.steps()[: -self.keep]:

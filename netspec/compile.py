@@ -343,7 +343,8 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
         return (loss, new_state), grads
 
-    stop_on_nonfinite = spec.train["on_nonfinite"] == "stop"
+    stop_on_nonfinite = spec.train["on_nonfinite"] in ("stop", "ignore")  # no select of the old state
+    check_finite = dynamic_scale or spec.train["on_nonfinite"] != "ignore"
     param_layers = [layer.name for layer in spec.layers]
 
     def next_scale(scaler: LossScale, finite, overflow) -> LossScale:
@@ -362,8 +363,11 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         scale = state.scaler.scale if dynamic_scale else static_scale
         (loss, model_state), grads = grad_fn(state.params, state.model_state, batch, scale, train=True, key=key)
         with jax.named_scope("train"):
-            layer_ok = jnp.isfinite(jnp.stack([_nonfinite_probe(grads[name]) for name in param_layers]))
-            finite = jnp.isfinite(loss) & jnp.all(layer_ok)
+            if check_finite:
+                layer_ok = jnp.isfinite(jnp.stack([_nonfinite_probe(grads[name]) for name in param_layers]))
+                finite = jnp.isfinite(loss) & jnp.all(layer_ok)
+            else:  # on_nonfinite: ignore, as a hand-written loop: no checks at all
+                layer_ok, finite = jnp.ones((len(param_layers),), bool), jnp.array(True)
             scaler, bad = state.scaler, ~finite
             if dynamic_scale:  # gradients that overflow at a finite loss: the scale is to blame, not the model
                 overflow = jnp.isfinite(loss) & ~finite & (state.scaler.scale > 1)
@@ -417,33 +421,27 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             return prepare(data, data.x, data.y)
         return prepare(data, data.x[batch], data.y[batch])
 
-    def one_step(carry, data: Data, batch, keys: Keys, *, streamed: bool):
-        """One step. `carry` is (TrainState, the first non-finite step and layer so far); only the
-        loss is kept for every step (the loss curve). Everything else the host reads is computed
-        once per chunk by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
-        state, first = carry
-        step = state.step
-        state, out = train_step(state, batch_of(data, batch, streamed), jax.random.fold_in(keys.step, step))
-        new_bad = (first["layer"] < 0) & (out["nonfinite_layer"] >= 0)
-        first = {"layer": jnp.where(new_bad, out["nonfinite_layer"], first["layer"]),
-                 "step": jnp.where(new_bad, state.step, first["step"])}
-        return (state, first), out["loss"]
+    def one_step(state: TrainState, data: Data, batch, keys: Keys, *, streamed: bool):
+        """One step; what it keeps of the step is [loss, non-finite layer (-1: none)], one small
+        row that XLA writes in one go. Everything else the host reads is computed once per chunk
+        by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
+        state, out = train_step(state, batch_of(data, batch, streamed), jax.random.fold_in(keys.step, state.step))
+        return state, jnp.stack([out["loss"], out["nonfinite_layer"].astype(jnp.float32)])
 
-    def start_carry(state: TrainState):
-        return state, {"layer": jnp.full((), -1, jnp.int32), "step": jnp.zeros((), jnp.int32)}
-
-    def chunk_outputs(carry, losses, data: Data, last_batch, keys: Keys, *, streamed: bool):
-        """What the host reads after a chunk: the loss of every step, the metrics on the last
-        step's batch (with the parameters after that step, in train mode with that step's key),
-        the learning rate the last step used, the steps skipped so far, and the first non-finite
-        step and layer (-1: none)."""
-        state, first = carry
+    def chunk_outputs(state: TrainState, rows, data: Data, last_batch, keys: Keys, *, streamed: bool):
+        """What the host reads after a chunk (`rows`: one_step's, [steps, 2]): the loss of every
+        step, the metrics on the last step's batch (with the parameters after that step, in train
+        mode with that step's key), the learning rate the last step used, the steps skipped so
+        far, and the first non-finite step and layer of the chunk (-1: none)."""
         if state_sharding is not None:  # the chunk hands the state back where it found it
             state = jax.lax.with_sharding_constraint(state, state_sharding)
         metrics = metrics_of(state.params, state.model_state, batch_of(data, last_batch, streamed),
                              jax.random.fold_in(keys.step, state.step - 1)) if metric_fns else {}
-        return state, {"loss": losses, **metrics, "learning_rate": jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
-                       "nonfinite_layer": first["layer"], "nonfinite_step": first["step"],
+        layers = rows[:, 1].astype(jnp.int32)
+        first = jnp.argmax(layers >= 0)
+        return state, {"loss": rows[:, 0], **metrics, "learning_rate": jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
+                       "nonfinite_layer": jnp.where(layers[first] >= 0, layers[first], -1),
+                       "nonfinite_step": state.step - rows.shape[0] + first + 1,
                        "skipped": jnp.copy(state.skipped),  # a buffer of its own: the state is donated next
                        **({"loss_scale": jnp.copy(state.scaler.scale)} if dynamic_scale else {})}
 
@@ -456,12 +454,12 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             `data` (None: the whole set each step); streamed data: the (x, y) of every step,
             [length, batch, ...], gathered by the host, with `data` holding only the scaling.
             Returns the state and `chunk_outputs`."""
-            body = lambda carry, batch: one_step(carry, data, batch, keys, streamed=streamed)
+            body = lambda state, batch: one_step(state, data, batch, keys, streamed=streamed)
             if full_batch and not streamed:
-                carry, losses = jax.lax.scan(body, start_carry(state), None, length=length)
+                state, rows = jax.lax.scan(body, state, None, length=length)
             else:
-                carry, losses = jax.lax.scan(body, start_carry(state), batches)
-            return chunk_outputs(carry, losses, data, last_of(batches), keys, streamed=streamed)
+                state, rows = jax.lax.scan(body, state, batches)
+            return chunk_outputs(state, rows, data, last_of(batches), keys, streamed=streamed)
 
         return jax.jit(chunk, donate_argnums=0)
 
@@ -471,18 +469,17 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         outputs = jax.jit(partial(chunk_outputs, streamed=streamed), donate_argnums=0)
 
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
-            carry, losses = start_carry(state), []
+            rows = []
             for i in range(length):
                 batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
-                carry, loss = step(carry, data, batch, keys)
-                losses.append(loss)
-            return outputs(carry, jnp.stack(losses), data, last_of(batches), keys)
+                state, row = step(state, data, batch, keys)
+                rows.append(row)
+            return outputs(state, jnp.stack(rows), data, last_of(batches), keys)
 
         def lower(state, data, batches, keys):  # the interface of a jitted function, compiled once
             first = None if batches is None else jax.tree_util.tree_map(lambda a: a[0], batches)
-            carry = start_carry(state)
-            step.lower(carry, data, first, keys).compile()
-            outputs.lower(carry, jnp.zeros((length,), jnp.float32), data, first, keys).compile()
+            step.lower(state, data, first, keys).compile()
+            outputs.lower(state, jnp.zeros((length, 2), jnp.float32), data, first, keys).compile()
             return SimpleNamespace(compile=lambda: chunk)
 
         chunk.lower = lower

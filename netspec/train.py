@@ -221,6 +221,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
     start_step = int(state.step)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
+    if resume is not None and writer:
+        checkpoints.remove_partial()  # this process owns the run now
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
         state = distribute.place(state, distribute.state_shardings(state, mesh, spec.resolved["distribute"]["params"]))
 
@@ -383,6 +385,10 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                 if pending is not None:
                     stop_reason = finish(pending) or stop_reason
                 pending = chunk
+                if early is not None and evaluate_now and not stop_reason:
+                    # early stopping decides before the next chunk runs, so a stop is at this step
+                    stop_reason = finish(chunk) or stop_reason
+                    pending = None
                 step = end
                 if stop.signum is not None:
                     stop_reason = "signal"
