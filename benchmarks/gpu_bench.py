@@ -197,6 +197,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="fashion_mlp,fashion_cnn,large_mlp")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="extra spec override for netspec's side")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                    help="also time netspec with these overrides (e.g. ignore=train.on_nonfinite=ignore), against the same hand-written time")
     ap.add_argument("--hlo-dir", default=None, help="write both sides' optimized HLO text here")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)")
     a = ap.parse_args()
@@ -236,6 +238,11 @@ def main() -> None:
             "netspec_body_ops": loop_body_ops(hlo_netspec), "handwritten_body_ops": loop_body_ops(hlo_hand),
             "netspec_tflops": flops * steps / t_netspec / 1e12, "handwritten_tflops": flops * steps / t_hand / 1e12,
         }
+        for variant in a.variant:
+            vname, _, overrides = variant.partition("=")
+            t_variant, _, hlo_variant = bench_netspec(netspec_spec(path, data, [*sets, *a.extra, *overrides.split(";")]), steps, a.repeats)
+            row.setdefault("variants", {})[vname] = {"steps_per_s": steps / t_variant, "ratio": t_hand / t_variant,
+                                                     "body_ops": loop_body_ops(hlo_variant)}
         if peak:
             row["netspec_fraction_of_peak"] = row["netspec_tflops"] / peak
             row["handwritten_fraction_of_peak"] = row["handwritten_tflops"] / peak
