@@ -140,6 +140,7 @@ def test_two_processes_match_one_process_on_two_devices(workdir):
     logdir = workdir / "multi"
     port = _free_port()
     procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(logdir), "--run-name", "mh", "--quiet",
+                               "--set", "summaries.histograms=[weights]",  # histograms gather across the processes
                                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -151,6 +152,11 @@ def test_two_processes_match_one_process_on_two_devices(workdir):
     assert set(two_process["final"]) == set(one_process["final"]) >= {"loss", "accuracy", "test_loss", "test_accuracy"}
     for key, value in one_process["final"].items():
         assert two_process["final"][key] == pytest.approx(value, rel=1e-5), key
+    # the 2-process run's checkpoint goes on in one process with one device
+    out = subprocess.run([str(netspec), "resume", str(logdir / "dp" / "mh"), "--set", "train.steps=30", "--quiet"],
+                         capture_output=True, text=True, env=base, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((logdir / "dp" / "mh" / "result.json").read_text())["steps"] == 30
 
 
 FEED = textwrap.dedent("""
