@@ -411,6 +411,12 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
+    group = data["distribute"]["fsdp_devices"]
+    if group is not None:
+        if data["distribute"]["params"] != "fsdp":
+            problems.append(loaded.problem(("distribute", "fsdp_devices"), "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp"))
+        elif data["distribute"]["devices"] and data["distribute"]["devices"] % group:
+            problems.append(loaded.problem(("distribute", "fsdp_devices"), f"fsdp_devices {group} does not divide distribute.devices = {data['distribute']['devices']} into equal groups"))
     evaluation = dict(data["eval"])
     if info is not None:
         has_val = data["data"]["validation_split"] > 0

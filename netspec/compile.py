@@ -261,8 +261,8 @@ def current_learning_rate(opt_state):
 # -- the program ------------------------------------------------------------------------------
 
 def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
-    """Spec -> Program (see the module docstring). With a `mesh` (axis `data`), every batch is
-    sharded along that axis and XLA's partitioner inserts the collectives (data parallelism);
+    """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every
+    batch is split over its devices and XLA's partitioner inserts the collectives (data parallelism);
     where the parameters live is the caller's choice (`netspec.distribute`)."""
     net_init, net_apply = network(spec)
     loss_of = _loss_fn(spec)
@@ -296,7 +296,11 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
 
         state_sharding = distribute.state_shardings(jax.eval_shape(init_state, init_key), mesh, spec.resolved["distribute"]["params"])
     prepare_one = _prepare(spec)
-    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")) if mesh is not None else None
+    batch_sharding = None
+    if mesh is not None:
+        from netspec import distribute
+
+        batch_sharding = jax.sharding.NamedSharding(mesh, distribute.batch_spec())
 
     def prepare(data, x, y):
         x, y = prepare_one(data, x, y)

@@ -1,13 +1,15 @@
 """Where a run's arrays live: one device, or a Mesh over many, with JAX's own sharding machinery.
 
-Contract: `mesh_for(spec, devices=None) -> Mesh | None` makes a one-axis mesh `("data",)` over
-the local devices the spec (or `--devices`) asks for (all by default; None for one device, the
-plain path); `state_shardings(state, mesh, mode)` says where each TrainState leaf lives:
-`replicated` (every device holds the parameters and optimizer state; the batch is split along
-`data`, so XLA all-reduces the gradients) or `fsdp` (each large array is also split along
-`data` on its largest divisible axis, so XLA gathers it for the matmuls and each device keeps
-1/N of it). `place(tree, shardings)` puts host or device arrays there. No home-made
-communication: the compiled step says what is sharded and XLA's partitioner does the rest.
+Contract: `mesh_for(spec, devices=None) -> Mesh | None` makes a two-axis mesh `("data", "fsdp")`
+over the devices the spec (or `--devices`) asks for (all by default; None for one device, the
+plain path). Every batch is split over both axes (`BATCH`). `state_shardings(state, mesh, mode)`
+says where each TrainState leaf lives: `replicated` (the `fsdp` axis has size 1: every device
+holds the parameters and optimizer state, XLA all-reduces the gradients) or `fsdp` (each large
+array is also split along the `fsdp` axis on its largest divisible axis, so XLA gathers it for
+the matmuls; `distribute.fsdp_devices` makes that axis smaller than all devices, and the
+parameters are replicated across the `data` axis: hybrid sharding). `place(tree, shardings)`
+puts host or device arrays there. No home-made communication: the compiled step says what is
+sharded and XLA's partitioner does the rest.
 """
 
 from __future__ import annotations
@@ -68,22 +70,36 @@ def mesh_for(spec: Spec, devices: int | None = None) -> Mesh | None:
                            f"(e.g. {batch + n - batch % n}) or run on fewer devices (--devices).")
     if n == 1:
         return None
-    return Mesh(np.array(available[:n]), ("data",))
+    group = n if spec.resolved["distribute"]["params"] == "fsdp" else 1
+    group = spec.resolved["distribute"]["fsdp_devices"] or group
+    if n % group:
+        raise NetspecError(f"distribute.fsdp_devices {group} does not divide the {n} devices into equal groups; "
+                           f"choose a divisor of {n} (or run on a multiple of {group} devices with --devices).")
+    # consecutive devices (those of one host come together) share the parameters
+    return Mesh(np.array(available[:n]).reshape(n // group, group), ("data", "fsdp"))
+
+
+BATCH = ("data", "fsdp")  # the mesh axes a batch is split over: all of them
+
+
+def batch_spec(axis: int = 0) -> P:
+    """Arrays of examples are split along `axis` over every device."""
+    return P(*([None] * axis), BATCH)
 
 
 def _fsdp_spec(shape, n: int) -> P:
     size = int(np.prod(shape)) if shape else 1
-    if size < FSDP_MIN_SIZE:
+    if size < FSDP_MIN_SIZE or n == 1:
         return P()
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
         if shape[axis] % n == 0:
-            return P(*[("data" if a == axis else None) for a in range(len(shape))])
+            return P(*[("fsdp" if a == axis else None) for a in range(len(shape))])
     return P()
 
 
 def state_shardings(tree, mesh: Mesh, mode: str):
     """A NamedSharding for every leaf of `tree` (see the module docstring)."""
-    n = mesh.devices.size
+    n = mesh.shape["fsdp"]
     if mode == "fsdp":
         return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, _fsdp_spec(tuple(getattr(a, "shape", np.shape(a))), n)), tree)
     return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, P()), tree)
@@ -98,12 +114,12 @@ def place(tree, shardings):
 
 
 def from_host(mesh: Mesh, shape: tuple, fetch, axis: int = 0) -> jax.Array:
-    """A global array of `shape`, split along `axis` over the mesh's `data` axis, that each
+    """A global array of `shape`, split along `axis` over all the mesh's devices, that each
     process builds from only the blocks its own devices hold: `fetch(index)` returns the block at
     `index` (a tuple of slices, one per dimension). This is how every process of a many-host run
     feeds its own shard of each batch (`jax.make_array_from_callback`); on one host it puts each
     device's part straight on that device."""
-    return jax.make_array_from_callback(tuple(shape), NamedSharding(mesh, P(*([None] * axis), "data")), fetch)
+    return jax.make_array_from_callback(tuple(shape), NamedSharding(mesh, batch_spec(axis)), fetch)
 
 
 def rows_from_host(mesh: Mesh, array: np.ndarray, indices: np.ndarray) -> jax.Array:

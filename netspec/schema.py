@@ -215,6 +215,7 @@ def build() -> dict:
                 "properties": {
                     "devices": R.integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
                     "params": R.choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
+                    "fsdp_devices": R.integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
                 },
             },
             "precision": {

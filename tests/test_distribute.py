@@ -45,8 +45,8 @@ RUN = textwrap.dedent("""
     from netspec.check import check
     from netspec.load import load
     from netspec.train import run
-    spec_path, logdir, devices, params = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    spec = check(load(spec_path, [f"distribute.params={params}"]))
+    spec_path, logdir, devices, params, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    spec = check(load(spec_path, [f"distribute.params={params}", f"distribute.fsdp_devices={group}"]))
     mesh = distribute.mesh_for(spec, devices)
     from netspec.compile import compile_spec
     state = compile_spec(spec, mesh).init()
@@ -54,7 +54,7 @@ RUN = textwrap.dedent("""
     if mesh is not None:
         state = distribute.place(state, distribute.state_shardings(state, mesh, params))
         per_device = distribute.bytes_per_device(state.params)
-    result = run(spec, logdir=logdir, quiet=True, devices=devices, run_name=f"d{devices}-{params}")
+    result = run(spec, logdir=logdir, quiet=True, devices=devices, run_name=f"d{devices}-{params}-{group}")
     print(json.dumps({"losses": result.losses, "per_device": per_device, "run_dir": str(result.run_dir)}))
 """)
 
@@ -70,9 +70,10 @@ def workdir(tmp_path_factory):
     return d
 
 
-def _run(workdir, devices: int, params: str = "replicated", host_devices: int = 4):
+def _run(workdir, devices: int, params: str = "replicated", host_devices: int = 4, fsdp_devices: int | None = None):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={host_devices}", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", RUN, str(workdir / "spec.yaml"), str(workdir / "runs"), str(devices), params],
+    out = subprocess.run([sys.executable, "-c", RUN, str(workdir / "spec.yaml"), str(workdir / "runs"), str(devices), params,
+                          "null" if fsdp_devices is None else str(fsdp_devices)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,6 +91,24 @@ def test_fsdp_shards_parameters_and_matches_replicated(workdir):
     sharded = {n: _run(workdir, n, "fsdp") for n in (2, 4)}
     assert sharded[4]["per_device"] < sharded[2]["per_device"] < replicated["per_device"]
     np.testing.assert_allclose(sharded[4]["losses"], replicated["losses"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_hybrid_sharding_splits_within_groups_and_replicates_across(workdir):
+    """fsdp_devices: 2 on 4 devices: a mesh of 2 groups x 2; each parameter is split within a group."""
+    replicated, full = _run(workdir, 4, "replicated"), _run(workdir, 4, "fsdp")
+    hybrid = _run(workdir, 4, "fsdp", fsdp_devices=2)
+    assert full["per_device"] < hybrid["per_device"] < replicated["per_device"]
+    np.testing.assert_allclose(hybrid["losses"], replicated["losses"], rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
+    for extra, message in [("distribute: {fsdp_devices: 2}\n", "it needs distribute.params: fsdp"),
+                           ("distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n", "does not divide distribute.devices = 4")]:
+        spec = workdir / "group.yaml"
+        spec.write_text(SPEC + extra)
+        result = CliRunner().invoke(main, ["validate", str(spec)])
+        assert result.exit_code == 1 and message in result.output, result.output
 
 
 @pytest.mark.slow
@@ -175,7 +194,7 @@ FEED = textwrap.dedent("""
     READS = []
     data = np.arange(100 * 3, dtype=np.float32).reshape(100, 3).view(Recorder)
     idx = np.random.default_rng(0).permutation(100)[:2 * 8].reshape(2, 8).astype(np.int32)  # 2 steps of batch 8
-    mesh = Mesh(np.array(jax.devices()), ("data",))
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "fsdp"))  # as mesh_for makes it
     batches = distribute.rows_from_host(mesh, data, idx)
     shards = sorted((s.index[1].start, np.asarray(s.data).tolist()) for s in batches.addressable_shards)
     print(json.dumps({"reads": READS, "whole": np.asarray(batches).tolist(), "expected": np.asarray(data)[idx].tolist(),
