@@ -151,15 +151,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_on_two_devices(workdir):
-    """2 processes on 127.0.0.1 (gloo collectives), one CPU device each, vs 1 process with 2 devices."""
+@pytest.mark.parametrize("loop", ["scan", "steps"])
+def test_two_processes_match_one_process_on_two_devices(workdir, loop):
+    """2 processes on 127.0.0.1 (gloo collectives), one CPU device each, vs 1 process with 2
+    devices; with the fused scan and with one jitted call per step (convolutions on CPU)."""
     netspec = Path(sys.executable).parent / "netspec"
     base = {**os.environ, "JAX_PLATFORMS": "cpu"}
     base.pop("XLA_FLAGS", None)
-    logdir = workdir / "multi"
+    logdir = workdir / f"multi-{loop}"
     port = _free_port()
     procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(logdir), "--run-name", "mh", "--quiet",
                                "--set", "summaries.histograms=[weights]",  # histograms gather across the processes
+                               "--set", f"train.loop={loop}",
                                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
