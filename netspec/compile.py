@@ -290,17 +290,13 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     def apply(params, state, x, *, train=False, key=step_key, collect=None):
         return net_apply(params, state, x, train=train, key=key, collect=collect)[0]
 
-    state_sharding = None
+    state_sharding = batch_sharding = None
     if mesh is not None:
         from netspec import distribute
 
         state_sharding = distribute.state_shardings(jax.eval_shape(init_state, init_key), mesh, spec.resolved["distribute"]["params"])
-    prepare_one = _prepare(spec)
-    batch_sharding = None
-    if mesh is not None:
-        from netspec import distribute
-
         batch_sharding = jax.sharding.NamedSharding(mesh, distribute.batch_spec())
+    prepare_one = _prepare(spec)
 
     def prepare(data, x, y):
         x, y = prepare_one(data, x, y)
@@ -310,15 +306,15 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     guess, truth, classes = predicted_class(spec), _class_index(spec), num_classes(spec)
     logits_out = spec.fused_loss or spec.loss.get("from_logits", False)
 
-
-    def per_example(params, model_state, batch, *, train, key):
+    def per_example(params, model_state, batch, *, train, key, metrics=True):
+        """{"loss", and the metrics unless `metrics` is False: per-example values}, output, model state."""
         x, y = batch
         # Mixed precision: the layers compute in `compute_dtype` (each casts its float32
         # parameters to its input's dtype); the loss sees float32 outputs.
         out, new_state = net_apply(params, model_state, x.astype(compute_dtype), train=train, key=key, logits=logits_out)
         out = out.astype(jnp.float32)
         with jax.named_scope("cost"):
-            values = {"loss": loss_of(out, y), **{name: fn(out, y) for name, fn in metric_fns.items()}}
+            values = {"loss": loss_of(out, y), **({name: fn(out, y) for name, fn in metric_fns.items()} if metrics else {})}
         return values, out, new_state
 
     def loss_and_metrics(params, model_state, batch, *, train, key):
@@ -331,10 +327,9 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     def loss_only(params, model_state, batch, scale, *, train, key):
         """The training objective alone, times the loss scale: the metrics are not computed per
         step (see `chunk_outputs`), so the step does what a hand-written step does."""
-        x, y = batch
-        out, new_state = net_apply(params, model_state, x.astype(compute_dtype), train=train, key=key, logits=logits_out)
+        values, _, new_state = per_example(params, model_state, batch, train=train, key=key, metrics=False)
         with jax.named_scope("cost"):
-            loss = jnp.mean(loss_of(out.astype(jnp.float32), y))
+            loss = jnp.mean(values["loss"])
             scaled = loss * scale if dynamic_scale or static_scale != 1.0 else loss
         return scaled, (loss, new_state)
 
@@ -347,7 +342,7 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
         return (loss, new_state), grads
 
-    stop_on_nonfinite = spec.train["on_nonfinite"] in ("stop", "ignore")  # no select of the old state
+    skip_bad_steps = dynamic_scale or spec.train["on_nonfinite"] == "skip_step"  # keep the old state at a bad step
     check_finite = dynamic_scale or spec.train["on_nonfinite"] != "ignore"
     param_layers = [layer.name for layer in spec.layers]
 
@@ -379,10 +374,10 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
 
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            if dynamic_scale or not stop_on_nonfinite:
+            if skip_bad_steps:
                 # Keep the old state. A select, not lax.cond (a conditional costs a device-to-host
-                # sync per step on GPU). With `stop` alone no select is needed: the run ends at the
-                # first bad step and the last good checkpoint on disk is what stays.
+                # sync per step on GPU). With `stop` no select is needed: the run ends at the first
+                # bad step and the last good checkpoint on disk is what stays.
                 params, model_state, opt_state = jax.tree_util.tree_map(
                     lambda n, o: jnp.where(finite, n, o), (params, model_state, opt_state),
                     (state.params, state.model_state, state.opt_state))

@@ -140,17 +140,20 @@ def test_binary_accuracy_thresholds_h_as_the_lecture():
 
 # -- name scopes ----------------------------------------------------------------------------------
 
-def _name_stacks(jaxpr) -> list[str]:
-    """The name stack of every equation, sub-jaxprs (jit, custom_jvp, scan bodies...) included."""
-    stacks = []
+def all_eqns(jaxpr):
+    """Every equation, those of sub-jaxprs (jit, custom_jvp, scan bodies...) after their parent's."""
     for eqn in jaxpr.eqns:
-        stacks.append(str(eqn.source_info.name_stack))
+        yield eqn
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    stacks.extend(_name_stacks(inner))
-    return stacks
+                    yield from all_eqns(inner)
+
+
+def _name_stacks(jaxpr) -> list[str]:
+    """The name stack of every equation, sub-jaxprs included."""
+    return [str(eqn.source_info.name_stack) for eqn in all_eqns(jaxpr)]
 
 
 def test_every_layer_cost_and_train_are_named_scopes_of_the_step():

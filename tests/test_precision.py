@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from netspec.cli import main
 from netspec.compile import LOSS_SCALE_START, compile_spec
 from netspec.train import run
-from test_compile import checked, train_in_chunks
+from test_compile import all_eqns, checked, train_in_chunks
 
 
 def _regression(compute: str, **precision) -> dict:
@@ -45,18 +45,7 @@ def _dtypes_of_dots(spec) -> set[str]:
     program = compile_spec(spec)
     batch = jnp.zeros((8, 4), jnp.float32), jnp.zeros((8, 1), jnp.float32)
     jaxpr = jax.make_jaxpr(program.train_step)(program.init(), batch, program.keys.step)
-    return {str(v.aval.dtype) for v in _dot_outputs(jaxpr.jaxpr)}
-
-
-def _dot_outputs(jaxpr):
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            yield eqn.outvars[0]
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else [value]:
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _dot_outputs(inner)
+    return {str(eqn.outvars[0].aval.dtype) for eqn in all_eqns(jaxpr.jaxpr) if eqn.primitive.name == "dot_general"}
 
 
 @pytest.mark.parametrize("compute", ["bfloat16", "float16"])
