@@ -71,36 +71,51 @@ def netspec_spec(spec_path: Path, data: Path, overrides=()):
     return check(load(spec_path, sets))
 
 
-def time_chunks(run_chunk, state, steps: int, repeats: int):
-    """Median seconds per chunk of `steps` steps, after one warm-up chunk."""
-    state = run_chunk(state, 0)
-    jax.block_until_ready(state)
-    times = []
-    for r in range(repeats):
+class Side:
+    """One side of the comparison: a compiled chunk of `steps` steps and its state, timed a chunk
+    at a time, interleaved with the other sides (so machine load falls on all alike)."""
+
+    def __init__(self, run_chunk, state, steps: int, hlo: str):
+        self.run_chunk, self.state, self.steps, self.hlo = run_chunk, state, steps, hlo
+        self.done, self.times = 0, []
+
+    def time_one(self) -> None:
         start = time.perf_counter()
-        state = run_chunk(state, (r + 1) * steps)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.state = self.run_chunk(self.state, self.done)
+        jax.block_until_ready(self.state)
+        self.times.append(time.perf_counter() - start)
+        self.done += self.steps
+
+    def steps_per_s(self) -> float:
+        """`steps` / the median chunk time, the first (warm-up) chunk left out."""
+        return self.steps / statistics.median(self.times[1:])
 
 
-def bench_netspec(spec, steps: int, repeats: int):
+def time_interleaved(sides, repeats: int) -> None:
+    """A warm-up chunk each, then `repeats` rounds, each timing one chunk of every side."""
+    for _ in range(repeats + 1):
+        for side in sides:
+            side.time_one()
+
+
+def bench_netspec(spec, steps: int, *, diagnose: bool = False) -> Side:
+    """netspec's compiled chunk (`diagnose`: the chunk with the per-step non-finite check, what
+    on_nonfinite: stop did every step before it moved to once per chunk)."""
     program = compile_spec(spec)
     arrays = load_arrays(spec)
     data = device_data(arrays.train, arrays)
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=True)
     state = program.init()
-    compiled = program.chunk(steps).lower(state, data, order.indices(0, steps), program.keys).compile()
+    compiled = program.chunk(steps, diagnose=diagnose).lower(state, data, order.indices(0, steps), program.keys).compile()
 
     def run_chunk(state, start):
         state, _ = compiled(state, data, order.indices(start, steps), program.keys)
         return state
 
-    params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-    return time_chunks(run_chunk, state, steps, repeats), params, compiled.as_text()
+    return Side(run_chunk, state, steps, compiled.as_text())
 
 
-def bench_handwritten(spec, steps: int, repeats: int):
+def bench_handwritten(spec, steps: int) -> Side:
     """The same model written directly in JAX: dense/conv/pool/dropout layers of the shipped specs."""
     arrays = load_arrays(spec)
     x_all, y_all = jnp.asarray(arrays.train.x), jnp.asarray(arrays.train.y)
@@ -162,7 +177,7 @@ def bench_handwritten(spec, steps: int, repeats: int):
     def run_chunk(state, start):
         return chunk(state, order.indices(start, steps), x_all, y_all, key)
 
-    return time_chunks(run_chunk, state, steps, repeats), chunk.as_text()
+    return Side(run_chunk, state, steps, chunk.as_text())
 
 
 def loop_body_ops(hlo: str) -> dict[str, int]:
@@ -199,6 +214,8 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="extra spec override for netspec's side")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
                     help="also time netspec with these overrides (e.g. ignore=train.on_nonfinite=ignore), against the same hand-written time")
+    ap.add_argument("--check-variant", action="store_true",
+                    help="also time netspec's chunk with the non-finite check in every step (what `stop` cost per step before it moved to once per chunk)")
     ap.add_argument("--hlo-dir", default=None, help="write both sides' optimized HLO text here")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)")
     a = ap.parse_args()
@@ -222,27 +239,32 @@ def main() -> None:
             continue
         steps = max(2, int(steps * a.steps_scale))
         spec = netspec_spec(path, data, [*sets, *a.extra])
-        t_netspec, params, hlo_netspec = bench_netspec(spec, steps, a.repeats)
-        t_hand, hlo_hand = bench_handwritten(spec, steps, a.repeats)
+        netspec, hand = bench_netspec(spec, steps), bench_handwritten(spec, steps)
+        variants = {}
+        for variant in a.variant:
+            vname, _, overrides = variant.partition("=")
+            variants[vname] = bench_netspec(netspec_spec(path, data, [*sets, *a.extra, *overrides.split(";")]), steps)
+        if a.check_variant:
+            variants["check every step"] = bench_netspec(spec, steps, diagnose=True)
+        time_interleaved([netspec, hand, *variants.values()], a.repeats)
         if a.hlo_dir:
             Path(a.hlo_dir).mkdir(parents=True, exist_ok=True)
-            (Path(a.hlo_dir) / f"{label}.netspec.hlo.txt").write_text(hlo_netspec)
-            (Path(a.hlo_dir) / f"{label}.handwritten.hlo.txt").write_text(hlo_hand)
+            (Path(a.hlo_dir) / f"{label}.netspec.hlo.txt").write_text(netspec.hlo)
+            (Path(a.hlo_dir) / f"{label}.handwritten.hlo.txt").write_text(hand.hlo)
+        params = sum(x.size for x in jax.tree_util.tree_leaves(netspec.state.params))
         batch = spec.train["batch_size"]
         flops = 6.0 * params * batch
         row = {
             "model": label, "batch": batch, "params": params, "compute": spec.resolved["precision"]["compute"],
-            "steps_per_chunk": steps,
-            "netspec_steps_per_s": steps / t_netspec, "handwritten_steps_per_s": steps / t_hand,
-            "ratio": t_hand / t_netspec,
-            "netspec_body_ops": loop_body_ops(hlo_netspec), "handwritten_body_ops": loop_body_ops(hlo_hand),
-            "netspec_tflops": flops * steps / t_netspec / 1e12, "handwritten_tflops": flops * steps / t_hand / 1e12,
+            "steps_per_chunk": steps, "timed_chunks": a.repeats,
+            "netspec_steps_per_s": netspec.steps_per_s(), "handwritten_steps_per_s": hand.steps_per_s(),
+            "ratio": netspec.steps_per_s() / hand.steps_per_s(),
+            "netspec_body_ops": loop_body_ops(netspec.hlo), "handwritten_body_ops": loop_body_ops(hand.hlo),
+            "netspec_tflops": flops * netspec.steps_per_s() / 1e12, "handwritten_tflops": flops * hand.steps_per_s() / 1e12,
         }
-        for variant in a.variant:
-            vname, _, overrides = variant.partition("=")
-            t_variant, _, hlo_variant = bench_netspec(netspec_spec(path, data, [*sets, *a.extra, *overrides.split(";")]), steps, a.repeats)
-            row.setdefault("variants", {})[vname] = {"steps_per_s": steps / t_variant, "ratio": t_hand / t_variant,
-                                                     "body_ops": loop_body_ops(hlo_variant)}
+        for vname, side in variants.items():
+            row.setdefault("variants", {})[vname] = {"steps_per_s": side.steps_per_s(), "ratio": side.steps_per_s() / hand.steps_per_s(),
+                                                     "body_ops": loop_body_ops(side.hlo)}
         if peak:
             row["netspec_fraction_of_peak"] = row["netspec_tflops"] / peak
             row["handwritten_fraction_of_peak"] = row["handwritten_tflops"] / peak

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU (the device tool's `run`), well under 10 minutes:
 # netspec vs a hand-written lax.scan loop on fashion_mlp, fashion_cnn and the large bf16 MLP,
-# plus netspec variants that say where any gap comes from, and both sides' optimized HLO.
+# plus the chunk with the per-step non-finite check (what `stop` cost per step before), and both
+# sides' optimized HLO.
 #
 # The device has jax (CUDA), optax, pyyaml, click, safetensors, numpy but not jsonschema: carry
 # its wheels (cp312) in .whl/ (git-ignored). Fetch them here first with
@@ -16,4 +17,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 python3 benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --hlo-dir "$OUT/hlo" \
-    --variant "ignore=train.on_nonfinite=ignore" "$@"
+    --check-variant "$@"

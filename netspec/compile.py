@@ -6,7 +6,7 @@ Contract: `compile_spec(spec) -> Program` with
     apply(params, state, x, *, train, key, collect=None) -> y   # the output (probabilities etc.);
                                                   # `collect` (a dict) gets every layer's output
     loss_and_metrics(params, state, batch, *, train, key) -> (loss, (metrics, state))
-    chunk(length, streamed=False) -> jitted (TrainState, Data, batches, keys) -> (TrainState, {loss per step, metrics..})
+    chunk(length, streamed=False, diagnose=False) -> jitted (TrainState, Data, batches, keys) -> (TrainState, {loss per step, metrics..})
 
 `chunk(K)` runs K optimizer steps as one `lax.scan` inside one `jit`, the training data resident
 on the device and passed as an argument (never closed over), the TrainState buffers donated.
@@ -343,7 +343,14 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         return (loss, new_state), grads
 
     skip_bad_steps = dynamic_scale or spec.train["on_nonfinite"] == "skip_step"  # keep the old state at a bad step
-    check_finite = dynamic_scale or spec.train["on_nonfinite"] != "ignore"
+    # Which steps check their gradients: those that must decide at once (skip the update, halve
+    # the loss scale) check every step. `stop` only has to notice: a NaN or Inf in the gradients
+    # stays in the parameters or optimizer state (x - lr * NaN is NaN, and so is every later
+    # update of it), so one probe of the state at the chunk's end, with the per-step losses,
+    # tells whether a chunk went bad, and the host then finds the step and layer by running that
+    # chunk again with the per-step check (`chunk(..., diagnose=True)`; netspec.train).
+    check_each_step = skip_bad_steps
+    check_chunk = spec.train["on_nonfinite"] == "stop" and not check_each_step
     param_layers = [layer.name for layer in spec.layers]
 
     def next_scale(scaler: LossScale, finite, overflow) -> LossScale:
@@ -352,20 +359,20 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
                           jnp.where(finite & grown, jnp.minimum(scaler.scale * 2, LOSS_SCALE_MAX), scaler.scale))
         return LossScale(scale, jnp.where(finite & ~grown, scaler.good_steps + 1, 0))
 
-    def train_step(state: TrainState, batch, key):
-        """One update. A step whose loss or gradients are non-finite is not applied where it can
-        be skipped (on_nonfinite: skip_step, or an overflow the dynamic loss scale answers by
-        halving) and counted in `skipped`; any other is `bad`: with on_nonfinite: stop, the host
-        ends the run at the chunk's end. Returns the new state and {"loss", "nonfinite_layer"}:
-        for a bad step the first layer, in spec order, whose gradients were non-finite
-        (len(layers): the loss alone), else -1."""
+    def train_step(state: TrainState, batch, key, *, check: bool = check_each_step):
+        """One update. With `check`, a step whose loss or gradients are non-finite is not applied
+        where it can be skipped (on_nonfinite: skip_step, or an overflow the dynamic loss scale
+        answers by halving) and counted in `skipped`; any other is `bad`. Returns the new state
+        and {"loss", "nonfinite_layer"}: for a bad step the first layer, in spec order, whose
+        gradients were non-finite (len(layers): the loss alone), else -1. Without `check` (stop,
+        ignore) the step does what a hand-written step does and nothing more."""
         scale = state.scaler.scale if dynamic_scale else static_scale
         (loss, model_state), grads = grad_fn(state.params, state.model_state, batch, scale, train=True, key=key)
         with jax.named_scope("train"):
-            if check_finite:
+            if check:
                 layer_ok = jnp.isfinite(jnp.stack([_nonfinite_probe(grads[name]) for name in param_layers]))
                 finite = jnp.isfinite(loss) & jnp.all(layer_ok)
-            else:  # on_nonfinite: ignore, as a hand-written loop: no checks at all
+            else:
                 layer_ok, finite = jnp.ones((len(param_layers),), bool), jnp.array(True)
             scaler, bad = state.scaler, ~finite
             if dynamic_scale:  # gradients that overflow at a finite loss: the scale is to blame, not the model
@@ -420,52 +427,59 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             return prepare(data, data.x, data.y)
         return prepare(data, data.x[batch], data.y[batch])
 
-    def one_step(state: TrainState, data: Data, batch, keys: Keys, *, streamed: bool):
+    def one_step(state: TrainState, data: Data, batch, keys: Keys, *, streamed: bool, check: bool):
         """One step; what it keeps of the step is [loss, non-finite layer (-1: none)], one small
         row that XLA writes in one go. Everything else the host reads is computed once per chunk
         by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
-        state, out = train_step(state, batch_of(data, batch, streamed), jax.random.fold_in(keys.step, state.step))
+        state, out = train_step(state, batch_of(data, batch, streamed), jax.random.fold_in(keys.step, state.step), check=check)
         return state, jnp.stack([out["loss"], out["nonfinite_layer"].astype(jnp.float32)])
 
-    def chunk_outputs(state: TrainState, rows, data: Data, last_batch, keys: Keys, *, streamed: bool):
+    def chunk_outputs(state: TrainState, rows, data: Data, last_batch, keys: Keys, *, streamed: bool, check: bool):
         """What the host reads after a chunk (`rows`: one_step's, [steps, 2]): the loss of every
         step, the metrics on the last step's batch (with the parameters after that step, in train
         mode with that step's key), the learning rate the last step used, the steps skipped so
-        far, and the first non-finite step and layer of the chunk (-1: none)."""
+        far, the first non-finite step and layer of the chunk (-1: none; from the per-step
+        check), and with on_nonfinite: stop and no per-step check, `nonfinite`: whether any
+        step's loss or anything in the final state is NaN or Inf."""
         if state_sharding is not None:  # the chunk hands the state back where it found it
             state = jax.lax.with_sharding_constraint(state, state_sharding)
         metrics = metrics_of(state.params, state.model_state, batch_of(data, last_batch, streamed),
                              jax.random.fold_in(keys.step, state.step - 1)) if metric_fns else {}
         layers = rows[:, 1].astype(jnp.int32)
         first = jnp.argmax(layers >= 0)
+        noticed = {}
+        if check_chunk and not check:
+            floats = [x for x in jax.tree_util.tree_leaves((state.params, state.model_state, state.opt_state))
+                      if jnp.issubdtype(x.dtype, jnp.floating)]
+            noticed["nonfinite"] = ~(jnp.all(jnp.isfinite(rows[:, 0])) & jnp.isfinite(_nonfinite_probe(floats)))
         return state, {"loss": rows[:, 0], **metrics, "learning_rate": jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
                        "nonfinite_layer": jnp.where(layers[first] >= 0, layers[first], -1),
-                       "nonfinite_step": state.step - rows.shape[0] + first + 1,
+                       "nonfinite_step": state.step - rows.shape[0] + first + 1, **noticed,
                        "skipped": jnp.copy(state.skipped),  # a buffer of its own: the state is donated next
                        **({"loss_scale": jnp.copy(state.scaler.scale)} if dynamic_scale else {})}
 
     def last_of(batches):
         return None if batches is None else jax.tree_util.tree_map(lambda a: a[-1], batches)
 
-    def make_chunk(length: int, streamed: bool):
+    def make_chunk(length: int, streamed: bool, check: bool):
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
             """`length` steps. `batches`: resident data: int32 [length, batch] example indices into
             `data` (None: the whole set each step); streamed data: the (x, y) of every step,
             [length, batch, ...], gathered by the host, with `data` holding only the scaling.
             Returns the state and `chunk_outputs`."""
-            body = lambda state, batch: one_step(state, data, batch, keys, streamed=streamed)
+            body = lambda state, batch: one_step(state, data, batch, keys, streamed=streamed, check=check)
             if full_batch and not streamed:
                 state, rows = jax.lax.scan(body, state, None, length=length)
             else:
                 state, rows = jax.lax.scan(body, state, batches)
-            return chunk_outputs(state, rows, data, last_of(batches), keys, streamed=streamed)
+            return chunk_outputs(state, rows, data, last_of(batches), keys, streamed=streamed, check=check)
 
         return jax.jit(chunk, donate_argnums=0)
 
-    def make_stepwise(length: int, streamed: bool):
+    def make_stepwise(length: int, streamed: bool, check: bool):
         """The same steps as `make_chunk`, one jitted call each (see `loop` below)."""
-        step = jax.jit(partial(one_step, streamed=streamed), donate_argnums=0)
-        outputs = jax.jit(partial(chunk_outputs, streamed=streamed), donate_argnums=0)
+        step = jax.jit(partial(one_step, streamed=streamed, check=check), donate_argnums=0)
+        outputs = jax.jit(partial(chunk_outputs, streamed=streamed, check=check), donate_argnums=0)
 
         def chunk(state: TrainState, data: Data, batches, keys: Keys):
             rows = []
@@ -494,9 +508,12 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         loop = "steps" if has_conv and jax.default_backend() == "cpu" else "scan"
     cache: dict[tuple, Callable] = {}
 
-    def chunk(length: int, *, streamed: bool = False):
-        if (length, streamed) not in cache:
-            cache[length, streamed] = (make_chunk if loop == "scan" else make_stepwise)(length, streamed)
-        return cache[length, streamed]
+    def chunk(length: int, *, streamed: bool = False, diagnose: bool = False):
+        """The jitted chunk of `length` steps; `diagnose`: with the per-step check whatever the
+        spec says, so its outputs name the first non-finite step and layer."""
+        check = check_each_step or diagnose
+        if (length, streamed, check) not in cache:
+            cache[length, streamed, check] = (make_chunk if loop == "scan" else make_stepwise)(length, streamed, check)
+        return cache[length, streamed, check]
 
     return Program(init, apply, loss_and_metrics, chunk, train_step, evaluate, prepare, tx, keys, init_key)

@@ -193,7 +193,7 @@ def build() -> dict:
                     "epochs": R.integer(minimum=1, doc="number of passes over the training data (instead of steps)"),
                     "batch_size": R.integer(minimum=1),
                     "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
-                    "on_nonfinite": R.choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept), skip that step's update and go on, or ignore: check nothing (as a hand-written loop; a few kernels less per step)"),
+                    "on_nonfinite": R.choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
                     "early_stopping": {
                         "type": ["object", "null"], "default": None, "additionalProperties": False, "required": ["metric"],
                         "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",

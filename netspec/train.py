@@ -14,12 +14,15 @@ so a stopped and resumed run ends bit for bit as one never stopped.
 
 Stops: SIGINT/SIGTERM finish the current chunk, checkpoint, flush and raise `Stopped` (exit 130
 / 143); a non-finite loss or gradient with `on_nonfinite: stop` raises an error naming the
-step and layer, keeping the last good checkpoint; early stopping ends the loop normally.
+step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the host
+then runs that chunk again from the last checkpoint with the check in every step to name them);
+early stopping ends the loop normally.
 The host touches the program only between chunks.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -331,10 +334,13 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         if timing["first"] is None:
             timing["first"] = chunk.dispatched - netspec.STARTED + elapsed / chunk.length
         bad_layer, bad_step = int(outputs.pop("nonfinite_layer")), int(outputs.pop("nonfinite_step"))
+        noticed = bool(outputs.pop("nonfinite", False))  # stop without a per-step check: the chunk went bad somewhere
         skipped = int(outputs.pop("skipped"))
+        if spec.train["on_nonfinite"] == "stop" and (bad_layer >= 0 or noticed):
+            if bad_layer < 0:
+                bad_step, bad_layer = locate_nonfinite(chunk)
+            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest(), chunk, outputs["loss"])
         losses.extend(float(v) for v in outputs["loss"])
-        if spec.train["on_nonfinite"] == "stop" and bad_layer >= 0:
-            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest())
         last = {k: float(v[-1] if k == "loss" else v) for k, v in outputs.items()}
         if spec.train["on_nonfinite"] == "skip_step" or "loss_scale" in last:
             last["skipped_steps"] = float(skipped)
@@ -360,6 +366,32 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return reason
 
+    def locate_nonfinite(chunk: _Chunk) -> tuple[int, int]:
+        """(step, layer) of the first non-finite step of a chunk that went bad (-1, -1 if running
+        it again does not find one): the chunk runs again with the per-step check, from the state
+        before it, which the last checkpoint (or the run's start) and the same compiled chunks
+        since give back step for step."""
+        begin = chunk.end - chunk.length
+        latest = checkpoints.latest()
+        replay = program.init() if latest is None else checkpoint.load(latest, program.init())  # no checkpoint: the run began at 0
+        if mesh is not None:
+            replay = distribute.place(replay, distribute.state_shardings(replay, mesh, spec.resolved["distribute"]["params"]))
+        at = int(replay.step)
+        if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
+            return -1, -1
+        if not quiet:
+            echo(f"A NaN or Inf appeared in steps {begin + 1}-{chunk.end}; running them again from step {at} to find the step and layer.")
+        for start, n in zip(starts, lengths):
+            if start >= at and start + n <= begin:
+                if stop.signum is not None:  # Ctrl-C: stop looking
+                    return -1, -1
+                replay, _ = compiled[n](replay, data, feed.batches(start, n), program.keys)
+        diagnose = program.chunk(chunk.length, streamed=feed.streamed, diagnose=True)
+        _, outputs = diagnose(replay, data, feed.batches(begin, chunk.length), program.keys)
+        outputs = jax.device_get(outputs)
+        return int(outputs["nonfinite_step"]), int(outputs["nonfinite_layer"])
+
+    starts = list(itertools.accumulate(lengths[:-1], initial=start_step))  # steps done before each chunk
     loop_start = time.perf_counter()
     pending: _Chunk | None = None
     step = start_step
@@ -460,14 +492,20 @@ class _Chunk(NamedTuple):
     checkpoint: bool
 
 
-def _nonfinite(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None) -> NetspecError:
-    if layer_index < len(spec.layers):
-        where = f"the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec order, to go non-finite)"
+def _nonfinite(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None, chunk: _Chunk, losses) -> NetspecError:
+    """The error for a NaN or Inf with on_nonfinite: stop, at `step` in `layer_index` (len(layers):
+    the loss alone; -1: not found again, so only the chunk and its losses can be named)."""
+    if layer_index < 0:
+        bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+        first_loss = f" (the loss first at step {chunk.end - chunk.length + 1 + bad[0]})" if bad.size else ""
+        what = f"Training stopped: a NaN or Inf appeared in steps {chunk.end - chunk.length + 1}-{chunk.end}{first_loss}, and running them again did not show the step and layer."
+    elif layer_index < len(spec.layers):
+        what = f"Training stopped at step {step}: the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec order, to go non-finite) became NaN or Inf."
     else:
-        where = "the loss"
+        what = f"Training stopped at step {step}: the loss became NaN or Inf."
     kept_text = f"The last good checkpoint is kept: {kept}." if kept else "No checkpoint had been written yet (see checkpoint.every)."
     return NetspecError(
-        f"Training stopped at step {step}: {where} became NaN or Inf. {kept_text} "
+        f"{what} {kept_text} "
         f"Lower optimizer.learning_rate, clip the gradients (optimizer.clip_global_norm), or set "
         f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
 

@@ -246,6 +246,26 @@ def test_scan_and_stepwise_loops_train_identically():
     assert tree_equal(scan_state.params, steps_state.params)
 
 
+def _step_body_size(on_nonfinite: str) -> int:
+    """Equations in the scan body (the training step) of a 4-step chunk."""
+    raw = _minibatch_spec(4)
+    raw["train"]["on_nonfinite"] = on_nonfinite
+    spec = checked(raw)
+    program = compile_spec(spec)
+    order = BatchOrder(spec.num_examples, 4, seed=spec.seed, shuffle=True)
+    jaxpr = jax.make_jaxpr(program.chunk(4))(program.init(), on_device(spec), order.indices(0, 4), program.keys)
+    (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
+    return sum(1 for _ in all_eqns(scan.params["jaxpr"].jaxpr))
+
+
+def test_stop_adds_nothing_to_the_step_skip_step_checks_every_step():
+    """on_nonfinite: stop (the default) notices a NaN once per chunk, from the losses and the
+    final state, so its step is a hand-written loop's step (ignore's); skip_step must decide at
+    every step, so it checks every step."""
+    stop, ignore, skip = (_step_body_size(mode) for mode in ("stop", "ignore", "skip_step"))
+    assert stop == ignore < skip
+
+
 # -- reproducible: same spec + seed => the same losses, bit for bit --------------------------------
 
 def _quick(seed: int = 777, every: int = 20) -> dict:

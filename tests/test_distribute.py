@@ -122,6 +122,26 @@ def test_resume_on_another_device_count(workdir):
     assert json.loads((Path(first["run_dir"]) / "result.json").read_text())["steps"] == 30
 
 
+
+@pytest.mark.slow
+def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir):
+    """A NaN in a run on 4 devices with sharded parameters: the chunk that went bad runs again
+    from the checkpoint on the same mesh, and names the step and layer one device names."""
+    import re
+
+    sets = ["--set", "optimizer={type: sgd, learning_rate: {type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1.0e+8}}}",
+            "--set", "summaries.every=5", "--set", "eval.every=null", "--set", "distribute.params=fsdp"]
+    one = CliRunner().invoke(main, ["run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan1"), "--quiet", *sets])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    netspec = Path(sys.executable).parent / "netspec"
+    four = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan4"), "--quiet", "--devices", "4", *sets],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert one.exit_code == 1 and four.returncode == 1, (one.output, four.stderr)
+    named = [re.search(r"Training stopped at step (\d+): the gradients of layer '(\w+)'", text) for text in (one.output, four.stderr)]
+    assert named[0] and named[1], (one.output, four.stderr)
+    assert named[0].groups() == named[1].groups() and 10 < int(named[0].group(1)) <= 20
+    assert "Traceback" not in four.stderr
+
 def test_batch_must_split_evenly_over_the_devices(workdir):
     spec = workdir / "uneven.yaml"
     spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 10") + "distribute: {devices: 4}\n")

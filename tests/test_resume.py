@@ -403,6 +403,41 @@ def test_nan_stops_naming_the_step_and_layer_and_keeps_the_last_good_checkpoint(
     assert all(np.isfinite(v) for _, v in points)
 
 
+
+def _first_nonfinite(spec_path: Path, *sets: str) -> tuple[int, int]:
+    """(step, layer index) of the first non-finite step, from one diagnosing chunk over the whole run."""
+    spec = check(load(spec_path, list(sets)))
+    program = compile_spec(spec)
+    arrays = T.load_arrays(spec)
+    assert spec.train["batch_size"] == spec.num_examples  # full batch: no indices
+    _, outputs = program.chunk(spec.steps, diagnose=True)(program.init(), T.device_data(arrays.train, arrays), None, program.keys)
+    return int(outputs["nonfinite_step"]), int(outputs["nonfinite_layer"])
+
+
+@pytest.mark.parametrize("sets", [(), ("checkpoint.every=null", "summaries.every=20")], ids=["checkpoint-before", "no-checkpoint"])
+def test_nan_is_located_exactly_whatever_the_last_checkpoint(diverging_spec, tmp_path, sets):
+    """The step and layer named are those a check at every step finds, whether the chunk is run
+    again from a checkpoint just before it or from step 0 through many chunks."""
+    truth_step, truth_layer = _first_nonfinite(diverging_spec, *sets)
+    assert 200 < truth_step <= 300 and truth_layer == 0
+    args = [x for s in sets for x in ("--set", s)]
+    result = netspec("run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", *args)
+    assert result.exit_code == 1, result.output
+    assert f"Training stopped at step {truth_step}: the gradients of layer 'layer1' " in result.output
+    if sets:
+        assert "No checkpoint had been written yet" in result.output
+    assert not (only_run_dir(tmp_path) / "result.json").exists()
+
+
+def test_nan_not_found_again_names_the_chunk_and_its_first_bad_loss(tmp_path):
+    chunk = T._Chunk(end=300, length=100, dispatched=0.0, outputs={}, params=None, extras=None, evaluation=None, state=None, checkpoint=False)
+    losses = np.array([1.0] * 41 + [np.inf] + [np.nan] * 58)
+    spec = check(load(SPECS / "xor_wide.yaml", []))
+    message = str(T._nonfinite(spec, tmp_path, -1, -1, None, chunk, losses))
+    assert message.startswith("Training stopped: a NaN or Inf appeared in steps 201-300 (the loss first at step 242), "
+                              "and running them again did not show the step and layer.")
+    assert "No checkpoint had been written yet" in message and str(tmp_path) in message
+
 def test_nan_with_skip_step_completes_and_counts_the_skipped_steps(diverging_spec, tmp_path):
     result = netspec("run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", "--set", "train.on_nonfinite=skip_step")
     assert result.exit_code == 0, result.output
