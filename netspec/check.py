@@ -501,8 +501,11 @@ def _check_data(loaded, data, input_shape, out_shape, loss, problems):
             problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {x_shape[0]}; they must match"))
             return None
         info = DataInfo(source, x_shape[0], None, x_shape[1:], "float32", y_shape[1:], None)
+    elif source in R.STANDARD:  # known without its files (run downloads them): nothing to read, no numpy
+        n_train, n_test, shape, classes = R.STANDARD[source]
+        info = DataInfo(source, n_train, n_test, shape, "uint8", (), classes)
     else:
-        from netspec.data import describe  # numpy and file reading: not for inline data
+        from netspec.data import describe  # numpy and file reading: only for data in files
 
         try:
             info = describe(data["data"], Path(loaded.source).resolve().parent)

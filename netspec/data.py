@@ -24,11 +24,7 @@ from netspec import datasets as D
 from netspec.errors import DataError
 
 from netspec.check import DataInfo
-from netspec.registry import SOURCES
-STANDARD = {  # dataset -> (train examples, test examples, example shape, classes)
-    "mnist": (60000, 10000, (28, 28), 10),
-    "fashion_mnist": (60000, 10000, (28, 28), 10),
-}
+from netspec.registry import SOURCES, STANDARD
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
@@ -58,16 +54,14 @@ def _path(value, base_dir: Path) -> Path:
 
 
 def describe(data: Mapping, base_dir: Path) -> DataInfo:
-    """What the data looks like (see the module docstring)."""
+    """What data in files looks like (see the module docstring); the named sets (mnist,
+    fashion_mnist) are known without reading them (`registry.STANDARD`, in check)."""
     source = source_of(data)
     cfg = data[source]
     if source == "inline":
         x = np.asarray(_plain(cfg["x"]))
         y = np.asarray(_plain(cfg["y"]))
         return DataInfo(source, len(x), None, x.shape[1:], "float32", y.shape[1:], None)
-    if source in STANDARD:
-        n_train, n_test, shape, classes = STANDARD[source]
-        return DataInfo(source, n_train, n_test, shape, "uint8", (), classes)
     if source == "idx":
         directory = _path(cfg["path"], base_dir)
         files, missing = D._find_files(directory) if directory.is_dir() else ({}, [])

@@ -444,6 +444,10 @@ SCHEDULES: dict[str, tuple[str, dict, tuple[str, ...]]] = {
 }
 
 SOURCES = ("inline", "mnist", "fashion_mnist", "idx", "npz", "csv")  # data: exactly one of these
+STANDARD = {  # the named data sets: (train examples, test examples, example shape, classes), known without reading them
+    "mnist": (60000, 10000, (28, 28), 10),
+    "fashion_mnist": (60000, 10000, (28, 28), 10),
+}
 
 SCALARS = ("loss", "metrics", "learning_rate", "steps_per_second")
 HISTOGRAMS = ("weights", "biases", "activations", "gradients")

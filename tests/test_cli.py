@@ -47,20 +47,23 @@ def test_validate_every_shipped_spec():
         assert line.startswith(f"{spec}: ok ("), line
 
 
-def test_validate_does_not_import_jax():
+@pytest.mark.parametrize("spec", ["xor_wide.yaml", "fashion_cnn.yaml"])
+def test_validate_does_not_import_jax_or_numpy(spec):
+    """validate is quick: inline data and the named data sets (known without their files) need
+    neither jax nor numpy."""
     code = (
         "import sys\n"
         "from netspec.cli import main\n"
-        "sys.argv = ['netspec', 'validate', 'specs/xor_wide.yaml']\n"
+        f"sys.argv = ['netspec', 'validate', 'specs/{spec}']\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as e:\n"
         "    print('exit', e.code)\n"
-        "print('heavy', sorted(m for m in ('jax', 'optax', 'tensorboardX') if m in sys.modules))\n"
+        "print('heavy', sorted(m for m in ('jax', 'optax', 'tensorboardX', 'numpy') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "xor_wide.yaml: ok" in out.stdout
+    assert f"{spec}: ok" in out.stdout
     assert "exit 0" in out.stdout
     assert "heavy []" in out.stdout, out.stdout
 

@@ -14,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from netspec import data as D
+from netspec.check import check
 from netspec.cli import main
 from netspec.errors import DataError
+from netspec.load import load
 
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
 
@@ -138,8 +140,12 @@ def test_describe_csv_problems(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["fashion_mnist", "mnist"])
-def test_describe_standard_datasets_needs_no_files(tmp_path, source):
-    info = D.describe({source: {"dir": str(tmp_path / "nowhere"), "download": False}}, tmp_path)
+def test_standard_datasets_are_known_without_their_files(tmp_path, source):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: s\ndata: {{{source}: {{dir: {tmp_path / 'nowhere'}, download: false}}}}\n"
+                    "model: {input: [28, 28], layers: [{name: f, type: flatten}, {name: out, type: dense, units: 10, activation: softmax}]}\n"
+                    "loss: sparse_categorical_crossentropy\noptimizer: {type: sgd, learning_rate: 0.1}\ntrain: {steps: 1, batch_size: 10}\n")
+    info = check(load(spec, [])).data_info
     assert (info.num_train, info.num_test, info.x_shape, info.x_dtype, info.y_shape, info.classes) == \
         (60000, 10000, (28, 28), "uint8", (), 10)
 
