@@ -379,7 +379,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         at = int(replay.step)
         if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
             return -1, -1
-        if not quiet:
+        if not quiet and writer:
             echo(f"A NaN or Inf appeared in steps {begin + 1}-{chunk.end}; running them again from step {at} to find the step and layer.")
         for start, n in zip(starts, lengths):
             if start >= at and start + n <= begin:

@@ -123,24 +123,39 @@ def test_resume_on_another_device_count(workdir):
 
 
 
+# SGD whose learning rate jumps 1e8-fold after step 10: the weights overflow a few steps later
+NAN_SETS = ["--set", "optimizer={type: sgd, learning_rate: {type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1.0e+8}}}",
+            "--set", "summaries.every=5", "--set", "eval.every=null"]
+NAMED = r"Training stopped at step (\d+): the gradients of layer '(\w+)'"
+
+
+@pytest.fixture(scope="module")
+def nan_on_one_device(workdir) -> tuple[str, str]:
+    """(step, layer) that a NaN run names on one device."""
+    import re
+
+    one = CliRunner().invoke(main, ["run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan1"), "--quiet", *NAN_SETS])
+    assert one.exit_code == 1, one.output
+    named = re.search(NAMED, one.output)
+    assert named and 10 < int(named.group(1)) <= 20, one.output
+    return named.groups()
+
+
 @pytest.mark.slow
-def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir):
+def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir, nan_on_one_device):
     """A NaN in a run on 4 devices with sharded parameters: the chunk that went bad runs again
     from the checkpoint on the same mesh, and names the step and layer one device names."""
     import re
 
-    sets = ["--set", "optimizer={type: sgd, learning_rate: {type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1.0e+8}}}",
-            "--set", "summaries.every=5", "--set", "eval.every=null", "--set", "distribute.params=fsdp"]
-    one = CliRunner().invoke(main, ["run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan1"), "--quiet", *sets])
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     netspec = Path(sys.executable).parent / "netspec"
-    four = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan4"), "--quiet", "--devices", "4", *sets],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert one.exit_code == 1 and four.returncode == 1, (one.output, four.stderr)
-    named = [re.search(r"Training stopped at step (\d+): the gradients of layer '(\w+)'", text) for text in (one.output, four.stderr)]
-    assert named[0] and named[1], (one.output, four.stderr)
-    assert named[0].groups() == named[1].groups() and 10 < int(named[0].group(1)) <= 20
+    four = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan4"), "--quiet", "--devices", "4",
+                           *NAN_SETS, "--set", "distribute.params=fsdp"], capture_output=True, text=True, env=env, timeout=300)
+    assert four.returncode == 1, four.stderr
+    named = re.search(NAMED, four.stderr)
+    assert named and named.groups() == nan_on_one_device, four.stderr
     assert "Traceback" not in four.stderr
+
 
 def test_batch_must_split_evenly_over_the_devices(workdir):
     spec = workdir / "uneven.yaml"
@@ -199,6 +214,27 @@ def test_two_processes_match_one_process_on_two_devices(workdir, loop):
                          capture_output=True, text=True, env=base, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((logdir / "dp" / "mh" / "result.json").read_text())["steps"] == 30
+
+
+@pytest.mark.slow
+def test_nan_in_two_processes_is_located_as_in_one(workdir, nan_on_one_device):
+    """Both processes notice the chunk that went bad, run it again from their own copy of the
+    checkpoint (collectives and all) and stop with the same step and layer as one process."""
+    import re
+
+    netspec = Path(sys.executable).parent / "netspec"
+    base = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    base.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan-multi"), "--quiet", *NAN_SETS,
+                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
+    for _, err in outs:
+        named = re.search(NAMED, err)
+        assert named and named.groups() == nan_on_one_device, err[-2000:]
+        assert "Traceback" not in err
 
 
 FEED = textwrap.dedent("""
