@@ -80,6 +80,7 @@ class Program(NamedTuple):
     tx: optax.GradientTransformation
     keys: Keys
     init_key: jax.Array
+    state_sharding: Any  # with a mesh: where each TrainState leaf lives (the chunk keeps it there); else None
 
 
 # -- the network ------------------------------------------------------------------------------
@@ -516,4 +517,4 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             cache[length, streamed, check] = (make_chunk if loop == "scan" else make_stepwise)(length, streamed, check)
         return cache[length, streamed, check]
 
-    return Program(init, apply, loss_and_metrics, chunk, train_step, evaluate, prepare, tx, keys, init_key)
+    return Program(init, apply, loss_and_metrics, chunk, train_step, evaluate, prepare, tx, keys, init_key, state_sharding)

@@ -102,7 +102,7 @@ def state_shardings(tree, mesh: Mesh, mode: str):
     n = mesh.shape["fsdp"]
     if mode == "fsdp":
         return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, _fsdp_spec(tuple(getattr(a, "shape", np.shape(a))), n)), tree)
-    return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, P()), tree)
+    return replicated(tree, mesh)
 
 
 def replicated(tree, mesh: Mesh):

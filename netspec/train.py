@@ -227,7 +227,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     if resume is not None and writer:
         checkpoints.remove_partial()  # this process owns the run now
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
-        state = distribute.place(state, distribute.state_shardings(state, mesh, spec.resolved["distribute"]["params"]))
+        state = distribute.place(state, program.state_sharding)
 
     full_batch = spec.train["batch_size"] == spec.num_examples
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
@@ -284,8 +284,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             summaries.histograms(step, distribute.gather(params), activations=activations, gradients=gradients)
 
     def evaluate(split_data):
-        sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *split_data))
-        return {k: float(v) / float(count) for k, v in sums.items()}, confusion
+        return split_means(program.evaluate(state.params, state.model_state, *split_data))
 
     early = spec.train["early_stopping"]
     best_tag = spec.checkpoint["best"]
@@ -347,8 +346,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
         reason = None
         if chunk.evaluation is not None:
-            sums, count, confusion = jax.device_get(chunk.evaluation)
-            values = {k: float(v) / float(count) for k, v in sums.items()}
+            values, confusion = split_means(chunk.evaluation)
             summaries.evaluation(chunk.end, values, confusion, arrays.class_names)
             if best_tag and better(values[best_tag], tracking["best"], best_mode):
                 tracking.update(best=values[best_tag], best_step=chunk.end)
@@ -375,7 +373,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         latest = checkpoints.latest()
         replay = program.init() if latest is None else checkpoint.load(latest, program.init())  # no checkpoint: the run began at 0
         if mesh is not None:
-            replay = distribute.place(replay, distribute.state_shardings(replay, mesh, spec.resolved["distribute"]["params"]))
+            replay = distribute.place(replay, program.state_sharding)
         at = int(replay.step)
         if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
             return -1, -1
@@ -407,13 +405,13 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                 # What the host needs of this state is copied on the device now, before the next
                 # chunk takes (donates) it; the host reads the copies while the next chunk runs.
                 evaluate_now = eval_data is not None and eval_every and end % eval_every == 0 and end != spec.steps
-                keep_state = (ckpt_every and end % ckpt_every == 0 and end != spec.steps) or (evaluate_now and best_tag)
+                checkpoint_now = bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps)
+                keep_state = checkpoint_now or bool(evaluate_now and best_tag)
                 snapshot = copy(state) if keep_state else None
                 params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
                 evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
                 extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
-                chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot if keep_state else None,
-                               bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps))
+                chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot, checkpoint_now)
                 if pending is not None:
                     stop_reason = finish(pending) or stop_reason
                 pending = chunk
@@ -588,6 +586,14 @@ def padded(split, arrays, batch_size: int, devices: int = 1, mesh=None):
     return Data(shape(split.x), shape(split.y), *scaling), shape(mask)
 
 
+def split_means(evaluation) -> tuple[dict[str, float], np.ndarray | None]:
+    """({tag: mean over the split}, confusion matrix or None) from `program.evaluate`'s device result."""
+    import jax
+
+    sums, count, confusion = jax.device_get(evaluation)
+    return {k: float(v) / float(count) for k, v in sums.items()}, confusion
+
+
 def finished_state(spec: Spec, run_dir: Path):
     """(program, state) of a run from its best checkpoint if it kept one, else its latest."""
     from netspec import checkpoint
@@ -604,8 +610,6 @@ def finished_state(spec: Spec, run_dir: Path):
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
     """`netspec eval`: the metrics of a finished run on a split, from its best checkpoint if it
     kept one (early stopping, checkpoint.best), else its latest."""
-    import jax
-
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
     split = split or spec.eval["split"] or "test"
@@ -614,8 +618,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
     program, state = finished_state(spec, run_dir)
-    sums, count, confusion = jax.device_get(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))
-    return {k: float(v) / float(count) for k, v in sums.items()}
+    return split_means(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))[0]
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
