@@ -10,6 +10,7 @@ file whose leaves or shapes do not match (a checkpoint from another spec). Never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -53,30 +54,33 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     return path
 
 
-def metadata(path: str | Path) -> dict:
-    from safetensors import SafetensorError, safe_open
+@contextlib.contextmanager
+def _reading(path: str | Path):
+    """A missing or unreadable checkpoint file as one clear sentence."""
+    from safetensors import SafetensorError
 
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            return json.loads((f.metadata() or {}).get("netspec", "{}"))
+        yield
     except FileNotFoundError:
         raise NetspecError(f"No checkpoint at {path}.") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise NetspecError(f"The checkpoint {path} is damaged or not a netspec checkpoint ({e}).") from None
+
+
+def metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with _reading(path), safe_open(str(path), framework="numpy") as f:
+        return json.loads((f.metadata() or {}).get("netspec", "{}"))
 
 
 def load(path: str | Path, template):
     """A tree shaped like `template` with the arrays stored at `path`."""
-    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = Path(path)
-    try:
+    with _reading(path):
         stored = load_file(str(path))
-    except FileNotFoundError:
-        raise NetspecError(f"No checkpoint at {path}.") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise NetspecError(f"The checkpoint {path} is damaged or not a netspec checkpoint ({e}).") from None
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []
     for key_path, leaf in leaves:

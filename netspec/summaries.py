@@ -57,16 +57,18 @@ class Summaries:
         # A resumed run opens new event files beside the old ones; the suffix keeps a resume that
         # starts within the same second from truncating them (tensorboardX names files by second).
         self._suffix = f".{os.getpid()}.{purge_step or 0}"
-        self.train = SummaryWriter(str(self.run_dir / "train"), purge_step=purge_step, flush_secs=30, filename_suffix=self._suffix)
-        self._eval: SummaryWriter | None = None
         self._purge_step = purge_step
+        self.train = self._writer("train")
+        self._eval: SummaryWriter | None = None
+
+    def _writer(self, name: str) -> SummaryWriter:
+        return SummaryWriter(str(self.run_dir / name), purge_step=self._purge_step, flush_secs=30, filename_suffix=self._suffix)
 
     @property
     def eval(self) -> SummaryWriter:
         """The eval/ run, created at the first evaluation; same tags as train/, so charts overlay."""
         if self._eval is None:
-            self._eval = SummaryWriter(str(self.run_dir / "eval"), purge_step=self._purge_step, flush_secs=30,
-                                       filename_suffix=self._suffix)
+            self._eval = self._writer("eval")
         return self._eval
 
     # -- per chunk --------------------------------------------------------------------------
