@@ -155,17 +155,12 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
         train = Split(np.asarray(_plain(cfg["x"]), np.float32), np.asarray(_plain(cfg["y"])))
         test = None
     elif source in STANDARD:
-        splits = D.load_standard(source, data_dir=data_dir or cfg.get("dir"), download=cfg["download"])
-        train, test = Split(splits.x_train, splits.y_train), Split(splits.x_test, splits.y_test)
+        train, test = _train_test(D.load_standard(source, data_dir=data_dir or cfg.get("dir"), download=cfg["download"]))
         class_names = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(i) for i in range(10))
     elif source == "idx":
-        splits = D.load_idx_dir(_path(cfg["path"], base_dir))
-        train = Split(splits.x_train, splits.y_train)
-        test = Split(splits.x_test, splits.y_test) if splits.x_test is not None else None
+        train, test = _train_test(D.load_idx_dir(_path(cfg["path"], base_dir)))
     elif source == "npz":
-        splits = D.load_npz(_path(cfg["path"], base_dir), x_key=cfg["x_key"], y_key=cfg["y_key"])
-        train = Split(splits.x_train, splits.y_train)
-        test = Split(splits.x_test, splits.y_test) if splits.x_test is not None else None
+        train, test = _train_test(D.load_npz(_path(cfg["path"], base_dir), x_key=cfg["x_key"], y_key=cfg["y_key"]))
     else:
         table = _load_csv(cfg, base_dir)
         train, test = Split(table.x, table.y), None
@@ -185,6 +180,12 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
         train = Split(train.x[train_idx], train.y[train_idx])
     shift, scale = _scaling(data.get("scale"), train.x)
     return Arrays(train, validation, test, shift, scale, class_names)
+
+
+def _train_test(splits) -> tuple[Split, Split | None]:
+    """The train and (if the files have one) test splits that a datasets loader read."""
+    test = Split(splits.x_test, splits.y_test) if splits.x_test is not None else None
+    return Split(splits.x_train, splits.y_train), test
 
 
 def _scaling(value, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

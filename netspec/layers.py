@@ -26,14 +26,13 @@ from netspec.check import Layer
 init_ = jax.nn.initializers
 
 
-def _random_normal(mean=0.0, stddev=1.0):
-    normal = init_.normal(stddev)
-    return lambda key, shape, dtype=jnp.float32: mean + normal(key, shape, dtype)
+def _shifted(normal):
+    """jax's zero-mean `normal(stddev)` initializer with a `mean` too (Keras' arguments)."""
+    def make(mean=0.0, stddev=1.0):
+        draw = normal(stddev)
+        return lambda key, shape, dtype=jnp.float32: mean + draw(key, shape, dtype)
 
-
-def _truncated_normal(mean=0.0, stddev=1.0):
-    normal = init_.truncated_normal(stddev)
-    return lambda key, shape, dtype=jnp.float32: mean + normal(key, shape, dtype)
+    return make
 
 
 def _random_uniform(minval=0.0, maxval=1.0):
@@ -41,8 +40,8 @@ def _random_uniform(minval=0.0, maxval=1.0):
 
 
 INITIALIZERS: dict[str, Callable[..., Callable]] = {
-    "random_normal": _random_normal,
-    "truncated_normal": _truncated_normal,
+    "random_normal": _shifted(init_.normal),
+    "truncated_normal": _shifted(init_.truncated_normal),
     "random_uniform": _random_uniform,
     "glorot_uniform": init_.glorot_uniform,
     "glorot_normal": init_.glorot_normal,
@@ -94,41 +93,54 @@ def activation(choice: Mapping) -> Callable:
 
 # -- layers -----------------------------------------------------------------------------------
 
-def _dense(layer: Layer):
-    (in_shape,) = layer.in_shapes
-    units, use_bias = layer.args["units"], layer.args["use_bias"]
+def _kernel_and_bias(layer: Layer, kernel_shape: tuple, outputs: int):
+    """init(key) -> ({"kernel": float32 `kernel_shape`, "bias": [outputs] if use_bias}, {})."""
     kernel_init, bias_init = initializer(layer.args["kernel_init"]), initializer(layer.args["bias_init"])
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        params = {"kernel": kernel_init(k1, (in_shape[-1], units), jnp.float32)}
-        if use_bias:
-            params["bias"] = bias_init(k2, (units,), jnp.float32)
+        params = {"kernel": kernel_init(k1, kernel_shape, jnp.float32)}
+        if layer.args["use_bias"]:
+            params["bias"] = bias_init(k2, (outputs,), jnp.float32)
         return params, {}
+
+    return init
+
+
+def _plus_bias(params, y):
+    return y + params["bias"].astype(y.dtype) if "bias" in params else y
+
+
+def _dense(layer: Layer):
+    (in_shape,) = layer.in_shapes
+    units = layer.args["units"]
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
-        y = x @ params["kernel"].astype(x.dtype)
-        if use_bias:
-            y = y + params["bias"].astype(x.dtype)
-        return y, state
+        return _plus_bias(params, x @ params["kernel"].astype(x.dtype)), state
 
-    return init, apply
+    return _kernel_and_bias(layer, (in_shape[-1], units), units), apply
+
+
+def _no_params(key):
+    return {}, {}
+
+
+def _merge(fn):
+    """A layer with no parameters whose output is `fn(layer, inputs)`."""
+
+    def build(layer: Layer):
+        def apply(params, state, inputs, *, train, key):
+            return fn(layer, inputs), state
+
+        return _no_params, apply
+
+    return build
 
 
 def _stateless(fn):
-    """A layer with no parameters whose output is `fn(layer, x)`."""
-
-    def build(layer: Layer):
-        def init(key):
-            return {}, {}
-
-        def apply(params, state, inputs, *, train, key):
-            return fn(layer, inputs[0]), state
-
-        return init, apply
-
-    return build
+    """A layer with no parameters whose output is `fn(layer, x)` of its one input."""
+    return _merge(lambda layer, inputs: fn(layer, inputs[0]))
 
 
 def _conv2d(layer: Layer):
@@ -136,27 +148,17 @@ def _conv2d(layer: Layer):
     a = layer.args
     kh, kw = R.as_pair(a["kernel_size"])
     strides, dilation = R.as_pair(a["strides"]), R.as_pair(a["dilation"])
-    groups, filters, use_bias = a["groups"], a["filters"], a["use_bias"]
-    kernel_init, bias_init = initializer(a["kernel_init"]), initializer(a["bias_init"])
+    groups, filters = a["groups"], a["filters"]
     padding = a["padding"].upper()
-
-    def init(key):
-        k1, k2 = jax.random.split(key)
-        params = {"kernel": kernel_init(k1, (kh, kw, c // groups, filters), jnp.float32)}
-        if use_bias:
-            params["bias"] = bias_init(k2, (filters,), jnp.float32)
-        return params, {}
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
         y = jax.lax.conv_general_dilated(
             x, params["kernel"].astype(x.dtype), window_strides=strides, padding=padding, rhs_dilation=dilation,
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-        if use_bias:
-            y = y + params["bias"].astype(x.dtype)
-        return y, state
+        return _plus_bias(params, y), state
 
-    return init, apply
+    return _kernel_and_bias(layer, (kh, kw, c // groups, filters), filters), apply
 
 
 def _pool(kind: str):
@@ -185,7 +187,7 @@ def _pool(kind: str):
             count = jax.lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, strides, padding)
             return total / count, state  # padding not counted, as Keras and TensorFlow do
 
-        return (lambda key: ({}, {})), apply
+        return _no_params, apply
 
     return build
 
@@ -200,7 +202,7 @@ def _dropout(layer: Layer):
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)), state
 
-    return (lambda key: ({}, {})), apply
+    return _no_params, apply
 
 
 def _norm_params(layer: Layer, size: int) -> dict:
@@ -254,16 +256,6 @@ def _layer_norm(layer: Layer):
         return _affine(params, (x - mean) * jax.lax.rsqrt(var + eps)), state
 
     return (lambda key: (_norm_params(layer, size), {})), apply
-
-
-def _merge(fn):
-    def build(layer: Layer):
-        def apply(params, state, inputs, *, train, key):
-            return fn(layer, inputs), state
-
-        return (lambda key: ({}, {})), apply
-
-    return build
 
 
 BUILDERS: dict[str, Callable[[Layer], tuple[Callable, Callable]]] = {

@@ -27,37 +27,26 @@ class ShapeMismatch(ValueError):
 
 # -- small schema helpers ---------------------------------------------------------------------
 
-def number(default=None, *, minimum=None, exclusive_minimum=None, maximum=None, nullable=False, doc=""):
-    s: dict = {"type": ["number", "null"] if nullable else "number"}
+def _scalar(kind: str, default, nullable: bool, doc: str, **bounds) -> dict:
+    s: dict = {"type": [kind, "null"] if nullable else kind}
     if default is not None or nullable:
         s["default"] = default
-    if minimum is not None:
-        s["minimum"] = minimum
-    if exclusive_minimum is not None:
-        s["exclusiveMinimum"] = exclusive_minimum
-    if maximum is not None:
-        s["maximum"] = maximum
+    s.update({k: v for k, v in bounds.items() if v is not None})
     if doc:
         s["description"] = doc
     return s
+
+
+def number(default=None, *, minimum=None, exclusive_minimum=None, maximum=None, nullable=False, doc=""):
+    return _scalar("number", default, nullable, doc, minimum=minimum, exclusiveMinimum=exclusive_minimum, maximum=maximum)
 
 
 def integer(default=None, *, minimum=None, nullable=False, doc=""):
-    s: dict = {"type": ["integer", "null"] if nullable else "integer"}
-    if default is not None or nullable:
-        s["default"] = default
-    if minimum is not None:
-        s["minimum"] = minimum
-    if doc:
-        s["description"] = doc
-    return s
+    return _scalar("integer", default, nullable, doc, minimum=minimum)
 
 
 def boolean(default: bool, doc=""):
-    s = {"type": "boolean", "default": default}
-    if doc:
-        s["description"] = doc
-    return s
+    return _scalar("boolean", default, False, doc)
 
 
 def choice(names, default=None, doc=""):
