@@ -21,29 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_bench import Side, loop_body_ops, time_interleaved  # noqa: E402
+from gpu_bench import Side, bench_netspec, loop_body_ops, time_interleaved  # noqa: E402
 from netspec.check import check  # noqa: E402
-from netspec.compile import compile_spec  # noqa: E402
-from netspec.data import BatchOrder  # noqa: E402
 from netspec.load import load  # noqa: E402
-from netspec.train import device_data, load_arrays  # noqa: E402
 
 
 def side(spec_path: str, steps: int, on_nonfinite: str, diagnose: bool = False) -> Side:
-    spec = check(load(spec_path, [f"train.on_nonfinite={on_nonfinite}", "train.loop=scan"]))
-    program = compile_spec(spec)
-    arrays = load_arrays(spec)
-    data = device_data(arrays.train, arrays)
-    full_batch = spec.train["batch_size"] == spec.num_examples
-    order = BatchOrder(spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=not full_batch)
-    batches = (lambda start: None) if full_batch else (lambda start: order.indices(start, steps))
-    chunk = program.chunk(steps, diagnose=diagnose)
-    compiled = chunk.lower(program.init(), data, batches(0), program.keys).compile()
-
-    def run_chunk(state, start):
-        return compiled(state, data, batches(start), program.keys)[0]
-
-    return Side(run_chunk, program.init(), steps, compiled.as_text())
+    return bench_netspec(check(load(spec_path, [f"train.on_nonfinite={on_nonfinite}", "train.loop=scan"])), steps, diagnose=diagnose)
 
 
 def main() -> None:

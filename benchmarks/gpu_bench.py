@@ -104,12 +104,14 @@ def bench_netspec(spec, steps: int, *, diagnose: bool = False) -> Side:
     program = compile_spec(spec)
     arrays = load_arrays(spec)
     data = device_data(arrays.train, arrays)
-    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=True)
+    full_batch = spec.train["batch_size"] == spec.num_examples  # the chunk takes no indices then
+    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=not full_batch)
+    batches = (lambda start: None) if full_batch else (lambda start: order.indices(start, steps))
     state = program.init()
-    compiled = program.chunk(steps, diagnose=diagnose).lower(state, data, order.indices(0, steps), program.keys).compile()
+    compiled = program.chunk(steps, diagnose=diagnose).lower(state, data, batches(0), program.keys).compile()
 
     def run_chunk(state, start):
-        state, _ = compiled(state, data, order.indices(start, steps), program.keys)
+        state, _ = compiled(state, data, batches(start), program.keys)
         return state
 
     return Side(run_chunk, state, steps, compiled.as_text())
