@@ -19,7 +19,6 @@ if not all((FASHION / name).is_file() or (FASHION / f"{name}.gz").is_file() for 
     pytest.skip(f"Fashion-MNIST is not installed in {FASHION} (apt-get install dataset-fashion-mnist)", allow_module_level=True)
 
 from safetensors.numpy import load_file  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hparams_metadata  # noqa: E402
 
 from netspec import train as T  # noqa: E402
@@ -27,10 +26,11 @@ from netspec.check import check  # noqa: E402
 from netspec.cli import main  # noqa: E402
 from netspec.load import load  # noqa: E402
 
+from helpers import accumulator  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "images": 0}
 MLP_SLICE = ["--set", "data.limit=3000", "--set", 'train={"steps": 300, "batch_size": 100}',
              "--set", "summaries.every=100", "--set", "eval.every=100"]
 MLP_TEST_ACCURACY_FLOOR = 0.7  # measured 0.822 (3000 examples, 300 steps, seed 777)
@@ -47,12 +47,6 @@ def run_spec(spec: str, logdir: Path, *extra: str) -> Path:
     assert result.exit_code == 0, result.output
     (run_dir,) = set(logdir.glob("*/*")) - before
     return run_dir
-
-
-def accumulator(path: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(path), size_guidance=EVERYTHING)
-    ea.Reload()
-    return ea
 
 
 def parse_metrics(output: str) -> dict[str, float]:

@@ -5,7 +5,6 @@ refused before anything is written. Run directories are read back as TensorBoard
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,7 +19,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from safetensors.numpy import load_file
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from netspec import checkpoint
 from netspec import train as T
@@ -29,11 +27,12 @@ from netspec.cli import main
 from netspec.compile import compile_spec
 from netspec.load import load
 
+from helpers import accumulator, result_of
+
 pytestmark = pytest.mark.slow
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 NETSPEC = Path(sys.executable).parent / "netspec"
-EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "images": 0}
 
 # 32 random training examples in batches of 8, reshuffled every epoch, with dropout (per-step
 # keys) and Adam (optimizer state): everything a resume has to restore exactly.
@@ -92,12 +91,6 @@ def netspec(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-def accumulator(path: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(path), size_guidance=EVERYTHING)
-    ea.Reload()
-    return ea
-
-
 def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in accumulator(path).Scalars(tag)]
 
@@ -106,10 +99,6 @@ def assert_each_step_once(points: list[tuple[int, float]]) -> None:
     steps = [s for s, _ in points]
     assert len(steps) == len(set(steps)), f"duplicated steps: {steps}"
     assert steps == sorted(steps), f"steps out of order: {steps}"
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 def only_run_dir(logdir: Path) -> Path:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
@@ -26,8 +25,9 @@ from netspec.cli import main
 from netspec.compile import compile_spec
 from netspec.load import load
 
+from helpers import accumulator, result_of
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0}
 
 
 def netspec(*args: str) -> str:
@@ -43,16 +43,6 @@ def run_spec(spec: str, logdir: Path, *extra: str) -> Path:
     netspec("run", str(SPECS / f"{spec}.yaml"), "--logdir", str(logdir), "--quiet", *extra)
     (run_dir,) = set(logdir.glob("*/*")) - before
     return run_dir
-
-
-def accumulator(path: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(path), size_guidance=EVERYTHING)
-    ea.Reload()
-    return ea
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 # -- the lecture's results -------------------------------------------------------------------------
