@@ -117,7 +117,7 @@ def bench_netspec(spec, steps: int, *, diagnose: bool = False) -> Side:
     return Side(run_chunk, state, steps, compiled.as_text())
 
 
-def bench_handwritten(spec, steps: int) -> Side:
+def bench_handwritten(spec, steps: int, *, unroll: int = 1) -> Side:
     """The same model written directly in JAX: dense/conv/pool/dropout layers of the shipped specs."""
     arrays = load_arrays(spec)
     x_all, y_all = jnp.asarray(arrays.train.x), jnp.asarray(arrays.train.y)
@@ -138,7 +138,11 @@ def bench_handwritten(spec, steps: int) -> Side:
         else:
             params.append({})
     kinds = [(layer.type, layer.args.get("activation", {}).get("type", "linear")) for layer in spec.layers]
-    tx = optax.adam(1e-3) if spec.optimizer["type"] == "adam" else optax.sgd(0.5)
+    # The spec's own learning rate: on a power-limited card the numbers change the clock (a run
+    # whose ReLUs die multiplies more zeros and draws less power), so both sides must train alike.
+    lr = spec.optimizer["learning_rate"]
+    lr = lr if isinstance(lr, (int, float)) else 1e-3
+    tx = optax.adam(lr) if spec.optimizer["type"] == "adam" else optax.sgd(lr)
 
     def forward(params, x, key):
         x = x.astype(dtype)
@@ -171,7 +175,7 @@ def bench_handwritten(spec, steps: int) -> Side:
             grads = jax.grad(loss_fn)(params, x, y, jax.random.fold_in(key, i))
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, i + 1), None
-        return jax.lax.scan(step, state, idx)[0]
+        return jax.lax.scan(step, state, idx, unroll=unroll)[0]
 
     state = (params, tx.init(params), jnp.zeros((), jnp.int32))
     chunk = jax.jit(chunk, donate_argnums=0).lower(state, order.indices(0, steps), x_all, y_all, key).compile()
@@ -197,7 +201,7 @@ def loop_body_ops(hlo: str) -> dict[str, int]:
         elif line.startswith("}"):
             current = None
         elif current:
-            op = re.search(r"= \S+ ([a-z][\w\-]*)\(", line)
+            op = re.search(r"= (?:\((?:[^()]|\([^()]*\))*\)|\S+) ([a-z][\w\-]*)\(", line)  # the type may be a tuple
             if op and op.group(1) not in FREE_OPS:
                 ops = counts.setdefault(current, {})
                 ops[op.group(1)] = ops.get(op.group(1), 0) + 1
@@ -218,6 +222,8 @@ def main() -> None:
                     help="also time netspec with these overrides (e.g. ignore=train.on_nonfinite=ignore), against the same hand-written time")
     ap.add_argument("--check-variant", action="store_true",
                     help="also time netspec's chunk with the non-finite check in every step (what `stop` cost per step before it moved to once per chunk)")
+    ap.add_argument("--hand-unroll", default="", metavar="K[,K...]",
+                    help="also time the hand-written loop with its scan unrolled K steps per loop iteration (netspec's: --variant 'NAME=train.unroll=K')")
     ap.add_argument("--hlo-dir", default=None, help="write both sides' optimized HLO text here")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)")
     a = ap.parse_args()
@@ -248,6 +254,8 @@ def main() -> None:
             variants[vname] = bench_netspec(netspec_spec(path, data, [*sets, *a.extra, *overrides.split(";")]), steps)
         if a.check_variant:
             variants["check every step"] = bench_netspec(spec, steps, diagnose=True)
+        for k in filter(None, a.hand_unroll.split(",")):
+            variants[f"hand-written unroll {k}"] = bench_handwritten(spec, steps, unroll=int(k))
         time_interleaved([netspec, hand, *variants.values()], a.repeats)
         if a.hlo_dir:
             Path(a.hlo_dir).mkdir(parents=True, exist_ok=True)
@@ -260,6 +268,7 @@ def main() -> None:
             "model": label, "batch": batch, "params": params, "compute": spec.resolved["precision"]["compute"],
             "steps_per_chunk": steps, "timed_chunks": a.repeats,
             "netspec_steps_per_s": netspec.steps_per_s(), "handwritten_steps_per_s": hand.steps_per_s(),
+            "netspec_chunk_s": netspec.times, "handwritten_chunk_s": hand.times,
             "ratio": netspec.steps_per_s() / hand.steps_per_s(),
             "netspec_body_ops": loop_body_ops(netspec.hlo), "handwritten_body_ops": loop_body_ops(hand.hlo),
             "netspec_tflops": flops * netspec.steps_per_s() / 1e12, "handwritten_tflops": flops * hand.steps_per_s() / 1e12,
