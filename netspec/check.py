@@ -411,6 +411,8 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
+    if train["unroll"] is not None and train["loop"] == "steps":
+        problems.append(loaded.problem(("train", "unroll"), "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop (one jitted call per step): remove unroll or use loop: scan"))
     group = data["distribute"]["fsdp_devices"]
     if group is not None:
         if data["distribute"]["params"] != "fsdp":

@@ -146,6 +146,9 @@ CASES = [
          "exactly one source"),
     Case("data_with_two_sources", edit(("  inline:\n", "  mnist: {download: false}\n  inline:\n")), (3, 1), "$.data",
          ("exactly one source", "inline, mnist")),
+    Case("unroll_zero", edit((STEPS, STEPS + "\n  unroll: 0")), (24, 11), "$.train.unroll", "expected a value >= 1, found 0 (integer)"),
+    Case("unroll_without_a_scan", edit((STEPS, STEPS + "\n  loop: steps\n  unroll: 2")), (25, 11), "$.train.unroll",
+         "train.loop: steps has no scan loop"),
     Case("batch_size_larger_than_data", edit((BATCH, "  batch_size: 8")), (24, 15), "$.train.batch_size",
          "batch_size 8 is larger than the 4 training examples"),
     # -- loss, output and metrics ---------------------------------------------------------------

@@ -246,6 +246,32 @@ def test_scan_and_stepwise_loops_train_identically():
     assert tree_equal(scan_state.params, steps_state.params)
 
 
+@pytest.mark.parametrize("batch_size", [4, 16], ids=["minibatch", "full_batch"])
+def test_unrolled_scan_runs_the_same_steps(batch_size):
+    """train.unroll (2 by default on GPU) runs the same steps, `unroll` to a loop iteration: the
+    scan body holds that many; chunkings made of whole iterations train bit for bit alike; and
+    against unroll 1 only the last bit may move (XLA fuses an unrolled body differently)."""
+    results = {}
+    for unroll in (1, 2):
+        raw = _minibatch_spec(batch_size)
+        raw["train"].update(loop="scan", unroll=unroll)
+        spec = checked(raw)
+        program = compile_spec(spec)
+        results[unroll] = [train_in_chunks(spec, program, lengths) for lengths in ([20], [4, 2, 6, 8], [2] * 10)]
+        order = BatchOrder(spec.num_examples, batch_size, seed=spec.seed, shuffle=batch_size < 16)
+        jaxpr = jax.make_jaxpr(program.chunk(6))(program.init(), on_device(spec), None if batch_size == 16 else order.indices(0, 6), program.keys)
+        (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
+        assert scan.params["unroll"] == unroll
+    for unroll, runs in results.items():
+        (state, losses, _), *others = runs
+        for other_state, other_losses, _ in others:
+            assert other_losses == losses, f"unroll {unroll}: whole-iteration chunkings differ"
+            assert tree_equal(other_state.params, state.params) and tree_equal(other_state.opt_state, state.opt_state)
+    (state1, losses1, _), (state2, losses2, _) = results[1][0], results[2][0]
+    np.testing.assert_allclose(losses2, losses1, rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state2.params, state1.params)
+
+
 def _step_body_size(on_nonfinite: str) -> int:
     """Equations in the scan body (the training step) of a 4-step chunk."""
     raw = _minibatch_spec(4)
