@@ -504,13 +504,14 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     # gradient). There, the chunk calls one jitted step per step instead: the same steps in the
     # same order, and the per-call overhead is nothing beside a conv step.
     loop = spec.train["loop"]
+    on_cpu = jax.default_backend() == "cpu"
     if loop == "auto":
         has_conv = any(layer.type == "conv2d" for layer in spec.layers)
-        loop = "steps" if has_conv and jax.default_backend() == "cpu" else "scan"
+        loop = "steps" if has_conv and on_cpu else "scan"
     # Unrolling the scan saves the loop's per-iteration cost (its counter, condition and, on GPU,
     # a few kernel launches) once per extra step: fashion_mlp on an H200 ran 12 % faster with 2 steps
     # per iteration (benchmarks/RESULTS.md). On CPU it buys little and lengthens every compile.
-    unroll = spec.train["unroll"] or (1 if jax.default_backend() == "cpu" else 2)
+    unroll = spec.train["unroll"] or (1 if on_cpu else 2)
     cache: dict[tuple, Callable] = {}
 
     def chunk(length: int, *, streamed: bool = False, diagnose: bool = False):

@@ -198,15 +198,27 @@ def _minibatch_spec(batch_size: int, shuffle: bool = True) -> dict:
     }
 
 
+def batches_of(spec, start: int, length: int):
+    """The chunk's batch argument as `netspec.train` makes it: example indices of steps
+    start+1..start+length, or None when every step takes the whole data set."""
+    if spec.train["batch_size"] == spec.num_examples:
+        return None
+    return BatchOrder(spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"]).indices(start, length)
+
+
+def chunk_scan(spec, program, length: int):
+    """The lax.scan equation of a compiled chunk of `length` steps (its body is the training step)."""
+    jaxpr = jax.make_jaxpr(program.chunk(length))(program.init(), on_device(spec), batches_of(spec, 0, length), program.keys)
+    (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
+    return scan
+
+
 def train_in_chunks(spec, program, lengths):
     """Train `spec` through compiled chunks of the given lengths, fed as `netspec.train` feeds them."""
     data = on_device(spec)
-    full_batch = spec.train["batch_size"] == spec.num_examples
-    order = BatchOrder(spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
     state, step, losses = program.init(), 0, []
     for n in lengths:
-        batches = None if full_batch else order.indices(step, n)
-        state, outputs = program.chunk(n)(state, data, batches, program.keys)
+        state, outputs = program.chunk(n)(state, data, batches_of(spec, step, n), program.keys)
         step += n
         losses.extend(np.asarray(outputs["loss"]).tolist())
     assert int(state.step) == step
@@ -258,10 +270,7 @@ def test_unrolled_scan_runs_the_same_steps(batch_size):
         spec = checked(raw)
         program = compile_spec(spec)
         results[unroll] = [train_in_chunks(spec, program, lengths) for lengths in ([20], [4, 2, 6, 8], [2] * 10)]
-        order = BatchOrder(spec.num_examples, batch_size, seed=spec.seed, shuffle=batch_size < 16)
-        jaxpr = jax.make_jaxpr(program.chunk(6))(program.init(), on_device(spec), None if batch_size == 16 else order.indices(0, 6), program.keys)
-        (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
-        assert scan.params["unroll"] == unroll
+        assert chunk_scan(spec, program, 6).params["unroll"] == unroll
     for unroll, runs in results.items():
         (state, losses, _), *others = runs
         for other_state, other_losses, _ in others:
@@ -277,10 +286,7 @@ def _step_body_size(on_nonfinite: str) -> int:
     raw = _minibatch_spec(4)
     raw["train"]["on_nonfinite"] = on_nonfinite
     spec = checked(raw)
-    program = compile_spec(spec)
-    order = BatchOrder(spec.num_examples, 4, seed=spec.seed, shuffle=True)
-    jaxpr = jax.make_jaxpr(program.chunk(4))(program.init(), on_device(spec), order.indices(0, 4), program.keys)
-    (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
+    scan = chunk_scan(spec, compile_spec(spec), 4)
     return sum(1 for _ in all_eqns(scan.params["jaxpr"].jaxpr))
 
 
