@@ -17,22 +17,17 @@ is what ran and is what the run directory saves. No jax here: `validate` must st
 from __future__ import annotations
 
 import copy
-import difflib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-import jsonschema
-
 from netspec import registry as R
+from netspec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
 from netspec.load import Loaded
+from netspec.messages import did_you_mean, found, schema_problems
 from netspec.schema import SCHEMA
-
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -98,7 +93,7 @@ def check(loaded: Loaded) -> Spec:
     if problems:
         raise SpecError(problems)
     data = copy.deepcopy(loaded.data)
-    _push_model_defaults(data)
+    push_model_defaults(data)
     loss = data["loss"]
     if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in R.FUSED_ACTIVATION:
         data["metrics"] = []  # accuracy, the default, means nothing for a regression loss
@@ -111,203 +106,12 @@ def check(loaded: Loaded) -> Spec:
 
 # -- pass 1: the schema -----------------------------------------------------------------------
 
-def schema_problems(loaded: Loaded) -> list[Problem]:
-    """Every schema violation, worded for a person, in file order."""
-    problems: list[Problem] = []
-    for error in _VALIDATOR.iter_errors(loaded.data):
-        problems.extend(_describe(error, loaded))
-    unique = {(p.path, p.message): p for p in problems}
-    return sorted(unique.values(), key=lambda p: (p.line or 0, p.col or 0, p.path))
-
-
-def _found(value) -> str:
-    if value is None or isinstance(value, bool):
-        return {None: "nothing (null)", True: "true (boolean)", False: "false (boolean)"}[value]
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
-    text = repr(value) if not isinstance(value, (list, dict)) else kind
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return text if isinstance(value, (list, dict)) else f"{text} ({kind})"
-
-
-def _expected_type(t) -> str:
-    names = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-             "array": "a list", "object": "a mapping", "null": "nothing (null)"}
-    if isinstance(t, list):
-        return " or ".join(names.get(x, x) for x in t)
-    return names.get(t, t)
-
-
-def did_you_mean(word, options) -> str:
-    """'; did you mean 'x'?' when a close match exists, else ''."""
-    close = closest(word, options)
-    return f"; did you mean {close!r}?" if close else ""
-
-
-def closest(word, options) -> str | None:
-    """The option nearest to `word` (a typo of it), or None; a swap of two letters counts as one edit."""
-    if not isinstance(word, str):
-        return None
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=3, cutoff=0.6)
-    return min(close, key=lambda o: _edits(word, o)) if close else None  # ties keep difflib's order
-
-
-def _edits(a: str, b: str) -> int:
-    """Optimal-string-alignment distance: 'adma' is one edit from 'adam', two from 'adamax'."""
-    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[-1][-1]
-
-
-def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
-    path = tuple(error.absolute_path)
-    v, value, schema = error.validator, error.instance, error.schema
-    if v == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extras = [k for k in value if k not in schema.get("properties", {})]
-        return [
-            loaded.problem(path + (k,), f"unknown key {_found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})", key=True)
-            for k in extras
-        ]
-    if v == "required":
-        missing = error.validator_value
-        keys = [k for k in missing if k not in value]
-        if schema.get("additionalProperties") is False:
-            # a misspelt required key is reported once, as an unknown key with its "did you mean"
-            props = schema.get("properties", {})
-            typos = {closest(x, props) for x in value if x not in props}
-            keys = [k for k in keys if k not in typos]
-        return [loaded.problem(path, f"missing required key {k!r}", key=True) for k in keys]
-    if v in ("enum", "const"):
-        options = error.validator_value if v == "enum" else [error.validator_value]
-        listed = ", ".join(str(o) for o in options)
-        if len(options) > 30:
-            listed = f"{len(options)} names, see `netspec schema`"
-        return [loaded.problem(path, f"expected one of {listed}; found {_found(value)}{did_you_mean(value, options)}")]
-    if v == "type":
-        either = _if_branch(error)  # a "name or mapping" style choice: say both forms
-        if either is not None:
-            alt, doc = either
-            more = f"; this is {doc}" if doc else ""
-            return [loaded.problem(path, f"expected {_expected_type(alt)} or {_expected_type(error.validator_value)}, found {_found(value)}{more}{_number_hint(value)}")]
-        return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {_found(value)}{_number_hint(value)}")]
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
-        return [loaded.problem(path, f"expected a value {op} {error.validator_value}, found {_found(value)}")]
-    if v in ("minItems", "maxItems"):
-        word = "at least" if v == "minItems" else "at most"
-        return [loaded.problem(path, f"expected a list of {word} {error.validator_value} items, found {len(value)}")]
-    if v in ("minLength", "maxLength"):
-        word = "at least" if v == "minLength" else "at most"
-        return [loaded.problem(path, f"expected {word} {error.validator_value} characters, found {len(value)}")]
-    if v == "minProperties":
-        return [loaded.problem(path, f"expected a mapping with at least {error.validator_value} key(s), found an empty one")]
-    if v == "uniqueItems":
-        return [loaded.problem(path, "expected each item once; this list repeats an item")]
-    if v == "pattern":
-        return [loaded.problem(path, f"expected {schema.get('x-expected', 'text matching ' + error.validator_value)}; found {_found(value)}")]
-    if v == "not":
-        return [loaded.problem(path, f"{_found(value)} is not allowed here")]
-    if v == "oneOf" and path[-1:] == ("train",):
-        if not isinstance(value, dict):
-            return []  # not a mapping: the type error says so
-        both = "steps" in value and "epochs" in value
-        return [loaded.problem(path, "give either steps or epochs, not both" if both else "missing required key 'steps' (or 'epochs')", key=True)]
-    if v in ("oneOf", "anyOf"):
-        best = jsonschema.exceptions.best_match(error.context)
-        return _describe(best, loaded) if best is not None else [loaded.problem(path, error.message)]
-    return [loaded.problem(path, error.message)]
-
-
-def _number_hint(value) -> str:
-    """For text like 1e-3, which YAML 1.1 (PyYAML's) reads as a string: how to write the number."""
-    m = re.fullmatch(r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))[eE]([-+]?)([0-9]+)", value) if isinstance(value, str) else None
-    if not m:
-        return ""
-    mantissa = m[1] if "." in m[1] else m[1] + ".0"
-    return f"; YAML reads {value} as text: write {mantissa}e{m[2] or '+'}{m[3]} (a '.' and a signed exponent make it a number)"
-
-
-def _if_branch(error: jsonschema.ValidationError):
-    """For a type error in the `else` of an `if: {type: T}`: (T, the choice's description); else None."""
-    if list(error.schema_path)[-2:] != ["else", "type"]:
-        return None
-    s = SCHEMA
-    for part in list(error.schema_path)[:-2]:
-        while isinstance(s, dict) and part not in s and "$ref" in s:
-            s = _resolve(s)
-        try:
-            s = s[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    s = _resolve(s) if isinstance(s, dict) else {}
-    alt = s.get("if", {}).get("type")
-    return (alt, s.get("description", "")) if alt else None
-
-
-# -- defaults ---------------------------------------------------------------------------------
-
-def _resolve(schema: dict) -> dict:
-    while "$ref" in schema:
-        ref = schema["$ref"].split("/")[-1]
-        rest = {k: v for k, v in schema.items() if k != "$ref"}
-        schema = {**SCHEMA["$defs"][ref], **rest}
-    return schema
-
-
-def fill_defaults(schema: dict, value):
-    """`value` with every schema default filled in and every name-or-mapping choice made a mapping.
-
-    jsonschema validates but never fills defaults (by design); this walks the same schema
-    keywords that this project's schema uses: $ref, if/then/else, allOf, properties, items.
-    Called only on data that has passed the schema.
-    """
-    schema = _resolve(schema)
-    if "if" in schema:
-        if _VALIDATOR.evolve(schema=schema["if"]).is_valid(value):
-            if "then" in schema and schema["if"].get("type") == "string" and "enum" in schema.get("then", {}):
-                value = {"type": value}  # a bare name: use its mapping form
-                return fill_defaults(schema["else"], value)
-            value = fill_defaults(schema.get("then", {}), value)
-        else:
-            value = fill_defaults(schema.get("else", {}), value)
-    for sub in schema.get("allOf", []):
-        value = fill_defaults(sub, value)
-    if isinstance(value, dict) and "properties" in schema:
-        for key, sub in schema["properties"].items():
-            sub = _resolve(sub)
-            if key not in value and "default" in sub:
-                value[key] = copy.deepcopy(sub["default"])
-            if key in value:
-                value[key] = fill_defaults(sub, value[key])
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        value = [fill_defaults(schema["items"], item) for item in value]
-    return value
-
-
-_LAYER_FIELD_DEFAULTS = {"activation": "linear", "kernel_init": "glorot_uniform", "bias_init": "zeros"}
-
-
-def _push_model_defaults(data: dict) -> None:
-    model = data["model"]
-    defaults = {**_LAYER_FIELD_DEFAULTS, **model.get("defaults", {})}
-    for layer in model["layers"]:
-        fields = R.LAYERS[layer["type"]].fields
-        for key, value in defaults.items():
-            if key in fields and key not in layer:
-                layer[key] = copy.deepcopy(value)
-
-
 # -- pass 2: meaning --------------------------------------------------------------------------
 
 def _shape_of(value, path, loaded, problems, what) -> tuple | None:
     """The shape of a nested list of numbers, or None (with a problem) if ragged or not numeric."""
     if isinstance(value, bool) or value is None or isinstance(value, str) or isinstance(value, dict):
-        problems.append(loaded.problem(path, f"expected a number in {what}, found {_found(value)}"))
+        problems.append(loaded.problem(path, f"expected a number in {what}, found {found(value)}"))
         return None
     if not isinstance(value, list):
         return ()

@@ -9,6 +9,8 @@ docs and `check`'s defaulting read the same numbers.
 
 from __future__ import annotations
 
+import jsonschema
+
 from netspec import registry as R
 
 
@@ -278,3 +280,4 @@ def build() -> dict:
 
 
 SCHEMA = build()
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
