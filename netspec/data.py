@@ -34,7 +34,12 @@ class Split(NamedTuple):
 
 
 class Arrays(NamedTuple):
-    """Host arrays as stored (images uint8), and the on-device scaling `(x - shift) * scale`."""
+    """Host arrays as stored (images uint8), and the on-device scaling `(x - shift) * scale`.
+
+    `feature_names`: the names of the features in the order of x's last axis, when the data
+    names them (a CSV file with a header), else None. `netspec predict` matches a new CSV's
+    columns to them by name.
+    """
 
     train: Split
     validation: Split | None
@@ -42,6 +47,7 @@ class Arrays(NamedTuple):
     shift: np.ndarray
     scale: np.ndarray
     class_names: tuple[str, ...] | None
+    feature_names: tuple[str, ...] | None = None
 
 
 def source_of(data: Mapping) -> str:
@@ -147,10 +153,11 @@ def scale_factor(value) -> float | None:
 
 
 def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = None) -> Arrays:
-    """Read the examples and prepare the splits and scaling (see the module docstring)."""
+    """Read the examples and prepare the splits and scaling (see the module docstring). Raises
+    DataError for a missing or malformed data file."""
     source = source_of(data)
     cfg = data[source]
-    class_names = None
+    class_names = feature_names = None
     if source == "inline":
         train = Split(np.asarray(_plain(cfg["x"]), np.float32), np.asarray(_plain(cfg["y"])))
         test = None
@@ -164,7 +171,7 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
     else:
         table = _load_csv(cfg, base_dir)
         train, test = Split(table.x, table.y), None
-        class_names = table.classes
+        class_names, feature_names = table.classes, table.feature_names
     limit = data.get("limit")
     if limit:
         train = Split(train.x[:limit], train.y[:limit])
@@ -179,7 +186,7 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
         validation = Split(train.x[val_idx], train.y[val_idx])
         train = Split(train.x[train_idx], train.y[train_idx])
     shift, scale = _scaling(data.get("scale"), train.x)
-    return Arrays(train, validation, test, shift, scale, class_names)
+    return Arrays(train, validation, test, shift, scale, class_names, feature_names)
 
 
 def _train_test(splits) -> tuple[Split, Split | None]:

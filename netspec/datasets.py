@@ -10,7 +10,7 @@ can fix raises `DataError` with one paragraph: which file, what is wrong, how to
     load_standard(dataset, *, data_dir, download) -> Splits   mnist, fashion_mnist
     load_idx_dir(path) -> Splits                   any directory holding the four IDX files
     load_npz(path, *, x_key, y_key) -> Splits      test split is None unless the archive has one
-    load_csv(path, *, features, label, header, delimiter) -> Table(x float32 [N, F], y [N], classes)
+    load_csv(path, *, features, label, header, delimiter) -> Table(x float32 [N, F], y [N], classes, feature_names)
 
 Where a standard dataset is looked for, in this order (the first directory that holds all four
 files, each plain or `.gz`, wins):
@@ -476,17 +476,25 @@ class Table(NamedTuple):
     """A CSV table: float32 features [N, F], labels [N], and the class names when labels are text.
 
     Numeric labels come back as float32 with `classes` None; text labels as int32 indices into
-    `classes`, which holds the distinct names sorted.
+    `classes`, which holds the distinct names sorted. `feature_names` are the header's names of
+    the F feature columns, in the order of `x`'s columns (None for a file read without a header):
+    `netspec predict` finds the same columns by name in a new file.
     """
 
     x: np.ndarray
     y: np.ndarray
     classes: tuple[str, ...] | None
+    feature_names: tuple[str, ...] | None = None
 
 
 def load_csv(path: str | os.PathLike, *, features: list[str | int] | None = None,
              label: str | int, header: bool = True, delimiter: str = ",") -> Table:
-    """Loads a CSV table; columns are chosen by header name or 0-based index."""
+    """Loads a CSV table; columns are chosen by header name or 0-based index.
+
+    `features` (default: every column but the label) picks the feature columns in the order
+    given, which is the order of `x`'s columns and of `Table.feature_names`. Raises DataError
+    for a missing, unreadable or ragged file, an unknown column, or a cell that is not a number.
+    """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -524,7 +532,8 @@ def load_csv(path: str | os.PathLike, *, features: list[str | int] | None = None
     x = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
     for i, (line, row) in enumerate(rows):
         x[i] = [_number(row[c], line, c, names, path) for c in feature_cols]
-    return Table(x, *_labels(rows, label_col, names, path))
+    feature_names = tuple(names[c] for c in feature_cols) if names is not None else None
+    return Table(x, *_labels(rows, label_col, names, path), feature_names)
 
 
 def _numbered_rows(reader):
