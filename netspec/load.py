@@ -11,6 +11,12 @@ spec means; that is `check`'s job. A spec file is untrusted text, so loading is 
 - text must be UTF-8;
 - numbers must be finite, and integers fit in 64 bits.
 
+Scalars are read with the YAML 1.2 core schema, as JSON tools, editors (yaml-language-server),
+ruamel.yaml and jsonargparse read them, not PyYAML's YAML 1.1: `1e-3` is a number, `no`, `yes`,
+`on` and `off` are strings, `0777` is 777 (octal is `0o777`), `1_000` and `12:30` are strings,
+and only `true`/`false` (any case as YAML 1.2 lists) are booleans. `dump` writes YAML that both
+YAML 1.2 and 1.1 readers read back as the same data (it quotes any string either would misread).
+
 `--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
 list/map, with the override itself recorded as the position of what it set.
 """
@@ -30,6 +36,30 @@ from netspec.errors import Problem, SpecError
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_VALUES = 200_000  # after alias expansion
+
+# The YAML 1.2 core schema's plain-scalar rules (https://yaml.org/spec/1.2.2/#1023-core-schema),
+# in the order they are tried: the first whose pattern matches gives the tag.
+_CORE = "tag:yaml.org,2002:"
+_CORE_RESOLVERS = [
+    ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+     "-+.0123456789"),
+    ("merge", r"^<<$", "<"),  # not YAML 1.2; resolved so that the message can say merge keys are not supported
+]
+
+
+def _core_resolvers() -> dict:
+    """`yaml_implicit_resolvers` for PyYAML's Resolver mechanism: first character -> [(tag, regex)]."""
+    table: dict = {}
+    for name, pattern, first in _CORE_RESOLVERS:
+        for char in list(first) + ([""] if name == "null" else []):
+            table.setdefault(char, []).append((_CORE + name, re.compile(pattern)))
+    return table
+
+
+_CORE_TABLE = _core_resolvers()
 
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + t
@@ -161,11 +191,13 @@ class _Refused(Exception):
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that bounds depth and node count while composing: PyYAML composes recursively
-    (a thousand nested brackets end in RecursionError) and builds every node of a big flat file
-    before anyone could count them (minutes and gigabytes). `_Builder` reports the usual cases
-    with their key path; this stops only what it could not reach in time."""
+    """SafeLoader with the YAML 1.2 core schema's resolvers that bounds depth and node count while
+    composing: PyYAML composes recursively (a thousand nested brackets end in RecursionError) and
+    builds every node of a big flat file before anyone could count them (minutes and gigabytes).
+    `_Builder` reports the usual cases with their key path; this stops only what it could not
+    reach in time."""
 
+    yaml_implicit_resolvers = _CORE_TABLE
     depth = nodes = 0
 
     def compose_node(self, parent, index):
@@ -189,7 +221,6 @@ class _Builder:
         self.loaded = loaded
         self.count = 0
         self.open: set[int] = set()  # the collections being built: meeting one again is a recursive alias
-        self.constructor = yaml.SafeLoader("")  # its scalar constructors resolve ints, floats, bools
 
     def check_expansion(self, root) -> None:
         """Refuse a document whose aliases expand past MAX_VALUES, counting each node once (fast)."""
@@ -255,22 +286,66 @@ class _Builder:
             items = [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
             self.open.discard(id(node))
             return items
-        if node.tag == "tag:yaml.org,2002:timestamp":
-            return str(node.value)  # stays as written (and `2024-13-45` is no error here)
         try:
-            value = self.constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as e:
-            self.fail(node, path, f"cannot read this value: {getattr(e, 'problem', e)}")
-        except (ValueError, KeyError, IndexError):  # `!!int x`, `!!bool x`, `!!int ''`, or more digits than Python converts
+            value = _scalar(node)
+        except ValueError:  # `!!int x`, `!!bool yes`, an empty `!!float`, or more digits than Python converts
             if not (node.tag.endswith(":int") and node.value.lstrip("+-").isdigit()):
-                self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]}")
+                self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]} (YAML 1.2 core schema)")
             value = math.inf
         if (isinstance(value, float) and not math.isfinite(value)) or (type(value) is int and not -2**63 <= value < 2**63):
             what = "not a number" if value != value else "infinite" if node.value.lower().lstrip("+-") == ".inf" else "too large"
             self.fail(node, path, f"the number {_cut(node.value)} is {what}; a spec's numbers must be finite, and integers at most 2**63 - 1 in size")
-        if isinstance(value, bytes) or not isinstance(value, (str, int, float, bool, type(None))):
-            value = str(node.value)  # binary stays as written
         return value
+
+
+def _scalar(node: yaml.ScalarNode):
+    """A scalar node's value under the YAML 1.2 core schema (its tag resolved by `_CORE_RESOLVERS`
+    or written explicitly). Raises ValueError for text its tag cannot hold."""
+    tag, text = node.tag[len(_CORE):], node.value
+    if tag == "null":
+        if text not in ("~", "null", "Null", "NULL", ""):
+            raise ValueError(text)
+        return None
+    if tag == "bool":
+        if text not in ("true", "True", "TRUE", "false", "False", "FALSE"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    if tag == "int":
+        if re.fullmatch(r"[-+]?[0-9]+", text):
+            return int(text, 10)  # 0777 is 777: YAML 1.2 writes octal as 0o777
+        if re.fullmatch(r"0o[0-7]+|0x[0-9a-fA-F]+", text):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        raise ValueError(text)
+    if tag == "float":
+        if re.fullmatch(r"[-+]?\.(?:inf|Inf|INF)", text):
+            return -math.inf if text.startswith("-") else math.inf
+        if re.fullmatch(r"\.(?:nan|NaN|NAN)", text):
+            return math.nan
+        if re.fullmatch(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?", text):
+            return float(text)
+        raise ValueError(text)
+    return text  # str, and timestamp and binary, which stay as written
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string a YAML 1.2 core-schema reader (netspec, editors) or a
+    YAML 1.1 reader (PyYAML) would read as something else: `no`, `1e3`, `0o7`, `12:30`."""
+
+    def represent_str(self, data: str):
+        core = next((tag for tag, regex in _CORE_TABLE.get(data[:1], []) if regex.match(data)), None)
+        if core is not None or self.resolve(yaml.ScalarNode, data, (True, False)) != _CORE + "str":
+            return self.represent_scalar(_CORE + "str", data, style="'")
+        return super().represent_str(data)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
+def dump(data) -> str:
+    """Plain data (dicts, lists, scalars) as YAML text that `parse` reads back equal. Non-ASCII
+    characters are escaped: PyYAML writes U+0085 and U+2028/9 raw into quoted strings, where a
+    reader folds them into a space."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100, allow_unicode=False)
 
 
 def _cut(text: str) -> str:

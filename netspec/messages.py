@@ -10,7 +10,6 @@ Pure Python, no jax.
 from __future__ import annotations
 
 import difflib
-import re
 
 import jsonschema
 
@@ -101,8 +100,8 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
         if either is not None:
             alt, doc = either
             more = f"; this is {doc}" if doc else ""
-            return [loaded.problem(path, f"expected {_expected_type(alt)} or {_expected_type(error.validator_value)}, found {found(value)}{more}{_number_hint(value)}")]
-        return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {found(value)}{_number_hint(value)}")]
+            return [loaded.problem(path, f"expected {_expected_type(alt)} or {_expected_type(error.validator_value)}, found {found(value)}{more}")]
+        return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {found(value)}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
         return [loaded.problem(path, f"expected a value {op} {error.validator_value}, found {found(value)}")]
@@ -129,15 +128,6 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
         best = jsonschema.exceptions.best_match(error.context)
         return _describe(best, loaded) if best is not None else [loaded.problem(path, error.message)]
     return [loaded.problem(path, error.message)]
-
-
-def _number_hint(value) -> str:
-    """For text like 1e-3, which YAML 1.1 (PyYAML's) reads as a string: how to write the number."""
-    m = re.fullmatch(r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))[eE]([-+]?)([0-9]+)", value) if isinstance(value, str) else None
-    if not m:
-        return ""
-    mantissa = m[1] if "." in m[1] else m[1] + ".0"
-    return f"; YAML reads {value} as text: write {mantissa}e{m[2] or '+'}{m[3]} (a '.' and a signed exponent make it a number)"
 
 
 def _if_branch(error: jsonschema.ValidationError):

@@ -37,7 +37,6 @@ from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 import netspec
 from netspec import distribute
@@ -76,7 +75,9 @@ def make_run_dir(logdir: str | Path, spec: Spec, run_name: str | None) -> Path:
 
 
 def spec_yaml(spec: Spec) -> str:
-    return yaml.safe_dump(plain(spec.resolved), sort_keys=False, default_flow_style=None, width=100)
+    from netspec.load import dump
+
+    return dump(plain(spec.resolved))
 
 
 def chunk_lengths(total: int, every: int) -> list[int]:
