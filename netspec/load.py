@@ -130,8 +130,7 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            line, col = _line_col(raw[: e.start].decode("utf-8"))  # the text before the bad byte is valid
             raise SpecError([Problem(source, line, col, "$", f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8")]) from None
     else:
         text = raw
@@ -145,8 +144,7 @@ def parse(raw: bytes | str, source: str) -> Loaded:
     except _Refused as e:
         raise SpecError([Problem(source, e.mark.line + 1, e.mark.column + 1, "$", e.message)]) from None
     except yaml.reader.ReaderError as e:  # a control character: PyYAML gives its index, not a mark
-        before = re.split("\r\n|[\r\n\x85\u2028\u2029]", text[: e.position])  # YAML's line breaks
-        line, col = len(before), len(before[-1]) + 1
+        line, col = _line_col(text[: e.position])
         raise SpecError([Problem(source, line, col, "$", f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
                                  "(a spec is UTF-8 text: is this file UTF-16 or binary?)")]) from None
     except yaml.MarkedYAMLError as e:
@@ -161,6 +159,13 @@ def parse(raw: bytes | str, source: str) -> Loaded:
     builder.check_expansion(node)
     loaded.data = builder.build(node, (), 0)
     return loaded
+
+
+def _line_col(before: str) -> tuple[int, int]:
+    """The 1-based line and column just after `before`, counting lines as YAML does (a line ends at
+    CR LF, LF, CR, NEL, U+2028 or U+2029), as PyYAML's marks count them."""
+    lines = re.split("\r\n|[\r\n\x85\u2028\u2029]", before)
+    return len(lines), len(lines[-1]) + 1
 
 
 def _syntax_message(e: yaml.MarkedYAMLError) -> str:

@@ -294,3 +294,15 @@ def test_missing_file_and_directory(tmp_path):
     with pytest.raises(SpecError) as excinfo:
         load(tmp_path)
     assert "directory" in only_problem(excinfo).message
+
+
+@pytest.mark.parametrize("before", ["a\rb\r", "a\r\nb\r\n", "a\nb\n", "a\u2028b\x85", "key: value\r  x", ""])
+def test_a_bad_byte_and_a_control_character_are_placed_alike(before):
+    """Both count lines as YAML does (CR, LF, CR LF, NEL, U+2028/9 end a line): a non-UTF-8 byte and
+    a forbidden character at the same place get the same line and column."""
+    with pytest.raises(SpecError) as bad_byte:
+        parse(before.encode() + b"\x80", "s.yaml")
+    with pytest.raises(SpecError) as control:
+        parse(before.encode() + b"\x07", "s.yaml")
+    (p,), (q,) = bad_byte.value.problems, control.value.problems
+    assert (p.line, p.col) == (q.line, q.col), (p, q)
