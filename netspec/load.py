@@ -18,7 +18,10 @@ and only `true`/`false` (any case as YAML 1.2 lists) are booleans. `dump` writes
 YAML 1.2 and 1.1 readers read back as the same data (it quotes any string either would misread).
 
 `--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
-list/map, with the override itself recorded as the position of what it set.
+list/map, with the override itself recorded as the position of what it set. What null means at a
+key, and which keys exclude each other, is the schema's to say (`OverrideRules`; `load` uses
+`netspec.overrides.SCHEMA_RULES`): `--set key=null` removes a key that does not take null, and
+setting one key of a mutually exclusive group (train.steps / train.epochs) removes the others.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
@@ -69,6 +72,16 @@ _STANDARD_TAGS = {
 Key = tuple  # a key path: ("model", "layers", 2, "units")
 
 
+class OverrideRules(NamedTuple):
+    """What the spec's schema says about a `--set`: both take the data as it stands and a key path."""
+
+    accepts_null: Callable[[Any, Key], bool]  # null is a value of this key (else `=null` removes it)
+    exclusive_with: Callable[[Any, Key], tuple[str, ...]]  # sibling keys that setting this one removes
+
+
+NO_RULES = OverrideRules(lambda data, path: True, lambda data, path: ())
+
+
 @dataclass
 class Loaded:
     """A parsed spec: the data, and where each key path came from."""
@@ -103,8 +116,9 @@ def json_path(path: Key) -> str:
     return out
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Loaded:
-    """Read and parse a spec file, then apply `--set` overrides. Raises SpecError."""
+def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | None = None) -> Loaded:
+    """Read and parse a spec file, then apply `--set` overrides with `rules` (default: the
+    schema's, `netspec.overrides.SCHEMA_RULES`). Raises SpecError."""
     path = Path(path)
     source = str(path)
     try:
@@ -119,8 +133,10 @@ def load(path: str | Path, overrides: list[str] = ()) -> Loaded:
     except OSError as e:
         raise SpecError([Problem(source, None, None, "$", f"cannot read the file ({e.strerror})")]) from None
     loaded = parse(raw, source)
+    if overrides and rules is None:
+        from netspec.overrides import SCHEMA_RULES as rules
     for text in overrides:
-        apply_override(loaded, text)
+        apply_override(loaded, text, rules)
     return loaded
 
 
@@ -374,8 +390,9 @@ def split_override(text: str) -> tuple[Key, str]:
     return tuple(parts), m.group(2)
 
 
-def apply_override(loaded: Loaded, text: str) -> None:
-    """Apply one `--set key.path=value` to `loaded` in place."""
+def apply_override(loaded: Loaded, text: str, rules: OverrideRules = NO_RULES) -> None:
+    """Apply one `--set key.path=value` to `loaded` in place: set the value, or with null remove
+    the key where `rules` say it takes no null, and remove the keys `rules` say it excludes."""
     path, value_text = split_override(text)
     origin = f"--set {text}"
     try:
@@ -394,18 +411,45 @@ def apply_override(loaded: Loaded, text: str) -> None:
         else:
             raise SpecError([Problem(origin, None, None, json_path(here), _no_such_place(parent, part))])
     last = path[-1]
-    if isinstance(parent, dict):
-        parent[last] = sub.data
-    elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
-        parent[last] = sub.data
-    else:
+    if not (isinstance(parent, dict) or (isinstance(parent, list) and isinstance(last, int) and last < len(parent))):
         raise SpecError([Problem(origin, None, None, json_path(path), _no_such_place(parent, last))])
-    for table in (loaded.positions, loaded.key_positions):
-        for p in [k for k in table if k[: len(path)] == path]:
-            del table[p]
+    if sub.data is None and not rules.accepts_null(loaded.data, path):
+        _remove(loaded, parent, path)
+        loaded.key_positions[path[:-1]] = (origin, None, None)  # "missing required key" now points at this --set
+        return
+    if isinstance(parent, dict):
+        for other in rules.exclusive_with(loaded.data, path):
+            if other in parent:
+                _remove(loaded, parent, path[:-1] + (other,))
+    parent[last] = sub.data
+    _forget(loaded, path)
     for sub_path in sub.positions:
         loaded.positions[path + sub_path] = (origin, None, None)
     loaded.key_positions[path] = (origin, None, None)
+
+
+def _remove(loaded: Loaded, parent: dict | list, path: Key) -> None:
+    """Delete the key (or list item) at `path` from `parent`, with its positions; the items after a
+    deleted list item move up one place, their positions with them."""
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
+    else:
+        del parent[path[-1]]
+    _forget(loaded, path)
+    if isinstance(parent, list):
+        n = len(path) - 1
+        for table in (loaded.positions, loaded.key_positions):
+            moved = {k: v for k, v in table.items() if len(k) > n and k[:n] == path[:-1] and isinstance(k[n], int) and k[n] > path[-1]}
+            for k in moved:
+                del table[k]
+            table.update({k[:n] + (k[n] - 1,) + k[n + 1:]: v for k, v in moved.items()})
+
+
+def _forget(loaded: Loaded, path: Key) -> None:
+    """Drop the positions of `path` and everything under it."""
+    for table in (loaded.positions, loaded.key_positions):
+        for p in [k for k in table if k[: len(path)] == path]:
+            del table[p]
 
 
 def _no_such_place(parent, part) -> str:
