@@ -1,29 +1,52 @@
-"""What a run shows in TensorBoard, written through tensorboardX.
+"""What a run shows in TensorBoard, written through tensorboardX's writers and protos.
 
-Contract: `Summaries(run_dir, spec)` owns the event writers of one run:
+Contract: `Summaries(run_dir, spec)` owns the event files of one run. The run directory is one
+TensorBoard run, with one more beside it for each split it evaluates:
 
-    <run_dir>/train/   scalars (loss, metrics, learning_rate, steps_per_second), histograms
-                       `<layer>/<param>` (weights, biases), `<layer>/activations`,
-                       `<layer>/<param>/gradients`, the graph, the spec as text
-    <run_dir>/         hparams: the spec's hyperparameters with the final metrics
+    <run_dir>/              training: scalars (loss, metrics, learning_rate, steps_per_second),
+                            histograms `<layer>/<param>` (weights, biases), `<layer>/activations`,
+                            `<layer>/<param>/gradients`, the graph, the spec as text (tag `spec`),
+                            sample images; and `HPARAMS_FILE`, the HParams session: the spec's
+                            hyperparameters (`hparams_of`)
+    <run_dir>/test/         evaluations on that split: the training scalars' tags (so the curves
+    <run_dir>/validation/   overlay), the confusion matrix as a labelled image, and at the end as
+                            a table (text tag `confusion_counts`)
 
-Scalar tags are plain names (`loss`, `accuracy`), so runs and the `eval/` run of later issues
-overlay in one chart. The host calls it only at chunk boundaries.
+Why this layout. TensorBoard's HParams plugin, when no run writes an `_hparams_/experiment`
+summary (netspec never does: each run wrote its own, and TensorBoard used one of them for every
+run), infers the experiment from all runs' session_start_info: the union of their
+hyperparameters, `differs` where the values differ, and as metrics every scalar tag of a
+session's run and the runs below it, valued at its last point. So the session lives in the
+training run itself (no extra run that holds only it), the final metrics are the last points of
+the curves a run draws anyway (no `hparam/*` charts of one point each), and a logdir of any mix
+of specs shows every run. The evaluation runs are named after their split, so `test/accuracy`
+is one HParams column for every run that measured it, whichever split it watched while training.
+
+TensorBoard keeps the first summary metadata of a tag in a run, and the session's
+hyperparameters are that metadata; so `HPARAMS_FILE` is rewritten whole, atomically, when a run
+starts, is resumed (`--set train.steps=N` changes `steps`) and ends (its status), and never
+holds two sessions. The host calls this module only at chunk boundaries.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 from tensorboardX import SummaryWriter
+from tensorboardX.proto.summary_pb2 import Summary
 
 from netspec.check import Spec, plain
 
 _BIAS_NAMES = {"bias", "beta", "offset"}
 HISTOGRAM_BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow") costs 20x more per call
+# The session's event file. A fixed name, so a resume replaces it; "0" sorts before every
+# timestamped file, so TensorBoard's loader reads the session before the run's other events.
+HPARAMS_FILE = "events.out.tfevents.0.hparams"
+SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 
 
 def hparams_of(spec: Spec) -> dict:
@@ -48,7 +71,7 @@ def hparams_of(spec: Spec) -> dict:
 
 
 class Summaries:
-    """The event writers of one run."""
+    """The event writers of one run (see the module docstring for the layout)."""
 
     def __init__(self, run_dir: Path, spec: Spec, *, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
@@ -58,27 +81,35 @@ class Summaries:
         # starts within the same second from truncating them (tensorboardX names files by second).
         self._suffix = f".{os.getpid()}.{purge_step or 0}"
         self._purge_step = purge_step
-        self.train = self._writer("train")
-        self._eval: SummaryWriter | None = None
+        self.train = self._writer(self.run_dir)
+        self._evals: dict[str, SummaryWriter] = {}
+        self._started = time.time()
+        self.dropped: dict[str, list[int]] = {}  # histogram tag -> steps whose NaN or Inf values were left out
 
-    def _writer(self, name: str) -> SummaryWriter:
-        return SummaryWriter(str(self.run_dir / name), purge_step=self._purge_step, flush_secs=30, filename_suffix=self._suffix)
+    def _writer(self, directory: Path) -> SummaryWriter:
+        return SummaryWriter(str(directory), purge_step=self._purge_step, flush_secs=30, filename_suffix=self._suffix)
 
-    @property
-    def eval(self) -> SummaryWriter:
-        """The eval/ run, created at the first evaluation; same tags as train/, so charts overlay."""
-        if self._eval is None:
-            self._eval = self._writer("eval")
-        return self._eval
+    def split(self, name: str) -> SummaryWriter:
+        """The `<run_dir>/<name>/` run of evaluations on split `name` ("test" or "validation"),
+        created at its first evaluation; same scalar tags as training, so charts overlay."""
+        if name not in SPLITS:
+            raise ValueError(f"no evaluation run for split {name!r}; expected one of {SPLITS}")
+        if name not in self._evals:
+            self._evals[name] = self._writer(self.run_dir / name)
+        return self._evals[name]
 
     # -- per chunk --------------------------------------------------------------------------
 
     def scalars(self, step: int, values: Mapping[str, float], writer: SummaryWriter | None = None) -> None:
+        """One point per tag at `step` (in the training run unless `writer` says otherwise). A NaN
+        or Inf is written as it is: TensorBoard draws it, and it is the truth about that step."""
         writer = writer or self.train
-        for tag, value in values.items():
-            writer.add_scalar(tag, float(value), step)
+        # the Summary proto directly: tensorboardX's add_scalar logs a bare warning for each NaN
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
+        writer._get_file_writer().add_summary(summary, step)
 
     def histograms(self, step: int, params, *, activations=None, gradients=None) -> None:
+        """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array."""
         wanted = set(self.config["histograms"])
         for layer, tensors in params.items():
             for name, value in tensors.items():
@@ -94,28 +125,53 @@ class Summaries:
                     self._histogram(f"{layer}/{name}/gradients", value, step)
 
     def _histogram(self, tag: str, value, step: int) -> None:
-        """A histogram of the finite values (a diverging run must still be summarised, not crash)."""
+        """A histogram of the finite values: a diverging run (on_nonfinite: ignore) is still
+        summarised; what was left out is recorded in `dropped` for `dropped_note`."""
+        from tensorboardX.proto.summary_pb2 import HistogramProto
+        from tensorboardX.summary import make_histogram
+
         values = np.asarray(value, np.float64).reshape(-1)
-        values = values[np.isfinite(values)]
+        finite = np.isfinite(values)
+        if not finite.all():
+            self.dropped.setdefault(tag, []).append(step)
+            values = values[finite]
         if values.size == 0:
             return
-        try:
-            self.train.add_histogram(tag, values, step, bins=HISTOGRAM_BINS)
-        except ValueError:  # a range too narrow to cut into bins at this magnitude: one bucket
-            self.train.add_histogram_raw(tag, min=float(values.min()), max=float(values.max()), num=int(values.size),
-                                         sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
-                                         bucket_limits=[float(values.max())], bucket_counts=[int(values.size)], global_step=step)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge finite values: a sum of squares of inf is what it is
+            try:
+                histogram = make_histogram(values, HISTOGRAM_BINS)
+            except ValueError:  # a range too narrow (or too wide) to cut into bins at this magnitude: one bucket
+                histogram = HistogramProto(min=float(values.min()), max=float(values.max()), num=int(values.size),
+                                           sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
+                                           bucket_limit=[float(values.max())], bucket=[int(values.size)])
+        self.train._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, histo=histogram)]), step)
 
-    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, final: bool = False,
-                   scalars: bool = True) -> None:
-        """An evaluation: scalars under the train run's tags, and the confusion matrix as an image."""
+    def dropped_note(self) -> str | None:
+        """One line naming the histograms NaN or Inf values were left out of, and at which steps;
+        None when there were none."""
+        if not self.dropped:
+            return None
+        tags = list(self.dropped)
+        shown = ", ".join(tags[:8]) + (f" and {len(tags) - 8} more" if len(tags) > 8 else "")
+        steps = sorted({s for at in self.dropped.values() for s in at})
+        when = f"step {steps[0]}" if len(steps) == 1 else (
+            f"steps {', '.join(map(str, steps))}" if len(steps) <= 4 else f"{len(steps)} summary steps, {steps[0]} to {steps[-1]}")
+        return (f"NaN or Inf values were left out of the histogram{'s' if len(tags) > 1 else ''} {shown} at {when}: "
+                f"TensorBoard cannot draw them (the scalars keep them; train.on_nonfinite is {self.spec.train['on_nonfinite']}).")
+
+    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, split: str,
+                   final: bool = False, scalars: bool = True) -> None:
+        """An evaluation on `split`, into its run: scalars under the training run's tags, and
+        the confusion matrix (counts [true, predicted]) as an image; at the end also as a table."""
+        writer = self.split(split)
         if scalars:
-            self.scalars(step, values, self.eval)
+            self.scalars(step, values, writer)
         if confusion is not None and self.spec.eval["confusion_matrix"] and (scalars or final):
-            self.eval.add_image("confusion_matrix", confusion_image(np.asarray(confusion)), step, dataformats="HWC")
+            counts = np.asarray(confusion)
+            writer.add_image("confusion_matrix", confusion_image(counts, class_names), step, dataformats="HWC")
             if final:
-                self.eval.add_text("confusion_matrix", confusion_text(np.asarray(confusion), class_names), step)
-        self.eval.flush()
+                self.text("confusion_counts", confusion_text(counts, class_names), step, writer)
+        writer.flush()
 
     # -- once per run -----------------------------------------------------------------------
 
@@ -131,56 +187,182 @@ class Summaries:
         images = (images - low) / (high - low) if high > low else np.zeros_like(images)
         self.train.add_images("input/samples", images, 0, dataformats="NHWC")
 
+    def text(self, tag: str, markdown: str, step: int, writer: SummaryWriter | None = None) -> None:
+        """Markdown under exactly `tag` in the Text tab (tensorboardX's add_text appends
+        `/text_summary` to every tag, so the summary is built here from its protos)."""
+        from tensorboardX.proto.plugin_text_pb2 import TextPluginData
+        from tensorboardX.proto.summary_pb2 import SummaryMetadata
+        from tensorboardX.proto.tensor_pb2 import TensorProto
+        from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode("utf-8")],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        (writer or self.train)._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+
     def spec_text(self, yaml_text: str) -> None:
         if self.config["text"]:
-            self.train.add_text("spec", "```yaml\n" + yaml_text + "\n```", 0)
+            self.text("spec", "```yaml\n" + yaml_text + "\n```", 0)
 
     def graph(self, graph_def) -> None:
         from netspec.graph import write_graph
 
         write_graph(self.train, graph_def)
 
-    def hparams(self, final: Mapping[str, float]) -> None:
-        """HParams: the spec's hyperparameters with the final metrics (as `hparam/<metric>`)."""
+    def session(self, *, status: str | None = None) -> None:
+        """(Re)write the run's HParams session (`HPARAMS_FILE`): the spec's hyperparameters, and
+        with `status` ("success" or "failure") how it ended. Called when a run starts or is
+        resumed (the spec's values now: a resume may change `steps`) and when it ends. The file
+        is written under another name and renamed over the old one, so a reader never sees two
+        sessions or half of one. Raises OSError when it cannot be written."""
         if not self.config["hparams"]:
             return
-        from tensorboardX.summary import hparams as hparams_summary
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.record_writer import RecordWriter
 
-        metrics = {f"hparam/{k}": float(v) for k, v in final.items()}
-        exp, ssi, sei = hparams_summary(hparams_of(self.spec), metrics)
-        with SummaryWriter(str(self.run_dir), filename_suffix=self._suffix) as root:
-            writer = root._get_file_writer()
-            writer.add_summary(exp)
-            writer.add_summary(ssi)
-            writer.add_summary(sei)
-            for tag, value in metrics.items():
-                root.add_scalar(tag, value, self.spec.steps)
+        events = [Event(wall_time=self._started, file_version="brain.Event:2"),
+                  Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started))]
+        if status is not None:
+            events.append(Event(wall_time=time.time(), step=0, summary=_session_end(status)))
+        # no "tfevents" in the temporary name: TensorBoard never reads a file still being written
+        tmp = self.run_dir / f".hparams.{os.getpid()}.tmp"
+        records = RecordWriter(str(tmp))
+        try:
+            for event in events:
+                records.write(event.SerializeToString())
+            records.flush()  # and fsync: the rename never exposes an empty file after a crash
+        finally:
+            records.close()
+        os.replace(tmp, self.run_dir / HPARAMS_FILE)
 
     def flush(self) -> None:
         self.train.flush()
-        if self._eval is not None:
-            self._eval.flush()
+        for writer in self._evals.values():
+            writer.flush()
 
     def close(self) -> None:
         self.train.close()
-        if self._eval is not None:
-            self._eval.close()
+        for writer in self._evals.values():
+            writer.close()
 
 
-def confusion_image(counts: np.ndarray, cell: int = 24) -> np.ndarray:
-    """The confusion matrix as an RGB image (rows: true class, columns: predicted), each row
-    normalised, white (0) to dark blue (1), a `cell`-pixel square per entry."""
+def _hparams_summary(tag: str, **data) -> Summary:
+    """A Summary holding one HParamsPluginData message, as TensorBoard's own hparams summaries
+    are (metadata plus an empty tensor, which every TensorBoard data loader accepts)."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    from tensorboardX.proto.summary_pb2 import SummaryMetadata
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+    content = HParamsPluginData(version=0, **data).SerializeToString()
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content))
+    empty = TensorProto(dtype="DT_FLOAT", tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=0)]))
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=empty)])
+
+
+def _session_start(hparams: Mapping[str, object], started: float) -> Summary:
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionStartInfo
+
+    info = SessionStartInfo(start_time_secs=started)
+    for name, value in hparams.items():
+        if isinstance(value, bool):  # before int: a bool is an int to Python
+            info.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.hparams[name].number_value = float(value)
+        else:
+            info.hparams[name].string_value = str(value)
+    return _hparams_summary("_hparams_/session_start_info", session_start_info=info)
+
+
+def _session_end(status: str) -> Summary:
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionEndInfo
+
+    info = SessionEndInfo(status=Status.Value(f"STATUS_{status.upper()}"), end_time_secs=time.time())
+    return _hparams_summary("_hparams_/session_end_info", session_end_info=info)
+
+
+# -- the confusion matrix ---------------------------------------------------------------------------
+
+def _class_names(class_names, n: int) -> list[str]:
+    return [str(c) for c in class_names] if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def confusion_image(counts: np.ndarray, class_names=None) -> np.ndarray:
+    """The confusion matrix (counts [true, predicted]) as a labelled RGB image, uint8 [h, w, 3]:
+    one row per true class and one column per predicted class, each named; each cell holds its
+    count, shaded by its share of the row (white 0 to dark blue 1); axis titles "true class" (left)
+    and "predicted class" (top)."""
+    from PIL import Image, ImageDraw
+
+    counts = np.asarray(counts)
+    n = counts.shape[0]
+    names = _class_names(class_names, n)
+    font, title_font = _font(11), _font(12)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text, f=font):
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
+        return right - left, bottom - top
+
+    cell = max(24, max(size(str(int(v)))[0] for v in counts.reshape(-1)) + 8) if counts.size else 24
+    name_width = max((size(name)[0] for name in names), default=0)
+    title_height = size("predicted class", title_font)[1]
+    pad = 6
+    left = pad + title_height + pad + name_width + pad  # "true class" (turned), then the row names
+    top = pad + title_height + pad + name_width + pad  # "predicted class", then the column names (turned)
+    # a small matrix is narrower than its axis titles: the titles set the image's size then
+    across, down = max(n * cell, size("predicted class", title_font)[0]), max(n * cell, size("true class", title_font)[0])
+    width, height = left + across + pad, top + down + pad
+
     rows = counts.sum(1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros_like(counts, dtype=np.float64), where=rows > 0)
-    white, blue = np.array([1.0, 1.0, 1.0]), np.array([0.03, 0.19, 0.42])
-    rgb = white + share[..., None] * (blue - white)
-    return np.kron(rgb, np.ones((cell, cell, 1))).astype(np.float32)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, np.float64), where=rows > 0)
+    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for i in range(n):
+        for j in range(n):
+            x0, y0 = left + j * cell, top + i * cell
+            fill = tuple(int(round(c)) for c in white + share[i, j] * (blue - white))
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
+            text = str(int(counts[i, j]))
+            w, h = size(text)
+            draw.text((x0 + (cell - w) / 2, y0 + (cell - h) / 2), text, font=font, anchor="lt",
+                      fill="white" if share[i, j] > 0.5 else "black")
+    for i, name in enumerate(names):  # row names, right-aligned against the matrix
+        w, h = size(name)
+        draw.text((left - pad - w, top + i * cell + (cell - h) / 2), name, font=font, anchor="lt", fill="black")
+    # column names read bottom to top: drawn on their own strip, turned, pasted above each column
+    strip = Image.new("RGB", (name_width, n * cell), "white")
+    strip_draw = ImageDraw.Draw(strip)
+    for j, name in enumerate(names):
+        w, h = size(name)
+        strip_draw.text((0, j * cell + (cell - h) / 2), name, font=font, anchor="lt", fill="black")
+    image.paste(strip.rotate(90, expand=True), (left, top - pad - name_width))
+    w, h = size("predicted class", title_font)
+    draw.text((left + max(0, n * cell - w) / 2, pad), "predicted class", font=title_font, anchor="lt", fill="black")
+    w, h = size("true class", title_font)
+    label = Image.new("RGB", (w, h + 2), "white")
+    ImageDraw.Draw(label).text((0, 0), "true class", font=title_font, anchor="lt", fill="black")
+    image.paste(label.rotate(90, expand=True), (pad, top + max(0, n * cell - w) // 2))
+    return np.asarray(image, np.uint8)
 
 
 def confusion_text(counts: np.ndarray, class_names) -> str:
     """The confusion matrix as a Markdown table (rows: true class, columns: predicted)."""
     n = counts.shape[0]
-    names = list(class_names) if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]
+    names = _class_names(class_names, n)
     head = "| true \\ predicted | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (n + 1)]
     for i in range(n):

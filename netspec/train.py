@@ -5,7 +5,11 @@ claims `<logdir>/<spec.name>/<run-id>/` (an exclusive mkdir: never an existing d
 the resolved spec (`spec.yaml`), where it came from (`run.json`) and the input scaling
 (`preprocess.npz`), trains `spec.steps` steps in chunks of `summaries.every` steps and writes
 summaries at every chunk boundary (and the untrained model at step 0), checkpoints every
-`checkpoint.every` steps, at the end and when stopped, and finally `result.json`.
+`checkpoint.every` steps, at the end and when stopped, and finally `result.json`. Its events are
+laid out as `netspec.summaries` says: training at the run directory's root (with the HParams
+session), evaluations in `test/` or `validation/` beside it. When the evaluated split is
+validation (it chose the model: early stopping, the best checkpoint) and the data has a test
+split, the final evaluation also measures the test split, once: `final` holds both.
 
 `resume=RUN_DIR` continues that run from its latest checkpoint: the state (parameters,
 optimizer and model state, step) is restored exactly, the batch order and per-step keys are
@@ -245,6 +249,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
     # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
     summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
+    summaries.session()  # a resume rewrites it: its spec may train longer (steps)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
@@ -348,7 +353,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         reason = None
         if chunk.evaluation is not None:
             values, confusion = split_means(chunk.evaluation)
-            summaries.evaluation(chunk.end, values, confusion, arrays.class_names)
+            summaries.evaluation(chunk.end, values, confusion, arrays.class_names, split=spec.eval["split"])
             if best_tag and better(values[best_tag], tracking["best"], best_mode):
                 tracking.update(best=values[best_tag], best_step=chunk.end)
                 checkpoints.save_best(chunk.state, chunk.end, {"spec": spec.name, best_tag: values[best_tag]})
@@ -435,6 +440,9 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     loop_seconds = time.perf_counter() - loop_start
     train_seconds = loop_seconds
     first_step_seconds = timing["first"]
+    dropped = summaries.dropped_note()
+    if dropped and writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
+        echo(dropped)
     if (stop_reason == "signal" or stop.signum is not None) and step < spec.steps:
         checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
         summaries.close()
@@ -448,11 +456,17 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     if eval_data is not None:
         evaluated, confusion = evaluate(eval_data)
         # written once per step: an early stop has just evaluated this step in the loop
-        summaries.evaluation(step, evaluated, confusion, arrays.class_names, final=True,
+        summaries.evaluation(step, evaluated, confusion, arrays.class_names, split=spec.eval["split"], final=True,
                              scalars=not (eval_every and step % eval_every == 0 and stop_reason == "early_stopping"))
         final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
+    if spec.eval["split"] == "validation" and arrays.test is not None:
+        # The validation split chose the model (early stopping, best checkpoint); the test split
+        # is looked at once, here, for the figure to report, and goes into its own test/ run.
+        tested, confusion = evaluate(padded(arrays.test, arrays, spec.eval["batch_size"], n_devices, mesh))
+        summaries.evaluation(step, tested, confusion, arrays.class_names, split="test", final=True)
+        final.update({f"test_{k}": v for k, v in tested.items()})
     save(step)
-    summaries.hparams(final)
+    summaries.session(status="success")
     summaries.close()
     result = RunResult(run_dir, final, train_seconds, compile_seconds, losses)
     (run_dir / "result.json").write_text(_json({

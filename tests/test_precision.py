@@ -111,7 +111,7 @@ def test_bad_loss_scales_are_pointed_at(tmp_path, value, message):
 @pytest.mark.slow
 def test_a_float16_run_logs_its_scale_and_resumes_it_exactly(tmp_path):
     whole = run(checked(_regression("float16")), logdir=tmp_path / "whole", quiet=True)
-    ea = EventAccumulator(str(whole.run_dir / "train"), size_guidance={"scalars": 0})
+    ea = EventAccumulator(str(whole.run_dir), size_guidance={"scalars": 0})
     ea.Reload()
     scales = [e.value for e in ea.Scalars("loss_scale")]
     assert scales[0] < LOSS_SCALE_START and len(scales) == 6

@@ -207,20 +207,20 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
 
     # as TensorBoard reads it: each step once, A's value at every step of A
     for tag in ("loss", "accuracy", "learning_rate"):
-        want, got = dict(scalars(a.run_dir / "train", tag)), scalars(run_dir / "train", tag)
+        want, got = dict(scalars(a.run_dir, tag)), scalars(run_dir, tag)
         assert_each_step_once(got)
         got = dict(got)
         assert set(want) <= set(got), f"{tag}: steps missing after resume: {sorted(set(want) - set(got))}"
         assert {s: got[s] for s in want} == want, tag
         extra = set(got) - set(want)  # only where B's shorter run ended off the grid
         assert extra == ({25} if how == "finished_off_the_grid" else set()), tag
-    for s, value in scalars(run_dir / "train", "loss")[1:]:
+    for s, value in scalars(run_dir, "loss")[1:]:
         assert np.float32(value) == np.float32(a.losses[s - 1]), s
-    weights = accumulator(run_dir / "train").Histograms("layer1/kernel")
+    weights = accumulator(run_dir).Histograms("layer1/kernel")
     assert_each_step_once([(e.step, 0.0) for e in weights])
     # evaluations: A's at every step A evaluated, each once (B also evaluated where it ended)
     for tag in ("loss", "accuracy"):
-        want, got = dict(scalars(a.run_dir / "eval", tag)), scalars(run_dir / "eval", tag)
+        want, got = dict(scalars(a.run_dir / "test", tag)), scalars(run_dir / "test", tag)
         assert_each_step_once(got)
         assert {s: dict(got)[s] for s in want} == want, tag
 
@@ -233,7 +233,7 @@ def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_pat
     monkeypatch.setattr(event_file_writer, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
     b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=20")
     T.run(T.load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
-    assert [s for s, _ in scalars(b.run_dir / "train", "loss")] == [0, 10, 20, 30, 40]
+    assert [s for s, _ in scalars(b.run_dir, "loss")] == [0, 10, 20, 30, 40]
 
 
 def test_resume_refuses_a_finished_run(uninterrupted):
@@ -294,7 +294,7 @@ def resume_cli(run_dir: Path, steps: int) -> subprocess.CompletedProcess:
 
 
 def assert_loss_every_1000_steps_up_to(run_dir: Path, end: int) -> None:
-    points = scalars(run_dir / "train", "loss")
+    points = scalars(run_dir, "loss")
     assert_each_step_once(points)
     assert [s for s, _ in points] == list(range(0, end + 1, 1000))
     assert all(np.isfinite(v) for _, v in points)
@@ -341,7 +341,7 @@ def test_kill_9_leaves_a_run_that_loads_reads_back_and_resumes(tmp_path):
     step = checkpoint.metadata(latest)["step"]
     state = checkpoint.load(latest, compile_spec(T.load_run_spec(run_dir)).init())
     assert int(state.step) == step and all_finite(state.params)
-    ea = accumulator(run_dir / "train")  # a half-written last record must not break reading
+    ea = accumulator(run_dir)  # a half-written last record must not break reading
     loss_steps = [e.step for e in ea.Scalars("loss")]
     assert len(loss_steps) == len(set(loss_steps))
     assert set(range(0, step + 1, 1000)) <= set(loss_steps), "summaries before the checkpoint must be on disk"
@@ -387,7 +387,7 @@ def test_nan_stops_naming_the_step_and_layer_and_keeps_the_last_good_checkpoint(
     assert int(state.step) == 200 and int(state.skipped) == 0
     assert all_finite(state.params) and all_finite(state.opt_state)
     assert not (run_dir / "result.json").exists()
-    points = scalars(run_dir / "train", "loss")
+    points = scalars(run_dir, "loss")
     assert [s for s, _ in points] == [0, 100, 200]  # the chunk with the NaN is not summarised
     assert all(np.isfinite(v) for _, v in points)
 
@@ -435,7 +435,7 @@ def test_nan_with_skip_step_completes_and_counts_the_skipped_steps(diverging_spe
     assert report["steps"] == 400 and report["stopped"] is None
     skipped = report["final"]["skipped_steps"]
     assert 0 < skipped < 200
-    points = scalars(run_dir / "train", "skipped_steps")
+    points = scalars(run_dir, "skipped_steps")
     assert [s for s, _ in points] == [100, 200, 300, 400]
     values = [v for _, v in points]
     assert values[:2] == [0, 0] and values == sorted(values) and values[-1] == skipped
@@ -463,7 +463,7 @@ def test_a_huge_learning_rate_without_nan_is_no_traceback(tmp_path):
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 0, result.output
     run_dir = only_run_dir(tmp_path)
-    assert [e.step for e in accumulator(run_dir / "train").Histograms("layer1/kernel")] == [0, 100, 200, 300]
+    assert [e.step for e in accumulator(run_dir).Histograms("layer1/kernel")] == [0, 100, 200, 300]
 
 
 # -- 5. early stopping ---------------------------------------------------------------------------------
@@ -487,20 +487,20 @@ def test_early_stopping_stops_and_keeps_the_best(early_stopped):
     assert best.is_file()
     best_step = report["best"]["best_step"]
     assert checkpoint.metadata(best)["step"] == best_step
-    evaluations = dict(scalars(early_stopped / "eval", "accuracy"))
+    evaluations = dict(scalars(early_stopped / "test", "accuracy"))
     assert np.float32(report["best"]["best"]) == np.float32(evaluations[best_step])
     # patience 1: the first evaluation is the best, the second does not beat it by 0.5
     assert best_step == 10
     assert report["steps"] == 20  # it stops at the evaluation that decided it
-    assert_each_step_once(scalars(early_stopped / "train", "loss"))
+    assert_each_step_once(scalars(early_stopped, "loss"))
     assert checkpoint.Checkpoints(early_stopped / "checkpoints", keep=1).latest().name == f"step-{report['steps']:08d}.safetensors"
 
 
 def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     report = result_of(early_stopped)
     best_step = report["best"]["best_step"]
-    at_best = {tag: dict(scalars(early_stopped / "eval", tag))[best_step] for tag in ("loss", "accuracy")}
-    at_end = {tag: dict(scalars(early_stopped / "eval", tag))[report["steps"]] for tag in ("loss", "accuracy")}
+    at_best = {tag: dict(scalars(early_stopped / "test", tag))[best_step] for tag in ("loss", "accuracy")}
+    at_end = {tag: dict(scalars(early_stopped / "test", tag))[report["steps"]] for tag in ("loss", "accuracy")}
     assert at_best["loss"] != at_end["loss"]  # otherwise this test could not tell them apart
 
     result = netspec("eval", str(early_stopped))
@@ -513,7 +513,7 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
 
 
 def test_early_stopping_evaluates_each_step_once(early_stopped):
-    assert_each_step_once(scalars(early_stopped / "eval", "accuracy"))
+    assert_each_step_once(scalars(early_stopped / "test", "accuracy"))
 
 
 # -- 6. a checkpoint of another model ------------------------------------------------------------------

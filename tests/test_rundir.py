@@ -175,7 +175,7 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     assert [p.name for p in runs] == ["x", "x-1"]
     for run_dir in runs:
         assert_complete(run_dir, 20)
-        assert list((run_dir / "train").glob("events.out.tfevents.*"))
+        assert list(run_dir.glob("events.out.tfevents.*"))  # the training run is the run directory
     assert (runs[0] / "spec.yaml").read_text() == (runs[1] / "spec.yaml").read_text()
 
 

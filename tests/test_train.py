@@ -99,7 +99,7 @@ def _steps(events) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["xor_tensorboard", "xor_wide"])
 def test_scalars_at_every_summary_step(runs, spec):
-    ea = accumulator(runs[spec] / "train")
+    ea = accumulator(runs[spec])
     want = [0, 100, 200, STEPS]
     assert set(ea.Tags()["scalars"]) == {"loss", "accuracy", "learning_rate", "steps_per_second"}
     for tag in ("loss", "accuracy", "learning_rate"):
@@ -116,7 +116,7 @@ def test_scalars_at_every_summary_step(runs, spec):
 
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_histograms_are_scoped_by_layer_and_hold_the_parameters(runs):
-    ea = accumulator(runs["xor_tensorboard"] / "train")
+    ea = accumulator(runs["xor_tensorboard"])
     params = ["layer1/kernel", "layer1/bias", "hypothesis/kernel", "hypothesis/bias"]
     extras = ["layer1/activations", "hypothesis/activations", *[f"{p}/gradients" for p in params]]
     assert set(ea.Tags()["histograms"]) == {*params, *extras}
@@ -138,7 +138,7 @@ def test_histograms_are_scoped_by_layer_and_hold_the_parameters(runs):
 
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_only_the_histograms_asked_for(runs):
-    ea = accumulator(runs["xor_wide"] / "train")
+    ea = accumulator(runs["xor_wide"])
     layers = ["layer1", "layer2", "layer3", "hypothesis"]
     assert set(ea.Tags()["histograms"]) == {f"{l}/{p}" for l in layers for p in ("kernel", "bias")}
 
@@ -146,7 +146,7 @@ def test_only_the_histograms_asked_for(runs):
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_graph_is_scoped_by_the_spec_layer_names(runs):
     for spec, layers in [("xor_tensorboard", ["layer1", "hypothesis"]), ("xor_wide", ["layer1", "layer2", "layer3", "hypothesis"])]:
-        ea = accumulator(runs[spec] / "train")
+        ea = accumulator(runs[spec])
         assert ea.Tags()["graph"]
         nodes = {n.name: n for n in ea.Graph().node}
         boxes = {n.rsplit("/", 1)[0] for n in nodes if "/" in n}
@@ -170,10 +170,10 @@ def test_graph_is_scoped_by_the_spec_layer_names(runs):
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_spec_text_is_the_resolved_spec(runs):
     run_dir = runs["xor_tensorboard"]
-    ea = accumulator(run_dir / "train")
-    assert "spec/text_summary" in ea.Tags()["tensors"]
-    assert ea.SummaryMetadata("spec/text_summary").plugin_data.plugin_name == "text"
-    (event,) = ea.Tensors("spec/text_summary")
+    ea = accumulator(run_dir)
+    assert "spec" in ea.Tags()["tensors"]  # exactly `spec`, not tensorboardX's `spec/text_summary`
+    assert ea.SummaryMetadata("spec").plugin_data.plugin_name == "text"
+    (event,) = ea.Tensors("spec")
     assert event.step == 0
     text = tensor_util.make_ndarray(event.tensor_proto).item().decode()
     assert (run_dir / "spec.yaml").read_text().strip() in text
@@ -183,24 +183,24 @@ def test_spec_text_is_the_resolved_spec(runs):
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_hparams_hold_the_hyperparameters_and_final_metrics(runs):
     run_dir = runs["xor_tensorboard"]
-    ea = accumulator(run_dir)  # the run dir's root, not train/
+    ea = accumulator(run_dir)  # the training run is the session: no extra run holds the hparams
     content = ea.PluginTagToContent("hparams")
-    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
-    experiment = hparams_metadata.parse_experiment_plugin_data(content["_hparams_/experiment"])
-    names = {h.name for h in experiment.hparam_infos}
-    assert {"optimizer.type", "optimizer.learning_rate", "seed", "batch_size", "steps"} <= names
-    metrics = {m.name.tag for m in experiment.metric_infos}
-    assert {"hparam/loss", "hparam/accuracy"} <= metrics
+    # no experiment summary (TensorBoard would use one run's for every run in the logdir)
+    assert set(content) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = hparams_metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
+    assert {"optimizer.type", "optimizer.learning_rate", "seed", "batch_size", "steps"} <= set(start.hparams)
     assert start.hparams["optimizer.learning_rate"].number_value == pytest.approx(0.01)
     assert start.hparams["optimizer.type"].string_value == "adam"
     assert start.hparams["seed"].number_value == yaml.safe_load((SPECS / "xor_tensorboard.yaml").read_text())["seed"]
     assert start.hparams["steps"].number_value == STEPS
+    end = hparams_metadata.parse_session_end_info_plugin_data(content["_hparams_/session_end_info"])
+    assert end.status == 1  # STATUS_SUCCESS
+    # the metrics HParams shows are the curves' last points: no hparam/* charts of one point
+    assert not [tag for tag in ea.Tags()["scalars"] if tag.startswith("hparam")]
     final = result_of(run_dir)["final"]
     for metric in ("loss", "accuracy"):
-        (event,) = ea.Scalars(f"hparam/{metric}")
-        assert event.step == STEPS
-        assert event.value == pytest.approx(final[metric])
+        last = ea.Scalars(metric)[-1]
+        assert last.step == STEPS and last.value == pytest.approx(final[metric])
 
 
 # -- run directories --------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_two_runs_get_two_directories(tmp_path):
     assert first != second and first.parent == second.parent == tmp_path / "xor_nn"
     for run_dir in (first, second):
         assert (run_dir / "result.json").is_file() and (run_dir / "spec.yaml").is_file()
-    assert not accumulator(second / "train").Tags()["graph"]  # graph: false is honoured
+    assert not accumulator(second).Tags()["graph"]  # graph: false is honoured
 
 
 @pytest.mark.slow
@@ -242,7 +242,7 @@ def _get(url: str):
 @pytest.mark.slow
 def test_tensorboard_serves_the_run(runs, tmp_path):
     logdir, run_dir = runs["logdir"], runs["xor_tensorboard"]
-    run = run_dir.relative_to(logdir).as_posix() + "/train"
+    run = run_dir.relative_to(logdir).as_posix()  # the training run is the run directory
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "tensorboard.log", "w")
