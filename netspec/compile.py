@@ -32,6 +32,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from netspec import layers as L
@@ -145,43 +146,82 @@ def _loss_fn(spec: Spec) -> Callable:
     raise AssertionError(kind)
 
 
+# -- what the output means --------------------------------------------------------------------
+# The one statement of what a loss makes of the model's output and of the labels. Evaluation
+# (accuracy, the confusion matrix), `netspec predict` and the closing report all decide the
+# class here, so they cannot disagree. The *model output* is what `Program.apply` returns: after
+# the last layer's activation, so probabilities for a cross-entropy fused with its sigmoid or
+# softmax output, logits with `from_logits: true`, values for a regression loss. These functions
+# use only operators and array methods, so they take numpy and jax arrays alike.
+
+def output_class(spec: Spec) -> Callable | None:
+    """model output [N, ..., units] -> predicted class indices (int32), or None for a regression
+    loss (no classes). binary_crossentropy: class 1 when the probability is above one half,
+    i.e. a probability > 0.5 or a logit > 0, per unit ([N, 1] -> [N, 1]); a probability of exactly
+    0.5 or a logit of exactly 0 is class 0. categorical and sparse crossentropy: the largest output
+    ([N, classes] -> [N]), the first of equals."""
+    kind = spec.loss["type"]
+    if kind == "binary_crossentropy":
+        threshold = 0.0 if spec.loss.get("from_logits") else 0.5
+        return lambda h: (h > threshold).astype(np.int32)
+    if kind in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        return lambda h: h.argmax(-1).astype(np.int32)
+    return None
+
+
 def _class_index(spec: Spec) -> Callable:
-    """labels -> class indices (for accuracy and the confusion matrix)."""
+    """labels, as the loss takes them -> class indices (for accuracy and the confusion matrix):
+    binary 0/1 targets (float32) -> int32 of the same shape, 1 above 0.5; one-hot [N, classes]
+    -> [N]; sparse class indices [N] stay as they are."""
     if spec.loss["type"] == "binary_crossentropy":
-        return lambda y: (y > 0.5).astype(jnp.int32)
+        return lambda y: (y > 0.5).astype(np.int32)
     if spec.loss["type"] == "categorical_crossentropy":
-        return lambda y: jnp.argmax(y, -1)
+        return lambda y: y.argmax(-1).astype(np.int32)
     return lambda y: y
 
 
-def predicted_class(spec: Spec) -> Callable:
-    """model output (logits) -> predicted class indices."""
-    if spec.loss["type"] == "binary_crossentropy":
-        # h > 0.5 as the lecture and the report: in float32 a tiny z > 0 gives h == 0.5, class 0.
-        return lambda z: (jax.nn.sigmoid(z) > 0.5).astype(jnp.int32)
-    return lambda z: jnp.argmax(z, -1)
+def _model_output(spec: Spec) -> Callable:
+    """the loss's input (logits when the output activation is fused into the loss: `apply(...,
+    logits=True)`) -> the model output, through the same activation function `apply` uses."""
+    if not spec.fused_loss:
+        return lambda out: out
+    return L.activation(spec.layers[-1].args["activation"])
+
+
+def predicted_class(spec: Spec) -> Callable | None:
+    """the loss's input (what evaluation and the metrics see; jax) -> predicted class indices:
+    `output_class` of the model output, so evaluation decides on the very numbers `netspec
+    predict` and the report decide on (a logit of 1e-8 is a sigmoid of exactly 0.5 in float32:
+    class 0 for them all). None for a regression loss."""
+    decide = output_class(spec)
+    if decide is None:
+        return None
+    to_output = _model_output(spec)
+    return lambda out: decide(to_output(out))
 
 
 def _metric_fns(spec: Spec) -> dict[str, Callable]:
-    """tag -> fn(out, y) -> per-example values, on the same `out` the loss sees."""
-    truth, guess = _class_index(spec), predicted_class(spec)
+    """tag -> fn(out, y) -> per-example values, from the same `out` the loss sees (logits when
+    the output activation is fused into the loss), each metric on the model output."""
+    truth, guess, to_output = _class_index(spec), predicted_class(spec), _model_output(spec)
     out: dict[str, Callable] = {}
     for metric in spec.metrics:
         name, kind = metric_name(metric), metric["type"]
         if kind == "accuracy":
             out[name] = lambda z, y: _per_example((guess(z) == truth(y)).astype(jnp.float32))
-        elif kind == "top_k_accuracy":
+        elif kind == "top_k_accuracy":  # on the model output too, so top-1 is accuracy even among ties
             k = metric["k"]
-            out[name] = lambda z, y, k=k: jnp.any(jax.lax.top_k(z, k)[1] == truth(y)[:, None], -1).astype(jnp.float32)
-        elif kind == "mean_squared_error":
-            out[name] = lambda p, y: _per_example((p - y) ** 2)
+            out[name] = lambda z, y, k=k: jnp.any(jax.lax.top_k(to_output(z), k)[1] == truth(y)[:, None], -1).astype(jnp.float32)
+        elif kind == "mean_squared_error":  # of the model output: probabilities, not the fused loss's logits
+            out[name] = lambda p, y: _per_example((to_output(p) - y) ** 2)
         elif kind == "mean_absolute_error":
-            out[name] = lambda p, y: _per_example(jnp.abs(p - y))
+            out[name] = lambda p, y: _per_example(jnp.abs(to_output(p) - y))
     return out
 
 
 def num_classes(spec: Spec) -> int | None:
-    """Classes of a classification model (2 for binary with one output unit), else None."""
+    """Classes of a classification model (2 for binary with one output unit), else None (a
+    regression loss, or binary_crossentropy over several units: one yes/no per unit)."""
     if spec.loss["type"] not in R.FUSED_ACTIVATION:
         return None
     if spec.loss["type"] == "binary_crossentropy":

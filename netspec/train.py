@@ -781,19 +781,18 @@ REPORT_TABLE_MAX = 32  # examples: the closing report lists every one of a set t
 
 def report(spec: Spec, program, table, step: int, arrays, result: RunResult, echo) -> None:
     """The lecture's closing report: a table for small data sets (`table`: the trained (params,
-    model state) on the host, or None), the final metrics, the TensorBoard line."""
+    model state) on the host, or None; its prediction is `compile.output_class`'s, as netspec
+    predict's and evaluation's), the final metrics, the TensorBoard line."""
     import jax
+
+    from netspec.compile import output_class
 
     if table is not None:
         x, y = arrays.train
         data = device_data(arrays.train, arrays)
         h = np.asarray(jax.device_get(program.apply(*table, program.prepare(data, data.x, data.y)[0])))
-        if spec.loss["type"] == "binary_crossentropy":
-            pred = (h > 0.5).astype(int)
-        elif spec.loss["type"] in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
-            pred = h.argmax(-1)
-        else:
-            pred = h
+        decide = output_class(spec)
+        pred = h if decide is None else decide(h)  # a regression model's prediction is its output
         echo(f"{'input':<20} {'hypothesis':<24} {'prediction':<12} target")
         for xi, hi, pi, yi in zip(x, h, pred, y):
             echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
