@@ -1,12 +1,16 @@
-"""The `netspec` command: validate, run, schema.
+"""The `netspec` command: validate, run, resume, eval, predict, schema.
 
-Each command is a thin function whose docstring is its help. A user's mistake (a bad spec, a
-missing file) is a `NetspecError`: printed as a paragraph on stderr, exit 1, no traceback.
-A bad command line is click's own UsageError (exit 2). `validate` and `schema` never import jax.
+Each command is a thin function whose docstring is its help, under one error policy
+(`_one_error_policy`): a user's mistake (a bad spec, a missing or damaged file) is a
+`NetspecError`, printed as one paragraph on stderr with its exit code (1), never a traceback; an
+OSError nobody explained is "cannot read or write <file>"; Ctrl-C is exit 130; anything else is
+the "bug in netspec" paragraph. A bad command line is click's own UsageError (exit 2).
+`validate` and `schema` never import jax.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -39,6 +43,33 @@ def _bug(error: Exception) -> None:
                        "not in your spec; run again with NETSPEC_DEBUG=1 to see the traceback, and report it."))
 
 
+def _one_error_policy(command):
+    """Wrap a command so that it ends in one paragraph and an exit status, never a traceback:
+    NetspecError -> its message, its exit code; KeyboardInterrupt -> 130; OSError -> "cannot
+    read or write <file>" (1); any other exception -> `_bug` (1). click's own exceptions (usage
+    errors, --help) pass through to click."""
+
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except NetspecError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except OSError as e:  # one that no code path turned into a NetspecError: at least name the file
+            what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
+            _fail(NetspecError(f"Cannot read or write {what}: {e.strerror or e}. Check that it exists, that you may read or "
+                               "write it, and that the disk has space."))
+        except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+            _bug(e)
+
+    return guarded
+
+
 def _load_and_check(path: str, overrides):
     from netspec.check import check
     from netspec.load import load
@@ -62,6 +93,7 @@ def main():
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@_one_error_policy
 def validate(specs, overrides):
     """Check spec files without training: prints one line per valid file, every mistake otherwise.
 
@@ -122,6 +154,7 @@ def _training_options(command):
               help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
 @click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).")
 @_training_options
+@_one_error_policy
 def run(spec, overrides, logdir, run_name, resume_dir, **training):
     """Train a spec and write its run directory <logdir>/<name>/<run-id>/.
 
@@ -145,6 +178,7 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " E.g. --set train.steps=20000 to train longer.")
 @_training_options
+@_one_error_policy
 def resume(run_dir, overrides, **training):
     """Continue a stopped run in its own directory, from its latest checkpoint.
 
@@ -169,22 +203,16 @@ def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
         train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,
                   devices=devices)
-    except NetspecError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
     except OSError as e:  # a full disk, a read-only or vanished run directory
         where = f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"  # a writer thread's error may name no file
-        _fail(NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."))
-    except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
-        _bug(e)
+        raise NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched.") from None
 
 
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "validation", "train"]), default=None, help="Default: the spec's eval.split (test when the data has one).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
+@_one_error_policy
 def evaluate(run_dir, split, data_dir):
     """Evaluate a finished run's final parameters on a split and print the metrics.
 
@@ -192,12 +220,9 @@ def evaluate(run_dir, split, data_dir):
     Example:
       netspec eval runs/fashion_mlp/20261127-101500 --split test
     """
-    try:
-        from netspec.train import evaluate_run
+    from netspec.train import evaluate_run
 
-        values = evaluate_run(run_dir, split=split, data_dir=data_dir)
-    except NetspecError as e:
-        _fail(e)
+    values = evaluate_run(run_dir, split=split, data_dir=data_dir)
     click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
 
 
@@ -205,6 +230,7 @@ def evaluate(run_dir, split, data_dir):
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="Examples: .npy, .npz, .csv, or an image file for image models.")
 @click.option("--output", "output_path", default=None, type=click.Path(dir_okay=False), help="Write .csv or .npy (default: CSV on stdout).")
+@_one_error_policy
 def predict(run_dir, input_path, output_path):
     """Predict with a finished run's parameters (its best checkpoint if it kept one).
 
@@ -218,11 +244,11 @@ def predict(run_dir, input_path, output_path):
     """
     import numpy as np
 
-    try:
-        from netspec.train import predict_run
+    from netspec.train import predict_run
 
-        outputs, classes, names = predict_run(run_dir, input_path)
-        flat = outputs.reshape(len(outputs), -1)
+    outputs, classes, names = predict_run(run_dir, input_path, notice=lambda text: click.echo(text, err=True))
+    flat = outputs.reshape(len(outputs), -1)
+    try:
         if output_path and output_path.endswith(".npy"):
             np.save(output_path, outputs)
             return
@@ -237,13 +263,12 @@ def predict(run_dir, input_path, output_path):
                 f.write(text)
         else:
             click.echo(text, nl=False)
-    except NetspecError as e:
-        _fail(e)
     except OSError as e:
-        _fail(NetspecError(f"Cannot write {e.filename or output_path}: {e.strerror or e}."))
+        raise NetspecError(f"Cannot write {e.filename or output_path}: {e.strerror or e}.") from None
 
 
 @main.command()
+@_one_error_policy
 def schema():
     """Print the spec's JSON Schema (Draft 2020-12), for editors and tools.
 

@@ -35,6 +35,7 @@ import tempfile
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -175,18 +176,66 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
-    """The checked spec of an existing run directory (its resolved spec.yaml, data paths from where the spec was)."""
+    """The checked spec of an existing run directory: its resolved spec.yaml, relative data paths
+    starting where the original spec was (run.json's base_dir). Raises NetspecError naming
+    spec.yaml or run.json when one is missing or damaged, with what can still be done, and
+    SpecError for a bad `overrides` (`--set`) entry."""
     from netspec.check import check
+    from netspec.errors import SpecError
     from netspec.load import load
 
     run_dir = Path(run_dir)
     spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
-    if not spec_file.is_file() or not info_file.is_file():
+    if not spec_file.is_file() and not info_file.is_file():
         raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
-    info = json.loads(info_file.read_text())
-    loaded = load(spec_file, list(overrides))
-    loaded.source = str(Path(info["base_dir"]) / spec_file.name)  # relative data paths start where the spec was
-    return check(loaded)
+    if not spec_file.is_file():
+        raise NetspecError(f"The run directory {run_dir} has no spec.yaml, the resolved spec the run trained with, so its "
+                           f"model cannot be rebuilt. {_SPEC_RECOVERY}")
+    base_dir = _run_base_dir(run_dir, info_file)
+    loaded = None
+    try:
+        loaded = load(spec_file, list(overrides))
+        loaded.source = str(Path(base_dir) / spec_file.name)  # relative data paths start where the spec was
+        return check(loaded)
+    except SpecError as e:
+        # Problems from --set are the user's to fix, as for any spec; the rest are in the file,
+        # which the run wrote itself, so something changed it (or its data) since.
+        in_file = [p for p in e.problems if not p.source.startswith("--set")]
+        if not in_file:
+            raise
+        first = in_file[0]
+        where = f"{spec_file}:{first.line}:{first.col}" if first.line is not None else str(spec_file)
+        more = f" (and {len(in_file) - 1} more problem{'s' if len(in_file) > 2 else ''})" if len(in_file) > 1 else ""
+        problem = f"{where}: {first.path}: {first.message.rstrip('.')}{more}"
+        data = loaded.data.get("data") if loaded is not None and isinstance(loaded.data, dict) else None
+        data_only = isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
+        if data_only:
+            raise NetspecError(f"The run in {run_dir} cannot be rebuilt: its training data no longer fits its spec.yaml. {problem}. "
+                               f"eval and predict check the spec with its data, as training did; relative data paths start at "
+                               f"{base_dir} (from run.json). Put the data back, or edit data in spec.yaml to where it is now.") from None
+        raise NetspecError(f"The run's spec.yaml is damaged: {problem}. {_SPEC_RECOVERY}") from None
+
+
+_SPEC_RECOVERY = ("The spec as it ran is also in the run's TensorBoard events (tensorboard --logdir on the run, Text tab, "
+                  "tag spec; unless summaries.text was off): save that text as spec.yaml. The checkpoints and events are untouched.")
+
+
+def _run_base_dir(run_dir: Path, info_file: Path) -> str:
+    """run.json's base_dir: the directory the run's spec was in. Raises NetspecError naming
+    run.json when it is missing or damaged."""
+    try:
+        base_dir = json.loads(info_file.read_text(encoding="utf-8"))["base_dir"]
+        if not isinstance(base_dir, str):
+            raise TypeError(f"base_dir is {base_dir!r}, not a directory name")
+        return base_dir
+    except FileNotFoundError:
+        what = "has no run.json"
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        detail = f"no {e}" if isinstance(e, KeyError) else str(getattr(e, "strerror", None) or e)
+        what = f"has a damaged run.json ({detail})"
+    raise NetspecError(f"The run directory {run_dir} {what}. It records the directory the run's spec was in, where relative "
+                       f"data paths start. Write it again as {{\"spec_source\": \"<the spec file>\", \"base_dir\": \"<its directory>\"}} "
+                       f"and run the command again; spec.yaml, the checkpoints and the events are untouched.") from None
 
 
 def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
@@ -216,7 +265,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
         # what `netspec predict` needs to treat new inputs as the training data was treated
         np.savez(run_dir / "preprocess.npz", shift=arrays.shift, scale=arrays.scale,
-                 class_names=np.asarray(arrays.class_names or [], dtype=str))
+                 class_names=np.asarray(arrays.class_names or [], dtype=str), feature_names=np.asarray(arrays.feature_names or [], dtype=str))
     else:
         latest = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).latest()
         if latest is None:
@@ -610,21 +659,40 @@ def split_means(evaluation) -> tuple[dict[str, float], np.ndarray | None]:
 
 
 def finished_state(spec: Spec, run_dir: Path):
-    """(program, state) of a run from its best checkpoint if it kept one, else its latest."""
+    """(program, state) of a run from its best checkpoint if it kept one, else its latest.
+    Raises NetspecError when there is none, or when it is damaged or does not fit the spec,
+    naming the file and the other checkpoints that could be used instead."""
     from netspec import checkpoint
     from netspec.compile import compile_spec
 
     program = compile_spec(spec)
     saved = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1)
-    path = saved.best() or saved.latest()
-    if path is None:
-        raise NetspecError(f"{run_dir} has no checkpoint yet (checkpoints/step-*.safetensors).")
-    return program, checkpoint.load(path, program.init())
+    candidates = [p for p in (saved.best(), *(path for _, path in reversed(saved.steps()))) if p is not None]
+    if not candidates:
+        raise NetspecError(f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
+                           f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
+                           f"to use. Its TensorBoard events still show the training; train it again with netspec run.")
+    path = candidates[0]
+    try:
+        return program, checkpoint.load(path, program.init())
+    except NetspecError as e:
+        others = [p.name for p in candidates[1:]]
+        if others:
+            instead = (f"Move it out of checkpoints/ and netspec eval and predict use {others[0]} instead"
+                       f"{' (also there: ' + ', '.join(others[1:]) + ')' if len(others) > 1 else ''}.")
+        else:
+            instead = "It is the run's only checkpoint: train the run again with netspec run; its TensorBoard events are untouched."
+        fits = "does not fit" in str(e)
+        cause = (" The run's spec.yaml and this checkpoint disagree: spec.yaml was edited after training, or the checkpoint "
+                 "came from another run." if fits else "")
+        raise NetspecError(f"{e}{cause} {instead}") from None
 
 
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
-    """`netspec eval`: the metrics of a finished run on a split, from its best checkpoint if it
-    kept one (early stopping, checkpoint.best), else its latest."""
+    """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
+    "train"; default the spec's eval.split, else test), from its best checkpoint if it kept one
+    (early stopping, checkpoint.best), else its latest. Raises NetspecError for a damaged run
+    directory (naming the file), missing data, or a split the data does not have."""
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
     split = split or spec.eval["split"] or "test"
@@ -639,9 +707,18 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def read_inputs(path: str | Path, spec: Spec) -> np.ndarray:
-    """Examples to predict on, shaped [N, *model.input]: .npy, .npz (`x` or its only array),
-    .csv (numbers; a header row is skipped), or one image for an image model."""
+def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] | None = None, notice=None) -> np.ndarray:
+    """Examples to predict on, shaped [N, *model.input], as read (float32 from CSV): .npy, .npz
+    (`x` or its only array), .csv, or one image for an image model.
+
+    A CSV file is read with the training CSV's delimiter (else ","). Its first row is a header
+    when none of its cells is a number, or when it names every feature in `feature_names` (the
+    training data's, in training order; None when the run records none). With a header and
+    `feature_names`, the columns are picked by name, in training order, whatever their order in
+    the file; other columns are ignored. Otherwise the columns are the features in order, and
+    `notice(text)` (one line) says so when that is a guess: no header, or a header the run has
+    no names to match. Raises NetspecError naming the file: unreadable, a missing column (with
+    the columns found), a cell that is not a number, or a shape the model does not take."""
     path = Path(path)
     if not path.is_file():
         raise NetspecError(f"No such input file: {path}.")
@@ -657,12 +734,12 @@ def read_inputs(path: str | Path, spec: Spec) -> np.ndarray:
                     raise NetspecError(f"{path} holds {', '.join(keys)}; name the inputs x.")
                 x = archive[key]
         elif suffix == ".csv":
-            x = _read_csv_numbers(path)
+            x = _read_csv_numbers(path, spec, feature_names, notice or (lambda text: None))
         elif suffix in IMAGE_SUFFIXES:
             x = _read_image(path, spec.input_shape)[None]
         else:
             raise NetspecError(f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise NetspecError(f"Cannot read {path}: {e}.") from None
     if x.dtype == object:
         raise NetspecError(f"{path} holds Python objects; give numbers.")
@@ -674,21 +751,65 @@ def read_inputs(path: str | Path, spec: Spec) -> np.ndarray:
     raise NetspecError(f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each).")
 
 
-def _read_csv_numbers(path: Path) -> np.ndarray:
+def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | None, notice) -> np.ndarray:
+    """float32 [N, F] from a CSV file, its columns chosen as `read_inputs` says."""
     import csv
 
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row]
-    first = 1
-    if rows and not any(_is_number(v) for v in rows[0]):
-        rows, first = rows[1:], 2  # a header: no cell of the first row is a number
-    for i, row in enumerate(rows):
-        if len(row) != len(rows[0]):
-            raise NetspecError(f"{path}: row {i + first} has {len(row)} cells, but row {first} has {len(rows[0])}; every row needs the same number.")
-        bad = next((v for v in row if not _is_number(v)), None)
+    from netspec.data import source_of
+    from netspec.datasets import _numbered_rows
+
+    source = source_of(spec.data)
+    delimiter = spec.data["csv"]["delimiter"] if source == "csv" else ","
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is not part of a name
+        try:
+            rows = list(_numbered_rows(csv.reader(f, delimiter=delimiter)))
+        except csv.Error as e:
+            raise ValueError(f"not a CSV file ({e})") from None
+    if not rows:
+        raise NetspecError(f"{path} holds no rows; give one example per row, one column per feature.")
+    first, header = rows[0][0], [cell.strip() for cell in rows[0][1]]
+    if not any(_is_number(cell) for cell in header) or (feature_names and set(feature_names) <= set(header)):
+        rows = rows[1:]
+        if not rows:
+            raise NetspecError(f"{path} has a header but no rows of examples.")
+    else:
+        header = None
+    width = len(header) if header is not None else len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise NetspecError(f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number.")
+    columns = list(range(width))
+    if header is not None and feature_names:
+        missing = [name for name in feature_names if name not in header]
+        if missing:
+            raise NetspecError(f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
+                               f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
+                               f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match.")
+        twice = next((name for name in feature_names if header.count(name) > 1), None)
+        if twice is not None:
+            raise NetspecError(f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
+                               "must be one column. Rename or remove the others.")
+        columns = [header.index(name) for name in feature_names]
+    elif header is not None:
+        if source != "csv":
+            why = f"it trained on {source} data, which names no features"
+        elif not spec.data["csv"]["header"]:
+            why = "its training CSV had no header"
+        else:
+            why = "its preprocess.npz records no feature names (written by an older netspec)"
+        notice(f"{path}: the header ({', '.join(header)}) was ignored, as this run has no feature names to match it "
+               f"({why}); its {width} columns are taken in order as the model's inputs.")
+    elif feature_names:
+        if width != len(feature_names):
+            raise NetspecError(f"{path} has {width} columns and no header; the model takes {len(feature_names)} features, "
+                               f"{', '.join(map(repr, feature_names))}. Give a header naming them to pick them by name.")
+        notice(f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}.")
+    for line, row in rows:
+        bad = next((row[c] for c in columns if not _is_number(row[c])), None)
         if bad is not None:
-            raise NetspecError(f"{path}: row {i + first} has {bad!r}, not a number; every cell must be a number.")
-    return np.asarray([[float(v) for v in row] for row in rows], np.float32)
+            raise NetspecError(f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
+                               + (" (a header names its columns with words)." if line == first and header is None else "."))
+    return np.asarray([[float(row[c]) for c in columns] for _, row in rows], np.float32)
 
 
 def _is_number(text: str) -> bool:
@@ -700,6 +821,8 @@ def _is_number(text: str) -> bool:
 
 
 def _read_image(path: Path, input_shape) -> np.ndarray:
+    """The pixels of one image, uint8 [height, width] (or [height, width, 3] for a 3-channel
+    model). Raises NetspecError for a file that is not an image or of another size."""
     from PIL import Image, UnidentifiedImageError
 
     channels = input_shape[-1] if len(input_shape) == 3 else 1
@@ -715,30 +838,62 @@ def _read_image(path: Path, input_shape) -> np.ndarray:
     return pixels
 
 
-def predict_run(run_dir: str | Path, input_path: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """`netspec predict`: (outputs [N, ...], predicted classes or None, class names) of a finished
-    run on new inputs, scaled as its training data was."""
+class Preprocess(NamedTuple):
+    """What `netspec predict` needs of the training data (the run's preprocess.npz)."""
+
+    shift: np.ndarray  # float32, () or the stored example's shape: x_scaled = (x - shift) * scale
+    scale: np.ndarray
+    class_names: list[str]  # empty when the data set names no classes
+    feature_names: tuple[str, ...] | None  # the training CSV's feature columns, in order; None when not known
+
+
+def read_preprocess(run_dir: str | Path, spec: Spec) -> Preprocess:
+    """A run's preprocess.npz. Raises NetspecError naming it when it is missing or damaged."""
+    path = Path(run_dir) / "preprocess.npz"
+    try:
+        with np.load(path, allow_pickle=False) as pre:
+            shift, scale = pre["shift"].astype(np.float32), pre["scale"].astype(np.float32)
+            class_names = [str(n) for n in pre["class_names"]]
+            feature_names = tuple(str(n) for n in pre["feature_names"]) if "feature_names" in pre.files else None
+        example = tuple(spec.data_info.x_shape)
+        for name, value in (("shift", shift), ("scale", scale)):
+            if value.shape not in ((), example):
+                raise ValueError(f"its {name} has shape {list(value.shape)}, the training examples {list(example)}")
+        if feature_names is not None and len(feature_names) not in (0, int(np.prod(example))):
+            raise ValueError(f"it names {len(feature_names)} features, the training examples have {int(np.prod(example))}")
+    except FileNotFoundError:
+        problem = "has no preprocess.npz"
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+        problem = f"has a damaged preprocess.npz ({getattr(e, 'strerror', None) or e})"
+    else:
+        return Preprocess(shift, scale, class_names, feature_names or None)
+    raise NetspecError(f"The run directory {run_dir} {problem}: the input scaling, class names and feature names that training "
+                       f"took from its data, which predict applies to new inputs. netspec eval still works (it reads the "
+                       f"training data itself). To predict, restore the file from a copy of the run, or train the spec "
+                       f"again (with the same data and seed it writes the same file).") from None
+
+
+def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """`netspec predict`: (outputs float32 [N, ...], predicted classes int32 [N] or None, class
+    names) of a finished run on new inputs, scaled as its training data was; the class is
+    `compile.output_class`'s, as in evaluation and the report. CSV columns are matched to the
+    training features by name (`read_inputs`; `notice` gets its one-line notes). Raises
+    NetspecError for a damaged run directory (naming the file) or unreadable inputs."""
     import jax
 
-    from netspec.compile import Data, num_classes
+    from netspec.compile import Data, num_classes, output_class
 
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
-    x = read_inputs(input_path, spec)
-    with np.load(run_dir / "preprocess.npz", allow_pickle=False) as pre:
-        shift, scale, names = pre["shift"], pre["scale"], [str(n) for n in pre["class_names"]]
+    pre = read_preprocess(run_dir, spec)
+    x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
+    x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
     program, state = finished_state(spec, run_dir)
-    data = Data(x, np.zeros((len(x),), np.int32), shift, scale)
+    data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
     inputs, _ = program.prepare(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
-    classes = None
-    if num_classes(spec):
-        if spec.loss["type"] == "binary_crossentropy":  # a probability after a sigmoid, else a logit
-            threshold = 0.5 if spec.output_activation == "sigmoid" else 0.0
-            classes = (outputs > threshold).astype(np.int32).reshape(len(x))
-        else:
-            classes = outputs.argmax(-1)
-    return outputs, classes, names
+    classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None
+    return outputs, classes, pre.class_names
 
 
 def _extras_fn(program):

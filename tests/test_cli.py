@@ -3,6 +3,7 @@ schema editors accept, help with examples, exit statuses (0 ok, 1 bad spec, 2 ba
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from netspec.cli import main
+from netspec.errors import NetspecError
 
 ROOT = Path(__file__).parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -138,3 +140,44 @@ def test_run_on_a_missing_file_exits_1(tmp_path):
     assert result.exit_code == 1
     assert "no such file" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_every_command_has_the_one_error_policy():
+    for name, command in sorted(main.commands.items()):
+        assert getattr(command.callback, "__wrapped__", None) is not None, f"netspec {name} is not under _one_error_policy"
+
+
+FAILURES = {  # what a command raised -> exit code, words of the one paragraph on stderr
+    "NetspecError": (lambda: NetspecError("The run is broken: fix it."), 1, ("The run is broken: fix it.",)),
+    "OSError": (lambda: PermissionError(13, "Permission denied", "/runs/x/checkpoints"), 1, ("Cannot", "/runs/x/checkpoints", "Permission denied")),
+    "KeyboardInterrupt": (lambda: KeyboardInterrupt(), 130, ("Interrupted.",)),
+    "bug": (lambda: ZeroDivisionError("division by zero"), 1, ("ZeroDivisionError", "This is a bug in netspec")),
+}
+COMMANDS = {  # command line -> the function it calls that the test makes fail
+    "eval": (["eval", "runs/x/y"], "netspec.train.evaluate_run"),
+    "predict": (["predict", ".", "--input", "x.npy"], "netspec.train.predict_run"),
+    "validate": (["validate", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
+    "run": (["run", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
+    "resume": (["resume", "."], "netspec.train.load_run_spec"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_failing_command_ends_in_one_paragraph(monkeypatch, command, failure):
+    """Whatever a command meets, it ends with one paragraph and an exit status, never a traceback."""
+    args, target = COMMANDS[command]
+    make, code, words = FAILURES[failure]
+    module, name = target.rsplit(".", 1)
+
+    def fail(*args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(importlib.import_module(module), name, fail)
+    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert all(word in message for word in words) and "\n" not in message, message
