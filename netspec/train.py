@@ -210,9 +210,9 @@ def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
         data = loaded.data.get("data") if loaded is not None and isinstance(loaded.data, dict) else None
         data_only = isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
         if data_only:
-            raise NetspecError(f"The run in {run_dir} cannot be rebuilt: its training data no longer fits its spec.yaml. {problem}. "
-                               f"eval and predict check the spec with its data, as training did; relative data paths start at "
-                               f"{base_dir} (from run.json). Put the data back, or edit data in spec.yaml to where it is now.") from None
+            raise NetspecError(f"The run in {run_dir} cannot be rebuilt without its training data as it was: {problem}. The run's "
+                               f"spec is checked against its data, as when it trained; relative data paths start at {base_dir} "
+                               f"(from run.json). Put the data back, or point data in spec.yaml to where it is now.") from None
         raise NetspecError(f"The run's spec.yaml is damaged: {problem}. {_SPEC_RECOVERY}") from None
 
 
@@ -808,7 +808,7 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
         bad = next((row[c] for c in columns if not _is_number(row[c])), None)
         if bad is not None:
             raise NetspecError(f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
-                               + (" (a header names its columns with words)." if line == first and header is None else "."))
+                               + (" (a header names its columns with words)." if line == first and header is None and bad.strip() else "."))
     return np.asarray([[float(row[c]) for c in columns] for _, row in rows], np.float32)
 
 

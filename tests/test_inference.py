@@ -8,6 +8,7 @@ per module; each test reads them through the real command line (click's CliRunne
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -294,6 +295,19 @@ def test_a_damaged_checkpoint_names_the_one_to_use_instead(damageable_run, tmp_p
     assert_one_paragraph(result, latest.name, "damaged", f"use {older.name} instead")
     latest.unlink()  # as the message says: then the older one is used
     assert netspec("predict", run_dir, "--input", points).exit_code == 0
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_training_data_gone_is_said_so(damageable_run, tmp_path, command):
+    """Not damage: the spec is checked against its data as when it trained, and the data moved."""
+    original, points = damageable_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(original, run_dir)
+    (tmp_path / "elsewhere").mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"spec_source": "spec.yaml", "base_dir": str(tmp_path / "elsewhere")}))
+    result = netspec(*COMMANDS[command](run_dir, points))
+    message = assert_one_paragraph(result, "training data", str(tmp_path / "elsewhere" / "table.csv"), "Put the data back")
+    assert "damaged" not in message, message
 
 
 def test_a_bad_set_on_resume_is_still_the_users_mistake(damageable_run):
