@@ -338,20 +338,20 @@ def confusion_image(counts: np.ndarray, class_names=None) -> np.ndarray:
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
             text = str(int(counts[i, j]))
             w, h = size(text)
-            draw.text((x0 + (cell - w) / 2, y0 + (cell - h) / 2), text, font=font, anchor="lt",
+            draw.text((x0 + (cell - w) // 2, y0 + (cell - h) // 2), text, font=font, anchor="lt",
                       fill="white" if share[i, j] > 0.5 else "black")
     for i, name in enumerate(names):  # row names, right-aligned against the matrix
         w, h = size(name)
-        draw.text((left - pad - w, top + i * cell + (cell - h) / 2), name, font=font, anchor="lt", fill="black")
+        draw.text((left - pad - w, top + i * cell + (cell - h) // 2), name, font=font, anchor="lt", fill="black")
     # column names read bottom to top: drawn on their own strip, turned, pasted above each column
-    strip = Image.new("RGB", (name_width, n * cell), "white")
+    strip = Image.new("RGB", (max(1, name_width), n * cell), "white")
     strip_draw = ImageDraw.Draw(strip)
     for j, name in enumerate(names):
         w, h = size(name)
-        strip_draw.text((0, j * cell + (cell - h) / 2), name, font=font, anchor="lt", fill="black")
+        strip_draw.text((0, j * cell + (cell - h) // 2), name, font=font, anchor="lt", fill="black")
     image.paste(strip.rotate(90, expand=True), (left, top - pad - name_width))
     w, h = size("predicted class", title_font)
-    draw.text((left + max(0, n * cell - w) / 2, pad), "predicted class", font=title_font, anchor="lt", fill="black")
+    draw.text((left + max(0, n * cell - w) // 2, pad), "predicted class", font=title_font, anchor="lt", fill="black")
     w, h = size("true class", title_font)
     label = Image.new("RGB", (w, h + 2), "white")
     ImageDraw.Draw(label).text((0, 0), "true class", font=title_font, anchor="lt", fill="black")
