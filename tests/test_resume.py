@@ -95,6 +95,11 @@ def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in accumulator(path).Scalars(tag)]
 
 
+def evaluation_run(run_dir: Path) -> Path:
+    """The run's evaluation run: test/ or validation/, the split its resolved spec evaluated."""
+    return run_dir / yaml.safe_load((run_dir / "spec.yaml").read_text())["eval"]["split"]
+
+
 def assert_each_step_once(points: list[tuple[int, float]]) -> None:
     steps = [s for s, _ in points]
     assert len(steps) == len(set(steps)), f"duplicated steps: {steps}"
@@ -487,7 +492,7 @@ def test_early_stopping_stops_and_keeps_the_best(early_stopped):
     assert best.is_file()
     best_step = report["best"]["best_step"]
     assert checkpoint.metadata(best)["step"] == best_step
-    evaluations = dict(scalars(early_stopped / "test", "accuracy"))
+    evaluations = dict(scalars(evaluation_run(early_stopped), "accuracy"))
     assert np.float32(report["best"]["best"]) == np.float32(evaluations[best_step])
     # patience 1: the first evaluation is the best, the second does not beat it by 0.5
     assert best_step == 10
@@ -499,8 +504,8 @@ def test_early_stopping_stops_and_keeps_the_best(early_stopped):
 def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     report = result_of(early_stopped)
     best_step = report["best"]["best_step"]
-    at_best = {tag: dict(scalars(early_stopped / "test", tag))[best_step] for tag in ("loss", "accuracy")}
-    at_end = {tag: dict(scalars(early_stopped / "test", tag))[report["steps"]] for tag in ("loss", "accuracy")}
+    at_best = {tag: dict(scalars(evaluation_run(early_stopped), tag))[best_step] for tag in ("loss", "accuracy")}
+    at_end = {tag: dict(scalars(evaluation_run(early_stopped), tag))[report["steps"]] for tag in ("loss", "accuracy")}
     assert at_best["loss"] != at_end["loss"]  # otherwise this test could not tell them apart
 
     result = netspec("eval", str(early_stopped))
@@ -513,7 +518,7 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
 
 
 def test_early_stopping_evaluates_each_step_once(early_stopped):
-    assert_each_step_once(scalars(early_stopped / "test", "accuracy"))
+    assert_each_step_once(scalars(evaluation_run(early_stopped), "accuracy"))
 
 
 # -- 6. a checkpoint of another model ------------------------------------------------------------------
