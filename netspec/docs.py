@@ -18,35 +18,46 @@ END = "<!-- spec-reference:end -->"
 
 
 def _type(s: dict) -> str:
+    if "title" in s:
+        return f"`{s['title']}`"
     if "$ref" in s:
-        return s["$ref"].split("/")[-1]
+        return s["$ref"].split("/")[-1].replace("_", " ")
     if "enum" in s:
-        return " \\| ".join(f"`{v}`" for v in s["enum"])
+        return " \\| ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in s["enum"])
     if "const" in s:
         return f"`{s['const']}`"
-    t = s.get("type")
-    if t is None and "if" in s:
-        if "enum" in s.get("then", {}):
+    if "anyOf" in s:
+        kinds = [b.get("type") for b in s["anyOf"]]
+        if "object" in kinds and any(b.get("type") == "string" and ("enum" in b or "allOf" in b) for b in s["anyOf"]):
             return "name or mapping"
-        return " or ".join(filter(None, [_type({**s["if"], **s["then"]}), _type(s["else"])]))
-    if isinstance(t, list):
-        return " or ".join(t)
+        parts = [_type(b) for b in s["anyOf"]]
+        parts = [*[x for x in parts if x != "null"], *[x for x in parts if x == "null"]]
+        return " or ".join(dict.fromkeys(x for x in parts if x))
+    t = s.get("type")
+    if isinstance(t, list):  # the schema lists null first (for editors); read it last
+        return " or ".join(_type({**s, "type": x}) for x in [*[x for x in t if x != "null"], *[x for x in t if x == "null"]])
     if t == "array" and "items" in s:
         return f"list of {_type(s['items'])}"
     return t or ""
+
+
+def _cell(text: str) -> str:
+    """Text for a table cell: a '|' (as in |e|) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def _default(s: dict) -> str:
     return f"`{json.dumps(s['default'])}`" if "default" in s else ""
 
 
-def _args(fields: dict) -> str:
+def _args(fields: dict, required=()) -> str:
+    """`name=default` for each field (required ones in bold, without a default)."""
     if not fields:
         return "—"
     parts = []
     for name, s in fields.items():
         d = f"={json.dumps(s['default'])}" if "default" in s else ""
-        parts.append(f"`{name}{d}`")
+        parts.append(f"**`{name}`**" if name in required else f"`{name}{d}`")
     return ", ".join(parts)
 
 
@@ -55,7 +66,7 @@ def _rows(prefix: str, schema: dict, required=()) -> list[str]:
     for key, s in schema.get("properties", {}).items():
         path = f"{prefix}.{key}" if prefix else key
         req = "yes" if key in required else ""
-        rows.append(f"| `{path}` | {_type(s)} | {req} | {_default(s)} | {s.get('description', '')} |")
+        rows.append(f"| `{path}` | {_type(s)} | {req} | {_default(s)} | {_cell(s.get('description', ''))} |")
         if "properties" in s:
             rows.extend(_rows(path, s, s.get("required", ())))
     return rows
@@ -70,24 +81,30 @@ def render() -> str:
             "(a layer name or a list; default: the previous layer; `input` is the model input). "
             "`model.defaults` sets `activation`, `kernel_init`, `bias_init`, `use_bias` for every layer that has the field "
             "and does not set it (built-in defaults: `linear`, `glorot_uniform`, `zeros`, `true`).", "",
-            "| type | fields (required in bold) | what it does |", "|---|---|---|"]
+            "| type | fields (required in bold; defaults) | what it does |", "|---|---|---|"]
     for name in sorted(R.LAYERS):
         kind = R.LAYERS[name]
-        fields = ", ".join(f"**`{f}`**" if f in kind.required else f"`{f}`" for f in kind.fields) or "—"
-        out.append(f"| `{name}` | {fields} | {kind.doc} |")
+        out.append(f"| `{name}` | {_args(kind.fields, kind.required)} | {_cell(kind.doc)} |")
     sections = [
-        ("Activations (`activation:`)", R.ACTIVATIONS),
-        ("Initializers (`kernel_init:`, `bias_init:`)", R.INITIALIZERS),
-        ("Losses (`loss:`)", R.LOSSES),
-        ("Metrics (`metrics:`)", R.METRICS),
+        ("Activations (`activation:`)", R.ACTIVATIONS, R.ACTIVATION_DOCS, "A name, or a mapping `{type: name, args...}`."),
+        ("Initializers (`kernel_init:`, `bias_init:`)", R.INITIALIZERS, R.INITIALIZER_DOCS,
+         "A name, or a mapping `{type: name, args...}`. A kernel is `[inputs, units]` (dense) or `[height, width, channels / groups, filters]` "
+         "(conv2d), as in Keras; fan_in is its inputs times its area, fan_out its units or filters times its area. A bias takes no "
+         "initializer that needs fan-in/fan-out."),
+        ("Losses (`loss:`)", R.LOSSES, R.LOSS_DOCS,
+         "A name, or a mapping `{type: name, args...}`. Each loss is a mean over the output units of each example, then over the batch. "
+         "A sigmoid or softmax output before a cross-entropy is fused into the loss: the loss is computed from the logits "
+         "(log-sigmoid, log-softmax), so it is exact and never needs clipping."),
+        ("Metrics (`metrics:`)", R.METRICS, R.METRIC_DOCS, "A list of names, or mappings `{type: name, args...}`."),
     ]
-    for title, table in sections:
-        out += ["", f"### {title}", "", "A name, or a mapping `{type: name, args...}`." if table is not R.METRICS else "A list of names.", "",
-                "| name | arguments (defaults) |", "|---|---|"]
-        out += [f"| `{name}` | {_args(args)} |" for name, args in sorted(table.items())]
+    for title, table, docs, intro in sections:
+        out += ["", f"### {title}", "", intro, "", "| name | arguments (defaults) | what it computes |", "|---|---|---|"]
+        out += [f"| `{name}` | {_args(args)} | {_cell(docs[name])} |" for name, args in sorted(table.items())]
     out += ["", "### Optimizers (`optimizer:`)", "",
             "`{type: name, learning_rate: number or schedule, clip_global_norm: number, ...}`; the other arguments are optax's own "
-            "(`optax.<name>`), with optax's defaults.", "", "| type | arguments (defaults) |", "|---|---|"]
+            "(`optax.<name>`), with optax's defaults, which are not always Keras's or PyTorch's: adam's eps is 1e-8 (Keras: 1e-7), "
+            "adamw's weight_decay 1e-4 (PyTorch: 0.01, Keras: 0.004) and multiplied by the learning rate as in PyTorch, rmsprop's "
+            "decay 0.9 with eps inside the square root (PyTorch: alpha 0.99, eps outside).", "", "| type | arguments (defaults) |", "|---|---|"]
     out += [f"| `{name}` | {_args(args)} |" for name, args in sorted(R.OPTIMIZERS.items())]
     out += ["", "### Learning-rate schedules (`optimizer.learning_rate:`)", "",
             "A number, or `{type: name, ...}` with the arguments of the optax function named.", "",

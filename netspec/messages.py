@@ -2,7 +2,13 @@
 
 Contract: `schema_problems(loaded)` validates the loaded data against the spec's JSON Schema
 (`netspec.schema.SCHEMA`) and returns every violation as a `Problem` with file:line:col and key
-path, saying what was expected, what was found and, where a name is close, "did you mean".
+path, saying what was expected, what was found and, where a name is close, "did you mean". One
+mistake gives one problem: a misspelt key is reported as unknown (with its suggestion), not also as
+a missing one; a choice between a name and a mapping is judged by the form written; a rule between
+keys is not repeated where the key's own schema already refused it.
+
+Where the schema carries an `errorMessage` (the wording yaml-language-server shows for a rule its
+generic messages would make cryptic), that is the message here too, with what was found.
 `closest` / `did_you_mean` are the one spelling-suggestion rule that every message uses.
 Pure Python, no jax.
 """
@@ -10,21 +16,34 @@ Pure Python, no jax.
 from __future__ import annotations
 
 import difflib
+import json
 
 import jsonschema
 
 from netspec.errors import Problem
 from netspec.load import Loaded
-from netspec.schema import SCHEMA, VALIDATOR
-from netspec.defaults import resolve_ref
+from netspec.registry import INT64
+from netspec.schema import VALIDATOR
+
 
 def schema_problems(loaded: Loaded) -> list[Problem]:
     """Every schema violation, worded for a person, in file order."""
-    problems: list[Problem] = []
+    found_at: dict[tuple, Problem] = {}
+    rules: list[Problem] = []
     for error in VALIDATOR.iter_errors(loaded.data):
-        problems.extend(_describe(error, loaded))
-    unique = {(p.path, p.message): p for p in problems}
-    return sorted(unique.values(), key=lambda p: (p.line or 0, p.col or 0, p.path))
+        # the spec-wide rules (the schema's top-level allOf) come last: a key its own schema refused
+        # already has its problem
+        target = rules if list(error.relative_schema_path)[:1] == ["allOf"] else None
+        for problem in _describe(error, loaded):
+            if target is not None:
+                target.append(problem)
+            else:
+                found_at.setdefault((problem.path, problem.message), problem)
+    paths = {p.path for p in found_at.values()}
+    for problem in rules:
+        if problem.path not in paths:
+            found_at.setdefault((problem.path, problem.message), problem)
+    return sorted(found_at.values(), key=lambda p: (p.line or 0, p.col or 0, p.path))
 
 
 def found(value) -> str:
@@ -37,12 +56,14 @@ def found(value) -> str:
     return text if isinstance(value, (list, dict)) else f"{text} ({kind})"
 
 
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "nothing (null)"}
+
+
 def _expected_type(t) -> str:
-    names = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-             "array": "a list", "object": "a mapping", "null": "nothing (null)"}
     if isinstance(t, list):
-        return " or ".join(names.get(x, x) for x in t)
-    return names.get(t, t)
+        return " or ".join(_TYPE_WORDS.get(x, x) for x in t)
+    return _TYPE_WORDS.get(t, t)
 
 
 def did_you_mean(word, options) -> str:
@@ -70,9 +91,54 @@ def _edits(a: str, b: str) -> int:
     return d[-1][-1]
 
 
+def _typo_of(word, options) -> str:
+    """did_you_mean, for a value that is a near miss (a few edits), not another valid name."""
+    close = closest(word, options)
+    return f"; did you mean {close!r}?" if close and _edits(word, close) <= max(2, len(word) // 5) else ""
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), "object")
+
+
+def _types_of(branch: dict) -> list[str] | None:
+    """The JSON types a branch of an anyOf accepts, or None when it does not say."""
+    t = branch.get("type")
+    if t is not None:
+        return t if isinstance(t, list) else [t]
+    values = branch.get("enum", [branch["const"]] if "const" in branch else None)
+    if values:
+        return sorted({_json_type(v) for v in values})
+    return None
+
+
+def _accepts(types: list[str] | None, value) -> bool:
+    kind = _json_type(value)
+    return types is None or kind in types or (kind == "integer" and "number" in types)
+
+
+def _branch_words(branch: dict) -> str:
+    if "type" not in branch and branch.get("enum"):
+        return " or ".join(str(v) for v in branch["enum"])
+    return _expected_type(_types_of(branch) or [])
+
+
+def _typos(value: dict, schema: dict) -> set:
+    """Of `value`'s keys that `schema` does not know, the known keys they are misspellings of."""
+    props = schema.get("properties", {})
+    return {closest(x, props) for x in value if x not in props} - {None}
+
+
 def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
     path = tuple(error.absolute_path)
     v, value, schema = error.validator, error.instance, error.schema
+    custom = schema.get("errorMessage") if isinstance(schema, dict) else None
+    if "propertyNames" in error.relative_schema_path:  # the key itself is wrong: point at it
+        return [loaded.problem(path + (value,), f"{custom or 'a key here is not allowed'}; found {found(value)}", key=True)]
     if v == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in value if k not in schema.get("properties", {})]
@@ -81,33 +147,41 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
             for k in extras
         ]
     if v == "required":
-        missing = error.validator_value
-        keys = [k for k in missing if k not in value]
+        keys = [k for k in error.validator_value if k not in value]
         if schema.get("additionalProperties") is False:
             # a misspelt required key is reported once, as an unknown key with its "did you mean"
-            props = schema.get("properties", {})
-            typos = {closest(x, props) for x in value if x not in props}
-            keys = [k for k in keys if k not in typos]
+            keys = [k for k in keys if k not in _typos(value, schema)]
+        if custom:
+            return [loaded.problem(path, custom, key=True)] if keys else []
         return [loaded.problem(path, f"missing required key {k!r}", key=True) for k in keys]
     if v in ("enum", "const"):
         options = error.validator_value if v == "enum" else [error.validator_value]
+        if custom and not options:  # a key that a rule forbids here
+            return [loaded.problem(path, custom, key=True)]
+        if custom and schema.get("doNotSuggest"):  # a rule between keys: its message says it all
+            return [loaded.problem(path, custom)]
+        if custom:
+            return [loaded.problem(path, f"{custom}; found {found(value)}{_typo_of(value, options)}")]
         listed = ", ".join(str(o) for o in options)
         if len(options) > 30:
             listed = f"{len(options)} names, see `netspec schema`"
         return [loaded.problem(path, f"expected one of {listed}; found {found(value)}{did_you_mean(value, options)}")]
     if v == "type":
-        either = _if_branch(error)  # a "name or mapping" style choice: say both forms
-        if either is not None:
-            alt, doc = either
-            more = f"; this is {doc}" if doc else ""
-            return [loaded.problem(path, f"expected {_expected_type(alt)} or {_expected_type(error.validator_value)}, found {found(value)}{more}")]
+        if custom and schema.get("type") == "null":  # a rule: this key must stay unset
+            return [loaded.problem(path, custom)]
+        if custom:
+            return [loaded.problem(path, f"{custom}, found {found(value)}")]
         return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {found(value)}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        if abs(error.validator_value) >= INT64 - 1:
+            return [loaded.problem(path, f"expected an integer that fits in 64 bits (from -2**63 to 2**63 - 1), found {found(value)}")]
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
         return [loaded.problem(path, f"expected a value {op} {error.validator_value}, found {found(value)}")]
     if v in ("minItems", "maxItems"):
+        if custom:
+            return [loaded.problem(path, f"{custom}; found {len(value)}")]
         word = "at least" if v == "minItems" else "at most"
-        return [loaded.problem(path, f"expected a list of {word} {error.validator_value} items, found {len(value)}")]
+        return [loaded.problem(path, f"expected a list of {word} {error.validator_value} item{'s' * (error.validator_value != 1)}, found {len(value)}")]
     if v in ("minLength", "maxLength"):
         word = "at least" if v == "minLength" else "at most"
         return [loaded.problem(path, f"expected {word} {error.validator_value} characters, found {len(value)}")]
@@ -116,34 +190,57 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     if v == "uniqueItems":
         return [loaded.problem(path, "expected each item once; this list repeats an item")]
     if v == "pattern":
-        return [loaded.problem(path, f"expected {schema.get('x-expected', 'text matching ' + error.validator_value)}; found {found(value)}")]
+        return [loaded.problem(path, f"{custom or 'expected text matching ' + error.validator_value}; found {found(value)}")]
+    if v in ("contains", "minContains", "maxContains") and custom:
+        shown = json.dumps(value)
+        return [loaded.problem(path, f"{custom}; found {shown if len(shown) <= 60 else found(value)}")]
     if v == "not":
         return [loaded.problem(path, f"{found(value)} is not allowed here")]
-    if v == "oneOf" and path[-1:] == ("train",):
-        if not isinstance(value, dict):
-            return []  # not a mapping: the type error says so
-        both = "steps" in value and "epochs" in value
-        return [loaded.problem(path, "give either steps or epochs, not both" if both else "missing required key 'steps' (or 'epochs')", key=True)]
+    if v == "oneOf" and _is_group(schema["oneOf"]):
+        return _describe_group(error, loaded)
     if v in ("oneOf", "anyOf"):
-        best = jsonschema.exceptions.best_match(error.context)
-        return _describe(best, loaded) if best is not None else [loaded.problem(path, error.message)]
-    return [loaded.problem(path, error.message)]
+        return _describe_choice(error, loaded)
+    return [loaded.problem(path, custom or error.message)]
 
 
-def _if_branch(error: jsonschema.ValidationError):
-    """For a type error in the `else` of an `if: {type: T}`: (T, the choice's description); else None."""
-    if list(error.schema_path)[-2:] != ["else", "type"]:
-        return None
-    s = SCHEMA
-    for part in list(error.schema_path)[:-2]:
-        while isinstance(s, dict) and part not in s and "$ref" in s:
-            s = resolve_ref(s)
-        try:
-            s = s[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    s = resolve_ref(s) if isinstance(s, dict) else {}
-    alt = s.get("if", {}).get("type")
-    return (alt, s.get("description", "")) if alt else None
+def _is_group(branches: list) -> bool:
+    """A `oneOf` of branches that each require one key: exactly one of those keys is given."""
+    return all(isinstance(b, dict) and len(b.get("required", ())) == 1 for b in branches)
 
 
+def _describe_group(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
+    """Exactly one of a group of keys (train.steps / train.epochs; the data sources), none or several given."""
+    path, value, schema = tuple(error.absolute_path), error.instance, error.schema
+    if not isinstance(value, dict):
+        return []  # not a mapping: the type error says so
+    branches = schema["oneOf"]
+    keys = [b["required"][0] for b in branches]
+    given = [k for k in keys if k in value]
+    if not given:
+        if set(keys) & _typos(value, schema):
+            return []  # a misspelt one: reported as an unknown key with its "did you mean"
+        return [loaded.problem(path, branches[0].get("errorMessage", f"missing one of {', '.join(keys)}"), key=True)]
+    several = next(iter(branches[0].get("properties", {}).values()), {}).get("errorMessage", f"give only one of {', '.join(keys)}")
+    more = f"; found {', '.join(given)}" if len(keys) > 2 else ""
+    return [loaded.problem(path, several + more, key=True)]
+
+
+def _describe_choice(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
+    """anyOf/oneOf: judge the value by the branch written for its JSON type (a name or a mapping, an
+    int or a pair, a number or a schedule); a value no branch takes says what each one takes."""
+    path, value, schema = tuple(error.absolute_path), error.instance, error.schema
+    branches = schema[error.validator]
+    taking = [i for i, b in enumerate(branches) if _accepts(_types_of(b), value)]
+    if not taking:
+        expected = " or ".join(_branch_words(b) for b in branches)
+        doc = schema.get("description", "")
+        return [loaded.problem(path, f"expected {expected}, found {found(value)}" + (f"; this is {doc}" if doc else ""))]
+    by_branch: dict[int, list] = {}
+    for sub in error.context:
+        by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+    failed = [i for i in taking if by_branch.get(i)]
+    # a branch whose schema words its own failure (errorMessage) speaks for the choice
+    worded = [i for i in failed if any(isinstance(e.schema, dict) and e.schema.get("errorMessage") for e in by_branch[i])]
+    chosen = (worded or failed or taking)[0]
+    problems = [p for sub in by_branch.get(chosen, []) for p in _describe(sub, loaded)]
+    return problems or [loaded.problem(path, schema.get("errorMessage", error.message))]

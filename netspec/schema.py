@@ -1,10 +1,28 @@
 """The spec's JSON Schema (Draft 2020-12), built from the registries: the one contract for a spec.
 
-`SCHEMA` is what `netspec schema` prints and what `check` validates against. Every object
-forbids unknown keys. Choices written either as a name or as `{type: name, ...args}`
-(activations, initializers, losses, schedules) use if/then/else on the value's JSON type, so an
-error always comes from one branch and reads plainly. Defaults live here (as `default`), so the
-docs and `check`'s defaulting read the same numbers.
+`SCHEMA` is what `netspec schema` prints for editors (yaml-language-server) and what `check`
+validates against. Every object forbids unknown keys and every key has a description. The schema
+states every rule JSON Schema can state, so an editor flags it as the spec is typed: besides types,
+ranges and names, the rules between keys (exactly one data source; steps or epochs; `train.unroll`
+not with `loop: steps`; `fsdp_devices` needs `params: fsdp`; early stopping needs `eval.every`;
+`eval.split: validation` needs a validation split; accuracy needs a classification loss; a bias
+initializer without fan-in/fan-out; a one-input layer names one input; a schedule's steps are
+integers). What needs the data or the shapes is `check`'s meaning pass.
+
+Written for editors as well as for validation:
+
+- a choice written either as a name or as `{type: name, ...args}` (activations, initializers,
+  losses, metrics, schedules) is an `anyOf` of a name `enum` and a mapping, so an editor completes
+  the names (it offers no values from if/then/else); inside the mapping, if/then on `type` gives
+  each name's own arguments;
+- a rule between keys fails on one key (the one to change) with an `errorMessage`, which
+  yaml-language-server shows in place of its generic wording and `netspec.messages` uses too;
+  the schemas that state a rule are `doNotSuggest`, so completion offers only the real keys;
+- a group of keys of which exactly one is given (`train.steps`/`train.epochs`, the data sources)
+  is a `oneOf` whose branches each require one key and forbid the others; `netspec.overrides`
+  reads these groups for `--set`.
+
+Defaults live here (as `default`), so the docs and `check`'s defaulting read the same numbers.
 """
 
 from __future__ import annotations
@@ -13,29 +31,83 @@ import jsonschema
 
 from netspec import registry as R
 
+CLASSIFICATION_LOSSES = tuple(R.FUSED_ACTIVATION)
+REGRESSION_LOSSES = tuple(sorted(set(R.LOSSES) - set(CLASSIFICATION_LOSSES)))
+BIAS_INITIALIZERS = tuple(sorted(set(R.INITIALIZERS) - R.MATRIX_INITIALIZERS))
+TAGS = ("loss", "accuracy", "mean_squared_error", "mean_absolute_error")  # eval scalars; also top_<k>_accuracy
 
-def _named_choice(kinds: dict[str, dict], what: str, *, extra: dict | None = None, required_of=None) -> dict:
-    """`name` or `{type: name, <that kind's args>}`."""
-    names = sorted(kinds)
+
+def forbidden(message: str) -> dict:
+    """A key that must not be given here: no value passes, and editors do not offer it."""
+    return {"enum": [], "errorMessage": message, "doNotSuggest": True}
+
+
+def must_be_null(message: str) -> dict:
+    """A nullable key that a rule requires unset (null, its default)."""
+    return {"type": "null", "errorMessage": message, "doNotSuggest": True}
+
+
+def exactly_one(keys, missing: str, several: str) -> list[dict]:
+    """`oneOf` branches: each requires one of `keys` and forbids the others."""
+    return [{"required": [key], "errorMessage": missing,
+             "properties": {other: forbidden(several) for other in keys if other != key}} for key in keys]
+
+
+def when_type(name: str) -> dict:
+    """The `if` that picks a mapping's branch by its `type`. A pattern, not `const`: while completing,
+    yaml-language-server takes a `const` that merely starts with the value as matched, so `type: adam`
+    would be offered the keys of adamw and adamax too."""
+    return {"properties": {"type": {"type": "string", "pattern": f"^{name}$"}}, "required": ["type"]}
+
+
+def _choice_of_names(kinds: dict, what: str, docs: dict, *, names=None, error: str | None = None) -> dict:
+    """`name` or `{type: name, <that kind's arguments>}`."""
+    names = sorted(names or kinds)
+    described = {"enum": names, "enumDescriptions": [docs.get(n, "") for n in names]}
+    if error:  # nested, so that a value of another type gets the plain type message, not this one
+        named = {"type": "string", "allOf": [{**described, "errorMessage": error}]}
+        type_field = {"allOf": [{**described, "errorMessage": error}]}
+    else:
+        named = {"type": "string", **described}
+        type_field = dict(described)
     branches = []
     for name in names:
-        props = {"type": {"const": name}, **kinds[name], **(extra or {})}
-        then = {"properties": props, "additionalProperties": False}
-        req = list(required_of(name)) if required_of else []
-        if req:
-            then["required"] = req
-        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
+        props = {"type": {"const": name, "description": docs.get(name, "")}, **kinds[name]}
+        branches.append({"if": when_type(name), "then": {"properties": props, "additionalProperties": False}})
     return {
         "description": f"{what}: a name, or a mapping with `type` and its arguments",
-        "if": {"type": "string"},
-        "then": {"enum": names},
-        "else": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {"type": {"enum": names}},
-            "allOf": branches,
-        },
+        "anyOf": [
+            {**named, "description": f"{what}'s name"},
+            {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", **type_field, "description": f"{what}'s name"}},
+             "allOf": branches, "description": f"{what} with arguments: `type` and that {what.split()[-1]}'s arguments"},
+        ],
     }
+
+
+LAYER_NAME = {
+    "type": "string", "maxLength": 100, "pattern": r"^(?!input$)[A-Za-z_][A-Za-z0-9_.\-]*$",
+    "errorMessage": "expected a layer name of letters, digits, '_', '-' or '.', starting with a letter or '_', other than 'input' (the model's input)",
+    "description": "unique layer name; also its TensorBoard scope",
+}
+
+
+def _inputs(layer_type: str, kind: R.LayerKind) -> dict:
+    doc = "the layer(s) this layer reads: a layer name or a list of names ('input' is the model input); default: the previous layer"
+    if kind.inputs == "many":
+        return {"description": doc, "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    return {"description": "the layer this layer reads: a layer name ('input' is the model input); default: the previous layer",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1,
+                                           "errorMessage": f"a {layer_type} layer takes one input; to combine layers use add or concat"}]}
+
+
+def _layer_field(field: str, schema: dict) -> dict:
+    if field == "activation":
+        return {"$ref": "#/$defs/activation", "description": schema["description"]}
+    if field == "kernel_init":
+        return {"$ref": "#/$defs/initializer", "description": schema["description"]}
+    if field == "bias_init":
+        return {"$ref": "#/$defs/bias_initializer", "description": schema["description"]}
+    return schema
 
 
 def _layer_schema() -> dict:
@@ -43,22 +115,17 @@ def _layer_schema() -> dict:
     branches = []
     for name in names:
         kind = R.LAYERS[name]
-        props = {"name": {"type": "string"}, "type": {"const": name}, "inputs": {"$ref": "#/$defs/inputs"}}
-        for field, s in kind.fields.items():
-            if field == "activation":
-                props[field] = {"$ref": "#/$defs/activation"}
-            elif field.endswith("_init"):
-                props[field] = {"$ref": "#/$defs/initializer"}
-            else:
-                props[field] = s
+        props = {"name": LAYER_NAME, "type": {"const": name, "description": kind.doc}, "inputs": _inputs(name, kind)}
+        props.update({field: _layer_field(field, s) for field, s in kind.fields.items()})
         then = {"properties": props, "additionalProperties": False, "required": ["name", "type", *kind.required]}
-        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
+        branches.append({"if": when_type(name), "then": then})
     return {
         "type": "object",
+        "description": "one layer: `name`, `type`, optional `inputs`, and that type's fields",
         "required": ["name", "type"],
         "properties": {
-            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter or '_'", "description": "unique layer name; also its TensorBoard scope"},
-            "type": {"enum": names, "description": "the layer type"},
+            "name": LAYER_NAME,
+            "type": {"type": "string", "enum": names, "enumDescriptions": [R.LAYERS[n].doc for n in names], "description": "the layer type"},
         },
         "allOf": branches,
     }
@@ -67,173 +134,253 @@ def _layer_schema() -> dict:
 def _optimizer_schema() -> dict:
     names = sorted(R.OPTIMIZERS)
     common = {
-        "type": {"enum": names},
-        "learning_rate": {"$ref": "#/$defs/learning_rate"},
-        "clip_global_norm": R.number(None, exclusive_minimum=0, nullable=True, doc="clip gradients to this global norm first"),
+        "type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{n}" for n in names], "description": "the optimizer: optax's function of this name"},
+        "learning_rate": {"$ref": "#/$defs/learning_rate", "description": "the learning rate: a number, or a schedule {type, its optax arguments}"},
+        "clip_global_norm": R.number(None, exclusive_minimum=0, nullable=True, doc="clip the gradients to this global norm first; null: no clipping"),
     }
     branches = []
     for name in names:
-        props = {**common, "type": {"const": name}, **R.OPTIMIZERS[name]}
-        branches.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-                         "then": {"properties": props, "additionalProperties": False}})
-    return {"type": "object", "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
+        props = {**common, "type": {"const": name, "description": f"optax.{name}"}, **R.OPTIMIZERS[name]}
+        branches.append({"if": when_type(name), "then": {"properties": props, "additionalProperties": False}})
+    return {"type": "object", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}",
+            "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
 
 
 def _schedule_schema() -> dict:
     names = sorted(R.SCHEDULES)
     branches = []
     for name in names:
-        _, args, required = R.SCHEDULES[name]
+        fn, args, required = R.SCHEDULES[name]
         branches.append({
-            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-            "then": {"properties": {"type": {"const": name}, **args}, "additionalProperties": False, "required": ["type", *required]},
+            "if": when_type(name),
+            "then": {"properties": {"type": {"const": name, "description": f"optax.{fn}"}, **args},
+                     "additionalProperties": False, "required": ["type", *required]},
         })
     return {
-        "description": "a number, or a schedule {type, its optax arguments}",
-        "if": {"type": "number"},
-        "then": {"exclusiveMinimum": 0},
-        "else": {"type": "object", "required": ["type"], "properties": {"type": {"enum": names}}, "allOf": branches},
+        "description": "the learning rate: a number, or a schedule {type, its optax arguments}",
+        "examples": [0.01],
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0, "description": "a constant learning rate"},
+            {"type": "object", "required": ["type"], "description": "a schedule: `type` and that optax schedule's arguments",
+             "properties": {"type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{R.SCHEDULES[n][0]}" for n in names], "description": "the schedule"}},
+             "allOf": branches},
+        ],
     }
 
 
-def standard(title: str) -> dict:
-    return {"type": "object", "additionalProperties": False, "properties": {
-        "dir": {"type": ["string", "null"], "default": None, "description": f"a directory holding the four {title} IDX files; else $NETSPEC_DATA, the cache, system copies, download"},
+def _values(name: str) -> dict:
+    """Inline x or y: a list of numbers or of such lists, any depth (the shapes are `check`'s)."""
+    return {"type": ["number", "array"], "items": {"$ref": f"#/$defs/{name}"}, "errorMessage": f"expected a number in {name}"}
+
+
+def _standard(title: str) -> dict:
+    return {"type": "object", "additionalProperties": False, "description": f"the {title} IDX files, found or downloaded", "properties": {
+        "dir": {"type": ["null", "string"], "default": None, "description": f"a directory holding the four {title} IDX files; default: $NETSPEC_DATA, the cache, system copies, download"},
         "download": R.boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
     }}
 
 
+def _tag(doc: str, *, nullable: bool) -> dict:
+    """An eval scalar's tag: which ones the spec has is the meaning pass's to check."""
+    names = [{"enum": list(TAGS)}, {"type": "string", "pattern": "^top_[1-9][0-9]*_accuracy$", "title": "top_<k>_accuracy"}]
+    if nullable:
+        return {"type": ["null", "string"], "default": None, "description": doc, "anyOf": [{"type": "null"}, *names]}
+    return {"type": "string", "description": doc, "anyOf": names, "examples": ["accuracy"]}
+
+
+def _metrics_in(names, message: str) -> dict:
+    """Metric items whose name is one of `names`, in either form."""
+    rule = {"enum": list(names), "errorMessage": message, "doNotSuggest": True}
+    return {"anyOf": [rule, {"type": "object", "properties": {"type": rule}, "doNotSuggest": True}], "doNotSuggest": True}
+
+
+def _loss_is(names) -> dict:
+    return {"anyOf": [{"enum": list(names)}, {"type": "object", "properties": {"type": {"enum": list(names)}}, "required": ["type"]}]}
+
+
+def _at(path: str, schema: dict) -> dict:
+    """`schema` for the key at dotted `path`, as nested `properties` that editors do not offer.
+    Each level is typed as the spec's own schema types it, so that a rule never takes a value
+    (such as null) that the key itself does not: `netspec.overrides` asks every schema of a key."""
+    for key in reversed(path.split(".")):
+        schema = {"type": "object", "properties": {key: schema}, "doNotSuggest": True}
+    return schema
+
+
+def _rules() -> list[dict]:
+    """Rules between top-level sections, each failing on the key to change."""
+    classification = ", ".join(CLASSIFICATION_LOSSES)
+    return [
+        {"if": {"properties": {"eval": {"properties": {"every": {"type": "integer"}}, "required": ["every"]}}, "required": ["eval"]},
+         "else": _at("train.early_stopping", must_be_null("early stopping needs evaluations during training: set eval.every (e.g. 600)"))},
+        {"if": {"properties": {"data": {"properties": {"validation_split": {"exclusiveMinimum": 0}}, "required": ["validation_split"]}}, "required": ["data"]},
+         "else": _at("eval.split", {"enum": ["test", None], "doNotSuggest": True, "errorMessage":
+                                    "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"})},
+        {"if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
+         "then": _at("metrics", {"items": _metrics_in(
+             sorted(set(R.METRICS) - {"accuracy"}),
+             f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error"),
+             "type": "array", "doNotSuggest": True})},
+        {"if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
+         "then": _at("metrics", {"items": _metrics_in(
+             sorted(set(R.METRICS) - {"top_k_accuracy"}),
+             "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)"),
+             "type": "array", "doNotSuggest": True})},
+    ]
+
+
 def build() -> dict:
     """The whole schema."""
+    sources = ", ".join(R.SOURCES)
     inline = {
         "type": "object",
         "additionalProperties": False,
         "required": ["x", "y"],
+        "description": "examples written in the spec",
         "properties": {
-            "x": {"type": "array", "minItems": 1, "description": "inputs, one row per example"},
-            "y": {"type": "array", "minItems": 1, "description": "targets, one per example"},
+            "x": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/x"}, "description": "inputs, one row per example", "examples": [[[0, 0], [0, 1]]]},
+            "y": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/y"}, "description": "targets, one per example", "examples": [[[0], [1]]]},
         },
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://netspec.dev/schema/spec.json",
         "title": "netspec model spec",
+        "description": "a netspec model spec: data, model, loss, optimizer, training and what to watch",
         "type": "object",
         "additionalProperties": False,
         "required": ["name", "data", "model", "loss", "optimizer", "train"],
         "properties": {
-            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", "x-expected": "a name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'", "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
+            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+                     "errorMessage": "expected a run name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'",
+                     "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
             "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
             "seed": R.integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
             "data": {
                 "type": "object",
                 "additionalProperties": False,
+                "description": f"where the examples come from: exactly one source ({sources}), and how they are split and scaled",
                 "properties": {
                     "inline": inline,
-                    "mnist": standard("MNIST"),
-                    "fashion_mnist": standard("Fashion-MNIST"),
-                    "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
-                        "path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz"}}},
-                    "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
-                        "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key"},
-                        "x_key": {"type": "string", "default": "x"}, "y_key": {"type": "string", "default": "y"}}},
-                    "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "properties": {
-                        "path": {"type": "string"},
-                        "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index"},
-                        "features": {"type": ["array", "null"], "items": {"type": ["string", "integer"]}, "default": None,
-                                     "description": "feature columns; default: every column but the label"},
-                        "header": R.boolean(True), "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ","}}},
+                    "mnist": _standard("MNIST"),
+                    "fashion_mnist": _standard("Fashion-MNIST"),
+                    "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a directory of IDX files named like MNIST's",
+                            "properties": {"path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec"}}},
+                    "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a NumPy .npz file", "properties": {
+                        "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec"},
+                        "x_key": {"type": "string", "default": "x", "description": "the inputs' array when the file has no x_train"},
+                        "y_key": {"type": "string", "default": "y", "description": "the labels' array when the file has no y_train"}}},
+                    "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "description": "a table with one example per row", "properties": {
+                        "path": {"type": "string", "description": "the CSV file; relative to the spec"},
+                        "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index", "examples": ["label"]},
+                        "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
+                                     "description": "feature columns (names or 0-based indices); default: every column but the label"},
+                        "header": R.boolean(True, "the first row names the columns"),
+                        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ",", "description": "the character between columns"}}},
                     "validation_split": R.number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
-                    "scale": {"type": ["number", "string", "null"], "default": None, "pattern": r"^(1\s*/\s*\d+(\.\d+)?|standardize)$", "x-expected": "a number, 1/N such as 1/255, or standardize",
-                              "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split)"},
+                    "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*\d+(\.\d+)?|standardize)$",
+                              "errorMessage": "expected a number, 1/N such as 1/255, or standardize",
+                              "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
                     "limit": R.integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
                     "max_resident_mb": R.number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
                 },
-                "description": "where the examples come from: exactly one source (inline, mnist, fashion_mnist, idx, npz, csv)",
+                "oneOf": exactly_one(R.SOURCES, f"data needs exactly one source: {sources}",
+                                     f"data needs exactly one source ({sources}): keep one"),
             },
             "model": {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["input", "layers"],
+                "description": "the network: the shape of one example and the layers",
                 "properties": {
-                    "input": {**R.SHAPE, "description": "shape of one example, without the batch axis"},
+                    "input": {**R.SHAPE, "description": "shape of one example, without the batch axis", "examples": [[784]]},
                     "defaults": {
                         "type": "object",
                         "additionalProperties": False,
                         "properties": {
-                            "activation": {"$ref": "#/$defs/activation"},
-                            "kernel_init": {"$ref": "#/$defs/initializer"},
-                            "bias_init": {"$ref": "#/$defs/initializer"},
-                            "use_bias": {"type": "boolean"},
+                            "activation": {"$ref": "#/$defs/activation", "description": "activation of every layer that has one and does not set it; built-in: linear"},
+                            "kernel_init": {"$ref": "#/$defs/initializer", "description": "kernel initializer of every layer that has one and does not set it; built-in: glorot_uniform"},
+                            "bias_init": {"$ref": "#/$defs/bias_initializer", "description": "bias initializer of every layer that has one and does not set it; built-in: zeros"},
+                            "use_bias": {"type": "boolean", "description": "use_bias of every layer that has it and does not set it; built-in: true"},
                         },
                         "description": "values for every layer whose type has that field and does not set it",
                     },
-                    "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
+                    "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"},
+                               "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output"},
                 },
             },
-            "loss": _named_choice(R.LOSSES, "the loss"),
+            "loss": _choice_of_names(R.LOSSES, "the loss", R.LOSS_DOCS),
             "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"],
                         "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise"},
             "eval": {
                 "type": "object",
                 "additionalProperties": False,
                 "default": {},
+                "description": "evaluation on a held-out split during and after training",
                 "properties": {
                     "every": R.integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
                     "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated (eval/ run); default: test if the data has one, else validation if data.validation_split > 0"},
-                    "batch_size": R.integer(1000, minimum=1),
+                    "batch_size": R.integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
                     "confusion_matrix": R.boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
                 },
             },
-            "optimizer": {"$ref": "#/$defs/optimizer"},
+            "optimizer": {"$ref": "#/$defs/optimizer", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}"},
             "train": {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["batch_size"],
+                "description": "how long and in what batches to train: steps or epochs, batch_size",
                 "properties": {
-                    "steps": R.integer(minimum=1, doc="number of optimizer steps"),
-                    "epochs": R.integer(minimum=1, doc="number of passes over the training data (instead of steps)"),
-                    "batch_size": R.integer(minimum=1),
+                    "steps": R.integer(minimum=1, doc="number of optimizer steps (or give epochs)", example=1000),
+                    "epochs": R.integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
+                    "batch_size": R.integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
                     "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
                     "on_nonfinite": R.choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
                     "early_stopping": {
-                        "type": ["object", "null"], "default": None, "additionalProperties": False, "required": ["metric"],
+                        "type": ["null", "object"], "default": None, "additionalProperties": False, "required": ["metric"],
                         "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
                         "properties": {
-                            "metric": {"type": "string", "description": "an eval scalar: loss or a metric's tag, e.g. accuracy"},
-                            "patience": R.integer(3, minimum=1),
-                            "min_delta": R.number(0.0, minimum=0),
+                            "metric": _tag("an eval scalar: loss or a metric's tag, e.g. accuracy", nullable=False),
+                            "patience": R.integer(3, minimum=1, doc="evaluations without improvement before stopping"),
+                            "min_delta": R.number(0.0, minimum=0, doc="the least change that counts as an improvement"),
                             "mode": R.choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
                         },
                     },
                     "loop": R.choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
                     "unroll": R.integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
                 },
-                "oneOf": [{"required": ["steps"]}, {"required": ["epochs"]}],
+                "oneOf": exactly_one(("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"),
+                "if": {"properties": {"loop": {"const": "steps"}}, "required": ["loop"]},
+                "then": {"doNotSuggest": True, "properties": {"unroll": must_be_null(
+                    "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop "
+                    "(one jitted call per step): remove unroll or use loop: scan")}},
             },
             "distribute": {
                 "type": "object",
                 "additionalProperties": False,
                 "default": {},
+                "description": "how the devices share the work",
                 "properties": {
                     "devices": R.integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
                     "params": R.choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
                     "fsdp_devices": R.integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
                 },
+                "if": {"properties": {"params": {"const": "fsdp"}}, "required": ["params"]},
+                "else": {"doNotSuggest": True, "properties": {"fsdp_devices": must_be_null(
+                    "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp")}},
             },
             "precision": {
                 "type": "object",
                 "additionalProperties": False,
                 "default": {},
+                "description": "the dtypes of the arithmetic and the loss scale",
                 "properties": {
                     "compute": R.choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
                     "params": R.choice(["float32"], "float32", "dtype the parameters are kept in"),
                     "loss_scale": {
                         "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
                         "default": None,
-                        "if": {"type": ["number", "null"]},
-                        "then": {"exclusiveMinimum": 0},
-                        "else": {"enum": ["dynamic"]},
+                        "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}, {"enum": ["dynamic"]}],
                     },
                     "loss_scale_period": R.integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
                 },
@@ -242,36 +389,41 @@ def build() -> dict:
                 "type": "object",
                 "additionalProperties": False,
                 "default": {},
+                "description": "checkpoints: when to write them and which to keep",
                 "properties": {
                     "every": R.integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
                     "keep": R.integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
-                    "best": {"type": ["string", "null"], "default": None, "description": "also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)"},
+                    "best": _tag("also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True),
                 },
             },
             "summaries": {
                 "type": "object",
                 "additionalProperties": False,
                 "default": {},
+                "description": "what goes to TensorBoard, and how often",
                 "properties": {
                     "every": R.integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
-                    "scalars": {"type": "array", "items": {"enum": list(R.SCALARS)}, "uniqueItems": True, "default": list(R.SCALARS)},
-                    "histograms": {"type": "array", "items": {"enum": list(R.HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"]},
+                    "scalars": {"type": "array", "items": {"enum": list(R.SCALARS)}, "uniqueItems": True, "default": list(R.SCALARS),
+                                "description": "scalar charts to write"},
+                    "histograms": {"type": "array", "items": {"enum": list(R.HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
+                                   "description": "histograms to write, per layer"},
                     "graph": R.boolean(True, "write the train step's graph, one box per layer"),
                     "text": R.boolean(True, "write the resolved spec as text"),
                     "hparams": R.boolean(True, "write hyperparameters with the final metrics"),
                 },
             },
         },
+        "allOf": _rules(),
         "$defs": {
-            "activation": _named_choice(R.ACTIVATIONS, "an activation"),
-            "metric": _named_choice(R.METRICS, "a metric"),
-            "initializer": _named_choice(R.INITIALIZERS, "an initializer"),
-            "inputs": {
-                "description": "the layer(s) this layer reads; default: the previous layer",
-                "if": {"type": "string"},
-                "then": {},
-                "else": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            },
+            "activation": _choice_of_names(R.ACTIVATIONS, "an activation", R.ACTIVATION_DOCS),
+            "metric": _choice_of_names(R.METRICS, "a metric", R.METRIC_DOCS),
+            "initializer": _choice_of_names(R.INITIALIZERS, "an initializer", R.INITIALIZER_DOCS),
+            "bias_initializer": _choice_of_names(
+                R.INITIALIZERS, "a bias initializer", R.INITIALIZER_DOCS, names=BIAS_INITIALIZERS,
+                error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(R.MATRIX_INITIALIZERS))}) "
+                      f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}"),
+            "x": _values("x"),
+            "y": _values("y"),
             "layer": _layer_schema(),
             "optimizer": _optimizer_schema(),
             "learning_rate": _schedule_schema(),
