@@ -5,6 +5,7 @@ every schema default filled in, every "name or {type, args}" choice made a mappi
 number in a field the schema types as integer (not number) a Python int: JSON Schema counts 20.0
 as an integer, so `units: 1.0e+2` passes the schema, and JAX must then get 100, not 100.0 (a
 non-integral 1.5 never gets here: the schema refuses it at its line and column).
+A default that editors must not write (see the schema's csv delimiter) is `x-default`.
 `push_model_defaults(data)` copies `model.defaults` (and the built-in layer defaults) into every
 layer whose type has the field and does not set it. Pure Python, no jax.
 """
@@ -57,8 +58,8 @@ def fill_defaults(schema: dict, value):
         properties = schema.get("properties", {})
         for key, sub in properties.items():
             sub = resolve_ref(sub)
-            if key not in value and "default" in sub:
-                value[key] = copy.deepcopy(sub["default"])
+            if key not in value and ("default" in sub or "x-default" in sub):
+                value[key] = copy.deepcopy(sub.get("default", sub.get("x-default")))
             if key in value:
                 value[key] = fill_defaults(sub, value[key])
         extra = schema.get("additionalProperties")

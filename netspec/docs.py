@@ -47,7 +47,10 @@ def _cell(text: str) -> str:
 
 
 def _default(s: dict) -> str:
-    return f"`{json.dumps(s['default'])}`" if "default" in s else ""
+    for key in ("default", "x-default"):  # x-default: a default editors are not shown (see the schema)
+        if key in s:
+            return f"`{json.dumps(s[key])}`"
+    return ""
 
 
 def _args(fields: dict, required=()) -> str:

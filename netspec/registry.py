@@ -68,8 +68,11 @@ def choice(names, default=None, doc=""):
 
 
 MAX_WIDTH = 1 << 20  # units or filters per layer: a typo of a few zeros is an error, not an hour of allocation
-# An item's `default` is only what an editor's completion writes for a new item (1 is a valid size).
-SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": INT64 - 1, "default": 1}, "minItems": 1, "maxItems": 8}
+# Sizes are typed ["integer"], which means "integer": for "integer" an editor's completion writes a
+# new item as 0, an invalid size, and with an item `default` it reuses a tab stop; for a list of
+# types it leaves the item for the writer to fill.
+SIZE = {"type": ["integer"], "minimum": 1, "maximum": INT64 - 1}
+SHAPE = {"type": "array", "items": SIZE, "minItems": 1, "maxItems": 8}
 
 # -- activations ------------------------------------------------------------------------------
 # name -> its arguments (an activation is written `relu` or `{type: leaky_relu, negative_slope: 0.2}`)
@@ -335,7 +338,7 @@ LAYERS: dict[str, LayerKind] = {
     "flatten": LayerKind(fields={}, shape=_flatten_shape,
                          doc="all axes but the batch into one, in row-major order of channels-last data (as Keras; a PyTorch flatten of [channels, height, width] orders the values differently)"),
     "reshape": LayerKind(
-        fields={"shape": {"type": "array", "items": {"type": "integer", "maximum": INT64 - 1, "default": -1, "anyOf": [
+        fields={"shape": {"type": "array", "items": {"type": ["integer"], "maximum": INT64 - 1, "anyOf": [
                               {"const": -1, "errorMessage": "expected a size >= 1, or -1 for the one size inferred from the others"},
                               {"minimum": 1}]},
                           "minItems": 1, "contains": {"const": -1}, "minContains": 0, "maxContains": 1,

@@ -276,7 +276,9 @@ def build() -> dict:
                         "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
                                      "description": "feature columns (names or 0-based indices); default: every column but the label"},
                         "header": R.boolean(True, "the first row names the columns"),
-                        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ",", "description": "the character between columns"}}},
+                        # not `default`: yaml-language-server writes a default into its completions unquoted,
+                        # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
+                        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
                     "validation_split": R.number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
                     "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*\d+(\.\d+)?|standardize)$",
                               "errorMessage": "expected a number, 1/N such as 1/255, or standardize",
