@@ -44,7 +44,8 @@ from netspec.check import Spec, plain
 _BIAS_NAMES = {"bias", "beta", "offset"}
 HISTOGRAM_BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow") costs 20x more per call
 # The session's event file. A fixed name, so a resume replaces it; "0" sorts before every
-# timestamped file, so TensorBoard's loader reads the session before the run's other events.
+# timestamped file: TensorBoard's Python loader reads a run's files once each, in name order, so
+# even one already watching reads the session (written before the run's other files are opened).
 HPARAMS_FILE = "events.out.tfevents.0.hparams"
 SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 
@@ -71,7 +72,9 @@ def hparams_of(spec: Spec) -> dict:
 
 
 class Summaries:
-    """The event writers of one run (see the module docstring for the layout)."""
+    """The event writers of one run (see the module docstring for the layout). Creating it
+    writes the run's HParams session at once; raises OSError when the run directory cannot be
+    written."""
 
     def __init__(self, run_dir: Path, spec: Spec, *, purge_step: int | None = None):
         self.run_dir = Path(run_dir)
@@ -81,9 +84,10 @@ class Summaries:
         # starts within the same second from truncating them (tensorboardX names files by second).
         self._suffix = f".{os.getpid()}.{purge_step or 0}"
         self._purge_step = purge_step
+        self._started = time.time()
+        self.session()  # before the training events' file exists: see HPARAMS_FILE
         self.train = self._writer(self.run_dir)
         self._evals: dict[str, SummaryWriter] = {}
-        self._started = time.time()
         self.dropped: dict[str, list[int]] = {}  # histogram tag -> steps whose NaN or Inf values were left out
 
     def _writer(self, directory: Path) -> SummaryWriter:
@@ -213,8 +217,9 @@ class Summaries:
 
     def session(self, *, status: str | None = None) -> None:
         """(Re)write the run's HParams session (`HPARAMS_FILE`): the spec's hyperparameters, and
-        with `status` ("success" or "failure") how it ended. Called when a run starts or is
-        resumed (the spec's values now: a resume may change `steps`) and when it ends. The file
+        with `status` ("success" or "failure") how it ended. Written when a run starts or is
+        resumed (by `Summaries()`: the spec's values now, as a resume may change `steps`) and,
+        with its status, when it ends. The file
         is written under another name and renamed over the old one, so a reader never sees two
         sessions or half of one. Raises OSError when it cannot be written."""
         if not self.config["hparams"]:

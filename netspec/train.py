@@ -298,7 +298,6 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
     # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
     summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
-    summaries.session()  # a resume rewrites it: its spec may train longer (steps)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
