@@ -167,7 +167,7 @@ def metric_values(group: dict) -> dict[str, tuple[int, float]]:
 
 def displayed_by_default(experiment: dict) -> list[str]:
     """The hyperparameters the HParams dashboard shows before anyone picks: it sorts those that
-    differ first (a stable sort) and shows the first five (tf-hparams-query-pane, TensorBoard 2.21)."""
+    differ first (a stable sort) and shows the first five (its _computeHParams, TensorBoard 2.21)."""
     infos = sorted(experiment["hparamInfos"], key=lambda h: not h.get("differs", False))
     return [h["name"] for h in infos[:5]]
 
@@ -286,7 +286,7 @@ def test_a_run_evaluated_on_validation_also_reports_the_test_split_once(servers,
             assert float(printed.group(1)) == pytest.approx(final[f"{split}_{metric}"], rel=1e-5)
     steps = {run: [p[1] for p in whole.get("/data/plugin/scalars/scalars", run=run, tag="accuracy")] for run in EVAL_RUNS}
     assert steps == {"fashion_mlp/f/validation": [20, 40], "fashion_mlp/f/test": [40]}  # test: once, at the end
-    (group,) = [g for name, g in whole.session_groups(whole.experiment()).items() if name == "fashion_mlp/f"]
+    group = whole.session_groups(whole.experiment())["fashion_mlp/f"]
     assert metric_values(group)["test/accuracy"] == (40, pytest.approx(final["test_accuracy"], rel=1e-6))
 
 
