@@ -76,7 +76,13 @@ def _rows(prefix: str, schema: dict, required=()) -> list[str]:
 
 
 def render() -> str:
-    out = [BEGIN, "", "### Top-level keys", "", "| key | type | required | default | meaning |", "|---|---|---|---|---|"]
+    out = [BEGIN, "",
+           "In an editor: `netspec schema > netspec.schema.json`, then start a spec with the line "
+           "`# yaml-language-server: $schema=netspec.schema.json` (or map the file in the YAML extension's `yaml.schemas`). "
+           "The editor (yaml-language-server: VS Code, Neovim, Helix, ...) then completes every key and name, shows what a key "
+           "means on hover, and marks as you type the mistakes `netspec validate` reports, rules between keys included; "
+           "tests/test_editor.py drives the real server to check this.", "",
+           "### Top-level keys", "", "| key | type | required | default | meaning |", "|---|---|---|---|---|"]
     out += _rows("", SCHEMA, SCHEMA["required"])
     out += ["", "`train` takes `steps` or `epochs`, not both.", ""]
     out += ["### Layers (`model.layers[]`)", "",
