@@ -1,7 +1,9 @@
 """What a spec may name: layers, activations, initializers, losses, metrics, optimizers, schedules.
 
 Contract: each registry is a plain dict from the name a spec uses to that entry's arguments, as
-JSON Schema properties with their defaults. This module is pure Python (no jax): the schema and
+JSON Schema properties with their defaults and descriptions; `ACTIVATION_DOCS`, `INITIALIZER_DOCS`,
+`LOSS_DOCS`, `METRIC_DOCS` (and each `LayerKind.doc`) say what a name computes, wherever Keras or
+PyTorch would lead a reader to assume otherwise: the README's tables and editors show them. This module is pure Python (no jax): the schema and
 `validate` are built from it. The JAX side (`netspec.layers`, `netspec.compile`) keeps a dict with
 the same keys; `tests/test_registry.py` proves the two agree, and that every optimizer's and
 schedule's arguments here are exactly those of optax's own signature, with optax's defaults.

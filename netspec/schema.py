@@ -5,9 +5,11 @@ validates against. Every object forbids unknown keys and every key has a descrip
 states every rule JSON Schema can state, so an editor flags it as the spec is typed: besides types,
 ranges and names, the rules between keys (exactly one data source; steps or epochs; `train.unroll`
 not with `loop: steps`; `fsdp_devices` needs `params: fsdp`; early stopping needs `eval.every`;
-`eval.split: validation` needs a validation split; accuracy needs a classification loss; a bias
-initializer without fan-in/fan-out; a one-input layer names one input; a schedule's steps are
-integers). What needs the data or the shapes is `check`'s meaning pass.
+`eval.split: validation` needs a validation split; accuracy needs a classification loss, top-k
+accuracy a categorical one; a bias initializer without fan-in/fan-out; a one-input layer names one
+input; 'input' is no layer's name; a reshape infers at most one size; a schedule's steps are
+integers; inline x and y hold numbers; an eval scalar is named as a tag). What needs the data, the
+shapes or the names a spec defines is `check`'s meaning pass.
 
 Written for editors as well as for validation:
 
