@@ -17,6 +17,7 @@ is what ran and is what the run directory saves. No jax here: `validate` must st
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +26,7 @@ from typing import Any, Mapping
 from netspec import registry as R
 from netspec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
+from netspec.labels import Labels, known, label_problems, output_problems, summarize
 from netspec.load import Loaded
 from netspec.messages import did_you_mean, found, schema_problems
 from netspec.schema import SCHEMA
@@ -38,7 +40,8 @@ class DataInfo:
     x_dtype: str
     y_shape: tuple[int, ...]  # one label, () for a class index
     classes: int | None  # number of classes, when the data set says
-    max_label: int | None = None  # the largest integer label, when labels are integers
+    labels: Labels | None = None  # the training labels' summary, for the label rules (netspec.labels)
+    test_labels: Labels | None = None  # the test split's, when the source has one and reading it is cheap
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,51 @@ def _shape_of(value, path, loaded, problems, what) -> tuple | None:
 
 
 def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
+    """The meaning checks, in the order data flows: the layer graph, the output against the loss,
+    the data against the model, the metrics, the run plan and the learning-rate schedule. A check
+    that fails leaves out the checks that depend on it, so one mistake gives one message."""
     problems: list[Problem] = []
-    model = data["model"]
-    input_shape = tuple(model["input"])
-    shapes: dict[str, tuple] = {"input": input_shape}
+    input_shape = tuple(data["model"]["input"])
+    layers = _check_layers(loaded, data["model"], input_shape, problems)
+    if layers is None:
+        return None, problems
+    loss = data["loss"]
+    last = data["model"]["layers"][-1]
+    activation = last.get("activation", {"type": "linear"})
+    output_ok = _check_output(loaded, loss, activation, layers, problems)
+    info = _check_data(loaded, data, layers, activation, output_ok, problems)
+    num_examples = None
+    if info is not None:
+        num_examples = info.num_train
+        if data["data"].get("limit"):
+            num_examples = min(num_examples, data["data"]["limit"])
+        if data["data"]["validation_split"]:
+            num_examples -= max(1, int(round(data["data"]["validation_split"] * num_examples)))
+    metrics = tuple(data["metrics"])
+    _check_metrics(loaded, metrics, loss, layers[-1].out_shape, problems)
+    steps = _check_plan(loaded, data, info, num_examples, problems)
+    if steps is not None:
+        _check_schedule(loaded, data["optimizer"]["learning_rate"], steps, problems)
+    if problems:
+        return None, problems
+    spec = Spec(
+        name=data["name"], seed=data["seed"], source=loaded.source, data=_freeze(data["data"]),
+        input_shape=input_shape, layers=tuple(layers), loss=_freeze(loss), output_activation=activation["type"],
+        metrics=metrics, optimizer=_freeze(data["optimizer"]), train=_freeze(data["train"]), steps=steps,
+        num_examples=num_examples, data_info=info, eval=_freeze(data["eval"]), base_dir=str(Path(loaded.source).resolve().parent),
+        checkpoint=_freeze(data["checkpoint"]), summaries=_freeze(data["summaries"]), resolved=_freeze(data),
+    )
+    return spec, []
+
+
+def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: list) -> list[Layer] | None:
+    """The layer graph: names unique, `inputs` naming earlier layers, every shape rule met. A layer
+    whose input's shape is unknown (an earlier layer failed) is not checked: its problem would be
+    a follow-on of the first. Returns the layers, or None when any problem was found."""
+    shapes: dict[str, tuple | None] = {"input": input_shape}
     first_seen: dict[str, int] = {}
     layers: list[Layer] = []
+    count = len(problems)
     previous = "input"
     for i, layer in enumerate(model["layers"]):
         at = ("model", "layers", i)
@@ -145,7 +187,8 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             first_seen[name] = i
         inputs = layer.get("inputs", previous)
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
-        ok = True
+        previous = name
+        missing = False
         for j, ref in enumerate(inputs):
             ref_at = at + ("inputs",) if isinstance(layer.get("inputs"), str) else at + ("inputs", j)
             if ref not in shapes:
@@ -155,47 +198,157 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
                 else:
                     earlier = ["input", *[l["name"] for l in model["layers"][:i]]]
                     problems.append(loaded.problem(ref_at, f"no earlier layer is named {ref!r}{did_you_mean(ref, earlier)} (earlier: {', '.join(earlier)})"))
-                ok = False
+                missing = True
+        shapes[name] = None  # unknown until its rule has run
         if kind.inputs == "one" and len(inputs) != 1:
             problems.append(loaded.problem(at + ("inputs",), f"a {layer['type']} layer takes one input, found {len(inputs)}"))
-            ok = False
+            missing = True
         args = {k: v for k, v in layer.items() if k not in ("name", "type", "inputs")}
-        bias_init = args.get("bias_init", {}).get("type")
-        if bias_init in R.MATRIX_INITIALIZERS:
-            problems.append(loaded.problem(at + ("bias_init",), f"{bias_init} scales by fan-in/fan-out and needs a weight matrix, not a bias vector; for bias_init use one of {', '.join(sorted(set(R.INITIALIZERS) - R.MATRIX_INITIALIZERS))}"))
-        out_shape = None
-        if ok:
-            in_shapes = tuple(shapes[r] for r in inputs)
-            try:
-                out_shape = tuple(kind.shape(args, list(in_shapes)))
-            except R.ShapeMismatch as e:
-                field_at = at + (e.field,) if e.field and e.field in layer else at
-                problems.append(loaded.problem(field_at, f"layer {name!r} ({layer['type']}): {e}"))
-        if out_shape is None:
-            # keep going so later, independent problems are still found
-            shapes.setdefault(name, ())
-            previous = name
+        if missing or any(shapes.get(r) is None for r in inputs):
+            continue  # an earlier layer failed: its message says why
+        in_shapes = tuple(shapes[r] for r in inputs)
+        try:
+            out_shape = tuple(kind.shape(args, list(in_shapes)))
+        except R.ShapeMismatch as e:
+            field_at = at + (e.field,) if e.field and e.field in layer else at
+            problems.append(loaded.problem(field_at, f"layer {name!r} ({layer['type']}): {e}"))
             continue
         shapes[name] = out_shape
         layers.append(Layer(name, layer["type"], inputs, _freeze(args), in_shapes, out_shape))
-        previous = name
-    if problems:
-        return None, problems
+    return layers if len(problems) == count else None
 
+
+def _missing_flatten(layers: list[Layer]) -> Layer | None:
+    """The first dense layer fed a multi-axis input (from a conv2d, a pool, a reshape), when the
+    model's output still has several axes: a flatten layer belongs before it. Keras's Dense, like
+    netspec's, acts on the last axis only, so nothing else says so."""
+    if len(layers[-1].out_shape) < 2:
+        return None
+    return next((layer for layer in layers if layer.type == "dense" and len(layer.in_shapes[0]) > 1), None)
+
+
+def _flatten_message(loaded: Loaded, layers: list[Layer], needed: str) -> Problem | None:
+    """'a flatten layer is missing before ...' at that dense layer, or None when no dense layer is to blame."""
+    dense = _missing_flatten(layers)
+    if dense is None:
+        return None
+    index = [layer.name for layer in layers].index(dense.name)
+    source = dense.inputs[0]
+    return loaded.problem(("model", "layers", index), (
+        f"a flatten layer is missing before {dense.name!r}: it gets {list(dense.in_shapes[0])} from {source!r}, and a dense "
+        f"layer acts on the last axis only, so the model's output is {list(layers[-1].out_shape)} where {needed} is needed. "
+        f"Add {{name: flatten, type: flatten}} before {dense.name!r}"))
+
+
+def _check_output(loaded: Loaded, loss: dict, activation: dict, layers: list[Layer], problems: list) -> bool:
+    """The output layer against the loss, whatever the data: its activation (fused or from_logits)
+    and its shape. Returns whether they fit (the label rules assume they do)."""
+    kind, count = loss["type"], len(problems)
+    last_index = len(layers) - 1
+    at = ("model", "layers", last_index, "activation")
+    written = loaded.data["model"]["layers"][last_index]
+    origin = ""
+    if isinstance(written, dict) and "activation" not in written and "activation" in (loaded.data["model"].get("defaults") or {}):
+        at, origin = ("model", "defaults", "activation"), " (from model.defaults)"  # point where it is written
+    fused = R.FUSED_ACTIVATION.get(kind)
+    name = activation["type"]
+    if fused and not loss["from_logits"] and name != fused:
+        problems.append(loaded.problem(at, f"{kind} expects {'probabilities from a sigmoid' if fused == 'sigmoid' else 'a probability distribution from a softmax'} output, but the last layer's activation is {name}{origin}; use activation: {fused}, or set loss.from_logits: true with activation: linear"))
+    for message in output_problems(loss, activation):
+        problems.append(loaded.problem(at, message + origin))
     out_shape = layers[-1].out_shape
-    last = model["layers"][-1]
-    output_activation = last.get("activation", {"type": "linear"})["type"]
-    loss = data["loss"]
-    _check_loss_output(loaded, loss, output_activation, out_shape, len(model["layers"]) - 1, problems)
-    info = _check_data(loaded, data, input_shape, out_shape, loss, problems)
-    num_examples = None
-    if info is not None:
-        num_examples = info.num_train
-        if data["data"].get("limit"):
-            num_examples = min(num_examples, data["data"]["limit"])
-        if data["data"]["validation_split"]:
-            num_examples -= max(1, int(round(data["data"]["validation_split"] * num_examples)))
-    metrics = tuple(data["metrics"])
+    if kind in ("categorical_crossentropy", "sparse_categorical_crossentropy") and (len(out_shape) != 1 or out_shape[0] < 2):
+        flatten = _flatten_message(loaded, layers, "[classes]") if len(out_shape) > 1 else None
+        if flatten is not None:
+            problems.append(flatten)
+        else:
+            units_at = ("model", "layers", last_index) + (("units",) if isinstance(written, dict) and "units" in written else ())
+            problems.append(loaded.problem(units_at, f"{kind} needs an output of shape [classes] with at least 2 classes; the model's output has shape {list(out_shape)}; give the last layer one unit per class (for two classes, binary_crossentropy with one sigmoid unit also works)"))
+    return len(problems) == count
+
+
+def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dict, output_ok: bool, problems: list) -> DataInfo | None:
+    """The data's DataInfo, after checking that its examples fit the model's input and its labels
+    the output and the loss, by the same rules for every source (netspec.labels); None if the
+    data cannot be described."""
+    sources = [k for k in R.SOURCES if k in data["data"]]
+    if len(sources) != 1:
+        found_ = ", ".join(sources) if sources else "none"
+        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(R.SOURCES)}); found {found_}", key=True))
+        return None
+    source = sources[0]
+    at = ("data", source)
+    input_shape, out_shape = tuple(data["model"]["input"]), layers[-1].out_shape
+    info = _describe_data(loaded, data, source, problems)
+    if info is None:
+        return None
+    if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
+        problems.append(loaded.problem(at if source != "inline" else at + ("x",),
+                                       f"each example has shape {list(info.x_shape)} ({_prod(info.x_shape)} values), but model.input is {list(input_shape)}"
+                                       + ("" if source == "inline" else f" ({_prod(input_shape)} values); make model.input {list(info.x_shape)} (or another shape of {_prod(info.x_shape)} values)")))
+    if not output_ok:
+        return info  # the output's own problem comes first; its labels' would follow from it
+    kind = data["loss"]["type"]
+    y_at = at + ("y",) if source == "inline" else at
+    class_indices = kind == "sparse_categorical_crossentropy" or (
+        kind == "categorical_crossentropy" and info.y_shape in ((), (1,)) and info.y_shape != out_shape)
+    if kind == "sparse_categorical_crossentropy" and info.y_shape not in ((), (1,)):
+        problems.append(loaded.problem(y_at, f"sparse_categorical_crossentropy needs one integer class per example (y of shape [{info.num_train}]), found labels of shape {list(info.y_shape)}"))
+        return info
+    if not class_indices and info.y_shape != out_shape and not (info.y_shape == () and out_shape == (1,)):
+        flatten = _flatten_message(loaded, layers, f"{list(info.y_shape)}, the shape of one target") if len(out_shape) > max(1, len(info.y_shape)) else None
+        problems.append(flatten or loaded.problem(y_at, f"each target of y has shape {list(info.y_shape)}, but the model's output has shape {list(out_shape)} and {kind} needs them equal"))
+        return info
+    where = "the labels (y)" if source == "inline" else f"the labels in column {data['data']['csv']['label']!r}" if source == "csv" else "the labels"
+    count = len(problems)
+    for labels, what, training in ((info.labels, where, True), (info.test_labels, "the test split's labels", False)):
+        if labels is None or len(problems) > count:  # the test split's, only when the training labels are right
+            continue
+        for problem in label_problems(labels, kind, out_shape, activation, class_indices=class_indices, what=what, training=training):
+            path, message = y_at, problem.message
+            if source == "inline" and problem.index is not None:
+                path = y_at + (labels.example(problem.index),)
+            elif problem.index is not None and source not in R.STANDARD:
+                message += f" (e.g. example {labels.example(problem.index)}, counting from 0, of {_data_file(data, source)})"
+            problems.append(loaded.problem(path, message))
+    if len(problems) == count and class_indices and info.classes is not None and info.classes != out_shape[0]:
+        problems.append(loaded.problem(y_at, f"the data has {info.classes} classes but the model's output has {out_shape[0]} units; make the last layer units: {info.classes}"))
+    return info
+
+
+def _data_file(data: dict, source: str) -> str:
+    return data["data"][source]["path"] if "path" in data["data"][source] else source
+
+
+def _describe_data(loaded: Loaded, data: dict, source: str, problems: list) -> DataInfo | None:
+    """What the data looks like: inline data and the named data sets without numpy, data in files
+    through `netspec.data.describe` (their headers, and their labels)."""
+    at = ("data", source)
+    if source == "inline":
+        inline = data["data"]["inline"]
+        x_shape = _shape_of(inline["x"], at + ("x",), loaded, problems, "x")
+        y_shape = _shape_of(inline["y"], at + ("y",), loaded, problems, "y")
+        if x_shape is None or y_shape is None:
+            return None
+        if y_shape[0] != x_shape[0]:
+            problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {x_shape[0]}; they must match"))
+            return None
+        labels = summarize(list(_flatten(inline["y"])), per_example=_prod(y_shape[1:]))
+        return DataInfo(source, x_shape[0], None, x_shape[1:], "float32", y_shape[1:], None, labels)
+    if source in R.STANDARD:  # known without its files (run downloads them): nothing to read, no numpy
+        n_train, n_test, shape, classes = R.STANDARD[source]
+        return DataInfo(source, n_train, n_test, shape, "uint8", (), classes, known(classes, n_train), known(classes, n_test))
+    from netspec.data import describe  # numpy and file reading: only for data in files
+
+    try:
+        return describe(data["data"], Path(loaded.source).resolve().parent)
+    except NetspecError as e:
+        problems.append(loaded.problem(at, str(e)))
+        return None
+
+
+def _check_metrics(loaded: Loaded, metrics: tuple, loss: dict, out_shape: tuple, problems: list) -> None:
+    """Each metric fits the loss and the output, and is listed once."""
     for i, m in enumerate(metrics):
         if m["type"] in ("accuracy", "top_k_accuracy") and loss["type"] not in R.FUSED_ACTIVATION:
             problems.append(loaded.problem(("metrics", i), f"{m['type']} needs a classification loss (binary_crossentropy, categorical_crossentropy or sparse_categorical_crossentropy); the loss is {loss['type']}"))
@@ -205,7 +358,14 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
     for i, name in enumerate(names):
         if names.index(name) != i:
             problems.append(loaded.problem(("metrics", i), f"the metric {name} is listed twice"))
-    train = data["train"]
+
+
+def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples: int | None, problems: list) -> int | None:
+    """The run plan: batch against examples and devices, the step count, intervals, the evaluated
+    split, early stopping and the best checkpoint (which select on a validation split, never on
+    the test split). Resolves `eval.split`, `early_stopping.mode` and `checkpoint.best` in `data`;
+    returns the number of steps (None when the data could not be described)."""
+    train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
     steps = train.get("steps")
     if num_examples is not None:
         devices = data["distribute"]["devices"]
@@ -223,26 +383,32 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(("distribute", "fsdp_devices"), "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp"))
         elif data["distribute"]["devices"] and data["distribute"]["devices"] % group:
             problems.append(loaded.problem(("distribute", "fsdp_devices"), f"fsdp_devices {group} does not divide distribute.devices = {data['distribute']['devices']} into equal groups"))
-    evaluation = dict(data["eval"])
+    has_validation = data["data"]["validation_split"] > 0
+    chosen = evaluation["split"]
     if info is not None:
-        has_val = data["data"]["validation_split"] > 0
-        if evaluation["split"] is None:
-            evaluation["split"] = "test" if info.num_test else ("validation" if has_val else None)
-        elif evaluation["split"] == "test" and not info.num_test:
+        if chosen is None:  # the validation split when there is one: evaluations during training may steer the run
+            evaluation["split"] = "validation" if has_validation else ("test" if info.num_test else None)
+        elif chosen == "test" and not info.num_test:
             problems.append(loaded.problem(("eval", "split"), f"this {info.source} data has no test split; use eval.split: validation with data.validation_split (e.g. 0.1)"))
-        elif evaluation["split"] == "validation" and not has_val:
+        elif chosen == "validation" and not has_validation:
             problems.append(loaded.problem(("eval", "split"), "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"))
     every = evaluation["every"]
     if every is not None and every % data["summaries"]["every"]:
         problems.append(loaded.problem(("eval", "every"), f"eval.every ({every}) must be a multiple of summaries.every ({data['summaries']['every']}): evaluations run between compiled chunks"))
     if every is not None and info is not None and evaluation["split"] is None:
         problems.append(loaded.problem(("eval", "every"), "there is nothing to evaluate on: the data has no test split and data.validation_split is 0"))
-    data["eval"] = evaluation
-    every = data["summaries"]["every"]
-    ckpt = data["checkpoint"]
-    if ckpt["every"] is not None and ckpt["every"] % every:
-        problems.append(loaded.problem(("checkpoint", "every"), f"checkpoint.every ({ckpt['every']}) must be a multiple of summaries.every ({every}): checkpoints are written between compiled chunks"))
-    tags = ["loss", *names]
+    if ckpt["every"] is not None and ckpt["every"] % data["summaries"]["every"]:
+        problems.append(loaded.problem(("checkpoint", "every"), f"checkpoint.every ({ckpt['every']}) must be a multiple of summaries.every ({data['summaries']['every']}): checkpoints are written between compiled chunks"))
+    _check_selection(loaded, data, info, problems)
+    return steps
+
+
+def _check_selection(loaded: Loaded, data: dict, info: DataInfo | None, problems: list) -> None:
+    """Early stopping and the best checkpoint choose a model by its evaluations: on the validation
+    split, never silently on the test split, whose metrics would then overstate how the chosen
+    model does on new data."""
+    train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
+    tags = ["loss", *(metric_name(m) for m in data["metrics"])]
     early = train.get("early_stopping")
     if early is not None:
         if evaluation["every"] is None:
@@ -251,101 +417,135 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
             problems.append(loaded.problem(("train", "early_stopping", "metric"), f"expected an eval scalar ({', '.join(tags)}); found {early['metric']!r}{did_you_mean(early['metric'], tags)}"))
         if early["mode"] == "auto":
             early["mode"] = metric_mode(early["metric"])
-        if ckpt["best"] is None:
-            ckpt["best"] = early["metric"]
-    if ckpt["best"] is not None:
-        if ckpt["best"] not in tags:
-            problems.append(loaded.problem(("checkpoint", "best"), f"expected an eval scalar ({', '.join(tags)}); found {ckpt['best']!r}{did_you_mean(ckpt['best'], tags)}"))
-        elif evaluation["split"] is None:
-            problems.append(loaded.problem(("checkpoint", "best"), "the best checkpoint needs evaluations: the data has no test split and data.validation_split is 0"))
-    if problems:
-        return None, problems
-    spec = Spec(
-        name=data["name"], seed=data["seed"], source=loaded.source, data=_freeze(data["data"]),
-        input_shape=input_shape, layers=tuple(layers), loss=_freeze(loss), output_activation=output_activation,
-        metrics=metrics, optimizer=_freeze(data["optimizer"]), train=_freeze(train), steps=steps,
-        num_examples=num_examples, data_info=info, eval=_freeze(evaluation), base_dir=str(Path(loaded.source).resolve().parent),
-        checkpoint=_freeze(ckpt), summaries=_freeze(data["summaries"]), resolved=_freeze(data),
-    )
-    return spec, []
-
-
-def _check_loss_output(loaded, loss, activation, out_shape, last_index, problems):
-    kind = loss["type"]
-    at = ("model", "layers", last_index, "activation")
-    written = loaded.data["model"]["layers"][last_index]
-    origin = ""
-    if isinstance(written, dict) and "activation" not in written and "activation" in (loaded.data["model"].get("defaults") or {}):
-        at, origin = ("model", "defaults", "activation"), " (from model.defaults)"  # point where it is written
-    fused = R.FUSED_ACTIVATION.get(kind)
-    if fused:
-        if loss["from_logits"] and activation in ("sigmoid", "softmax"):
-            problems.append(loaded.problem(at, f"the loss has from_logits: true, but the output goes through {activation}{origin}; use activation: linear for the last layer, or drop from_logits"))
-        elif not loss["from_logits"] and activation != fused:
-            problems.append(loaded.problem(at, f"{kind} expects {'probabilities from a sigmoid' if fused == 'sigmoid' else 'a probability distribution from a softmax'} output, but the last layer's activation is {activation}{origin}; use activation: {fused}, or set loss.from_logits: true with activation: linear"))
-    if kind in ("categorical_crossentropy", "sparse_categorical_crossentropy") and (len(out_shape) != 1 or out_shape[0] < 2):
-        units_at = ("model", "layers", last_index) + (("units",) if isinstance(written, dict) and "units" in written else ())
-        problems.append(loaded.problem(units_at, f"{kind} needs an output of shape [classes] with at least 2 classes; the model's output has shape {list(out_shape)}; give the last layer one unit per class (for two classes, binary_crossentropy with one sigmoid unit also works)"))
-
-
-def _check_data(loaded, data, input_shape, out_shape, loss, problems):
-    """The data's DataInfo, after checking it fits the model's input, output and loss (None if it can't be read)."""
-    sources = [k for k in R.SOURCES if k in data["data"]]
-    if len(sources) != 1:
-        found = ", ".join(sources) if sources else "none"
-        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(R.SOURCES)}); found {found}", key=True))
-        return None
-    source = sources[0]
-    at = ("data", source)
-    if source == "inline":
-        inline = data["data"]["inline"]
-        x_shape = _shape_of(inline["x"], at + ("x",), loaded, problems, "x")
-        y_shape = _shape_of(inline["y"], at + ("y",), loaded, problems, "y")
-        if x_shape is None or y_shape is None:
-            return None
-        if y_shape[0] != x_shape[0]:
-            problems.append(loaded.problem(at + ("y",), f"y has {y_shape[0]} rows but x has {x_shape[0]}; they must match"))
-            return None
-        info = DataInfo(source, x_shape[0], None, x_shape[1:], "float32", y_shape[1:], None)
-    elif source in R.STANDARD:  # known without its files (run downloads them): nothing to read, no numpy
-        n_train, n_test, shape, classes = R.STANDARD[source]
-        info = DataInfo(source, n_train, n_test, shape, "uint8", (), classes)
+    if ckpt["best"] is not None and ckpt["best"] not in tags:
+        problems.append(loaded.problem(("checkpoint", "best"), f"expected an eval scalar ({', '.join(tags)}); found {ckpt['best']!r}{did_you_mean(ckpt['best'], tags)}"))
+    selector = ("train", "early_stopping") if early is not None else ("checkpoint", "best") if ckpt["best"] is not None else None
+    if early is not None and ckpt["best"] is None:
+        ckpt["best"] = early["metric"]
+    if selector is None or info is None or evaluation["split"] == "validation":
+        return
+    what = "early stopping" if selector[0] == "train" else "checkpoint.best"
+    if data["data"]["validation_split"] > 0:
+        problems.append(loaded.problem(("eval", "split"), (
+            f"{what} chooses the model by the evaluations of eval.split, and eval.split is test: the test metrics of the "
+            "chosen model would overstate how it does on new data. Use eval.split: validation (the test split is still "
+            "evaluated once, at the end)")))
+    elif evaluation["split"] is None:
+        problems.append(loaded.problem(selector, f"{what} needs evaluations, and this data has no test or validation split: "
+                                                 "hold out a validation split, e.g. data.validation_split: 0.1", key=True))
     else:
-        from netspec.data import describe  # numpy and file reading: only for data in files
+        problems.append(loaded.problem(selector, (
+            f"{what} chooses the model by its evaluations, and this spec has no validation split, so it would choose on the "
+            "test split, whose metrics would then overstate how the chosen model does on new data. Hold out a validation "
+            "split: data.validation_split: 0.1 (evaluations during training run on it; the test split is evaluated once, at "
+            "the end)"), key=True))
 
-        try:
-            info = describe(data["data"], Path(loaded.source).resolve().parent)
-        except NetspecError as e:
-            problems.append(loaded.problem(at, str(e)))
-            return None
-    if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
-        problems.append(loaded.problem(at if source != "inline" else at + ("x",),
-                                       f"each example has shape {list(info.x_shape)} ({_prod(info.x_shape)} values), but model.input is {list(input_shape)}"
-                                       + ("" if source == "inline" else f" ({_prod(input_shape)} values); make model.input {list(info.x_shape)} (or another shape of {_prod(info.x_shape)} values)")))
-    kind = loss["type"]
-    y_at = at + ("y",) if source == "inline" else at
-    if info.y_shape in ((), (1,)) and kind in ("sparse_categorical_crossentropy", "categorical_crossentropy") and len(out_shape) == 1 and (source != "inline" or kind == "sparse_categorical_crossentropy"):
-        classes = info.classes
-        if classes is not None and classes != out_shape[0]:
-            problems.append(loaded.problem(y_at, f"the data has {classes} classes but the model's output has {out_shape[0]} units; make the last layer units: {classes}"))
-        elif info.max_label is not None and info.max_label >= out_shape[0]:
-            problems.append(loaded.problem(y_at, f"the labels go up to class {info.max_label}, but the model's output has {out_shape[0]} units; make the last layer units: {info.max_label + 1} (or more)"))
-        if source == "inline":
-            flat = [v[0] if isinstance(v, list) else v for v in data["data"]["inline"]["y"]]
-            for i, v in enumerate(flat):
-                if not isinstance(v, (int, float)) or v != int(v) or not 0 <= v < out_shape[0]:
-                    problems.append(loaded.problem(y_at + (i,), f"expected a class index from 0 to {out_shape[0] - 1}, found {v!r}"))
-                    break
-    elif kind == "sparse_categorical_crossentropy":
-        problems.append(loaded.problem(y_at, f"sparse_categorical_crossentropy needs one integer class per example (y of shape [{info.num_train}]), found labels of shape {list(info.y_shape)}"))
-    elif info.y_shape != out_shape and not (info.y_shape == () and out_shape == (1,)):
-        problems.append(loaded.problem(y_at, f"each target of y has shape {list(info.y_shape)}, but the model's output has shape {list(out_shape)} and {kind} needs them equal"))
-    elif source == "inline" and kind in ("binary_crossentropy", "categorical_crossentropy"):
-        for i, v in enumerate(_flatten(data["data"]["inline"]["y"])):
-            if not 0 <= v <= 1:
-                problems.append(loaded.problem(y_at, f"{kind} needs targets between 0 and 1; found {v!r} (item {i} in reading order)"))
-                break
-    return info
+
+def _check_schedule(loaded: Loaded, rate, steps: int, problems: list) -> None:
+    """A learning-rate schedule's arguments agree with each other and with the run: what optax
+    would refuse at run time, a rate that is negative, zero throughout or not finite at some step
+    of the run, and a phase the run never reaches."""
+    if not isinstance(rate, dict):
+        return  # a number: the schema requires it > 0
+    at = ("optimizer", "learning_rate")
+    kind = rate["type"]
+    last = steps - 1  # optax counts steps from 0: step k of the run uses schedule(k - 1)
+    if kind == "warmup_cosine_decay":
+        if rate["decay_steps"] <= rate["warmup_steps"]:
+            problems.append(loaded.problem(at + ("decay_steps",), (
+                f"decay_steps ({rate['decay_steps']}) is the length of the whole schedule, warmup included (optax's "
+                f"warmup_cosine_decay_schedule), so it must be larger than warmup_steps ({rate['warmup_steps']}); e.g. "
+                f"decay_steps: {rate['warmup_steps'] + max(steps - rate['warmup_steps'], 1)} decays over the rest of the run")))
+            return
+        if rate["warmup_steps"] >= steps:
+            problems.append(loaded.problem(at + ("warmup_steps",), f"warmup_steps ({rate['warmup_steps']}) is not shorter than the run ({steps} steps): the learning rate would never reach peak_value"))
+    if kind == "exponential_decay" and rate["decay_rate"] <= 0:
+        problems.append(loaded.problem(at + ("decay_rate",), (
+            f"decay_rate must be positive: {'0 makes optax return a constant schedule' if rate['decay_rate'] == 0 else 'a negative rate flips the sign of the learning rate'}"
+            "; e.g. 0.96 multiplies the rate by 0.96 every transition_steps")))
+        return
+    if kind in ("exponential_decay", "linear") and rate["transition_begin"] > last:
+        problems.append(loaded.problem(at + ("transition_begin",), f"the schedule starts changing at step {rate['transition_begin']}, after the run's last step ({steps}): the learning rate would stay init_value"))
+    points = {0, last, *(round(last * i / 256) for i in range(257))}
+    if kind == "piecewise_constant":
+        for key, scale in (rate.get("boundaries_and_scales") or {}).items():
+            boundary = int(key) if str(key).lstrip("+").isdigit() else None
+            if boundary is None:
+                problems.append(loaded.problem(at + ("boundaries_and_scales", key), f"a boundary is a step number (a whole number >= 0), found {key!r}", key=True))
+            elif scale < 0:
+                problems.append(loaded.problem(at + ("boundaries_and_scales", key), f"a scale must be >= 0 (optax refuses negative ones), found {scale:g}"))
+            elif boundary > last:
+                problems.append(loaded.problem(at + ("boundaries_and_scales", key), f"the boundary at step {boundary} is after the run's last step ({steps}): its scale would never apply", key=True))
+            else:
+                points |= {boundary - 1, boundary}
+        if problems and problems[-1].path.startswith("$.optimizer.learning_rate"):
+            return
+    for name in ("warmup_steps", "decay_steps", "transition_begin"):
+        if isinstance(rate.get(name), int):
+            points |= {rate[name] - 1, rate[name], rate[name] + rate.get("transition_steps", 0)}
+    values = [(t, _schedule_value(rate, t)) for t in sorted(p for p in points if 0 <= p <= last)]
+    bad = next(((t, v) for t, v in values if not (v >= 0 and v < math.inf)), None)
+    if bad is not None:
+        t, v = bad
+        why = "not a finite number" if v != v or abs(v) == math.inf else "negative: the optimizer would climb the loss instead of descending it"
+        problems.append(loaded.problem(at, f"this schedule gives a learning rate of {v:g} at step {t + 1} of the run, which is {why}; check init_value, end_value, alpha and exponent"))
+    elif all(v == 0 for _, v in values):
+        problems.append(loaded.problem(at, "this schedule gives a learning rate of 0 at every step of the run: nothing would train"))
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _schedule_value(rate: Mapping, t: int) -> float:
+    """The learning rate optax's schedule named by `rate` gives at count `t`, in pure Python (the
+    same formulas as optax's exponential_decay, cosine_decay_schedule, warmup_cosine_decay_schedule,
+    linear_schedule, piecewise_constant_schedule); NaN where the formula has no value, and
+    infinite past float32's range, as the compiled step computes it."""
+    value = _formula(rate, t)
+    return value if abs(value) <= _FLOAT32_MAX or value != value else math.copysign(math.inf, value)
+
+
+def _formula(rate: Mapping, t: int) -> float:
+    kind = rate["type"]
+    try:
+        if kind == "constant":
+            return float(rate["value"])
+        if kind == "exponential_decay":
+            count = t - max(rate["transition_begin"], 0)
+            p = count / rate["transition_steps"]
+            value = rate["init_value"] if count <= 0 else rate["init_value"] * rate["decay_rate"] ** (math.floor(p) if rate["staircase"] else p)
+            if rate["end_value"] is not None:
+                value = max(value, rate["end_value"]) if rate["decay_rate"] < 1 else min(value, rate["end_value"])
+            return float(value)
+        if kind == "cosine_decay":
+            return _cosine(rate["init_value"], rate["decay_steps"], rate["alpha"], rate["exponent"], t)
+        if kind == "warmup_cosine_decay":
+            warmup, peak = rate["warmup_steps"], rate["peak_value"]
+            if t < warmup:
+                return rate["init_value"] + (peak - rate["init_value"]) * t / warmup
+            alpha = 0.0 if peak == 0 else rate["end_value"] / peak
+            return _cosine(peak, rate["decay_steps"] - warmup, alpha, rate["exponent"], t - warmup)
+        if kind == "linear":
+            count = min(max(t - max(rate["transition_begin"], 0), 0), rate["transition_steps"])
+            return (rate["init_value"] - rate["end_value"]) * (1 - count / rate["transition_steps"]) + rate["end_value"]
+        if kind == "piecewise_constant":
+            value = rate["init_value"]
+            for key, scale in sorted((int(k), s) for k, s in (rate.get("boundaries_and_scales") or {}).items()):
+                if t >= key:
+                    value *= scale
+            return float(value)
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+        return math.nan
+    raise AssertionError(kind)
+
+
+def _cosine(init_value: float, decay_steps: int, alpha: float, exponent: float, t: int) -> float:
+    count = min(t, decay_steps)
+    decayed = 0.5 * (1 + math.cos(math.pi * count / decay_steps))
+    value = (1 - alpha) * decayed ** exponent + alpha
+    if isinstance(value, complex):
+        return math.nan
+    return init_value * value
 
 
 def _prod(shape) -> int:

@@ -24,6 +24,7 @@ from netspec import datasets as D
 from netspec.errors import DataError
 
 from netspec.check import DataInfo
+from netspec.labels import Labels, summarize
 from netspec.registry import SOURCES, STANDARD
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -67,7 +68,7 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
     if source == "inline":
         x = np.asarray(_plain(cfg["x"]))
         y = np.asarray(_plain(cfg["y"]))
-        return DataInfo(source, len(x), None, x.shape[1:], "float32", y.shape[1:], None)
+        return DataInfo(source, len(x), None, x.shape[1:], "float32", y.shape[1:], None, _labels(y))
     if source == "idx":
         directory = _path(cfg["path"], base_dir)
         files, missing = D._find_files(directory) if directory.is_dir() else ({}, [])
@@ -77,7 +78,8 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
         x_dtype, x_shape = D.idx_header(files["train_images"])
         labels = D.read_idx(files["train_labels"])  # small: one number per example
         n_test = D.idx_header(files["test_images"])[1][0] if "test_images" in files else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _max_label(labels))
+        test = _labels(D.read_idx(files["test_labels"])) if "test_labels" in files else None
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test)
     if source == "npz":
         path = _path(cfg["path"], base_dir)
         shapes = _npz_shapes(path)
@@ -90,19 +92,20 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
         (x_shape, x_dtype), (y_shape, _) = shapes[x_key], shapes[y_key]
         n_test = shapes["x_test"][0][0] if "x_test" in shapes else None
         with np.load(path, allow_pickle=False) as archive:
-            max_label = _max_label(archive[y_key]) if len(y_shape) <= 2 else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None, max_label)
+            labels = _labels(archive[y_key])
+            test = _labels(archive["y_test"]) if "x_train" in shapes and "y_test" in shapes else None
+        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None, labels, test)
     if source == "csv":
         table = _load_csv(cfg, base_dir)
         classes = len(table.classes) if table.classes is not None else None
-        return DataInfo(source, len(table.x), None, table.x.shape[1:], "float32", (), classes)
+        return DataInfo(source, len(table.x), None, table.x.shape[1:], "float32", (), classes, _labels(table.y, table.classes))
     raise AssertionError(source)
 
 
-def _max_label(labels: np.ndarray) -> int | None:
-    if labels.size and np.issubdtype(labels.dtype, np.integer) and labels.reshape(len(labels), -1).shape[1] == 1:
-        return int(labels.max())
-    return None
+def _labels(y: np.ndarray, names=None) -> Labels:
+    """The labels' summary for check's rules (netspec.labels), one example's values per row."""
+    per_example = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+    return summarize(y, per_example, names)
 
 
 def _plain(value):

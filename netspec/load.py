@@ -294,8 +294,8 @@ class _Builder:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.fail(key_node, path, "a key must be a plain scalar, not a list or mapping")
                 key = self.build(key_node, path + ("<key>",), depth + 1)
-                if not isinstance(key, (str, int)) or isinstance(key, bool):
-                    key = str(key)
+                if not isinstance(key, str):  # a spec is JSON data: its keys are strings (`5:` is the key "5")
+                    key = str(key).lower() if isinstance(key, bool) else str(key)
                 if key in out:
                     self.fail(key_node, path + (key,), f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once")
                 self.loaded.key_positions[path + (key,)] = (self.loaded.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)

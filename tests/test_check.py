@@ -155,7 +155,7 @@ CASES = [
     Case("bce_with_relu_output", edit((UNITS1, UNITS1 + "      activation: relu\n")), (17, 19), "$.model.layers[1].activation",
          "binary_crossentropy expects probabilities from a sigmoid output, but the last layer's activation is relu"),
     Case("from_logits_with_sigmoid_output", edit((LOSS, "loss: {type: binary_crossentropy, from_logits: true}")), (9, 26),
-         "$.model.defaults.activation", "the loss has from_logits: true, but the output goes through sigmoid"),
+         "$.model.defaults.activation", ("the loss has from_logits: true", "sigmoid's output is never negative", "use activation: linear")),
     Case("cce_with_one_output_unit", edit((LOSS, "loss: categorical_crossentropy"), (UNITS1, UNITS1 + "      activation: softmax\n")), (16, 14),
          "$.model.layers[1].units", "categorical_crossentropy needs an output of shape [classes] with at least 2 classes"),
     Case("accuracy_with_mse", edit((LOSS, "loss: mean_squared_error")), (18, 11), "$.metrics[0]", "accuracy needs a classification loss"),

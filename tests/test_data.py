@@ -242,7 +242,7 @@ def test_validate_classes_do_not_match_output_units(tmp_path, source, input, uni
     ("npz: {path: d.npz}", "[12]", 3),
     ("npz: {path: d.npz}", "[3, 4]", 3),  # another shape of the same number of values
     ("csv: {path: t.csv, label: kind}", "[3]", 3),
-    ("csv: {path: t.csv, label: 1, features: [0, 3]}", "[2]", 3),
+    ("csv: {path: t.csv, label: 2, features: [0, 3]}", "[2]", 3),
     ("idx: {path: digits}", "[6, 5]", 10),
     ("idx: {path: digits}", "[30]", 10),
 ], ids=["npz", "npz-reshaped", "csv", "csv-indices", "idx", "idx-flat"])

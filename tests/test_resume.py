@@ -477,8 +477,10 @@ def test_a_huge_learning_rate_without_nan_is_no_traceback(tmp_path):
 def early_stopped(shuffled_spec, tmp_path_factory) -> Path:
     logdir = tmp_path_factory.mktemp("early")
     result = netspec("run", str(shuffled_spec), "--logdir", str(logdir), "--quiet",
-                     "--set", "train.steps=100", "--set", "eval.every=10",
-                     "--set", "train.early_stopping={metric: accuracy, patience: 1, min_delta: 0.5}")  # it can never improve by 0.5
+                     "--set", "train.steps=100", "--set", "eval.every=10", "--set", "data.validation_split=0.25",  # select on validation
+                     # after step 10 the learning rate jumps 1000-fold, so the validation loss at step 20 is worse than at 10
+                     "--set", "optimizer.learning_rate={type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1000}}",
+                     "--set", "train.early_stopping={metric: loss, patience: 1, min_delta: 0.5}")
     assert result.exit_code == 0, result.output
     assert "Early stopping at step" in result.output
     return only_run_dir(logdir)
@@ -492,9 +494,9 @@ def test_early_stopping_stops_and_keeps_the_best(early_stopped):
     assert best.is_file()
     best_step = report["best"]["best_step"]
     assert checkpoint.metadata(best)["step"] == best_step
-    evaluations = dict(scalars(evaluation_run(early_stopped), "accuracy"))
+    evaluations = dict(scalars(evaluation_run(early_stopped), "loss"))
     assert np.float32(report["best"]["best"]) == np.float32(evaluations[best_step])
-    # patience 1: the first evaluation is the best, the second does not beat it by 0.5
+    # patience 1: the first evaluation is the best, the second (after the jump) does not beat it by 0.5
     assert best_step == 10
     assert report["steps"] == 20  # it stops at the evaluation that decided it
     assert_each_step_once(scalars(early_stopped, "loss"))

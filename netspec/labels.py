@@ -1,0 +1,219 @@
+"""The labels' rules: what targets fit a loss and an output, stated once for every data source.
+
+Contract. `summarize(values)` reduces the training labels of any source (inline lists, IDX,
+npz, CSV, the named data sets' known facts) to a `Labels` summary; `label_problems(labels,
+loss, ...)` applies every rule to it and returns `LabelProblem`s, in the order a person should
+fix them; `output_problems(loss, activation, ...)` says whether an output layer and a loss can
+train together at all, whatever the data. `netspec.check` calls both for every source and points
+each problem at the labels (the inline `y`, or the data file). Pure Python: `summarize` takes a
+list or a numpy array (through the array's own methods), so `validate` imports numpy only for
+data in files.
+
+The rules, each stated once:
+
+1. every target is a finite number;
+2. a classification loss (the cross-entropies) needs labels of at least two classes; when the
+   labels hold one, that is the only label problem reported (so no advice follows that the next
+   message would reject);
+3. `binary_crossentropy` targets lie in [0, 1] (class 0 or 1, or a probability);
+4. class-index labels (`sparse_categorical_crossentropy`; `categorical_crossentropy` with one
+   class number per example) are whole numbers from 0 to units - 1;
+5. `categorical_crossentropy` targets given per class (one-hot, or a distribution) lie in [0, 1];
+6. a regression loss's targets lie within what the output activation can produce (a sigmoid
+   output never reaches 5);
+7. (`output_problems`) a loss that takes logits (`from_logits: true`) needs an output that can
+   be negative and positive: logits through relu, softplus, sigmoid or softmax (or, for the
+   categorical losses, squeezed into [-1, 1] by tanh) cannot express a confident class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+CLASSIFICATION = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+
+# The values an activation's output can take: (lowest, highest), both inclusive in the limit.
+# Sources: the functions' definitions (jax.nn); gelu's and silu's minima are at x = -0.75 and
+# x = -1.28; selu's lower bound is -scale * alpha (Klambauer et al. 2017).
+OUTPUT_RANGE: dict[str, tuple[float, float]] = {
+    "linear": (-math.inf, math.inf),
+    "leaky_relu": (-math.inf, math.inf),
+    "sigmoid": (0.0, 1.0),
+    "softmax": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "relu": (0.0, math.inf),
+    "relu6": (0.0, 6.0),
+    "softplus": (0.0, math.inf),
+    "elu": (-1.0, math.inf),  # -alpha: see output_range
+    "selu": (-1.0507009873554805 * 1.6732632423543772, math.inf),
+    "gelu": (-0.17, math.inf),
+    "silu": (-0.2785, math.inf),
+    "swish": (-0.2785, math.inf),
+    "log_softmax": (-math.inf, 0.0),
+}
+
+
+def output_range(activation: Mapping[str, Any]) -> tuple[float, float]:
+    """(lowest, highest) value of an activation `{type, args}`; elu's floor is -alpha."""
+    if activation["type"] == "elu":
+        return (-float(activation.get("alpha", 1.0)), math.inf)
+    if activation["type"] == "leaky_relu" and activation.get("negative_slope", 0.01) <= 0:
+        return (0.0, math.inf) if activation.get("negative_slope", 0.01) == 0 else (-math.inf, math.inf)
+    return OUTPUT_RANGE[activation["type"]]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the rules need to know of a set of targets, from any source. Indices count values in
+    reading order (example i's j-th value is i * per_example + j)."""
+
+    count: int  # values (examples x values per example)
+    per_example: int  # values per example: 1 for a class number
+    minimum: float
+    argmin: int
+    maximum: float
+    argmax: int
+    fraction_at: int | None  # the first value that is not a whole number, or None
+    nonfinite_at: int | None  # the first NaN or infinity, or None
+    distinct: tuple[float, ...]  # the distinct values, sorted, at most 3 kept (3: "3 or more")
+    names: tuple[str, ...] | None = None  # class names, when the labels were text (CSV)
+    classes: int | None = None  # the number of classes, when the source says (named data sets, CSV class names)
+
+    def example(self, index: int) -> int:
+        return index // self.per_example
+
+
+def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequence[str] | None = None) -> Labels:
+    """The `Labels` of `values`: a flat list of numbers, or a numpy array of any shape (flattened;
+    its methods are used, so no numpy import here). `per_example` values make one example's target."""
+    names = tuple(names) if names is not None else None
+    classes = len(names) if names is not None else None
+    if hasattr(values, "dtype"):  # a numpy array: vectorised, files may hold millions of labels
+        flat = values.reshape(-1)
+        if flat.size == 0:
+            return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
+        as_float = flat.astype("float64")
+        finite = as_float == as_float
+        finite &= (as_float != math.inf) & (as_float != -math.inf)
+        nonfinite_at = None if finite.all() else int((~finite).argmax())
+        safe = as_float.copy()
+        safe[~finite] = 0.0
+        whole = safe == safe.round()
+        fraction_at = None if whole.all() else int((~whole).argmax())
+        distinct = tuple(_few_distinct(safe))
+        return Labels(int(flat.size), per_example, float(safe.min()), int(safe.argmin()), float(safe.max()), int(safe.argmax()),
+                      fraction_at, nonfinite_at, distinct, names, classes)
+    flat = [float(v) for v in values]
+    if not flat:
+        return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
+    nonfinite_at = next((i for i, v in enumerate(flat) if not math.isfinite(v)), None)
+    safe = [v if math.isfinite(v) else 0.0 for v in flat]
+    fraction_at = next((i for i, v in enumerate(safe) if v != round(v)), None)
+    low = min(range(len(safe)), key=safe.__getitem__)
+    high = max(range(len(safe)), key=safe.__getitem__)
+    return Labels(len(flat), per_example, safe[low], low, safe[high], high, fraction_at, nonfinite_at,
+                  tuple(sorted(set(safe)))[:3], names, classes)  # the first 3 suffice: the rules ask "one class?"
+
+
+def _few_distinct(safe) -> list[float]:
+    """Up to 3 distinct values of a large array, without sorting it all: its minimum, its maximum
+    and one value strictly between them if there is one."""
+    low, high = safe.min(), safe.max()
+    middle = safe[(safe > low) & (safe < high)]
+    return sorted({float(low), float(high), *([float(middle[0])] if middle.size else [])})
+
+
+def known(classes: int, count: int) -> Labels:
+    """The labels of a named data set, from its known facts: class numbers 0 .. classes - 1."""
+    return Labels(count, 1, 0.0, 0, float(classes - 1), 0, None, None, tuple(float(c) for c in range(min(classes, 3))), None, classes)
+
+
+@dataclass(frozen=True)
+class LabelProblem:
+    """A broken rule: the message, and the value index (reading order) it is shown by, or None."""
+
+    message: str
+    index: int | None = None
+
+
+def _value(v: float) -> str:
+    return str(int(v)) if math.isfinite(v) and v == int(v) else f"{v:g}"
+
+
+def _name(labels: Labels, v: float) -> str:
+    if labels.names is not None and v == int(v) and 0 <= v < len(labels.names):
+        return f"{_value(v)} ({labels.names[int(v)]!r})"
+    return _value(v)
+
+
+def label_problems(labels: Labels, loss: str, out_shape: tuple[int, ...], activation: Mapping[str, Any], *,
+                   class_indices: bool, what: str = "the labels", training: bool = True) -> list[LabelProblem]:
+    """Every rule of the module docstring that `labels` break for `loss` and an output of
+    `out_shape` through `activation`; `class_indices`: the labels are one class number per example
+    (else one target per output value). `what` names the labels in the messages; rule 2 (two
+    classes at least) holds for `training` labels only (a small test split may hold one class)."""
+    if labels.count == 0:
+        return []
+    if labels.nonfinite_at is not None:
+        return [LabelProblem(f"{what} hold a NaN or an infinity; every target must be a finite number",
+                             labels.nonfinite_at)]
+    span = f"{what} go from {_name(labels, labels.minimum)} to {_name(labels, labels.maximum)}"
+    if training and loss in CLASSIFICATION and (class_indices or loss == "binary_crossentropy") and len(labels.distinct) == 1:
+        only = _name(labels, labels.distinct[0])
+        return [LabelProblem(f"{what} hold one class: every label is {only}; a classifier learns nothing from one class. "
+                             "Give it examples of at least two classes (check data.limit, the label column, and that the data is not sorted by class)")]
+    problems = []
+    if loss == "binary_crossentropy":
+        bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
+        if bad is not None:
+            hint = ""
+            if labels.fraction_at is None and labels.minimum >= 0:
+                n = int(labels.maximum) + 1
+                hint = f"; for {n} classes use loss: sparse_categorical_crossentropy with units: {n} and activation: softmax in the last layer"
+            problems.append(LabelProblem(f"binary_crossentropy needs targets between 0 and 1 (class 0 or 1, or a probability), but {span}{hint}", bad))
+    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and class_indices:
+        units = out_shape[-1] if out_shape else 1
+        if labels.fraction_at is not None:
+            problems.append(LabelProblem(f"{loss} needs one whole class number per example, but {what} hold fractions; "
+                                         "for targets given per class (one-hot or probabilities) give y one value per output unit", labels.fraction_at))
+        elif labels.minimum < 0:
+            problems.append(LabelProblem(f"class numbers start at 0, but {span}", labels.argmin))
+        elif labels.maximum >= units:
+            classes = labels.classes
+            named = f" ({', '.join(labels.names)})" if labels.names else ""
+            counted = f"{what} hold {classes} classes{named}" if classes else f"{what} go up to class {_value(labels.maximum)}"
+            problems.append(LabelProblem(f"{counted}, but the model's output has {units} units; make the last layer units: "
+                                         f"{classes or int(labels.maximum) + 1}", labels.argmax))
+    elif loss == "categorical_crossentropy":
+        bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
+        if bad is not None:
+            problems.append(LabelProblem(f"categorical_crossentropy with one target per class needs values between 0 and 1 "
+                                         f"(one-hot or probabilities), but {span}", bad))
+    else:
+        low, high = output_range(activation)
+        if labels.minimum < low or labels.maximum > high:
+            bad = labels.argmin if labels.minimum < low else labels.argmax
+            problems.append(LabelProblem(
+                f"the model's output goes through {activation['type']}, whose values lie in [{_value(low)}, {_value(high)}], "
+                f"but {span}: {loss} can never reach them; use activation: linear in the last layer (or scale the targets into that range)",
+                bad))
+    return problems
+
+
+def output_problems(loss: Mapping[str, Any], activation: Mapping[str, Any]) -> list[str]:
+    """Rule 7: whether an output through `activation` can train with `loss` at all, whatever the data."""
+    if loss["type"] not in CLASSIFICATION or not loss.get("from_logits"):
+        return []
+    low, high = output_range(activation)
+    name = activation["type"]
+    if loss["type"] == "binary_crossentropy" and low >= 0:
+        return [f"the loss has from_logits: true, so the last layer's output is a logit, any real number, but {name}'s output is "
+                f"never negative: sigmoid(logit) stays at or above 0.5 and class 0 can never be predicted with confidence; "
+                "use activation: linear in the last layer, or drop from_logits and use activation: sigmoid"]
+    if loss["type"] != "binary_crossentropy" and high - low <= 2:
+        return [f"the loss has from_logits: true, so the last layer's outputs are logits, any real numbers, but {name} squeezes them "
+                f"into [{_value(low)}, {_value(high)}], so softmax can never be confident of a class; use activation: linear in the "
+                "last layer, or drop from_logits and use activation: softmax"]
+    return []
