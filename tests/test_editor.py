@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import jsonschema
@@ -61,7 +62,14 @@ class LanguageServer:
                              "hover": {"contentFormat": ["markdown", "plaintext"]}, "publishDiagnostics": {}}}})
         self.notify("initialized", {})
         self.notify("workspace/didChangeConfiguration", {"settings": {"yaml": self.settings}})
-        self.diagnostics("name: warm\n")  # the first answer comes once the schema is in place
+        self._wait_for_the_schema()
+
+    def _wait_for_the_schema(self) -> None:
+        """The settings reach the server after the first documents may have been checked without them."""
+        deadline = time.monotonic() + TIMEOUT
+        while not any("sead" in d["message"] for d in self.diagnostics("sead: 1\n")):
+            assert time.monotonic() < deadline, "the server never applied the schema"
+            time.sleep(0.1)
 
     def _read(self) -> None:
         stream = self.process.stdout
