@@ -25,6 +25,11 @@ def test_steps_replaces_epochs_and_epochs_replaces_steps(tmp_path):
     assert loaded(tmp_path, XOR, "train={epochs: 3, batch_size: 2}")["train"] == {"epochs": 3, "batch_size": 2}
 
 
+def test_a_data_source_replaces_the_other_sources(tmp_path):
+    data = loaded(tmp_path, XOR, "data.npz={path: set.npz}")["data"]
+    assert list(data) == ["npz"]
+
+
 def test_null_removes_a_key_that_takes_no_null(tmp_path):
     assert "epochs" not in loaded(tmp_path, EPOCHS, "train.epochs=null")["train"]
     assert "metrics" not in loaded(tmp_path, XOR, "metrics=null")
