@@ -31,9 +31,10 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
     found_at: dict[tuple, Problem] = {}
     rules: list[Problem] = []
     for error in VALIDATOR.iter_errors(loaded.data):
-        # the spec-wide rules (the schema's top-level allOf) come last: a key its own schema refused
-        # already has its problem
-        target = rules if list(error.relative_schema_path)[:1] == ["allOf"] else None
+        # a rule between keys (the schema's top-level allOf, or a schema that states a rule) comes
+        # last: a key its own schema refused already has its problem
+        rule = list(error.relative_schema_path)[:1] == ["allOf"] or (isinstance(error.schema, dict) and error.schema.get("doNotSuggest"))
+        target = rules if rule else None
         for problem in _describe(error, loaded):
             if target is not None:
                 target.append(problem)
@@ -216,6 +217,8 @@ def _describe_group(error: jsonschema.ValidationError, loaded: Loaded) -> list[P
     branches = schema["oneOf"]
     keys = [b["required"][0] for b in branches]
     given = [k for k in keys if k in value]
+    if len(given) == 1:
+        return []  # the one given is wrong inside: its own schema says how
     if not given:
         if set(keys) & _typos(value, schema):
             return []  # a misspelt one: reported as an unknown key with its "did you mean"
