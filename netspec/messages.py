@@ -48,6 +48,7 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
 
 
 def found(value) -> str:
+    """How a value reads in a message: `'ten' (string)`, `1.5 (number)`, `nothing (null)`, `list`."""
     if value is None or isinstance(value, bool):
         return {None: "nothing (null)", True: "true (boolean)", False: "false (boolean)"}[value]
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
