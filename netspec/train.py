@@ -507,6 +507,9 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         summaries.evaluation(step, evaluated, confusion, arrays.class_names, split=spec.eval["split"], final=True,
                              scalars=not (eval_every and step % eval_every == 0 and stop_reason == "early_stopping"))
         final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
+        if best_tag and better(evaluated[best_tag], tracking["best"], best_mode):  # the last step may be the best
+            tracking.update(best=evaluated[best_tag], best_step=step)
+            checkpoints.save_best(state, step, {"spec": spec.name, best_tag: evaluated[best_tag]})
     if spec.eval["split"] == "validation" and arrays.test is not None:
         # The validation split chose the model (early stopping, best checkpoint); the test split
         # is looked at once, here, for the figure to report, and goes into its own test/ run.
@@ -689,13 +692,14 @@ def finished_state(spec: Spec, run_dir: Path):
 
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
     """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
-    "train"; default the spec's eval.split, else test), from its best checkpoint if it kept one
+    "train"; default: test when the data has one, the honest figure for a model chosen on the
+    validation split; else the spec's eval.split), from its best checkpoint if it kept one
     (early stopping, checkpoint.best), else its latest. Raises NetspecError for a damaged run
     directory (naming the file), missing data, or a split the data does not have."""
     spec = load_run_spec(run_dir)
     run_dir = Path(run_dir)
-    split = split or spec.eval["split"] or "test"
     arrays = load_arrays(spec, data_dir)
+    split = split or ("test" if arrays.test is not None else spec.eval["split"] or "test")
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")

@@ -510,12 +510,12 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     at_end = {tag: dict(scalars(evaluation_run(early_stopped), tag))[report["steps"]] for tag in ("loss", "accuracy")}
     assert at_best["loss"] != at_end["loss"]  # otherwise this test could not tell them apart
 
-    result = netspec("eval", str(early_stopped))
+    result = netspec("eval", str(early_stopped), "--split", "validation")
     assert result.exit_code == 0, result.output
     words = result.output.split()
     printed = {k: float(v) for k, v in zip(words[::2], words[1::2])}
     assert printed == pytest.approx(at_best, rel=1e-5)
-    exact = T.evaluate_run(early_stopped)
+    exact = T.evaluate_run(early_stopped, split="validation")
     assert {k: np.float32(v) for k, v in exact.items()} == {k: np.float32(v) for k, v in at_best.items()}
 
 
