@@ -28,7 +28,7 @@ from netspec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
 from netspec.labels import Labels, known, label_problems, output_problems, summarize
 from netspec.load import Loaded
-from netspec.messages import did_you_mean, found, schema_problems
+from netspec.messages import did_you_mean, schema_problems
 from netspec.schema import SCHEMA
 
 @dataclass(frozen=True)
@@ -112,10 +112,7 @@ def check(loaded: Loaded) -> Spec:
 # -- pass 2: meaning --------------------------------------------------------------------------
 
 def _shape_of(value, path, loaded, problems, what) -> tuple | None:
-    """The shape of a nested list of numbers, or None (with a problem) if ragged or not numeric."""
-    if isinstance(value, bool) or value is None or isinstance(value, str) or isinstance(value, dict):
-        problems.append(loaded.problem(path, f"expected a number in {what}, found {found(value)}"))
-        return None
+    """The shape of a nested list of numbers, or None (with a problem) if ragged."""
     if not isinstance(value, list):
         return ()
     shapes = [_shape_of(v, path + (i,), loaded, problems, what) for i, v in enumerate(value)]
@@ -200,9 +197,6 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
                     problems.append(loaded.problem(ref_at, f"no earlier layer is named {ref!r}{did_you_mean(ref, earlier)} (earlier: {', '.join(earlier)})"))
                 missing = True
         shapes[name] = None  # unknown until its rule has run
-        if kind.inputs == "one" and len(inputs) != 1:
-            problems.append(loaded.problem(at + ("inputs",), f"a {layer['type']} layer takes one input, found {len(inputs)}"))
-            missing = True
         args = {k: v for k, v in layer.items() if k not in ("name", "type", "inputs")}
         if missing or any(shapes.get(r) is None for r in inputs):
             continue  # an earlier layer failed: its message says why
@@ -272,10 +266,6 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
     the output and the loss, by the same rules for every source (netspec.labels); None if the
     data cannot be described."""
     sources = [k for k in R.SOURCES if k in data["data"]]
-    if len(sources) != 1:
-        found_ = ", ".join(sources) if sources else "none"
-        problems.append(loaded.problem(("data",), f"data needs exactly one source ({', '.join(R.SOURCES)}); found {found_}", key=True))
-        return None
     source = sources[0]
     at = ("data", source)
     input_shape, out_shape = tuple(data["model"]["input"]), layers[-1].out_shape
@@ -375,8 +365,6 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
-    if train["unroll"] is not None and train["loop"] == "steps":
-        problems.append(loaded.problem(("train", "unroll"), "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop (one jitted call per step): remove unroll or use loop: scan"))
     group = data["distribute"]["fsdp_devices"]
     if group is not None:
         if data["distribute"]["params"] != "fsdp":
@@ -390,8 +378,6 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
             evaluation["split"] = "validation" if has_validation else ("test" if info.num_test else None)
         elif chosen == "test" and not info.num_test:
             problems.append(loaded.problem(("eval", "split"), f"this {info.source} data has no test split; use eval.split: validation with data.validation_split (e.g. 0.1)"))
-        elif chosen == "validation" and not has_validation:
-            problems.append(loaded.problem(("eval", "split"), "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"))
     every = evaluation["every"]
     if every is not None and every % data["summaries"]["every"]:
         problems.append(loaded.problem(("eval", "every"), f"eval.every ({every}) must be a multiple of summaries.every ({data['summaries']['every']}): evaluations run between compiled chunks"))
@@ -411,8 +397,6 @@ def _check_selection(loaded: Loaded, data: dict, info: DataInfo | None, problems
     tags = ["loss", *(metric_name(m) for m in data["metrics"])]
     early = train.get("early_stopping")
     if early is not None:
-        if evaluation["every"] is None:
-            problems.append(loaded.problem(("train", "early_stopping"), "early stopping needs evaluations during training: set eval.every (e.g. 600)", key=True))
         if early["metric"] not in tags:
             problems.append(loaded.problem(("train", "early_stopping", "metric"), f"expected an eval scalar ({', '.join(tags)}); found {early['metric']!r}{did_you_mean(early['metric'], tags)}"))
         if early["mode"] == "auto":
