@@ -209,8 +209,6 @@ def _reshape_shape(layer, in_shapes):
     n = 1
     for d in in_shapes[0]:
         n *= d
-    if target.count(-1) > 1:
-        raise ShapeMismatch("at most one dimension of shape may be -1", "shape")
     known = 1
     for d in target:
         if d != -1:
