@@ -4,7 +4,8 @@ Contract: `fill_defaults(SCHEMA, data)` returns `data` (already valid against th
 every schema default filled in, every "name or {type, args}" choice made a mapping, and every
 number in a field the schema types as integer (not number) a Python int: JSON Schema counts 20.0
 as an integer, so `units: 1.0e+2` passes the schema, and JAX must then get 100, not 100.0 (a
-non-integral 1.5 never gets here: the schema refuses it at its line and column).
+non-integral 1.5 never gets here: the schema refuses it at its line and column); and every number
+in a field typed number a Python float.
 A default that editors must not write (see the schema's csv delimiter) is `x-default`.
 `push_model_defaults(data)` copies `model.defaults` (and the built-in layer defaults) into every
 layer whose type has the field and does not set it. Pure Python, no jax.
@@ -32,11 +33,15 @@ def _valid(schema: dict, value) -> bool:
 
 
 def _integral(schema: dict, value):
-    """An integral float as an int where the schema types the value an integer (not a number)."""
+    """An integral float as an int where the schema types the value an integer (not a number), and
+    an int as a float where it types it a number (not an integer): JAX takes a Python int as int32,
+    so `clip_global_norm: 2147483648` would overflow inside the step, and 2147483648.0 does not."""
     types = schema.get("type", ())
     types = [types] if isinstance(types, str) else types
     if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
         return int(value)
+    if type(value) is int and "number" in types and "integer" not in types:
+        return float(value)
     return value
 
 

@@ -236,3 +236,27 @@ def test_a_fraction_is_refused_at_its_line_and_column(tmp_path, where, owner, fi
     assert problems, refused.value
     line, col = problems[0].line, problems[0].col
     assert text.splitlines()[line - 1][col - 1:].startswith(f"{values[0]}.5"), (text, problems[0])
+
+
+def test_an_int_in_a_number_field_becomes_a_float():
+    """JAX takes a Python int as int32: `clip_global_norm: 2147483648` overflowed inside the step
+    (found by tests/test_edges_validated_runs.py). A field typed number comes out of check a float."""
+    text = """\
+name: numbers
+data:
+  inline: {x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]}
+  scale: 2
+model:
+  input: [2]
+  layers:
+    - {name: drop, type: dropout, rate: 0}
+    - {name: out, type: dense, units: 1, activation: sigmoid, kernel_init: {type: random_normal, stddev: 1}}
+loss: binary_crossentropy
+optimizer: {type: adam, learning_rate: 1, clip_global_norm: 2147483648, b1: 0}
+train: {steps: 2, batch_size: 4}
+"""
+    spec = check(parse(text, "numbers.yaml"))
+    values = [spec.resolved["data"]["scale"], spec.optimizer["learning_rate"], spec.optimizer["clip_global_norm"],
+              spec.optimizer["b1"], spec.layers[0].args["rate"], spec.layers[1].args["kernel_init"]["stddev"]]
+    assert [type(v) for v in values] == [float] * len(values), values
+    assert spec.optimizer["clip_global_norm"] == 2147483648.0 and spec.seed == 0 and type(spec.seed) is int
