@@ -16,6 +16,7 @@ Pure Python, no jax.
 from __future__ import annotations
 
 import difflib
+import re
 import json
 
 import jsonschema
@@ -192,7 +193,7 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     if v == "uniqueItems":
         return [loaded.problem(path, "expected each item once; this list repeats an item")]
     if v == "pattern":
-        return [loaded.problem(path, f"{custom or 'expected text matching ' + error.validator_value}; found {found(value)}")]
+        return [loaded.problem(path, f"{custom or 'expected text matching ' + error.validator_value}; found {found(value)}{_offending_part(error.validator_value, value)}")]
     if v in ("contains", "minContains", "maxContains") and custom:
         shown = json.dumps(value)
         return [loaded.problem(path, f"{custom}; found {shown if len(shown) <= 60 else found(value)}")]
@@ -248,3 +249,25 @@ def _describe_choice(error: jsonschema.ValidationError, loaded: Loaded) -> list[
     chosen = (worded or failed or taking)[0]
     problems = [p for sub in by_branch.get(chosen, []) for p in _describe(sub, loaded)]
     return problems or [loaded.problem(path, schema.get("errorMessage", error.message))]
+
+
+# A name pattern: an optional lookahead, a class for the first character, a class for the rest.
+# Every prefix of a match is a match, so the first character after the longest matching prefix
+# is the one that breaks the rule.
+_NAME_PATTERN = re.compile(r"^\^(\(\?!.*?\))?\[[^\]]+\]\[[^\]]+\]\*\$$")
+
+
+def _offending_part(pattern: str, value) -> str:
+    """For a name refused by its pattern, which part breaks the rule: ': the character ' ' (position 3) is not allowed'."""
+    if not isinstance(value, str) or not value or not _NAME_PATTERN.match(pattern):
+        return ""
+    lookahead = re.match(r"^\^(\(\?!.*?\))", pattern)
+    plain = "^" + pattern[len(lookahead.group(0)):] if lookahead else pattern
+    if re.fullmatch(plain, value):
+        return f": {value!r} is reserved"
+    for i in range(len(value)):
+        if not re.fullmatch(plain, value[: i + 1]):
+            char = value[i]
+            shown = repr(char) if char.isprintable() and char != " " else f"U+{ord(char):04X}" + (" (a space)" if char == " " else "")
+            return f": it may not start with {shown}" if i == 0 else f": the character {shown} at position {i + 1} is not allowed"
+    return ""

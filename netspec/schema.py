@@ -282,8 +282,8 @@ def build() -> dict:
                         # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
                         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
                     "validation_split": R.number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
-                    "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*\d+(\.\d+)?|standardize)$",
-                              "errorMessage": "expected a number, 1/N such as 1/255, or standardize",
+                    "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
+                              "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
                               "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
                     "limit": R.integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
                     "max_resident_mb": R.number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),

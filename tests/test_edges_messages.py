@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import cli, write
+from conftest import SPECS, cli, write
 
 IMAGES = """\
 name: images
@@ -85,3 +85,21 @@ def test_one_class_in_the_labels_is_said_once_and_nothing_else_is_advised(tmp_pa
     outcome.assert_clean_failure("hold one class", "every label is 2")
     (problem,) = problems(outcome)
     assert "units" not in problem
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("name=my run!", ("expected a run name of letters, digits", "the character U+0020 (a space) at position 3 is not allowed")),
+    ("name=-x", ("it may not start with '-'",)),
+    ("name=ab/c", ("the character '/' at position 3 is not allowed",)),
+    ("model.layers[0].name=la:yer", ("expected a layer name", "the character ':' at position 3 is not allowed")),
+    ("model.layers[0].name=input", ("other than 'input'", "'input' is reserved")),
+    ("model.layers[0].name=1st", ("starting with a letter or '_'", "it may not start with '1'")),
+    ("data.scale=1/0", ("1/N with N > 0",)),
+    ("data.scale=2/255", ("1/N with N > 0 such as 1/255", "found '2/255'")),
+    ("model.layers[0].units=0", ("expected a value >= 1, found 0",)),
+    ("data.validation_split=0.95", ("expected a value <= 0.9, found 0.95",)),
+])
+def test_a_value_refused_by_a_pattern_or_range_says_which_part_and_the_rule(setting, words):
+    outcome = cli("validate", SPECS / "xor_nn.yaml", "--set", setting)
+    outcome.assert_clean_failure(f"--set {setting}: ", *words)
+    assert "1 problem\n" in outcome.output, outcome.output
