@@ -365,6 +365,9 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
+            if steps >= R.INT32:
+                problems.append(loaded.problem(("train", "epochs"), f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {R.INT32 - 1}"))
+                steps = None
     group = data["distribute"]["fsdp_devices"]
     if group is not None:
         if data["distribute"]["params"] != "fsdp":

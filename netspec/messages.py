@@ -23,7 +23,7 @@ import jsonschema
 
 from netspec.errors import Problem
 from netspec.load import Loaded
-from netspec.registry import INT64
+from netspec.registry import INT32
 from netspec.schema import VALIDATOR
 
 
@@ -176,8 +176,9 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
             return [loaded.problem(path, f"{custom}, found {found(value)}")]
         return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {found(value)}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        if abs(error.validator_value) >= INT64 - 1:
-            return [loaded.problem(path, f"expected an integer that fits in 64 bits (from -2**63 to 2**63 - 1), found {found(value)}")]
+        if abs(error.validator_value) >= INT32 - 1:
+            bound = "at most 2**31 - 1 (2147483647)" if v == "maximum" else "at least -2**31"
+            return [loaded.problem(path, f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, as JAX computes them; found {found(value)}")]
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
         return [loaded.problem(path, f"expected a value {op} {error.validator_value}, found {found(value)}")]
     if v in ("minItems", "maxItems"):

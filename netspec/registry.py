@@ -33,7 +33,7 @@ class ShapeMismatch(ValueError):
 # no default carries one example, which an editor inserts as the value to type over, so a
 # completed skeleton is valid as inserted (an empty value would be null, a bare 0 below minimum).
 
-INT64 = 2**63  # integers fit in 64 bits, as `load` requires of integer literals: 1.0e+30 is refused too
+INT32 = 2**31  # integers are 32-bit in the compiled program (JAX without x64): step counts, sizes and seeds past it would wrap or overflow there
 
 
 def _scalar(kind: str, default, nullable: bool, doc: str, example=None, **bounds) -> dict:
@@ -52,7 +52,7 @@ def number(default=None, *, minimum=None, exclusive_minimum=None, maximum=None, 
     return _scalar("number", default, nullable, doc, example, minimum=minimum, exclusiveMinimum=exclusive_minimum, maximum=maximum)
 
 
-def integer(default=None, *, minimum=-INT64, maximum=INT64 - 1, nullable=False, doc="", example=None):
+def integer(default=None, *, minimum=-INT32, maximum=INT32 - 1, nullable=False, doc="", example=None):
     return _scalar("integer", default, nullable, doc, example, minimum=minimum, maximum=maximum)
 
 
@@ -73,7 +73,7 @@ MAX_WIDTH = 1 << 20  # units or filters per layer: a typo of a few zeros is an e
 # Sizes are typed ["integer"], which means "integer": for "integer" an editor's completion writes a
 # new item as 0, an invalid size, and with an item `default` it reuses a tab stop; for a list of
 # types it leaves the item for the writer to fill.
-SIZE = {"type": ["integer"], "minimum": 1, "maximum": INT64 - 1}
+SIZE = {"type": ["integer"], "minimum": 1, "maximum": INT32 - 1}
 SHAPE = {"type": "array", "items": SIZE, "minItems": 1, "maxItems": 8}
 
 # -- activations ------------------------------------------------------------------------------
@@ -225,8 +225,8 @@ def _reshape_shape(layer, in_shapes):
 def pair(default=None, *, minimum=1, doc="", example=None):
     """An int or a [height, width] pair (anyOf by JSON type, so each branch's error reads plainly)."""
     s: dict = {"anyOf": [
-        {"type": "integer", "minimum": minimum, "maximum": INT64 - 1},
-        {"type": "array", "items": {"type": "integer", "minimum": minimum, "maximum": INT64 - 1}, "minItems": 2, "maxItems": 2},
+        {"type": "integer", "minimum": minimum, "maximum": INT32 - 1},
+        {"type": "array", "items": {"type": "integer", "minimum": minimum, "maximum": INT32 - 1}, "minItems": 2, "maxItems": 2},
     ]}
     if default is not None:
         s["default"] = default
@@ -338,7 +338,7 @@ LAYERS: dict[str, LayerKind] = {
     "flatten": LayerKind(fields={}, shape=_flatten_shape,
                          doc="all axes but the batch into one, in row-major order of channels-last data (as Keras; a PyTorch flatten of [channels, height, width] orders the values differently)"),
     "reshape": LayerKind(
-        fields={"shape": {"type": "array", "items": {"type": ["integer"], "maximum": INT64 - 1, "anyOf": [
+        fields={"shape": {"type": "array", "items": {"type": ["integer"], "maximum": INT32 - 1, "anyOf": [
                               {"const": -1, "errorMessage": "expected a size >= 1, or -1 for the one size inferred from the others"},
                               {"minimum": 1}]},
                           "minItems": 1, "contains": {"const": -1}, "minContains": 0, "maxContains": 1,

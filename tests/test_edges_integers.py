@@ -85,8 +85,8 @@ def _value(schema: dict, field: str) -> int:
         for candidate in ([branch["default"]] if "default" in branch else []) + branch.get("examples", []):
             if isinstance(candidate, int) and not isinstance(candidate, bool):
                 return candidate
-    minimum = schema.get("minimum", -R.INT64)
-    return minimum if minimum > -R.INT64 else 1
+    minimum = schema.get("minimum", -R.INT32)
+    return minimum if minimum > -R.INT32 else 1
 
 
 # A valid list for each integer list, where its example would not fit this spec's model.
