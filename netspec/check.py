@@ -175,9 +175,7 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
     for i, layer in enumerate(model["layers"]):
         at = ("model", "layers", i)
         name, kind = layer["name"], R.LAYERS[layer["type"]]
-        if name == "input":
-            problems.append(loaded.problem(at + ("name",), "'input' names the model's input; choose another layer name"))
-        elif name in first_seen:
+        if name in first_seen:  # ('input' itself is refused by the schema)
             line = loaded.where(("model", "layers", first_seen[name], "name"))[1]
             problems.append(loaded.problem(at + ("name",), f"duplicate layer name {name!r} (first used by layers[{first_seen[name]}], line {line}); layer names must be unique"))
         else:
@@ -339,10 +337,8 @@ def _describe_data(loaded: Loaded, data: dict, source: str, problems: list) -> D
 
 def _check_metrics(loaded: Loaded, metrics: tuple, loss: dict, out_shape: tuple, problems: list) -> None:
     """Each metric fits the loss and the output, and is listed once."""
-    for i, m in enumerate(metrics):
-        if m["type"] in ("accuracy", "top_k_accuracy") and loss["type"] not in R.FUSED_ACTIVATION:
-            problems.append(loaded.problem(("metrics", i), f"{m['type']} needs a classification loss (binary_crossentropy, categorical_crossentropy or sparse_categorical_crossentropy); the loss is {loss['type']}"))
-        elif m["type"] == "top_k_accuracy" and (loss["type"] == "binary_crossentropy" or m["k"] >= out_shape[-1]):
+    for i, m in enumerate(metrics):  # (the schema refuses accuracy without a classification loss, top-k without a categorical one)
+        if m["type"] == "top_k_accuracy" and m["k"] >= out_shape[-1]:
             problems.append(loaded.problem(("metrics", i), f"top_k_accuracy with k={m['k']} needs a categorical output of more than {m['k']} classes; the output has shape {list(out_shape)}"))
     names = [metric_name(m) for m in metrics]
     for i, name in enumerate(names):
@@ -369,10 +365,8 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
                 problems.append(loaded.problem(("train", "epochs"), f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {R.INT32 - 1}"))
                 steps = None
     group = data["distribute"]["fsdp_devices"]
-    if group is not None:
-        if data["distribute"]["params"] != "fsdp":
-            problems.append(loaded.problem(("distribute", "fsdp_devices"), "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp"))
-        elif data["distribute"]["devices"] and data["distribute"]["devices"] % group:
+    if group is not None:  # (the schema says it needs params: fsdp)
+        if data["distribute"]["devices"] and data["distribute"]["devices"] % group:
             problems.append(loaded.problem(("distribute", "fsdp_devices"), f"fsdp_devices {group} does not divide distribute.devices = {data['distribute']['devices']} into equal groups"))
     has_validation = data["data"]["validation_split"] > 0
     chosen = evaluation["split"]

@@ -323,7 +323,7 @@ def build() -> dict:
                 "description": "evaluation on a held-out split during and after training",
                 "properties": {
                     "every": R.integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
-                    "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated (eval/ run); default: test if the data has one, else validation if data.validation_split > 0"},
+                    "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one"},
                     "batch_size": R.integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
                     "confusion_matrix": R.boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
                 },
