@@ -90,8 +90,12 @@ class Spec:
         return R.FUSED_ACTIVATION.get(self.loss["type"]) == self.output_activation and not self.loss.get("from_logits")
 
 
-def check(loaded: Loaded) -> Spec:
-    """Validate `loaded` against the schema and for meaning; return the Spec or raise SpecError."""
+def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
+    """Validate `loaded` against the schema and for meaning; return the Spec or raise SpecError.
+
+    `data_info`: what the data was found to be when this spec ran (a run directory's record,
+    `netspec.resumption`); it stands in for describing the data, so no data file is read (netspec
+    predict on a run whose data has moved). The data's rules are then checked against it."""
     problems = schema_problems(loaded)
     if problems:
         raise SpecError(problems)
@@ -101,7 +105,7 @@ def check(loaded: Loaded) -> Spec:
     if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in R.FUSED_ACTIVATION:
         data["metrics"] = []  # accuracy, the default, means nothing for a regression loss
     data = fill_defaults(SCHEMA, data)
-    spec, problems = _meaning(loaded, data)
+    spec, problems = _meaning(loaded, data, data_info)
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.line or 0, p.col or 0)))  # file order, like the schema's
     return spec
@@ -125,7 +129,7 @@ def _shape_of(value, path, loaded, problems, what) -> tuple | None:
     return (len(value),) + (shapes[0] if shapes else ())
 
 
-def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
+def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> tuple[Spec | None, list[Problem]]:
     """The meaning checks, in the order data flows: the layer graph, the output against the loss,
     the data against the model, the metrics, the run plan and the learning-rate schedule. A check
     that fails leaves out the checks that depend on it, so one mistake gives one message."""
@@ -138,7 +142,7 @@ def _meaning(loaded: Loaded, data: dict) -> tuple[Spec | None, list[Problem]]:
     last = data["model"]["layers"][-1]
     activation = last.get("activation", {"type": "linear"})
     output_ok = _check_output(loaded, loss, activation, layers, problems)
-    info = _check_data(loaded, data, layers, activation, output_ok, problems)
+    info = _check_data(loaded, data, layers, activation, output_ok, problems, data_info)
     num_examples = None
     if info is not None:
         num_examples = info.num_train
@@ -259,7 +263,8 @@ def _check_output(loaded: Loaded, loss: dict, activation: dict, layers: list[Lay
     return len(problems) == count
 
 
-def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dict, output_ok: bool, problems: list) -> DataInfo | None:
+def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dict, output_ok: bool, problems: list,
+                data_info: DataInfo | None = None) -> DataInfo | None:
     """The data's DataInfo, after checking that its examples fit the model's input and its labels
     the output and the loss, by the same rules for every source (netspec.labels); None if the
     data cannot be described."""
@@ -267,7 +272,7 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
     source = sources[0]
     at = ("data", source)
     input_shape, out_shape = tuple(data["model"]["input"]), layers[-1].out_shape
-    info = _describe_data(loaded, data, source, problems)
+    info = data_info if data_info is not None else _describe_data(loaded, data, source, problems)
     if info is None:
         return None
     if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
