@@ -177,22 +177,32 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " E.g. --set train.steps=20000 to train longer.")
+@click.option("--allow-setting-changes", is_flag=True,
+              help="Let this resume change training settings (learning rate and schedule, optimizer arguments, clipping, "
+                   "early stopping, evaluation, checkpoint and summary settings, metrics), recorded in changes.json with the step. "
+                   "The model, data, loss, seed, batch, optimizer type and precision can never change.")
 @_training_options
 @_one_error_policy
-def resume(run_dir, overrides, **training):
-    """Continue a stopped run in its own directory, from its latest checkpoint.
+def resume(run_dir, overrides, allow_setting_changes, **training):
+    """Continue a stopped run in its own directory, from its latest checkpoint that loads.
 
     Summaries continue at the right steps; a run stopped and resumed ends exactly as if it
-    had never stopped.
+    had never stopped. A resume continues the same run: changes to spec.yaml or by --set that
+    alter what the parameters mean or which data they learn from are refused, with the
+    differences listed; the run's length (train.steps, train.epochs) may change; training
+    settings only with --allow-setting-changes.
 
     \b
     Example:
       netspec resume runs/fashion_cnn/20261127-101500
+      netspec resume runs/fashion_cnn/20261127-101500 --set train.epochs=12
+      netspec resume runs/fashion_cnn/20261127-101500 --set optimizer.learning_rate=0.0001 --allow-setting-changes
     """
-    _train(None, run_dir, overrides, logdir=None, run_name=None, **training)
+    _train(None, run_dir, overrides, logdir=None, run_name=None, allow_setting_changes=allow_setting_changes, **training)
 
 
-def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id):
+def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id,
+           allow_setting_changes=False):
     try:
         if coordinator is not None:
             from netspec.distribute import initialize
@@ -202,7 +212,7 @@ def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
         train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,
-                  devices=devices)
+                  devices=devices, allow_setting_changes=allow_setting_changes)
     except OSError as e:  # a full disk, a read-only or vanished run directory
         where = f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"  # a writer thread's error may name no file
         raise NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched.") from None
@@ -222,7 +232,7 @@ def evaluate(run_dir, split, data_dir):
     """
     from netspec.train import evaluate_run
 
-    values = evaluate_run(run_dir, split=split, data_dir=data_dir)
+    values = evaluate_run(run_dir, split=split, data_dir=data_dir, notice=lambda text: click.echo(text, err=True))
     click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
 
 

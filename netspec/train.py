@@ -175,11 +175,15 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
+def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = False, notice=None) -> Spec:
     """The checked spec of an existing run directory: its resolved spec.yaml, relative data paths
-    starting where the original spec was (run.json's base_dir). Raises NetspecError naming
-    spec.yaml or run.json when one is missing or damaged, with what can still be done, and
-    SpecError for a bad `overrides` (`--set`) entry."""
+    starting where the original spec was (run.json's base_dir). With `recorded_data` (eval,
+    predict) the data is taken as the run recorded it (ran.json's data_info) instead of read
+    from its files, so a run whose data has moved can still be used; a run without that record
+    (an older netspec), or with a damaged one (said in one line to `notice`), reads its data.
+    Raises NetspecError naming spec.yaml or run.json when one is missing or damaged, with what
+    can still be done, and SpecError for a bad `overrides` (`--set`) entry."""
+    from netspec import resumption
     from netspec.check import check
     from netspec.errors import SpecError
     from netspec.load import load
@@ -192,11 +196,19 @@ def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
         raise NetspecError(f"The run directory {run_dir} has no spec.yaml, the resolved spec the run trained with, so its "
                            f"model cannot be rebuilt. {_SPEC_RECOVERY}")
     base_dir = _run_base_dir(run_dir, info_file)
+    data_info = None
+    if recorded_data:
+        try:
+            record = resumption.read_record(run_dir)
+            data_info = record.data_info if record is not None else None
+        except resumption.DamagedRecord as e:
+            if notice is not None:
+                notice(f"{run_dir / resumption.RECORD} is damaged ({e.detail}); the run's spec is checked against its data files instead.")
     loaded = None
     try:
         loaded = load(spec_file, list(overrides))
         loaded.source = str(Path(base_dir) / spec_file.name)  # relative data paths start where the spec was
-        return check(loaded)
+        return check(loaded, data_info=data_info)
     except SpecError as e:
         # Problems from --set are the user's to fix, as for any spec; the rest are in the file,
         # which the run wrote itself, so something changed it (or its data) since.
@@ -207,17 +219,48 @@ def load_run_spec(run_dir: str | Path, overrides=()) -> Spec:
         where = f"{spec_file}:{first.line}:{first.col}" if first.line is not None else str(spec_file)
         more = f" (and {len(in_file) - 1} more problem{'s' if len(in_file) > 2 else ''})" if len(in_file) > 1 else ""
         problem = f"{where}: {first.path}: {first.message.rstrip('.')}{more}"
+        if overrides:
+            _overrides_misfit(run_dir, spec_file, loaded, problem, base_dir, data_info)
         data = loaded.data.get("data") if loaded is not None and isinstance(loaded.data, dict) else None
         data_only = isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
-        if data_only:
-            raise NetspecError(f"The run in {run_dir} cannot be rebuilt without its training data as it was: {problem}. The run's "
-                               f"spec is checked against its data, as when it trained; relative data paths start at {base_dir} "
-                               f"(from run.json). Put the data back, or point data in spec.yaml to where it is now.") from None
+        if data_only and data_info is None:
+            raise _data_gone(run_dir, problem, base_dir, "rebuilt") from None
         raise NetspecError(f"The run's spec.yaml is damaged: {problem}. {_SPEC_RECOVERY}") from None
 
 
 _SPEC_RECOVERY = ("The spec as it ran is also in the run's TensorBoard events (tensorboard --logdir on the run, Text tab, "
-                  "tag spec; unless summaries.text was off): save that text as spec.yaml. The checkpoints and events are untouched.")
+                  "tag spec; unless summaries.text was off): save that text as spec.yaml; and, resolved, in the run's ran.json "
+                  "(its \"spec\" mapping is JSON, which is YAML: saved alone as spec.yaml, it is the spec). The checkpoints and "
+                  "events are untouched.")
+
+
+def _overrides_misfit(run_dir: Path, spec_file: Path, loaded, problem: str, base_dir: str, data_info) -> None:
+    """When spec.yaml checks alone and only the `--set` values make its keys wrong (another
+    optimizer.type leaves the old one's arguments behind), raise that, as a resume refuses a
+    change of meaning or as the --set's problem; return when spec.yaml itself is damaged."""
+    from netspec import resumption
+    from netspec.check import check
+    from netspec.errors import SpecError
+    from netspec.load import load
+
+    try:
+        bare = load(spec_file)
+        bare.source = str(Path(base_dir) / spec_file.name)
+        check(bare, data_info=data_info)
+    except (SpecError, NetspecError):
+        return
+    refused = [d for d in resumption.differences(bare.data, loaded.data) if d.kind == resumption.MEANING]
+    if refused:
+        raise resumption.refusal(run_dir, refused, compared="--set, against spec.yaml")
+    raise NetspecError(f"The --set values do not fit the run's spec.yaml: {problem}. Set that key too (or to null to remove "
+                       f"it); spec.yaml, the checkpoints and the events are untouched.")
+
+
+def _data_gone(run_dir: Path, problem: str, base_dir: str, what: str) -> NetspecError:
+    """The run's training data is not where its spec says: not damage, and what still works."""
+    return NetspecError(f"The run in {run_dir} cannot be {what} without its training data as it was: {problem}. Relative data "
+                        f"paths start at {base_dir} (from run.json). Put the data back, or point data in spec.yaml to where it is "
+                        f"now; netspec predict needs only the run directory.")
 
 
 def _run_base_dir(run_dir: Path, info_file: Path) -> str:
@@ -239,9 +282,12 @@ def _run_base_dir(run_dir: Path, info_file: Path) -> str:
 
 
 def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
-        data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None) -> RunResult:
+        data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None,
+        allow_setting_changes: bool = False) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
-    directory from its latest checkpoint. See the module docstring."""
+    directory from its latest checkpoint that loads; what a resume may change of the spec is
+    `netspec.resumption`'s (`allow_setting_changes`: the training settings too). See the module
+    docstring."""
     import jax
     import jax.numpy as jnp
 
@@ -250,7 +296,11 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     from netspec.compile import compile_spec, current_learning_rate
     from netspec.summaries import Summaries
 
+    from netspec import resumption
+
     arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
+    # a resume continues the same run: refused changes end here, before anything compiles or is written
+    changes = [] if resume is None else resumption.accepted_changes(resume, spec, arrays, allow_setting_changes=allow_setting_changes)
     use_compilation_cache()
     mesh = distribute.mesh_for(spec, devices)
     program = compile_spec(spec, mesh)
@@ -264,18 +314,21 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         (run_dir / "spec.yaml").write_text(text)
         (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
         # what `netspec predict` needs to treat new inputs as the training data was treated
-        np.savez(run_dir / "preprocess.npz", shift=arrays.shift, scale=arrays.scale,
-                 class_names=np.asarray(arrays.class_names or [], dtype=str), feature_names=np.asarray(arrays.feature_names or [], dtype=str))
+        write_preprocess(run_dir, arrays)
+        resumption.record(run_dir, spec, arrays)  # what ran, for resume to compare with and predict to check with
     else:
-        latest = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).latest()
-        if latest is None:
+        # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
+        restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(state, notice=echo, set_aside=writer)
+        if restored is None:
             raise NetspecError(f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
-        state = checkpoint.load(latest, state)  # refuses a checkpoint of another model, before anything is written
+        latest, state = restored
         meta = checkpoint.metadata(latest)
         if int(state.step) >= spec.steps:
             raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
         run_dir = Path(resume) if writer else make_run_dir(scratch, spec, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
+        if writer:
+            record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
     start_step = int(state.step)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
     if resume is not None and writer:
@@ -313,6 +366,8 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                                                                                      key=program.keys.step)), batch=sample)
     extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
 
+    if changes and config["text"]:  # at the first step that ran with them (a resume from the same checkpoint purges it)
+        summaries.text("spec_changes", resumption.markdown(changes, start_step), start_step + 1)
     if resume is None:
         summaries.spec_text(text)
         summaries.sample_images(arrays.train.x[:16], spec.data_info)
@@ -660,50 +715,51 @@ def split_means(evaluation) -> tuple[dict[str, float], np.ndarray | None]:
     return {k: float(v) / float(count) for k, v in sums.items()}, confusion
 
 
-def finished_state(spec: Spec, run_dir: Path):
-    """(program, state) of a run from its best checkpoint if it kept one, else its latest.
-    Raises NetspecError when there is none, or when it is damaged or does not fit the spec,
-    naming the file and the other checkpoints that could be used instead."""
+def finished_state(spec: Spec, run_dir: Path, *, notice=None):
+    """(program, state) of a run from its best checkpoint if it kept one, else its latest; one
+    that does not load (damaged, or another model's) is passed over for the one before it, said
+    in one line to `notice`. Raises NetspecError when there is none, or when none loads, naming
+    each file and why."""
     from netspec import checkpoint
     from netspec.compile import compile_spec
 
     program = compile_spec(spec)
-    saved = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1)
-    candidates = [p for p in (saved.best(), *(path for _, path in reversed(saved.steps()))) if p is not None]
-    if not candidates:
+    restored = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1).restore(program.init(), prefer_best=True, notice=notice)
+    if restored is None:
         raise NetspecError(f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
                            f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
                            f"to use. Its TensorBoard events still show the training; train it again with netspec run.")
-    path = candidates[0]
-    try:
-        return program, checkpoint.load(path, program.init())
-    except NetspecError as e:
-        others = [p.name for p in candidates[1:]]
-        if others:
-            instead = (f"Move it out of checkpoints/ and netspec eval and predict use {others[0]} instead"
-                       f"{' (also there: ' + ', '.join(others[1:]) + ')' if len(others) > 1 else ''}.")
-        else:
-            instead = "It is the run's only checkpoint: train the run again with netspec run; its TensorBoard events are untouched."
-        fits = "does not fit" in str(e)
-        cause = (" The run's spec.yaml and this checkpoint disagree: spec.yaml was edited after training, or the checkpoint "
-                 "came from another run." if fits else "")
-        raise NetspecError(f"{e}{cause} {instead}") from None
+    return program, restored[1]
 
 
-def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None, notice=None) -> dict:
     """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
     "train"; default: test when the data has one, the honest figure for a model chosen on the
     validation split; else the spec's eval.split), from its best checkpoint if it kept one
-    (early stopping, checkpoint.best), else its latest. Raises NetspecError for a damaged run
-    directory (naming the file), missing data, or a split the data does not have."""
-    spec = load_run_spec(run_dir)
+    (early stopping, checkpoint.best), else its latest (one that does not load is passed over,
+    said in one line to `notice`). The spec is checked against the data as the run recorded it;
+    the split itself is read from the data files. Raises NetspecError for a damaged run
+    directory (naming the file), data that is missing or no longer of the shapes the run
+    trained on, or a split the data does not have."""
+    from netspec.errors import DataError
+
+    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)
     run_dir = Path(run_dir)
-    arrays = load_arrays(spec, data_dir)
+    try:
+        arrays = load_arrays(spec, data_dir)
+    except DataError as e:
+        raise _data_gone(run_dir, str(e).rstrip("."), spec.base_dir, "evaluated") from None
+    found = (tuple(arrays.train.x.shape[1:]), tuple(arrays.train.y.shape[1:]))
+    ran = (tuple(spec.data_info.x_shape), tuple(spec.data_info.y_shape))
+    if found != ran:
+        raise NetspecError(f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
+                           f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
+                           f"training data back, or point data in spec.yaml to it.")
     split = split or ("test" if arrays.test is not None else spec.eval["split"] or "test")
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
-    program, state = finished_state(spec, run_dir)
+    program, state = finished_state(spec, run_dir, notice=notice)
     return split_means(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))[0]
 
 
@@ -850,6 +906,33 @@ class Preprocess(NamedTuple):
     feature_names: tuple[str, ...] | None  # the training CSV's feature columns, in order; None when not known
 
 
+def write_preprocess(run_dir: Path, arrays) -> None:
+    """The run's preprocess.npz: what `netspec predict` needs to treat new inputs as the training
+    data was treated (`read_preprocess`). Written whole or not at all. Raises OSError."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, shift=arrays.shift, scale=arrays.scale, class_names=np.asarray(arrays.class_names or [], dtype=str),
+             feature_names=np.asarray(arrays.feature_names or [], dtype=str))
+    tmp = run_dir / f".preprocess.npz.{os.getpid()}.tmp"
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, run_dir / "preprocess.npz")
+
+
+def record_resume(run_dir: Path, spec: Spec, arrays, changes, step: int, echo) -> None:
+    """What a resume that goes ahead records: ran.json and the accepted changes
+    (`resumption.record`), and preprocess.npz again when it is missing or damaged (the resume
+    has the training data it came from), said in one line."""
+    from netspec import resumption
+
+    resumption.record(run_dir, spec, arrays, changes, step=step, notice=echo)
+    try:
+        read_preprocess(run_dir, spec)
+    except NetspecError:
+        write_preprocess(run_dir, arrays)
+        echo(f"{run_dir / 'preprocess.npz'} was missing or damaged; it is written again from the training data.")
+
+
 def read_preprocess(run_dir: str | Path, spec: Spec) -> Preprocess:
     """A run's preprocess.npz. Raises NetspecError naming it when it is missing or damaged."""
     path = Path(run_dir) / "preprocess.npz"
@@ -880,18 +963,20 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> 
     """`netspec predict`: (outputs float32 [N, ...], predicted classes int32 [N] or None, class
     names) of a finished run on new inputs, scaled as its training data was; the class is
     `compile.output_class`'s, as in evaluation and the report. CSV columns are matched to the
-    training features by name (`read_inputs`; `notice` gets its one-line notes). Raises
-    NetspecError for a damaged run directory (naming the file) or unreadable inputs."""
+    training features by name (`read_inputs`; `notice` gets its one-line notes, and one for a
+    checkpoint passed over). Needs only the run directory: the spec is checked against the data
+    as the run recorded it (ran.json), not against the data files. Raises NetspecError for a
+    damaged run directory (naming the file) or unreadable inputs."""
     import jax
 
     from netspec.compile import Data, num_classes, output_class
 
-    spec = load_run_spec(run_dir)
+    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)  # the data as recorded: its files are not needed
     run_dir = Path(run_dir)
     pre = read_preprocess(run_dir, spec)
     x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
     x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
-    program, state = finished_state(spec, run_dir)
+    program, state = finished_state(spec, run_dir, notice=notice)
     data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
     inputs, _ = program.prepare(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))

@@ -1,6 +1,8 @@
 """Using a finished run: `netspec predict` finds CSV columns by name, `netspec eval` and `netspec
-predict` on a damaged run directory end in one paragraph naming the file (never a traceback),
-and evaluation, `netspec predict` and the closing report decide the same class for every loss.
+predict` on a damaged run directory end in one paragraph naming the file (never a traceback) or,
+for a damaged latest checkpoint, use the one before it and say so in one line, predict needs
+only the run directory, and evaluation, `netspec predict` and the closing report decide the same
+class for every loss.
 
 Runs are tiny (inline XOR-sized data or a CSV of a few rows, a step or twenty) and trained once
 per module; each test reads them through the real command line (click's CliRunner).
@@ -283,31 +285,38 @@ def test_a_checkpoint_of_another_model(damageable_run, tmp_path):
         assert_one_paragraph(result, _checkpoint(run_dir).name, "does not fit", "another run", "netspec run")
 
 
-def test_a_damaged_checkpoint_names_the_one_to_use_instead(damageable_run, tmp_path):
+def test_a_damaged_checkpoint_is_passed_over_for_the_one_before(damageable_run, tmp_path):
     original, points = damageable_run
     run_dir = tmp_path / "run"
     shutil.copytree(original, run_dir)
     latest = _checkpoint(run_dir)
     older = latest.with_name("step-00000010.safetensors")
     shutil.copy(latest, older)
+    want = netspec("predict", run_dir, "--input", points)
     damage(latest, "truncated")
     result = netspec("predict", run_dir, "--input", points)
-    assert_one_paragraph(result, latest.name, "damaged", f"use {older.name} instead")
-    latest.unlink()  # as the message says: then the older one is used
-    assert netspec("predict", run_dir, "--input", points).exit_code == 0
+    assert result.exit_code == 0, result.output
+    assert result.stdout == want.stdout  # the same parameters, from the one before
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # said in one line
+    for word in (latest.name, "damaged", f"using {older.name} instead"):
+        assert word in result.stderr, (word, result.stderr)
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_training_data_gone_is_said_so(damageable_run, tmp_path, command):
-    """Not damage: the spec is checked against its data as when it trained, and the data moved."""
+def test_training_data_gone_is_said_so_by_eval_and_predict_needs_none(damageable_run, tmp_path):
+    """Not damage: eval reads the split from the data files, and the data moved; predict needs
+    only the run directory (the spec is checked against the data as the run recorded it)."""
     original, points = damageable_run
     run_dir = tmp_path / "run"
     shutil.copytree(original, run_dir)
     (tmp_path / "elsewhere").mkdir()
     (run_dir / "run.json").write_text(json.dumps({"spec_source": "spec.yaml", "base_dir": str(tmp_path / "elsewhere")}))
-    result = netspec(*COMMANDS[command](run_dir, points))
-    message = assert_one_paragraph(result, "training data", str(tmp_path / "elsewhere" / "table.csv"), "Put the data back")
+    result = netspec(*COMMANDS["eval"](run_dir, points))
+    message = assert_one_paragraph(result, "training data", str(tmp_path / "elsewhere" / "table.csv"), "Put the data back",
+                                   "netspec predict needs only the run directory")
     assert "damaged" not in message, message
+    predicted = netspec(*COMMANDS["predict"](run_dir, points))
+    assert predicted.exit_code == 0 and predicted.stderr == "", predicted.output
+    assert predicted.stdout == netspec(*COMMANDS["predict"](original, points)).stdout
 
 
 def test_a_bad_set_on_resume_is_still_the_users_mistake(damageable_run):
