@@ -243,6 +243,18 @@ def test_every_key_of_the_spec_is_classified():
     assert resumption.rule_for(("no_such_key",)).kind == resumption.MEANING
 
 
+def test_the_readme_says_what_each_rule_says():
+    """Each rule of two keys or fewer is named in the README's Resume paragraph (the rules are
+    stated in resumption.RULES; the README says them for a reader, and must not drift)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("- **Resume**"):readme.index("- **Damaged files**")]
+    for rule in resumption.RULES:
+        if rule.key.count(".") <= 1 and rule.key != "train":  # train's own keys are each named
+            assert f"`{rule.key}`" in section, rule.key
+    for kind in ("allowed", "only with `--allow-setting-changes`", "refused"):
+        assert kind in section, kind
+
+
 @pytest.mark.parametrize("path, old, new, kind", [
     (("checkpoint", "best"), None, "loss", resumption.SETTING),  # nothing chosen yet
     (("checkpoint", "best"), "loss", "accuracy", resumption.MEANING),  # the best so far was chosen by loss
