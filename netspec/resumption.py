@@ -274,7 +274,6 @@ def record(run_dir: str | Path, spec: Spec, arrays, changes: list[Difference] = 
     _write_json(run_dir / RECORD, what)
     if not changes:
         return
-    history = []
     path = run_dir / CHANGES
     try:
         history = json.loads(path.read_text(encoding="utf-8"))
@@ -331,9 +330,9 @@ def accepted_changes(run_dir: str | Path, spec: Spec, arrays, *, allow_setting_c
     if settings and not allow_setting_changes:
         raise NetspecError(
             f"Cannot resume {run_dir} without {FLAG}: these training settings differ from what it ran ({compared}): "
-            f"{_listed(settings)}. A resume may change them from the step it continues at when asked: add {FLAG} to the "
-            f"command, and the changes are recorded with that step in {run_dir / CHANGES} and in TensorBoard (Text, tag "
-            f"spec_changes). Nothing in the run directory was changed.")
+            f"{_listed(settings)}. A resume may change them from the step it continues at when asked: netspec resume "
+            f"{run_dir} {FLAG} (with the same --set), and the changes are recorded with that step in {run_dir / CHANGES} "
+            f"and in TensorBoard (Text, tag spec_changes). Nothing in the run directory was changed.")
     return found
 
 

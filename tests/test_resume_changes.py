@@ -266,6 +266,20 @@ def test_the_selection_metric_is_a_setting_until_it_has_chosen(path, old, new, k
     assert resumption.classify(path, old, new).kind == kind
 
 
+def test_early_stopping_may_be_added_and_then_its_metric_is_fixed(run_dir, tmp_path):
+    """A resume may add early stopping (nothing was chosen yet); once its metric has chosen a
+    best checkpoint, another metric is refused."""
+    (tmp_path / "xor.yaml").write_text(XOR + "eval: {every: 10}\n")
+    held_out = T.run(check(load(tmp_path / "xor.yaml", ["data.validation_split=0.25"])), logdir=tmp_path / "runs", quiet=True).run_dir
+    added = netspec("resume", held_out, "--set", LONGER, "--set", "train.early_stopping={metric: loss, patience: 5}",
+                    "--allow-setting-changes", "--quiet")
+    assert added.exit_code == 0, added.output
+    (entry,) = json.loads((held_out / "changes.json").read_text())
+    assert {c["key"] for c in entry["changes"]} == {"$.train.steps", "$.train.early_stopping", "$.checkpoint.best"}
+    other = netspec("resume", held_out, "--set", "train.steps=40", "--set", "checkpoint.best=accuracy", "--allow-setting-changes")
+    assert_clean_failure(other, "$.checkpoint.best: loss -> accuracy", "best.safetensors was chosen")
+
+
 # -- the data: where it is may change, what it is may not ----------------------------------------------
 
 NPZ = XOR.replace("""  inline:
