@@ -2,8 +2,10 @@
 
 Contract: `save(path, tree, metadata)` writes every leaf under its pytree path
 (`params['layer1']['kernel']`), plus a small JSON manifest in the file's metadata (step, spec
-name, anything the caller adds), to a temporary name in the same directory, fsyncs, then renames:
-a reader never sees half a file, and a crash never damages the previous checkpoint.
+name, anything the caller adds), to a temporary name in the same directory, fsyncs, then renames
+and fsyncs the directory: a reader never sees half a file, and a crash never damages the previous
+checkpoint. A write cut off by a signal or a full disk removes its temporary file; one cut off
+by kill -9 leaves it, for the next command that opens the run (`rundir.remove_leftovers`).
 `load(path, template)` fills a tree shaped like `template` and refuses, with a clear message, a
 file whose leaves or shapes do not match (a checkpoint from another spec). Never pickle.
 `Checkpoints.restore(template)` loads the newest checkpoint of a run that loads, passing over
@@ -43,17 +45,27 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     from netspec.distribute import gather
 
+    from netspec.interrupts import pause
+    from netspec.rundir import sync_directory, write_all
+
     payload = to_bytes(_flat(gather(tree)), metadata={"netspec": json.dumps(metadata or {})})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            half = len(payload) // 2
+            write_all(fd, payload[:half], tmp)
+            pause(f"checkpoint-write:{path.name}")  # tests stop the process here, half written
+            write_all(fd, payload[half:], tmp)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:  # a signal, a full disk: no half file is left behind
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == tmp:  # say which file could not be written, not its temporary name
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+    sync_directory(path.parent)  # the rename survives a power loss too
     return path
 
 
@@ -196,12 +208,6 @@ class Checkpoints:
             raise CheckpointError(f"{failed[0]} It is the run's only checkpoint. {then}", failed[0].reason, misfit=misfit)
         every = "; ".join(f"{p.name}: {e.reason}" for p, e in zip(candidates, failed))
         raise CheckpointError(f"None of the {len(failed)} checkpoints in {self.directory} loads ({every}). {then}", failed[0].reason, misfit=misfit)
-
-    def remove_partial(self) -> None:
-        """Delete the temporary files of writes that were cut off (kill -9, power loss). Only
-        the process that owns the run may call this: another's write in progress is such a file."""
-        for path in self.directory.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
 
     def save(self, tree, step: int, meta: dict) -> Path:
         path = save(self.directory / f"step-{step:08d}.safetensors", tree, {**meta, "step": step})

@@ -4,7 +4,9 @@ Each command is a thin function whose docstring is its help, under one error pol
 (`_one_error_policy`): a user's mistake (a bad spec, a missing or damaged file) is a
 `NetspecError`, printed as one paragraph on stderr with its exit code (1), never a traceback; an
 OSError nobody explained is "cannot read or write <file>"; Ctrl-C is exit 130; anything else is
-the "bug in netspec" paragraph. A bad command line is click's own UsageError (exit 2).
+the "bug in netspec" paragraph. `run` and `resume` handle SIGINT and SIGTERM themselves, from
+their first line (`_train`): a `Stopped` paragraph saying what was kept, exit 130 / 143. A bad
+command line is click's own UsageError (exit 2).
 `validate` and `schema` never import jax.
 """
 
@@ -201,7 +203,25 @@ def resume(run_dir, overrides, allow_setting_changes, **training):
     _train(None, run_dir, overrides, logdir=None, run_name=None, allow_setting_changes=allow_setting_changes, **training)
 
 
-def _train(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id,
+def _train(spec_path, resume_dir, overrides, **options):
+    """`run` and `resume`. SIGINT and SIGTERM are handled from the start (`netspec.interrupts`):
+    each ends in one paragraph and exit 130 / 143, whenever it comes; before training takes over
+    (loading jax, checking the spec) it stops at once, nothing written."""
+    from netspec.interrupts import Interrupted, Interrupts, Stopped, describe
+
+    with Interrupts():
+        try:
+            _start(spec_path, resume_dir, overrides, **options)
+        except Interrupted as e:
+            if resume_dir is None:
+                then = "No run directory was created. Run the same netspec run command to start again."
+            else:
+                then = f"Nothing in {resume_dir} was changed. Continue it with: netspec resume {resume_dir}"
+            raise Stopped(f"{describe(e.signum, e.count)}: stopped before the {'run' if resume_dir is None else 'resume'} started. {then}",
+                          e.signum) from None
+
+
+def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id,
            allow_setting_changes=False):
     try:
         if coordinator is not None:

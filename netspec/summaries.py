@@ -26,20 +26,39 @@ TensorBoard keeps the first summary metadata of a tag in a run, and the session'
 hyperparameters are that metadata; so `HPARAMS_FILE` is rewritten whole, atomically, when a run
 starts, is resumed (`--set train.steps=N` changes `steps`) and ends (its status), and never
 holds two sessions. The host calls this module only at chunk boundaries.
+
+Durability. Events are written by `EventFile`, synchronously: each record in one write() of its
+own, so once a call returns its events are in the file (a kill -9 loses none of them; tensorboardX's
+writer queued them for a thread, and its flush() did not write the queue), and a write cut off
+by a full disk is cut back to the last whole record. `sync()` fsyncs every file; the training
+loop calls it before each checkpoint, so a checkpoint is never on disk before the events up to
+its step. The files are named and begin as tensorboardX's (`events.out.tfevents.<second>.<host>
+<suffix>`, a file_version event, and with `purge_step` a SessionLog START at that step, after
+which TensorBoard drops the steps >= purge_step that earlier files hold): a resumed run's new
+files hide what the stopped one wrote after its checkpoint.
+
+The closing's evaluations (`evaluation(..., final=True)`) go into a file of their own in each
+evaluation run, `events.out.tfevents.<second>.<host><suffix>.closing`, written under a temporary
+name and renamed by `commit_closing()`: a run interrupted before result.json is finished by a
+resume that replaces that file whole (`replace_closing`), rather than purging it: TensorBoard's
+EventAccumulator purges scalars, histograms and images at a purge step, but not text.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.record_writer import masked_crc32c
 
 from netspec.check import Spec, plain
+from netspec.rundir import sync_directory, write_all
 
 _BIAS_NAMES = {"bias", "beta", "offset"}
 HISTOGRAM_BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow") costs 20x more per call
@@ -71,46 +90,141 @@ def hparams_of(spec: Spec) -> dict:
     return out
 
 
+class EventFile:
+    """One TensorBoard event file, written synchronously (see "Durability" in the module
+    docstring). With `pending` it is written under a temporary name (no "tfevents" in it, so
+    TensorBoard does not read it) until `commit()` renames it. Raises OSError when the file
+    cannot be created or written."""
+
+    def __init__(self, directory: Path, *, suffix: str = "", purge_step: int | None = None, pending: bool = False):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        base = f"events.out.tfevents.{str(time.time())[:10]}.{socket.gethostname()}{suffix}"
+        for i in range(100):  # never truncate another file, even one of the same second and suffix
+            self.path = directory / (base if i == 0 else f"{base}-{i}")
+            if pending and self.path.exists():
+                continue
+            written = directory / f".events{suffix}.{os.getpid()}.tmp" if pending else self.path
+            try:
+                self._fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(f"{base} and 99 more exist in {directory}")
+        self._written = written
+        self._size = 0
+        if not pending:
+            sync_directory(directory)  # the new name survives a power loss with the events in it
+        self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if purge_step is not None:  # as tensorboardX's SummaryWriter(purge_step=...) begins a file
+            self.add_event(Event(step=purge_step, file_version="brain.Event:2"))
+            self.add_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def add_event(self, event: Event) -> None:
+        """Append one event (stamped now unless it has a wall time) as one whole record."""
+        if not event.wall_time:
+            event.wall_time = time.time()
+        record = _record(event.SerializeToString())
+        try:
+            write_all(self._fd, record, self.path)  # named as it will be: a temporary name would mean nothing to a reader
+        except BaseException:
+            # a write cut off part way (a full disk) leaves no half record for a reader to stop at
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise
+        self._size += len(record)
+
+    def add_summary(self, summary: Summary, step: int) -> None:
+        self.add_event(Event(summary=summary, step=int(step)))
+
+    def sync(self) -> None:
+        """fsync: the events written so far survive a power loss, not only the process's end."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def commit(self) -> None:
+        """fsync, close and give a `pending` file its name: TensorBoard reads it whole or not at all."""
+        self.sync()
+        self.close()
+        if self._written != self.path:
+            os.replace(self._written, self.path)
+            self._written = self.path
+            sync_directory(self.path.parent)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+CLOSING_SUFFIX = ".closing"  # the file of a run's closing evaluations, in each evaluation run
+
+
 class Summaries:
     """The event writers of one run (see the module docstring for the layout). Creating it
-    writes the run's HParams session at once; raises OSError when the run directory cannot be
-    written."""
+    writes the run's HParams session and opens the training run's event file (unless not
+    `training`: then at its first use) and those of the evaluation runs named in `splits`;
+    raises OSError when the run directory cannot be written. `purge_step` begins every new file
+    with a purge at that step (a resumed run: its checkpoint's step + 1). `replace_closing`
+    deletes the closing files an interrupted closing left (see the module docstring)."""
 
-    def __init__(self, run_dir: Path, spec: Spec, *, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, spec: Spec, *, purge_step: int | None = None, splits=(), training: bool = True,
+                 replace_closing: bool = False):
         self.run_dir = Path(run_dir)
         self.spec = spec
         self.config = spec.summaries
         # A resumed run opens new event files beside the old ones; the suffix keeps a resume that
-        # starts within the same second from truncating them (tensorboardX names files by second).
-        self._suffix = f".{os.getpid()}.{purge_step or 0}"
+        # starts within the same second from truncating them (files are named by the second).
         self._purge_step = purge_step
+        self._suffix = f".{os.getpid()}.{purge_step or 0}"
+        if replace_closing:
+            for split in SPLITS:
+                for path in (self.run_dir / split).glob(f"events.out.tfevents.*{CLOSING_SUFFIX}"):
+                    path.unlink()
         self._started = time.time()
+        self._files: list[EventFile] = []
         self.session()  # before the training events' file exists: see HPARAMS_FILE
-        self.train = self._writer(self.run_dir)
-        self._evals: dict[str, SummaryWriter] = {}
+        self._train = self._writer(self.run_dir, self._purge_step) if training else None
+        self._evals: dict[str, EventFile] = {}
+        self._closing: dict[str, EventFile] = {}
+        for name in splits:  # opened now, so their purge hides a stopped run's later evaluations at once
+            self.split(name)
         self.dropped: dict[str, list[int]] = {}  # histogram tag -> steps whose NaN or Inf values were left out
 
-    def _writer(self, directory: Path) -> SummaryWriter:
-        return SummaryWriter(str(directory), purge_step=self._purge_step, flush_secs=30, filename_suffix=self._suffix)
+    @property
+    def train(self) -> EventFile:
+        """The training run's event file."""
+        if self._train is None:
+            self._train = self._writer(self.run_dir, self._purge_step)
+        return self._train
 
-    def split(self, name: str) -> SummaryWriter:
+    def _writer(self, directory: Path, purge_step: int | None) -> EventFile:
+        writer = EventFile(directory, suffix=self._suffix, purge_step=purge_step)
+        self._files.append(writer)
+        return writer
+
+    def split(self, name: str) -> EventFile:
         """The `<run_dir>/<name>/` run of evaluations on split `name` ("test" or "validation"),
-        created at its first evaluation; same scalar tags as training, so charts overlay."""
+        created at its first evaluation unless named in `splits`; same scalar tags as training,
+        so charts overlay."""
         if name not in SPLITS:
             raise ValueError(f"no evaluation run for split {name!r}; expected one of {SPLITS}")
         if name not in self._evals:
-            self._evals[name] = self._writer(self.run_dir / name)
+            self._evals[name] = self._writer(self.run_dir / name, self._purge_step)
         return self._evals[name]
 
     # -- per chunk --------------------------------------------------------------------------
 
-    def scalars(self, step: int, values: Mapping[str, float], writer: SummaryWriter | None = None) -> None:
+    def scalars(self, step: int, values: Mapping[str, float], writer: EventFile | None = None) -> None:
         """One point per tag at `step` (in the training run unless `writer` says otherwise). A NaN
         or Inf is written as it is: TensorBoard draws it, and it is the truth about that step."""
         writer = writer or self.train
         # the Summary proto directly: tensorboardX's add_scalar logs a bare warning for each NaN
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
-        writer._get_file_writer().add_summary(summary, step)
+        writer.add_summary(summary, step)
 
     def histograms(self, step: int, params, *, activations=None, gradients=None) -> None:
         """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array."""
@@ -148,7 +262,7 @@ class Summaries:
                 histogram = HistogramProto(min=float(values.min()), max=float(values.max()), num=int(values.size),
                                            sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
                                            bucket_limit=[float(values.max())], bucket=[int(values.size)])
-        self.train._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, histo=histogram)]), step)
+        self.train.add_summary(Summary(value=[Summary.Value(tag=tag, histo=histogram)]), step)
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;
@@ -166,16 +280,26 @@ class Summaries:
     def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, split: str,
                    final: bool = False, scalars: bool = True) -> None:
         """An evaluation on `split`, into its run: scalars under the training run's tags, and
-        the confusion matrix (counts [true, predicted]) as an image; at the end also as a table."""
-        writer = self.split(split)
+        the confusion matrix (counts [true, predicted]) as an image; at the end (`final`: into
+        the closing file, see `commit_closing`) also as a table."""
+        from tensorboardX.summary import image
+
+        if final:
+            if split not in self._closing:
+                if split not in SPLITS:
+                    raise ValueError(f"no evaluation run for split {split!r}; expected one of {SPLITS}")
+                self._closing[split] = EventFile(self.run_dir / split, suffix=self._suffix + CLOSING_SUFFIX, pending=True)
+                self._files.append(self._closing[split])
+            writer = self._closing[split]
+        else:
+            writer = self.split(split)
         if scalars:
             self.scalars(step, values, writer)
         if confusion is not None and self.spec.eval["confusion_matrix"] and (scalars or final):
             counts = np.asarray(confusion)
-            writer.add_image("confusion_matrix", confusion_image(counts, class_names), step, dataformats="HWC")
+            writer.add_summary(image("confusion_matrix", confusion_image(counts, class_names), dataformats="HWC"), step)
             if final:
                 self.text("confusion_counts", confusion_text(counts, class_names), step, writer)
-        writer.flush()
 
     # -- once per run -----------------------------------------------------------------------
 
@@ -189,9 +313,11 @@ class Summaries:
             images = images[..., None]
         low, high = images.min(), images.max()
         images = (images - low) / (high - low) if high > low else np.zeros_like(images)
-        self.train.add_images("input/samples", images, 0, dataformats="NHWC")
+        from tensorboardX.summary import image
 
-    def text(self, tag: str, markdown: str, step: int, writer: SummaryWriter | None = None) -> None:
+        self.train.add_summary(image("input/samples", images, dataformats="NHWC"), 0)
+
+    def text(self, tag: str, markdown: str, step: int, writer: EventFile | None = None) -> None:
         """Markdown under exactly `tag` in the Text tab (tensorboardX's add_text appends
         `/text_summary` to every tag, so the summary is built here from its protos)."""
         from tensorboardX.proto.plugin_text_pb2 import TextPluginData
@@ -203,17 +329,15 @@ class Summaries:
             plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
         tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode("utf-8")],
                              tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
-        (writer or self.train)._get_file_writer().add_summary(
-            Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+        (writer or self.train).add_summary(Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
 
     def spec_text(self, yaml_text: str) -> None:
         if self.config["text"]:
             self.text("spec", "```yaml\n" + yaml_text + "\n```", 0)
 
     def graph(self, graph_def) -> None:
-        from netspec.graph import write_graph
-
-        write_graph(self.train, graph_def)
+        # an Event with graph_def set is what TensorBoard's Graphs tab reads (as graph.write_graph writes it)
+        self.train.add_event(Event(graph_def=graph_def.SerializeToString()))
 
     def session(self, *, status: str | None = None) -> None:
         """(Re)write the run's HParams session (`HPARAMS_FILE`): the spec's hyperparameters, and
@@ -224,33 +348,40 @@ class Summaries:
         sessions or half of one. Raises OSError when it cannot be written."""
         if not self.config["hparams"]:
             return
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.record_writer import RecordWriter
+        from netspec.rundir import write_atomically
 
         events = [Event(wall_time=self._started, file_version="brain.Event:2"),
                   Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started))]
         if status is not None:
             events.append(Event(wall_time=time.time(), step=0, summary=_session_end(status)))
-        # no "tfevents" in the temporary name: TensorBoard never reads a file still being written
-        tmp = self.run_dir / f".hparams.{os.getpid()}.tmp"
-        records = RecordWriter(str(tmp))
-        try:
-            for event in events:
-                records.write(event.SerializeToString())
-            records.flush()  # and fsync: the rename never exposes an empty file after a crash
-        finally:
-            records.close()
-        os.replace(tmp, self.run_dir / HPARAMS_FILE)
+        # Written under a temporary name with no "tfevents" in it (TensorBoard never reads a file
+        # still being written), fsynced, then renamed: never an empty file after a crash.
+        write_atomically(self.run_dir / HPARAMS_FILE, b"".join(_record(e.SerializeToString()) for e in events), tmp_prefix="hparams")
 
-    def flush(self) -> None:
-        self.train.flush()
-        for writer in self._evals.values():
-            writer.flush()
+    def commit_closing(self) -> None:
+        """Put the closing's evaluations in place, each evaluation run's file whole (see the
+        module docstring). Raises OSError."""
+        for writer in self._closing.values():
+            writer.commit()
+
+    def sync(self) -> None:
+        """fsync every event file: the events written so far are on disk (see "Durability")."""
+        for writer in self._files:
+            writer.sync()
 
     def close(self) -> None:
-        self.train.close()
-        for writer in self._evals.values():
-            writer.close()
+        """fsync and close every event file."""
+        try:
+            self.sync()
+        finally:
+            for writer in self._files:
+                writer.close()
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C (what TensorBoard reads)."""
+    header = len(data).to_bytes(8, "little")
+    return b"".join((header, masked_crc32c(header).to_bytes(4, "little"), data, masked_crc32c(data).to_bytes(4, "little")))
 
 
 def _hparams_summary(tag: str, **data) -> Summary:

@@ -16,24 +16,38 @@ optimizer and model state, step) is restored exactly, the batch order and per-st
 functions of (seed, step), and the event files drop anything past the checkpoint (purge_step),
 so a stopped and resumed run ends bit for bit as one never stopped.
 
-Stops: SIGINT/SIGTERM finish the current chunk, checkpoint, flush and raise `Stopped` (exit 130
-/ 143); a non-finite loss or gradient with `on_nonfinite: stop` raises an error naming the
-step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the host
-then runs that chunk again from the last checkpoint with the check in every step to name them);
-early stopping ends the loop normally.
+The closing. When training ends (its last step, or early stopping) the final evaluations are
+computed (the best checkpoint kept), then the closing checkpoint is written, recording how
+training ended; only then are the final evaluations' events, the HParams status and
+`result.json` written. A run interrupted after the closing checkpoint is finished by a resume
+without training: the same evaluations of the same state, written again in place of what the
+interrupted closing wrote (`summaries` keeps them in a file of their own), so it ends as one
+never interrupted.
+
+A sitting holds the run directory (`rundir.lock`) from when it claims or opens it to its end,
+and first removes what cut-off writes left there. Every file is written whole or not at all,
+and the events up to a checkpoint's step are on disk (fsynced) before the checkpoint is.
+
+Stops: SIGINT/SIGTERM (`netspec.interrupts`) before the run directory exists stop at once, with
+nothing written; while training, the first finishes the current chunk, checkpoints and raises
+`Stopped` (exit 130 / 143), a second stops at once, keeping the last checkpoint; in the closing
+they stop at once, for a resume to finish. A full disk ends the run with one paragraph saying
+what was kept. A non-finite loss or gradient with `on_nonfinite: stop` raises an error naming
+the step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the
+host then runs that chunk again from the last checkpoint with the check in every step to name
+them); early stopping ends the loop normally.
 The host touches the program only between chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
-import signal
 import tempfile
 import sys
-import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -44,10 +58,11 @@ from pathlib import Path
 import numpy as np
 
 import netspec
-from netspec import distribute
+from netspec import distribute, interrupts, rundir
 from netspec.check import Spec, plain
 from netspec.data import BatchOrder
 from netspec.errors import NetspecError
+from netspec.interrupts import Stopped, pause
 
 
 @dataclass
@@ -57,26 +72,12 @@ class RunResult:
     train_seconds: float
     compile_seconds: float
     losses: list = field(default_factory=list)  # (step, loss) at every step, for reproducibility checks
+    steps_run: int | None = None  # steps the training that ended the run took in its sitting (None: len(losses))
 
 
 def make_run_dir(logdir: str | Path, spec: Spec, run_name: str | None) -> Path:
-    """Claim a new, empty run directory; never reuse an existing one."""
-    parent = Path(logdir) / spec.name
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise NetspecError(f"Cannot create the run directory {parent}: {e.strerror}. Choose another --logdir.") from None
-    base = run_name or time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        candidate = parent / (base if i == 0 else f"{base}-{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise NetspecError(f"Cannot create the run directory {candidate}: {e.strerror}. Choose another --logdir.") from None
-    raise NetspecError(f"Too many runs named {base!r} in {parent}; choose another --run-name.")
+    """Claim a new, empty run directory; never reuse an existing one (`rundir.make_run_dir`)."""
+    return rundir.make_run_dir(logdir, spec.name, run_name)
 
 
 def spec_yaml(spec: Spec) -> str:
@@ -126,36 +127,6 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-class Stopped(NetspecError):
-    """Training stopped before its last step, after saving what can be resumed."""
-
-
-_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class _StopRequest:
-    """SIGINT / SIGTERM while training: remember it; the loop stops after the current chunk."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in _SIGNAL_EXIT:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 def _json(value) -> str:
     """Strict JSON (a NaN or Inf, e.g. a diverged loss, becomes null)."""
     def clean(v):
@@ -170,9 +141,7 @@ def _json(value) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    rundir.write_atomically(path, text)
 
 
 def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = False, notice=None) -> Spec:
@@ -285,9 +254,134 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None,
         allow_setting_changes: bool = False) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
-    directory from its latest checkpoint that loads; what a resume may change of the spec is
-    `netspec.resumption`'s (`allow_setting_changes`: the training settings too). See the module
-    docstring."""
+    directory from its latest checkpoint that loads (or, when its training had ended, finish it
+    without training); what a resume may change of the spec is `netspec.resumption`'s
+    (`allow_setting_changes`: the training settings too). See the module docstring. Raises
+    `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends it early (a
+    full disk included), each one paragraph saying what was kept and how to go on."""
+    where = _Where(spec, resume)
+    with interrupts.watch() as signals, signals.modes():
+        failed = True
+        try:
+            result = _sitting(spec, where, signals, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=echo,
+                              resume=resume, devices=devices, allow_setting_changes=allow_setting_changes)
+            failed = False
+            return result
+        except interrupts.Interrupted as e:
+            raise where.stopped(e) from None
+        except OSError as e:  # a full disk, a read-only or vanished run directory
+            where.abandon_if_empty()
+            raise where.cannot_write(e) from None
+        finally:
+            with signals.deferred():  # the clean-up runs whole; a signal meanwhile changes nothing
+                where.release(failed)
+
+
+class _Where:
+    """How far a sitting got, for the paragraph that ends it early, and what it holds: the run
+    directory once it exists (and the lock on it), a process's scratch directory."""
+
+    def __init__(self, spec: Spec, resume):
+        self.spec = spec
+        self.resume = None if resume is None else Path(resume)
+        self.run_dir: Path | None = None
+        self.phase = "training"  # then "closing" (training ended, results not yet written), "done"
+        self.scratch: Path | None = None
+        self.removed: Path | None = None  # a new run's directory, taken away as it held nothing
+        self._lock = None
+
+    def hold(self, run_dir: Path) -> None:
+        """Lock the run directory for this sitting (refused, naming the holder, while another
+        process writes it), then remove what cut-off writes left there."""
+        self._lock = rundir.lock(run_dir)
+        self.run_dir = run_dir
+        rundir.remove_leftovers(run_dir)
+
+    def abandon_if_empty(self) -> None:
+        """A new run that failed before writing anything into its directory (a full disk) takes
+        the directory away again: nothing of it could be used."""
+        if self.resume is None and self.run_dir is not None and self._lock is not None:
+            with contextlib.suppress(OSError):
+                rundir.remove_leftovers(self.run_dir)
+                if {p.name for p in self.run_dir.iterdir()} <= {rundir.LOCK_FILE}:
+                    (self.run_dir / rundir.LOCK_FILE).unlink(missing_ok=True)
+                    self.run_dir.rmdir()
+                    self.removed, self.run_dir = self.run_dir, None
+
+    def release(self, failed: bool) -> None:
+        if self._lock is not None:
+            if failed and self.run_dir is not None:  # our own cut-off writes clean up after themselves; this is the last word
+                with contextlib.suppress(OSError):
+                    rundir.remove_leftovers(self.run_dir)
+            self._lock.release()
+            self._lock = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _kept(self) -> tuple[str, str, bool]:
+        """(what the run directory holds now, what to do next, whether that is to start again)."""
+        from netspec import checkpoint
+
+        again = "run the same netspec run command to start again"
+        if self.run_dir is None:
+            if self.resume is not None:
+                return f"Nothing in {self.resume} was changed", f"continue it with: netspec resume {self.resume}", False
+            if self.removed is not None:
+                return f"Nothing was kept (its empty directory {self.removed} was removed)", again, True
+            return "No run directory was created", again, True
+        if self.phase == "done":
+            return f"The run had finished; everything is in {self.run_dir}", "", False
+        latest = checkpoint.Checkpoints(self.run_dir / "checkpoints", keep=1).latest()
+        if latest is None:
+            return (f"No checkpoint had been written yet, so the run cannot be resumed ({self.run_dir} holds its events so far)",
+                    again, True)
+        try:
+            meta = checkpoint.metadata(latest)
+        except NetspecError:
+            meta = {}
+        step = meta.get("step", latest.stem.split("-")[-1].lstrip("0") or "0")
+        if "closing" in meta:
+            return (f"Its training had ended; the checkpoint at step {step} and the events up to it are kept in {self.run_dir}",
+                    f"finish the run (final evaluation and result.json, no training) with: netspec resume {self.run_dir}", False)
+        return (f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
+                f"continue with: netspec resume {self.run_dir}", False)
+
+    def stopped(self, e: interrupts.Interrupted) -> Stopped:
+        """The paragraph for a signal that stopped the sitting where it was."""
+        if self.run_dir is None:
+            what = "stopped before the " + ("resume" if self.resume is not None else "run") + " started"
+        elif self.phase == "closing":
+            what = "stopped after training, before the run's results were written"
+        elif self.phase == "done":
+            what = "stopped after the run finished"
+        else:
+            what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
+        kept, then, _ = self._kept()  # no full stop after a command: it would be copied with it
+        return Stopped(f"{interrupts.describe(e.signum, e.count)}: {what}. {kept}." + (f" {then[0].upper()}{then[1:]}" if then else ""),
+                       e.signum)
+
+    def cannot_write(self, e: OSError) -> NetspecError:
+        """The paragraph for a write that failed (a full disk): the file, the cause, what was kept."""
+        cause = e.strerror or str(e)
+        directory = self.run_dir or self.removed
+        if e.filename and directory is not None and Path(e.filename).is_relative_to(directory):
+            file = f" ({Path(e.filename).relative_to(directory)})"  # the run directory is named already
+        else:
+            file = f" ({e.filename})" if e.filename else ""
+        if self.run_dir is None:
+            at = f" {self.removed}" if self.removed else ""
+            return NetspecError(f"Cannot write the run{at}{file}: {cause}. Nothing was kept (no run directory remains): free some "
+                                f"space or choose another --logdir, and run the same netspec run command again.")
+        kept, then, again = self._kept()
+        if not then:
+            return NetspecError(f"Cannot write {e.filename or self.run_dir}: {cause}. {kept}.")
+        other = " (or choose another --logdir)" if again and self.resume is None else ""
+        return NetspecError(f"Cannot write the run {self.run_dir}{file}: {cause}. {kept}. Free some space{other}, then {then}")
+
+
+def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdir, run_name, quiet, data_dir, echo, resume, devices,
+             allow_setting_changes) -> RunResult:
+    """`run`'s work: set up or open the run directory, train, close. See the module docstring."""
     import jax
     import jax.numpy as jnp
 
@@ -298,41 +392,59 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
 
     from netspec import resumption
 
+    writer = distribute.is_writer()
+    if resume is not None and writer:
+        where.hold(Path(resume))  # first: a run in use is refused before anything loads
     arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
     # a resume continues the same run: refused changes end here, before anything compiles or is written
     changes = [] if resume is None else resumption.accepted_changes(resume, spec, arrays, allow_setting_changes=allow_setting_changes)
+    pause("before-run-dir")
     use_compilation_cache()
     mesh = distribute.mesh_for(spec, devices)
-    program = compile_spec(spec, mesh)
-    state = program.init()
+    program = signals.wait_for(lambda: compile_spec(spec, mesh))
+    state = signals.wait_for(program.init)
     meta: dict = {}
-    writer = distribute.is_writer()
-    scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
+    closing = None  # how the run's training ended, when a resume finds it had
+    finishing = reclosing = False  # a resume that only finishes the run; one that trains on after an unfinished closing
+    scratch = where.scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
     if resume is None:
         run_dir = make_run_dir(logdir if writer else scratch, spec, run_name)
+        where.hold(run_dir)
+        signals.begin_graceful()  # from here a first signal stops at a checkpoint
         text = spec_yaml(spec)
-        (run_dir / "spec.yaml").write_text(text)
-        (run_dir / "run.json").write_text(json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
+        _write_atomically(run_dir / "spec.yaml", text)
+        _write_atomically(run_dir / "run.json", json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
         # what `netspec predict` needs to treat new inputs as the training data was treated
         write_preprocess(run_dir, arrays)
         resumption.record(run_dir, spec, arrays)  # what ran, for resume to compare with and predict to check with
     else:
+        signals.begin_graceful()
         # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
         restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(state, notice=echo, set_aside=writer)
         if restored is None:
             raise NetspecError(f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
         latest, state = restored
         meta = checkpoint.metadata(latest)
-        if int(state.step) >= spec.steps:
+        closing = meta.get("closing")
+        at = int(state.step)
+        ended = closing is not None and (at >= spec.steps or closing["stopped"] == "early_stopping")
+        results = (Path(resume) / "result.json").is_file()
+        if ended and not results and at <= spec.steps:
+            finishing = True  # interrupted between its closing checkpoint and result.json: finish it, no training
+        elif ended and closing["stopped"] == "early_stopping" and at < spec.steps:
+            raise NetspecError(f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
+                               f"says so). Its best checkpoint is what netspec eval and predict use.")
+        elif at >= spec.steps:
             raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
+        else:
+            reclosing = closing is not None and not results  # its evaluation runs drop what that closing wrote
+            closing = None
         run_dir = Path(resume) if writer else make_run_dir(scratch, spec, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
         if writer:
             record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
     start_step = int(state.step)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
-    if resume is not None and writer:
-        checkpoints.remove_partial()  # this process owns the run now
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
         state = distribute.place(state, program.state_sharding)
 
@@ -349,8 +461,14 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
     eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices, mesh) if eval_split is not None else None
     # a resumed run continues its event files; purge_step drops anything written after the checkpoint
-    # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it)
-    summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None)
+    # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it);
+    # the evaluation run is opened at once, so its purge holds even before its first evaluation.
+    # A run finished here writes no training events; it (or one trained on after a closing cut
+    # short) replaces what that closing wrote.
+    evaluating = eval_data is not None and spec.eval["every"] and not finishing
+    summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None,
+                          splits=[spec.eval["split"]] if evaluating else [], training=not finishing,
+                          replace_closing=finishing or reclosing)
     config = spec.summaries
     wanted_scalars = set(config["scalars"])
     wanted_hist = set(config["histograms"])
@@ -366,7 +484,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                                                                                      key=program.keys.step)), batch=sample)
     extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
 
-    if changes and config["text"]:  # at the first step that ran with them (a resume from the same checkpoint purges it)
+    if changes and config["text"] and not finishing:  # at the first step that ran with them (a resume from the same checkpoint purges it)
         summaries.text("spec_changes", resumption.markdown(changes, start_step), start_step + 1)
     if resume is None:
         summaries.spec_text(text)
@@ -403,8 +521,9 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     def better(value, than, mode, min_delta=0.0):
         return than is None or (value > than + min_delta if mode == "max" else value < than - min_delta)
 
-    def save(step):
-        return checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
+    def save_checkpoint(tree, step, **more):
+        summaries.sync()  # the events up to the checkpoint are on disk before it: a resume after kill -9 has no gap
+        return checkpoints.save(tree, step, {"spec": spec.name, "tracking": tracking, **more})
 
     if resume is None:  # step 0: the untrained model
         loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
@@ -417,10 +536,19 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     # first steps up to the next multiple of `every`, so summaries and checkpoints stay on it
     head = min(-start_step % every, spec.steps - start_step)
     lengths = ([head] if head else []) + chunk_lengths(spec.steps - start_step - head, every)
+    if finishing:  # no training: straight to the closing
+        lengths = []
     compile_start = time.perf_counter()
-    compiled = {n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
-                for n in sorted(set(lengths))}
+    compiled = signals.wait_for(lambda: {
+        n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
+        for n in sorted(set(lengths))})
     compile_seconds = time.perf_counter() - compile_start
+    if signals.requested and not finishing:  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
+        if resume is None:
+            save_checkpoint(state, start_step)
+        summaries.close()
+        raise Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {start_step} of {spec.steps}; checkpoint and "
+                      f"events are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
 
     losses: list[float] = []
     progress = Progress(spec.steps - start_step, quiet)
@@ -456,7 +584,6 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         reason = None
         if chunk.evaluation is not None:
             values, confusion = split_means(chunk.evaluation)
-            summaries.evaluation(chunk.end, values, confusion, arrays.class_names, split=spec.eval["split"])
             if best_tag and better(values[best_tag], tracking["best"], best_mode):
                 tracking.update(best=values[best_tag], best_step=chunk.end)
                 checkpoints.save_best(chunk.state, chunk.end, {"spec": spec.name, best_tag: values[best_tag]})
@@ -467,10 +594,12 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                     tracking["bad_evals"] += 1
                     if tracking["bad_evals"] >= early["patience"]:
                         reason = "early_stopping"
-        if chunk.checkpoint:
-            summaries.flush()  # the events up to the checkpoint are on disk before it: a resume after kill -9 has no gap
-            checkpoints.save(chunk.state, chunk.end, {"spec": spec.name, "tracking": tracking})
+            if reason is None:  # an early stop's evaluation is the final one: the closing writes it, once
+                summaries.evaluation(chunk.end, values, confusion, arrays.class_names, split=spec.eval["split"])
+        if chunk.checkpoint and reason is None:  # an early stop's checkpoint is the closing one, which says so
+            save_checkpoint(chunk.state, chunk.end)
         progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
+        pause(f"chunk:{chunk.end}")
         return reason
 
     def locate_nonfinite(chunk: _Chunk) -> tuple[int, int]:
@@ -490,7 +619,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             echo(f"A NaN or Inf appeared in steps {begin + 1}-{chunk.end}; running them again from step {at} to find the step and layer.")
         for start, n in zip(starts, lengths):
             if start >= at and start + n <= begin:
-                if stop.signum is not None:  # Ctrl-C: stop looking
+                if signals.requested:  # Ctrl-C: stop looking
                     return -1, -1
                 replay, _ = compiled[n](replay, data, feed.batches(start, n), program.keys)
         diagnose = program.chunk(chunk.length, streamed=feed.streamed, diagnose=True)
@@ -502,86 +631,95 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     loop_start = time.perf_counter()
     pending: _Chunk | None = None
     step = start_step
-    with _StopRequest() as stop:
-        try:
-            for i, n in enumerate(lengths):
-                end = step + n
-                batches = feed.batches(step, n)
-                if i + 1 < len(lengths):
-                    feed.prefetch(end, lengths[i + 1])
-                dispatched = time.perf_counter()
-                state, outputs = compiled[n](state, data, batches, program.keys)
-                # What the host needs of this state is copied on the device now, before the next
-                # chunk takes (donates) it; the host reads the copies while the next chunk runs.
-                evaluate_now = eval_data is not None and eval_every and end % eval_every == 0 and end != spec.steps
-                checkpoint_now = bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps)
-                keep_state = checkpoint_now or bool(evaluate_now and best_tag)
-                snapshot = copy(state) if keep_state else None
-                params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
-                evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
-                extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
-                chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot, checkpoint_now)
-                if pending is not None:
-                    stop_reason = finish(pending) or stop_reason
-                pending = chunk
-                if early is not None and evaluate_now and not stop_reason:
-                    # early stopping decides before the next chunk runs, so a stop is at this step
-                    stop_reason = finish(chunk) or stop_reason
-                    pending = None
-                step = end
-                if stop.signum is not None:
-                    stop_reason = "signal"
-                if stop_reason:
-                    break
+    try:
+        for i, n in enumerate(lengths):
+            end = step + n
+            batches = feed.batches(step, n)
+            if i + 1 < len(lengths):
+                feed.prefetch(end, lengths[i + 1])
+            dispatched = time.perf_counter()
+            state, outputs = compiled[n](state, data, batches, program.keys)
+            # What the host needs of this state is copied on the device now, before the next
+            # chunk takes (donates) it; the host reads the copies while the next chunk runs.
+            evaluate_now = eval_data is not None and eval_every and end % eval_every == 0 and end != spec.steps
+            checkpoint_now = bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps)
+            keep_state = checkpoint_now or bool(evaluate_now and best_tag)
+            snapshot = copy(state) if keep_state else None
+            params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
+            evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
+            extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
+            chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot, checkpoint_now)
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
+            pending = chunk
+            if early is not None and evaluate_now and not stop_reason:
+                # early stopping decides before the next chunk runs, so a stop is at this step
+                stop_reason = finish(chunk) or stop_reason
                 pending = None
-        finally:
-            progress.close()
-            feed.close()
-            summaries.flush()
+            step = end
+            if signals.requested:
+                stop_reason = "signal"
+            if stop_reason:
+                break
+        if pending is not None:
+            stop_reason = finish(pending) or stop_reason
+            pending = None
+    finally:
+        progress.close()
+        feed.close()
     loop_seconds = time.perf_counter() - loop_start
-    train_seconds = loop_seconds
-    first_step_seconds = timing["first"]
     dropped = summaries.dropped_note()
     if dropped and writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
         echo(dropped)
-    if (stop_reason == "signal" or stop.signum is not None) and step < spec.steps:
-        checkpoints.save(state, step, {"spec": spec.name, "tracking": tracking})
+    if signals.requested and step < spec.steps and not finishing:
+        save_checkpoint(state, step)
         summaries.close()
-        name = "Ctrl-C" if stop.signum == signal.SIGINT else "SIGTERM"
-        error = Stopped(f"{name}: stopped after step {step} of {spec.steps}; checkpoint and events are saved in {run_dir}. "
-                        f"Continue with: netspec resume {run_dir}")
-        error.exit_code = _SIGNAL_EXIT[stop.signum]
-        raise error
+        raise Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
+                      f"are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
 
-    final = dict(last)
+    # The closing. Its evaluations are computed first (the last step may be the best), then the
+    # closing checkpoint records how training ended; what is written after it, a resume that
+    # finds it writes again (see the module docstring).
+    if closing is None:
+        closing = {"stopped": stop_reason, "last": last, "start_step": start_step, "train_seconds": loop_seconds,
+                   "compile_seconds": compile_seconds, "first_step_seconds": timing["first"]}
+    evaluated = tested = None
     if eval_data is not None:
-        evaluated, confusion = evaluate(eval_data)
-        # written once per step: an early stop has just evaluated this step in the loop
-        summaries.evaluation(step, evaluated, confusion, arrays.class_names, split=spec.eval["split"], final=True,
-                             scalars=not (eval_every and step % eval_every == 0 and stop_reason == "early_stopping"))
-        final.update({f"{spec.eval['split']}_{k}": v for k, v in evaluated.items()})
-        if best_tag and better(evaluated[best_tag], tracking["best"], best_mode):  # the last step may be the best
-            tracking.update(best=evaluated[best_tag], best_step=step)
-            checkpoints.save_best(state, step, {"spec": spec.name, best_tag: evaluated[best_tag]})
+        evaluated = evaluate(eval_data)
+        value = evaluated[0][best_tag] if best_tag else None
+        if best_tag and better(value, tracking["best"], best_mode):  # again in a resume that finishes: then not better
+            tracking.update(best=value, best_step=step)
+            checkpoints.save_best(state, step, {"spec": spec.name, best_tag: value})
     if spec.eval["split"] == "validation" and arrays.test is not None:
         # The validation split chose the model (early stopping, best checkpoint); the test split
         # is looked at once, here, for the figure to report, and goes into its own test/ run.
-        tested, confusion = evaluate(padded(arrays.test, arrays, spec.eval["batch_size"], n_devices, mesh))
-        summaries.evaluation(step, tested, confusion, arrays.class_names, split="test", final=True)
-        final.update({f"test_{k}": v for k, v in tested.items()})
-    save(step)
+        tested = evaluate(padded(arrays.test, arrays, spec.eval["batch_size"], n_devices, mesh))
+    if not finishing:
+        save_checkpoint(state, step, closing=closing)
+    where.phase = "closing"
+    signals.end_graceful()  # from here a signal stops at once: a resume finishes the run
+    pause("closing")
+    stop_reason = closing["stopped"]
+    final = dict(closing["last"])
+    for split, measured in ((spec.eval["split"], evaluated), ("test", tested)):
+        if measured is not None:
+            values, confusion = measured
+            summaries.evaluation(step, values, confusion, arrays.class_names, split=split, final=True)
+            final.update({f"{split}_{k}": v for k, v in values.items()})
+    summaries.commit_closing()
+    pause("results")
     summaries.session(status="success")
     summaries.close()
-    result = RunResult(run_dir, final, train_seconds, compile_seconds, losses)
-    (run_dir / "result.json").write_text(_json({
+    train_seconds, ran = closing["train_seconds"], step - closing["start_step"]
+    result = RunResult(run_dir, final, train_seconds, closing["compile_seconds"], losses, steps_run=ran)
+    _write_atomically(run_dir / "result.json", _json({
         "name": spec.name, "steps": step, "planned_steps": spec.steps, "final": final,
         "stopped": stop_reason, "best": tracking if best_tag else None,
-        "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-        "us_per_step": 1e6 * train_seconds / max(step - start_step, 1), "first_step_seconds": first_step_seconds,
-        "steps_per_second": (step - start_step) / train_seconds if train_seconds else None,
+        "train_seconds": train_seconds, "compile_seconds": closing["compile_seconds"],
+        "us_per_step": 1e6 * train_seconds / max(ran, 1), "first_step_seconds": closing["first_step_seconds"],
+        "steps_per_second": ran / train_seconds if train_seconds else None,
     }))
+    where.phase = "done"
     if stop_reason == "early_stopping":
         echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
              f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
@@ -592,8 +730,6 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         table = distribute.gather((state.params, state.model_state)) if len(arrays.train.x) <= REPORT_TABLE_MAX else None
         if writer:
             report(spec, program, table, int(step), arrays, result, echo)
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
@@ -745,6 +881,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
 
     spec = load_run_spec(run_dir, recorded_data=True, notice=notice)
     run_dir = Path(run_dir)
+    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
     try:
         arrays = load_arrays(spec, data_dir)
     except DataError as e:
@@ -973,6 +1110,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> 
 
     spec = load_run_spec(run_dir, recorded_data=True, notice=notice)  # the data as recorded: its files are not needed
     run_dir = Path(run_dir)
+    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
     pre = read_preprocess(run_dir, spec)
     x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
     x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
@@ -1040,7 +1178,7 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
         for xi, hi, pi, yi in zip(x, h, pred, y):
             echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
-    ran = len(result.losses)  # this sitting's steps: fewer than spec.steps after early stopping or a resume
+    ran = len(result.losses) if result.steps_run is None else result.steps_run  # fewer than spec.steps after early stopping or a resume
     echo(f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
          f"step {step} of {spec.steps}: {metrics}")
     echo(f"run directory: {result.run_dir}")

@@ -26,6 +26,7 @@ from netspec.check import check
 from netspec.cli import main
 from netspec.compile import compile_spec
 from netspec.load import load
+from netspec.rundir import LOCK_FILE
 
 from helpers import accumulator, result_of
 
@@ -112,8 +113,10 @@ def only_run_dir(logdir: Path) -> Path:
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `directory` with its size and modification time."""
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*") if p.is_file()}
+    """Every file under `directory` with its size and modification time (but the lock file, which
+    names whoever last held the run, refused or not)."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")
+            if p.is_file() and p.name != LOCK_FILE}
 
 
 def assert_bit_identical_files(a: Path, b: Path) -> None:
@@ -233,9 +236,9 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
 def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_path, monkeypatch):
     import types
 
-    import tensorboardX.event_file_writer as event_file_writer
+    import netspec.summaries
 
-    monkeypatch.setattr(event_file_writer, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
+    monkeypatch.setattr(netspec.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
     b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=20")
     T.run(T.load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
     assert [s for s, _ in scalars(b.run_dir, "loss")] == [0, 10, 20, 30, 40]

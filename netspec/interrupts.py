@@ -1,0 +1,221 @@
+"""Ctrl-C and SIGTERM for `netspec run` and `resume`: when they act, and what a stop raises.
+
+Contract: while an `Interrupts` is watching (`watch()`; the command installs one first thing, and
+`train.run` installs its own when called directly), SIGINT and SIGTERM are handled in three
+modes, nested as context managers:
+
+- immediate (the default: nothing of the run is on disk yet, or the run is closing): the
+  handler raises `Interrupted` where the program is.
+- `graceful()` (training: the run directory exists and can be checkpointed): the first signal
+  is only recorded (`requested`); the program looks at it at its next safe point (a chunk
+  boundary), checkpoints and stops. A second signal raises `Interrupted` at once.
+- `deferred()` (a few lines that must not be cut in two): signals are recorded and, if one is
+  due to raise, it is raised when the block ends.
+
+`Interrupted` is a BaseException, as KeyboardInterrupt is, so no `except Exception` on the way
+swallows it; the code that knows what was kept turns it into `Stopped`, one paragraph with the
+signal's exit code (130 for SIGINT, 143 for SIGTERM: 128 + the signal's number, as a shell
+reports it; a second signal of a kind exits as that kind). Every file a run writes is written
+whole or not at all (a temporary name, then a rename; event records in one write each), so
+raising anywhere leaves nothing half-written.
+
+`pause(phase)` is for tests only: with `NETSPEC_TEST_PAUSE=<phase>` and `NETSPEC_TEST_PAUSE_FILE=
+<path>` in the environment, the process writes its pid to that file when it reaches the phase
+and waits there until the file is deleted; every signal it receives meanwhile appends a line
+`signal <number>` to the file, and takes effect when it continues, as if it had arrived at that
+point. The phases are named where `pause` is called (`before-run-dir`, `chunk:<step>`,
+`checkpoint-write:<file name>`, `closing`, `results`). Without the variable it does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from netspec.errors import NetspecError
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+SIGNAL_NAME = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class Interrupted(BaseException):
+    """A signal that stops the program where it is (immediate mode, or a second signal)."""
+
+    def __init__(self, signum: int, count: int):
+        super().__init__(signum, count)
+        self.signum, self.count = signum, count
+
+
+class Stopped(NetspecError):
+    """Training stopped before its end by a signal; the message says what was kept and how to go on."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = SIGNAL_EXIT[signum]
+
+
+def describe(signum: int, count: int = 1) -> str:
+    """How a stop message names its cause: 'Ctrl-C', 'SIGTERM', 'Ctrl-C twice', 'SIGTERM twice'."""
+    return SIGNAL_NAME[signum] + (" twice" if count > 1 else "")
+
+
+class Interrupts:
+    """SIGINT / SIGTERM while a run is being made (see the module docstring for the modes)."""
+
+    def __init__(self):
+        self.signum: int | None = None  # the latest signal: its kind is the exit code
+        self.count = 0
+        self._graceful = 0
+        self._deferred = 0
+        self._raised = False
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether a signal asked the program to stop."""
+        return self.count > 0
+
+    def __enter__(self) -> "Interrupts":
+        global _active
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+            for signum in SIGNAL_EXIT:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        self._outer, _active = _active, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        _active = self._outer
+
+    def _handle(self, signum, frame) -> None:
+        self.signum, self.count = signum, self.count + 1
+        _acknowledge(signum)
+        self._maybe_raise()
+
+    def _maybe_raise(self) -> None:
+        if self._raised or self._deferred or not self.count or (self._graceful and self.count < 2):
+            return
+        self._raised = True  # once: signals during the clean-up that follows only set the exit code
+        raise Interrupted(self.signum, self.count)
+
+    def begin_graceful(self) -> None:
+        """From here a first signal is recorded for the program to act on at its next safe point."""
+        self._graceful += 1
+
+    def end_graceful(self) -> None:
+        """Back to immediate; raises `Interrupted` for a signal the program did not act on."""
+        self._graceful -= 1
+        self._maybe_raise()
+
+    @contextlib.contextmanager
+    def graceful(self):
+        """`begin_graceful` for the block, `end_graceful` after it."""
+        self.begin_graceful()
+        try:
+            yield self
+        except BaseException:
+            self._graceful -= 1
+            raise
+        self.end_graceful()
+
+    @contextlib.contextmanager
+    def modes(self):
+        """The modes as they were before the block, however it ends (a stop part way through a
+        graceful stretch leaves no count behind)."""
+        saved = self._graceful, self._deferred
+        try:
+            yield self
+        finally:
+            self._graceful, self._deferred = saved
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Signals wait until the block ends."""
+        self._deferred += 1
+        try:
+            yield self
+        finally:
+            self._deferred -= 1
+        self._maybe_raise()
+
+    def wait_for(self, fn):
+        """fn() run on a worker thread while this (main) thread stays ready for signals: a
+        compilation in XLA holds the thread that calls it for as long as it takes (minutes for
+        a deep model), and a signal handler runs only on the main thread between Python
+        instructions. If a signal raises meanwhile, the worker is left to finish on its own
+        (a daemon thread: it never delays the exit). Returns fn's result or raises its error."""
+        if threading.current_thread() is not threading.main_thread() or not self._previous:
+            return fn()
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
+                outcome["error"] = e
+
+        worker = threading.Thread(target=work, name="netspec-compile", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+_active: Interrupts | None = None
+
+
+@contextlib.contextmanager
+def watch():
+    """The Interrupts already watching (the command's), else a new one for the block."""
+    if _active is not None:
+        yield _active
+        return
+    with Interrupts() as interrupts:
+        yield interrupts
+
+
+def active() -> Interrupts | None:
+    return _active
+
+
+# -- the test-only pause ------------------------------------------------------------------------------
+
+_pausing: Path | None = None
+
+
+def pause(phase: str) -> None:
+    """Test-only: wait at `phase` while `NETSPEC_TEST_PAUSE` names it (see the module docstring)."""
+    global _pausing
+    if os.environ.get("NETSPEC_TEST_PAUSE") != phase:
+        return
+    marker = Path(os.environ["NETSPEC_TEST_PAUSE_FILE"])
+    interrupts = _active or Interrupts()
+    with interrupts.deferred():
+        ready = marker.with_name(marker.name + ".writing")
+        ready.write_text(f"{os.getpid()}\n")
+        os.replace(ready, marker)  # the test never reads an empty marker
+        _pausing = marker
+        try:
+            while marker.exists():
+                time.sleep(0.01)
+        finally:
+            _pausing = None
+
+
+def _acknowledge(signum: int) -> None:
+    """While paused, tell the test that a signal arrived (so it can send the next one)."""
+    if _pausing is not None:
+        with contextlib.suppress(OSError):  # gone: the test let the process go on
+            fd = os.open(_pausing, os.O_WRONLY | os.O_APPEND)  # never O_CREAT: a deleted marker stays deleted
+            try:
+                os.write(fd, f"signal {signum}\n".encode())
+            finally:
+                os.close(fd)
