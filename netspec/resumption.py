@@ -295,9 +295,9 @@ def _plain_json(value):
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from netspec.rundir import write_atomically
+
+    write_atomically(path, json.dumps(value) + "\n")
 
 
 def markdown(changes: list[Difference], step: int) -> str:

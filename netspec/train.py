@@ -1051,9 +1051,7 @@ def write_preprocess(run_dir: Path, arrays) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, shift=arrays.shift, scale=arrays.scale, class_names=np.asarray(arrays.class_names or [], dtype=str),
              feature_names=np.asarray(arrays.feature_names or [], dtype=str))
-    tmp = run_dir / f".preprocess.npz.{os.getpid()}.tmp"
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, run_dir / "preprocess.npz")
+    rundir.write_atomically(run_dir / "preprocess.npz", buffer.getvalue())
 
 
 def record_resume(run_dir: Path, spec: Spec, arrays, changes, step: int, echo) -> None:

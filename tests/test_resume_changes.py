@@ -25,6 +25,7 @@ from netspec import train as T
 from netspec.check import check
 from netspec.cli import main
 from netspec.load import load
+from netspec.rundir import LOCK_FILE
 from netspec.schema import SCHEMA
 
 from helpers import accumulator
@@ -73,7 +74,7 @@ def assert_clean_failure(result, *words: str) -> str:
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under `directory` with its content, but the lock (who last held the run)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 @pytest.fixture(scope="module")
