@@ -13,8 +13,8 @@ No jax here: `validate` calls `describe`.
 
 from __future__ import annotations
 
+import os
 import re
-import zipfile
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
@@ -71,6 +71,8 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
         return DataInfo(source, len(x), None, x.shape[1:], "float32", y.shape[1:], None, _labels(y))
     if source == "idx":
         directory = _path(cfg["path"], base_dir)
+        if os.path.lexists(directory) and not directory.is_dir():
+            D.check_directory(directory)  # says what it is instead
         files, missing = D._find_files(directory) if directory.is_dir() else ({}, [])
         if "train_images" not in files or "train_labels" not in files:
             raise DataError(f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
@@ -82,19 +84,23 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
         return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test)
     if source == "npz":
         path = _path(cfg["path"], base_dir)
-        shapes = _npz_shapes(path)
-        x_key = "x_train" if "x_train" in shapes else cfg["x_key"]
-        y_key = "y_train" if "x_train" in shapes else cfg["y_key"]
-        for key in (x_key, y_key):
-            if key not in shapes:
-                raise DataError(f"{path} has no array {key!r}; it holds {', '.join(sorted(shapes)) or 'no arrays'}. "
-                                f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test).")
-        (x_shape, x_dtype), (y_shape, _) = shapes[x_key], shapes[y_key]
-        n_test = shapes["x_test"][0][0] if "x_test" in shapes else None
-        with np.load(path, allow_pickle=False) as archive:
-            labels = _labels(archive[y_key])
-            test = _labels(archive["y_test"]) if "x_train" in shapes and "y_test" in shapes else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype, y_shape[1:], None, labels, test)
+        if not os.path.lexists(path):
+            raise DataError(f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory).")
+        with D.open_npz(path) as (archive, headers):  # every header checked against the archive's sizes
+            x_key = "x_train" if "x_train" in headers else cfg["x_key"]
+            y_key = "y_train" if "x_train" in headers else cfg["y_key"]
+            for key in (x_key, y_key):
+                if key not in headers:
+                    raise DataError(f"{path} has no array {key!r}; it holds {', '.join(sorted(headers)) or 'no arrays'}. "
+                                    f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test).")
+            x, y = headers[x_key], headers[y_key]
+            if not x.shape or not y.shape:
+                raise DataError(f"{path}: {x_key!r} has shape {x.shape} and {y_key!r} has shape {y.shape}; each needs a first "
+                                "dimension, the examples (one label per example).")
+            n_test = headers["x_test"].shape[0] if "x_test" in headers and headers["x_test"].shape else None
+            labels = _labels(D.read_npz_array(archive, y, path))
+            test = _labels(D.read_npz_array(archive, headers["y_test"], path)) if "x_train" in headers and "y_test" in headers else None
+        return DataInfo(source, x.shape[0], n_test, x.shape[1:], x.dtype.name, y.shape[1:], None, labels, test)
     if source == "csv":
         table = _load_csv(cfg, base_dir)
         classes = len(table.classes) if table.classes is not None else None
@@ -114,28 +120,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shapes and dtypes of an npz's arrays, from their headers (the data is not read)."""
-    if not path.is_file():
-        raise DataError(f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory).")
-    out = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                if not name.endswith(".npy"):
-                    continue
-                with archive.open(name) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(f)
-                if dtype.hasobject:
-                    raise DataError(f"{path}: array {name[:-4]!r} holds Python objects; netspec reads only numeric arrays (never pickles).")
-                out[name[:-4]] = (tuple(shape), dtype.name)
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable .npz archive ({e}). Save it with numpy.savez.") from None
-    return out
 
 
 def _load_csv(cfg, base_dir: Path):

@@ -116,7 +116,7 @@ def test_describe_npz_problems(tmp_path):
         D.describe({"npz": {"path": "d.npz", "x_key": "x", "y_key": "y"}}, tmp_path)
     assert "no array 'x'" in str(e.value) and "a, b" in str(e.value) and "x_key" in str(e.value)
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="cannot be read as a .npz archive"):
         D.describe({"npz": {"path": "junk.npz", "x_key": "x", "y_key": "y"}}, tmp_path)
 
 

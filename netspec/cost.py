@@ -1,0 +1,455 @@
+"""What a model costs, from the pure-Python shape rules: parameters, arithmetic, memory.
+
+Contract. Pure Python (no jax, no numpy): `netspec validate` uses it to refuse a model that
+cannot fit before anything is compiled, and `netspec summary` prints it.
+
+    layer_cost(layer, compute_bytes) -> LayerCost   one checked layer (netspec.check.Layer)
+    model_costs(layers, compute_bytes) -> [LayerCost]
+    optimizer_state_elements(optimizer, param_shapes) -> int
+    training_memory(...) -> [Part]                   what one training process holds at least
+    memory_budget() -> Budget                        bytes one device may use, and where that comes from
+    host_memory() -> Budget                          bytes this process may use on the host
+
+A layer's cost, per example (no batch axis):
+- `params`: its trainable arrays by name and shape, exactly those `netspec.layers` creates
+  (`kernel`, `bias`, `scale`, `offset`); `state`: its non-trainable arrays (`batch_norm`'s
+  running `mean` and `var`). A registry test walks every layer type to prove they agree.
+- `macs`: multiply-accumulates of its matrix products and convolutions (dense:
+  positions x inputs x units; conv2d: output positions x filters x kernel area x channels per
+  group), 0 for every other layer.
+- `flops`: forward floating-point operations, 2 per multiply-accumulate plus one per output
+  value for a bias, an activation function, a normalisation's few elementwise steps, and one per
+  window element for pooling (the convention of Keras-style summaries and of the FLOP counts in
+  papers; XLA may fuse or count differently).
+- `activation_bytes`: its output in the compute dtype; `saved_bytes`: what training keeps of it
+  for the backward pass (0 for flatten and reshape, which XLA does as a view of their input).
+
+Memory (`training_memory`) adds, for one device: parameters, their gradients and the optimizer's
+state (float32: `precision.params` is float32 only), the activations of one training batch saved
+for the backward pass, the resident training data or the streamed chunks, the evaluated split
+and one evaluation batch, and each chunk's batch indices. It is a lower bound of what XLA needs,
+not an exact figure (XLA adds workspace and may keep more): a model it says cannot fit cannot.
+
+The budget is `NETSPEC_MEMORY_BUDGET` when set (bytes, or a number with KiB/MiB/GiB/TiB, KB/MB/
+GB/TB, K/M/G/T: binary), else the memory of the first GPU when JAX will train on one (nvidia-smi,
+times XLA's preallocated fraction), else this host's: the least of its physical memory, its cgroup
+limit and the process's address-space and data limits (`ulimit -v`, `ulimit -d`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Iterable, Mapping, NamedTuple
+
+from netspec import registry as R
+
+DTYPE_BYTES = {
+    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
+    "uint32": 4, "int32": 4, "float32": 4, "uint64": 8, "int64": 8, "float64": 8,
+    "complex64": 8, "complex128": 16,
+}
+PARAM_BYTES = 4  # float32 parameters, gradients and optimizer state (precision.params: float32 only)
+
+
+def dtype_bytes(name: str) -> int:
+    """Bytes of one element of the dtype named `name` (numpy's names); 8 for one not listed."""
+    return DTYPE_BYTES.get(name, 8)
+
+
+def prod(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# -- limits: what one run may ask of the machine (netspec.check refuses more) ------------------
+
+# Layers a model may have. XLA compiles the training step's forward and backward pass layer by
+# layer, and its compile time and memory grow faster than the depth, as about depth**1.8: cold, to
+# the first step, N dense layers of 4 units took 14 s at 400 layers, 60 s and 1.3 GB at 1,000,
+# 197 s and 3.3 GB at 2,000 (a hand-written JAX loop: 17 s and 38 s), and 10,000 ended in
+# std::bad_alloc (benchmarks/compile_depth.py; RESULTS.md, "Start-up against depth"). The bound
+# keeps a model's start within about a minute and 1.3 GB on a 2-core machine.
+MAX_LAYERS = 1000
+DEPTH_MEASURED = "1,000 layers of 4 units take 60 s and 1.3 GB to the first step, 2,000 take 197 s and 3.3 GB"
+# Summary points a run may write (steps / summaries.every, and step 0). Each is a chunk boundary:
+# the host waits for the device, and writes scalars and histograms (measured: about 1 ms and 2 KB
+# of events per point for xor_nn's two layers). TensorBoard shows 1,000 points of a scalar chart
+# and 500 histograms by default, so more are never seen; 10**9 points would be a list of 10**9
+# chunk lengths (8 GB) before the first step.
+MAX_SUMMARY_POINTS = 100_000
+# Evaluations during a run (steps / eval.every): each one passes over the whole evaluated split and
+# writes its metrics and a confusion-matrix image (about 25 KB of events for fashion_mlp).
+MAX_EVALUATIONS = 10_000
+# Checkpoints written during a run (steps / checkpoint.every): each writes the whole training state.
+MAX_CHECKPOINTS = 10_000
+
+
+# -- per layer --------------------------------------------------------------------------------
+
+
+class LayerCost(NamedTuple):
+    """One layer's cost per example; see the module docstring for each field's meaning."""
+
+    name: str
+    type: str
+    out_shape: tuple[int, ...]
+    params: dict[str, tuple[int, ...]]
+    state: dict[str, tuple[int, ...]]
+    macs: int
+    flops: int
+    activation_bytes: int
+    saved_bytes: int
+
+    @property
+    def param_count(self) -> int:
+        return sum(prod(s) for s in self.params.values())
+
+    @property
+    def state_count(self) -> int:
+        return sum(prod(s) for s in self.state.values())
+
+
+def _has_activation(args: Mapping) -> bool:
+    act = args.get("activation")
+    return act is not None and (act if isinstance(act, str) else act["type"]) != "linear"
+
+
+def _dense(args, in_shapes, out_shape):
+    (shape,) = in_shapes
+    inputs, units = shape[-1], args["units"]
+    params = {"kernel": (inputs, units), **({"bias": (units,)} if args["use_bias"] else {})}
+    macs = prod(shape[:-1]) * inputs * units
+    return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
+
+
+def _conv2d(args, in_shapes, out_shape):
+    (_, _, channels) = in_shapes[0]
+    kh, kw = R.as_pair(args["kernel_size"])
+    per_group, filters = channels // args["groups"], args["filters"]
+    params = {"kernel": (kh, kw, per_group, filters), **({"bias": (filters,)} if args["use_bias"] else {})}
+    macs = prod(out_shape) * kh * kw * per_group
+    return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
+
+
+def _norm_params(args, size):
+    return {**({"scale": (size,)} if args["scale"] else {}), **({"offset": (size,)} if args["center"] else {})}
+
+
+def _batch_norm(args, in_shapes, out_shape):
+    size = in_shapes[0][-1]
+    return _norm_params(args, size), {"mean": (size,), "var": (size,)}, 0, 4 * prod(out_shape)
+
+
+def _layer_norm(args, in_shapes, out_shape):
+    return _norm_params(args, in_shapes[0][-1]), {}, 0, 6 * prod(out_shape)  # mean, variance, normalise, scale, shift
+
+
+def _pool(args, in_shapes, out_shape):
+    ph, pw = R.as_pair(args["pool_size"])
+    return {}, {}, 0, prod(out_shape) * ph * pw
+
+
+def _elementwise(ops: int):
+    def rule(args, in_shapes, out_shape):
+        return {}, {}, 0, ops * prod(out_shape) if ops >= 0 else sum(prod(s) for s in in_shapes) - prod(out_shape)
+    return rule
+
+
+def _activation(args, in_shapes, out_shape):
+    return {}, {}, 0, prod(out_shape) * _has_activation(args)
+
+
+def _global_pool(args, in_shapes, out_shape):
+    return {}, {}, 0, prod(in_shapes[0])
+
+
+# type -> rule(args, in_shapes, out_shape) -> (params {name: shape}, state {name: shape}, macs, flops)
+RULES: dict[str, Callable] = {
+    "dense": _dense,
+    "conv2d": _conv2d,
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "max_pool": _pool,
+    "avg_pool": _pool,
+    "global_avg_pool": _global_pool,
+    "activation": _activation,
+    "dropout": _elementwise(1),
+    "add": _elementwise(-1),  # (inputs - 1) additions per output value
+    "concat": _elementwise(0),
+    "flatten": _elementwise(0),
+    "reshape": _elementwise(0),
+}
+VIEWS = {"flatten", "reshape"}  # no new buffer: XLA reshapes in place
+
+
+def layer_cost(layer, compute_bytes: int = 4) -> LayerCost:
+    """The cost of one checked layer (`netspec.check.Layer`: type, args, in_shapes, out_shape),
+    its activations in a compute dtype of `compute_bytes` bytes per value."""
+    params, state, macs, flops = RULES[layer.type](layer.args, layer.in_shapes, layer.out_shape)
+    out = prod(layer.out_shape) * compute_bytes
+    saved = 0 if layer.type in VIEWS else out + (prod(layer.out_shape) if layer.type == "dropout" else 0)  # dropout keeps its mask
+    return LayerCost(layer.name, layer.type, tuple(layer.out_shape), params, state, macs, flops, out, saved)
+
+
+def model_costs(layers, compute_bytes: int = 4) -> list[LayerCost]:
+    """`layer_cost` of every layer, in order."""
+    return [layer_cost(layer, compute_bytes) for layer in layers]
+
+
+# -- optimizer state --------------------------------------------------------------------------
+
+
+def _factored(shape: tuple, args: Mapping) -> bool:
+    """Whether optax's adafactor factors this parameter's second moment (optax `_factored_dims`:
+    at least 2 axes, and the second largest at least min_dim_size_to_factor)."""
+    return bool(args.get("factored", True)) and len(shape) >= 2 and sorted(shape)[-2] >= args.get("min_dim_size_to_factor", 128)
+
+
+def _adafactor(args: Mapping, shape: tuple) -> int:
+    n = prod(shape)
+    if _factored(shape, args):
+        largest = sorted(shape)
+        second_moment = n // largest[-1] + n // largest[-2] + 1  # row and column statistics, a placeholder for the full one
+    else:
+        second_moment = n + 2  # the full statistic, placeholders for the factored ones
+    return second_moment + (n if args.get("momentum") is not None else 0)
+
+
+# optimizer -> copies of the parameters it keeps (optax's state, counted from its `init`), or a
+# function (args, param shape) -> elements for those whose state is not a whole number of copies
+OPTIMIZER_COPIES: dict[str, int | Callable] = {
+    "sgd": lambda args, shape: prod(shape) * (args.get("momentum") is not None),
+    "adam": 2, "adamw": 2, "adamax": 2, "adamaxw": 2, "nadam": 2, "nadamw": 2, "radam": 2,
+    "rmsprop": lambda args, shape: prod(shape) * (1 + bool(args.get("centered")) + (args.get("momentum") is not None)),
+    "adagrad": 1, "adadelta": 2, "adafactor": _adafactor, "lamb": 2, "lars": 1, "lion": 1,
+    "novograd": 1, "fromage": 0, "yogi": 2, "amsgrad": 3, "adabelief": 2,
+    "adan": 4,  # m, v, n and the previous gradient
+    "sm3": lambda args, shape: prod(shape) + sum(shape),  # momentum, and one accumulator per axis
+    "noisy_sgd": 0, "sign_sgd": 0,
+    "optimistic_gradient_descent": 1,  # the previous gradient
+    "rprop": 2,  # step sizes and previous updates
+}
+
+
+def optimizer_state_elements(optimizer: Mapping, param_shapes: Iterable[tuple]) -> int:
+    """Elements (float32) of the state optax's optimizer `optimizer` ({type, its arguments}) keeps
+    for parameters of these shapes: its per-parameter arrays, not its scalar counters."""
+    rule = OPTIMIZER_COPIES[optimizer["type"]]
+    if callable(rule):
+        return sum(rule(optimizer, tuple(s)) for s in param_shapes)
+    return rule * sum(prod(s) for s in param_shapes)
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+class Part(NamedTuple):
+    """One share of the memory estimate: what, bytes, and the spec key that sets it."""
+
+    what: str
+    bytes: int
+    key: tuple
+
+
+class Budget(NamedTuple):
+    """Bytes available, a phrase saying where the figure comes from, and what it limits: "host"
+    (this machine's resident memory: data read on the host and a CPU device share it), "address
+    space" (a ulimit on the process's virtual memory, of which the JAX runtime alone takes about
+    `RUNTIME_ADDRESS_SPACE`) or "device" (a GPU's memory, or NETSPEC_MEMORY_BUDGET)."""
+
+    bytes: int
+    origin: str
+    kind: str = "host"
+
+
+# What the JAX runtime holds before the model's first byte, measured for a tiny run on the CPU
+# (jax 0.10, 2 cores): about 250 MiB resident, and 1.5 GiB of address space (thread stacks and
+# reserved arenas), which a `ulimit -v` counts.
+RUNTIME_RESIDENT = 256 * 2**20
+RUNTIME_ADDRESS_SPACE = 1536 * 2**20
+
+
+def training_memory(costs: list[LayerCost], *, input_shape: tuple, optimizer: Mapping, batch_size: int,
+                    devices: int | None, example_bytes: int, label_bytes: int, num_train: int | None,
+                    num_eval: int | None, eval_batch_size: int, chunk_steps: int, max_resident_bytes: float,
+                    budget_kind: str = "device") -> list[Part]:
+    """The memory one device needs at least to train, as `Part`s (see the module docstring).
+
+    `example_bytes` and `label_bytes`: one example and its label as stored (e.g. 784 uint8 pixels);
+    `num_train`, `num_eval`: examples in the training split and the evaluated one (None: unknown,
+    left out); `chunk_steps`: steps per compiled chunk (`summaries.every`, at most the run);
+    `devices`: the spec's distribute.devices (None: all, counted as one, since their number is
+    not known before JAX starts). Parameters are replicated on every device; the batch is split.
+    `budget_kind` (`Budget.kind`): for "host" and "address space" the device is this machine's
+    CPU, so the data as read on the host and the JAX runtime count too.
+    """
+    shapes = [s for c in costs for s in c.params.values()]
+    n_params = sum(prod(s) for s in shapes)
+    n_state = sum(c.state_count for c in costs)
+    per_device = -(-batch_size // (devices or 1))
+    parts = [
+        Part(f"parameters ({_count(n_params)} float32)", n_params * PARAM_BYTES, ("model", "layers")),
+        Part("their gradients", n_params * PARAM_BYTES, ("model", "layers")),
+    ]
+    opt = optimizer_state_elements(optimizer, shapes)
+    if opt:
+        parts.append(Part(f"{optimizer['type']}'s state ({opt / n_params:.3g} x the parameters)" if n_params else f"{optimizer['type']}'s state",
+                          opt * PARAM_BYTES, ("optimizer", "type")))
+    if n_state:
+        parts.append(Part("the layers' running statistics", n_state * PARAM_BYTES, ("model", "layers")))
+    saved = sum(c.saved_bytes for c in costs) + prod(input_shape) * 4  # the scaled float32 input too
+    parts.append(Part(f"the activations of one batch of {per_device} kept for the backward pass", per_device * saved, ("train", "batch_size")))
+    example = example_bytes + label_bytes
+    if num_train is not None:
+        data = num_train * example
+        if data <= max_resident_bytes:
+            parts.append(Part(f"the training data ({num_train} examples)", data, ("data",)))
+        else:  # streamed: the host gathers each chunk's batches, the next chunk's while this one runs
+            parts.append(Part(f"two chunks of streamed batches ({chunk_steps} steps of {per_device})", 2 * chunk_steps * per_device * example, ("summaries", "every")))
+    if batch_size and num_train is not None and batch_size < num_train:
+        parts.append(Part(f"the batch indices of one chunk ({chunk_steps} steps)", chunk_steps * batch_size * 4, ("summaries", "every")))
+    if num_eval:
+        eval_batch = min(eval_batch_size, num_eval)
+        padded = -(-num_eval // eval_batch) * eval_batch
+        biggest = max((c.activation_bytes for c in costs), default=0)
+        parts.append(Part(f"the evaluated split ({num_eval} examples) and one evaluation batch", padded * example + eval_batch * 2 * biggest,
+                          ("eval", "batch_size")))
+    if budget_kind in ("host", "address space"):  # a CPU device: the host's own copies share its memory
+        if num_train is not None:
+            parts.append(Part("the data as read, on the host", (num_train + (num_eval or 0)) * example, ("data",)))
+        runtime = RUNTIME_ADDRESS_SPACE if budget_kind == "address space" else RUNTIME_RESIDENT
+        parts.append(Part("the JAX runtime", runtime, ("model",)))
+    return parts
+
+
+def _count(n: int) -> str:
+    """1234567 -> '1.23 million'; small counts as they are."""
+    for size, word in ((10**12, "trillion"), (10**9, "billion"), (10**6, "million")):
+        if n >= size:
+            return f"{n / size:.3g} {word}"
+    return f"{n:,}"
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in binary units: 1536 -> '1.5 KiB', 2**40 -> '1 TiB' (3 significant digits)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+          "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def parse_bytes(text: str) -> int | None:
+    """'24GiB', '24 G', '8000MB', '1e9' -> bytes (the units binary: 1 GB = 2**30); None if not a size."""
+    s = text.strip().upper()
+    number = s.rstrip("KMGTIB ")
+    unit = s[len(number):].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    if unit not in _UNITS or not math.isfinite(value) or value <= 0:
+        return None
+    return int(value * _UNITS[unit])
+
+
+BUDGET_ENV = "NETSPEC_MEMORY_BUDGET"
+_cached: dict[str, Budget] = {}
+
+
+def host_memory() -> Budget:
+    """Bytes this process may use on the host: the least of the physical memory (sysconf), the
+    cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes) and the process's address-space and
+    data limits (RLIMIT_AS, RLIMIT_DATA); read once per process."""
+    if "host" in _cached:
+        return _cached["host"]
+    options = []
+    try:
+        options.append(Budget(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's memory"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in _cgroup_limit_files():
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 says 'no limit' with a huge number, v2 with 'max'
+            options.append(Budget(int(text), f"the cgroup's memory limit, {path}"))
+    try:
+        import resource
+
+        for limit, name, kind in ((resource.RLIMIT_AS, "address-space limit, ulimit -v", "address space"),
+                                  (resource.RLIMIT_DATA, "data-size limit, ulimit -d", "host")):
+            soft = resource.getrlimit(limit)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                options.append(Budget(soft, f"the process's {name}", kind))
+    except (ImportError, ValueError, OSError):
+        pass
+    best = min(options, key=lambda b: b.bytes, default=Budget(2**40, "an assumed 1 TiB (the memory could not be read)"))
+    _cached["host"] = best
+    return best
+
+
+def _cgroup_limit_files() -> list[str]:
+    """The memory-limit files of this process's cgroup (v2 and v1), where they exist."""
+    files = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    try:
+        for line in open("/proc/self/cgroup").read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if path not in ("", "/") and controllers == "":
+                files.append(f"/sys/fs/cgroup{path}/memory.max")
+            elif path not in ("", "/") and "memory" in controllers.split(","):
+                files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    return [f for f in files if os.path.exists(f)]
+
+
+def memory_budget() -> Budget:
+    """Bytes one training device may use (see the module docstring for the order of sources)."""
+    given = os.environ.get(BUDGET_ENV)
+    if given:
+        value = parse_bytes(given)
+        if value is not None:
+            return Budget(value, f"{BUDGET_ENV}={given}", "device")
+    if "device" not in _cached:
+        _cached["device"] = _gpu_memory() or host_memory()
+    return _cached["device"]
+
+
+def _gpu_memory() -> Budget | None:
+    """The first GPU's memory as JAX may use it, when JAX will train on a GPU: a CUDA plugin is
+    installed, JAX_PLATFORMS does not leave it out, and nvidia-smi answers. None otherwise."""
+    platforms = os.environ.get("JAX_PLATFORMS", os.environ.get("JAX_PLATFORM_NAME", ""))
+    if platforms and not any(p.strip() in ("cuda", "gpu") for p in platforms.split(",")):
+        return None
+    import importlib.util
+
+    if not any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
+        return None
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=5).stdout.splitlines()
+        name, mib = out[0].rsplit(",", 1)
+        total = int(float(mib)) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    if os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() in ("false", "0"):
+        return Budget(total, f"the memory of GPU 0 ({name.strip()}, nvidia-smi)", "device")
+    try:
+        fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
+    except ValueError:
+        fraction = 0.75
+    return Budget(int(total * fraction), f"{fraction:g} of the memory of GPU 0 ({name.strip()}, nvidia-smi), what XLA preallocates", "device")
