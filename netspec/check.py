@@ -6,7 +6,11 @@ file:line:col, key path, what was expected and what was found. Two passes:
 1. the JSON Schema (`netspec.schema.SCHEMA`): types, ranges, names, unknown keys;
 2. meaning, only once the schema passes: layer names unique, `inputs` name earlier layers,
    shapes agree through the whole model (the registry's pure-Python shape rules), the data's
-   shape fits the model's input, the loss fits the output and the labels, metrics fit the loss.
+   shape fits the model's input, the loss fits the output and the labels, metrics fit the loss;
+   and what the spec asks of the machine (`netspec.cost`): at most MAX_LAYERS layers, a plan
+   within the summary points, evaluations and checkpoints a run may write, and the memory
+   training needs at least within the budget (skipped for a run directory's own record,
+   `data_info`, which was admitted where the run started).
 
 After `check` the Spec is frozen and fully defaulted: `model.defaults` are pushed into the
 layers, every default from the schema is filled in, every "name or {type, args}" choice is a
@@ -23,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from netspec import cost as C
 from netspec import registry as R
 from netspec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
@@ -135,6 +140,7 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     that fails leaves out the checks that depend on it, so one mistake gives one message."""
     problems: list[Problem] = []
     input_shape = tuple(data["model"]["input"])
+    _check_depth(loaded, data["model"], problems)
     layers = _check_layers(loaded, data["model"], input_shape, problems)
     if layers is None:
         return None, problems
@@ -155,6 +161,8 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     steps = _check_plan(loaded, data, info, num_examples, problems)
     if steps is not None:
         _check_schedule(loaded, data["optimizer"]["learning_rate"], steps, problems)
+    if not problems and data_info is None:  # a run directory's record (data_info) was admitted where it started
+        _check_memory(loaded, data, layers, info, num_examples, steps, problems)
     if problems:
         return None, problems
     spec = Spec(
@@ -388,7 +396,109 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
     if ckpt["every"] is not None and ckpt["every"] % data["summaries"]["every"]:
         problems.append(loaded.problem(("checkpoint", "every"), f"checkpoint.every ({ckpt['every']}) must be a multiple of summaries.every ({data['summaries']['every']}): checkpoints are written between compiled chunks"))
     _check_selection(loaded, data, info, problems)
+    if steps is not None:
+        _check_plan_bounds(loaded, data, steps, problems)
     return steps
+
+
+def _check_plan_bounds(loaded: Loaded, data: dict, steps: int, problems: list) -> None:
+    """What the plan asks the host to write: summary points, evaluations and checkpoints, each
+    within its bound (`netspec.cost`: MAX_SUMMARY_POINTS, MAX_EVALUATIONS, MAX_CHECKPOINTS, with
+    their measured reasons). A plan past them would validate, then spend hours at chunk
+    boundaries, gigabytes of events, or memory for its list of chunks before the first step."""
+    every = data["summaries"]["every"]
+    points = -(-steps // every) + 1  # and the untrained model at step 0
+    if points > C.MAX_SUMMARY_POINTS:
+        least = -(-steps // (C.MAX_SUMMARY_POINTS - 1))
+        problems.append(loaded.problem(("summaries", "every"), (
+            f"{steps} steps with a summary every {every} steps are {points} summary points; a run writes at most "
+            f"{C.MAX_SUMMARY_POINTS} (each is a pause of the device for the host to write scalars and histograms, and "
+            f"TensorBoard shows 1,000 points of a chart by default). Set summaries.every to {least} or more")))
+        return  # eval.every and checkpoint.every are multiples of it: their counts follow from this one
+    for section, bound, what, cost in (
+            ("eval", C.MAX_EVALUATIONS, "evaluations", "each passes over the whole evaluated split and writes its metrics and a confusion-matrix image"),
+            ("checkpoint", C.MAX_CHECKPOINTS, "checkpoints", "each writes the whole training state to disk")):
+        interval = data[section]["every"]
+        if interval is not None and not interval % every and steps // interval > bound:  # (not a multiple: said already)
+            least = -(-steps // bound)
+            least = -(-least // every) * every  # a multiple of summaries.every, as it must be
+            problems.append(loaded.problem((section, "every"), (
+                f"{steps} steps with {section}.every {interval} are {steps // interval} {what}; a run makes at most {bound} "
+                f"({cost}). Set {section}.every to {least} or more")))
+
+
+def _check_depth(loaded: Loaded, model: dict, problems: list) -> None:
+    """The number of layers, within what XLA compiles on this kind of machine (`cost.MAX_LAYERS`,
+    with its measured reason)."""
+    n = len(model["layers"])
+    if n > C.MAX_LAYERS:
+        problems.append(loaded.problem(("model", "layers"), (
+            f"the model has {n} layers; netspec compiles at most {C.MAX_LAYERS}: XLA compiles the training step's forward "
+            f"and backward pass layer by layer, and its time and memory grow faster than the depth (measured on a 2-core "
+            f"CPU: {C.DEPTH_MEASURED}; benchmarks/RESULTS.md). Use fewer, wider layers")))
+
+
+def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInfo | None, num_examples: int | None,
+                  steps: int | None, problems: list) -> None:
+    """The memory training needs at least (`netspec.cost.training_memory`: parameters, gradients,
+    optimizer state, the activations of one batch, the data on the device) within the budget
+    (`netspec.cost.memory_budget`: NETSPEC_MEMORY_BUDGET, a GPU's memory, or this host's). One
+    problem, at the key behind the largest share, with the estimate, the budget and the fix."""
+    compute = C.dtype_bytes(data["precision"]["compute"])
+    costs = C.model_costs(layers, compute)
+    budget = C.memory_budget()
+    train, ev = data["train"], data["eval"]
+    num_eval = None
+    if info is not None:
+        limit = data["data"].get("limit")
+        stored = min(info.num_train, limit) if limit else info.num_train
+        num_eval = {"validation": stored - (num_examples or 0) if data["data"]["validation_split"] else None,
+                    "test": min(info.num_test, limit) if (limit and info.num_test) else info.num_test}.get(ev["split"])
+    example = C.prod(info.x_shape) * C.dtype_bytes(info.x_dtype) if info is not None else 0
+    label = max(C.prod(info.y_shape), 1) * (1 if info is not None and info.source in R.STANDARD else 4) if info is not None else 0
+    parts = C.training_memory(
+        costs, input_shape=tuple(data["model"]["input"]), optimizer=data["optimizer"], batch_size=train["batch_size"],
+        devices=data["distribute"]["devices"], example_bytes=example, label_bytes=label, num_train=num_examples,
+        num_eval=num_eval, eval_batch_size=ev["batch_size"], chunk_steps=min(data["summaries"]["every"], steps or 1),
+        max_resident_bytes=data["data"]["max_resident_mb"] * 2**20, budget_kind=budget.kind)
+    total = sum(p.bytes for p in parts)
+    if total <= budget.bytes:
+        return
+    weights = {}  # the share each key stands for: the parameters' own, their gradients' and the optimizer's go together
+    for p in parts:
+        key = ("model", "layers") if p.key in (("model", "layers"), ("optimizer", "type")) else p.key
+        weights[key] = weights.get(key, 0) + p.bytes
+    largest = max(weights, key=weights.get)
+    listed = ", ".join(f"{p.what} {C.format_bytes(p.bytes)}" for p in sorted(parts, key=lambda p: -p.bytes) if p.bytes)
+    at, fix = _memory_fix(data, largest, costs, info)
+    override = "" if budget.origin.startswith(C.BUDGET_ENV) else \
+        f"; to train on a device with more, set {C.BUDGET_ENV} to its memory, e.g. {C.BUDGET_ENV}=80GiB"
+    problems.append(loaded.problem(at, (
+        f"training this spec needs at least {C.format_bytes(total)} of memory, more than the budget of "
+        f"{C.format_bytes(budget.bytes)} ({budget.origin}{override}): {listed}. {fix}")))
+
+
+def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> tuple[tuple, str]:
+    """Where to point a memory problem, and what to change, for the largest share `key`."""
+    if key == ("model", "layers"):
+        index, biggest = max(enumerate(costs), key=lambda ic: ic[1].param_count)
+        shapes = ", ".join(f"{name} {list(shape)}" for name, shape in biggest.params.items())
+        return ("model", "layers", index), (f"The parameters take the most: layer {biggest.name!r} ({biggest.type}) alone holds "
+                                            f"{biggest.param_count} ({shapes}); use fewer units or filters, or a smaller input")
+    if key == ("train", "batch_size"):
+        index, biggest = max(enumerate(costs), key=lambda ic: ic[1].saved_bytes)
+        return key, (f"The activations take the most: each example keeps {C.format_bytes(sum(c.saved_bytes for c in costs))} for the "
+                     f"backward pass (layer {biggest.name!r} {C.format_bytes(biggest.saved_bytes)}); use a smaller batch_size, "
+                     "or precision.compute: bfloat16 to halve them")
+    if key == ("data",):
+        source = next(k for k in R.SOURCES if k in data["data"])
+        return ("data", source), ("The data takes the most: use fewer examples (data.limit), or lower data.max_resident_mb "
+                                  "so the training data streams from the host chunk by chunk")
+    if key == ("summaries", "every"):
+        return key, "The batches of one chunk take the most: use a smaller summaries.every (steps per compiled chunk)"
+    if key == ("eval", "batch_size"):
+        return key, "The evaluated split takes the most: evaluate fewer examples (data.limit) or use a smaller eval.batch_size"
+    return key, "Make the model or the batch smaller"
 
 
 def _check_selection(loaded: Loaded, data: dict, info: DataInfo | None, problems: list) -> None:

@@ -19,6 +19,7 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
+from netspec import cost as C
 from netspec import load as L
 from netspec.cli import main
 from netspec.errors import SpecError
@@ -330,3 +331,134 @@ def test_a_date_that_does_not_exist_is_only_text(tmp_path):
 
 def test_the_largest_64_bit_integers_are_numbers():
     assert L.parse(f"a: {2**63 - 1}\nb: {-2**63}\n", "s").data == {"a": 2**63 - 1, "b": -2**63}
+
+
+# -- what a spec may ask of the machine: the run plan and the model's size (netspec.cost) -----------
+
+def refused_at(spec: Path, path: str, *words: str, args: tuple = (), env: dict | None = None) -> str:
+    """validate and run both refuse `spec` with one problem at `path` holding `words`; returns it."""
+    runner = CliRunner(env=env)
+    result = runner.invoke(main, ["validate", str(spec), *args])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (problem,) = problem_lines(result.output)
+    assert f": {path}: " in problem, problem
+    for word in words:
+        assert word in problem, problem
+    runs = spec.parent / "runs"
+    result = runner.invoke(main, ["run", str(spec), *args, "--logdir", str(runs), "--quiet"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
+    assert words[0] in result.output and not runs.exists()
+    return problem
+
+
+@pytest.mark.parametrize("sets, path, words", [
+    (("train.steps=1000000000", "summaries.every=1"), "$.summaries.every",
+     ("1000000000 steps with a summary every 1 steps are 1000000001 summary points", f"at most {C.MAX_SUMMARY_POINTS}",
+      "Set summaries.every to 10001 or more")),
+    (("train.steps=9000000", "eval.every=100", "data.inline.x=[[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]]",
+      "data.inline.y=[[0], [1], [1], [0], [0]]", "data.validation_split=0.2"), "$.eval.every",
+     ("9000000 steps with eval.every 100 are 90000 evaluations; a run makes at most 10000", "Set eval.every to 900 or more")),
+    (("train.steps=2000000000", "summaries.every=50000", "checkpoint.every=50000"), "$.checkpoint.every",
+     ("2000000000 steps with checkpoint.every 50000 are 40000 checkpoints; a run makes at most 10000",
+      "Set checkpoint.every to 200000 or more")),
+], ids=["summaries", "evaluations", "checkpoints"])
+def test_a_plan_past_what_a_run_may_write_is_refused(sets, path, words, tmp_path):
+    """10**9 steps with summaries.every: 1 validated, then built a list of 10**9 chunk lengths."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    refused_at(spec, path, *words, args=tuple(a for s in sets for a in ("--set", s)))
+
+
+def test_a_plan_at_the_bounds_is_valid(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    steps = (C.MAX_SUMMARY_POINTS - 1) * 100
+    sets = [f"train.steps={steps}", "summaries.every=100", "checkpoint.every=1000"]  # 99,999 summary points, 9,999 checkpoints
+    result = validate(spec, *(a for s in sets for a in ("--set", s)))
+    assert result.exit_code == 0, result.output
+
+
+def deep_spec(n: int, units: int = 4) -> str:
+    layers = "".join(f"    - {{name: d{i}, type: dense, units: {units}, activation: tanh}}\n" for i in range(n - 1))
+    return edit("    - {name: hidden, type: dense, units: 2, activation: sigmoid}\n", layers)
+
+
+def test_a_model_deeper_than_compiles_is_refused(tmp_path):
+    """10,000 dense layers validated in 9 s, then the run aborted with std::bad_alloc at 5 GB."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(deep_spec(C.MAX_LAYERS + 1))
+    start = time.perf_counter()
+    problem = refused_at(spec, "$.model.layers", f"the model has {C.MAX_LAYERS + 1} layers; netspec compiles at most {C.MAX_LAYERS}",
+                         "Use fewer, wider layers")
+    assert time.perf_counter() - start < 10
+    assert C.DEPTH_MEASURED in problem
+    spec.write_text(deep_spec(C.MAX_LAYERS))
+    assert validate(spec).exit_code == 0
+
+
+def test_validate_of_a_deep_model_takes_milliseconds_a_layer(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(deep_spec(C.MAX_LAYERS))
+    validate(spec)  # imports
+    start = time.perf_counter()
+    assert validate(spec).exit_code == 0
+    assert time.perf_counter() - start < 3.0  # 0.6 s here; it was 0.9 s for 1,000 layers (9 s for 10,000)
+
+
+def test_a_model_too_large_for_the_memory_is_refused_at_its_largest_layer(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    layers = ("model.layers=[{name: a, type: dense, units: 100000}, {name: b, type: dense, units: 20000, activation: relu}, "
+              "{name: out, type: dense, units: 1, activation: sigmoid}]")
+    refused_at(spec, "$.model.layers[1]", "training this spec needs at least 14.9 GiB of memory, more than the budget of 12 GiB "
+               "(NETSPEC_MEMORY_BUDGET=12GiB)", "parameters (2 billion float32) 7.45 GiB, their gradients 7.45 GiB",
+               "The parameters take the most: layer 'b' (dense) alone holds 2000020000 (kernel [100000, 20000], bias [20000])",
+               args=("--set", layers), env={C.BUDGET_ENV: "12GiB"})
+    refused_at(spec, "$.model.layers[1]", "adam's state (2 x the parameters) 14.9 GiB", args=("--set", layers, "--set", "optimizer.type=adam"),
+               env={C.BUDGET_ENV: "16GiB"})  # what fits with sgd does not with adam's two more copies
+
+
+CONV = SPEC.replace("  inline:\n    x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n    y: [[0], [1], [1], [0]]\n", "  fashion_mnist: {}\n") \
+    .replace("input: [2]", "input: [784]").replace("binary_crossentropy", "sparse_categorical_crossentropy") \
+    .replace("    - {name: hidden, type: dense, units: 2, activation: sigmoid}\n    - {name: out, type: dense, units: 1, activation: sigmoid}\n",
+             "    - {name: image, type: reshape, shape: [28, 28, 1]}\n    - {name: conv, type: conv2d, filters: 64, kernel_size: 3, padding: same}\n"
+             "    - {name: flat, type: flatten}\n    - {name: out, type: dense, units: 10, activation: softmax}\n")
+
+
+def test_a_batch_too_large_for_the_memory_is_refused_at_the_batch_size(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CONV)
+    refused_at(spec, "$.train.batch_size", "the activations of one batch of 10000 kept for the backward pass 1.9 GiB",
+               "each example keeps 196 KiB for the backward pass (layer 'conv' 196 KiB); use a smaller batch_size",
+               args=("--set", "train.batch_size=10000"), env={C.BUDGET_ENV: "2GiB"})
+
+
+def test_data_too_large_for_the_memory_is_refused_at_the_data(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CONV.replace("filters: 64", "filters: 1"))
+    refused_at(spec, "$.data.fashion_mnist", "the training data (60000 examples) 44.9 MiB", "The data takes the most",
+               "data.max_resident_mb", env={C.BUDGET_ENV: "40MiB"})
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_fits_a_small_machine(path, monkeypatch):
+    """The largest shipped spec (fashion_cnn: about 700 MiB with its data and evaluation batch)
+    fits in 1 GiB: validate admits them all far from any real machine's memory."""
+    monkeypatch.setenv(C.BUDGET_ENV, "1GiB")
+    from netspec.check import check
+
+    check(L.load(path))
+
+
+def test_a_run_directory_record_is_not_estimated_again(tmp_path, monkeypatch):
+    """A run's own record of its data (check(data_info=...): predict, eval, resume) was admitted
+    where the run started; another machine's budget does not refuse using it."""
+    from netspec.check import check
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    info = check(L.load(spec)).data_info
+    monkeypatch.setenv(C.BUDGET_ENV, "100")
+    with pytest.raises(SpecError, match="more than the budget of 100 bytes"):
+        check(L.load(spec))
+    check(L.load(spec), data_info=info)
