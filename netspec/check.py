@@ -101,6 +101,9 @@ def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
     `data_info`: what the data was found to be when this spec ran (a run directory's record,
     `netspec.resumption`); it stands in for describing the data, so no data file is read (netspec
     predict on a run whose data has moved). The data's rules are then checked against it."""
+    too_deep = _depth_problem(loaded)
+    if too_deep is not None:  # before the schema walks every layer (10,000 layers: seconds)
+        raise SpecError([too_deep])
     problems = schema_problems(loaded)
     if problems:
         raise SpecError(problems)
@@ -140,7 +143,6 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     that fails leaves out the checks that depend on it, so one mistake gives one message."""
     problems: list[Problem] = []
     input_shape = tuple(data["model"]["input"])
-    _check_depth(loaded, data["model"], problems)
     layers = _check_layers(loaded, data["model"], input_shape, problems)
     if layers is None:
         return None, problems
@@ -427,15 +429,18 @@ def _check_plan_bounds(loaded: Loaded, data: dict, steps: int, problems: list) -
                 f"({cost}). Set {section}.every to {least} or more")))
 
 
-def _check_depth(loaded: Loaded, model: dict, problems: list) -> None:
+def _depth_problem(loaded: Loaded) -> Problem | None:
     """The number of layers, within what XLA compiles on this kind of machine (`cost.MAX_LAYERS`,
-    with its measured reason)."""
-    n = len(model["layers"])
+    with its measured reason); checked first, before the schema pass walks every layer."""
+    model = loaded.data.get("model") if isinstance(loaded.data, dict) else None
+    layers = model.get("layers") if isinstance(model, dict) else None
+    n = len(layers) if isinstance(layers, list) else 0
     if n > C.MAX_LAYERS:
-        problems.append(loaded.problem(("model", "layers"), (
+        return loaded.problem(("model", "layers"), (
             f"the model has {n} layers; netspec compiles at most {C.MAX_LAYERS}: XLA compiles the training step's forward "
             f"and backward pass layer by layer, and its time and memory grow faster than the depth (measured on a 2-core "
-            f"CPU: {C.DEPTH_MEASURED}; benchmarks/RESULTS.md). Use fewer, wider layers")))
+            f"CPU: {C.DEPTH_MEASURED}; benchmarks/RESULTS.md). Use fewer, wider layers"))
+    return None
 
 
 def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInfo | None, num_examples: int | None,
