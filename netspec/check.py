@@ -449,23 +449,8 @@ def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInf
     optimizer state, the activations of one batch, the data on the device) within the budget
     (`netspec.cost.memory_budget`: NETSPEC_MEMORY_BUDGET, a GPU's memory, or this host's). One
     problem, at the key behind the largest share, with the estimate, the budget and the fix."""
-    compute = C.dtype_bytes(data["precision"]["compute"])
-    costs = C.model_costs(layers, compute)
     budget = C.memory_budget()
-    train, ev = data["train"], data["eval"]
-    num_eval = None
-    if info is not None:
-        limit = data["data"].get("limit")
-        stored = min(info.num_train, limit) if limit else info.num_train
-        num_eval = {"validation": stored - (num_examples or 0) if data["data"]["validation_split"] else None,
-                    "test": min(info.num_test, limit) if (limit and info.num_test) else info.num_test}.get(ev["split"])
-    example = C.prod(info.x_shape) * C.dtype_bytes(info.x_dtype) if info is not None else 0
-    label = max(C.prod(info.y_shape), 1) * (1 if info is not None and info.source in R.STANDARD else 4) if info is not None else 0
-    parts = C.training_memory(
-        costs, input_shape=tuple(data["model"]["input"]), optimizer=data["optimizer"], batch_size=train["batch_size"],
-        devices=data["distribute"]["devices"], example_bytes=example, label_bytes=label, num_train=num_examples,
-        num_eval=num_eval, eval_batch_size=ev["batch_size"], chunk_steps=min(data["summaries"]["every"], steps or 1),
-        max_resident_bytes=data["data"]["max_resident_mb"] * 2**20, budget_kind=budget.kind)
+    costs, parts = memory_parts(data, layers, info, num_examples, steps, budget.kind)
     total = sum(p.bytes for p in parts)
     if total <= budget.bytes:
         return
@@ -481,6 +466,30 @@ def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInf
     problems.append(loaded.problem(at, (
         f"training this spec needs at least {C.format_bytes(total)} of memory, more than the budget of "
         f"{C.format_bytes(budget.bytes)} ({budget.origin}{override}): {listed}. {fix}")))
+
+
+def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_examples: int | None, steps: int | None,
+                 budget_kind: str = "device") -> tuple[list, list]:
+    """(per-layer `cost.LayerCost`s, `cost.Part`s of the memory training needs at least) for a
+    defaulted spec `data` (as `_meaning` holds it, eval.split resolved), its checked layers and
+    its data's description (None: the data is left out). `netspec summary` prints the same."""
+    compute = C.dtype_bytes(data["precision"]["compute"])
+    costs = C.model_costs(layers, compute)
+    train, ev = data["train"], data["eval"]
+    num_eval = None
+    if info is not None:
+        limit = data["data"].get("limit")
+        stored = min(info.num_train, limit) if limit else info.num_train
+        num_eval = {"validation": stored - (num_examples or 0) if data["data"]["validation_split"] else None,
+                    "test": min(info.num_test, limit) if (limit and info.num_test) else info.num_test}.get(ev["split"])
+    example = C.prod(info.x_shape) * C.dtype_bytes(info.x_dtype) if info is not None else 0
+    label = max(C.prod(info.y_shape), 1) * (1 if info is not None and info.source in R.STANDARD else 4) if info is not None else 0
+    parts = C.training_memory(
+        costs, input_shape=tuple(data["model"]["input"]), optimizer=data["optimizer"], batch_size=train["batch_size"],
+        devices=data["distribute"]["devices"], example_bytes=example, label_bytes=label, num_train=num_examples,
+        num_eval=num_eval, eval_batch_size=ev["batch_size"], chunk_steps=min(data["summaries"]["every"], steps or 1),
+        max_resident_bytes=data["data"]["max_resident_mb"] * 2**20, budget_kind=budget_kind)
+    return costs, parts
 
 
 def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> tuple[tuple, str]:
