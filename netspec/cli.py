@@ -31,7 +31,15 @@ def _run_name(value):
 
 
 def _fail(error: NetspecError) -> None:
+    from netspec.interrupts import workers_left
+
     click.echo(str(error), err=True)
+    if workers_left():  # a compilation a signal left running: a normal exit would abort inside XLA
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(error.exit_code)
     sys.exit(error.exit_code)
 
 

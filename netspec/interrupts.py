@@ -149,24 +149,65 @@ class Interrupts:
         compilation in XLA holds the thread that calls it for as long as it takes (minutes for
         a deep model), and a signal handler runs only on the main thread between Python
         instructions. If a signal raises meanwhile, the worker is left to finish on its own
-        (a daemon thread: it never delays the exit). Returns fn's result or raises its error."""
+        (the process then ends with `os._exit`, see `workers_left`). Returns fn's result or
+        raises its error."""
         if threading.current_thread() is not threading.main_thread() or not self._previous:
             return fn()
-        outcome: dict = {}
+        job = _Job(fn)
+        _worker().put(job)
+        while not job.done.wait(0.05):
+            pass
+        if job.error is not None:
+            raise job.error
+        return job.value
 
-        def work():
-            try:
-                outcome["value"] = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
-                outcome["error"] = e
 
-        worker = threading.Thread(target=work, name="netspec-compile", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.05)
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+class _Job:
+    def __init__(self, fn):
+        self.fn, self.value, self.error, self.done = fn, None, None, threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
+            self.error = e
+        finally:
+            self.done.set()
+
+
+_jobs = None
+_running: list[_Job] = []
+
+
+def _worker():
+    """One long-lived daemon thread for every `wait_for` job. Long-lived on purpose: a thread
+    that has just finished running XLA code still runs its C++ thread-local destructors, and
+    the process aborts (SIGABRT) if it exits meanwhile; an idle thread waiting on a queue is
+    simply left behind at exit."""
+    global _jobs
+    if _jobs is None:
+        import queue
+
+        _jobs = queue.SimpleQueue()
+
+        def serve():
+            while True:
+                job = _jobs.get()
+                _running.append(job)
+                try:
+                    job.run()
+                finally:
+                    _running.remove(job)
+
+        threading.Thread(target=serve, name="netspec-compile", daemon=True).start()
+    return _jobs
+
+
+def workers_left() -> bool:
+    """Whether a `wait_for` job a signal left behind is still running. Then the process must end
+    with os._exit: at a normal exit Python stops daemon threads, and one inside XLA aborts the
+    process (SIGABRT, exit 134) instead of exiting with the signal's code."""
+    return bool(_running)
 
 
 _active: Interrupts | None = None
