@@ -35,7 +35,9 @@ loop calls it before each checkpoint, so a checkpoint is never on disk before th
 its step. The files are named and begin as tensorboardX's (`events.out.tfevents.<second>.<host>
 <suffix>`, a file_version event, and with `purge_step` a SessionLog START at that step, after
 which TensorBoard drops the steps >= purge_step that earlier files hold): a resumed run's new
-files hide what the stopped one wrote after its checkpoint.
+files hide what the stopped one wrote after its checkpoint. A new file is named after every file
+already in its directory (the next second, if one of this second is there): TensorBoard reads a
+run's files in name order, and a purge acts on what it read before.
 
 The closing's evaluations (`evaluation(..., final=True)`) go into a file of their own in each
 evaluation run, `events.out.tfevents.<second>.<host><suffix>.closing`, written under a temporary
@@ -99,7 +101,12 @@ class EventFile:
     def __init__(self, directory: Path, *, suffix: str = "", purge_step: int | None = None, pending: bool = False):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        base = f"events.out.tfevents.{str(time.time())[:10]}.{socket.gethostname()}{suffix}"
+        # TensorBoard reads a run's files in name order, and a purge acts on what was read before
+        # it: a new file sorts after every file there, even one of the same second (a resume
+        # right after a kill), by taking the next second then.
+        stamps = [int(part) for part in (p.name.split(".")[3] for p in directory.glob("events.out.tfevents.*")) if part.isdigit()]
+        stamp = max([int(time.time()), *(t + 1 for t in stamps)])
+        base = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}{suffix}"
         for i in range(100):  # never truncate another file, even one of the same second and suffix
             self.path = directory / (base if i == 0 else f"{base}-{i}")
             if pending and self.path.exists():

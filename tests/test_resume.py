@@ -148,14 +148,6 @@ def run_in_process(spec_file: Path, logdir: Path, run_name: str, *overrides: str
     return T.run(check(load(spec_file, list(overrides))), logdir=logdir, run_name=run_name, quiet=True)
 
 
-def next_second() -> None:
-    """Wait for the wall clock's next second: tensorboardX names an event file by the second it
-    was opened (and the host), and opens it for writing, not appending."""
-    now = int(time.time())
-    while int(time.time()) == now:
-        time.sleep(0.02)
-
-
 # -- 1. bit-exact resume, in process ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -199,7 +191,6 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
     stop_step = checkpoint.metadata(checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest())["step"]
     assert 0 < stop_step < STEPS
 
-    next_second()  # see test_a_resume_within_the_same_second_keeps_the_events
     resumed = T.run(T.load_run_spec(run_dir, [f"train.steps={STEPS}"]), resume=run_dir, quiet=True)
     assert resumed.run_dir == run_dir
     assert result_of(run_dir)["steps"] == STEPS
@@ -239,9 +230,14 @@ def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_pat
     import netspec.summaries
 
     monkeypatch.setattr(netspec.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
-    b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=20")
+    b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=30")
+    (b.run_dir / "checkpoints" / "step-00000030.safetensors").unlink()  # as if killed after step 30's events, before its checkpoint
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # another process, whose pid sorts first in a file name of the same second
     T.run(T.load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
-    assert [s for s, _ in scalars(b.run_dir, "loss")] == [0, 10, 20, 30, 40]
+    # the resumed file is read after the first (named so), so its purge hides the first's step 30
+    points = scalars(b.run_dir, "loss")
+    assert_each_step_once(points)
+    assert [s for s, _ in points] == [0, 10, 20, 30, 40]
 
 
 def test_resume_refuses_a_finished_run(uninterrupted):
