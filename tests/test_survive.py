@@ -187,8 +187,9 @@ def free_disk(logdir: Path) -> None:
 
 # -- driving the paused process ------------------------------------------------------------------------
 
-def start(spec_file: Path, logdir: Path, env: dict, marker: Path, pause: str) -> subprocess.Popen:
-    return subprocess.Popen([str(NETSPEC), "run", str(spec_file), "--logdir", str(logdir), "--quiet", "--run-name", "r"],
+def start(spec_file: Path, logdir: Path, env: dict, marker: Path, pause: str, *sets: str) -> subprocess.Popen:
+    return subprocess.Popen([str(NETSPEC), "run", str(spec_file), "--logdir", str(logdir), "--quiet", "--run-name", "r",
+                             *(x for s in sets for x in ("--set", s))],
                             env={**env, "NETSPEC_TEST_PAUSE": pause, "NETSPEC_TEST_PAUSE_FILE": str(marker)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -283,10 +284,10 @@ def assert_same_tensors(a: Path, b: Path) -> None:
         assert left[key].dtype == right[key].dtype and left[key].tobytes() == right[key].tobytes(), f"{a.name}: {key} differs"
 
 
-def assert_finished_as(run_dir: Path, reference: Path) -> None:
+def assert_finished_as(run_dir: Path, reference: Path, steps: int = STEPS) -> None:
     """Bit for bit the uninterrupted run: parameters and optimizer state, best checkpoint, every
     event of every run at every step, the HParams session's end, result.json but its timings."""
-    final = f"checkpoints/step-{STEPS:08d}.safetensors"
+    final = f"checkpoints/step-{steps:08d}.safetensors"
     assert_same_tensors(run_dir / final, reference / final)
     assert_same_tensors(run_dir / "checkpoints" / "best.safetensors", reference / "checkpoints" / "best.safetensors")
     assert_same_events(run_dir, reference)
@@ -419,3 +420,30 @@ def test_the_next_command_that_opens_a_run_removes_what_cut_off_writes_left(comm
         code, output = cli("predict", run_dir, "--input", tmp_path / "x.npy")
     assert code == 0, output
     assert leftovers(run_dir) == []
+
+
+# after the first evaluation (step 20), the loss must fall by 10 at each: it cannot, so step 40 stops
+EARLY = "train.early_stopping={metric: loss, patience: 1, min_delta: 10}"
+
+
+@pytest.mark.slow
+def test_an_early_stopped_run_killed_in_its_closing_is_finished_not_trained_on(spec_file, env, tmp_path):
+    """Early stopping ends training before train.steps: the closing checkpoint says so, so a
+    resume finishes the run at that step (not trains on to 60), as the uninterrupted run ended."""
+    done = subprocess.run([str(NETSPEC), "run", str(spec_file), "--logdir", str(tmp_path / "ref"), "--quiet", "--run-name", "r",
+                           "--set", EARLY], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reference = tmp_path / "ref" / "survive" / "r"
+    assert result_of(reference)["stopped"] == "early_stopping" and result_of(reference)["steps"] == 40
+    logdir, marker = tmp_path / "runs", tmp_path / "paused"
+    process = start(spec_file, logdir, env, marker, "results", EARLY)
+    code, _, err = interrupt(process, marker, "kill -9", logdir, False)
+    assert code == -9, err
+    run_dir = logdir / "survive" / "r"
+    code, output = cli("resume", run_dir, "--quiet")
+    assert code == 0, output
+    assert "Early stopping at step 40" in output
+    assert_finished_as(run_dir, reference, steps=40)
+    assert [s for s, _ in events_of(run_dir / "validation")["scalar", "loss"]] == [20, 40]  # each evaluation once
+    code, output = cli("resume", run_dir, "--quiet")
+    assert code == 1 and "already finished: early stopping ended it at step 40 of 60" in output, output
