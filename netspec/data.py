@@ -214,9 +214,15 @@ class BatchOrder:
         return self._cache[e]
 
     def indices(self, start: int, length: int) -> np.ndarray:
-        """int32 [length, batch_size]: the examples of steps start .. start + length - 1."""
+        """int32 [length, batch_size]: the examples of steps start .. start + length - 1.
+
+        One slice per epoch the steps touch, not one per step: a chunk of a million steps was a
+        million Python iterations before its first step."""
         out = np.empty((length, self.batch_size), np.int32)
-        for j, step in enumerate(range(start, start + length)):
+        done, step, size = 0, start, self.batch_size
+        while done < length:
             e, i = divmod(step, self.per_epoch)
-            out[j] = self.epoch(e)[i * self.batch_size:(i + 1) * self.batch_size]
+            take = min(self.per_epoch - i, length - done)
+            out[done:done + take] = self.epoch(e)[i * size:(i + take) * size].reshape(take, size)
+            done, step = done + take, step + take
         return out
