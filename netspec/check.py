@@ -488,7 +488,8 @@ def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_
         costs, input_shape=tuple(data["model"]["input"]), optimizer=data["optimizer"], batch_size=train["batch_size"],
         devices=data["distribute"]["devices"], example_bytes=example, label_bytes=label, num_train=num_examples,
         num_eval=num_eval, eval_batch_size=ev["batch_size"], chunk_steps=min(data["summaries"]["every"], steps or 1),
-        max_resident_bytes=data["data"]["max_resident_mb"] * 2**20, budget_kind=budget_kind)
+        max_resident_bytes=data["data"]["max_resident_mb"] * 2**20, budget_kind=budget_kind,
+        steps=steps, steps_key=("train", "steps" if train.get("steps") is not None else "epochs"))
     return costs, parts
 
 
@@ -508,6 +509,8 @@ def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> t
         source = next(k for k in R.SOURCES if k in data["data"])
         return ("data", source), ("The data takes the most: use fewer examples (data.limit), or lower data.max_resident_mb "
                                   "so the training data streams from the host chunk by chunk")
+    if key in (("train", "steps"), ("train", "epochs")):
+        return key, "The record of every step's loss takes the most: train for fewer steps"
     if key == ("summaries", "every"):
         return key, "The batches of one chunk take the most: use a smaller summaries.every (steps per compiled chunk)"
     if key == ("eval", "batch_size"):

@@ -271,13 +271,14 @@ class Budget(NamedTuple):
 # (jax 0.10, 2 cores): about 250 MiB resident, and 1.5 GiB of address space (thread stacks and
 # reserved arenas), which a `ulimit -v` counts.
 RUNTIME_RESIDENT = 256 * 2**20
+LOSS_RECORD_BYTES = 32  # netspec.train keeps every step's loss: a float object (24 bytes) and its list slot (8)
 RUNTIME_ADDRESS_SPACE = 1536 * 2**20
 
 
 def training_memory(costs: list[LayerCost], *, input_shape: tuple, optimizer: Mapping, batch_size: int,
                     devices: int | None, example_bytes: int, label_bytes: int, num_train: int | None,
                     num_eval: int | None, eval_batch_size: int, chunk_steps: int, max_resident_bytes: float,
-                    budget_kind: str = "device") -> list[Part]:
+                    budget_kind: str = "device", steps: int | None = None, steps_key: tuple = ("train", "steps")) -> list[Part]:
     """The memory one device needs at least to train, as `Part`s (see the module docstring).
 
     `example_bytes` and `label_bytes`: one example and its label as stored (e.g. 784 uint8 pixels);
@@ -286,7 +287,8 @@ def training_memory(costs: list[LayerCost], *, input_shape: tuple, optimizer: Ma
     `devices`: the spec's distribute.devices (None: all, counted as one, since their number is
     not known before JAX starts). Parameters are replicated on every device; the batch is split.
     `budget_kind` (`Budget.kind`): for "host" and "address space" the device is this machine's
-    CPU, so the data as read on the host and the JAX runtime count too.
+    CPU, so the data as read on the host, the JAX runtime and the host's record of the loss of
+    each of the run's `steps` (a Python float in a list: 32 bytes a step; netspec.train) count too.
     """
     shapes = [s for c in costs for s in c.params.values()]
     n_params = sum(prod(s) for s in shapes)
@@ -327,6 +329,8 @@ def training_memory(costs: list[LayerCost], *, input_shape: tuple, optimizer: Ma
                               2 * (num_train + (num_eval or 0)) * example, ("data",)))
         runtime = RUNTIME_ADDRESS_SPACE if budget_kind == "address space" else RUNTIME_RESIDENT
         parts.append(Part("the JAX runtime", runtime, ("model",)))
+        if steps:
+            parts.append(Part(f"the loss of each of the {steps} steps, kept on the host", steps * LOSS_RECORD_BYTES, steps_key))
     return parts
 
 
