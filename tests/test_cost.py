@@ -152,3 +152,27 @@ def test_memory_parts_add_up():
     by_what = {p.what.split(" (")[0]: p.bytes for p in streamed}
     assert by_what["two chunks of streamed batches"] == 2 * 100 * 100 * 785 and "the training data" not in by_what
     assert by_what["the JAX runtime"] == C.RUNTIME_RESIDENT
+
+
+def test_the_gpu_budget_from_nvidia_smi(tmp_path, monkeypatch):
+    """With a CUDA plugin installed and JAX_PLATFORMS not leaving it out, the budget is GPU 0's
+    memory as nvidia-smi reports it, times what XLA preallocates (a fake plugin and nvidia-smi)."""
+    (tmp_path / "jax_cuda12_plugin").mkdir()
+    (tmp_path / "jax_cuda12_plugin" / "__init__.py").write_text("")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771'\n")
+    smi.chmod(0o755)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    budget = C._gpu_memory()
+    assert budget == C.Budget(int(143771 * 2**20 * 0.75), "0.75 of the memory of GPU 0 (NVIDIA H200, nvidia-smi), what XLA preallocates", "device")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    assert C._gpu_memory().bytes == 143771 * 2**20
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert C._gpu_memory() is None
+    smi.write_text("#!/bin/sh\nexit 9\n")  # a broken driver: the host's memory instead
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert C._gpu_memory() is None
