@@ -23,8 +23,9 @@ raising anywhere leaves nothing half-written.
 <path>` in the environment, the process writes its pid to that file when it reaches the phase
 and waits there until the file is deleted; every signal it receives meanwhile appends a line
 `signal <number>` to the file, and takes effect when it continues, as if it had arrived at that
-point. The phases are named where `pause` is called (`before-run-dir`, `chunk:<step>`,
-`checkpoint-write:<file name>`, `closing`, `results`). Without the variable it does nothing.
+point. The phases are named where `pause` is called (`before-run-dir`, `compiling`,
+`chunk:<step>`, `checkpoint-write:<file name>`, `closing`, `results`). Without the variable it
+does nothing.
 """
 
 from __future__ import annotations

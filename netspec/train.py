@@ -437,7 +437,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
         elif at >= spec.steps:
             raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
         else:
-            reclosing = closing is not None and not results  # its evaluation runs drop what that closing wrote
+            reclosing = closing is not None and not results  # trains on: what that closing wrote is replaced
             closing = None
         run_dir = Path(resume) if writer else make_run_dir(scratch, spec, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
@@ -538,6 +538,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     lengths = ([head] if head else []) + chunk_lengths(spec.steps - start_step - head, every)
     if finishing:  # no training: straight to the closing
         lengths = []
+    pause("compiling")
     compile_start = time.perf_counter()
     compiled = signals.wait_for(lambda: {
         n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()

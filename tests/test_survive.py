@@ -69,14 +69,15 @@ checkpoint: {every: 20, keep: 2, best: accuracy}
 STEPS = 60
 TIMINGS = {"train_seconds", "compile_seconds", "us_per_step", "first_step_seconds", "steps_per_second"}
 
-# phase -> where the process waits (NETSPEC_TEST_PAUSE)
+# phase -> (where the process waits (NETSPEC_TEST_PAUSE), the last step summarised by then)
 PHASES = {
-    "before-run-dir": "before-run-dir",  # data loaded, nothing compiled or written
-    "before-first-checkpoint": "chunk:10",  # step 10 summarised, the chunk to step 20 running
-    "mid-run": "chunk:30",  # checkpoint 20 kept, step 30 summarised, the chunk to 40 running
-    "checkpoint-write": "checkpoint-write:step-00000040.safetensors",  # half of it written
-    "closing": "results",  # the closing checkpoint and the final evaluations written, not result.json
-    "closing-start": "closing",  # the closing checkpoint written, not the final evaluations
+    "before-run-dir": ("before-run-dir", -1),  # data loaded, nothing compiled or written
+    "compiling": ("compiling", 0),  # the run directory and step 0 written, the training chunks about to compile
+    "before-first-checkpoint": ("chunk:10", 10),  # step 10 summarised, the chunk to step 20 running
+    "mid-run": ("chunk:30", 30),  # checkpoint 20 kept, step 30 summarised, the chunk to 40 running
+    "checkpoint-write": ("checkpoint-write:step-00000040.safetensors", 40),  # half of it written
+    "closing": ("results", 60),  # the closing checkpoint and the final evaluations written, not result.json
+    "closing-start": ("closing", 60),  # the closing checkpoint written, not the final evaluations
 }
 INTERRUPTIONS = ["kill -9", "SIGINT", "SIGTERM", "SIGTERM twice", "full disk"]
 
@@ -89,6 +90,11 @@ EXPECTED = {
     ("before-run-dir", "SIGTERM"): (143, "none"),
     ("before-run-dir", "SIGTERM twice"): (143, "none"),
     ("before-run-dir", "full disk"): (1, "none"),  # the run's directory could hold nothing: it is removed
+    ("compiling", "kill -9"): (-9, None),
+    ("compiling", "SIGINT"): (130, 0),  # before training: step 0 is checkpointed, to resume from
+    ("compiling", "SIGTERM"): (143, 0),
+    ("compiling", "SIGTERM twice"): (143, None),
+    ("compiling", "full disk"): (1, None),
     ("before-first-checkpoint", "kill -9"): (-9, None),
     ("before-first-checkpoint", "SIGINT"): (130, 20),  # the chunk running finishes and is checkpointed
     ("before-first-checkpoint", "SIGTERM"): (143, 20),
@@ -317,7 +323,7 @@ def _cells():
 def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exit_code, kept, spec_file, env, reference, tmp_path):
     logdir, marker = tmp_path / "runs", tmp_path / "paused"
     with small_disk(logdir) if how == "full disk" else contextlib.nullcontext(False) as mounted:
-        process = start(spec_file, logdir, env, marker, PHASES[phase])
+        process = start(spec_file, logdir, env, marker, PHASES[phase][0])
         code, out, err = interrupt(process, marker, how, logdir, mounted)
         run_dir = logdir / "survive" / "r"
         if how == "full disk":
@@ -355,9 +361,10 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exi
             else:
                 assert f"ontinue with: netspec resume {run_dir}" in message and f"step {kept} of {STEPS}" in message, message
             assert leftovers(run_dir) == [], leftovers(run_dir)  # a process that ended by itself removed its temporary files
-        # events complete: every summary step up to the kept checkpoint (step 10 when there is
-        # none), as the uninterrupted run wrote it; the closing's evaluations only once written
-        assert_same_events(run_dir, reference, up_to=10 if kept is None else kept,
+        # events complete: every summary step up to the kept checkpoint (when there is none, up
+        # to the last one summarised), as the uninterrupted run wrote it; the closing's
+        # evaluations only once written
+        assert_same_events(run_dir, reference, up_to=PHASES[phase][1] if kept is None else kept,
                            splits_up_to=STEPS - 1 if phase == "closing-start" else None)
 
         # the next command: resume finishes the run bit for bit, or says nothing was kept
