@@ -112,8 +112,11 @@ class EventFile:
             if pending and self.path.exists():
                 continue
             written = directory / f".events{suffix}.{os.getpid()}.tmp" if pending else self.path
+            # a temporary name is this process's own (the run is held): one left by a process of
+            # the same pid long ago is written over
+            fresh = os.O_TRUNC if pending else os.O_EXCL
             try:
-                self._fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
+                self._fd = os.open(written, os.O_WRONLY | os.O_CREAT | fresh | os.O_APPEND | os.O_CLOEXEC, 0o666)
                 break
             except FileExistsError:
                 continue

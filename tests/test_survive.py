@@ -454,3 +454,37 @@ def test_an_early_stopped_run_killed_in_its_closing_is_finished_not_trained_on(s
     assert [s for s, _ in events_of(run_dir / "validation")["scalar", "loss"]] == [20, 40]  # each evaluation once
     code, output = cli("resume", run_dir, "--quiet")
     assert code == 1 and "already finished: early stopping ended it at step 40 of 60" in output, output
+
+
+@pytest.mark.slow
+def test_a_resume_into_a_full_disk_changes_nothing_and_resumes_once_there_is_space(spec_file, env, reference, tmp_path):
+    """It wrote a 0-byte .spec.yaml.*.tmp and left it: now one paragraph, nothing left behind,
+    and the run resumes bit for bit once there is space."""
+    logdir, marker = tmp_path / "runs", tmp_path / "paused"
+    with small_disk(logdir) as mounted:
+        process = start(spec_file, logdir, env, marker, "chunk:30")
+        code, _, err = interrupt(process, marker, "kill -9", logdir, mounted)
+        assert code == -9, err
+        run_dir = logdir / "survive" / "r"
+        before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+        command = [str(NETSPEC), "resume", str(run_dir), "--quiet"]
+        if mounted:
+            fill(logdir)
+            resume_env = env
+        else:  # every write that grows a file fails (the limit set before netspec starts); no compilation cache to write
+            command = [sys.executable, "-c", "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (0, "
+                       "resource.RLIM_INFINITY)); os.execv(sys.argv[1], sys.argv[1:])", *command]
+            resume_env = {**env, "NETSPEC_JAX_CACHE": ""}
+        full = subprocess.run(command, env=resume_env, capture_output=True, text=True, timeout=300)
+        free_disk(logdir)
+        assert full.returncode == 1, full.stderr
+        message = full.stderr.strip()
+        assert "\n" not in message and "Traceback" not in message, full.stderr
+        assert f"Cannot write the run {run_dir} (spec.yaml): " in message, message
+        assert f"The checkpoint at step 20 of {STEPS} and the events up to it are kept" in message
+        assert message.endswith(f"Free some space, then continue with: netspec resume {run_dir}"), message
+        assert leftovers(run_dir) == []
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"} == before
+        code, output = cli("resume", run_dir, "--quiet")
+        assert code == 0, output
+        assert_finished_as(run_dir, reference)
