@@ -224,10 +224,6 @@ def watch():
         yield interrupts
 
 
-def active() -> Interrupts | None:
-    return _active
-
-
 # -- the test-only pause ------------------------------------------------------------------------------
 
 _pausing: Path | None = None

@@ -118,6 +118,7 @@ class RunLock:
         self._fd, self.run_dir = fd, run_dir
 
     def release(self) -> None:
+        """Let the run go (the lock file stays: deleting it would race with a process opening it)."""
         if self._fd is not None:
             os.close(self._fd)  # closing the file releases the flock
             self._fd = None

@@ -148,6 +148,7 @@ class EventFile:
         self._size += len(record)
 
     def add_summary(self, summary: Summary, step: int) -> None:
+        """Append `summary` at `step`, as tensorboardX's FileWriter.add_summary does."""
         self.add_event(Event(summary=summary, step=int(step)))
 
     def sync(self) -> None:
@@ -165,6 +166,7 @@ class EventFile:
             sync_directory(self.path.parent)
 
     def close(self) -> None:
+        """Close the file (a `pending` one stays under its temporary name: see `commit`)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
