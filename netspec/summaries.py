@@ -173,6 +173,7 @@ class EventFile:
 
 
 CLOSING_SUFFIX = ".closing"  # the file of a run's closing evaluations, in each evaluation run
+CHANGES_SUFFIX = ".changes"  # the file of the settings one resume changed, named by the step it resumed from
 
 
 class Summaries:
@@ -342,6 +343,18 @@ class Summaries:
         tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode("utf-8")],
                              tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
         (writer or self.train).add_summary(Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+
+    def changes_text(self, markdown: str, start_step: int) -> None:
+        """The settings a resume changed, as text at the first step that ran with them, in a file
+        of its own (`CHANGES_SUFFIX`): EventAccumulator never purges text, so a resume from the
+        same checkpoint (or an earlier one) deletes the files of the resumes it replaces instead,
+        and a run shows each change once."""
+        for old in self.run_dir.glob(f"events.out.tfevents.*{CHANGES_SUFFIX}-*"):
+            if int(old.name.rsplit("-", 1)[1]) >= start_step:
+                old.unlink()
+        writer = EventFile(self.run_dir, suffix=f"{self._suffix}{CHANGES_SUFFIX}-{start_step:010d}", pending=True)
+        self.text("spec_changes", markdown, start_step + 1, writer)
+        writer.commit()
 
     def spec_text(self, yaml_text: str) -> None:
         if self.config["text"]:

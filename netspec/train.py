@@ -484,8 +484,8 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
                                                                                      key=program.keys.step)), batch=sample)
     extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
 
-    if changes and config["text"] and not finishing:  # at the first step that ran with them (a resume from the same checkpoint purges it)
-        summaries.text("spec_changes", resumption.markdown(changes, start_step), start_step + 1)
+    if changes and config["text"] and not finishing:  # at the first step that ran with them
+        summaries.changes_text(resumption.markdown(changes, start_step), start_step)
     if resume is None:
         summaries.spec_text(text)
         summaries.sample_images(arrays.train.x[:16], spec.data_info)

@@ -485,3 +485,24 @@ def test_eval_and_predict_pass_over_a_damaged_latest_checkpoint(run_dir, command
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "step-00000020.safetensors does not load" in result.stderr and "using step-00000010.safetensors instead" in result.stderr
     assert snapshot(tmp_path / "spoiled") == before  # eval and predict read; they set nothing aside
+
+
+@pytest.mark.slow
+def test_a_change_is_shown_once_when_the_resume_is_resumed_again(tmp_path):
+    """EventAccumulator never purges text: a resume interrupted before its next checkpoint and
+    resumed again from the same checkpoint replaces the first one's spec_changes, not adds to it."""
+    from conftest import XOR, cli, write
+    from helpers import accumulator
+
+    spec = write(tmp_path / "xor.yaml", XOR.replace("train: {steps: 20, batch_size: 4}", "train: {steps: 20, batch_size: 4}\ncheckpoint: {every: 10}"))
+    assert cli("run", spec, "--logdir", tmp_path / "runs", "--quiet").exit_code == 0
+    (run_dir,) = (tmp_path / "runs" / "xor").iterdir()
+    for _ in range(2):  # the second resume starts from the same checkpoint (step 20) as the first
+        outcome = cli("resume", run_dir, "--set", "train.steps=30", "--quiet")
+        assert outcome.exit_code == 0, outcome.output
+        for kept in sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1:]:
+            if kept.name != "step-00000020.safetensors":
+                kept.unlink()  # as if the first resume had been killed before its checkpoint at 30
+        (run_dir / "result.json").unlink(missing_ok=True)
+    events = accumulator(run_dir).Tensors("spec_changes")
+    assert [e.step for e in events] == [21], events

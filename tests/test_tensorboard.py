@@ -296,8 +296,13 @@ def test_a_run_evaluated_on_validation_also_reports_the_test_split_once(servers,
 def test_text_tags_are_the_names_written(servers):
     whole, _ = servers
     tags = whole.get("/data/plugin/text/tags")
+    resumed = [run for run in RUNS if "resumed" in run]
+    assert resumed
     assert {run: sorted(t) for run, t in tags.items()} == {
-        **{run: ["spec"] for run in RUNS}, **{run: ["confusion_counts"] for run in EVAL_RUNS}}
+        **{run: ["spec"] for run in RUNS}, **{run: ["spec", "spec_changes"] for run in resumed},
+        **{run: ["confusion_counts"] for run in EVAL_RUNS}}
+    (change,) = whole.get("/data/plugin/text/text", run=resumed[0], tag="spec_changes")
+    assert "<code>$.train.steps</code>" in change["text"] and change["step"] == 101, change
     (spec,) = whole.get("/data/plugin/text/text", run="xor_nn/b", tag="spec")
     assert "name: xor_nn" in spec["text"] and "learning_rate: 0.5" in spec["text"]
 
