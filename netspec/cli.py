@@ -74,10 +74,21 @@ def _one_error_policy(command):
             what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
             _fail(NetspecError(f"Cannot read or write {what}: {e.strerror or e}. Check that it exists, that you may read or "
                                "write it, and that the disk has space."))
+        except MemoryError:
+            _fail(NetspecError(_OUT_OF_MEMORY.format(what="the host's memory")))
         except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+            if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):  # XLA's own out-of-memory (XlaRuntimeError)
+                _fail(NetspecError(_OUT_OF_MEMORY.format(what="the device's memory") + f" (XLA: {str(e).splitlines()[0][:200]})"))
             _bug(e)
 
     return guarded
+
+
+_OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.cost: parameters, optimizer state, one batch's "
+                  "activations, the data on the device) is a lower bound, and XLA's working memory comes on top. Lower "
+                  "train.batch_size or eval.batch_size, make the model smaller, stream the data (data.max_resident_mb), or "
+                  "set NETSPEC_MEMORY_BUDGET to what this machine can really give so validate refuses such a spec. A "
+                  "checkpoint already written is kept: netspec resume continues from it.")
 
 
 def _load_and_check(path: str, overrides):

@@ -708,6 +708,31 @@ def read_npz_array(archive: zipfile.ZipFile, header: NpyHeader, path: Path) -> n
                         "Write it again with numpy.savez.") from None
 
 
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """One .npy array, its header checked against the file's size before anything is allocated
+    (a header may state any shape), within the read limit (`open_data_file`), never unpickled.
+    Raises DataError naming the file."""
+    path = Path(path)
+    with open_data_file(path, "an .npy array") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{path}: is not a .npy array ({e}). Write it with numpy.save.") from None
+        if dtype.hasobject:
+            raise DataError(f"{path}: holds Python objects, which netspec never unpickles. Save a numeric array.")
+        stated, held = math.prod(shape) * dtype.itemsize, size - f.tell()
+        if stated != held:
+            raise DataError(f"{path}: its header says shape {tuple(shape)} of {dtype.name}, {format_bytes(stated)}, but the "
+                            f"file holds {held} bytes of data. It is damaged or was not written by numpy.save.")
+        data = bytearray(stated)
+        if _read_exactly(f, memoryview(data)) != stated:
+            raise DataError(f"{path}: is cut short (it shrank while it was read).")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def load_npz(path: str | os.PathLike, *, x_key: str = "x", y_key: str = "y") -> Splits:
     """Loads a .npz archive without unpickling (each array checked first: `open_npz`).
 

@@ -916,20 +916,23 @@ def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] 
     `notice(text)` (one line) says so when that is a guess: no header, or a header the run has
     no names to match. Raises NetspecError naming the file: unreadable, a missing column (with
     the columns found), a cell that is not a number, or a shape the model does not take."""
+    from netspec import datasets as D
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise NetspecError(f"No such input file: {path}.")
     suffix = path.suffix.lower()
+    D.open_data_file(path, "an input file").close()  # a regular file within the read limit, whatever its kind
     try:
         if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            x = D.read_npy(path)
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
+            with D.open_npz(path) as (archive, headers):
+                keys = sorted(headers)
                 key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
                 if key is None:
-                    raise NetspecError(f"{path} holds {', '.join(keys)}; name the inputs x.")
-                x = archive[key]
+                    raise NetspecError(f"{path} holds {', '.join(keys) or 'no arrays'}; name the inputs x.")
+                x = D.read_npz_array(archive, headers[key], path)
         elif suffix == ".csv":
             x = _read_csv_numbers(path, spec, feature_names, notice or (lambda text: None))
         elif suffix in IMAGE_SUFFIXES:
@@ -957,9 +960,14 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
 
     source = source_of(spec.data)
     delimiter = spec.data["csv"]["delimiter"] if source == "csv" else ","
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is not part of a name
+    import io
+
+    from netspec.datasets import _bounded_lines, open_data_file
+
+    # -sig: a spreadsheet's byte-order mark is not part of a name; lines are bounded as the training CSV's are
+    with io.TextIOWrapper(open_data_file(path, "a CSV file"), encoding="utf-8-sig", newline="") as f:
         try:
-            rows = list(_numbered_rows(csv.reader(f, delimiter=delimiter)))
+            rows = list(_numbered_rows(csv.reader(_bounded_lines(f, path), delimiter=delimiter)))
         except csv.Error as e:
             raise ValueError(f"not a CSV file ({e})") from None
     if not rows:

@@ -181,3 +181,18 @@ def test_a_failing_command_ends_in_one_paragraph(monkeypatch, command, failure):
     assert "Traceback" not in result.output
     message = result.stderr.strip()
     assert all(word in message for word in words) and "\n" not in message, message
+
+
+@pytest.mark.parametrize("error", [RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes."),
+                                   MemoryError()], ids=["xla", "host"])
+def test_running_out_of_memory_is_one_paragraph_not_a_bug(error, monkeypatch, tmp_path):
+    """XLA's out-of-memory (an XlaRuntimeError) and a host MemoryError say what to change, not 'a bug in netspec'."""
+    import netspec.train as T
+
+    def out_of_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(T, "run", out_of_memory)
+    result = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "xor_nn.yaml"), "--logdir", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "ran out of" in result.output and "train.batch_size" in result.output and "bug" not in result.output

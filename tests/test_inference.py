@@ -11,6 +11,7 @@ per module; each test reads them through the real command line (click's CliRunne
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -489,3 +490,33 @@ def test_the_rule_itself_at_the_boundaries():
             np.testing.assert_array_equal(np.asarray(got), np.asarray(classes))
             assert np.asarray(got).dtype == np.int32
     assert output_class(spec_of({"type": "mean_squared_error"}, "linear", 1)) is None
+
+
+def _hostile_input(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "in.csv")
+        return tmp_path / "in.csv"
+    if kind == "device":
+        (tmp_path / "in.npy").symlink_to("/dev/zero")
+        return tmp_path / "in.npy"
+    if kind == "lying_npy":  # a header of 2**40 rows over 16 bytes of data
+        path = tmp_path / "in.npy"
+        np.save(path, np.zeros((2, 2), np.float32))
+        raw = path.read_bytes().replace(b"(2, 2)", b"(1099511627776, 2)")
+        path.write_bytes(raw)
+        return path
+    if kind == "long_line":
+        path = tmp_path / "in.csv"
+        with open(path, "w") as f:
+            f.write("1," * 5_000_000 + "1\n")
+        return path
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("fifo", ("FIFO",)), ("device", ("/dev/zero",)), ("lying_npy", ("header says", "1099511627776")),
+    ("long_line", ("a line of more than",)),
+])
+def test_predict_refuses_a_hostile_input_file_in_one_paragraph(inline_run, tmp_path, kind, words):
+    result = netspec("predict", str(inline_run), "--input", str(_hostile_input(tmp_path, kind)))
+    assert_one_paragraph(result, *words)
