@@ -342,7 +342,7 @@ BAD_INPUTS = {  # kind -> words of the message
     "unknown_suffix": ("unknown input type '.txt'", ".npy, .npz, .csv"),
     "pickled_objects": ("x.npy",),
     "npz_of_many_arrays": ("holds a, b", "name the inputs x"),
-    "not_an_npy": ("Cannot read", "x.npy"),
+    "not_an_npy": ("x.npy: is not a .npy array", "numpy.save"),
     "image_for_a_vector_model": ("x.png", "the model takes [2]"),
     "empty_csv": ("x.csv",),
 }
