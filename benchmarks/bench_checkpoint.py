@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from netspec.train import loop as T
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -33,10 +34,10 @@ SPECS = ROOT / "specs"
 def checkpoint_write(data_dir: str, writes: int) -> dict:
     import jax
 
-    from netspec import checkpoint
-    from netspec.check import check
-    from netspec.compile import compile_spec
-    from netspec.load import load
+    from netspec.train import checkpoint
+    from netspec.spec.check import check
+    from netspec.compile.program import compile_spec
+    from netspec.spec.load import load
 
     spec = check(load(SPECS / "fashion_cnn.yaml", [f"data.fashion_mnist.dir={data_dir}"]))
     program = compile_spec(spec)
@@ -60,9 +61,9 @@ def checkpoint_write(data_dir: str, writes: int) -> dict:
 
 
 def overhead(data_dir: str, runs: int, steps: int, every: int) -> dict:
-    from netspec import train as T
-    from netspec.check import check
-    from netspec.load import load
+    pass  # import moved
+    from netspec.spec.check import check
+    from netspec.spec.load import load
 
     sets = [f"train={{steps: {steps}, batch_size: 100}}", f"data.fashion_mnist.dir={data_dir}"]
     results: dict[str, list[dict]] = {"without": [], "with": []}

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_bench import Side, bench_netspec, loop_body_ops, time_interleaved  # noqa: E402
-from netspec.check import check  # noqa: E402
-from netspec.load import load  # noqa: E402
+from netspec.spec.check import check  # noqa: E402
+from netspec.spec.load import load  # noqa: E402
 
 
 def side(spec_path: str, steps: int, on_nonfinite: str, diagnose: bool = False) -> Side:

@@ -31,11 +31,11 @@ import optax
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netspec.check import check  # noqa: E402
-from netspec.compile import compile_spec  # noqa: E402
-from netspec.data import BatchOrder  # noqa: E402
-from netspec.load import load  # noqa: E402
-from netspec.train import device_data, load_arrays  # noqa: E402
+from netspec.spec.check import check  # noqa: E402
+from netspec.compile.program import compile_spec  # noqa: E402
+from netspec.data.arrays import BatchOrder  # noqa: E402
+from netspec.spec.load import load  # noqa: E402
+from netspec.train.feed import device_data, load_arrays  # noqa: E402
 
 LARGE_MLP = """
 name: large_mlp

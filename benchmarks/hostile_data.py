@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np

@@ -31,7 +31,7 @@ def _run_name(value):
 
 
 def _fail(error: NetspecError) -> None:
-    from netspec.interrupts import workers_left
+    from netspec.train.interrupts import workers_left
 
     click.echo(str(error), err=True)
     if workers_left():  # a compilation a signal left running: a normal exit would abort inside XLA
@@ -92,8 +92,8 @@ _OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.cost:
 
 
 def _load_and_check(path: str, overrides):
-    from netspec.check import check
-    from netspec.load import load
+    from netspec.spec.check import check
+    from netspec.spec.load import load
 
     return check(load(path, list(overrides)))
 
@@ -226,7 +226,7 @@ def _train(spec_path, resume_dir, overrides, **options):
     """`run` and `resume`. SIGINT and SIGTERM are handled from the start (`netspec.interrupts`):
     each ends in one paragraph and exit 130 / 143, whenever it comes; before training takes over
     (loading jax, checking the spec) it stops at once, nothing written."""
-    from netspec.interrupts import Interrupted, Interrupts, Stopped, describe
+    from netspec.train.interrupts import Interrupted, Interrupts, Stopped, describe
 
     with Interrupts():
         try:
@@ -247,7 +247,8 @@ def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
             from netspec.distribute import initialize
 
             initialize(coordinator, num_processes, process_id)
-        from netspec.train import load_run_spec, run as train_run
+        from netspec.train.rundir import load_run_spec
+        from netspec.train.loop import run as train_run
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
         train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,
@@ -269,7 +270,7 @@ def evaluate(run_dir, split, data_dir):
     Example:
       netspec eval runs/fashion_mlp/20261127-101500 --split test
     """
-    from netspec.train import evaluate_run
+    from netspec.inference import evaluate_run
 
     values = evaluate_run(run_dir, split=split, data_dir=data_dir, notice=lambda text: click.echo(text, err=True))
     click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
@@ -293,7 +294,7 @@ def predict(run_dir, input_path, output_path):
     """
     import numpy as np
 
-    from netspec.train import predict_run
+    from netspec.inference import predict_run
 
     outputs, classes, names = predict_run(run_dir, input_path, notice=lambda text: click.echo(text, err=True))
     flat = outputs.reshape(len(outputs), -1)
@@ -326,7 +327,7 @@ def schema():
       netspec schema > netspec.schema.json
       # then, at the top of a spec:  # yaml-language-server: $schema=netspec.schema.json
     """
-    from netspec.schema import SCHEMA
+    from netspec.spec.schema import SCHEMA
 
     click.echo(json.dumps(SCHEMA, indent=2))
 

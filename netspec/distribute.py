@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from netspec.check import Spec
+from netspec.spec.types import Spec
 from netspec.errors import NetspecError
 
 FSDP_MIN_SIZE = 2**14  # smaller arrays stay replicated: splitting them saves nothing worth a gather

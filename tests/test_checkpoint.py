@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from netspec import checkpoint
-from netspec.compile import TrainState
+from netspec.train import checkpoint
+from netspec.compile.program import TrainState
 from netspec.errors import NetspecError
 
 
@@ -89,9 +89,9 @@ def test_round_trip_is_bit_exact(tmp_path):
 @pytest.mark.slow
 def test_round_trip_of_a_compiled_program_state(tmp_path):
     """The real thing: a spec's initial TrainState saved and loaded into a fresh init()."""
-    from netspec.check import check
-    from netspec.compile import compile_spec
-    from netspec.load import load
+    from netspec.spec.check import check
+    from netspec.compile.program import compile_spec
+    from netspec.spec.load import load
 
     spec_file = Path(__file__).resolve().parent.parent / "specs" / "xor_wide.yaml"
     program = compile_spec(check(load(spec_file)))

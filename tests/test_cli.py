@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.errors import NetspecError
+from netspec.train import loop as T
 
 ROOT = Path(__file__).parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -154,11 +155,11 @@ FAILURES = {  # what a command raised -> exit code, words of the one paragraph o
     "bug": (lambda: ZeroDivisionError("division by zero"), 1, ("ZeroDivisionError", "This is a bug in netspec")),
 }
 COMMANDS = {  # command line -> the function it calls that the test makes fail
-    "eval": (["eval", "runs/x/y"], "netspec.train.evaluate_run"),
-    "predict": (["predict", ".", "--input", "x.npy"], "netspec.train.predict_run"),
+    "eval": (["eval", "runs/x/y"], "netspec.inference.evaluate_run"),
+    "predict": (["predict", ".", "--input", "x.npy"], "netspec.inference.predict_run"),
     "validate": (["validate", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
     "run": (["run", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
-    "resume": (["resume", "."], "netspec.train.load_run_spec"),
+    "resume": (["resume", "."], "netspec.train.rundir.load_run_spec"),
 }
 
 
@@ -187,7 +188,7 @@ def test_a_failing_command_ends_in_one_paragraph(monkeypatch, command, failure):
                                    MemoryError()], ids=["xla", "host"])
 def test_running_out_of_memory_is_one_paragraph_not_a_bug(error, monkeypatch, tmp_path):
     """XLA's out-of-memory (an XlaRuntimeError) and a host MemoryError say what to change, not 'a bug in netspec'."""
-    import netspec.train as T
+
 
     def out_of_memory(*args, **kwargs):
         raise error

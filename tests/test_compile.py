@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from netspec.check import check
-from netspec.compile import compile_spec
-from netspec.data import BatchOrder
-from netspec.load import load, parse
-from netspec.train import device_data, load_arrays, run
+from netspec.spec.check import check
+from netspec.compile.program import compile_spec
+from netspec.data.arrays import BatchOrder
+from netspec.spec.load import load, parse
+from netspec.train.feed import device_data, load_arrays
+from netspec.train.loop import run
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

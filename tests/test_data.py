@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from netspec import data as D
-from netspec.check import check
+
+from netspec.spec.check import check
 from netspec.cli import main
 from netspec.errors import DataError
-from netspec.load import load
+from netspec.spec.load import load
+from netspec.data import arrays as D
+from netspec.data import download as datasets
 
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
 
@@ -365,7 +367,7 @@ def test_load_idx_directory_without_test_files(tmp_path):
 
 
 def test_load_fashion_mnist_not_found_is_a_data_error(tmp_path, monkeypatch):
-    from netspec import datasets
+    pass  # import moved
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

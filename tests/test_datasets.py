@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec import datasets
+
 from netspec.errors import DataError
+from netspec.data import download
+from netspec.data.download import cache_dir, load_standard, locate
+from netspec.data.formats import FILES, idx_header, load_csv, load_idx_dir, load_npz, read_idx
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
              np.float32: 0x0D, np.float64: 0x0E}
@@ -42,9 +45,9 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("NETSPEC_DATA", raising=False)
     monkeypatch.delenv("NETSPEC_OFFLINE", raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [], "fashion_mnist": []})
-    monkeypatch.setattr(datasets, "TIMEOUT_S", 5.0)
+    monkeypatch.setattr(download, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [], "fashion_mnist": []})
+    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
 
 
 # --------------------------------------------------------------------------- IDX
@@ -55,17 +58,17 @@ def isolated_env(tmp_path, monkeypatch):
 def test_read_idx_round_trips_every_dtype(tmp_path, dtype, gz):
     array = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
     path = write(tmp_path / "a.idx", idx_bytes(array), gz=gz)
-    got = datasets.read_idx(path)
+    got = read_idx(path)
     assert got.dtype == np.dtype(dtype) and got.dtype.isnative
     np.testing.assert_array_equal(got, array)
     got[0, 0, 0] = 1  # writable
-    assert datasets.idx_header(path) == (np.dtype(dtype), (2, 3, 4))
+    assert idx_header(path) == (np.dtype(dtype), (2, 3, 4))
 
 
 def test_read_idx_one_dimensional_labels(tmp_path):
     labels = np.array([3, 1, 4, 1, 5], np.uint8)
     path = write(tmp_path / "labels-idx1-ubyte.gz", idx_bytes(labels), gz=True)
-    np.testing.assert_array_equal(datasets.read_idx(path), labels)
+    np.testing.assert_array_equal(read_idx(path), labels)
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
@@ -80,7 +83,7 @@ def test_read_idx_one_dimensional_labels(tmp_path):
 def test_read_idx_bad_files(tmp_path, make, words, gz):
     path = write(tmp_path / "bad.idx", make(np.zeros((2, 3, 4), np.uint8)), gz=gz)
     with pytest.raises(DataError) as info:
-        datasets.read_idx(path)
+        read_idx(path)
     message = str(info.value)
     assert str(path) in message
     for word in words:
@@ -91,11 +94,11 @@ def test_read_idx_damaged_gzip_and_missing_file(tmp_path):
     full = gzip.compress(idx_bytes(np.zeros((50, 50), np.uint8)))
     path = write(tmp_path / "cut.gz", full[: len(full) // 2])
     with pytest.raises(DataError, match="gzip data is damaged or cut short"):
-        datasets.read_idx(path)
+        read_idx(path)
     with pytest.raises(DataError, match="file not found"):
-        datasets.read_idx(tmp_path / "nope")
+        read_idx(tmp_path / "nope")
     with pytest.raises(DataError, match="is a directory"):
-        datasets.idx_header(tmp_path)
+        idx_header(tmp_path)
 
 
 # --------------------------------------------------------------------------- fake datasets
@@ -137,7 +140,7 @@ def test_lookup_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NETSPEC_DATA", str(tmp_path / "env"))
 
     def source():
-        return datasets.locate("mnist", data_dir=given, download=False)["train_images"].parent
+        return locate("mnist", data_dir=given, download=False)["train_images"].parent
 
     assert source() == given
     for f in given.iterdir():
@@ -151,32 +154,32 @@ def test_env_dir_may_hold_files_directly_and_plain_beats_gz(tmp_path, monkeypatc
     env = fill_dir(tmp_path / "env", gz=False)
     fill_dir(env, gz=True)
     monkeypatch.setenv("NETSPEC_DATA", str(env))
-    found = datasets.locate("fashion_mnist", download=False)
-    assert found == {role: env / name for role, name in datasets.FILES.items()}
+    found = locate("fashion_mnist", download=False)
+    assert found == {role: env / name for role, name in FILES.items()}
 
 
 def test_incomplete_directory_does_not_count(tmp_path):
     given = fill_dir(tmp_path / "given", skip="t10k-labels-idx1-ubyte")
     fill_dir(cache(tmp_path))
-    assert datasets.locate("mnist", data_dir=given)["train_images"].parent == cache(tmp_path)
+    assert locate("mnist", data_dir=given)["train_images"].parent == cache(tmp_path)
 
 
 def test_xdg_unset_uses_home_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert datasets.cache_dir("mnist") == tmp_path / "home" / ".cache" / "netspec" / "mnist"
+    assert cache_dir("mnist") == tmp_path / "home" / ".cache" / "netspec" / "mnist"
 
 
 def test_unknown_dataset_suggests(tmp_path):
     with pytest.raises(DataError, match="known ones are fashion_mnist, mnist. Did you mean 'mnist'"):
-        datasets.locate("mnsit")
+        locate("mnsit")
 
 
 def test_load_standard_and_idx_dir(tmp_path):
     given = fill_dir(tmp_path / "given", gz=False)
-    splits = datasets.load_standard("mnist", data_dir=given)
+    splits = load_standard("mnist", data_dir=given)
     assert splits.x_train.shape == (6, 28, 28) and splits.x_train.dtype == np.uint8
     assert splits.y_train.shape == (6,) and splits.x_test.shape == (3, 28, 28)
-    again = datasets.load_idx_dir(given)
+    again = load_idx_dir(given)
     for a, b in zip(splits, again):
         np.testing.assert_array_equal(a, b)
 
@@ -185,22 +188,22 @@ def test_count_mismatch_between_images_and_labels(tmp_path):
     given = fill_dir(tmp_path / "given", skip="t10k-labels-idx1-ubyte")
     write(given / "t10k-labels-idx1-ubyte", idx_bytes(np.zeros(4, np.uint8)))
     with pytest.raises(DataError, match="holds 3 examples .* but .* holds 4 labels"):
-        datasets.load_idx_dir(given)
+        load_idx_dir(given)
 
 
 def test_idx_dir_names_missing_files(tmp_path):
     given = fill_dir(tmp_path / "given", skip="train-labels-idx1-ubyte")
     with pytest.raises(DataError, match="missing train-labels-idx1-ubyte .*it holds t10k-images"):
-        datasets.load_idx_dir(given)
+        load_idx_dir(given)
     with pytest.raises(DataError, match="no such directory"):
-        datasets.load_idx_dir(tmp_path / "absent")
+        load_idx_dir(tmp_path / "absent")
 
 
 def test_standard_rejects_wrong_image_shape(tmp_path):
     given = fill_dir(tmp_path / "given", skip="train-images-idx3-ubyte")
     write(given / "train-images-idx3-ubyte", idx_bytes(np.zeros((6, 8, 8), np.uint8)))
     with pytest.raises(DataError, match=r"uint8 \(6, 8, 8\), but mnist images are uint8"):
-        datasets.load_standard("mnist", data_dir=given)
+        load_standard("mnist", data_dir=given)
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -208,8 +211,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_debian(monkeypatch):
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"fashion_mnist": [FASHION]})
-    x_train, y_train, x_test, y_test = datasets.load_standard("fashion_mnist", download=False)
+    monkeypatch.setattr(download, "SYSTEM_DIRS", {"fashion_mnist": [FASHION]})
+    x_train, y_train, x_test, y_test = load_standard("fashion_mnist", download=False)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert x_train.dtype == x_test.dtype == np.uint8
     assert y_train.shape == (60000,) and y_test.shape == (10000,)
@@ -268,7 +271,7 @@ def served(server, monkeypatch):
     for name, data in gz.items():
         server.routes[f"/good/{name}"] = data
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in gz.items()}
-    monkeypatch.setattr(datasets, "SHA256", {"mnist": sums})
+    monkeypatch.setattr(download, "SHA256", {"mnist": sums})
     return gz
 
 
@@ -279,12 +282,12 @@ def dead_port() -> int:
 
 
 def test_download_lands_verified_in_cache(tmp_path, monkeypatch, server, served):
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [server.url("good")]})
-    found = datasets.locate("mnist")
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("good")]})
+    found = locate("mnist")
     assert sorted(os.listdir(cache(tmp_path))) == sorted(served)  # no temp files left
     for path in found.values():
         assert path.read_bytes() == served[path.name]
-    splits = datasets.load_standard("mnist")  # now from the cache, no server needed
+    splits = load_standard("mnist")  # now from the cache, no server needed
     assert splits.x_train.shape == (6, 28, 28)
 
 
@@ -293,28 +296,28 @@ def test_download_falls_through_to_next_mirror(tmp_path, monkeypatch, server, se
         server.routes[f"/corrupt/{name}"] = data[:-1] + b"x"
     mirrors = [f"http://127.0.0.1:{dead_port()}/", server.url("missing"), server.url("corrupt"),
                server.url("good")]
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": mirrors})
-    datasets.locate("mnist")
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": mirrors})
+    locate("mnist")
     assert sorted(os.listdir(cache(tmp_path))) == sorted(served)
 
 
 def test_download_only_missing_files(tmp_path, monkeypatch, server, served):
     fill_dir(cache(tmp_path), skip="t10k-images-idx3-ubyte")
     before = {p.name: p.stat().st_mtime_ns for p in cache(tmp_path).iterdir()}
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [server.url("good")]})
-    datasets.locate("mnist")
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("good")]})
+    locate("mnist")
     after = {p.name: p.stat().st_mtime_ns for p in cache(tmp_path).iterdir()}
     assert set(after) == set(before) | {"t10k-images-idx3-ubyte.gz"}
     assert all(after[name] == before[name] for name in before)
 
 
 def test_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch, server, served):
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [server.url("good")]})
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("good")]})
     expected = "0" * 64
-    datasets.SHA256["mnist"]["train-images-idx3-ubyte.gz"] = expected
+    download.SHA256["mnist"]["train-images-idx3-ubyte.gz"] = expected
     actual = hashlib.sha256(served["train-images-idx3-ubyte.gz"]).hexdigest()
     with pytest.raises(DataError) as info:
-        datasets.locate("mnist")
+        locate("mnist")
     message = str(info.value)
     assert "checksum is wrong" in message and expected in message and actual in message
     assert os.listdir(cache(tmp_path)) == []
@@ -323,9 +326,9 @@ def test_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch, server, served):
 def test_dropped_connection_leaves_no_partial_file(tmp_path, monkeypatch, server, served):
     for name, data in served.items():
         server.routes[f"/drop/{name}"] = ("drop", data)
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [server.url("drop")]})
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("drop")]})
     with pytest.raises(DataError) as info:
-        datasets.locate("mnist")
+        locate("mnist")
     message = str(info.value)
     assert "connection dropped after" in message and "could not be downloaded" in message
     assert os.listdir(cache(tmp_path)) == []
@@ -333,10 +336,10 @@ def test_dropped_connection_leaves_no_partial_file(tmp_path, monkeypatch, server
 
 def test_unreachable_mirror_message_lists_places(tmp_path, monkeypatch, served):
     url = f"http://127.0.0.1:{dead_port()}/"
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [url]})
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [url]})
     given = fill_dir(tmp_path / "given", skip="train-images-idx3-ubyte")
     with pytest.raises(DataError) as info:
-        datasets.locate("mnist", data_dir=given)
+        locate("mnist", data_dir=given)
     message = str(info.value)
     assert message.startswith("mnist not found in ")
     assert f"{given} (data_dir; missing train-images-idx3-ubyte)" in message
@@ -348,17 +351,17 @@ def test_unreachable_mirror_message_lists_places(tmp_path, monkeypatch, served):
 
 def test_no_mirror_listed(tmp_path):
     with pytest.raises(DataError, match=r"could not be downloaded \(no mirror is listed\)"):
-        datasets.locate("fashion_mnist")
+        locate("fashion_mnist")
 
 
 @pytest.mark.parametrize("how", ["env", "argument"])
 def test_offline_never_downloads(tmp_path, monkeypatch, server, served, how):
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [server.url("good")]})
+    monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("good")]})
     monkeypatch.setenv("NETSPEC_DATA", str(tmp_path / "env"))
     if how == "env":
         monkeypatch.setenv("NETSPEC_OFFLINE", "1")
     with pytest.raises(DataError) as info:
-        datasets.locate("mnist", download=how != "argument")
+        locate("mnist", download=how != "argument")
     message = str(info.value)
     reason = "NETSPEC_OFFLINE is set" if how == "env" else "downloading is turned off"
     assert f"could not be downloaded ({reason})" in message
@@ -367,7 +370,7 @@ def test_offline_never_downloads(tmp_path, monkeypatch, server, served, how):
 
 
 def test_module_stays_light():
-    code = ("import sys, netspec.datasets; "
+    code = ("import sys, netspec.data.formats, netspec.data.download; "
             "print(sorted(m for m in ('jax', 'click', 'urllib.request') if m in sys.modules))")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -383,14 +386,14 @@ def test_npz_split_keys(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x_train=np.ones((4, 2)), y_train=np.arange(4), x_test=np.ones((2, 2)),
              y_test=np.arange(2))
-    splits = datasets.load_npz(path)
+    splits = load_npz(path)
     assert splits.x_train.shape == (4, 2) and splits.y_test.shape == (2,)
 
 
 def test_npz_plain_keys_have_no_test_split(tmp_path):
     path = tmp_path / "d.npz"
     np.savez_compressed(path, inputs=np.ones((3, 5)), targets=np.zeros(3))
-    splits = datasets.load_npz(path, x_key="inputs", y_key="targets")
+    splits = load_npz(path, x_key="inputs", y_key="targets")
     assert splits.x_train.shape == (3, 5) and splits.x_test is None and splits.y_test is None
 
 
@@ -405,7 +408,7 @@ def test_npz_bad(tmp_path, arrays, words):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
     with pytest.raises(DataError) as info:
-        datasets.load_npz(path)
+        load_npz(path)
     for word in words:
         assert word in str(info.value)
 
@@ -413,12 +416,12 @@ def test_npz_bad(tmp_path, arrays, words):
 def test_npz_not_an_archive(tmp_path):
     np.save(tmp_path / "a.npy", np.ones(3))
     with pytest.raises(DataError, match="single .npy array"):
-        datasets.load_npz(tmp_path / "a.npy")
+        load_npz(tmp_path / "a.npy")
     (tmp_path / "t.npz").write_text("hello")
     with pytest.raises(DataError, match="cannot be read as a .npz archive"):
-        datasets.load_npz(tmp_path / "t.npz")
+        load_npz(tmp_path / "t.npz")
     with pytest.raises(DataError, match="file not found"):
-        datasets.load_npz(tmp_path / "absent.npz")
+        load_npz(tmp_path / "absent.npz")
 
 
 # --------------------------------------------------------------------------- csv
@@ -439,7 +442,7 @@ def csv_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_csv_text_labels_become_sorted_classes(tmp_path):
-    table = datasets.load_csv(csv_file(tmp_path, IRIS), label="species")
+    table = load_csv(csv_file(tmp_path, IRIS), label="species")
     assert table.x.dtype == np.float32 and table.x.shape == (4, 2)
     assert table.classes == ("setosa", "versicolor", "virginica")
     np.testing.assert_array_equal(table.y, [0, 1, 2, 0])
@@ -447,12 +450,12 @@ def test_csv_text_labels_become_sorted_classes(tmp_path):
 
 def test_csv_numeric_labels_and_feature_selection(tmp_path):
     path = csv_file(tmp_path, "a,b,c\n1,2,0\n3,4,1\n")
-    table = datasets.load_csv(path, features=["b", 0], label=2)
+    table = load_csv(path, features=["b", 0], label=2)
     np.testing.assert_array_equal(table.x, [[2, 1], [4, 3]])
     assert table.y.dtype == np.float32 and table.classes is None
     headless = tmp_path / "headless.csv"
     headless.write_text("1;2\n3;4\n")
-    table = datasets.load_csv(headless, label=0, header=False, delimiter=";")
+    table = load_csv(headless, label=0, header=False, delimiter=";")
     np.testing.assert_array_equal(table.x, [[2], [4]])
     np.testing.assert_array_equal(table.y, [1, 3])
 
@@ -477,7 +480,7 @@ def test_csv_numeric_labels_and_feature_selection(tmp_path):
         "empty"])
 def test_csv_bad(tmp_path, text, kwargs, words):
     with pytest.raises(DataError) as info:
-        datasets.load_csv(csv_file(tmp_path, text), **kwargs)
+        load_csv(csv_file(tmp_path, text), **kwargs)
     for word in words:
         assert word in str(info.value)
 
@@ -485,9 +488,9 @@ def test_csv_bad(tmp_path, text, kwargs, words):
 def test_csv_line_numbers_count_quoted_newlines_and_blank_lines(tmp_path):
     path = csv_file(tmp_path, 'a,b,name\n1,2,"two\nlines"\n\n3,oops,z\n')
     with pytest.raises(DataError, match=r"t\.csv:5: column 'b' \(index 1\) holds 'oops'"):
-        datasets.load_csv(path, features=["a", "b"], label="name")
+        load_csv(path, features=["a", "b"], label="name")
 
 
 def test_csv_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
-        datasets.load_csv(tmp_path / "absent.csv", label=0)
+        load_csv(tmp_path / "absent.csv", label=0)

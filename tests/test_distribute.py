@@ -42,13 +42,13 @@ RUN = textwrap.dedent("""
     import json, sys
     import numpy as np
     from netspec import distribute
-    from netspec.check import check
-    from netspec.load import load
-    from netspec.train import run
+    from netspec.spec.check import check
+    from netspec.spec.load import load
+    from netspec.train.loop import run
     spec_path, logdir, devices, params, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     spec = check(load(spec_path, [f"distribute.params={params}", f"distribute.fsdp_devices={group}"]))
     mesh = distribute.mesh_for(spec, devices)
-    from netspec.compile import compile_spec
+    from netspec.compile.program import compile_spec
     state = compile_spec(spec, mesh).init()
     per_device = None
     if mesh is not None:

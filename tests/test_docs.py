@@ -9,13 +9,15 @@ import jax.numpy as jnp
 import pytest
 from jax.scipy.special import erf
 
-from netspec import docs
-from netspec import registry as R
-from netspec.check import check
-from netspec.compile import _loss_fn
-from netspec.layers import BUILDERS, activation, initializer
-from netspec.load import parse
-from netspec.schema import SCHEMA
+from netspec.spec import docs
+
+from netspec.spec.check import check
+from netspec.compile.program import _loss_fn
+from netspec.model.layers import BUILDERS, activation, initializer
+from netspec.spec.load import parse
+from netspec.spec.schema import SCHEMA
+from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, METRICS, METRIC_DOCS
+from netspec.spec.layers import LAYERS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -24,7 +26,7 @@ def test_readme_reference_is_the_rendered_schema():
     text = README.read_text()
     assert text.count(docs.BEGIN) == 1 and text.count(docs.END) == 1, "README must hold the reference markers once"
     section = text[text.index(docs.BEGIN):text.index(docs.END) + len(docs.END)]
-    assert section == docs.render(), "README is out of date: run `python -m netspec.docs --write README.md`"
+    assert section == docs.render(), "README is out of date: run `python -m netspec.spec.docs --write README.md`"
 
 
 def test_write_replaces_only_the_reference():
@@ -43,9 +45,9 @@ def test_every_top_level_key_is_documented():
 # does where those libraries differ. Each statement is checked here against what the code does.
 
 
-@pytest.mark.parametrize("table, described", [(R.ACTIVATIONS, R.ACTIVATION_DOCS), (R.INITIALIZERS, R.INITIALIZER_DOCS),
-                                              (R.LOSSES, R.LOSS_DOCS), (R.METRICS, R.METRIC_DOCS),
-                                              (R.LAYERS, {name: kind.doc for name, kind in R.LAYERS.items()})],
+@pytest.mark.parametrize("table, described", [(ACTIVATIONS, ACTIVATION_DOCS), (INITIALIZERS, INITIALIZER_DOCS),
+                                              (LOSSES, LOSS_DOCS), (METRICS, METRIC_DOCS),
+                                              (LAYERS, {name: kind.doc for name, kind in LAYERS.items()})],
                          ids=["activations", "initializers", "losses", "metrics", "layers"])
 def test_every_name_says_what_it_computes(table, described):
     assert set(described) == set(table) and all(described.values())
@@ -104,9 +106,9 @@ def test_layer_norm_epsilon_and_avg_pool_padding_and_dropout_scaling():
 
 def test_activation_defaults():
     x = jnp.linspace(-3, 3, 7)
-    gelu = activation({"type": "gelu", "approximate": R.ACTIVATIONS["gelu"]["approximate"]["default"]})
+    gelu = activation({"type": "gelu", "approximate": ACTIVATIONS["gelu"]["approximate"]["default"]})
     assert jnp.allclose(gelu(x), jax.nn.gelu(x, approximate=True)) and not jnp.allclose(gelu(x), x * (1 + erf(x / jnp.sqrt(2.0))) / 2)
-    leaky = activation({"type": "leaky_relu", "negative_slope": R.ACTIVATIONS["leaky_relu"]["negative_slope"]["default"]})
+    leaky = activation({"type": "leaky_relu", "negative_slope": ACTIVATIONS["leaky_relu"]["negative_slope"]["default"]})
     assert float(leaky(jnp.array(-1.0))) == pytest.approx(-0.01)
 
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from netspec import registry as R
-from netspec.check import check
+
+from netspec.spec.check import check
 from netspec.errors import SpecError
-from netspec.load import json_path, parse
-from netspec.schema import SCHEMA
+from netspec.spec.load import json_path, parse
+from netspec.spec.schema import SCHEMA
+from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, LOSSES, METRICS, OPTIMIZERS, SCHEDULES
+from netspec.spec.fields import INT32
+from netspec.spec.layers import LAYERS
 
 
 def _integer(schema) -> bool:
@@ -50,13 +53,13 @@ def integer_sites():
     """(where, owner, field, form) for every integer field of the schema."""
     yield from _top_level(SCHEMA)
     registries = {
-        "layer": {name: kind.fields for name, kind in R.LAYERS.items()},
-        "optimizer": R.OPTIMIZERS,
-        "schedule": {name: args for name, (_, args, _) in R.SCHEDULES.items()},
-        "metric": R.METRICS,
-        "activation": R.ACTIVATIONS,
-        "initializer": R.INITIALIZERS,
-        "loss": R.LOSSES,
+        "layer": {name: kind.fields for name, kind in LAYERS.items()},
+        "optimizer": OPTIMIZERS,
+        "schedule": {name: args for name, (_, args, _) in SCHEDULES.items()},
+        "metric": METRICS,
+        "activation": ACTIVATIONS,
+        "initializer": INITIALIZERS,
+        "loss": LOSSES,
     }
     for where, table in registries.items():
         for owner, fields in table.items():
@@ -85,8 +88,8 @@ def _value(schema: dict, field: str) -> int:
         for candidate in ([branch["default"]] if "default" in branch else []) + branch.get("examples", []):
             if isinstance(candidate, int) and not isinstance(candidate, bool):
                 return candidate
-    minimum = schema.get("minimum", -R.INT32)
-    return minimum if minimum > -R.INT32 else 1
+    minimum = schema.get("minimum", -INT32)
+    return minimum if minimum > -INT32 else 1
 
 
 # A valid list for each integer list, where its example would not fit this spec's model.
@@ -148,7 +151,7 @@ def _place(where: str, owner: str, field: str, form: str, tmp_path) -> tuple[dic
             (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
             spec["data"] = {"csv": {"path": "table.csv", "label": "label"}}
     elif where == "layer":
-        kind = R.LAYERS[owner]
+        kind = LAYERS[owner]
         schema = kind.fields[field]
         layer = {"name": "probe", "type": owner, **_required(kind.fields, kind.required)}
         if kind.inputs == "many":
@@ -159,26 +162,26 @@ def _place(where: str, owner: str, field: str, form: str, tmp_path) -> tuple[dic
             value = [_value(schema, field)] * 2  # an [height, width] pair
         path = ("model", "layers", 1, field)
     elif where == "optimizer":
-        schema = R.OPTIMIZERS[owner][field]
+        schema = OPTIMIZERS[owner][field]
         spec["optimizer"] = {"type": owner, "learning_rate": 0.1}
         value, path = _value(schema, field), ("optimizer", field)
     elif where == "schedule":
-        _, fields, required = R.SCHEDULES[owner]
+        _, fields, required = SCHEDULES[owner]
         schema = fields[field]
         spec["optimizer"]["learning_rate"] = {"type": owner, **_required(fields, required)}
         value, path = _value(schema, field), ("optimizer", "learning_rate", field)
     elif where == "metric":
-        schema = R.METRICS[owner][field]
+        schema = METRICS[owner][field]
         spec["metrics"] = ["accuracy", {"type": owner}]
         value, path = _value(schema, field), ("metrics", 1, field)
     elif where in ("activation", "initializer"):
-        table = R.ACTIVATIONS if where == "activation" else R.INITIALIZERS
+        table = ACTIVATIONS if where == "activation" else INITIALIZERS
         schema = table[owner][field]
         key = "activation" if where == "activation" else "kernel_init"
         spec["model"]["layers"][0][key] = {"type": owner}
         value, path = _value(schema, field), ("model", "layers", 0, key, field)
     else:
-        schema = R.LOSSES[owner][field]
+        schema = LOSSES[owner][field]
         spec["loss"] = {"type": owner}
         value, path = _value(schema, field), ("loss", field)
     values = value if form == "items" else [value]

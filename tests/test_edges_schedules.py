@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import XOR, cli, write
-from netspec.check import _schedule_value
+from netspec.spec.check import _schedule_value
 
 # the schedule goes on line 16 of the spec: `optimizer:` then `  learning_rate: {...}` on its own line
 BASE = XOR.replace("optimizer: {type: sgd, learning_rate: 0.1}", "optimizer:\n  type: sgd\n  learning_rate: {schedule}")

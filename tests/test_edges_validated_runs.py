@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SPECS, cli, write
-from netspec.load import dump, parse
+from netspec.spec.load import dump, parse
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHIPPED = sorted(p for p in SPECS.glob("*.yaml") if not p.name.startswith("mnist"))  # MNIST is not on this machine

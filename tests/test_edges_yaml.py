@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from conftest import XOR, cli, write
-from netspec import registry as R
-from netspec.check import check
-from netspec.load import dump, parse
+
+from netspec.spec.check import check
+from netspec.spec.load import dump, parse
+from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, OPTIMIZERS
+from netspec.spec.layers import LAYERS
 
 
 def checked(text: str):
@@ -39,13 +41,13 @@ def test_exponent_form_is_a_number_of_the_same_value():
 
 # every number field a spec has, with a value inside its range, written as 1e-1 is written
 _NUMBER_FIELDS = (
-    [("optimizer", name, arg, spec["default"]) for name, args in R.OPTIMIZERS.items() for arg, spec in args.items()
+    [("optimizer", name, arg, spec["default"]) for name, args in OPTIMIZERS.items() for arg, spec in args.items()
      if "number" in spec.get("type", ()) and spec.get("default") is not None]
-    + [("layer", name, field, spec["default"]) for name, kind in R.LAYERS.items() for field, spec in kind.fields.items()
+    + [("layer", name, field, spec["default"]) for name, kind in LAYERS.items() for field, spec in kind.fields.items()
        if spec.get("type") == "number" and spec.get("default") is not None]
-    + [("activation", name, arg, spec["default"]) for name, args in R.ACTIVATIONS.items() for arg, spec in args.items()
+    + [("activation", name, arg, spec["default"]) for name, args in ACTIVATIONS.items() for arg, spec in args.items()
        if spec.get("type") == "number"]
-    + [("initializer", name, arg, spec["default"]) for name, args in R.INITIALIZERS.items() for arg, spec in args.items()
+    + [("initializer", name, arg, spec["default"]) for name, args in INITIALIZERS.items() for arg, spec in args.items()
        if spec.get("type") == "number"]
 )
 
@@ -133,7 +135,7 @@ def test_overrides_are_read_the_same_way(tmp_path, setting, key, value):
     spec = write(tmp_path / "spec.yaml", XOR)
     outcome = cli("validate", spec, "--set", setting)
     assert outcome.exit_code == 0, outcome.output
-    from netspec.load import load
+    from netspec.spec.load import load
 
     loaded = load(spec, [setting])
     data = loaded.data

@@ -29,13 +29,16 @@ from click.testing import CliRunner
 from conftest import ROOT
 from test_check import BASE, LOSS, LR, STEPS, UNITS0, UNITS1, X, Y, edit
 
-from netspec import registry as R
-from netspec.check import check
+
+from netspec.spec.check import check
 from netspec.cli import main
 from netspec.errors import SpecError
-from netspec.load import parse
-from netspec.messages import schema_problems
-from netspec.schema import BIAS_INITIALIZERS, SCHEMA, TAGS
+from netspec.spec.load import parse
+from netspec.spec.messages import schema_problems
+from netspec.spec.schema import BIAS_INITIALIZERS, SCHEMA, TAGS
+from netspec.data.sources import SOURCES
+from netspec.spec.choices import ACTIVATIONS, HISTOGRAMS, INITIALIZERS, LOSSES, MATRIX_INITIALIZERS, METRICS, OPTIMIZERS, SCHEDULES
+from netspec.spec.layers import LAYERS
 
 SERVER = os.environ.get("NETSPEC_YAML_LANGUAGE_SERVER") or str(ROOT / ".yls" / "node_modules" / ".bin" / "yaml-language-server")
 TIMEOUT = 30.0  # seconds for one reply; the server answers in milliseconds once started
@@ -246,28 +249,28 @@ def test_the_top_level_offers_every_key(server):
 def test_data_offers_every_source_and_option(server):
     *_, items = server.completions("name: x\ndata:\n  |\n")
     assert labels(items) >= set(SCHEMA["properties"]["data"]["properties"])
-    assert labels(items) >= set(R.SOURCES)
+    assert labels(items) >= set(SOURCES)
 
 
 LAYER = "name: x\nmodel:\n  layers:\n    - name: a\n      type: {type}\n      {key}: |\n"
 NAMES = [
-    ("activation", "name: x\nmodel:\n  defaults:\n    activation: |\n", set(R.ACTIVATIONS)),
-    ("layer_activation", LAYER.format(type="dense", key="activation"), set(R.ACTIVATIONS)),
-    ("kernel_init", LAYER.format(type="conv2d", key="kernel_init"), set(R.INITIALIZERS)),
+    ("activation", "name: x\nmodel:\n  defaults:\n    activation: |\n", set(ACTIVATIONS)),
+    ("layer_activation", LAYER.format(type="dense", key="activation"), set(ACTIVATIONS)),
+    ("kernel_init", LAYER.format(type="conv2d", key="kernel_init"), set(INITIALIZERS)),
     ("bias_init", LAYER.format(type="dense", key="bias_init"), set(BIAS_INITIALIZERS)),
-    ("layer_type", "name: x\nmodel:\n  layers:\n    - name: a\n      type: |\n", set(R.LAYERS)),
+    ("layer_type", "name: x\nmodel:\n  layers:\n    - name: a\n      type: |\n", set(LAYERS)),
     ("padding", LAYER.format(type="max_pool", key="padding"), {"valid", "same"}),
-    ("loss", "name: x\nloss: |\n", set(R.LOSSES)),
-    ("loss_type", "name: x\nloss:\n  type: |\n", set(R.LOSSES)),
-    ("metric", "name: x\nmetrics:\n  - |\n", set(R.METRICS)),
-    ("optimizer_type", "name: x\noptimizer:\n  type: |\n", set(R.OPTIMIZERS)),
-    ("schedule_type", "name: x\noptimizer:\n  type: sgd\n  learning_rate:\n    type: |\n", set(R.SCHEDULES)),
-    ("activation_type", "name: x\nmodel:\n  defaults:\n    activation:\n      type: |\n", set(R.ACTIVATIONS)),
+    ("loss", "name: x\nloss: |\n", set(LOSSES)),
+    ("loss_type", "name: x\nloss:\n  type: |\n", set(LOSSES)),
+    ("metric", "name: x\nmetrics:\n  - |\n", set(METRICS)),
+    ("optimizer_type", "name: x\noptimizer:\n  type: |\n", set(OPTIMIZERS)),
+    ("schedule_type", "name: x\noptimizer:\n  type: sgd\n  learning_rate:\n    type: |\n", set(SCHEDULES)),
+    ("activation_type", "name: x\nmodel:\n  defaults:\n    activation:\n      type: |\n", set(ACTIVATIONS)),
     ("on_nonfinite", "name: x\ntrain:\n  on_nonfinite: |\n", {"stop", "skip_step", "ignore"}),
     ("early_stopping_metric", "name: x\ntrain:\n  early_stopping:\n    metric: |\n", set(TAGS)),
     ("checkpoint_best", "name: x\ncheckpoint:\n  best: |\n", set(TAGS)),
     ("precision", "name: x\nprecision:\n  compute: |\n", {"float32", "bfloat16", "float16"}),
-    ("histograms", "name: x\nsummaries:\n  histograms:\n    - |\n", set(R.HISTOGRAMS)),
+    ("histograms", "name: x\nsummaries:\n  histograms:\n    - |\n", set(HISTOGRAMS)),
 ]
 
 
@@ -276,23 +279,23 @@ def test_names_complete_wherever_a_name_is_expected(server, where, text, names):
     *_, items = server.completions(text)
     assert labels(items) >= names
     if where == "bias_init":  # only the initializers a bias vector can take
-        assert not labels(items) & R.MATRIX_INITIALIZERS
+        assert not labels(items) & MATRIX_INITIALIZERS
 
 
-@pytest.mark.parametrize("layer_type", sorted(R.LAYERS))
+@pytest.mark.parametrize("layer_type", sorted(LAYERS))
 def test_a_layer_is_offered_the_keys_of_its_type(server, layer_type):
     *_, items = server.completions(f"name: x\nmodel:\n  layers:\n    - name: a\n      type: {layer_type}\n      |\n")
-    own = set(R.LAYERS[layer_type].fields) | {"inputs"}
-    others = {f for kind in R.LAYERS.values() for f in kind.fields} - own
+    own = set(LAYERS[layer_type].fields) | {"inputs"}
+    others = {f for kind in LAYERS.values() for f in kind.fields} - own
     assert labels(items) >= own
     assert not labels(items) & others
 
 
-@pytest.mark.parametrize("optimizer", sorted(R.OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_an_optimizer_is_offered_its_own_arguments(server, optimizer):
     *_, items = server.completions(f"name: x\noptimizer:\n  type: {optimizer}\n  |\n")
-    own = set(R.OPTIMIZERS[optimizer]) | {"learning_rate", "clip_global_norm"}
-    others = {a for args in R.OPTIMIZERS.values() for a in args} - own
+    own = set(OPTIMIZERS[optimizer]) | {"learning_rate", "clip_global_norm"}
+    others = {a for args in OPTIMIZERS.values() for a in args} - own
     assert labels(items) >= own
     assert not labels(items) & others  # `type: adam` is not offered adamw's weight_decay
 
@@ -393,11 +396,11 @@ def test_every_completion_inserts_a_valid_skeleton(server, where):
 # -- hover ----------------------------------------------------------------------------------------
 
 HOVERS = [
-    ("units", BASE.replace("      units: 2", "      un|its: 2"), R.LAYERS["dense"].fields["units"]["description"]),
+    ("units", BASE.replace("      units: 2", "      un|its: 2"), LAYERS["dense"].fields["units"]["description"]),
     ("steps", BASE.replace(STEPS, "  st|eps: 100"), SCHEMA["properties"]["train"]["properties"]["steps"]["description"]),
     ("momentum", "name: x\nmodel:\n  layers:\n    - name: b\n      type: batch_norm\n      mome|ntum: 0.9\n", "momentum * running + (1 - momentum) * batch"),
     ("layer_type", BASE.replace("      type: dense\n      units: 2", "      type: de|nse\n      units: 2"), "fully connected"),
-    ("optimizer_argument", "name: x\noptimizer:\n  type: adam\n  b|1: 0.9\n", R.OPTIMIZERS["adam"]["b1"]["description"]),
+    ("optimizer_argument", "name: x\noptimizer:\n  type: adam\n  b|1: 0.9\n", OPTIMIZERS["adam"]["b1"]["description"]),
 ]
 
 

@@ -21,12 +21,13 @@ if not all((FASHION / name).is_file() or (FASHION / f"{name}.gz").is_file() for 
 from safetensors.numpy import load_file  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hparams_metadata  # noqa: E402
 
-from netspec import train as T  # noqa: E402
-from netspec.check import check  # noqa: E402
-from netspec.cli import main  # noqa: E402
-from netspec.load import load  # noqa: E402
-
 from helpers import accumulator  # noqa: E402
+from netspec.cli import main  # noqa: E402
+from netspec.spec.check import check  # noqa: E402
+from netspec.spec.load import load  # noqa: E402
+from netspec.train import loop  # noqa: E402
+from netspec.train.feed import Feed  # noqa: E402
+from netspec.train.loop import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -199,14 +200,14 @@ def small_runs(tmp_path_factory):
         spec = check(load(SPECS / "fashion_mlp.yaml", SMALL + more))
         feeds = []
 
-        class SpyFeed(T.Feed):
+        class SpyFeed(Feed):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 feeds.append(self)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(T, "Feed", SpyFeed)
-            result = T.run(spec, logdir=logdir, run_name=key, quiet=True, data_dir=str(FASHION))
+            mp.setattr(loop, "Feed", SpyFeed)
+            result = run(spec, logdir=logdir, run_name=key, quiet=True, data_dir=str(FASHION))
         (feed,) = feeds
         out[key] = (result, feed.streamed)
     return out

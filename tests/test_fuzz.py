@@ -21,9 +21,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netspec.check import Spec, check
+from netspec.spec.types import Spec
+from netspec.spec.check import check
 from netspec.errors import NetspecError, SpecError
-from netspec.load import _Dumper, parse
+from netspec.spec.load import _Dumper, parse
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
 TEXTS = {path.name: path.read_text() for path in SPECS}

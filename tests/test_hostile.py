@@ -19,10 +19,12 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
-from netspec import cost as C
-from netspec import load as L
+
+from netspec.spec import load as L
 from netspec.cli import main
 from netspec.errors import SpecError
+from netspec.machine import BUDGET_ENV
+from netspec.spec.cost import DEPTH_MEASURED, MAX_LAYERS, MAX_SUMMARY_POINTS
 
 SPEC = """\
 name: hostile
@@ -302,7 +304,7 @@ def test_a_fan_out_of_one_big_string_costs_no_memory(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(SpecError):
-            from netspec.check import check
+            from netspec.spec.check import check
 
             check(L.parse(text, "s"))
         _, peak = tracemalloc.get_traced_memory()
@@ -353,7 +355,7 @@ def refused_at(spec: Path, path: str, *words: str, args: tuple = (), env: dict |
 
 @pytest.mark.parametrize("sets, path, words", [
     (("train.steps=1000000000", "summaries.every=1"), "$.summaries.every",
-     ("1000000000 steps with a summary every 1 steps are 1000000001 summary points", f"at most {C.MAX_SUMMARY_POINTS}",
+     ("1000000000 steps with a summary every 1 steps are 1000000001 summary points", f"at most {MAX_SUMMARY_POINTS}",
       "Set summaries.every to 10001 or more")),
     (("train.steps=9000000", "eval.every=100", "data.inline.x=[[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]]",
       "data.inline.y=[[0], [1], [1], [0], [0]]", "data.validation_split=0.2"), "$.eval.every",
@@ -372,7 +374,7 @@ def test_a_plan_past_what_a_run_may_write_is_refused(sets, path, words, tmp_path
 def test_a_plan_at_the_bounds_is_valid(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    steps = (C.MAX_SUMMARY_POINTS - 1) * 100
+    steps = (MAX_SUMMARY_POINTS - 1) * 100
     sets = [f"train.steps={steps}", "summaries.every=100", "checkpoint.every=1000"]  # 99,999 summary points, 9,999 checkpoints
     result = validate(spec, *(a for s in sets for a in ("--set", s)))
     assert result.exit_code == 0, result.output
@@ -386,19 +388,19 @@ def deep_spec(n: int, units: int = 4) -> str:
 def test_a_model_deeper_than_compiles_is_refused(tmp_path):
     """10,000 dense layers validated in 9 s, then the run aborted with std::bad_alloc at 5 GB."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(deep_spec(C.MAX_LAYERS + 1))
+    spec.write_text(deep_spec(MAX_LAYERS + 1))
     start = time.perf_counter()
-    problem = refused_at(spec, "$.model.layers", f"the model has {C.MAX_LAYERS + 1} layers; netspec compiles at most {C.MAX_LAYERS}",
+    problem = refused_at(spec, "$.model.layers", f"the model has {MAX_LAYERS + 1} layers; netspec compiles at most {MAX_LAYERS}",
                          "Use fewer, wider layers")
     assert time.perf_counter() - start < 10
-    assert C.DEPTH_MEASURED in problem
-    spec.write_text(deep_spec(C.MAX_LAYERS))
+    assert DEPTH_MEASURED in problem
+    spec.write_text(deep_spec(MAX_LAYERS))
     assert validate(spec).exit_code == 0
 
 
 def test_validate_of_a_deep_model_takes_milliseconds_a_layer(tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(deep_spec(C.MAX_LAYERS))
+    spec.write_text(deep_spec(MAX_LAYERS))
     validate(spec)  # imports
     start = time.perf_counter()
     assert validate(spec).exit_code == 0
@@ -413,9 +415,9 @@ def test_a_model_too_large_for_the_memory_is_refused_at_its_largest_layer(tmp_pa
     refused_at(spec, "$.model.layers[1]", "training this spec needs at least 14.9 GiB of memory, more than the budget of 12 GiB "
                "(NETSPEC_MEMORY_BUDGET=12GiB)", "parameters (2 billion float32) 7.45 GiB, their gradients 7.45 GiB",
                "The parameters take the most: layer 'b' (dense) alone holds 2000020000 (kernel [100000, 20000], bias [20000])",
-               args=("--set", layers), env={C.BUDGET_ENV: "12GiB"})
+               args=("--set", layers), env={BUDGET_ENV: "12GiB"})
     refused_at(spec, "$.model.layers[1]", "adam's state (2 x the parameters) 14.9 GiB", args=("--set", layers, "--set", "optimizer.type=adam"),
-               env={C.BUDGET_ENV: "16GiB"})  # what fits with sgd does not with adam's two more copies
+               env={BUDGET_ENV: "16GiB"})  # what fits with sgd does not with adam's two more copies
 
 
 CONV = SPEC.replace("  inline:\n    x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n    y: [[0], [1], [1], [0]]\n", "  fashion_mnist: {}\n") \
@@ -430,14 +432,14 @@ def test_a_batch_too_large_for_the_memory_is_refused_at_the_batch_size(tmp_path)
     spec.write_text(CONV)
     refused_at(spec, "$.train.batch_size", "the activations of one batch of 10000 kept for the backward pass 1.9 GiB",
                "each example keeps 196 KiB for the backward pass (layer 'conv' 196 KiB); use a smaller batch_size",
-               args=("--set", "train.batch_size=10000"), env={C.BUDGET_ENV: "2GiB"})
+               args=("--set", "train.batch_size=10000"), env={BUDGET_ENV: "2GiB"})
 
 
 def test_data_too_large_for_the_memory_is_refused_at_the_data(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(CONV.replace("filters: 64", "filters: 1"))
     refused_at(spec, "$.data.fashion_mnist", "the training data (60000 examples) 44.9 MiB", "The data takes the most",
-               "data.max_resident_mb", env={C.BUDGET_ENV: "40MiB"})
+               "data.max_resident_mb", env={BUDGET_ENV: "40MiB"})
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.stem)
@@ -445,8 +447,8 @@ def test_every_shipped_spec_fits_a_small_machine(path, monkeypatch):
     """The largest shipped spec (fashion_cnn, mnist_cnn: at least 629 MiB on this CPU with the
     runtime and the host's copies of the data, 268 MiB on a device) fits a 1 GiB device: validate
     admits them all far from any real machine's memory."""
-    monkeypatch.setenv(C.BUDGET_ENV, "1GiB")
-    from netspec.check import check
+    monkeypatch.setenv(BUDGET_ENV, "1GiB")
+    from netspec.spec.check import check
 
     check(L.load(path))
 
@@ -454,12 +456,12 @@ def test_every_shipped_spec_fits_a_small_machine(path, monkeypatch):
 def test_a_run_directory_record_is_not_estimated_again(tmp_path, monkeypatch):
     """A run's own record of its data (check(data_info=...): predict, eval, resume) was admitted
     where the run started; another machine's budget does not refuse using it."""
-    from netspec.check import check
+    from netspec.spec.check import check
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
     info = check(L.load(spec)).data_info
-    monkeypatch.setenv(C.BUDGET_ENV, "100")
+    monkeypatch.setenv(BUDGET_ENV, "100")
     with pytest.raises(SpecError, match="more than the budget of 100 bytes"):
         check(L.load(spec))
     check(L.load(spec), data_info=info)

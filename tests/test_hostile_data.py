@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from netspec import datasets
+
 from netspec.cli import main
 from netspec.errors import DataError
+from netspec.data import formats as datasets
 
 MiB, GiB = 2**20, 2**30
 

@@ -20,11 +20,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from netspec import registry as R
-from netspec import train as T
-from netspec.check import check
 from netspec.cli import main
-from netspec.load import load
+from netspec.inference import predict_run
+from netspec.spec import choices as R
+from netspec.spec.check import check
+from netspec.spec.load import load
+from netspec.train.feed import load_arrays, padded, split_means
+from netspec.train.loop import RunResult, run
+from netspec.train.report import report
+from netspec.train.rundir import load_run_spec
 
 
 def netspec(*args):
@@ -50,7 +54,7 @@ def assert_one_paragraph(result, *words: str) -> str:
 def train(tmp: Path, spec_text: str, name: str = "spec.yaml") -> Path:
     """Train a spec written into `tmp`; returns its run directory."""
     (tmp / name).write_text(spec_text)
-    return T.run(check(load(tmp / name)), logdir=tmp / "runs", quiet=True).run_dir
+    return run(check(load(tmp / name)), logdir=tmp / "runs", quiet=True).run_dir
 
 
 QUIET = "summaries: {every: 10, histograms: [], graph: false}\n"
@@ -131,7 +135,7 @@ def test_the_run_records_the_feature_names_in_the_specs_order(csv_run):
     ([2, 0], False, None),  # no header: no names
 ])
 def test_data_load_names_the_features_it_took(tmp_path, features, header, names):
-    from netspec.data import load as load_data
+    from netspec.data.arrays import load as load_data
 
     text = TRAINING_CSV if header else TRAINING_CSV.split("\n", 1)[1]
     (tmp_path / "t.csv").write_text(text)
@@ -395,8 +399,8 @@ TOKEN = re.compile(r"\[[^\]]*\]|\S+")
 def report_predictions(spec, program, params_state, arrays) -> list[np.ndarray]:
     """The prediction column of the closing report's table."""
     lines = []
-    result = T.RunResult(Path("runs/x/y"), {}, 0.0, 0.0, [])
-    T.report(spec, program, params_state, 1, arrays, result, lines.append)
+    result = RunResult(Path("runs/x/y"), {}, 0.0, 0.0, [])
+    report(spec, program, params_state, 1, arrays, result, lines.append)
     assert lines[0].split() == ["input", "hypothesis", "prediction", "target"], lines
     rows = [TOKEN.findall(line) for line in lines[1:1 + len(arrays.train.x)]]
     return [np.array(row[2].strip("[]").split(), np.float64) for row in rows]
@@ -406,9 +410,9 @@ def report_predictions(spec, program, params_state, arrays) -> list[np.ndarray]:
 def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     import jax.numpy as jnp
 
-    from netspec import checkpoint
-    from netspec.compile import compile_spec, num_classes, output_class
-    from netspec.data import Split
+    from netspec.train import checkpoint
+    from netspec.compile.program import compile_spec, num_classes, output_class
+    from netspec.data.arrays import Split
 
     _, loss, activation, logits = case
     x = np.asarray(logits, np.float32).reshape(len(logits), -1)
@@ -416,20 +420,20 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     y = labels_for(loss["type"], logits)
     classification = loss["type"] in R.FUSED_ACTIVATION
     run_dir = train(tmp_path, one_layer_spec(loss, activation, x, y))
-    spec = T.load_run_spec(run_dir)
+    spec = load_run_spec(run_dir)
     program = compile_spec(spec)
     path = _checkpoint(run_dir)
     state = checkpoint.load(path, program.init())
     state = state._replace(params={"out": {"kernel": jnp.eye(units), "bias": jnp.zeros(units)}})
     checkpoint.save(path, state, checkpoint.metadata(path))
 
-    arrays = T.load_arrays(spec)
+    arrays = load_arrays(spec)
     np.save(tmp_path / "x.npy", x)
     predicted = netspec("predict", run_dir, "--input", tmp_path / "x.npy", "--output", tmp_path / "out.npy")
     assert predicted.exit_code == 0, predicted.output
     outputs = np.load(tmp_path / "out.npy")
     reported = report_predictions(spec, program, (state.params, state.model_state), arrays)
-    _, classes, _ = T.predict_run(run_dir, tmp_path / "x.npy")
+    _, classes, _ = predict_run(run_dir, tmp_path / "x.npy")
     decide = output_class(spec)
 
     if not classification:  # a regression model's prediction is its output; there are no classes
@@ -452,7 +456,7 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     truth = np.asarray(y).argmax(-1) if loss["type"] == "categorical_crossentropy" else np.asarray(y)
     for i in range(len(x)):
         one = Split(arrays.train.x[i:i + 1], arrays.train.y[i:i + 1])
-        means, confusion = T.split_means(program.evaluate(state.params, state.model_state, *T.padded(one, arrays, 1)))
+        means, confusion = split_means(program.evaluate(state.params, state.model_state, *padded(one, arrays, 1)))
         if confusion is not None:
             assert int(np.asarray(confusion).sum(0).argmax()) == int(expected.reshape(len(x), -1)[i, 0]), (i, x[i], confusion)
         agree = np.mean(np.reshape(expected[i], -1) == np.reshape(truth[i], -1))
@@ -470,9 +474,9 @@ def test_the_rule_itself_at_the_boundaries():
     of equal largest outputs; numpy and jax alike."""
     import jax.numpy as jnp
 
-    from netspec.compile import output_class
+    from netspec.compile.program import output_class
 
-    from netspec.load import parse
+    from netspec.spec.load import parse
 
     def spec_of(loss, activation, units):
         y = labels_for(loss["type"], [[0] * units] * 3)

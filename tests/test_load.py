@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from netspec import load as L
+from netspec.spec import load as L
 from netspec.errors import SpecError
-from netspec.load import apply_override, json_path, load, parse, split_override
+from netspec.spec.load import apply_override, json_path, load, parse, split_override
 
 TEXT = """\
 name: demo

@@ -17,12 +17,15 @@ import optax
 import pytest
 import yaml
 
-from netspec import compile as C
-from netspec import layers as L
-from netspec import registry as R
-from netspec.check import check
+from netspec.compile import program as C
+from netspec.model import layers as L
+
+from netspec.spec.check import check
 from netspec.errors import SpecError
-from netspec.load import parse
+from netspec.spec.load import parse
+from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, OPTAX_SKIPPED, OPTIMIZERS, SCHEDULES
+from netspec.spec.fields import defaults_of
+from netspec.spec.layers import LAYERS
 
 BATCH = 3
 
@@ -35,9 +38,9 @@ def checked(spec: dict):
 # -- the JAX side has exactly the registry's keys -----------------------------------------------
 
 @pytest.mark.parametrize("jax_side, registry", [
-    (L.BUILDERS, R.LAYERS),
-    (L.ACTIVATIONS, R.ACTIVATIONS),
-    (L.INITIALIZERS, R.INITIALIZERS),
+    (L.BUILDERS, LAYERS),
+    (L.ACTIVATIONS, ACTIVATIONS),
+    (L.INITIALIZERS, INITIALIZERS),
 ], ids=["layers", "activations", "initializers"])
 def test_jax_side_has_the_registry_keys(jax_side, registry):
     assert sorted(jax_side) == sorted(registry)
@@ -109,9 +112,9 @@ LAYER_EXAMPLES: dict[str, list[tuple[list[int], list[dict], dict]]] = {
 
 
 def test_every_layer_has_examples():
-    missing = sorted(set(R.LAYERS) - set(LAYER_EXAMPLES))
+    missing = sorted(set(LAYERS) - set(LAYER_EXAMPLES))
     assert not missing, f"add shape examples to LAYER_EXAMPLES in {__file__} for: {', '.join(missing)}"
-    stale = sorted(set(LAYER_EXAMPLES) - set(R.LAYERS))
+    stale = sorted(set(LAYER_EXAMPLES) - set(LAYERS))
     assert not stale, f"LAYER_EXAMPLES names layer types the registry no longer has: {stale}"
 
 
@@ -138,14 +141,14 @@ LAYER_CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER
 
 @pytest.mark.parametrize("layer_type, index", LAYER_CASES)
 def test_layer_shape_rule_equals_eval_shape(layer_type, index):
-    if layer_type not in R.LAYERS:
+    if layer_type not in LAYERS:
         pytest.fail(f"{layer_type} has examples but is not in the registry")
     input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
     spec = checked(_probe_spec(input_shape, before, layer))
     (probe,) = [l for l in spec.layers if l.name == "probe"]
     assert probe.type == layer_type
     # check() computed out_shape with the registry's pure-Python rule; say so, then compare with jax.
-    assert probe.out_shape == tuple(R.LAYERS[layer_type].shape(dict(probe.args), [list(s) for s in probe.in_shapes]))
+    assert probe.out_shape == tuple(LAYERS[layer_type].shape(dict(probe.args), [list(s) for s in probe.in_shapes]))
 
     init, apply = L.BUILDERS[layer_type](probe)
     key = jax.random.key(0)
@@ -168,9 +171,9 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
 
 # -- activations and initializers ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(R.ACTIVATIONS))
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_builds_with_its_defaults(name):
-    fn = L.activation({"type": name, **R.defaults_of(R.ACTIVATIONS[name])})
+    fn = L.activation({"type": name, **defaults_of(ACTIVATIONS[name])})
     x = 3 * np.random.default_rng(0).normal(size=(BATCH, 5)).astype(np.float32)
     for f in (fn, jax.jit(fn)):
         y = np.asarray(f(x))
@@ -178,9 +181,9 @@ def test_activation_builds_with_its_defaults(name):
         assert np.all(np.isfinite(y))
 
 
-@pytest.mark.parametrize("name", sorted(R.INITIALIZERS))
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
 def test_initializer_builds_with_its_defaults(name):
-    init = L.initializer({"type": name, **R.defaults_of(R.INITIALIZERS[name])})
+    init = L.initializer({"type": name, **defaults_of(INITIALIZERS[name])})
     for shape in [(4, 5), (3, 3, 2, 4)]:  # dense and conv kernels
         value = np.asarray(init(jax.random.key(0), shape, jnp.float32))
         assert value.shape == shape
@@ -188,7 +191,7 @@ def test_initializer_builds_with_its_defaults(name):
         assert np.all(np.isfinite(value))
 
 
-@pytest.mark.parametrize("name", sorted(R.INITIALIZERS))
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
 def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
     """validate says ok => init works: a bias is 1-D, which jax's fan-based initializers refuse."""
     spec = _probe_spec([2], [], {"type": "dense", "units": 7, "bias_init": name})
@@ -211,11 +214,11 @@ def _optax_arguments(fn, skipped=()) -> dict:
             for k, p in inspect.signature(fn).parameters.items() if k not in skipped}
 
 
-@pytest.mark.parametrize("name", sorted(R.OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizer_arguments_are_optax_own(name):
     assert hasattr(optax, name), f"optax has no {name}"
-    want = _optax_arguments(getattr(optax, name), R.OPTAX_SKIPPED)
-    fields = R.OPTIMIZERS[name]
+    want = _optax_arguments(getattr(optax, name), OPTAX_SKIPPED)
+    fields = OPTIMIZERS[name]
     got = {k: s.get("default", "<required>") for k, s in fields.items()}
     assert got == want
     assert list(got) == list(want), "same arguments, but not in optax's order (the docs list them in order)"
@@ -233,11 +236,11 @@ def _quadratic():
 
 def _spec_optimizer(name: str, **extra) -> dict:
     """The optimizer mapping as a checked spec holds it: every default filled in."""
-    return {"type": name, "learning_rate": 0.01, "clip_global_norm": None, **R.defaults_of(R.OPTIMIZERS[name]), **extra}
+    return {"type": name, "learning_rate": 0.01, "clip_global_norm": None, **defaults_of(OPTIMIZERS[name]), **extra}
 
 
 @pytest.mark.parametrize("clip", [None, 1.0], ids=["plain", "clip_global_norm"])
-@pytest.mark.parametrize("name", sorted(R.OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizer_builds_and_steps(name, clip):
     tx = C.optimizer(_spec_optimizer(name, clip_global_norm=clip))
     params, loss = _quadratic()
@@ -283,9 +286,9 @@ SCHEDULE_REQUIRED = {  # sensible values for each schedule's required arguments
 }
 
 
-@pytest.mark.parametrize("name", sorted(R.SCHEDULES))
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_schedule_arguments_are_optax_own(name):
-    fn_name, fields, required = R.SCHEDULES[name]
+    fn_name, fields, required = SCHEDULES[name]
     assert hasattr(optax, fn_name), f"optax has no {fn_name}"
     want = _optax_arguments(getattr(optax, fn_name))
     got = {k: "<required>" if k in required else s.get("default", "<required>") for k, s in fields.items()}
@@ -296,10 +299,10 @@ def test_schedule_arguments_are_optax_own(name):
         assert "default" not in fields[k], f"{k} is required and also has a default"
 
 
-@pytest.mark.parametrize("name", sorted(R.SCHEDULES))
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_schedule_builds_and_gives_finite_values(name):
-    _, fields, required = R.SCHEDULES[name]
-    value = {"type": name, **R.defaults_of(fields), **{k: SCHEDULE_REQUIRED[k] for k in required}}
+    _, fields, required = SCHEDULES[name]
+    value = {"type": name, **defaults_of(fields), **{k: SCHEDULE_REQUIRED[k] for k in required}}
     if name == "piecewise_constant":
         value["boundaries_and_scales"] = {"5": 0.5, "100": 0.1}  # keys are strings in YAML/JSON
     schedule = C.learning_rate(value)

@@ -20,15 +20,20 @@ import yaml
 from click.testing import CliRunner
 from safetensors.numpy import load_file
 
-from netspec import checkpoint
-from netspec import train as T
-from netspec.check import check
+from netspec.train import checkpoint
+
+from netspec.spec.check import check
 from netspec.cli import main
-from netspec.compile import compile_spec
-from netspec.load import load
-from netspec.rundir import LOCK_FILE
+from netspec.compile.program import compile_spec
+from netspec.spec.load import load
+from netspec.train.interrupts import Stopped
+from netspec.train.rundir import LOCK_FILE
 
 from helpers import accumulator, result_of
+from netspec.inference import evaluate_run
+from netspec.train.feed import device_data, load_arrays
+from netspec.train.loop import RunResult, _Chunk, _nonfinite, run
+from netspec.train.rundir import load_run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -144,21 +149,21 @@ def shuffled_spec(tmp_path_factory) -> Path:
     return directory / "shuffled.yaml"
 
 
-def run_in_process(spec_file: Path, logdir: Path, run_name: str, *overrides: str) -> T.RunResult:
-    return T.run(check(load(spec_file, list(overrides))), logdir=logdir, run_name=run_name, quiet=True)
+def run_in_process(spec_file: Path, logdir: Path, run_name: str, *overrides: str) -> RunResult:
+    return run(check(load(spec_file, list(overrides))), logdir=logdir, run_name=run_name, quiet=True)
 
 
 # -- 1. bit-exact resume, in process ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def uninterrupted(shuffled_spec, tmp_path_factory) -> T.RunResult:
+def uninterrupted(shuffled_spec, tmp_path_factory) -> RunResult:
     return run_in_process(shuffled_spec, tmp_path_factory.mktemp("runs"), "A")
 
 
 def _stop_by_sigint_after(step: int, monkeypatch):
     """Send this process SIGINT once the train summaries of `step` are written (the loop stops
     after the chunk it is running then, as it does for a person's Ctrl-C)."""
-    from netspec.summaries import Summaries
+    from netspec.train.summaries import Summaries
 
     original = Summaries.scalars
 
@@ -179,7 +184,7 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
     losses_b: list[float] = []
     if how == "stopped_by_sigint":
         _stop_by_sigint_after(30, monkeypatch)
-        with pytest.raises(T.Stopped) as stopped:
+        with pytest.raises(Stopped) as stopped:
             run_in_process(shuffled_spec, tmp_path, "B")
         monkeypatch.undo()
         assert stopped.value.exit_code == 130
@@ -191,7 +196,7 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
     stop_step = checkpoint.metadata(checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest())["step"]
     assert 0 < stop_step < STEPS
 
-    resumed = T.run(T.load_run_spec(run_dir, [f"train.steps={STEPS}"]), resume=run_dir, quiet=True)
+    resumed = run(load_run_spec(run_dir, [f"train.steps={STEPS}"]), resume=run_dir, quiet=True)
     assert resumed.run_dir == run_dir
     assert result_of(run_dir)["steps"] == STEPS
 
@@ -227,13 +232,13 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
 def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_path, monkeypatch):
     import types
 
-    import netspec.summaries
+    import netspec.train.summaries
 
-    monkeypatch.setattr(netspec.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
+    monkeypatch.setattr(netspec.train.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
     b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=30")
     (b.run_dir / "checkpoints" / "step-00000030.safetensors").unlink()  # as if killed after step 30's events, before its checkpoint
     monkeypatch.setattr(os, "getpid", lambda: 1)  # another process, whose pid sorts first in a file name of the same second
-    T.run(T.load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
+    run(load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
     # the resumed file is read after the first (named so), so its purge hides the first's step 30
     points = scalars(b.run_dir, "loss")
     assert_each_step_once(points)
@@ -343,7 +348,7 @@ def test_kill_9_leaves_a_run_that_loads_reads_back_and_resumes(tmp_path):
 
     latest = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest()
     step = checkpoint.metadata(latest)["step"]
-    state = checkpoint.load(latest, compile_spec(T.load_run_spec(run_dir)).init())
+    state = checkpoint.load(latest, compile_spec(load_run_spec(run_dir)).init())
     assert int(state.step) == step and all_finite(state.params)
     ea = accumulator(run_dir)  # a half-written last record must not break reading
     loss_steps = [e.step for e in ea.Scalars("loss")]
@@ -387,7 +392,7 @@ def test_nan_stops_naming_the_step_and_layer_and_keeps_the_last_good_checkpoint(
     saved = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1)
     assert [s for s, _ in saved.steps()] == [100, 200]  # nothing at or after the NaN
     assert checkpoint.metadata(kept)["step"] == 200 < nan_step
-    state = checkpoint.load(kept, compile_spec(T.load_run_spec(run_dir)).init())
+    state = checkpoint.load(kept, compile_spec(load_run_spec(run_dir)).init())
     assert int(state.step) == 200 and int(state.skipped) == 0
     assert all_finite(state.params) and all_finite(state.opt_state)
     assert not (run_dir / "result.json").exists()
@@ -401,9 +406,9 @@ def _first_nonfinite(spec_path: Path, *sets: str) -> tuple[int, int]:
     """(step, layer index) of the first non-finite step, from one diagnosing chunk over the whole run."""
     spec = check(load(spec_path, list(sets)))
     program = compile_spec(spec)
-    arrays = T.load_arrays(spec)
+    arrays = load_arrays(spec)
     assert spec.train["batch_size"] == spec.num_examples  # full batch: no indices
-    _, outputs = program.chunk(spec.steps, diagnose=True)(program.init(), T.device_data(arrays.train, arrays), None, program.keys)
+    _, outputs = program.chunk(spec.steps, diagnose=True)(program.init(), device_data(arrays.train, arrays), None, program.keys)
     return int(outputs["nonfinite_step"]), int(outputs["nonfinite_layer"])
 
 
@@ -423,10 +428,10 @@ def test_nan_is_located_exactly_whatever_the_last_checkpoint(diverging_spec, tmp
 
 
 def test_nan_not_found_again_names_the_chunk_and_its_first_bad_loss(tmp_path):
-    chunk = T._Chunk(end=300, length=100, dispatched=0.0, outputs={}, params=None, extras=None, evaluation=None, state=None, checkpoint=False)
+    chunk = _Chunk(end=300, length=100, dispatched=0.0, outputs={}, params=None, extras=None, evaluation=None, state=None, checkpoint=False)
     losses = np.array([1.0] * 41 + [np.inf] + [np.nan] * 58)
     spec = check(load(SPECS / "xor_wide.yaml", []))
-    message = str(T._nonfinite(spec, tmp_path, -1, -1, None, chunk, losses))
+    message = str(_nonfinite(spec, tmp_path, -1, -1, None, chunk, losses))
     assert message.startswith("Training stopped: a NaN or Inf appeared in steps 201-300 (the loss first at step 242), "
                               "and running them again did not show the step and layer.")
     assert "No checkpoint had been written yet" in message and str(tmp_path) in message
@@ -444,7 +449,7 @@ def test_nan_with_skip_step_completes_and_counts_the_skipped_steps(diverging_spe
     values = [v for _, v in points]
     assert values[:2] == [0, 0] and values == sorted(values) and values[-1] == skipped
     final = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest()
-    state = checkpoint.load(final, compile_spec(T.load_run_spec(run_dir)).init())
+    state = checkpoint.load(final, compile_spec(load_run_spec(run_dir)).init())
     assert int(state.step) == 400 and int(state.skipped) == skipped
     assert all_finite(state.params) and all_finite(state.opt_state)
 
@@ -514,7 +519,7 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     words = result.output.split()
     printed = {k: float(v) for k, v in zip(words[::2], words[1::2])}
     assert printed == pytest.approx(at_best, rel=1e-5)
-    exact = T.evaluate_run(early_stopped, split="validation")
+    exact = evaluate_run(early_stopped, split="validation")
     assert {k: np.float32(v) for k, v in exact.items()} == {k: np.float32(v) for k, v in at_best.items()}
 
 

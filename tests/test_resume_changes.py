@@ -20,15 +20,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from netspec import checkpoint, resumption
-from netspec import train as T
-from netspec.check import check
+from netspec.train import checkpoint
+from netspec.train import resumption
+
+from netspec.spec.check import check
 from netspec.cli import main
-from netspec.load import load
-from netspec.rundir import LOCK_FILE
-from netspec.schema import SCHEMA
+from netspec.spec.load import load
+from netspec.train.rundir import LOCK_FILE
+from netspec.spec.schema import SCHEMA
 
 from helpers import accumulator
+from netspec.train import loop as T
 
 # 8 examples in batches of 4 (so a validation split leaves a batch), SGD with momentum and
 # clipping (so changing their values is a setting, not a new optimizer state), a checkpoint at

@@ -33,8 +33,8 @@ from PIL import Image
 from tensorboard.util import tensor_util
 
 from netspec.cli import main
-from netspec.data import FASHION_CLASSES
-from netspec.summaries import HPARAMS_FILE, confusion_image
+from netspec.data.sources import FASHION_CLASSES
+from netspec.train.summaries import HPARAMS_FILE, confusion_image
 
 from helpers import accumulator, result_of
 

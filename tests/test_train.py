@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
-from netspec.check import check
+from netspec.spec.check import check
 from netspec.cli import main
-from netspec.compile import compile_spec
-from netspec.load import load
+from netspec.compile.program import compile_spec
+from netspec.spec.load import load
 
 from helpers import accumulator, result_of
 

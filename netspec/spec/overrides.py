@@ -16,9 +16,8 @@ Pure Python (no jax): `validate` uses it.
 from __future__ import annotations
 
 from typing import Any, Iterator
-
-from netspec.load import Key, OverrideRules
-from netspec.schema import SCHEMA, VALIDATOR
+from netspec.spec.load import Key, OverrideRules
+from netspec.spec.schema import SCHEMA, VALIDATOR
 
 
 def _resolved(schema: Any) -> dict:

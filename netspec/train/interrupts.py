@@ -36,10 +36,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-
 from netspec.errors import NetspecError
 
+
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
 SIGNAL_NAME = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
@@ -177,6 +179,8 @@ class _Job:
 
 
 _jobs = None
+
+
 _running: list[_Job] = []
 
 
@@ -223,8 +227,6 @@ def watch():
     with Interrupts() as interrupts:
         yield interrupts
 
-
-# -- the test-only pause ------------------------------------------------------------------------------
 
 _pausing: Path | None = None
 

@@ -22,77 +22,25 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 
-from netspec import cost as C
-from netspec import registry as R
-from netspec.defaults import fill_defaults, push_model_defaults
+
+from netspec.spec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
-from netspec.labels import Labels, known, label_problems, output_problems, summarize
-from netspec.load import Loaded
-from netspec.messages import did_you_mean, schema_problems
-from netspec.schema import SCHEMA
-
-@dataclass(frozen=True)
-class DataInfo:
-    source: str
-    num_train: int
-    num_test: int | None
-    x_shape: tuple[int, ...]  # one example
-    x_dtype: str
-    y_shape: tuple[int, ...]  # one label, () for a class index
-    classes: int | None  # number of classes, when the data set says
-    labels: Labels | None = None  # the training labels' summary, for the label rules (netspec.labels)
-    test_labels: Labels | None = None  # the test split's, when the source has one and reading it is cheap
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer as it will be compiled."""
-
-    name: str
-    type: str
-    inputs: tuple[str, ...]  # "input" is the model input
-    args: Mapping[str, Any]  # the layer type's fields, defaulted
-    in_shapes: tuple[tuple[int, ...], ...]
-    out_shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A checked spec: frozen, fully defaulted, the only thing compile and train read."""
-
-    name: str
-    seed: int
-    source: str
-    data: Mapping[str, Any]
-    input_shape: tuple[int, ...]
-    layers: tuple[Layer, ...]
-    loss: Mapping[str, Any]
-    output_activation: str  # the activation of the model's output ("linear" if none)
-    metrics: tuple[Mapping[str, Any], ...]  # each {type, args}
-    optimizer: Mapping[str, Any]
-    train: Mapping[str, Any]
-    steps: int  # total optimizer steps (from train.steps or train.epochs)
-    num_examples: int  # training examples (after the validation split)
-    data_info: Any  # netspec.data.DataInfo of the whole training split as stored
-    eval: Mapping[str, Any]  # eval.split resolved: "test", "validation" or None
-    base_dir: str  # the spec file's directory; relative data paths start here
-    checkpoint: Mapping[str, Any]  # every, keep, best (an eval scalar or None)
-    summaries: Mapping[str, Any]
-    resolved: Mapping[str, Any]  # the whole spec as it ran (plain data; see `plain`)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self.layers[-1].out_shape
-
-    @property
-    def fused_loss(self) -> bool:
-        """True when the output activation is folded into the loss as logits (the stable form)."""
-        return R.FUSED_ACTIVATION.get(self.loss["type"]) == self.output_activation and not self.loss.get("from_logits")
+from netspec.data.labels import known, summarize
+from netspec.spec.label_rules import label_problems, output_problems
+from netspec.spec.load import Loaded
+from netspec.spec.messages import did_you_mean, schema_problems
+from netspec.spec.schema import SCHEMA
+from netspec.data.sources import SOURCES, STANDARD
+from netspec.machine import BUDGET_ENV, format_bytes, memory_budget
+from netspec.spec.choices import FUSED_ACTIVATION
+from netspec.spec.cost import DEPTH_MEASURED, MAX_CHECKPOINTS, MAX_EVALUATIONS, MAX_LAYERS, MAX_SUMMARY_POINTS, dtype_bytes, model_costs, prod, training_memory
+from netspec.spec.fields import INT32
+from netspec.spec.layers import LAYERS, ShapeMismatch
+from netspec.data.sources import DataInfo
+from netspec.spec.types import Layer, Spec, _freeze, metric_mode, metric_name
 
 
 def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
@@ -110,7 +58,7 @@ def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
     data = copy.deepcopy(loaded.data)
     push_model_defaults(data)
     loss = data["loss"]
-    if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in R.FUSED_ACTIVATION:
+    if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in FUSED_ACTIVATION:
         data["metrics"] = []  # accuracy, the default, means nothing for a regression loss
     data = fill_defaults(SCHEMA, data)
     spec, problems = _meaning(loaded, data, data_info)
@@ -118,10 +66,6 @@ def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
         raise SpecError(sorted(problems, key=lambda p: (p.line or 0, p.col or 0)))  # file order, like the schema's
     return spec
 
-
-# -- pass 1: the schema -----------------------------------------------------------------------
-
-# -- pass 2: meaning --------------------------------------------------------------------------
 
 def _shape_of(value, path, loaded, problems, what) -> tuple | None:
     """The shape of a nested list of numbers, or None (with a problem) if ragged."""
@@ -188,7 +132,7 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
     previous = "input"
     for i, layer in enumerate(model["layers"]):
         at = ("model", "layers", i)
-        name, kind = layer["name"], R.LAYERS[layer["type"]]
+        name, kind = layer["name"], LAYERS[layer["type"]]
         if name in first_seen:  # ('input' itself is refused by the schema)
             line = loaded.where(("model", "layers", first_seen[name], "name"))[1]
             problems.append(loaded.problem(at + ("name",), f"duplicate layer name {name!r} (first used by layers[{first_seen[name]}], line {line}); layer names must be unique"))
@@ -215,7 +159,7 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
         in_shapes = tuple(shapes[r] for r in inputs)
         try:
             out_shape = tuple(kind.shape(args, list(in_shapes)))
-        except R.ShapeMismatch as e:
+        except ShapeMismatch as e:
             field_at = at + (e.field,) if e.field and e.field in layer else at
             problems.append(loaded.problem(field_at, f"layer {name!r} ({layer['type']}): {e}"))
             continue
@@ -256,7 +200,7 @@ def _check_output(loaded: Loaded, loss: dict, activation: dict, layers: list[Lay
     origin = ""
     if isinstance(written, dict) and "activation" not in written and "activation" in (loaded.data["model"].get("defaults") or {}):
         at, origin = ("model", "defaults", "activation"), " (from model.defaults)"  # point where it is written
-    fused = R.FUSED_ACTIVATION.get(kind)
+    fused = FUSED_ACTIVATION.get(kind)
     name = activation["type"]
     if fused and not loss["from_logits"] and name != fused:
         problems.append(loaded.problem(at, f"{kind} expects {'probabilities from a sigmoid' if fused == 'sigmoid' else 'a probability distribution from a softmax'} output, but the last layer's activation is {name}{origin}; use activation: {fused}, or set loss.from_logits: true with activation: linear"))
@@ -278,7 +222,7 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
     """The data's DataInfo, after checking that its examples fit the model's input and its labels
     the output and the loss, by the same rules for every source (netspec.labels); None if the
     data cannot be described."""
-    sources = [k for k in R.SOURCES if k in data["data"]]
+    sources = [k for k in SOURCES if k in data["data"]]
     source = sources[0]
     at = ("data", source)
     input_shape, out_shape = tuple(data["model"]["input"]), layers[-1].out_shape
@@ -311,7 +255,7 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
             path, message = y_at, problem.message
             if source == "inline" and problem.index is not None:
                 path = y_at + (labels.example(problem.index),)
-            elif problem.index is not None and source not in R.STANDARD:
+            elif problem.index is not None and source not in STANDARD:
                 message += f" (e.g. example {labels.example(problem.index)}, counting from 0, of {_data_file(data, source)})"
             problems.append(loaded.problem(path, message))
     if len(problems) == count and class_indices and info.classes is not None and info.classes != out_shape[0]:
@@ -338,10 +282,10 @@ def _describe_data(loaded: Loaded, data: dict, source: str, problems: list) -> D
             return None
         labels = summarize(list(_flatten(inline["y"])), per_example=_prod(y_shape[1:]))
         return DataInfo(source, x_shape[0], None, x_shape[1:], "float32", y_shape[1:], None, labels)
-    if source in R.STANDARD:  # known without its files (run downloads them): nothing to read, no numpy
-        n_train, n_test, shape, classes = R.STANDARD[source]
+    if source in STANDARD:  # known without its files (run downloads them): nothing to read, no numpy
+        n_train, n_test, shape, classes = STANDARD[source]
         return DataInfo(source, n_train, n_test, shape, "uint8", (), classes, known(classes, n_train), known(classes, n_test))
-    from netspec.data import describe  # numpy and file reading: only for data in files
+    from netspec.data.arrays import describe# numpy and file reading: only for data in files
 
     try:
         return describe(data["data"], Path(loaded.source).resolve().parent)
@@ -376,8 +320,8 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
             steps = train["epochs"] * (num_examples // train["batch_size"])
-            if steps >= R.INT32:
-                problems.append(loaded.problem(("train", "epochs"), f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {R.INT32 - 1}"))
+            if steps >= INT32:
+                problems.append(loaded.problem(("train", "epochs"), f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {INT32 - 1}"))
                 steps = None
     group = data["distribute"]["fsdp_devices"]
     if group is not None:  # (the schema says it needs params: fsdp)
@@ -410,16 +354,16 @@ def _check_plan_bounds(loaded: Loaded, data: dict, steps: int, problems: list) -
     boundaries, gigabytes of events, or memory for its list of chunks before the first step."""
     every = data["summaries"]["every"]
     points = -(-steps // every) + 1  # and the untrained model at step 0
-    if points > C.MAX_SUMMARY_POINTS:
-        least = -(-steps // (C.MAX_SUMMARY_POINTS - 1))
+    if points > MAX_SUMMARY_POINTS:
+        least = -(-steps // (MAX_SUMMARY_POINTS - 1))
         problems.append(loaded.problem(("summaries", "every"), (
             f"{steps} steps with a summary every {every} steps are {points} summary points; a run writes at most "
-            f"{C.MAX_SUMMARY_POINTS} (each is a pause of the device for the host to write scalars and histograms, and "
+            f"{MAX_SUMMARY_POINTS} (each is a pause of the device for the host to write scalars and histograms, and "
             f"TensorBoard shows 1,000 points of a chart by default). Set summaries.every to {least} or more")))
         return  # eval.every and checkpoint.every are multiples of it: their counts follow from this one
     for section, bound, what, cost in (
-            ("eval", C.MAX_EVALUATIONS, "evaluations", "each passes over the whole evaluated split and writes its metrics and a confusion-matrix image"),
-            ("checkpoint", C.MAX_CHECKPOINTS, "checkpoints", "each writes the whole training state to disk")):
+            ("eval", MAX_EVALUATIONS, "evaluations", "each passes over the whole evaluated split and writes its metrics and a confusion-matrix image"),
+            ("checkpoint", MAX_CHECKPOINTS, "checkpoints", "each writes the whole training state to disk")):
         interval = data[section]["every"]
         if interval is not None and not interval % every and steps // interval > bound:  # (not a multiple: said already)
             least = -(-steps // bound)
@@ -435,11 +379,11 @@ def _depth_problem(loaded: Loaded) -> Problem | None:
     model = loaded.data.get("model") if isinstance(loaded.data, dict) else None
     layers = model.get("layers") if isinstance(model, dict) else None
     n = len(layers) if isinstance(layers, list) else 0
-    if n > C.MAX_LAYERS:
+    if n > MAX_LAYERS:
         return loaded.problem(("model", "layers"), (
-            f"the model has {n} layers; netspec compiles at most {C.MAX_LAYERS}: XLA compiles the training step's forward "
+            f"the model has {n} layers; netspec compiles at most {MAX_LAYERS}: XLA compiles the training step's forward "
             f"and backward pass layer by layer, and its time and memory grow faster than the depth (measured on a 2-core "
-            f"CPU: {C.DEPTH_MEASURED}; benchmarks/RESULTS.md). Use fewer, wider layers"))
+            f"CPU: {DEPTH_MEASURED}; benchmarks/RESULTS.md). Use fewer, wider layers"))
     return None
 
 
@@ -449,7 +393,7 @@ def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInf
     optimizer state, the activations of one batch, the data on the device) within the budget
     (`netspec.cost.memory_budget`: NETSPEC_MEMORY_BUDGET, a GPU's memory, or this host's). One
     problem, at the key behind the largest share, with the estimate, the budget and the fix."""
-    budget = C.memory_budget()
+    budget = memory_budget()
     costs, parts = memory_parts(data, layers, info, num_examples, steps, budget.kind)
     total = sum(p.bytes for p in parts)
     if total <= budget.bytes:
@@ -459,13 +403,13 @@ def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInf
         key = ("model", "layers") if p.key in (("model", "layers"), ("optimizer", "type")) else p.key
         weights[key] = weights.get(key, 0) + p.bytes
     largest = max(weights, key=weights.get)
-    listed = ", ".join(f"{p.what} {C.format_bytes(p.bytes)}" for p in sorted(parts, key=lambda p: -p.bytes) if p.bytes)
+    listed = ", ".join(f"{p.what} {format_bytes(p.bytes)}" for p in sorted(parts, key=lambda p: -p.bytes) if p.bytes)
     at, fix = _memory_fix(data, largest, costs, info)
-    override = "" if budget.origin.startswith(C.BUDGET_ENV) else \
-        f"; to train on a device with more, set {C.BUDGET_ENV} to its memory, e.g. {C.BUDGET_ENV}=80GiB"
+    override = "" if budget.origin.startswith(BUDGET_ENV) else \
+        f"; to train on a device with more, set {BUDGET_ENV} to its memory, e.g. {BUDGET_ENV}=80GiB"
     problems.append(loaded.problem(at, (
-        f"training this spec needs at least {C.format_bytes(total)} of memory, more than the budget of "
-        f"{C.format_bytes(budget.bytes)} ({budget.origin}{override}): {listed}. {fix}")))
+        f"training this spec needs at least {format_bytes(total)} of memory, more than the budget of "
+        f"{format_bytes(budget.bytes)} ({budget.origin}{override}): {listed}. {fix}")))
 
 
 def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_examples: int | None, steps: int | None,
@@ -473,8 +417,8 @@ def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_
     """(per-layer `cost.LayerCost`s, `cost.Part`s of the memory training needs at least) for a
     defaulted spec `data` (as `_meaning` holds it, eval.split resolved), its checked layers and
     its data's description (None: the data is left out). `netspec summary` prints the same."""
-    compute = C.dtype_bytes(data["precision"]["compute"])
-    costs = C.model_costs(layers, compute)
+    compute = dtype_bytes(data["precision"]["compute"])
+    costs = model_costs(layers, compute)
     train, ev = data["train"], data["eval"]
     num_eval = None
     if info is not None:
@@ -482,9 +426,9 @@ def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_
         stored = min(info.num_train, limit) if limit else info.num_train
         num_eval = {"validation": stored - (num_examples or 0) if data["data"]["validation_split"] else None,
                     "test": min(info.num_test, limit) if (limit and info.num_test) else info.num_test}.get(ev["split"])
-    example = C.prod(info.x_shape) * C.dtype_bytes(info.x_dtype) if info is not None else 0
-    label = max(C.prod(info.y_shape), 1) * (1 if info is not None and info.source in R.STANDARD else 4) if info is not None else 0
-    parts = C.training_memory(
+    example = prod(info.x_shape) * dtype_bytes(info.x_dtype) if info is not None else 0
+    label = max(prod(info.y_shape), 1) * (1 if info is not None and info.source in STANDARD else 4) if info is not None else 0
+    parts = training_memory(
         costs, input_shape=tuple(data["model"]["input"]), optimizer=data["optimizer"], batch_size=train["batch_size"],
         devices=data["distribute"]["devices"], example_bytes=example, label_bytes=label, num_train=num_examples,
         num_eval=num_eval, eval_batch_size=ev["batch_size"], chunk_steps=min(data["summaries"]["every"], steps or 1),
@@ -502,11 +446,11 @@ def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> t
                                             f"{biggest.param_count} ({shapes}); use fewer units or filters, or a smaller input")
     if key == ("train", "batch_size"):
         index, biggest = max(enumerate(costs), key=lambda ic: ic[1].saved_bytes)
-        return key, (f"The activations take the most: each example keeps {C.format_bytes(sum(c.saved_bytes for c in costs))} for the "
-                     f"backward pass (layer {biggest.name!r} {C.format_bytes(biggest.saved_bytes)}); use a smaller batch_size, "
+        return key, (f"The activations take the most: each example keeps {format_bytes(sum(c.saved_bytes for c in costs))} for the "
+                     f"backward pass (layer {biggest.name!r} {format_bytes(biggest.saved_bytes)}); use a smaller batch_size, "
                      "or precision.compute: bfloat16 to halve them")
     if key == ("data",):
-        source = next(k for k in R.SOURCES if k in data["data"])
+        source = next(k for k in SOURCES if k in data["data"])
         return ("data", source), ("The data takes the most: use fewer examples (data.limit), or lower data.max_resident_mb "
                                   "so the training data streams from the host chunk by chunk")
     if key in (("train", "steps"), ("train", "epochs")):
@@ -668,36 +612,9 @@ def _prod(shape) -> int:
     return n
 
 
-def metric_mode(tag: str) -> str:
-    """'min' for losses and errors, 'max' for accuracies: which way is better."""
-    return "min" if tag == "loss" or tag.endswith("_error") else "max"
-
-
-def metric_name(metric: Mapping) -> str:
-    """The scalar tag of a metric: `accuracy`, `top_5_accuracy`, ..."""
-    return f"top_{metric['k']}_accuracy" if metric["type"] == "top_k_accuracy" else metric["type"]
-
-
 def _flatten(value):
     if isinstance(value, list):
         for v in value:
             yield from _flatten(v)
     else:
         yield value
-
-
-def _freeze(value):
-    if isinstance(value, dict):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def plain(value):
-    """A frozen spec value back as plain dicts and lists (for YAML, JSON and hparams)."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [plain(v) for v in value]
-    return value

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable, NamedTuple
-
 import jax
 import numpy as np
 from jax.extend import core as jcore
@@ -41,8 +40,12 @@ from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
 from tensorboardX.proto.types_pb2 import DataType
 from tensorboardX.proto.versions_pb2 import VersionDef
 
+
 DATA_PREFIX = "input/"
+
+
 GRADIENTS_SCOPE = "gradients"
+
 
 # Primitive name -> the params that may hold its body, newest jax first. The body's invars and
 # outvars are the equation's, one to one, which is what makes inlining sound.
@@ -57,6 +60,7 @@ _INLINED_BODY_PARAMS: dict[str, tuple[str, ...]] = {
     "custom_vjp_call": ("call_jaxpr", "fun_jaxpr"),
     "custom_vjp_call_jaxpr": ("fun_jaxpr",),
 }
+
 
 _DTYPES = {
     "float16": DataType.DT_HALF,
@@ -74,7 +78,9 @@ _DTYPES = {
     "complex128": DataType.DT_COMPLEX128,
 }
 
+
 _TRANSFORM = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
+
 
 Scope = tuple[str, ...]  # the box path of a node, e.g. ("gradients", "layer1")
 

@@ -31,18 +31,24 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
-
 import yaml
-
 from netspec.errors import Problem, SpecError
 
+
 MAX_FILE_BYTES = 2 * 1024 * 1024
+
+
 MAX_DEPTH = 64
+
+
 MAX_VALUES = 200_000  # after alias expansion
+
 
 # The YAML 1.2 core schema's plain-scalar rules (https://yaml.org/spec/1.2.2/#1023-core-schema),
 # in the order they are tried: the first whose pattern matches gives the tag.
 _CORE = "tag:yaml.org,2002:"
+
+
 _CORE_RESOLVERS = [
     ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
     ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
@@ -64,10 +70,12 @@ def _core_resolvers() -> dict:
 
 _CORE_TABLE = _core_resolvers()
 
+
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:" + t
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "binary", "merge")
 }
+
 
 Key = tuple  # a key path: ("model", "layers", 2, "units")
 
@@ -134,7 +142,7 @@ def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | Non
         raise SpecError([Problem(source, None, None, "$", f"cannot read the file ({e.strerror})")]) from None
     loaded = parse(raw, source)
     if overrides and rules is None:
-        from netspec.overrides import SCHEMA_RULES as rules
+        from netspec.spec.overrides import SCHEMA_RULES as rules
     for text in overrides:
         apply_override(loaded, text, rules)
     return loaded

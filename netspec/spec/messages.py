@@ -18,13 +18,11 @@ from __future__ import annotations
 import difflib
 import re
 import json
-
 import jsonschema
-
 from netspec.errors import Problem
-from netspec.load import Loaded
-from netspec.registry import INT32
-from netspec.schema import VALIDATOR
+from netspec.spec.load import Loaded
+from netspec.spec.fields import INT32
+from netspec.spec.schema import VALIDATOR
 
 
 def schema_problems(loaded: Loaded) -> list[Problem]:

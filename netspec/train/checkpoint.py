@@ -20,10 +20,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
 import jax
 import numpy as np
-
 from netspec.errors import NetspecError
 
 
@@ -45,8 +43,8 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     from netspec.distribute import gather
 
-    from netspec.interrupts import pause
-    from netspec.rundir import sync_directory, write_all
+    from netspec.train.interrupts import pause
+    from netspec.train.rundir import sync_directory, write_all
 
     payload = to_bytes(_flat(gather(tree)), metadata={"netspec": json.dumps(metadata or {})})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -53,21 +53,26 @@ import socket
 import time
 from pathlib import Path
 from typing import Mapping
-
 import numpy as np
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import masked_crc32c
+from netspec.spec.types import Spec, plain
+from netspec.train.rundir import sync_directory, write_all
 
-from netspec.check import Spec, plain
-from netspec.rundir import sync_directory, write_all
 
 _BIAS_NAMES = {"bias", "beta", "offset"}
+
+
 HISTOGRAM_BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow") costs 20x more per call
+
+
 # The session's event file. A fixed name, so a resume replaces it; "0" sorts before every
 # timestamped file: TensorBoard's Python loader reads a run's files once each, in name order, so
 # even one already watching reads the session (written before the run's other files are opened).
 HPARAMS_FILE = "events.out.tfevents.0.hparams"
+
+
 SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 
 
@@ -173,6 +178,8 @@ class EventFile:
 
 
 CLOSING_SUFFIX = ".closing"  # the file of a run's closing evaluations, in each evaluation run
+
+
 CHANGES_SUFFIX = ".changes"  # the file of the settings one resume changed, named by the step it resumed from
 
 
@@ -373,7 +380,7 @@ class Summaries:
         sessions or half of one. Raises OSError when it cannot be written."""
         if not self.config["hparams"]:
             return
-        from netspec.rundir import write_atomically
+        from netspec.train.rundir import write_atomically
 
         events = [Event(wall_time=self._started, file_version="brain.Event:2"),
                   Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started))]
@@ -444,8 +451,6 @@ def _session_end(status: str) -> Summary:
     info = SessionEndInfo(status=Status.Value(f"STATUS_{status.upper()}"), end_time_secs=time.time())
     return _hparams_summary("_hparams_/session_end_info", session_end_info=info)
 
-
-# -- the confusion matrix ---------------------------------------------------------------------------
 
 def _class_names(class_names, n: int) -> list[str]:
     return [str(c) for c in class_names] if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]

@@ -30,12 +30,22 @@ Defaults live here (as `default`), so the docs and `check`'s defaulting read the
 from __future__ import annotations
 
 import jsonschema
+from netspec.data.sources import SOURCES
+from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, FUSED_ACTIVATION, HISTOGRAMS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, MATRIX_INITIALIZERS, METRICS, METRIC_DOCS, OPTIMIZERS, SCALARS, SCHEDULES
+from netspec.spec.fields import SHAPE, boolean, choice, integer, number
+from netspec.spec.layers import LAYERS, LayerKind
 
-from netspec import registry as R
 
-CLASSIFICATION_LOSSES = tuple(R.FUSED_ACTIVATION)
-REGRESSION_LOSSES = tuple(sorted(set(R.LOSSES) - set(CLASSIFICATION_LOSSES)))
-BIAS_INITIALIZERS = tuple(sorted(set(R.INITIALIZERS) - R.MATRIX_INITIALIZERS))
+
+CLASSIFICATION_LOSSES = tuple(FUSED_ACTIVATION)
+
+
+REGRESSION_LOSSES = tuple(sorted(set(LOSSES) - set(CLASSIFICATION_LOSSES)))
+
+
+BIAS_INITIALIZERS = tuple(sorted(set(INITIALIZERS) - MATRIX_INITIALIZERS))
+
+
 TAGS = ("loss", "accuracy", "mean_squared_error", "mean_absolute_error")  # eval scalars; also top_<k>_accuracy
 
 
@@ -93,7 +103,7 @@ LAYER_NAME = {
 }
 
 
-def _inputs(layer_type: str, kind: R.LayerKind) -> dict:
+def _inputs(layer_type: str, kind: LayerKind) -> dict:
     doc = "the layer(s) this layer reads: a layer name or a list of names ('input' is the model input); default: the previous layer"
     if kind.inputs == "many":
         return {"description": doc, "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
@@ -113,10 +123,10 @@ def _layer_field(field: str, schema: dict) -> dict:
 
 
 def _layer_schema() -> dict:
-    names = sorted(R.LAYERS)
+    names = sorted(LAYERS)
     branches = []
     for name in names:
-        kind = R.LAYERS[name]
+        kind = LAYERS[name]
         props = {"name": LAYER_NAME, "type": {"const": name, "description": kind.doc}, "inputs": _inputs(name, kind)}
         props.update({field: _layer_field(field, s) for field, s in kind.fields.items()})
         then = {"properties": props, "additionalProperties": False, "required": ["name", "type", *kind.required]}
@@ -127,32 +137,32 @@ def _layer_schema() -> dict:
         "required": ["name", "type"],
         "properties": {
             "name": LAYER_NAME,
-            "type": {"type": "string", "enum": names, "enumDescriptions": [R.LAYERS[n].doc for n in names], "description": "the layer type"},
+            "type": {"type": "string", "enum": names, "enumDescriptions": [LAYERS[n].doc for n in names], "description": "the layer type"},
         },
         "allOf": branches,
     }
 
 
 def _optimizer_schema() -> dict:
-    names = sorted(R.OPTIMIZERS)
+    names = sorted(OPTIMIZERS)
     common = {
         "type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{n}" for n in names], "description": "the optimizer: optax's function of this name"},
         "learning_rate": {"$ref": "#/$defs/learning_rate", "description": "the learning rate: a number, or a schedule {type, its optax arguments}"},
-        "clip_global_norm": R.number(None, exclusive_minimum=0, nullable=True, doc="clip the gradients to this global norm first; null: no clipping"),
+        "clip_global_norm": number(None, exclusive_minimum=0, nullable=True, doc="clip the gradients to this global norm first; null: no clipping"),
     }
     branches = []
     for name in names:
-        props = {**common, "type": {"const": name, "description": f"optax.{name}"}, **R.OPTIMIZERS[name]}
+        props = {**common, "type": {"const": name, "description": f"optax.{name}"}, **OPTIMIZERS[name]}
         branches.append({"if": when_type(name), "then": {"properties": props, "additionalProperties": False}})
     return {"type": "object", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}",
             "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
 
 
 def _schedule_schema() -> dict:
-    names = sorted(R.SCHEDULES)
+    names = sorted(SCHEDULES)
     branches = []
     for name in names:
-        fn, args, required = R.SCHEDULES[name]
+        fn, args, required = SCHEDULES[name]
         branches.append({
             "if": when_type(name),
             "then": {"properties": {"type": {"const": name, "description": f"optax.{fn}"}, **args},
@@ -164,7 +174,7 @@ def _schedule_schema() -> dict:
         "anyOf": [
             {"type": "number", "exclusiveMinimum": 0, "description": "a constant learning rate"},
             {"type": "object", "required": ["type"], "description": "a schedule: `type` and that optax schedule's arguments",
-             "properties": {"type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{R.SCHEDULES[n][0]}" for n in names], "description": "the schedule"}},
+             "properties": {"type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{SCHEDULES[n][0]}" for n in names], "description": "the schedule"}},
              "allOf": branches},
         ],
     }
@@ -178,7 +188,7 @@ def _values(name: str) -> dict:
 def _standard(title: str) -> dict:
     return {"type": "object", "additionalProperties": False, "description": f"the {title} IDX files, found or downloaded", "properties": {
         "dir": {"type": ["null", "string"], "default": None, "description": f"a directory holding the four {title} IDX files; default: $NETSPEC_DATA, the cache, system copies, download"},
-        "download": R.boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
+        "download": boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
     }}
 
 
@@ -220,12 +230,12 @@ def _rules() -> list[dict]:
                                     "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"})},
         {"if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
          "then": _at("metrics", {"items": _metrics_in(
-             sorted(set(R.METRICS) - {"accuracy"}),
+             sorted(set(METRICS) - {"accuracy"}),
              f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error"),
              "type": "array", "doNotSuggest": True})},
         {"if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
          "then": _at("metrics", {"items": _metrics_in(
-             sorted(set(R.METRICS) - {"top_k_accuracy"}),
+             sorted(set(METRICS) - {"top_k_accuracy"}),
              "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)"),
              "type": "array", "doNotSuggest": True})},
     ]
@@ -233,7 +243,7 @@ def _rules() -> list[dict]:
 
 def build() -> dict:
     """The whole schema."""
-    sources = ", ".join(R.SOURCES)
+    sources = ", ".join(SOURCES)
     inline = {
         "type": "object",
         "additionalProperties": False,
@@ -257,7 +267,7 @@ def build() -> dict:
                      "errorMessage": "expected a run name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'",
                      "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
             "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
-            "seed": R.integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
+            "seed": integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
             "data": {
                 "type": "object",
                 "additionalProperties": False,
@@ -277,18 +287,18 @@ def build() -> dict:
                         "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index", "examples": ["label"]},
                         "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
                                      "description": "feature columns (names or 0-based indices); default: every column but the label"},
-                        "header": R.boolean(True, "the first row names the columns"),
+                        "header": boolean(True, "the first row names the columns"),
                         # not `default`: yaml-language-server writes a default into its completions unquoted,
                         # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
                         "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
-                    "validation_split": R.number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
+                    "validation_split": number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
                     "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
                               "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
                               "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
-                    "limit": R.integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
-                    "max_resident_mb": R.number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
+                    "limit": integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
+                    "max_resident_mb": number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
                 },
-                "oneOf": exactly_one(R.SOURCES, f"data needs exactly one source: {sources}",
+                "oneOf": exactly_one(SOURCES, f"data needs exactly one source: {sources}",
                                      f"data needs exactly one source ({sources}): keep one"),
             },
             "model": {
@@ -297,7 +307,7 @@ def build() -> dict:
                 "required": ["input", "layers"],
                 "description": "the network: the shape of one example and the layers",
                 "properties": {
-                    "input": {**R.SHAPE, "description": "shape of one example, without the batch axis", "examples": [[784]]},
+                    "input": {**SHAPE, "description": "shape of one example, without the batch axis", "examples": [[784]]},
                     "defaults": {
                         "type": "object",
                         "additionalProperties": False,
@@ -313,7 +323,7 @@ def build() -> dict:
                                "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output"},
                 },
             },
-            "loss": _choice_of_names(R.LOSSES, "the loss", R.LOSS_DOCS),
+            "loss": _choice_of_names(LOSSES, "the loss", LOSS_DOCS),
             "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"],
                         "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise"},
             "eval": {
@@ -322,10 +332,10 @@ def build() -> dict:
                 "default": {},
                 "description": "evaluation on a held-out split during and after training",
                 "properties": {
-                    "every": R.integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
+                    "every": integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
                     "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one"},
-                    "batch_size": R.integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
-                    "confusion_matrix": R.boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
+                    "batch_size": integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
+                    "confusion_matrix": boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
                 },
             },
             "optimizer": {"$ref": "#/$defs/optimizer", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}"},
@@ -335,23 +345,23 @@ def build() -> dict:
                 "required": ["batch_size"],
                 "description": "how long and in what batches to train: steps or epochs, batch_size",
                 "properties": {
-                    "steps": R.integer(minimum=1, doc="number of optimizer steps (or give epochs)", example=1000),
-                    "epochs": R.integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
-                    "batch_size": R.integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
-                    "shuffle": R.boolean(True, "reshuffle the training data every epoch"),
-                    "on_nonfinite": R.choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
+                    "steps": integer(minimum=1, doc="number of optimizer steps (or give epochs)", example=1000),
+                    "epochs": integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
+                    "batch_size": integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
+                    "shuffle": boolean(True, "reshuffle the training data every epoch"),
+                    "on_nonfinite": choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
                     "early_stopping": {
                         "type": ["null", "object"], "default": None, "additionalProperties": False, "required": ["metric"],
                         "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
                         "properties": {
                             "metric": _tag("an eval scalar: loss or a metric's tag, e.g. accuracy", nullable=False),
-                            "patience": R.integer(3, minimum=1, doc="evaluations without improvement before stopping"),
-                            "min_delta": R.number(0.0, minimum=0, doc="the least change that counts as an improvement"),
-                            "mode": R.choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
+                            "patience": integer(3, minimum=1, doc="evaluations without improvement before stopping"),
+                            "min_delta": number(0.0, minimum=0, doc="the least change that counts as an improvement"),
+                            "mode": choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
                         },
                     },
-                    "loop": R.choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
-                    "unroll": R.integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
+                    "loop": choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
+                    "unroll": integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
                 },
                 "oneOf": exactly_one(("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"),
                 "if": {"properties": {"loop": {"const": "steps"}}, "required": ["loop"]},
@@ -365,9 +375,9 @@ def build() -> dict:
                 "default": {},
                 "description": "how the devices share the work",
                 "properties": {
-                    "devices": R.integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
-                    "params": R.choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
-                    "fsdp_devices": R.integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
+                    "devices": integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
+                    "params": choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
+                    "fsdp_devices": integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
                 },
                 "if": {"properties": {"params": {"const": "fsdp"}}, "required": ["params"]},
                 "else": {"doNotSuggest": True, "properties": {"fsdp_devices": must_be_null(
@@ -379,14 +389,14 @@ def build() -> dict:
                 "default": {},
                 "description": "the dtypes of the arithmetic and the loss scale",
                 "properties": {
-                    "compute": R.choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
-                    "params": R.choice(["float32"], "float32", "dtype the parameters are kept in"),
+                    "compute": choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
+                    "params": choice(["float32"], "float32", "dtype the parameters are kept in"),
                     "loss_scale": {
                         "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
                         "default": None,
                         "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}, {"enum": ["dynamic"]}],
                     },
-                    "loss_scale_period": R.integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
+                    "loss_scale_period": integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
                 },
             },
             "checkpoint": {
@@ -395,8 +405,8 @@ def build() -> dict:
                 "default": {},
                 "description": "checkpoints: when to write them and which to keep",
                 "properties": {
-                    "every": R.integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
-                    "keep": R.integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
+                    "every": integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
+                    "keep": integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
                     "best": _tag("also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True),
                 },
             },
@@ -406,25 +416,25 @@ def build() -> dict:
                 "default": {},
                 "description": "what goes to TensorBoard, and how often",
                 "properties": {
-                    "every": R.integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
-                    "scalars": {"type": "array", "items": {"enum": list(R.SCALARS)}, "uniqueItems": True, "default": list(R.SCALARS),
+                    "every": integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
+                    "scalars": {"type": "array", "items": {"enum": list(SCALARS)}, "uniqueItems": True, "default": list(SCALARS),
                                 "description": "scalar charts to write"},
-                    "histograms": {"type": "array", "items": {"enum": list(R.HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
+                    "histograms": {"type": "array", "items": {"enum": list(HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
                                    "description": "histograms to write, per layer"},
-                    "graph": R.boolean(True, "write the train step's graph, one box per layer"),
-                    "text": R.boolean(True, "write the resolved spec as text"),
-                    "hparams": R.boolean(True, "write hyperparameters with the final metrics"),
+                    "graph": boolean(True, "write the train step's graph, one box per layer"),
+                    "text": boolean(True, "write the resolved spec as text"),
+                    "hparams": boolean(True, "write hyperparameters with the final metrics"),
                 },
             },
         },
         "allOf": _rules(),
         "$defs": {
-            "activation": _choice_of_names(R.ACTIVATIONS, "an activation", R.ACTIVATION_DOCS),
-            "metric": _choice_of_names(R.METRICS, "a metric", R.METRIC_DOCS),
-            "initializer": _choice_of_names(R.INITIALIZERS, "an initializer", R.INITIALIZER_DOCS),
+            "activation": _choice_of_names(ACTIVATIONS, "an activation", ACTIVATION_DOCS),
+            "metric": _choice_of_names(METRICS, "a metric", METRIC_DOCS),
+            "initializer": _choice_of_names(INITIALIZERS, "an initializer", INITIALIZER_DOCS),
             "bias_initializer": _choice_of_names(
-                R.INITIALIZERS, "a bias initializer", R.INITIALIZER_DOCS, names=BIAS_INITIALIZERS,
-                error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(R.MATRIX_INITIALIZERS))}) "
+                INITIALIZERS, "a bias initializer", INITIALIZER_DOCS, names=BIAS_INITIALIZERS,
+                error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(MATRIX_INITIALIZERS))}) "
                       f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}"),
             "x": _values("x"),
             "y": _values("y"),
@@ -436,4 +446,6 @@ def build() -> dict:
 
 
 SCHEMA = build()
+
+
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -38,16 +38,24 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from netspec.check import DataInfo, Spec, plain
+from netspec.data.sources import DataInfo
+from netspec.spec.types import Spec, plain
 from netspec.errors import NetspecError
-from netspec.labels import Labels
+from netspec.data.labels import Labels
+
 
 RECORD = "ran.json"
+
+
 CHANGES = "changes.json"
+
+
 FLAG = "--allow-setting-changes"
 
+
 LENGTH, PLACE, MACHINE, SETTING, SELECTION, MEANING = "length", "place", "machine", "setting", "selection", "meaning"
+
+
 ALLOWED = (LENGTH, PLACE, MACHINE)  # without the flag
 
 
@@ -58,6 +66,7 @@ class Rule(NamedTuple):
 
 
 _WHERE_DATA = "where the data is found (the data there must be what the run trained on)"
+
 
 RULES: tuple[Rule, ...] = (
     Rule("name", MEANING, "the run's name: its place in the logdir and its name in TensorBoard"),
@@ -91,6 +100,8 @@ RULES: tuple[Rule, ...] = (
     Rule("distribute", MACHINE, "how the devices share the work (a checkpoint restores on any device count, as with --devices)"),
     Rule("precision", MEANING, "the dtypes the model computes in, and the loss scale kept in the state"),
 )
+
+
 UNNAMED = Rule("", MEANING, "a key no rule of netspec.resumption names")
 
 
@@ -113,7 +124,7 @@ class Difference(NamedTuple):
 
     @property
     def key(self) -> str:
-        from netspec.load import json_path
+        from netspec.spec.load import json_path
 
         return json_path(self.path) if self.path else "the training data found at the data paths"
 
@@ -187,8 +198,6 @@ def _flow(value) -> str:
         return value if value.strip() and value == value.strip() else json.dumps(value)
     return json.dumps(value)
 
-
-# -- the record ---------------------------------------------------------------------------------
 
 class Record(NamedTuple):
     """ran.json: what ran."""
@@ -295,7 +304,7 @@ def _plain_json(value):
 
 
 def _write_json(path: Path, value) -> None:
-    from netspec.rundir import write_atomically
+    from netspec.train.rundir import write_atomically
 
     write_atomically(path, json.dumps(value) + "\n")
 
@@ -306,8 +315,6 @@ def markdown(changes: list[Difference], step: int) -> str:
     return (f"Resumed after step {step}; steps {step + 1} on ran with these changes (also in {CHANGES}):\n\n"
             f"| key | before | after | kind |\n|---|---|---|---|\n{rows}")
 
-
-# -- the comparison -----------------------------------------------------------------------------
 
 def accepted_changes(run_dir: str | Path, spec: Spec, arrays, *, allow_setting_changes: bool = False) -> list[Difference]:
     """What a resume of `run_dir` with `spec` (checked from its spec.yaml and --set) and `arrays`
@@ -357,9 +364,9 @@ def _listed(found: list[Difference], *, why: bool = False, most: int = 8) -> str
 def _what_ran(run_dir: Path, spec: Spec, record_: Record | None) -> dict:
     """The resolved spec that ran, resolved again by this netspec (a key added since gets its
     default, as on the other side): ran.json's, else (an older run) spec.yaml as it is."""
-    from netspec.check import check
+    from netspec.spec.check import check
     from netspec.errors import SpecError
-    from netspec.load import load, parse
+    from netspec.spec.load import load, parse
 
     loaded = None
     try:

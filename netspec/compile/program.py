@@ -31,15 +31,14 @@ import json
 from functools import partial
 from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from netspec.model import layers as L
 
-from netspec import layers as L
-from netspec import registry as R
-from netspec.check import Spec, metric_name, plain
+from netspec.spec.types import Spec, metric_name, plain
+from netspec.spec.choices import FUSED_ACTIVATION, OPTIMIZERS, SCHEDULES
 
 
 class TrainState(NamedTuple):
@@ -62,6 +61,8 @@ class LossScale(NamedTuple):
 
 
 LOSS_SCALE_START = 2.0**15  # Keras' and jmp's starting scale
+
+
 LOSS_SCALE_MAX = 2.0**24  # a loss times this stays finite in float32
 
 
@@ -85,8 +86,6 @@ class Program(NamedTuple):
     init_key: jax.Array
     state_sharding: Any  # with a mesh: where each TrainState leaf lives (the chunk keeps it there); else None
 
-
-# -- the network ------------------------------------------------------------------------------
 
 def network(spec: Spec):
     """The model as one layer: `(init, apply)` where apply can stop before the output activation."""
@@ -127,11 +126,6 @@ def network(spec: Spec):
     return init, apply
 
 
-# -- loss and metrics -------------------------------------------------------------------------
-# Each function takes the model's output `out` (logits for the cross-entropies: check guarantees
-# the output activation is fused or from_logits) and the labels, and returns one value PER EXAMPLE:
-# training takes the mean, evaluation sums over the whole split.
-
 def _per_example(v):
     return v.reshape(v.shape[0], -1).mean(-1)
 
@@ -154,14 +148,6 @@ def _loss_fn(spec: Spec) -> Callable:
         return lambda p, y: _per_example(optax.huber_loss(p, y, delta=loss["delta"]))
     raise AssertionError(kind)
 
-
-# -- what the output means --------------------------------------------------------------------
-# The one statement of what a loss makes of the model's output and of the labels. Evaluation
-# (accuracy, the confusion matrix), `netspec predict` and the closing report all decide the
-# class here, so they cannot disagree. The *model output* is what `Program.apply` returns: after
-# the last layer's activation, so probabilities for a cross-entropy fused with its sigmoid or
-# softmax output, logits with `from_logits: true`, values for a regression loss. These functions
-# use only operators and array methods, so they take numpy and jax arrays alike.
 
 def output_class(spec: Spec) -> Callable | None:
     """model output [N, ..., units] -> predicted class indices (int32), or None for a regression
@@ -231,7 +217,7 @@ def _metric_fns(spec: Spec) -> dict[str, Callable]:
 def num_classes(spec: Spec) -> int | None:
     """Classes of a classification model (2 for binary with one output unit), else None (a
     regression loss, or binary_crossentropy over several units: one yes/no per unit)."""
-    if spec.loss["type"] not in R.FUSED_ACTIVATION:
+    if spec.loss["type"] not in FUSED_ACTIVATION:
         return None
     if spec.loss["type"] == "binary_crossentropy":
         return 2 if spec.output_shape[-1] == 1 else None
@@ -265,13 +251,11 @@ def _prepare(spec: Spec) -> Callable:
     return prepare
 
 
-# -- optimizer --------------------------------------------------------------------------------
-
 def learning_rate(value) -> float | Callable:
     """A number, or the optax schedule a `{type, args}` mapping names."""
     if not hasattr(value, "get"):
         return float(value)
-    fn_name, fields, _ = R.SCHEDULES[value["type"]]
+    fn_name, fields, _ = SCHEDULES[value["type"]]
     args = {k: v for k, v in value.items() if k != "type" and k in fields}
     if value["type"] == "piecewise_constant":
         args["boundaries_and_scales"] = {int(k): float(v) for k, v in (args.get("boundaries_and_scales") or {}).items()}
@@ -282,8 +266,8 @@ def optimizer(spec_optimizer, *, seed: int = 0) -> optax.GradientTransformation:
     """The optax transformation: optax's own optimizer, its learning rate injected as state
     (so it can be logged and varied without recompiling), after global-norm clipping if asked."""
     name = spec_optimizer["type"]
-    args = {k: spec_optimizer[k] for k in R.OPTIMIZERS[name] if k in spec_optimizer}
-    if "seed" in R.OPTIMIZERS[name]:  # noisy_sgd: its noise follows the spec's seed unless it names its own
+    args = {k: spec_optimizer[k] for k in OPTIMIZERS[name] if k in spec_optimizer}
+    if "seed" in OPTIMIZERS[name]:  # noisy_sgd: its noise follows the spec's seed unless it names its own
         chosen = args.pop("seed")
         args["key"] = jax.random.key(seed if chosen is None else chosen)
     factory = getattr(optax, name)
@@ -311,8 +295,6 @@ def current_learning_rate(opt_state):
     # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.
     return optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))
 
-
-# -- the program ------------------------------------------------------------------------------
 
 def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every

@@ -47,22 +47,23 @@ import json
 import os
 import shutil
 import tempfile
-import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 from pathlib import Path
-
 import numpy as np
-
 import netspec
-from netspec import distribute, interrupts, rundir
-from netspec.check import Spec, plain
-from netspec.data import BatchOrder
+from netspec import distribute
+from netspec.train import interrupts
+from netspec.train import rundir
+from netspec.spec.types import Spec
+from netspec.data.arrays import BatchOrder
 from netspec.errors import NetspecError
-from netspec.interrupts import Stopped, pause
+from netspec.train.interrupts import Stopped, pause
+from netspec.train.feed import Feed, device_data, load_arrays, padded, split_means
+from netspec.train.report import Progress, REPORT_TABLE_MAX, report
+from netspec.train.rundir import _json, _write_atomically, make_run_dir, record_resume, spec_yaml, write_preprocess
 
 
 @dataclass
@@ -75,43 +76,12 @@ class RunResult:
     steps_run: int | None = None  # steps the training that ended the run took in its sitting (None: len(losses))
 
 
-def make_run_dir(logdir: str | Path, spec: Spec, run_name: str | None) -> Path:
-    """Claim a new, empty run directory; never reuse an existing one (`rundir.make_run_dir`)."""
-    return rundir.make_run_dir(logdir, spec.name, run_name)
-
-
-def spec_yaml(spec: Spec) -> str:
-    from netspec.load import dump
-
-    return dump(plain(spec.resolved))
-
-
 def chunk_lengths(total: int, every: int) -> list[int]:
     """Chunks of `every` steps, then the remainder: summaries land on multiples of `every` and the end."""
     lengths = [every] * (total // every)
     if total % every:
         lengths.append(total % every)
     return lengths
-
-
-class Progress:
-    """A progress bar on a terminal (click's), silent otherwise."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.bar = None
-        if not quiet and sys.stdout.isatty():
-            import click
-
-            self.bar = click.progressbar(length=total, label="training", show_pos=True, item_show_func=lambda s: s, width=24)
-            self.bar.__enter__()
-
-    def update(self, n: int, text: str) -> None:
-        if self.bar is not None:
-            self.bar.update(n, text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
 
 
 def use_compilation_cache() -> None:
@@ -125,129 +95,6 @@ def use_compilation_cache() -> None:
     if directory and not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", directory)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-
-
-def _json(value) -> str:
-    """Strict JSON (a NaN or Inf, e.g. a diverged loss, becomes null)."""
-    def clean(v):
-        if isinstance(v, float) and not np.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    rundir.write_atomically(path, text)
-
-
-def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = False, notice=None) -> Spec:
-    """The checked spec of an existing run directory: its resolved spec.yaml, relative data paths
-    starting where the original spec was (run.json's base_dir). With `recorded_data` (eval,
-    predict) the data is taken as the run recorded it (ran.json's data_info) instead of read
-    from its files, so a run whose data has moved can still be used; a run without that record
-    (an older netspec), or with a damaged one (said in one line to `notice`), reads its data.
-    Raises NetspecError naming spec.yaml or run.json when one is missing or damaged, with what
-    can still be done, and SpecError for a bad `overrides` (`--set`) entry."""
-    from netspec import resumption
-    from netspec.check import check
-    from netspec.errors import SpecError
-    from netspec.load import load
-
-    run_dir = Path(run_dir)
-    spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
-    if not spec_file.is_file() and not info_file.is_file():
-        raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
-    if not spec_file.is_file():
-        raise NetspecError(f"The run directory {run_dir} has no spec.yaml, the resolved spec the run trained with, so its "
-                           f"model cannot be rebuilt. {_SPEC_RECOVERY}")
-    base_dir = _run_base_dir(run_dir, info_file)
-    data_info = None
-    if recorded_data:
-        try:
-            record = resumption.read_record(run_dir)
-            data_info = record.data_info if record is not None else None
-        except resumption.DamagedRecord as e:
-            if notice is not None:
-                notice(f"{run_dir / resumption.RECORD} is damaged ({e.detail}); the run's spec is checked against its data files instead.")
-    loaded = None
-    try:
-        loaded = load(spec_file, list(overrides))
-        loaded.source = str(Path(base_dir) / spec_file.name)  # relative data paths start where the spec was
-        return check(loaded, data_info=data_info)
-    except SpecError as e:
-        # Problems from --set are the user's to fix, as for any spec; the rest are in the file,
-        # which the run wrote itself, so something changed it (or its data) since.
-        in_file = [p for p in e.problems if not p.source.startswith("--set")]
-        if not in_file:
-            raise
-        first = in_file[0]
-        where = f"{spec_file}:{first.line}:{first.col}" if first.line is not None else str(spec_file)
-        more = f" (and {len(in_file) - 1} more problem{'s' if len(in_file) > 2 else ''})" if len(in_file) > 1 else ""
-        problem = f"{where}: {first.path}: {first.message.rstrip('.')}{more}"
-        if overrides:
-            _overrides_misfit(run_dir, spec_file, loaded, problem, base_dir, data_info)
-        data = loaded.data.get("data") if loaded is not None and isinstance(loaded.data, dict) else None
-        data_only = isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
-        if data_only and data_info is None:
-            raise _data_gone(run_dir, problem, base_dir, "rebuilt") from None
-        raise NetspecError(f"The run's spec.yaml is damaged: {problem}. {_SPEC_RECOVERY}") from None
-
-
-_SPEC_RECOVERY = ("The spec as it ran is also in the run's TensorBoard events (tensorboard --logdir on the run, Text tab, "
-                  "tag spec; unless summaries.text was off): save that text as spec.yaml; and, resolved, in the run's ran.json "
-                  "(its \"spec\" mapping is JSON, which is YAML: saved alone as spec.yaml, it is the spec). The checkpoints and "
-                  "events are untouched.")
-
-
-def _overrides_misfit(run_dir: Path, spec_file: Path, loaded, problem: str, base_dir: str, data_info) -> None:
-    """When spec.yaml checks alone and only the `--set` values make its keys wrong (another
-    optimizer.type leaves the old one's arguments behind), raise that, as a resume refuses a
-    change of meaning or as the --set's problem; return when spec.yaml itself is damaged."""
-    from netspec import resumption
-    from netspec.check import check
-    from netspec.errors import SpecError
-    from netspec.load import load
-
-    try:
-        bare = load(spec_file)
-        bare.source = str(Path(base_dir) / spec_file.name)
-        check(bare, data_info=data_info)
-    except (SpecError, NetspecError):
-        return
-    refused = [d for d in resumption.differences(bare.data, loaded.data) if d.kind == resumption.MEANING]
-    if refused:
-        raise resumption.refusal(run_dir, refused, compared="--set, against spec.yaml")
-    raise NetspecError(f"The --set values do not fit the run's spec.yaml: {problem}. Set that key too (or to null to remove "
-                       f"it); spec.yaml, the checkpoints and the events are untouched.")
-
-
-def _data_gone(run_dir: Path, problem: str, base_dir: str, what: str) -> NetspecError:
-    """The run's training data is not where its spec says: not damage, and what still works."""
-    return NetspecError(f"The run in {run_dir} cannot be {what} without its training data as it was: {problem}. Relative data "
-                        f"paths start at {base_dir} (from run.json). Put the data back, or point data in spec.yaml to where it is "
-                        f"now; netspec predict needs only the run directory.")
-
-
-def _run_base_dir(run_dir: Path, info_file: Path) -> str:
-    """run.json's base_dir: the directory the run's spec was in. Raises NetspecError naming
-    run.json when it is missing or damaged."""
-    try:
-        base_dir = json.loads(info_file.read_text(encoding="utf-8"))["base_dir"]
-        if not isinstance(base_dir, str):
-            raise TypeError(f"base_dir is {base_dir!r}, not a directory name")
-        return base_dir
-    except FileNotFoundError:
-        what = "has no run.json"
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        detail = f"no {e}" if isinstance(e, KeyError) else str(getattr(e, "strerror", None) or e)
-        what = f"has a damaged run.json ({detail})"
-    raise NetspecError(f"The run directory {run_dir} {what}. It records the directory the run's spec was in, where relative "
-                       f"data paths start. Write it again as {{\"spec_source\": \"<the spec file>\", \"base_dir\": \"<its directory>\"}} "
-                       f"and run the command again; spec.yaml, the checkpoints and the events are untouched.") from None
 
 
 def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
@@ -320,7 +167,7 @@ class _Where:
 
     def _kept(self) -> tuple[str, str, bool]:
         """(what the run directory holds now, what to do next, whether that is to start again)."""
-        from netspec import checkpoint
+        from netspec.train import checkpoint
 
         again = "run the same netspec run command to start again"
         if self.run_dir is None:
@@ -385,12 +232,12 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     import jax
     import jax.numpy as jnp
 
-    from netspec import checkpoint
-    from netspec.check import metric_mode
-    from netspec.compile import compile_spec, current_learning_rate
-    from netspec.summaries import Summaries
+    from netspec.train import checkpoint
+    from netspec.spec.types import metric_mode
+    from netspec.compile.program import compile_spec, current_learning_rate
+    from netspec.train.summaries import Summaries
 
-    from netspec import resumption
+    from netspec.train import resumption
 
     writer = distribute.is_writer()
     if resume is not None and writer:
@@ -408,7 +255,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     finishing = reclosing = False  # a resume that only finishes the run; one that trains on after an unfinished closing
     scratch = where.scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
     if resume is None:
-        run_dir = make_run_dir(logdir if writer else scratch, spec, run_name)
+        run_dir = make_run_dir(logdir if writer else scratch, spec.name, run_name)
         where.hold(run_dir)
         signals.begin_graceful()  # from here a first signal stops at a checkpoint
         text = spec_yaml(spec)
@@ -439,7 +286,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
         else:
             reclosing = closing is not None and not results  # trains on: what that closing wrote is replaced
             closing = None
-        run_dir = Path(resume) if writer else make_run_dir(scratch, spec, run_name)
+        run_dir = Path(resume) if writer else make_run_dir(scratch, spec.name, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
         if writer:
             record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
@@ -490,7 +337,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
         summaries.spec_text(text)
         summaries.sample_images(arrays.train.x[:16], spec.data_info)
         if config["graph"]:
-            from netspec.graph import step_graph
+            from netspec.train.graph import step_graph
 
             graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=_graph_names(state))
             summaries.graph(graph)
@@ -766,369 +613,6 @@ def _nonfinite(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Pat
         f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
 
 
-class Feed:
-    """The `batches` argument of each chunk: example indices into resident data, or, for data
-    larger than the device budget, the examples themselves gathered on the host by the same
-    indices (the next chunk's on a background thread while the current one runs)."""
-
-    def __init__(self, split, order: BatchOrder, *, streamed: bool, full_batch: bool, mesh=None):
-        self.split, self.order, self.streamed, self.full_batch, self.mesh = split, order, streamed, full_batch, mesh
-        self.resident = type(split)(split.x[:0], split.y[:0]) if streamed else split
-        self._pending: dict = {}
-        self._pool = None
-
-    def _gather(self, start: int, n: int):
-        import jax
-
-        idx = self.order.indices(start, n)
-        if self.mesh is not None:  # each process gathers only the rows its own devices train on
-            return distribute.rows_from_host(self.mesh, self.split.x, idx), distribute.rows_from_host(self.mesh, self.split.y, idx)
-        return jax.device_put(self.split.x[idx]), jax.device_put(self.split.y[idx])
-
-    def batches(self, start: int, n: int):
-        if not self.streamed:
-            return None if self.full_batch else self.order.indices(start, n)
-        pending = self._pending.pop((start, n), None)
-        return pending.result() if pending is not None else self._gather(start, n)
-
-    def prefetch(self, start: int, n: int) -> None:
-        if self.streamed:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="netspec-feed")
-            self._pending[start, n] = self._pool.submit(self._gather, start, n)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def load_arrays(spec: Spec, data_dir: str | None = None):
-    from netspec.data import load
-
-    return load(spec.data, Path(spec.base_dir), seed=spec.seed, data_dir=data_dir)
-
-
-def device_data(split, arrays):
-    """A split on the device as stored (uint8 images stay uint8), with its scaling."""
-    import jax.numpy as jnp
-
-    from netspec.compile import Data
-
-    return Data(jnp.asarray(split.x), jnp.asarray(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
-
-
-def padded(split, arrays, batch_size: int, devices: int = 1, mesh=None):
-    """(Data shaped [batches, batch, ...], mask) for evaluation: padded to whole batches (a batch a
-    multiple of the device count), padding masked out; with a mesh, split along the batch axis
-    (each process puts only its own devices' part)."""
-    import jax.numpy as jnp
-
-    from netspec.compile import Data
-
-    n = len(split.x)
-    batch_size = -(-min(batch_size, n) // devices) * devices
-    batches = -(-n // batch_size)
-    pad = batches * batch_size - n
-
-    def shape(a):
-        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
-        a = a.reshape(batches, batch_size, *a.shape[1:])
-        return jnp.asarray(a) if mesh is None else distribute.from_host(mesh, a.shape, a.__getitem__, axis=1)
-
-    mask = np.ones(n, np.float32)  # padded with zeros like the data
-    scaling = (jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
-    if mesh is not None:
-        scaling = distribute.place(scaling, distribute.replicated(scaling, mesh))
-    return Data(shape(split.x), shape(split.y), *scaling), shape(mask)
-
-
-def split_means(evaluation) -> tuple[dict[str, float], np.ndarray | None]:
-    """({tag: mean over the split}, confusion matrix or None) from `program.evaluate`'s device result."""
-    import jax
-
-    sums, count, confusion = jax.device_get(evaluation)
-    return {k: float(v) / float(count) for k, v in sums.items()}, confusion
-
-
-def finished_state(spec: Spec, run_dir: Path, *, notice=None):
-    """(program, state) of a run from its best checkpoint if it kept one, else its latest; one
-    that does not load (damaged, or another model's) is passed over for the one before it, said
-    in one line to `notice`. Raises NetspecError when there is none, or when none loads, naming
-    each file and why."""
-    from netspec import checkpoint
-    from netspec.compile import compile_spec
-
-    program = compile_spec(spec)
-    restored = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1).restore(program.init(), prefer_best=True, notice=notice)
-    if restored is None:
-        raise NetspecError(f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
-                           f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
-                           f"to use. Its TensorBoard events still show the training; train it again with netspec run.")
-    return program, restored[1]
-
-
-def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None, notice=None) -> dict:
-    """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
-    "train"; default: test when the data has one, the honest figure for a model chosen on the
-    validation split; else the spec's eval.split), from its best checkpoint if it kept one
-    (early stopping, checkpoint.best), else its latest (one that does not load is passed over,
-    said in one line to `notice`). The spec is checked against the data as the run recorded it;
-    the split itself is read from the data files. Raises NetspecError for a damaged run
-    directory (naming the file), data that is missing or no longer of the shapes the run
-    trained on, or a split the data does not have."""
-    from netspec.errors import DataError
-
-    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)
-    run_dir = Path(run_dir)
-    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
-    try:
-        arrays = load_arrays(spec, data_dir)
-    except DataError as e:
-        raise _data_gone(run_dir, str(e).rstrip("."), spec.base_dir, "evaluated") from None
-    found = (tuple(arrays.train.x.shape[1:]), tuple(arrays.train.y.shape[1:]))
-    ran = (tuple(spec.data_info.x_shape), tuple(spec.data_info.y_shape))
-    if found != ran:
-        raise NetspecError(f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
-                           f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
-                           f"training data back, or point data in spec.yaml to it.")
-    split = split or ("test" if arrays.test is not None else spec.eval["split"] or "test")
-    chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
-    if chosen is None:
-        raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
-    program, state = finished_state(spec, run_dir, notice=notice)
-    return split_means(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))[0]
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] | None = None, notice=None) -> np.ndarray:
-    """Examples to predict on, shaped [N, *model.input], as read (float32 from CSV): .npy, .npz
-    (`x` or its only array), .csv, or one image for an image model.
-
-    A CSV file is read with the training CSV's delimiter (else ","). Its first row is a header
-    when none of its cells is a number, or when it names every feature in `feature_names` (the
-    training data's, in training order; None when the run records none). With a header and
-    `feature_names`, the columns are picked by name, in training order, whatever their order in
-    the file; other columns are ignored. Otherwise the columns are the features in order, and
-    `notice(text)` (one line) says so when that is a guess: no header, or a header the run has
-    no names to match. Raises NetspecError naming the file: unreadable, a missing column (with
-    the columns found), a cell that is not a number, or a shape the model does not take."""
-    from netspec import datasets as D
-
-    path = Path(path)
-    if not path.exists():
-        raise NetspecError(f"No such input file: {path}.")
-    suffix = path.suffix.lower()
-    D.open_data_file(path, "an input file").close()  # a regular file within the read limit, whatever its kind
-    try:
-        if suffix == ".npy":
-            x = D.read_npy(path)
-        elif suffix == ".npz":
-            with D.open_npz(path) as (archive, headers):
-                keys = sorted(headers)
-                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise NetspecError(f"{path} holds {', '.join(keys) or 'no arrays'}; name the inputs x.")
-                x = D.read_npz_array(archive, headers[key], path)
-        elif suffix == ".csv":
-            x = _read_csv_numbers(path, spec, feature_names, notice or (lambda text: None))
-        elif suffix in IMAGE_SUFFIXES:
-            x = _read_image(path, spec.input_shape)[None]
-        else:
-            raise NetspecError(f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise NetspecError(f"Cannot read {path}: {e}.") from None
-    if x.dtype == object:
-        raise NetspecError(f"{path} holds Python objects; give numbers.")
-    size = int(np.prod(spec.input_shape))
-    if x.size == size:
-        return x.reshape((1, *spec.input_shape))
-    if x.ndim >= 1 and x.size % size == 0 and int(np.prod(x.shape[1:])) == size:
-        return x.reshape((len(x), *spec.input_shape))
-    raise NetspecError(f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each).")
-
-
-def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | None, notice) -> np.ndarray:
-    """float32 [N, F] from a CSV file, its columns chosen as `read_inputs` says."""
-    import csv
-
-    from netspec.data import source_of
-    from netspec.datasets import _numbered_rows
-
-    source = source_of(spec.data)
-    delimiter = spec.data["csv"]["delimiter"] if source == "csv" else ","
-    import io
-
-    from netspec.datasets import _bounded_lines, open_data_file
-
-    # -sig: a spreadsheet's byte-order mark is not part of a name; lines are bounded as the training CSV's are
-    with io.TextIOWrapper(open_data_file(path, "a CSV file"), encoding="utf-8-sig", newline="") as f:
-        try:
-            rows = list(_numbered_rows(csv.reader(_bounded_lines(f, path), delimiter=delimiter)))
-        except csv.Error as e:
-            raise ValueError(f"not a CSV file ({e})") from None
-    if not rows:
-        raise NetspecError(f"{path} holds no rows; give one example per row, one column per feature.")
-    first, header = rows[0][0], [cell.strip() for cell in rows[0][1]]
-    if not any(_is_number(cell) for cell in header) or (feature_names and set(feature_names) <= set(header)):
-        rows = rows[1:]
-        if not rows:
-            raise NetspecError(f"{path} has a header but no rows of examples.")
-    else:
-        header = None
-    width = len(header) if header is not None else len(rows[0][1])
-    for line, row in rows:
-        if len(row) != width:
-            raise NetspecError(f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number.")
-    columns = list(range(width))
-    if header is not None and feature_names:
-        missing = [name for name in feature_names if name not in header]
-        if missing:
-            raise NetspecError(f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
-                               f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
-                               f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match.")
-        twice = next((name for name in feature_names if header.count(name) > 1), None)
-        if twice is not None:
-            raise NetspecError(f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
-                               "must be one column. Rename or remove the others.")
-        columns = [header.index(name) for name in feature_names]
-    elif header is not None:
-        if source != "csv":
-            why = f"it trained on {source} data, which names no features"
-        elif not spec.data["csv"]["header"]:
-            why = "its training CSV had no header"
-        else:
-            why = "its preprocess.npz records no feature names (written by an older netspec)"
-        notice(f"{path}: the header ({', '.join(header)}) was ignored, as this run has no feature names to match it "
-               f"({why}); its {width} columns are taken in order as the model's inputs.")
-    elif feature_names:
-        if width != len(feature_names):
-            raise NetspecError(f"{path} has {width} columns and no header; the model takes {len(feature_names)} features, "
-                               f"{', '.join(map(repr, feature_names))}. Give a header naming them to pick them by name.")
-        notice(f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}.")
-    for line, row in rows:
-        bad = next((row[c] for c in columns if not _is_number(row[c])), None)
-        if bad is not None:
-            raise NetspecError(f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
-                               + (" (a header names its columns with words)." if line == first and header is None and bad.strip() else "."))
-    return np.asarray([[float(row[c]) for c in columns] for _, row in rows], np.float32)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_image(path: Path, input_shape) -> np.ndarray:
-    """The pixels of one image, uint8 [height, width] (or [height, width, 3] for a 3-channel
-    model). Raises NetspecError for a file that is not an image or of another size."""
-    from PIL import Image, UnidentifiedImageError
-
-    channels = input_shape[-1] if len(input_shape) == 3 else 1
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
-            pixels = np.asarray(image)
-    except UnidentifiedImageError:
-        raise NetspecError(f"{path} is not an image this tool can read.") from None
-    height, width = input_shape[0], input_shape[1] if len(input_shape) > 1 else None
-    if len(input_shape) < 2 or pixels.shape[:2] != (height, width):
-        raise NetspecError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {list(input_shape)}. Resize it first.")
-    return pixels
-
-
-class Preprocess(NamedTuple):
-    """What `netspec predict` needs of the training data (the run's preprocess.npz)."""
-
-    shift: np.ndarray  # float32, () or the stored example's shape: x_scaled = (x - shift) * scale
-    scale: np.ndarray
-    class_names: list[str]  # empty when the data set names no classes
-    feature_names: tuple[str, ...] | None  # the training CSV's feature columns, in order; None when not known
-
-
-def write_preprocess(run_dir: Path, arrays) -> None:
-    """The run's preprocess.npz: what `netspec predict` needs to treat new inputs as the training
-    data was treated (`read_preprocess`). Written whole or not at all. Raises OSError."""
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, shift=arrays.shift, scale=arrays.scale, class_names=np.asarray(arrays.class_names or [], dtype=str),
-             feature_names=np.asarray(arrays.feature_names or [], dtype=str))
-    rundir.write_atomically(run_dir / "preprocess.npz", buffer.getvalue())
-
-
-def record_resume(run_dir: Path, spec: Spec, arrays, changes, step: int, echo) -> None:
-    """What a resume that goes ahead records: ran.json and the accepted changes
-    (`resumption.record`), and preprocess.npz again when it is missing or damaged (the resume
-    has the training data it came from), said in one line."""
-    from netspec import resumption
-
-    resumption.record(run_dir, spec, arrays, changes, step=step, notice=echo)
-    try:
-        read_preprocess(run_dir, spec)
-    except NetspecError:
-        write_preprocess(run_dir, arrays)
-        echo(f"{run_dir / 'preprocess.npz'} was missing or damaged; it is written again from the training data.")
-
-
-def read_preprocess(run_dir: str | Path, spec: Spec) -> Preprocess:
-    """A run's preprocess.npz. Raises NetspecError naming it when it is missing or damaged."""
-    path = Path(run_dir) / "preprocess.npz"
-    try:
-        with np.load(path, allow_pickle=False) as pre:
-            shift, scale = pre["shift"].astype(np.float32), pre["scale"].astype(np.float32)
-            class_names = [str(n) for n in pre["class_names"]]
-            feature_names = tuple(str(n) for n in pre["feature_names"]) if "feature_names" in pre.files else None
-        example = tuple(spec.data_info.x_shape)
-        for name, value in (("shift", shift), ("scale", scale)):
-            if value.shape not in ((), example):
-                raise ValueError(f"its {name} has shape {list(value.shape)}, the training examples {list(example)}")
-        if feature_names is not None and len(feature_names) not in (0, int(np.prod(example))):
-            raise ValueError(f"it names {len(feature_names)} features, the training examples have {int(np.prod(example))}")
-    except FileNotFoundError:
-        problem = "has no preprocess.npz"
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
-        problem = f"has a damaged preprocess.npz ({getattr(e, 'strerror', None) or e})"
-    else:
-        return Preprocess(shift, scale, class_names, feature_names or None)
-    raise NetspecError(f"The run directory {run_dir} {problem}: the input scaling, class names and feature names that training "
-                       f"took from its data, which predict applies to new inputs. netspec eval still works (it reads the "
-                       f"training data itself). To predict, restore the file from a copy of the run, or train the spec "
-                       f"again (with the same data and seed it writes the same file).") from None
-
-
-def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """`netspec predict`: (outputs float32 [N, ...], predicted classes int32 [N] or None, class
-    names) of a finished run on new inputs, scaled as its training data was; the class is
-    `compile.output_class`'s, as in evaluation and the report. CSV columns are matched to the
-    training features by name (`read_inputs`; `notice` gets its one-line notes, and one for a
-    checkpoint passed over). Needs only the run directory: the spec is checked against the data
-    as the run recorded it (ran.json), not against the data files. Raises NetspecError for a
-    damaged run directory (naming the file) or unreadable inputs."""
-    import jax
-
-    from netspec.compile import Data, num_classes, output_class
-
-    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)  # the data as recorded: its files are not needed
-    run_dir = Path(run_dir)
-    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
-    pre = read_preprocess(run_dir, spec)
-    x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
-    x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
-    program, state = finished_state(spec, run_dir, notice=notice)
-    data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
-    inputs, _ = program.prepare(data, data.x, data.y)
-    outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
-    classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None
-    return outputs, classes, pre.class_names
-
-
 def _extras_fn(program):
     """Jitted (params, state, sample) -> (activations per layer, gradients per param) on a sample batch."""
     import jax
@@ -1162,40 +646,3 @@ def _graph_names(state):
         opt_state=jax.tree_util.tree_map_with_path(lambda path, _: "train/" + name_of(path), state.opt_state),
     )
     return (names_state, ("input/x", "input/y"), "train/key")
-
-
-REPORT_TABLE_MAX = 32  # examples: the closing report lists every one of a set this small
-
-
-def report(spec: Spec, program, table, step: int, arrays, result: RunResult, echo) -> None:
-    """The lecture's closing report: a table for small data sets (`table`: the trained (params,
-    model state) on the host, or None; its prediction is `compile.output_class`'s, as netspec
-    predict's and evaluation's), the final metrics, the TensorBoard line."""
-    import jax
-
-    from netspec.compile import output_class
-
-    if table is not None:
-        x, y = arrays.train
-        data = device_data(arrays.train, arrays)
-        h = np.asarray(jax.device_get(program.apply(*table, program.prepare(data, data.x, data.y)[0])))
-        decide = output_class(spec)
-        pred = h if decide is None else decide(h)  # a regression model's prediction is its output
-        echo(f"{'input':<20} {'hypothesis':<24} {'prediction':<12} target")
-        for xi, hi, pi, yi in zip(x, h, pred, y):
-            echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
-    metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
-    ran = len(result.losses) if result.steps_run is None else result.steps_run  # fewer than spec.steps after early stopping or a resume
-    echo(f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
-         f"step {step} of {spec.steps}: {metrics}")
-    echo(f"run directory: {result.run_dir}")
-    echo(f"view it with:  tensorboard --logdir {result.run_dir.parent.parent}")
-
-
-def _fmt(v, digits=None) -> str:
-    arr = np.asarray(v).reshape(-1)
-    if digits is None:
-        items = [f"{a:g}" for a in arr]
-    else:
-        items = [f"{a:.{digits}f}" for a in arr]
-    return "[" + " ".join(items) + "]" if len(items) > 1 else (items[0] if items else "")

@@ -17,16 +17,15 @@ import os
 import re
 from pathlib import Path
 from typing import Mapping, NamedTuple
-
 import numpy as np
 
-from netspec import datasets as D
 from netspec.errors import DataError
-
-from netspec.check import DataInfo
-from netspec.labels import Labels, summarize
-from netspec.registry import SOURCES, STANDARD
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+from netspec.data.sources import DataInfo
+from netspec.data.labels import Labels, summarize
+from netspec.data.sources import SOURCES, STANDARD
+from netspec.data.download import load_standard
+from netspec.data.formats import _find_files, check_directory, idx_header, load_csv, load_idx_dir, load_npz, open_npz, read_idx, read_npz_array
+from netspec.data.sources import FASHION_CLASSES
 
 
 class Split(NamedTuple):
@@ -72,21 +71,21 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
     if source == "idx":
         directory = _path(cfg["path"], base_dir)
         if os.path.lexists(directory) and not directory.is_dir():
-            D.check_directory(directory)  # says what it is instead
-        files, missing = D._find_files(directory) if directory.is_dir() else ({}, [])
+            check_directory(directory)  # says what it is instead
+        files, missing = _find_files(directory) if directory.is_dir() else ({}, [])
         if "train_images" not in files or "train_labels" not in files:
             raise DataError(f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
                             f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}.")
-        x_dtype, x_shape = D.idx_header(files["train_images"])
-        labels = D.read_idx(files["train_labels"])  # small: one number per example
-        n_test = D.idx_header(files["test_images"])[1][0] if "test_images" in files else None
-        test = _labels(D.read_idx(files["test_labels"])) if "test_labels" in files else None
+        x_dtype, x_shape = idx_header(files["train_images"])
+        labels = read_idx(files["train_labels"])  # small: one number per example
+        n_test = idx_header(files["test_images"])[1][0] if "test_images" in files else None
+        test = _labels(read_idx(files["test_labels"])) if "test_labels" in files else None
         return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test)
     if source == "npz":
         path = _path(cfg["path"], base_dir)
         if not os.path.lexists(path):
             raise DataError(f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory).")
-        with D.open_npz(path) as (archive, headers):  # every header checked against the archive's sizes
+        with open_npz(path) as (archive, headers):  # every header checked against the archive's sizes
             x_key = "x_train" if "x_train" in headers else cfg["x_key"]
             y_key = "y_train" if "x_train" in headers else cfg["y_key"]
             for key in (x_key, y_key):
@@ -98,8 +97,8 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
                 raise DataError(f"{path}: {x_key!r} has shape {x.shape} and {y_key!r} has shape {y.shape}; each needs a first "
                                 "dimension, the examples (one label per example).")
             n_test = headers["x_test"].shape[0] if "x_test" in headers and headers["x_test"].shape else None
-            labels = _labels(D.read_npz_array(archive, y, path))
-            test = _labels(D.read_npz_array(archive, headers["y_test"], path)) if "x_train" in headers and "y_test" in headers else None
+            labels = _labels(read_npz_array(archive, y, path))
+            test = _labels(read_npz_array(archive, headers["y_test"], path)) if "x_train" in headers and "y_test" in headers else None
         return DataInfo(source, x.shape[0], n_test, x.shape[1:], x.dtype.name, y.shape[1:], None, labels, test)
     if source == "csv":
         table = _load_csv(cfg, base_dir)
@@ -123,7 +122,7 @@ def _plain(value):
 
 
 def _load_csv(cfg, base_dir: Path):
-    return D.load_csv(_path(cfg["path"], base_dir), features=_plain(cfg.get("features")), label=cfg["label"],
+    return load_csv(_path(cfg["path"], base_dir), features=_plain(cfg.get("features")), label=cfg["label"],
                       header=cfg["header"], delimiter=cfg["delimiter"])
 
 
@@ -149,12 +148,12 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
         train = Split(np.asarray(_plain(cfg["x"]), np.float32), np.asarray(_plain(cfg["y"])))
         test = None
     elif source in STANDARD:
-        train, test = _train_test(D.load_standard(source, data_dir=data_dir or cfg.get("dir"), download=cfg["download"]))
+        train, test = _train_test(load_standard(source, data_dir=data_dir or cfg.get("dir"), download=cfg["download"]))
         class_names = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(i) for i in range(10))
     elif source == "idx":
-        train, test = _train_test(D.load_idx_dir(_path(cfg["path"], base_dir)))
+        train, test = _train_test(load_idx_dir(_path(cfg["path"], base_dir)))
     elif source == "npz":
-        train, test = _train_test(D.load_npz(_path(cfg["path"], base_dir), x_key=cfg["x_key"], y_key=cfg["y_key"]))
+        train, test = _train_test(load_npz(_path(cfg["path"], base_dir), x_key=cfg["x_key"], y_key=cfg["y_key"]))
     else:
         table = _load_csv(cfg, base_dir)
         train, test = Split(table.x, table.y), None

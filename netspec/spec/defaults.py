@@ -16,14 +16,16 @@ from __future__ import annotations
 import copy
 import re
 
-from netspec import registry as R
-from netspec.schema import SCHEMA, VALIDATOR
+from netspec.spec.schema import SCHEMA, VALIDATOR
+from netspec.spec.layers import LAYERS
 
 
 # Memos keyed by the id of a schema dict, holding the dict itself (so the id stays its own): the
 # walk meets the same few schema dicts once per layer, and building a merged dict or a validator
 # for each meeting was most of validate's time for deep models (10,000 layers: 6 of 9 s).
 _RESOLVED: dict[int, tuple[dict, dict]] = {}
+
+
 _VALIDATORS: dict[int, tuple[dict, object]] = {}
 
 
@@ -160,7 +162,7 @@ def push_model_defaults(data: dict) -> None:
     model = data["model"]
     defaults = {**_LAYER_FIELD_DEFAULTS, **model.get("defaults", {})}
     for layer in model["layers"]:
-        fields = R.LAYERS[layer["type"]].fields
+        fields = LAYERS[layer["type"]].fields
         for key, value in defaults.items():
             if key in fields and key not in layer:
                 layer[key] = copy.deepcopy(value)

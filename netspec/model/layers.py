@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Callable, Mapping
-
 import jax
 import jax.numpy as jnp
 
-from netspec import registry as R
-from netspec.check import Layer
+from netspec.spec.types import Layer
+from netspec.spec.fields import as_pair
+
 
 init_ = jax.nn.initializers
 
@@ -57,6 +57,7 @@ INITIALIZERS: dict[str, Callable[..., Callable]] = {
     "constant": lambda value=0.0: init_.constant(value),
 }
 
+
 ACTIVATIONS: dict[str, Callable] = {
     "linear": lambda x: x,
     "sigmoid": jax.nn.sigmoid,
@@ -90,8 +91,6 @@ def activation(choice: Mapping) -> Callable:
     args = _args(choice)
     return partial(fn, **args) if args else fn
 
-
-# -- layers -----------------------------------------------------------------------------------
 
 def _kernel_and_bias(layer: Layer, kernel_shape: tuple, outputs: int):
     """init(key) -> ({"kernel": float32 `kernel_shape`, "bias": [outputs] if use_bias}, {})."""
@@ -146,8 +145,8 @@ def _stateless(fn):
 def _conv2d(layer: Layer):
     (h, w, c) = layer.in_shapes[0]
     a = layer.args
-    kh, kw = R.as_pair(a["kernel_size"])
-    strides, dilation = R.as_pair(a["strides"]), R.as_pair(a["dilation"])
+    kh, kw = as_pair(a["kernel_size"])
+    strides, dilation = as_pair(a["strides"]), as_pair(a["dilation"])
     groups, filters = a["groups"], a["filters"]
     padding = a["padding"].upper()
 
@@ -164,8 +163,8 @@ def _conv2d(layer: Layer):
 def _pool(kind: str):
     def build(layer: Layer):
         a = layer.args
-        window = (1, *R.as_pair(a["pool_size"]), 1)
-        strides = (1, *R.as_pair(a["strides"] if a["strides"] is not None else a["pool_size"]), 1)
+        window = (1, *as_pair(a["pool_size"]), 1)
+        strides = (1, *as_pair(a["strides"] if a["strides"] is not None else a["pool_size"]), 1)
         padding = a["padding"].upper()
 
         (oh, ow, _) = layer.out_shape

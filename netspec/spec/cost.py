@@ -40,17 +40,18 @@ limit and the process's address-space and data limits (`ulimit -v`, `ulimit -d`)
 
 from __future__ import annotations
 
-import math
-import os
 from typing import Callable, Iterable, Mapping, NamedTuple
+from netspec.spec.fields import as_pair
 
-from netspec import registry as R
+
 
 DTYPE_BYTES = {
     "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
     "uint32": 4, "int32": 4, "float32": 4, "uint64": 8, "int64": 8, "float64": 8,
     "complex64": 8, "complex128": 16,
 }
+
+
 PARAM_BYTES = 4  # float32 parameters, gradients and optimizer state (precision.params: float32 only)
 
 
@@ -66,8 +67,6 @@ def prod(shape: Iterable[int]) -> int:
     return n
 
 
-# -- limits: what one run may ask of the machine (netspec.check refuses more) ------------------
-
 # Layers a model may have. XLA compiles the training step's forward and backward pass layer by
 # layer, and its compile time and memory grow faster than the depth, as about depth**1.8: cold, to
 # the first step, N dense layers of 4 units took 14 s at 400 layers, 60 s and 1.3 GB at 1,000,
@@ -75,21 +74,26 @@ def prod(shape: Iterable[int]) -> int:
 # std::bad_alloc (benchmarks/compile_depth.py; RESULTS.md, "Start-up against depth"). The bound
 # keeps a model's start within about a minute and 1.3 GB on a 2-core machine.
 MAX_LAYERS = 1000
+
+
 DEPTH_MEASURED = "1,000 layers of 4 units take 60 s and 1.3 GB to the first step, 2,000 take 197 s and 3.3 GB"
+
+
 # Summary points a run may write (steps / summaries.every, and step 0). Each is a chunk boundary:
 # the host waits for the device, and writes scalars and histograms (measured: about 1 ms and 2 KB
 # of events per point for xor_nn's two layers). TensorBoard shows 1,000 points of a scalar chart
 # and 500 histograms by default, so more are never seen; 10**9 points would be a list of 10**9
 # chunk lengths (8 GB) before the first step.
 MAX_SUMMARY_POINTS = 100_000
+
+
 # Evaluations during a run (steps / eval.every): each one passes over the whole evaluated split and
 # writes its metrics and a confusion-matrix image (about 25 KB of events for fashion_mlp).
 MAX_EVALUATIONS = 10_000
+
+
 # Checkpoints written during a run (steps / checkpoint.every): each writes the whole training state.
 MAX_CHECKPOINTS = 10_000
-
-
-# -- per layer --------------------------------------------------------------------------------
 
 
 class LayerCost(NamedTuple):
@@ -129,7 +133,7 @@ def _dense(args, in_shapes, out_shape):
 
 def _conv2d(args, in_shapes, out_shape):
     (_, _, channels) = in_shapes[0]
-    kh, kw = R.as_pair(args["kernel_size"])
+    kh, kw = as_pair(args["kernel_size"])
     per_group, filters = channels // args["groups"], args["filters"]
     params = {"kernel": (kh, kw, per_group, filters), **({"bias": (filters,)} if args["use_bias"] else {})}
     macs = prod(out_shape) * kh * kw * per_group
@@ -150,7 +154,7 @@ def _layer_norm(args, in_shapes, out_shape):
 
 
 def _pool(args, in_shapes, out_shape):
-    ph, pw = R.as_pair(args["pool_size"])
+    ph, pw = as_pair(args["pool_size"])
     return {}, {}, 0, prod(out_shape) * ph * pw
 
 
@@ -184,6 +188,8 @@ RULES: dict[str, Callable] = {
     "flatten": _elementwise(0),
     "reshape": _elementwise(0),
 }
+
+
 VIEWS = {"flatten", "reshape"}  # no new buffer: XLA reshapes in place
 
 
@@ -199,9 +205,6 @@ def layer_cost(layer, compute_bytes: int = 4) -> LayerCost:
 def model_costs(layers, compute_bytes: int = 4) -> list[LayerCost]:
     """`layer_cost` of every layer, in order."""
     return [layer_cost(layer, compute_bytes) for layer in layers]
-
-
-# -- optimizer state --------------------------------------------------------------------------
 
 
 def _factored(shape: tuple, args: Mapping) -> bool:
@@ -245,9 +248,6 @@ def optimizer_state_elements(optimizer: Mapping, param_shapes: Iterable[tuple]) 
     return rule * sum(prod(s) for s in param_shapes)
 
 
-# -- memory -----------------------------------------------------------------------------------
-
-
 class Part(NamedTuple):
     """One share of the memory estimate: what, bytes, and the spec key that sets it."""
 
@@ -256,22 +256,15 @@ class Part(NamedTuple):
     key: tuple
 
 
-class Budget(NamedTuple):
-    """Bytes available, a phrase saying where the figure comes from, and what it limits: "host"
-    (this machine's resident memory: data read on the host and a CPU device share it), "address
-    space" (a ulimit on the process's virtual memory, of which the JAX runtime alone takes about
-    `RUNTIME_ADDRESS_SPACE`) or "device" (a GPU's memory, or NETSPEC_MEMORY_BUDGET)."""
-
-    bytes: int
-    origin: str
-    kind: str = "host"
-
-
 # What the JAX runtime holds before the model's first byte, measured for a tiny run on the CPU
 # (jax 0.10, 2 cores): about 250 MiB resident, and 1.5 GiB of address space (thread stacks and
 # reserved arenas), which a `ulimit -v` counts.
 RUNTIME_RESIDENT = 256 * 2**20
+
+
 LOSS_RECORD_BYTES = 32  # netspec.train keeps every step's loss: a float object (24 bytes) and its list slot (8)
+
+
 RUNTIME_ADDRESS_SPACE = 1536 * 2**20
 
 
@@ -340,125 +333,3 @@ def _count(n: int) -> str:
         if n >= size:
             return f"{n / size:.3g} {word}"
     return f"{n:,}"
-
-
-def format_bytes(n: float) -> str:
-    """Bytes in binary units: 1536 -> '1.5 KiB', 2**40 -> '1 TiB' (3 significant digits)."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} bytes"
-
-
-_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
-          "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
-
-
-def parse_bytes(text: str) -> int | None:
-    """'24GiB', '24 G', '8000MB', '1e9' -> bytes (the units binary: 1 GB = 2**30); None if not a size."""
-    s = text.strip().upper()
-    number = s.rstrip("KMGTIB ")
-    unit = s[len(number):].strip()
-    try:
-        value = float(number)
-    except ValueError:
-        return None
-    if unit not in _UNITS or not math.isfinite(value) or value <= 0:
-        return None
-    return int(value * _UNITS[unit])
-
-
-BUDGET_ENV = "NETSPEC_MEMORY_BUDGET"
-_cached: dict[str, Budget] = {}
-
-
-def host_memory() -> Budget:
-    """Bytes this process may use on the host: the least of the physical memory (sysconf), the
-    cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes) and the process's address-space and
-    data limits (RLIMIT_AS, RLIMIT_DATA); read once per process."""
-    if "host" in _cached:
-        return _cached["host"]
-    options = []
-    try:
-        options.append(Budget(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's memory"))
-    except (ValueError, OSError, AttributeError):
-        pass
-    for path in _cgroup_limit_files():
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:  # v1 says 'no limit' with a huge number, v2 with 'max'
-            options.append(Budget(int(text), f"the cgroup's memory limit, {path}"))
-    try:
-        import resource
-
-        for limit, name, kind in ((resource.RLIMIT_AS, "address-space limit, ulimit -v", "address space"),
-                                  (resource.RLIMIT_DATA, "data-size limit, ulimit -d", "host")):
-            soft = resource.getrlimit(limit)[0]
-            if soft != resource.RLIM_INFINITY and soft > 0:
-                options.append(Budget(soft, f"the process's {name}", kind))
-    except (ImportError, ValueError, OSError):
-        pass
-    best = min(options, key=lambda b: b.bytes, default=Budget(2**40, "an assumed 1 TiB (the memory could not be read)"))
-    _cached["host"] = best
-    return best
-
-
-def _cgroup_limit_files() -> list[str]:
-    """The memory-limit files of this process's cgroup (v2 and v1), where they exist."""
-    files = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-    try:
-        for line in open("/proc/self/cgroup").read().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if path not in ("", "/") and controllers == "":
-                files.append(f"/sys/fs/cgroup{path}/memory.max")
-            elif path not in ("", "/") and "memory" in controllers.split(","):
-                files.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-    except (OSError, ValueError):
-        pass
-    return [f for f in files if os.path.exists(f)]
-
-
-def memory_budget() -> Budget:
-    """Bytes one training device may use (see the module docstring for the order of sources)."""
-    given = os.environ.get(BUDGET_ENV)
-    if given:
-        value = parse_bytes(given)
-        if value is not None:
-            return Budget(value, f"{BUDGET_ENV}={given}", "device")
-    if "device" not in _cached:
-        _cached["device"] = _gpu_memory() or host_memory()
-    return _cached["device"]
-
-
-def _gpu_memory() -> Budget | None:
-    """The first GPU's memory as JAX may use it, when JAX will train on a GPU: a CUDA plugin is
-    installed, JAX_PLATFORMS does not leave it out, and nvidia-smi answers. None otherwise."""
-    platforms = os.environ.get("JAX_PLATFORMS", os.environ.get("JAX_PLATFORM_NAME", ""))
-    if platforms and not any(p.strip() in ("cuda", "gpu") for p in platforms.split(",")):
-        return None
-    import importlib.util
-
-    if not any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
-        return None
-    import shutil
-    import subprocess
-
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], capture_output=True,
-                             text=True, timeout=5).stdout.splitlines()
-        name, mib = out[0].rsplit(",", 1)
-        total = int(float(mib)) * 2**20
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-    if os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() in ("false", "0"):
-        return Budget(total, f"the memory of GPU 0 ({name.strip()}, nvidia-smi)", "device")
-    try:
-        fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
-    except ValueError:
-        fraction = 0.75
-    return Budget(int(total * fraction), f"{fraction:g} of the memory of GPU 0 ({name.strip()}, nvidia-smi), what XLA preallocates", "device")

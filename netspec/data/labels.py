@@ -1,0 +1,99 @@
+"""The labels' rules: what targets fit a loss and an output, stated once for every data source.
+
+Contract. `summarize(values)` reduces the training labels of any source (inline lists, IDX,
+npz, CSV, the named data sets' known facts) to a `Labels` summary; `label_problems(labels,
+loss, ...)` applies every rule to it and returns `LabelProblem`s, in the order a person should
+fix them; `output_problems(loss, activation, ...)` says whether an output layer and a loss can
+train together at all, whatever the data. `netspec.check` calls both for every source and points
+each problem at the labels (the inline `y`, or the data file). Pure Python: `summarize` takes a
+list or a numpy array (through the array's own methods), so `validate` imports numpy only for
+data in files.
+
+The rules, each stated once:
+
+1. every target is a finite number;
+2. a classification loss (the cross-entropies) needs labels of at least two classes; when the
+   labels hold one, that is the only label problem reported (so no advice follows that the next
+   message would reject);
+3. `binary_crossentropy` targets lie in [0, 1] (class 0 or 1, or a probability);
+4. class-index labels (`sparse_categorical_crossentropy`; `categorical_crossentropy` with one
+   class number per example) are whole numbers from 0 to units - 1;
+5. `categorical_crossentropy` targets given per class (one-hot, or a distribution) lie in [0, 1];
+6. a regression loss's targets lie within what the output activation can produce (a sigmoid
+   output never reaches 5);
+7. (`output_problems`) a loss that takes logits (`from_logits: true`) needs an output that can
+   be negative and positive: logits through relu, softplus, sigmoid or softmax (or, for the
+   categorical losses, squeezed into [-1, 1] by tanh) cannot express a confident class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the rules need to know of a set of targets, from any source. Indices count values in
+    reading order (example i's j-th value is i * per_example + j)."""
+
+    count: int  # values (examples x values per example)
+    per_example: int  # values per example: 1 for a class number
+    minimum: float
+    argmin: int
+    maximum: float
+    argmax: int
+    fraction_at: int | None  # the first value that is not a whole number, or None
+    nonfinite_at: int | None  # the first NaN or infinity, or None
+    distinct: tuple[float, ...]  # the distinct values, sorted, at most 3 kept (3: "3 or more")
+    names: tuple[str, ...] | None = None  # class names, when the labels were text (CSV)
+    classes: int | None = None  # the number of classes, when the source says (named data sets, CSV class names)
+
+    def example(self, index: int) -> int:
+        return index // self.per_example
+
+
+def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequence[str] | None = None) -> Labels:
+    """The `Labels` of `values`: a flat list of numbers, or a numpy array of any shape (flattened;
+    its methods are used, so no numpy import here). `per_example` values make one example's target."""
+    names = tuple(names) if names is not None else None
+    classes = len(names) if names is not None else None
+    if hasattr(values, "dtype"):  # a numpy array: vectorised, files may hold millions of labels
+        flat = values.reshape(-1)
+        if flat.size == 0:
+            return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
+        as_float = flat.astype("float64")
+        finite = as_float == as_float
+        finite &= (as_float != math.inf) & (as_float != -math.inf)
+        nonfinite_at = None if finite.all() else int((~finite).argmax())
+        safe = as_float.copy()
+        safe[~finite] = 0.0
+        whole = safe == safe.round()
+        fraction_at = None if whole.all() else int((~whole).argmax())
+        distinct = tuple(_few_distinct(safe))
+        return Labels(int(flat.size), per_example, float(safe.min()), int(safe.argmin()), float(safe.max()), int(safe.argmax()),
+                      fraction_at, nonfinite_at, distinct, names, classes)
+    flat = [float(v) for v in values]
+    if not flat:
+        return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
+    nonfinite_at = next((i for i, v in enumerate(flat) if not math.isfinite(v)), None)
+    safe = [v if math.isfinite(v) else 0.0 for v in flat]
+    fraction_at = next((i for i, v in enumerate(safe) if v != round(v)), None)
+    low = min(range(len(safe)), key=safe.__getitem__)
+    high = max(range(len(safe)), key=safe.__getitem__)
+    return Labels(len(flat), per_example, safe[low], low, safe[high], high, fraction_at, nonfinite_at,
+                  tuple(sorted(set(safe)))[:3], names, classes)  # the first 3 suffice: the rules ask "one class?"
+
+
+def _few_distinct(safe) -> list[float]:
+    """Up to 3 distinct values of a large array, without sorting it all: its minimum, its maximum
+    and one value strictly between them if there is one."""
+    low, high = safe.min(), safe.max()
+    middle = safe[(safe > low) & (safe < high)]
+    return sorted({float(low), float(high), *([float(middle[0])] if middle.size else [])})
+
+
+def known(classes: int, count: int) -> Labels:
+    """The labels of a named data set, from its known facts: class numbers 0 .. classes - 1."""
+    return Labels(count, 1, 0.0, 0, float(classes - 1), 0, None, None, tuple(float(c) for c in range(min(classes, 3))), None, classes)

@@ -1,0 +1,269 @@
+"""Train a checked Spec: the host loop over compiled chunks, the run directory, the report.
+
+Contract: `run(spec, logdir=..., run_name=None, quiet=False, resume=None) -> RunResult`. A new run
+claims `<logdir>/<spec.name>/<run-id>/` (an exclusive mkdir: never an existing directory), saves
+the resolved spec (`spec.yaml`), where it came from (`run.json`) and the input scaling
+(`preprocess.npz`), trains `spec.steps` steps in chunks of `summaries.every` steps and writes
+summaries at every chunk boundary (and the untrained model at step 0), checkpoints every
+`checkpoint.every` steps, at the end and when stopped, and finally `result.json`. Its events are
+laid out as `netspec.summaries` says: training at the run directory's root (with the HParams
+session), evaluations in `test/` or `validation/` beside it. When the evaluated split is
+validation (it chose the model: early stopping, the best checkpoint) and the data has a test
+split, the final evaluation also measures the test split, once: `final` holds both.
+
+`resume=RUN_DIR` continues that run from its latest checkpoint: the state (parameters,
+optimizer and model state, step) is restored exactly, the batch order and per-step keys are
+functions of (seed, step), and the event files drop anything past the checkpoint (purge_step),
+so a stopped and resumed run ends bit for bit as one never stopped.
+
+The closing. When training ends (its last step, or early stopping) the final evaluations are
+computed (the best checkpoint kept), then the closing checkpoint is written, recording how
+training ended; only then are the final evaluations' events, the HParams status and
+`result.json` written. A run interrupted after the closing checkpoint is finished by a resume
+without training: the same evaluations of the same state, written again in place of what the
+interrupted closing wrote (`summaries` keeps them in a file of their own), so it ends as one
+never interrupted.
+
+A sitting holds the run directory (`rundir.lock`) from when it claims or opens it to its end,
+and first removes what cut-off writes left there. Every file is written whole or not at all,
+and the events up to a checkpoint's step are on disk (fsynced) before the checkpoint is.
+
+Stops: SIGINT/SIGTERM (`netspec.interrupts`) before the run directory exists stop at once, with
+nothing written; while training, the first finishes the current chunk, checkpoints and raises
+`Stopped` (exit 130 / 143), a second stops at once, keeping the last checkpoint; in the closing
+they stop at once, for a resume to finish. A full disk ends the run with one paragraph saying
+what was kept. A non-finite loss or gradient with `on_nonfinite: stop` raises an error naming
+the step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the
+host then runs that chunk again from the last checkpoint with the check in every step to name
+them); early stopping ends the loop normally.
+The host touches the program only between chunks.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+import numpy as np
+from netspec.train import rundir
+from netspec.spec.types import Spec
+from netspec.errors import NetspecError
+from netspec.data.formats import open_data_file, open_npz, read_npy, read_npz_array
+from netspec.train.feed import load_arrays, padded, split_means
+from netspec.train.rundir import _data_gone, load_run_spec, read_preprocess
+
+
+def finished_state(spec: Spec, run_dir: Path, *, notice=None):
+    """(program, state) of a run from its best checkpoint if it kept one, else its latest; one
+    that does not load (damaged, or another model's) is passed over for the one before it, said
+    in one line to `notice`. Raises NetspecError when there is none, or when none loads, naming
+    each file and why."""
+    from netspec.train import checkpoint
+    from netspec.compile.program import compile_spec
+
+    program = compile_spec(spec)
+    restored = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1).restore(program.init(), prefer_best=True, notice=notice)
+    if restored is None:
+        raise NetspecError(f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
+                           f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
+                           f"to use. Its TensorBoard events still show the training; train it again with netspec run.")
+    return program, restored[1]
+
+
+def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None, notice=None) -> dict:
+    """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
+    "train"; default: test when the data has one, the honest figure for a model chosen on the
+    validation split; else the spec's eval.split), from its best checkpoint if it kept one
+    (early stopping, checkpoint.best), else its latest (one that does not load is passed over,
+    said in one line to `notice`). The spec is checked against the data as the run recorded it;
+    the split itself is read from the data files. Raises NetspecError for a damaged run
+    directory (naming the file), data that is missing or no longer of the shapes the run
+    trained on, or a split the data does not have."""
+    from netspec.errors import DataError
+
+    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)
+    run_dir = Path(run_dir)
+    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
+    try:
+        arrays = load_arrays(spec, data_dir)
+    except DataError as e:
+        raise _data_gone(run_dir, str(e).rstrip("."), spec.base_dir, "evaluated") from None
+    found = (tuple(arrays.train.x.shape[1:]), tuple(arrays.train.y.shape[1:]))
+    ran = (tuple(spec.data_info.x_shape), tuple(spec.data_info.y_shape))
+    if found != ran:
+        raise NetspecError(f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
+                           f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
+                           f"training data back, or point data in spec.yaml to it.")
+    split = split or ("test" if arrays.test is not None else spec.eval["split"] or "test")
+    chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
+    if chosen is None:
+        raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
+    program, state = finished_state(spec, run_dir, notice=notice)
+    return split_means(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))[0]
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] | None = None, notice=None) -> np.ndarray:
+    """Examples to predict on, shaped [N, *model.input], as read (float32 from CSV): .npy, .npz
+    (`x` or its only array), .csv, or one image for an image model.
+
+    A CSV file is read with the training CSV's delimiter (else ","). Its first row is a header
+    when none of its cells is a number, or when it names every feature in `feature_names` (the
+    training data's, in training order; None when the run records none). With a header and
+    `feature_names`, the columns are picked by name, in training order, whatever their order in
+    the file; other columns are ignored. Otherwise the columns are the features in order, and
+    `notice(text)` (one line) says so when that is a guess: no header, or a header the run has
+    no names to match. Raises NetspecError naming the file: unreadable, a missing column (with
+    the columns found), a cell that is not a number, or a shape the model does not take."""
+    pass  # import moved
+
+    path = Path(path)
+    if not path.exists():
+        raise NetspecError(f"No such input file: {path}.")
+    suffix = path.suffix.lower()
+    open_data_file(path, "an input file").close()  # a regular file within the read limit, whatever its kind
+    try:
+        if suffix == ".npy":
+            x = read_npy(path)
+        elif suffix == ".npz":
+            with open_npz(path) as (archive, headers):
+                keys = sorted(headers)
+                key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise NetspecError(f"{path} holds {', '.join(keys) or 'no arrays'}; name the inputs x.")
+                x = read_npz_array(archive, headers[key], path)
+        elif suffix == ".csv":
+            x = _read_csv_numbers(path, spec, feature_names, notice or (lambda text: None))
+        elif suffix in IMAGE_SUFFIXES:
+            x = _read_image(path, spec.input_shape)[None]
+        else:
+            raise NetspecError(f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise NetspecError(f"Cannot read {path}: {e}.") from None
+    if x.dtype == object:
+        raise NetspecError(f"{path} holds Python objects; give numbers.")
+    size = int(np.prod(spec.input_shape))
+    if x.size == size:
+        return x.reshape((1, *spec.input_shape))
+    if x.ndim >= 1 and x.size % size == 0 and int(np.prod(x.shape[1:])) == size:
+        return x.reshape((len(x), *spec.input_shape))
+    raise NetspecError(f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each).")
+
+
+def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | None, notice) -> np.ndarray:
+    """float32 [N, F] from a CSV file, its columns chosen as `read_inputs` says."""
+    import csv
+
+    from netspec.data.arrays import source_of
+    from netspec.data.formats import _numbered_rows
+
+    source = source_of(spec.data)
+    delimiter = spec.data["csv"]["delimiter"] if source == "csv" else ","
+    import io
+
+    from netspec.data.formats import _bounded_lines, open_data_file
+
+    # -sig: a spreadsheet's byte-order mark is not part of a name; lines are bounded as the training CSV's are
+    with io.TextIOWrapper(open_data_file(path, "a CSV file"), encoding="utf-8-sig", newline="") as f:
+        try:
+            rows = list(_numbered_rows(csv.reader(_bounded_lines(f, path), delimiter=delimiter)))
+        except csv.Error as e:
+            raise ValueError(f"not a CSV file ({e})") from None
+    if not rows:
+        raise NetspecError(f"{path} holds no rows; give one example per row, one column per feature.")
+    first, header = rows[0][0], [cell.strip() for cell in rows[0][1]]
+    if not any(_is_number(cell) for cell in header) or (feature_names and set(feature_names) <= set(header)):
+        rows = rows[1:]
+        if not rows:
+            raise NetspecError(f"{path} has a header but no rows of examples.")
+    else:
+        header = None
+    width = len(header) if header is not None else len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise NetspecError(f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number.")
+    columns = list(range(width))
+    if header is not None and feature_names:
+        missing = [name for name in feature_names if name not in header]
+        if missing:
+            raise NetspecError(f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
+                               f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
+                               f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match.")
+        twice = next((name for name in feature_names if header.count(name) > 1), None)
+        if twice is not None:
+            raise NetspecError(f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
+                               "must be one column. Rename or remove the others.")
+        columns = [header.index(name) for name in feature_names]
+    elif header is not None:
+        if source != "csv":
+            why = f"it trained on {source} data, which names no features"
+        elif not spec.data["csv"]["header"]:
+            why = "its training CSV had no header"
+        else:
+            why = "its preprocess.npz records no feature names (written by an older netspec)"
+        notice(f"{path}: the header ({', '.join(header)}) was ignored, as this run has no feature names to match it "
+               f"({why}); its {width} columns are taken in order as the model's inputs.")
+    elif feature_names:
+        if width != len(feature_names):
+            raise NetspecError(f"{path} has {width} columns and no header; the model takes {len(feature_names)} features, "
+                               f"{', '.join(map(repr, feature_names))}. Give a header naming them to pick them by name.")
+        notice(f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}.")
+    for line, row in rows:
+        bad = next((row[c] for c in columns if not _is_number(row[c])), None)
+        if bad is not None:
+            raise NetspecError(f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
+                               + (" (a header names its columns with words)." if line == first and header is None and bad.strip() else "."))
+    return np.asarray([[float(row[c]) for c in columns] for _, row in rows], np.float32)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_image(path: Path, input_shape) -> np.ndarray:
+    """The pixels of one image, uint8 [height, width] (or [height, width, 3] for a 3-channel
+    model). Raises NetspecError for a file that is not an image or of another size."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels = input_shape[-1] if len(input_shape) == 3 else 1
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            pixels = np.asarray(image)
+    except UnidentifiedImageError:
+        raise NetspecError(f"{path} is not an image this tool can read.") from None
+    height, width = input_shape[0], input_shape[1] if len(input_shape) > 1 else None
+    if len(input_shape) < 2 or pixels.shape[:2] != (height, width):
+        raise NetspecError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {list(input_shape)}. Resize it first.")
+    return pixels
+
+
+def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """`netspec predict`: (outputs float32 [N, ...], predicted classes int32 [N] or None, class
+    names) of a finished run on new inputs, scaled as its training data was; the class is
+    `compile.output_class`'s, as in evaluation and the report. CSV columns are matched to the
+    training features by name (`read_inputs`; `notice` gets its one-line notes, and one for a
+    checkpoint passed over). Needs only the run directory: the spec is checked against the data
+    as the run recorded it (ran.json), not against the data files. Raises NetspecError for a
+    damaged run directory (naming the file) or unreadable inputs."""
+    import jax
+
+    from netspec.compile.program import Data, num_classes, output_class
+
+    spec = load_run_spec(run_dir, recorded_data=True, notice=notice)  # the data as recorded: its files are not needed
+    run_dir = Path(run_dir)
+    rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
+    pre = read_preprocess(run_dir, spec)
+    x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
+    x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
+    program, state = finished_state(spec, run_dir, notice=notice)
+    data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
+    inputs, _ = program.prepare(data, data.x, data.y)
+    outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
+    classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None
+    return outputs, classes, pre.class_names
