@@ -108,7 +108,7 @@ def bench_netspec(spec, steps: int, *, diagnose: bool = False) -> Side:
     order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=not full_batch)
     batches = (lambda start: None) if full_batch else (lambda start: order.indices(start, steps))
     state = program.init()
-    compiled = program.chunk(steps, diagnose=diagnose).lower(state, data, batches(0), program.keys).compile()
+    compiled = program.train_chunk(steps, diagnose=diagnose).lower(state, data, batches(0), program.keys).compile()
 
     def run_chunk(state, start):
         state, _ = compiled(state, data, batches(start), program.keys)

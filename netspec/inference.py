@@ -253,7 +253,8 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> 
     damaged run directory (naming the file) or unreadable inputs."""
     import jax
 
-    from netspec.compile.program import Data, num_classes, output_class
+    from netspec.compile.state import Data
+    from netspec.model.losses import num_classes, output_class
 
     spec = load_run_spec(run_dir, recorded_data=True, notice=notice)  # the data as recorded: its files are not needed
     run_dir = Path(run_dir)
@@ -263,7 +264,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> 
     x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
     program, state = finished_state(spec, run_dir, notice=notice)
     data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
-    inputs, _ = program.prepare(data, data.x, data.y)
+    inputs, _ = program.prepare_batch(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
     classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None
     return outputs, classes, pre.class_names

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from netspec.train import checkpoint
-from netspec.compile.program import TrainState
+from netspec.compile.state import TrainState
 from netspec.errors import NetspecError
 
 

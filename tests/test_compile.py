@@ -80,7 +80,7 @@ def test_saturated_outputs_give_finite_loss_and_gradients(loss):
     program = compile_spec(spec)
     state = program.init()
     data = on_device(spec)
-    batch = program.prepare(data, data.x, data.y)
+    batch = program.prepare_batch(data, data.x, data.y)
     key = program.keys.step
 
     def loss_of(params):
@@ -118,7 +118,7 @@ def test_from_logits_with_a_linear_output_is_the_same_loss():
     a, b = compile_spec(spec), compile_spec(logits_spec)
     state = a.init()
     data = on_device(spec)
-    batch = a.prepare(data, data.x, data.y)
+    batch = a.prepare_batch(data, data.x, data.y)
     la = a.loss_and_metrics(state.params, state.model_state, batch, train=False, key=a.keys.step)
     lb = b.loss_and_metrics(state.params, state.model_state, batch, train=False, key=b.keys.step)
     assert tree_equal(la[0], lb[0]) and tree_equal(la[1][0], lb[1][0])
@@ -131,7 +131,7 @@ def test_binary_accuracy_thresholds_h_as_the_lecture():
     program = compile_spec(spec)
     state = program.init()
     data = on_device(spec)
-    x, y = program.prepare(data, data.x, data.y)
+    x, y = program.prepare_batch(data, data.x, data.y)
     params = {"hypothesis": {"kernel": jnp.full((2, 1), 1e-8), "bias": jnp.zeros(1)}}  # z = 0, 1e-8, 1e-8, 2e-8
     h = np.asarray(program.apply(params, state.model_state, x))
     assert np.all(h == 0.5)
@@ -162,7 +162,7 @@ def test_every_layer_cost_and_train_are_named_scopes_of_the_step():
     program = compile_spec(spec)
     state = program.init()
     data = on_device(spec)
-    batch = program.prepare(data, data.x, data.y)
+    batch = program.prepare_batch(data, data.x, data.y)
     closed = jax.make_jaxpr(program.train_step)(state, batch, program.keys.step)
     stacks = _name_stacks(closed.jaxpr)
     scopes = {part for s in stacks for part in re.split(r"[/()]", s) if part}
@@ -209,7 +209,7 @@ def batches_of(spec, start: int, length: int):
 
 def chunk_scan(spec, program, length: int):
     """The lax.scan equation of a compiled chunk of `length` steps (its body is the training step)."""
-    jaxpr = jax.make_jaxpr(program.chunk(length))(program.init(), on_device(spec), batches_of(spec, 0, length), program.keys)
+    jaxpr = jax.make_jaxpr(program.train_chunk(length))(program.init(), on_device(spec), batches_of(spec, 0, length), program.keys)
     (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
     return scan
 
@@ -219,9 +219,9 @@ def train_in_chunks(spec, program, lengths):
     data = on_device(spec)
     state, step, losses = program.init(), 0, []
     for n in lengths:
-        state, outputs = program.chunk(n)(state, data, batches_of(spec, step, n), program.keys)
+        state, outputs = program.train_chunk(n)(state, data, batches_of(spec, step, n), program.keys)
         step += n
-        losses.extend(np.asarray(outputs["loss"]).tolist())
+        losses.extend(np.asarray(outputs.loss).tolist())
     assert int(state.step) == step
     return jax.device_get(state), losses, jax.device_get(program.init())
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from netspec.compile import program as Cm
+from netspec.compile.optim import optimizer
+from netspec.compile.program import compile_spec
 
 from netspec.model import layers as L
 
@@ -75,7 +76,7 @@ def test_dense_and_conv_arithmetic():
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_parameter_counts_equal_the_compiled_model_for_every_shipped_spec(path):
     spec = check(load(path))
-    program = Cm.compile_spec(spec)
+    program = compile_spec(spec)
     state = jax.eval_shape(program.init)
     costs = model_costs(spec.layers)
     assert {c.name: {k: tuple(v) for k, v in c.params.items()} for c in costs} == jax.tree.map(lambda a: a.shape, state.params)
@@ -95,7 +96,7 @@ VARIANTS = [(name, {}) for name in sorted(OPTIMIZERS)] + [
 def test_optimizer_state_equals_optax_init(name, extra):
     optimizer = {"type": name, "learning_rate": 0.01, "clip_global_norm": None, **defaults_of(OPTIMIZERS[name]), **extra}
     params = {str(i): jnp.zeros(s) for i, s in enumerate(SHAPES)}
-    state = jax.eval_shape(Cm.optimizer(optimizer).init, params)
+    state = jax.eval_shape(optimizer(optimizer).init, params)
     real = sum(math.prod(a.shape) for a in jax.tree.leaves(state) if a.ndim >= 1)
     assert optimizer_state_elements(optimizer, SHAPES) == real
 

@@ -12,7 +12,7 @@ from jax.scipy.special import erf
 from netspec.spec import docs
 
 from netspec.spec.check import check
-from netspec.compile.program import _loss_fn
+from netspec.model.losses import loss_fn
 from netspec.model.layers import BUILDERS, activation, initializer
 from netspec.spec.load import parse
 from netspec.spec.schema import SCHEMA
@@ -124,11 +124,11 @@ def test_glorot_uniform_is_the_kernel_default_and_bounded_by_the_fans():
 def test_cross_entropies_take_logits_without_clipping():
     spec = _checked_layers("")
     assert spec.fused_loss
-    far = _loss_fn(spec)(jnp.array([[-100.0]]), jnp.array([[1.0]]))
+    far = loss_fn(spec)(jnp.array([[-100.0]]), jnp.array([[1.0]]))
     assert float(far[0]) == pytest.approx(100.0)  # Keras's clipping at 1e-7 would give -log(1e-7) = 16.1
     z, y, a = jnp.array([[2.0, 0.5, -1.0]]), jnp.array([[0.0, 1.0, 0.0]]), 0.1
     smoothed = -jnp.sum(((1 - a) * y + a / 3) * jax.nn.log_softmax(z), -1)  # the README's form of label_smoothing
-    assert jnp.allclose(_loss_fn(_checked_cce(a))(z, y), smoothed)
+    assert jnp.allclose(loss_fn(_checked_cce(a))(z, y), smoothed)
 
 
 def _checked_cce(smoothing: float):

@@ -21,7 +21,7 @@ from netspec.spec.load import dump, parse
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHIPPED = sorted(p for p in SPECS.glob("*.yaml") if not p.name.startswith("mnist"))  # MNIST is not on this machine
 EXAMPLES = 300  # mutants; about a quarter validate and run (at least CASES: test_the_property_ran_enough_runs)
-CASES = 60
+CASES = 40  # at least: in CI (derandomized) 65 of the 300 validate and run
 
 # values that are right for the schema and may be wrong for the program: integral floats, exponents
 # without a dot, zero, large and negative numbers, and the other types

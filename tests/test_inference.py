@@ -411,7 +411,8 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     import jax.numpy as jnp
 
     from netspec.train import checkpoint
-    from netspec.compile.program import compile_spec, num_classes, output_class
+    from netspec.compile.program import compile_spec
+    from netspec.model.losses import num_classes, output_class
     from netspec.data.arrays import Split
 
     _, loss, activation, logits = case
@@ -474,7 +475,7 @@ def test_the_rule_itself_at_the_boundaries():
     of equal largest outputs; numpy and jax alike."""
     import jax.numpy as jnp
 
-    from netspec.compile.program import output_class
+    from netspec.model.losses import output_class
 
     from netspec.spec.load import parse
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from netspec.cli import main
-from netspec.compile.program import LOSS_SCALE_START, compile_spec
+from netspec.compile.program import compile_spec
+from netspec.compile.state import LOSS_SCALE_START
 from netspec.train.loop import run
 from test_compile import all_eqns, checked, train_in_chunks
 

@@ -17,7 +17,7 @@ import optax
 import pytest
 import yaml
 
-from netspec.compile import program as C
+from netspec.compile import optim as C
 from netspec.model import layers as L
 
 from netspec.spec.check import check

@@ -408,8 +408,8 @@ def _first_nonfinite(spec_path: Path, *sets: str) -> tuple[int, int]:
     program = compile_spec(spec)
     arrays = load_arrays(spec)
     assert spec.train["batch_size"] == spec.num_examples  # full batch: no indices
-    _, outputs = program.chunk(spec.steps, diagnose=True)(program.init(), device_data(arrays.train, arrays), None, program.keys)
-    return int(outputs["nonfinite_step"]), int(outputs["nonfinite_layer"])
+    _, outputs = program.train_chunk(spec.steps, diagnose=True)(program.init(), device_data(arrays.train, arrays), None, program.keys)
+    return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
 
 
 @pytest.mark.parametrize("sets", [(), ("checkpoint.every=null", "summaries.every=20")], ids=["checkpoint-before", "no-checkpoint"])

@@ -40,7 +40,7 @@ from netspec.spec.cost import DEPTH_MEASURED, MAX_CHECKPOINTS, MAX_EVALUATIONS, 
 from netspec.spec.fields import INT32
 from netspec.spec.layers import LAYERS, ShapeMismatch
 from netspec.data.sources import DataInfo
-from netspec.spec.types import Layer, Spec, _freeze, metric_mode, metric_name
+from netspec.spec.types import Layer, Spec, freeze, metric_mode, metric_name
 
 
 def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
@@ -112,11 +112,11 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     if problems:
         return None, problems
     spec = Spec(
-        name=data["name"], seed=data["seed"], source=loaded.source, data=_freeze(data["data"]),
-        input_shape=input_shape, layers=tuple(layers), loss=_freeze(loss), output_activation=activation["type"],
-        metrics=metrics, optimizer=_freeze(data["optimizer"]), train=_freeze(data["train"]), steps=steps,
-        num_examples=num_examples, data_info=info, eval=_freeze(data["eval"]), base_dir=str(Path(loaded.source).resolve().parent),
-        checkpoint=_freeze(data["checkpoint"]), summaries=_freeze(data["summaries"]), resolved=_freeze(data),
+        name=data["name"], seed=data["seed"], source=loaded.source, data=freeze(data["data"]),
+        input_shape=input_shape, layers=tuple(layers), loss=freeze(loss), output_activation=activation["type"],
+        metrics=metrics, optimizer=freeze(data["optimizer"]), train=freeze(data["train"]), steps=steps,
+        num_examples=num_examples, data_info=info, eval=freeze(data["eval"]), base_dir=str(Path(loaded.source).resolve().parent),
+        checkpoint=freeze(data["checkpoint"]), summaries=freeze(data["summaries"]), resolved=freeze(data),
     )
     return spec, []
 
@@ -164,7 +164,7 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
             problems.append(loaded.problem(field_at, f"layer {name!r} ({layer['type']}): {e}"))
             continue
         shapes[name] = out_shape
-        layers.append(Layer(name, layer["type"], inputs, _freeze(args), in_shapes, out_shape))
+        layers.append(Layer(name, layer["type"], inputs, freeze(args), in_shapes, out_shape))
     return layers if len(problems) == count else None
 
 

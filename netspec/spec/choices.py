@@ -14,6 +14,9 @@ the batch axis, raising `ShapeMismatch` when the inputs cannot work. The rule mu
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
 from netspec.spec.fields import boolean, integer, number
 
 
@@ -135,12 +138,36 @@ LOSS_DOCS: dict[str, str] = {
 }
 
 
-# For each cross-entropy loss, the output activation it fuses with into the stable logits form.
-FUSED_ACTIVATION = {
-    "binary_crossentropy": "sigmoid",
-    "categorical_crossentropy": "softmax",
-    "sparse_categorical_crossentropy": "softmax",
+class LossKind(NamedTuple):
+    """What a loss means, stated once for every stage that must agree: check's label rules, the
+    JAX loss, its metrics and confusion matrix, `netspec predict` and the closing report.
+
+    `targets`: "binary" (per output unit, class 0 or 1, or a probability), "classes" (one class
+    per example: a class number, made one-hot where the loss wants it, or targets per class),
+    "class_index" (one class number per example, as it is), "real" (any numbers: regression).
+    `fused_activation`: the output activation the loss fuses with into its stable logits form
+    (log-sigmoid, log-softmax), None for a regression loss. A classification loss is one that
+    fuses."""
+
+    targets: str
+    fused_activation: str | None
+
+    @property
+    def classification(self) -> bool:
+        return self.fused_activation is not None
+
+
+LOSS_KINDS: dict[str, LossKind] = {
+    "binary_crossentropy": LossKind("binary", "sigmoid"),
+    "categorical_crossentropy": LossKind("classes", "softmax"),
+    "sparse_categorical_crossentropy": LossKind("class_index", "softmax"),
+    "mean_squared_error": LossKind("real", None),
+    "mean_absolute_error": LossKind("real", None),
+    "huber": LossKind("real", None),
 }
+
+# For each cross-entropy loss, the output activation it fuses with into the stable logits form.
+FUSED_ACTIVATION = {name: kind.fused_activation for name, kind in LOSS_KINDS.items() if kind.classification}
 
 
 METRICS: dict[str, dict] = {

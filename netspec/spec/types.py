@@ -1,31 +1,37 @@
-"""Check a loaded spec and produce the `Spec` every later stage reads.
+"""What `check` guarantees: the checked Spec and its layers, the types every later stage reads.
 
-Contract: `check(loaded) -> Spec` or raises `SpecError` listing every problem found, each with
-file:line:col, key path, what was expected and what was found. Two passes:
-
-1. the JSON Schema (`netspec.schema.SCHEMA`): types, ranges, names, unknown keys;
-2. meaning, only once the schema passes: layer names unique, `inputs` name earlier layers,
-   shapes agree through the whole model (the registry's pure-Python shape rules), the data's
-   shape fits the model's input, the loss fits the output and the labels, metrics fit the loss;
-   and what the spec asks of the machine (`netspec.cost`): at most MAX_LAYERS layers, a plan
-   within the summary points, evaluations and checkpoints a run may write, and the memory
-   training needs at least within the budget (skipped for a run directory's own record,
-   `data_info`, which was admitted where the run started).
-
-After `check` the Spec is frozen and fully defaulted: `model.defaults` are pushed into the
-layers, every default from the schema is filled in, every "name or {type, args}" choice is a
-mapping with all its arguments. No later stage re-validates, guesses or mutates it; `resolved`
-is what ran and is what the run directory saves. No jax here: `validate` must stay fast.
+Contract. `Spec` is frozen and fully defaulted: `model.defaults` are pushed into the layers,
+every default of the schema is filled in, every "name or {type, args}" choice is a mapping with
+all its arguments, every integer field an int and every number field a float. No later stage
+re-validates, guesses or mutates it; `resolved` is what ran and is what the run directory saves
+(`spec.yaml`). The typed attributes (`layers`, `steps`, `precision`, ...) are what the later
+stages decide on; a field they read from `resolved` is one the spec states as written.
+`freeze` / `plain` turn plain data into the frozen form and back. Pure Python, no jax.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 
 from netspec.spec.choices import FUSED_ACTIVATION
+
+
+class Precision(NamedTuple):
+    """`precision` as it runs: the layers' dtype and the loss scale, resolved (Micikevicius et al.
+    2018: float16 needs a loss scale, bfloat16 and float32 do not)."""
+
+    compute: str  # float32, bfloat16 or float16: the layers' arithmetic
+    dynamic_scale: bool  # a dynamic loss scale (precision.loss_scale: dynamic, or unset with float16)
+    static_scale: float  # a fixed loss scale (1.0: none)
+    scale_period: int  # with a dynamic scale: steps in a row without overflow before it doubles
+
+    @property
+    def loss_scale(self) -> str | float | None:
+        """What ran, as a spec would write it: "dynamic", a number, or None (no scaling)."""
+        return "dynamic" if self.dynamic_scale else (self.static_scale if self.static_scale != 1.0 else None)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,15 @@ class Spec:
         return self.layers[-1].out_shape
 
     @property
+    def precision(self) -> Precision:
+        """`precision` resolved: the layers' dtype and the loss scale as it runs (loss_scale unset
+        is dynamic for float16, none otherwise; Keras and PyTorch do the same)."""
+        p = self.resolved["precision"]
+        dynamic = p["loss_scale"] == "dynamic" or (p["loss_scale"] is None and p["compute"] == "float16")
+        static = 1.0 if dynamic or p["loss_scale"] is None else float(p["loss_scale"])
+        return Precision(p["compute"], dynamic, static, p["loss_scale_period"])
+
+    @property
     def fused_loss(self) -> bool:
         """True when the output activation is folded into the loss as logits (the stable form)."""
         return FUSED_ACTIVATION.get(self.loss["type"]) == self.output_activation and not self.loss.get("from_logits")
@@ -84,11 +99,12 @@ def metric_name(metric: Mapping) -> str:
     return f"top_{metric['k']}_accuracy" if metric["type"] == "top_k_accuracy" else metric["type"]
 
 
-def _freeze(value):
+def freeze(value):
+    """Plain data (dicts, lists) as read-only mappings and tuples."""
     if isinstance(value, dict):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     return value
 
 

@@ -96,7 +96,7 @@ def device_data(split, arrays):
     """A split on the device as stored (uint8 images stay uint8), with its scaling."""
     import jax.numpy as jnp
 
-    from netspec.compile.program import Data
+    from netspec.compile.state import Data
 
     return Data(jnp.asarray(split.x), jnp.asarray(split.y), jnp.asarray(arrays.shift), jnp.asarray(arrays.scale))
 
@@ -107,7 +107,7 @@ def padded(split, arrays, batch_size: int, devices: int = 1, mesh=None):
     (each process puts only its own devices' part)."""
     import jax.numpy as jnp
 
-    from netspec.compile.program import Data
+    from netspec.compile.state import Data
 
     n = len(split.x)
     batch_size = -(-min(batch_size, n) // devices) * devices

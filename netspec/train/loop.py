@@ -234,7 +234,8 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
 
     from netspec.train import checkpoint
     from netspec.spec.types import metric_mode
-    from netspec.compile.program import compile_spec, current_learning_rate
+    from netspec.compile.optim import current_learning_rate
+    from netspec.compile.program import compile_spec
     from netspec.train.summaries import Summaries
 
     from netspec.train import resumption
@@ -324,7 +325,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     sample = [arrays.train.x[:sample_size], arrays.train.y[:sample_size]]
     if mesh is not None:  # split over the devices like a training batch
         sample = [distribute.from_host(mesh, a.shape, a.__getitem__) for a in sample]
-    sample = program.prepare(data, *sample)
+    sample = program.prepare_batch(data, *sample)
     # the sample batch is an argument, never closed over (a constant in the program; across
     # processes, not even allowed)
     eval_fn = partial(jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False,
@@ -388,7 +389,7 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     pause("compiling")
     compile_start = time.perf_counter()
     compiled = signals.wait_for(lambda: {
-        n: program.chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
+        n: program.train_chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
         for n in sorted(set(lengths))})
     compile_seconds = time.perf_counter() - compile_start
     if signals.requested and not finishing:  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
@@ -417,17 +418,19 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
         timing["previous"] = now
         if timing["first"] is None:
             timing["first"] = chunk.dispatched - netspec.STARTED + elapsed / chunk.length
-        bad_layer, bad_step = int(outputs.pop("nonfinite_layer")), int(outputs.pop("nonfinite_step"))
-        noticed = bool(outputs.pop("nonfinite", False))  # stop without a per-step check: the chunk went bad somewhere
-        skipped = int(outputs.pop("skipped"))
+        bad_layer, bad_step = int(outputs.nonfinite_layer), int(outputs.nonfinite_step)
+        noticed = bool(outputs.nonfinite) if outputs.nonfinite is not None else False  # stop without a per-step check: the chunk went bad somewhere
         if spec.train["on_nonfinite"] == "stop" and (bad_layer >= 0 or noticed):
             if bad_layer < 0:
                 bad_step, bad_layer = locate_nonfinite(chunk)
-            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest(), chunk, outputs["loss"])
-        losses.extend(float(v) for v in outputs["loss"])
-        last = {k: float(v[-1] if k == "loss" else v) for k, v in outputs.items()}
-        if spec.train["on_nonfinite"] == "skip_step" or "loss_scale" in last:
-            last["skipped_steps"] = float(skipped)
+            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest(), chunk, outputs.loss)
+        losses.extend(float(v) for v in outputs.loss)
+        last = {"loss": float(outputs.loss[-1]), **{k: float(v) for k, v in outputs.metrics.items()},
+                "learning_rate": float(outputs.learning_rate)}
+        if outputs.loss_scale is not None:
+            last["loss_scale"] = float(outputs.loss_scale)
+        if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
+            last["skipped_steps"] = float(outputs.skipped_steps)
         write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
         reason = None
         if chunk.evaluation is not None:
@@ -470,10 +473,10 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
                 if signals.requested:  # Ctrl-C: stop looking
                     return -1, -1
                 replay, _ = compiled[n](replay, data, feed.batches(start, n), program.keys)
-        diagnose = program.chunk(chunk.length, streamed=feed.streamed, diagnose=True)
+        diagnose = program.train_chunk(chunk.length, streamed=feed.streamed, diagnose=True)
         _, outputs = diagnose(replay, data, feed.batches(begin, chunk.length), program.keys)
         outputs = jax.device_get(outputs)
-        return int(outputs["nonfinite_step"]), int(outputs["nonfinite_layer"])
+        return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
 
     starts = list(itertools.accumulate(lengths[:-1], initial=start_step))  # steps done before each chunk
     loop_start = time.perf_counter()

@@ -81,12 +81,12 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
     predict's and evaluation's), the final metrics, the TensorBoard line."""
     import jax
 
-    from netspec.compile.program import output_class
+    from netspec.model.losses import output_class
 
     if table is not None:
         x, y = arrays.train
         data = device_data(arrays.train, arrays)
-        h = np.asarray(jax.device_get(program.apply(*table, program.prepare(data, data.x, data.y)[0])))
+        h = np.asarray(jax.device_get(program.apply(*table, program.prepare_batch(data, data.x, data.y)[0])))
         decide = output_class(spec)
         pred = h if decide is None else decide(h)  # a regression model's prediction is its output
         echo(f"{'input':<20} {'hypothesis':<24} {'prediction':<12} target")

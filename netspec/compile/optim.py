@@ -1,0 +1,55 @@
+"""The spec's optimizer as an optax transformation, and its learning rate.
+
+Contract: `optimizer(spec_optimizer, seed=...) -> optax.GradientTransformation` is optax's own
+optimizer of that name (`optax.<type>(**its arguments)`, optax's defaults), with the learning
+rate (a number, or the optax schedule `learning_rate(...)` names) injected as state by
+`optax.inject_hyperparams`, so the rate is an argument of the compiled chunk, not a constant: it
+can be logged (`current_learning_rate`) and varied without compiling again. With
+`clip_global_norm` the gradients are first clipped (`optax.clip_by_global_norm`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+import jax
+import optax
+
+from netspec.spec.choices import OPTIMIZERS, SCHEDULES
+
+
+def learning_rate(value) -> float | Callable:
+    """A number, or the optax schedule a `{type, args}` mapping names (`SCHEDULES`: spec name ->
+    optax function)."""
+    if not hasattr(value, "get"):
+        return float(value)
+    fn_name, fields, _ = SCHEDULES[value["type"]]
+    args = {k: v for k, v in value.items() if k != "type" and k in fields}
+    if value["type"] == "piecewise_constant":
+        args["boundaries_and_scales"] = {int(k): float(v) for k, v in (args.get("boundaries_and_scales") or {}).items()}
+    return getattr(optax, fn_name)(**args)
+
+
+def optimizer(spec_optimizer: Mapping, *, seed: int = 0) -> optax.GradientTransformation:
+    """The optax transformation of the spec's `optimizer` section (see the module docstring);
+    `seed` keys noisy_sgd's noise unless the spec names its own."""
+    name = spec_optimizer["type"]
+    args = {k: spec_optimizer[k] for k in OPTIMIZERS[name] if k in spec_optimizer}
+    if "seed" in OPTIMIZERS[name]:  # noisy_sgd: its noise follows the spec's seed unless it names its own
+        chosen = args.pop("seed")
+        args["key"] = jax.random.key(seed if chosen is None else chosen)
+    factory = getattr(optax, name)
+    # inject_hyperparams takes any callable default for a schedule: adafactor's dtype_momentum
+    # (jnp.float32) was called as one, and adafactor with momentum crashed at its first step
+    dtypes = tuple(n for n, p in inspect.signature(factory).parameters.items() if n != "learning_rate" and callable(p.default))
+    tx = optax.inject_hyperparams(factory, static_args=tuple(args) + dtypes)(
+        learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args)
+    clip = spec_optimizer.get("clip_global_norm")
+    return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+    """The learning rate the optimizer used at its last step (inject_hyperparams keeps it)."""
+    # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.
+    return optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))

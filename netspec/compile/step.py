@@ -1,0 +1,170 @@
+"""One training step, as top-level pure functions of a `StepConfig` made once from the Spec.
+
+Contract. `step_config(spec, ...) -> StepConfig` holds the model, loss, metrics, optimizer and
+the choices the spec made (compute dtype, loss scaling, the non-finite policy). Then:
+
+    prepare_batch(config, data, x, y) -> (x, y)       as stored -> scaled input, encoded labels
+    per_example(config, params, model_state, batch, *, train, key, metrics=True)
+        -> ({"loss": [N], tag: [N]...}, output, model_state)
+    loss_and_metrics(config, params, model_state, batch, *, train, key) -> (loss, (metrics, model_state))
+    train_step(config, state, batch, key, *, check) -> (TrainState, {"loss", "nonfinite_layer"})
+    metrics_on_batch(config, params, model_state, batch, key) -> {tag: mean}
+
+A step computes the loss, its gradients and the update, as a hand-written step does; with
+`check` (on_nonfinite: skip_step, a dynamic loss scale, or a diagnosing replay) it also probes
+each layer's gradients and skips a bad update. Mixed precision: the layers compute in
+`compute_dtype` (each casts its float32 parameters to its input's dtype); the loss, gradients
+and optimizer stay float32. Loss scaling follows Micikevicius et al. 2018 (Keras's
+LossScaleOptimizer, jmp): scale the loss before the backward pass, unscale the gradients after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from netspec.compile.state import LOSS_SCALE_MAX, Data, LossScale, TrainState
+
+
+class StepConfig(NamedTuple):
+    """Everything one step needs, made once from the Spec (`netspec.compile.program`)."""
+
+    net_apply: Callable  # netspec.model.network's apply
+    loss_fn: Callable  # fn(z, y) -> [N]
+    metric_fns: dict[str, Callable]  # tag -> fn(z, y) -> [N]
+    encode_labels: Callable  # labels as stored -> as the loss takes them
+    tx: optax.GradientTransformation
+    input_shape: tuple[int, ...]  # model.input
+    compute_dtype: Any  # the layers' dtype (precision.compute)
+    logits: bool  # the loss takes logits (a fused output activation, or from_logits)
+    dynamic_scale: bool  # a dynamic loss scale (float16), in TrainState.scaler
+    static_scale: float  # a fixed loss scale (1.0: none)
+    scale_period: int  # steps without overflow before a dynamic scale doubles
+    skip_bad_steps: bool  # keep the old state at a bad step (on_nonfinite: skip_step, dynamic scale)
+    check_each_step: bool  # probe every step's gradients (skipping must decide at once)
+    check_chunk: bool  # on_nonfinite: stop without a per-step check: probe the state once per chunk
+    param_layers: tuple[str, ...]  # layer names, in spec order (the per-layer probe's order)
+    batch_sharding: Any  # with a mesh: where a batch lives (split over the devices), else None
+    state_sharding: Any  # with a mesh: where each TrainState leaf lives, else None
+
+
+def prepare_batch(config: StepConfig, data: Data, x, y):
+    """(x, y) as stored -> (x float32 scaled and shaped as model.input, y as the loss takes it),
+    on the device, split over the devices with a mesh."""
+    x = ((x.astype(jnp.float32) - data.shift) * data.scale).reshape((x.shape[0], *config.input_shape))
+    x, y = x, config.encode_labels(y)
+    if config.batch_sharding is not None:
+        x, y = jax.lax.with_sharding_constraint((x, y), config.batch_sharding)
+    return x, y
+
+
+def per_example(config: StepConfig, params, model_state, batch, *, train: bool, key, metrics: bool = True):
+    """({"loss", and the metrics unless `metrics` is False: per-example values [N]}, the loss's
+    input (float32), the new model state)."""
+    x, y = batch
+    out, new_state = config.net_apply(params, model_state, x.astype(config.compute_dtype), train=train, key=key, logits=config.logits)
+    out = out.astype(jnp.float32)
+    with jax.named_scope("cost"):
+        values = {"loss": config.loss_fn(out, y), **({name: fn(out, y) for name, fn in config.metric_fns.items()} if metrics else {})}
+    return values, out, new_state
+
+
+def loss_and_metrics(config: StepConfig, params, model_state, batch, *, train: bool, key):
+    """(the mean loss, ({tag: mean metric}, the new model state)) of one batch."""
+    values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key)
+    with jax.named_scope("cost"):
+        means = {k: jnp.mean(v) for k, v in values.items()}
+    loss = means.pop("loss")
+    return loss, (means, new_state)
+
+
+def _scaled(config: StepConfig) -> bool:
+    return config.dynamic_scale or config.static_scale != 1.0
+
+
+def _scaled_loss(config: StepConfig, params, model_state, batch, scale, *, train: bool, key):
+    """The training objective alone, times the loss scale: the metrics are not computed per step
+    (see `netspec.compile.chunk.chunk_outputs`), so the step does what a hand-written step does."""
+    values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key, metrics=False)
+    with jax.named_scope("cost"):
+        loss = jnp.mean(values["loss"])
+        scaled = loss * scale if _scaled(config) else loss
+    return scaled, (loss, new_state)
+
+
+def gradients(config: StepConfig, params, model_state, batch, scale, *, train: bool, key):
+    """((loss, model state), gradients): the gradients of the (scaled) loss, unscaled."""
+    (_, (loss, new_state)), grads = jax.value_and_grad(partial(_scaled_loss, config), has_aux=True)(
+        params, model_state, batch, scale, train=train, key=key)
+    if _scaled(config):
+        grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
+    return (loss, new_state), grads
+
+
+def nonfinite_probe(tree) -> jax.Array:
+    """NaN when any element of `tree` is inf or NaN, else 0: one reduction per array, which XLA
+    can fuse with the optimizer's own pass over it (0 * x is 0 for every finite x, NaN for inf
+    and NaN, and a sum of zeros cannot overflow, as a plain sum of large gradients could)."""
+    total = jnp.zeros((), jnp.float32)
+    for x in jax.tree_util.tree_leaves(tree):
+        total = total + jnp.sum(x * 0, dtype=jnp.float32)
+    return total
+
+
+def next_loss_scale(scaler: LossScale, finite, overflow, period: int) -> LossScale:
+    """The dynamic loss scale after a step: halved (not below 1) at an overflow, doubled (not
+    above LOSS_SCALE_MAX) after `period` finite steps in a row."""
+    grown = scaler.good_steps + 1 >= period
+    scale = jnp.where(overflow, jnp.maximum(scaler.scale / 2, 1.0),
+                      jnp.where(finite & grown, jnp.minimum(scaler.scale * 2, LOSS_SCALE_MAX), scaler.scale))
+    return LossScale(scale, jnp.where(finite & ~grown, scaler.good_steps + 1, 0))
+
+
+def train_step(config: StepConfig, state: TrainState, batch, key, *, check: bool | None = None):
+    """One update. With `check` (default: the spec's `check_each_step`), a step whose loss or
+    gradients are non-finite is not applied where it can be skipped (on_nonfinite: skip_step, or
+    an overflow the dynamic loss scale answers by halving) and counted in `skipped`; any other is
+    `bad`. Returns the new state and {"loss", "nonfinite_layer"}: for a bad step the first layer,
+    in spec order, whose gradients were non-finite (len(layers): the loss alone), else -1.
+    Without `check` (stop, ignore) the step does what a hand-written step does and nothing more."""
+    check = config.check_each_step if check is None else check
+    layers = config.param_layers
+    scale = state.scaler.scale if config.dynamic_scale else config.static_scale
+    (loss, model_state), grads = gradients(config, state.params, state.model_state, batch, scale, train=True, key=key)
+    with jax.named_scope("train"):
+        if check:
+            layer_ok = jnp.isfinite(jnp.stack([nonfinite_probe(grads[name]) for name in layers]))
+            finite = jnp.isfinite(loss) & jnp.all(layer_ok)
+        else:
+            layer_ok, finite = jnp.ones((len(layers),), bool), jnp.array(True)
+        scaler, bad = state.scaler, ~finite
+        if config.dynamic_scale:  # gradients that overflow at a finite loss: the scale is to blame, not the model
+            overflow = jnp.isfinite(loss) & ~finite & (state.scaler.scale > 1)
+            scaler, bad = next_loss_scale(state.scaler, finite, overflow, config.scale_period), ~finite & ~overflow
+
+        updates, opt_state = config.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if config.skip_bad_steps:
+            # Keep the old state. A select, not lax.cond (a conditional costs a device-to-host
+            # sync per step on GPU). With `stop` no select is needed: the run ends at the first
+            # bad step and the last good checkpoint on disk is what stays.
+            params, model_state, opt_state = jax.tree_util.tree_map(
+                lambda n, o: jnp.where(finite, n, o), (params, model_state, opt_state),
+                (state.params, state.model_state, state.opt_state))
+        nonfinite_layer = jnp.where(bad, jnp.where(jnp.all(layer_ok), len(layers), jnp.argmin(layer_ok)), -1)
+        step = state.step + 1  # in the train box too: nothing of the step is drawn outside a box
+        skipped = state.skipped + jnp.logical_not(finite).astype(jnp.int32)
+    return (TrainState(step, params, model_state, opt_state, skipped, scaler),
+            {"loss": loss, "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
+
+
+def metrics_on_batch(config: StepConfig, params, model_state, batch, key) -> dict:
+    """The spec's metrics on one training batch, as the training step sees it (train mode: the
+    same dropout masks, batch statistics), means over the batch."""
+    values, _, _ = per_example(config, params, model_state, batch, train=True, key=key)
+    return {k: jnp.mean(v) for k, v in values.items() if k != "loss"}
