@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from netspec.compile.optim import optimizer
+from netspec.compile import optim
 from netspec.compile.program import compile_spec
 
 from netspec.model import layers as L
@@ -96,7 +96,7 @@ VARIANTS = [(name, {}) for name in sorted(OPTIMIZERS)] + [
 def test_optimizer_state_equals_optax_init(name, extra):
     optimizer = {"type": name, "learning_rate": 0.01, "clip_global_norm": None, **defaults_of(OPTIMIZERS[name]), **extra}
     params = {str(i): jnp.zeros(s) for i, s in enumerate(SHAPES)}
-    state = jax.eval_shape(optimizer(optimizer).init, params)
+    state = jax.eval_shape(optim.optimizer(optimizer).init, params)
     real = sum(math.prod(a.shape) for a in jax.tree.leaves(state) if a.ndim >= 1)
     assert optimizer_state_elements(optimizer, SHAPES) == real
 
