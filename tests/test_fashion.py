@@ -25,7 +25,7 @@ from helpers import accumulator  # noqa: E402
 from netspec.cli import main  # noqa: E402
 from netspec.spec.check import check  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
-from netspec.train import loop  # noqa: E402
+from netspec.train import feed as feed_module  # noqa: E402
 from netspec.train.feed import Feed  # noqa: E402
 from netspec.train.loop import run  # noqa: E402
 
@@ -206,7 +206,7 @@ def small_runs(tmp_path_factory):
                 feeds.append(self)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(loop, "Feed", SpyFeed)
+            mp.setattr(feed_module, "Feed", SpyFeed)
             result = run(spec, logdir=logdir, run_name=key, quiet=True, data_dir=str(FASHION))
         (feed,) = feeds
         out[key] = (result, feed.streamed)

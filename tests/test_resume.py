@@ -32,7 +32,8 @@ from netspec.train.rundir import LOCK_FILE
 from helpers import accumulator, result_of
 from netspec.inference import evaluate_run
 from netspec.train.feed import device_data, load_arrays
-from netspec.train.loop import RunResult, _Chunk, _nonfinite, run
+from netspec.train.callbacks import nonfinite_error
+from netspec.train.loop import RunResult, run
 from netspec.train.rundir import load_run_spec
 
 pytestmark = pytest.mark.slow
@@ -428,10 +429,9 @@ def test_nan_is_located_exactly_whatever_the_last_checkpoint(diverging_spec, tmp
 
 
 def test_nan_not_found_again_names_the_chunk_and_its_first_bad_loss(tmp_path):
-    chunk = _Chunk(end=300, length=100, dispatched=0.0, outputs={}, params=None, extras=None, evaluation=None, state=None, checkpoint=False)
     losses = np.array([1.0] * 41 + [np.inf] + [np.nan] * 58)
     spec = check(load(SPECS / "xor_wide.yaml", []))
-    message = str(_nonfinite(spec, tmp_path, -1, -1, None, chunk, losses))
+    message = str(nonfinite_error(spec, tmp_path, -1, -1, None, 300, 100, losses))
     assert message.startswith("Training stopped: a NaN or Inf appeared in steps 201-300 (the loss first at step 242), "
                               "and running them again did not show the step and layer.")
     assert "No checkpoint had been written yet" in message and str(tmp_path) in message

@@ -1,47 +1,24 @@
-"""Train a checked Spec: the host loop over compiled chunks, the run directory, the report.
+"""What a run trains on, on the device: the training data (resident or streamed), the batches
+of each chunk, the evaluation split, the sample batch the summaries use.
 
-Contract: `run(spec, logdir=..., run_name=None, quiet=False, resume=None) -> RunResult`. A new run
-claims `<logdir>/<spec.name>/<run-id>/` (an exclusive mkdir: never an existing directory), saves
-the resolved spec (`spec.yaml`), where it came from (`run.json`) and the input scaling
-(`preprocess.npz`), trains `spec.steps` steps in chunks of `summaries.every` steps and writes
-summaries at every chunk boundary (and the untrained model at step 0), checkpoints every
-`checkpoint.every` steps, at the end and when stopped, and finally `result.json`. Its events are
-laid out as `netspec.summaries` says: training at the run directory's root (with the HParams
-session), evaluations in `test/` or `validation/` beside it. When the evaluated split is
-validation (it chose the model: early stopping, the best checkpoint) and the data has a test
-split, the final evaluation also measures the test split, once: `final` holds both.
+Contract. `training_inputs(spec, arrays, program, mesh) -> TrainingInputs` places a run's data:
 
-`resume=RUN_DIR` continues that run from its latest checkpoint: the state (parameters,
-optimizer and model state, step) is restored exactly, the batch order and per-step keys are
-functions of (seed, step), and the event files drop anything past the checkpoint (purge_step),
-so a stopped and resumed run ends bit for bit as one never stopped.
+    feed       a `Feed`: each chunk's `batches` argument (example indices into resident data, or
+               for data larger than `data.max_resident_mb`, or across processes, the examples
+               themselves gathered on the host by the same indices, the next chunk's prefetched)
+    data       the resident training split as stored (`Data`: uint8 images stay uint8)
+    eval_data  the eval split padded to whole batches, with its mask (`padded`), or None
+    sample     a prepared batch of up to 256 training examples (summaries at step 0, histograms)
 
-The closing. When training ends (its last step, or early stopping) the final evaluations are
-computed (the best checkpoint kept), then the closing checkpoint is written, recording how
-training ended; only then are the final evaluations' events, the HParams status and
-`result.json` written. A run interrupted after the closing checkpoint is finished by a resume
-without training: the same evaluations of the same state, written again in place of what the
-interrupted closing wrote (`summaries` keeps them in a file of their own), so it ends as one
-never interrupted.
-
-A sitting holds the run directory (`rundir.lock`) from when it claims or opens it to its end,
-and first removes what cut-off writes left there. Every file is written whole or not at all,
-and the events up to a checkpoint's step are on disk (fsynced) before the checkpoint is.
-
-Stops: SIGINT/SIGTERM (`netspec.interrupts`) before the run directory exists stop at once, with
-nothing written; while training, the first finishes the current chunk, checkpoints and raises
-`Stopped` (exit 130 / 143), a second stops at once, keeping the last checkpoint; in the closing
-they stop at once, for a resume to finish. A full disk ends the run with one paragraph saying
-what was kept. A non-finite loss or gradient with `on_nonfinite: stop` raises an error naming
-the step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the
-host then runs that chunk again from the last checkpoint with the check in every step to name
-them); early stopping ends the loop normally.
-The host touches the program only between chunks.
+The batch order is `BatchOrder`'s (a function of the seed and the step), so resident and streamed
+data train the same steps. `split_means` turns `program.evaluate`'s sums into means.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
+
 import numpy as np
 from netspec import distribute
 from netspec.spec.types import Spec
@@ -132,3 +109,36 @@ def split_means(evaluation) -> tuple[dict[str, float], np.ndarray | None]:
 
     sums, count, confusion = jax.device_get(evaluation)
     return {k: float(v) / float(count) for k, v in sums.items()}, confusion
+
+
+class TrainingInputs(NamedTuple):
+    """A run's data on the device (see the module docstring)."""
+
+    feed: Feed
+    data: Any  # Data: the resident training split (empty when streamed), with its scaling
+    eval_data: Any  # (Data [batches, batch, ...], mask) of the eval split, or None
+    sample: Any  # the prepared sample batch (x, y)
+    n_devices: int
+
+
+def training_inputs(spec: Spec, arrays, program, mesh) -> TrainingInputs:
+    """Place `arrays` for training `spec` with `program` over `mesh` (None: one device)."""
+    import jax
+
+    full_batch = spec.train["batch_size"] == spec.num_examples
+    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
+    # Across processes each one feeds its own shard of every batch (streamed), rather than every
+    # device holding the whole set.
+    streamed = jax.process_count() > 1 or arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20
+    feed = Feed(arrays.train, order, streamed=streamed, full_batch=full_batch, mesh=mesh)
+    data = device_data(feed.resident, arrays)
+    n_devices = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        data = distribute.place(data, distribute.replicated(data, mesh))
+    eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
+    eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices, mesh) if eval_split is not None else None
+    sample_size = max(n_devices, min(256, len(arrays.train.x)) // n_devices * n_devices)
+    sample = [arrays.train.x[:sample_size], arrays.train.y[:sample_size]]
+    if mesh is not None:  # split over the devices like a training batch
+        sample = [distribute.from_host(mesh, a.shape, a.__getitem__) for a in sample]
+    return TrainingInputs(feed, data, eval_data, program.prepare_batch(data, *sample), n_devices)

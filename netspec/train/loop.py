@@ -41,39 +41,41 @@ The host touches the program only between chunks.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
 from pathlib import Path
-import numpy as np
+from typing import Any, NamedTuple
+
+
 import netspec
 from netspec import distribute
-from netspec.train import interrupts
-from netspec.train import rundir
-from netspec.spec.types import Spec
-from netspec.data.arrays import BatchOrder
 from netspec.errors import NetspecError
+from netspec.spec.types import Spec
+from netspec.train import interrupts
+from netspec.train.callbacks import (Checkpointing, DispatchedChunk, Evaluation, FinishedChunk, Histograms, NonfiniteGuard,
+                                     ProgressBar, Scalars, Timing, chunk_values)
+from netspec.train.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
 from netspec.train.interrupts import Stopped, pause
-from netspec.train.feed import Feed, device_data, load_arrays, padded, split_means
-from netspec.train.report import Progress, REPORT_TABLE_MAX, report
+from netspec.train.report import REPORT_TABLE_MAX, Progress, report
 from netspec.train.rundir import _json, _write_atomically, make_run_dir, record_resume, spec_yaml, write_preprocess
+from netspec.train.sitting import Sitting
 
 
 @dataclass
 class RunResult:
+    """A finished run: its directory, final metrics and timings (seconds)."""
+
     run_dir: Path
-    final: dict
+    final: dict  # the last chunk's scalars, and `<split>_<tag>` of the final evaluations
     train_seconds: float
     compile_seconds: float
-    losses: list = field(default_factory=list)  # (step, loss) at every step, for reproducibility checks
+    losses: list = field(default_factory=list)  # every step's loss of this sitting, for reproducibility checks
     steps_run: int | None = None  # steps the training that ended the run took in its sitting (None: len(losses))
+    ran: dict = field(default_factory=dict)  # the choices made for this machine: loop, unroll, devices, loss_scale
 
 
 def chunk_lengths(total: int, every: int) -> list[int]:
@@ -88,6 +90,8 @@ def use_compilation_cache() -> None:
     """JAX's persistent compilation cache under the user cache (`$XDG_CACHE_HOME/netspec/jax`,
     `NETSPEC_JAX_CACHE` to move it, empty to turn it off): a spec run again, or resumed, loads
     its compiled programs instead of compiling them again (XLA:CPU takes ~0.5 s for each)."""
+    import os
+
     import jax
 
     default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netspec" / "jax"
@@ -99,19 +103,22 @@ def use_compilation_cache() -> None:
 
 def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
         data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None,
-        allow_setting_changes: bool = False) -> RunResult:
+        allow_setting_changes: bool = False, started: float | None = None) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint that loads (or, when its training had ended, finish it
-    without training); what a resume may change of the spec is `netspec.resumption`'s
-    (`allow_setting_changes`: the training settings too). See the module docstring. Raises
-    `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends it early (a
-    full disk included), each one paragraph saying what was kept and how to go on."""
-    where = _Where(spec, resume)
+    without training); what a resume may change of the spec is `netspec.train.resumption`'s
+    (`allow_setting_changes`: the training settings too). `started`: when the process started
+    (time.perf_counter(); result.json's first_step_seconds counts from it). See the module
+    docstring. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends
+    it early (a full disk included), each one paragraph saying what was kept and how to go on."""
+    where = Sitting(spec, resume)
     with interrupts.watch() as signals, signals.modes():
         failed = True
         try:
-            result = _sitting(spec, where, signals, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=echo,
-                              resume=resume, devices=devices, allow_setting_changes=allow_setting_changes)
+            opened = _open(spec, where, signals, logdir=logdir, run_name=run_name, data_dir=data_dir, echo=echo, resume=resume,
+                           devices=devices, allow_setting_changes=allow_setting_changes)
+            result = _train_and_close(spec, opened, where, signals, quiet=quiet, echo=echo,
+                                      started=netspec.STARTED if started is None else started)
             failed = False
             return result
         except interrupts.Interrupted as e:
@@ -124,121 +131,28 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
                 where.release(failed)
 
 
-class _Where:
-    """How far a sitting got, for the paragraph that ends it early, and what it holds: the run
-    directory once it exists (and the lock on it), a process's scratch directory."""
+class Opened(NamedTuple):
+    """A sitting's start: the run directory claimed or reopened, the program, the state to train on."""
 
-    def __init__(self, spec: Spec, resume):
-        self.spec = spec
-        self.resume = None if resume is None else Path(resume)
-        self.run_dir: Path | None = None
-        self.phase = "training"  # then "closing" (training ended, results not yet written), "done"
-        self.scratch: Path | None = None
-        self.removed: Path | None = None  # a new run's directory, taken away as it held nothing
-        self._lock = None
-
-    def hold(self, run_dir: Path) -> None:
-        """Lock the run directory for this sitting (refused, naming the holder, while another
-        process writes it), then remove what cut-off writes left there."""
-        self._lock = rundir.lock(run_dir)
-        self.run_dir = run_dir
-        rundir.remove_leftovers(run_dir)
-
-    def abandon_if_empty(self) -> None:
-        """A new run that failed before writing anything into its directory (a full disk) takes
-        the directory away again: nothing of it could be used."""
-        if self.resume is None and self.run_dir is not None and self._lock is not None:
-            with contextlib.suppress(OSError):
-                rundir.remove_leftovers(self.run_dir)
-                if {p.name for p in self.run_dir.iterdir()} <= {rundir.LOCK_FILE}:
-                    (self.run_dir / rundir.LOCK_FILE).unlink(missing_ok=True)
-                    self.run_dir.rmdir()
-                    self.removed, self.run_dir = self.run_dir, None
-
-    def release(self, failed: bool) -> None:
-        if self._lock is not None:
-            if failed and self.run_dir is not None:  # our own cut-off writes clean up after themselves; this is the last word
-                with contextlib.suppress(OSError):
-                    rundir.remove_leftovers(self.run_dir)
-            self._lock.release()
-            self._lock = None
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def _kept(self) -> tuple[str, str, bool]:
-        """(what the run directory holds now, what to do next, whether that is to start again)."""
-        from netspec.train import checkpoint
-
-        again = "run the same netspec run command to start again"
-        if self.run_dir is None:
-            if self.resume is not None:
-                return f"Nothing in {self.resume} was changed", f"continue it with: netspec resume {self.resume}", False
-            if self.removed is not None:
-                return f"Nothing was kept (its empty directory {self.removed} was removed)", again, True
-            return "No run directory was created", again, True
-        if self.phase == "done":
-            return f"The run had finished; everything is in {self.run_dir}", "", False
-        latest = checkpoint.Checkpoints(self.run_dir / "checkpoints", keep=1).latest()
-        if latest is None:
-            return (f"No checkpoint had been written yet, so the run cannot be resumed ({self.run_dir} holds its events so far)",
-                    again, True)
-        try:
-            meta = checkpoint.metadata(latest)
-        except NetspecError:
-            meta = {}
-        step = meta.get("step", latest.stem.split("-")[-1].lstrip("0") or "0")
-        if "closing" in meta:
-            return (f"Its training had ended; the checkpoint at step {step} and the events up to it are kept in {self.run_dir}",
-                    f"finish the run (final evaluation and result.json, no training) with: netspec resume {self.run_dir}", False)
-        return (f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
-                f"continue with: netspec resume {self.run_dir}", False)
-
-    def stopped(self, e: interrupts.Interrupted) -> Stopped:
-        """The paragraph for a signal that stopped the sitting where it was."""
-        if self.run_dir is None:
-            what = "stopped before the " + ("resume" if self.resume is not None else "run") + " started"
-        elif self.phase == "closing":
-            what = "stopped after training, before the run's results were written"
-        elif self.phase == "done":
-            what = "stopped after the run finished"
-        else:
-            what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
-        kept, then, _ = self._kept()  # no full stop after a command: it would be copied with it
-        return Stopped(f"{interrupts.describe(e.signum, e.count)}: {what}. {kept}." + (f" {then[0].upper()}{then[1:]}" if then else ""),
-                       e.signum)
-
-    def cannot_write(self, e: OSError) -> NetspecError:
-        """The paragraph for a write that failed (a full disk): the file, the cause, what was kept."""
-        cause = e.strerror or str(e)
-        directory = self.run_dir or self.removed
-        if e.filename and directory is not None and Path(e.filename).is_relative_to(directory):
-            file = f" ({Path(e.filename).relative_to(directory)})"  # the run directory is named already
-        else:
-            file = f" ({e.filename})" if e.filename else ""
-        if self.run_dir is None:
-            at = f" {self.removed}" if self.removed else ""
-            return NetspecError(f"Cannot write the run{at}{file}: {cause}. Nothing was kept (no run directory remains): free some "
-                                f"space or choose another --logdir, and run the same netspec run command again.")
-        kept, then, again = self._kept()
-        if not then:
-            return NetspecError(f"Cannot write {e.filename or self.run_dir}: {cause}. {kept}.")
-        other = " (or choose another --logdir)" if again and self.resume is None else ""
-        return NetspecError(f"Cannot write the run {self.run_dir}{file}: {cause}. {kept}. Free some space{other}, then {then}")
+    run_dir: Path
+    program: Any
+    state: Any  # TrainState, placed on the mesh
+    start_step: int
+    arrays: Any  # netspec.data.arrays.Arrays
+    mesh: Any
+    changes: list  # what a resume changed of the spec (netspec.train.resumption)
+    meta: dict  # the restored checkpoint's metadata ({} for a new run)
+    closing: dict | None  # how training ended, when a resume finds its closing checkpoint
+    finishing: bool  # a resume that only finishes the run (no training)
+    reclosing: bool  # a resume that trains on after an unfinished closing (what it wrote is replaced)
+    spec_text: str | None  # spec.yaml as a new run wrote it (None on resume)
+    writer: bool  # this process writes the run (process 0)
 
 
-def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdir, run_name, quiet, data_dir, echo, resume, devices,
-             allow_setting_changes) -> RunResult:
-    """`run`'s work: set up or open the run directory, train, close. See the module docstring."""
-    import jax
-    import jax.numpy as jnp
-
-    from netspec.train import checkpoint
-    from netspec.spec.types import metric_mode
-    from netspec.compile.optim import current_learning_rate
+def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, echo, resume, devices, allow_setting_changes) -> Opened:
+    """Load the data, compile, and claim a new run directory or reopen `resume` at its checkpoint."""
     from netspec.compile.program import compile_spec
-    from netspec.train.summaries import Summaries
-
-    from netspec.train import resumption
+    from netspec.train import checkpoint, resumption
 
     writer = distribute.is_writer()
     if resume is not None and writer:
@@ -251,20 +165,10 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
     mesh = distribute.mesh_for(spec, devices)
     program = signals.wait_for(lambda: compile_spec(spec, mesh))
     state = signals.wait_for(program.init)
-    meta: dict = {}
-    closing = None  # how the run's training ended, when a resume finds it had
-    finishing = reclosing = False  # a resume that only finishes the run; one that trains on after an unfinished closing
     scratch = where.scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
     if resume is None:
-        run_dir = make_run_dir(logdir if writer else scratch, spec.name, run_name)
-        where.hold(run_dir)
-        signals.begin_graceful()  # from here a first signal stops at a checkpoint
-        text = spec_yaml(spec)
-        _write_atomically(run_dir / "spec.yaml", text)
-        _write_atomically(run_dir / "run.json", json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
-        # what `netspec predict` needs to treat new inputs as the training data was treated
-        write_preprocess(run_dir, arrays)
-        resumption.record(run_dir, spec, arrays)  # what ran, for resume to compare with and predict to check with
+        run_dir = _new_run(spec, where, signals, arrays, logdir if writer else scratch, run_name)
+        opened = Opened(run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer)
     else:
         signals.begin_graceful()
         # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
@@ -273,239 +177,208 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
             raise NetspecError(f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
         latest, state = restored
         meta = checkpoint.metadata(latest)
-        closing = meta.get("closing")
-        at = int(state.step)
-        ended = closing is not None and (at >= spec.steps or closing["stopped"] == "early_stopping")
-        results = (Path(resume) / "result.json").is_file()
-        if ended and not results and at <= spec.steps:
-            finishing = True  # interrupted between its closing checkpoint and result.json: finish it, no training
-        elif ended and closing["stopped"] == "early_stopping" and at < spec.steps:
-            raise NetspecError(f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
-                               f"says so). Its best checkpoint is what netspec eval and predict use.")
-        elif at >= spec.steps:
-            raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
-        else:
-            reclosing = closing is not None and not results  # trains on: what that closing wrote is replaced
-            closing = None
+        closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
         run_dir = Path(resume) if writer else make_run_dir(scratch, spec.name, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
         if writer:
             record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
-    start_step = int(state.step)
-    checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
+        opened = Opened(run_dir, program, state, int(state.step), arrays, mesh, changes, meta, closing, finishing, reclosing, None, writer)
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
-        state = distribute.place(state, program.state_sharding)
+        opened = opened._replace(state=distribute.place(opened.state, program.state_sharding))
+    return opened
 
-    full_batch = spec.train["batch_size"] == spec.num_examples
-    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
-    # Across processes each one feeds its own shard of every batch (streamed), rather than every
-    # device holding the whole set.
-    streamed = jax.process_count() > 1 or arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20
-    feed = Feed(arrays.train, order, streamed=streamed, full_batch=full_batch, mesh=mesh)
-    data = device_data(feed.resident, arrays)
-    n_devices = 1 if mesh is None else mesh.devices.size
-    if mesh is not None:
-        data = distribute.place(data, distribute.replicated(data, mesh))
-    eval_split = {"test": arrays.test, "validation": arrays.validation}.get(spec.eval["split"] or "")
-    eval_data = padded(eval_split, arrays, spec.eval["batch_size"], n_devices, mesh) if eval_split is not None else None
-    # a resumed run continues its event files; purge_step drops anything written after the checkpoint
-    # (TensorBoard drops steps >= purge_step, and the checkpoint's own step was written before it);
-    # the evaluation run is opened at once, so its purge holds even before its first evaluation.
-    # A run finished here writes no training events; it (or one trained on after a closing cut
-    # short) replaces what that closing wrote.
-    evaluating = eval_data is not None and spec.eval["every"] and not finishing
-    summaries = Summaries(run_dir, spec, purge_step=start_step + 1 if resume is not None else None,
-                          splits=[spec.eval["split"]] if evaluating else [], training=not finishing,
-                          replace_closing=finishing or reclosing)
-    config = spec.summaries
-    wanted_scalars = set(config["scalars"])
-    wanted_hist = set(config["histograms"])
 
-    sample_size = max(n_devices, min(256, len(arrays.train.x)) // n_devices * n_devices)
-    sample = [arrays.train.x[:sample_size], arrays.train.y[:sample_size]]
-    if mesh is not None:  # split over the devices like a training batch
-        sample = [distribute.from_host(mesh, a.shape, a.__getitem__) for a in sample]
-    sample = program.prepare_batch(data, *sample)
-    # the sample batch is an argument, never closed over (a constant in the program; across
-    # processes, not even allowed)
-    eval_fn = partial(jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False,
-                                                                                     key=program.keys.step)), batch=sample)
-    extras_fn = partial(_extras_fn(program), sample=sample) if wanted_hist & {"activations", "gradients"} else None
+def _new_run(spec: Spec, where: Sitting, signals, arrays, logdir, run_name) -> Path:
+    """Claim a new run directory and write what it starts with: spec.yaml, run.json, preprocess.npz, ran.json."""
+    from netspec.train import resumption
 
-    if changes and config["text"] and not finishing:  # at the first step that ran with them
-        summaries.changes_text(resumption.markdown(changes, start_step), start_step)
-    if resume is None:
-        summaries.spec_text(text)
-        summaries.sample_images(arrays.train.x[:16], spec.data_info)
-        if config["graph"]:
-            from netspec.train.graph import step_graph
+    run_dir = make_run_dir(logdir, spec.name, run_name)
+    where.hold(run_dir)
+    signals.begin_graceful()  # from here a first signal stops at a checkpoint
+    _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))
+    _write_atomically(run_dir / "run.json", json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
+    write_preprocess(run_dir, arrays)  # what `netspec predict` needs to treat new inputs as the training data was treated
+    resumption.record(run_dir, spec, arrays)  # what ran, for resume to compare with and predict to check with
+    return run_dir
 
-            graph = step_graph(program.train_step, state, sample, program.keys.step, arg_names=_graph_names(state))
-            summaries.graph(graph)
 
-    def write(step, values, params, extras, steps_per_second):
-        scalars = {}
-        if "loss" in wanted_scalars:
-            scalars["loss"] = values["loss"]
-        if "metrics" in wanted_scalars:
-            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
-        if "learning_rate" in wanted_scalars:
-            scalars["learning_rate"] = values["learning_rate"]
-        if "steps_per_second" in wanted_scalars and steps_per_second is not None:
-            scalars["steps_per_second"] = steps_per_second
-        summaries.scalars(step, scalars)
-        if wanted_hist:
-            activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
-            summaries.histograms(step, distribute.gather(params), activations=activations, gradients=gradients)
+def _resume_kind(spec: Spec, resume: Path, meta: dict, at: int) -> tuple[dict | None, bool, bool]:
+    """(the closing to finish or None, finishing, reclosing) of a resume from a checkpoint at step
+    `at`; raises NetspecError for a run that already finished."""
+    closing = meta.get("closing")
+    ended = closing is not None and (at >= spec.steps or closing["stopped"] == "early_stopping")
+    results = (resume / "result.json").is_file()
+    if ended and not results and at <= spec.steps:
+        return closing, True, False  # interrupted between its closing checkpoint and result.json: finish it, no training
+    if ended and closing["stopped"] == "early_stopping" and at < spec.steps:
+        raise NetspecError(f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
+                           f"says so). Its best checkpoint is what netspec eval and predict use.")
+    if at >= spec.steps:
+        raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
+    return None, False, closing is not None and not results  # trains on: what that closing wrote is replaced
 
-    def evaluate(split_data):
-        return split_means(program.evaluate(state.params, state.model_state, *split_data))
 
-    early = spec.train["early_stopping"]
-    best_tag = spec.checkpoint["best"]
-    best_mode = metric_mode(best_tag) if best_tag else None
-    tracking = meta.get("tracking", {"best": None, "best_step": None, "early_best": None, "bad_evals": 0})
+def _summaries(spec: Spec, opened: Opened, inputs: TrainingInputs):
+    """The run's event writers: a resumed run continues its event files (purge_step drops anything
+    written after the checkpoint; TensorBoard drops steps >= purge_step, and the checkpoint's own
+    step was written before it); the evaluation run is opened at once, so its purge holds even
+    before its first evaluation. A run finished here writes no training events; it (or one
+    trained on after a closing cut short) replaces what that closing wrote."""
+    from netspec.train.summaries import Summaries
 
-    def better(value, than, mode, min_delta=0.0):
-        return than is None or (value > than + min_delta if mode == "max" else value < than - min_delta)
+    evaluating = inputs.eval_data is not None and spec.eval["every"] and not opened.finishing
+    return Summaries(opened.run_dir, spec, purge_step=opened.start_step + 1 if opened.spec_text is None else None,
+                     splits=[spec.eval["split"]] if evaluating else [], training=not opened.finishing,
+                     replace_closing=opened.finishing or opened.reclosing)
 
-    def save_checkpoint(tree, step, **more):
-        summaries.sync()  # the events up to the checkpoint are on disk before it: a resume after kill -9 has no gap
-        return checkpoints.save(tree, step, {"spec": spec.name, "tracking": tracking, **more})
 
-    if resume is None:  # step 0: the untrained model
-        loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state))
-        write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))},
-              state.params, extras_fn(state.params, state.model_state) if extras_fn is not None else None,
-              None)  # the rate step 1 uses
+def _first_summaries(spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, scalars: Scalars, histograms: Histograms) -> None:
+    """What a sitting writes before training: a resume's changes; a new run's spec text, sample
+    images, graph and the untrained model at step 0 (its loss and metrics on the sample batch, the
+    rate step 1 uses)."""
+    import jax
 
-    every = config["every"]
-    # a run resumed off the grid (it finished a shorter last chunk, then was given more steps)
-    # first steps up to the next multiple of `every`, so summaries and checkpoints stay on it
-    head = min(-start_step % every, spec.steps - start_step)
-    lengths = ([head] if head else []) + chunk_lengths(spec.steps - start_step - head, every)
-    if finishing:  # no training: straight to the closing
-        lengths = []
+    from netspec.compile.optim import current_learning_rate
+    from netspec.train import resumption
+
+    program, state, config = opened.program, opened.state, spec.summaries
+    if opened.changes and config["text"] and not opened.finishing:  # at the first step that ran with them
+        summaries.changes_text(resumption.markdown(opened.changes, opened.start_step), opened.start_step)
+    if opened.spec_text is None:
+        return
+    summaries.spec_text(opened.spec_text)
+    summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
+    if config["graph"]:
+        from netspec.train.graph import step_graph
+
+        summaries.graph(step_graph(program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state)))
+    # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
+    eval_fn = jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False, key=program.keys.step))
+    loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state, inputs.sample))
+    scalars.write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}, None)
+    histograms.write(0, state.params, histograms.dispatch(state, 0))
+
+
+def _plan(spec: Spec, opened: Opened) -> list[int]:
+    """The lengths of the chunks this sitting runs. A run resumed off the grid (it finished a
+    shorter last chunk, then was given more steps) first steps up to the next multiple of
+    `summaries.every`, so summaries and checkpoints stay on it; a finishing resume runs none."""
+    if opened.finishing:
+        return []
+    every, start = spec.summaries["every"], opened.start_step
+    head = min(-start % every, spec.steps - start)
+    return ([head] if head else []) + chunk_lengths(spec.steps - start - head, every)
+
+
+def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], signals) -> dict:
+    """{length: the compiled chunk}, compiled before training (on a worker thread a signal can stop)."""
+    program, state = opened.program, opened.state
+    return signals.wait_for(lambda: {
+        n: program.train_chunk(n, streamed=inputs.feed.streamed).lower(state, inputs.data, inputs.feed.batches(opened.start_step, n),
+                                                                        program.keys).compile()
+        for n in sorted(set(lengths))})
+
+
+def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float) -> RunResult:
+    """Train the sitting's chunks with the callbacks, then close the run (see the module docstring)."""
+    from netspec.train import checkpoint
+
+    program, run_dir = opened.program, opened.run_dir
+    inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
+    summaries = _summaries(spec, opened, inputs)
+    checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
+    wanted_hist = set(spec.summaries["histograms"])
+    extras = partial(_extras_fn(program), sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
+    scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
+    evaluation = Evaluation(spec, summaries, checkpoints,
+                            None if inputs.eval_data is None else lambda s: program.evaluate(s.params, s.model_state, *inputs.eval_data),
+                            opened.arrays.class_names, opened.meta.get("tracking"))
+    saver = Checkpointing(spec, summaries, checkpoints, lambda: evaluation.tracking)
+    _first_summaries(spec, opened, inputs, summaries, scalars, histograms)
+    lengths = _plan(spec, opened)
     pause("compiling")
     compile_start = time.perf_counter()
-    compiled = signals.wait_for(lambda: {
-        n: program.train_chunk(n, streamed=feed.streamed).lower(state, data, feed.batches(start_step, n), program.keys).compile()
-        for n in sorted(set(lengths))})
+    compiled = _compile_chunks(opened, inputs, lengths, signals)
     compile_seconds = time.perf_counter() - compile_start
-    if signals.requested and not finishing:  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
-        if resume is None:
-            save_checkpoint(state, start_step)
+    if signals.requested and not opened.finishing:  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
+        if opened.spec_text is not None:
+            saver.save(opened.state, opened.start_step)
         summaries.close()
-        raise Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {start_step} of {spec.steps}; checkpoint and "
-                      f"events are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
+        raise _stopped(signals, opened.start_step, spec, run_dir)
+    locate = partial(_locate_nonfinite, opened, inputs, compiled, lengths, checkpoints, signals, echo if not quiet and opened.writer else None)
+    callbacks = [NonfiniteGuard(spec, run_dir, checkpoints.latest, locate), scalars, histograms, evaluation, saver,
+                 ProgressBar(progress := Progress(spec.steps - opened.start_step, quiet))]
+    trained = _train_chunks(spec, opened, inputs, compiled, lengths, callbacks, signals, Timing(started), progress)
+    dropped = summaries.dropped_note()
+    if dropped and opened.writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
+        echo(dropped)
+    if signals.requested and trained.step < spec.steps and not opened.finishing:
+        saver.save(trained.state, trained.step)
+        summaries.close()
+        raise _stopped(signals, trained.step, spec, run_dir)
+    closing = opened.closing or {"stopped": trained.stop_reason, "last": trained.last, "start_step": opened.start_step,
+                                 "train_seconds": trained.seconds, "compile_seconds": compile_seconds,
+                                 "first_step_seconds": trained.first_step_seconds}
+    return _close(spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo)
 
-    losses: list[float] = []
-    progress = Progress(spec.steps - start_step, quiet)
-    last: dict = {}
-    timing = {"first": None, "previous": None}
-    eval_every = spec.eval["every"]
-    ckpt_every = spec.checkpoint["every"]
-    stop_reason = None
+
+def _stopped(signals, step: int, spec: Spec, run_dir: Path) -> Stopped:
+    return Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
+                   f"are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
+
+
+class Trained(NamedTuple):
+    """Where the training of a sitting ended."""
+
+    state: Any
+    step: int
+    stop_reason: str | None  # "early_stopping", "signal", or None (the last step)
+    last: dict  # the last chunk's scalars
+    losses: list  # every step's loss
+    seconds: float  # the loop's wall time
+    first_step_seconds: float | None
+
+
+def _train_chunks(spec: Spec, opened: Opened, inputs: TrainingInputs, compiled: dict, lengths: list[int], callbacks: list,
+                  signals, timing: Timing, progress) -> Trained:
+    """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
+    checkpoints) while this one runs; stop at a callback's reason or a signal."""
+    import jax
+    import jax.numpy as jnp
+
     copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
+    state, step, pending, stop_reason, losses, last = opened.state, opened.start_step, None, None, [], {}
+    evaluation = next(c for c in callbacks if c.name == "evaluation")
 
-    def finish(chunk: _Chunk) -> str | None:
-        """Host work for a chunk already dispatched (the next one runs meanwhile): summaries,
-        evaluation, checkpoints, and whether to stop."""
+    def finish(chunk: DispatchedChunk) -> str | None:
         nonlocal last
         outputs = jax.device_get(chunk.outputs)
-        now = time.perf_counter()
-        elapsed = now - max(chunk.dispatched, timing["previous"] or 0.0)
-        timing["previous"] = now
-        if timing["first"] is None:
-            timing["first"] = chunk.dispatched - netspec.STARTED + elapsed / chunk.length
-        bad_layer, bad_step = int(outputs.nonfinite_layer), int(outputs.nonfinite_step)
-        noticed = bool(outputs.nonfinite) if outputs.nonfinite is not None else False  # stop without a per-step check: the chunk went bad somewhere
-        if spec.train["on_nonfinite"] == "stop" and (bad_layer >= 0 or noticed):
-            if bad_layer < 0:
-                bad_step, bad_layer = locate_nonfinite(chunk)
-            raise _nonfinite(spec, run_dir, bad_step, bad_layer, checkpoints.latest(), chunk, outputs.loss)
-        losses.extend(float(v) for v in outputs.loss)
-        last = {"loss": float(outputs.loss[-1]), **{k: float(v) for k, v in outputs.metrics.items()},
-                "learning_rate": float(outputs.learning_rate)}
-        if outputs.loss_scale is not None:
-            last["loss_scale"] = float(outputs.loss_scale)
-        if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
-            last["skipped_steps"] = float(outputs.skipped_steps)
-        write(chunk.end, last, chunk.params, chunk.extras, chunk.length / elapsed if elapsed > 0 else None)
+        steps_per_second = timing.steps_per_second(chunk.dispatched, chunk.length)
+        finished = FinishedChunk(chunk.end, chunk.length, outputs, chunk_values(spec, outputs), steps_per_second,
+                                 chunk.state, chunk.params, chunk.work)
         reason = None
-        if chunk.evaluation is not None:
-            values, confusion = split_means(chunk.evaluation)
-            if best_tag and better(values[best_tag], tracking["best"], best_mode):
-                tracking.update(best=values[best_tag], best_step=chunk.end)
-                checkpoints.save_best(chunk.state, chunk.end, {"spec": spec.name, best_tag: values[best_tag]})
-            if early is not None:
-                if better(values[early["metric"]], tracking["early_best"], early["mode"], early["min_delta"]):
-                    tracking.update(early_best=values[early["metric"]], bad_evals=0)
-                else:
-                    tracking["bad_evals"] += 1
-                    if tracking["bad_evals"] >= early["patience"]:
-                        reason = "early_stopping"
-            if reason is None:  # an early stop's evaluation is the final one: the closing writes it, once
-                summaries.evaluation(chunk.end, values, confusion, arrays.class_names, split=spec.eval["split"])
-        if chunk.checkpoint and reason is None:  # an early stop's checkpoint is the closing one, which says so
-            save_checkpoint(chunk.state, chunk.end)
-        progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
-        pause(f"chunk:{chunk.end}")
+        for callback in callbacks:
+            if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
+                losses.extend(float(v) for v in outputs.loss)
+                last = finished.values
+            reason = callback.on_chunk_end(finished, reason) or reason
         return reason
 
-    def locate_nonfinite(chunk: _Chunk) -> tuple[int, int]:
-        """(step, layer) of the first non-finite step of a chunk that went bad (-1, -1 if running
-        it again does not find one): the chunk runs again with the per-step check, from the state
-        before it, which the last checkpoint (or the run's start) and the same compiled chunks
-        since give back step for step."""
-        begin = chunk.end - chunk.length
-        latest = checkpoints.latest()
-        replay = program.init() if latest is None else checkpoint.load(latest, program.init())  # no checkpoint: the run began at 0
-        if mesh is not None:
-            replay = distribute.place(replay, program.state_sharding)
-        at = int(replay.step)
-        if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
-            return -1, -1
-        if not quiet and writer:
-            echo(f"A NaN or Inf appeared in steps {begin + 1}-{chunk.end}; running them again from step {at} to find the step and layer.")
-        for start, n in zip(starts, lengths):
-            if start >= at and start + n <= begin:
-                if signals.requested:  # Ctrl-C: stop looking
-                    return -1, -1
-                replay, _ = compiled[n](replay, data, feed.batches(start, n), program.keys)
-        diagnose = program.train_chunk(chunk.length, streamed=feed.streamed, diagnose=True)
-        _, outputs = diagnose(replay, data, feed.batches(begin, chunk.length), program.keys)
-        outputs = jax.device_get(outputs)
-        return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
-
-    starts = list(itertools.accumulate(lengths[:-1], initial=start_step))  # steps done before each chunk
     loop_start = time.perf_counter()
-    pending: _Chunk | None = None
-    step = start_step
     try:
         for i, n in enumerate(lengths):
             end = step + n
-            batches = feed.batches(step, n)
+            batches = inputs.feed.batches(step, n)
             if i + 1 < len(lengths):
-                feed.prefetch(end, lengths[i + 1])
+                inputs.feed.prefetch(end, lengths[i + 1])
             dispatched = time.perf_counter()
-            state, outputs = compiled[n](state, data, batches, program.keys)
-            # What the host needs of this state is copied on the device now, before the next
-            # chunk takes (donates) it; the host reads the copies while the next chunk runs.
-            evaluate_now = eval_data is not None and eval_every and end % eval_every == 0 and end != spec.steps
-            checkpoint_now = bool(ckpt_every and end % ckpt_every == 0 and end != spec.steps)
-            keep_state = checkpoint_now or bool(evaluate_now and best_tag)
-            snapshot = copy(state) if keep_state else None
-            params = snapshot.params if keep_state else (copy(state.params) if wanted_hist else None)
-            evaluation = program.evaluate(state.params, state.model_state, *eval_data) if evaluate_now else None
-            extras = extras_fn(state.params, state.model_state) if extras_fn is not None else None
-            chunk = _Chunk(end, n, dispatched, outputs, params, extras, evaluation, snapshot, checkpoint_now)
+            state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
+            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs, copy)
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
             pending = chunk
-            if early is not None and evaluate_now and not stop_reason:
-                # early stopping decides before the next chunk runs, so a stop is at this step
-                stop_reason = finish(chunk) or stop_reason
+            if spec.train["early_stopping"] is not None and evaluation.due(end) and not stop_reason:
+                stop_reason = finish(chunk) or stop_reason  # early stopping decides before the next chunk runs: a stop is at this step
                 pending = None
             step = end
             if signals.requested:
@@ -514,106 +387,126 @@ def _sitting(spec: Spec, where: _Where, signals: interrupts.Interrupts, *, logdi
                 break
         if pending is not None:
             stop_reason = finish(pending) or stop_reason
-            pending = None
     finally:
         progress.close()
-        feed.close()
-    loop_seconds = time.perf_counter() - loop_start
-    dropped = summaries.dropped_note()
-    if dropped and writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
-        echo(dropped)
-    if signals.requested and step < spec.steps and not finishing:
-        save_checkpoint(state, step)
-        summaries.close()
-        raise Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
-                      f"are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
+        inputs.feed.close()
+    return Trained(state, step, stop_reason, last, losses, time.perf_counter() - loop_start, timing.first)
 
-    # The closing. Its evaluations are computed first (the last step may be the best), then the
-    # closing checkpoint records how training ended; what is written after it, a resume that
-    # finds it writes again (see the module docstring).
-    if closing is None:
-        closing = {"stopped": stop_reason, "last": last, "start_step": start_step, "train_seconds": loop_seconds,
-                   "compile_seconds": compile_seconds, "first_step_seconds": timing["first"]}
-    evaluated = tested = None
-    if eval_data is not None:
-        evaluated = evaluate(eval_data)
-        value = evaluated[0][best_tag] if best_tag else None
-        if best_tag and better(value, tracking["best"], best_mode):  # again in a resume that finishes: then not better
-            tracking.update(best=value, best_step=step)
-            checkpoints.save_best(state, step, {"spec": spec.name, best_tag: value})
-    if spec.eval["split"] == "validation" and arrays.test is not None:
-        # The validation split chose the model (early stopping, best checkpoint); the test split
-        # is looked at once, here, for the figure to report, and goes into its own test/ run.
-        tested = evaluate(padded(arrays.test, arrays, spec.eval["batch_size"], n_devices, mesh))
-    if not finishing:
-        save_checkpoint(state, step, closing=closing)
+
+def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, outputs, copy) -> DispatchedChunk:
+    """What the host needs of this state is copied on the device now, before the next chunk takes
+    (donates) it, and the callbacks' device work is started; the host reads both while the next
+    chunk runs."""
+    needs = [callback.needs(end) for callback in callbacks]
+    keep_state = any(n.state for n in needs)
+    snapshot = copy(state) if keep_state else None
+    params = snapshot.params if keep_state else (copy(state.params) if any(n.params for n in needs) else None)
+    work = {}
+    for callback in callbacks:
+        started = callback.dispatch(state, end)
+        if started is not None:
+            work[callback.name] = started
+    return DispatchedChunk(end, length, dispatched, outputs, snapshot, params, work)
+
+
+def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, lengths: list[int], checkpoints, signals, echo,
+                      end: int, length: int) -> tuple[int, int]:
+    """(step, layer) of the first non-finite step of the chunk of `length` steps ending at `end`
+    (-1, -1 if running it again does not find one): the chunk runs again with the per-step check,
+    from the state before it, which the last checkpoint (or the run's start) and the same compiled
+    chunks since give back step for step."""
+    import jax
+
+    from netspec.train import checkpoint
+
+    program = opened.program
+    begin = end - length
+    latest = checkpoints.latest()
+    replay = program.init() if latest is None else checkpoint.load(latest, program.init())  # no checkpoint: the run began at 0
+    if opened.mesh is not None:
+        replay = distribute.place(replay, program.state_sharding)
+    at = int(replay.step)
+    starts = list(itertools.accumulate(lengths[:-1], initial=opened.start_step))  # steps done before each chunk
+    if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
+        return -1, -1
+    if echo is not None:
+        echo(f"A NaN or Inf appeared in steps {begin + 1}-{end}; running them again from step {at} to find the step and layer.")
+    for start, n in zip(starts, lengths):
+        if start >= at and start + n <= begin:
+            if signals.requested:  # Ctrl-C: stop looking
+                return -1, -1
+            replay, _ = compiled[n](replay, inputs.data, inputs.feed.batches(start, n), program.keys)
+    diagnose = program.train_chunk(length, streamed=inputs.feed.streamed, diagnose=True)
+    _, outputs = jax.device_get(diagnose(replay, inputs.data, inputs.feed.batches(begin, length), program.keys))
+    return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
+
+
+def _final_evaluations(spec: Spec, opened: Opened, inputs: TrainingInputs, state, step: int, evaluation: Evaluation) -> list:
+    """[(split, (values, confusion))] of the closing: the eval split (its best checkpoint kept: the
+    last step may be the best), and, when the validation split chose the model, the test split,
+    looked at once, here, for the figure to report (it goes into its own test/ run)."""
+    program = opened.program
+    measured = []
+    if inputs.eval_data is not None:
+        evaluated = split_means(program.evaluate(state.params, state.model_state, *inputs.eval_data))
+        if evaluation.best_tag:  # again in a resume that finishes: then not better
+            evaluation.keep_best(evaluated[0][evaluation.best_tag], step, state)
+        measured.append((spec.eval["split"], evaluated))
+    if spec.eval["split"] == "validation" and opened.arrays.test is not None:
+        test = padded(opened.arrays.test, opened.arrays, spec.eval["batch_size"], inputs.n_devices, opened.mesh)
+        measured.append(("test", split_means(program.evaluate(state.params, state.model_state, *test))))
+    return measured
+
+
+def _close(spec: Spec, opened: Opened, inputs: TrainingInputs, trained: Trained, closing: dict, summaries, evaluation: Evaluation,
+           saver: Checkpointing, where: Sitting, signals, *, quiet: bool, echo) -> RunResult:
+    """The closing: its evaluations first, then the closing checkpoint recording how training
+    ended; what is written after it (the final evaluations' events, the HParams status,
+    result.json, the report) a resume that finds it writes again (see the module docstring)."""
+    state, step = trained.state, trained.step
+    measured = _final_evaluations(spec, opened, inputs, state, step, evaluation)
+    if not opened.finishing:
+        saver.save(state, step, closing=closing)
     where.phase = "closing"
     signals.end_graceful()  # from here a signal stops at once: a resume finishes the run
     pause("closing")
-    stop_reason = closing["stopped"]
     final = dict(closing["last"])
-    for split, measured in ((spec.eval["split"], evaluated), ("test", tested)):
-        if measured is not None:
-            values, confusion = measured
-            summaries.evaluation(step, values, confusion, arrays.class_names, split=split, final=True)
-            final.update({f"{split}_{k}": v for k, v in values.items()})
+    for split, (values, confusion) in measured:
+        summaries.evaluation(step, values, confusion, opened.arrays.class_names, split=split, final=True)
+        final.update({f"{split}_{k}": v for k, v in values.items()})
     summaries.commit_closing()
     pause("results")
     summaries.session(status="success")
     summaries.close()
-    train_seconds, ran = closing["train_seconds"], step - closing["start_step"]
-    result = RunResult(run_dir, final, train_seconds, closing["compile_seconds"], losses, steps_run=ran)
-    _write_atomically(run_dir / "result.json", _json({
+    ran = {"loop": opened.program.loop, "unroll": opened.program.unroll if opened.program.loop == "scan" else None,
+           "devices": inputs.n_devices, "loss_scale": spec.precision.loss_scale}
+    train_seconds, steps_run = closing["train_seconds"], step - closing["start_step"]
+    result = RunResult(opened.run_dir, final, train_seconds, closing["compile_seconds"], trained.losses, steps_run=steps_run, ran=ran)
+    tracking = evaluation.tracking if evaluation.best_tag else None
+    _write_atomically(opened.run_dir / "result.json", _json({
         "name": spec.name, "steps": step, "planned_steps": spec.steps, "final": final,
-        "stopped": stop_reason, "best": tracking if best_tag else None,
+        "stopped": closing["stopped"], "best": tracking, "ran": ran,
         "train_seconds": train_seconds, "compile_seconds": closing["compile_seconds"],
-        "us_per_step": 1e6 * train_seconds / max(ran, 1), "first_step_seconds": closing["first_step_seconds"],
-        "steps_per_second": ran / train_seconds if train_seconds else None,
+        "us_per_step": 1e6 * train_seconds / max(steps_run, 1), "first_step_seconds": closing["first_step_seconds"],
+        "steps_per_second": steps_run / train_seconds if train_seconds else None,
     }))
     where.phase = "done"
+    _announce(spec, opened, state, step, closing["stopped"], evaluation, result, quiet=quiet, echo=echo)
+    return result
+
+
+def _announce(spec: Spec, opened: Opened, state, step: int, stop_reason, evaluation: Evaluation, result: RunResult, *, quiet, echo):
+    """Early stopping's line, and the closing report (small data sets get the table of every
+    example, from whole parameters on this host: every process takes part in gathering them)."""
     if stop_reason == "early_stopping":
+        early, tracking = spec.train["early_stopping"], evaluation.tracking
         echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
              f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
              f"is in checkpoints/best.safetensors (netspec eval uses it).")
     if not quiet:
-        # small data sets get the lecture's table, from whole parameters on this host (every
-        # process takes part in gathering them)
-        table = distribute.gather((state.params, state.model_state)) if len(arrays.train.x) <= REPORT_TABLE_MAX else None
-        if writer:
-            report(spec, program, table, int(step), arrays, result, echo)
-    return result
-
-
-class _Chunk(NamedTuple):
-    """A dispatched chunk and the device values the host will read once it is done."""
-
-    end: int  # steps done after it
-    length: int
-    dispatched: float
-    outputs: dict
-    params: object  # a copy of the parameters after it (for histograms), or None
-    extras: object  # (activations, gradients) for histograms, or None
-    evaluation: object  # program.evaluate(...) results, or None
-    state: object  # a copy of the whole TrainState (for a checkpoint), or None
-    checkpoint: bool
-
-
-def _nonfinite(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None, chunk: _Chunk, losses) -> NetspecError:
-    """The error for a NaN or Inf with on_nonfinite: stop, at `step` in `layer_index` (len(layers):
-    the loss alone; -1: not found again, so only the chunk and its losses can be named)."""
-    if layer_index < 0:
-        bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
-        first_loss = f" (the loss first at step {chunk.end - chunk.length + 1 + bad[0]})" if bad.size else ""
-        what = f"Training stopped: a NaN or Inf appeared in steps {chunk.end - chunk.length + 1}-{chunk.end}{first_loss}, and running them again did not show the step and layer."
-    elif layer_index < len(spec.layers):
-        what = f"Training stopped at step {step}: the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec order, to go non-finite) became NaN or Inf."
-    else:
-        what = f"Training stopped at step {step}: the loss became NaN or Inf."
-    kept_text = f"The last good checkpoint is kept: {kept}." if kept else "No checkpoint had been written yet (see checkpoint.every)."
-    return NetspecError(
-        f"{what} {kept_text} "
-        f"Lower optimizer.learning_rate, clip the gradients (optimizer.clip_global_norm), or set "
-        f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
+        table = distribute.gather((state.params, state.model_state)) if len(opened.arrays.train.x) <= REPORT_TABLE_MAX else None
+        if opened.writer:
+            report(spec, opened.program, table, int(step), opened.arrays, result, echo)
 
 
 def _extras_fn(program):

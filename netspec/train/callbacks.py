@@ -1,0 +1,312 @@
+"""What the host does between chunks, one class per concern (Keras callbacks, Levanter's hooks).
+
+Contract. The loop (`netspec.train.loop`) dispatches a chunk, then asks every callback what it
+needs of the state it just got, before the next chunk takes (donates) it:
+
+    callback.needs(end) -> Needs(state, params)        copies to take on the device at `end`
+    callback.dispatch(state, end) -> device value | None  work to start on the device at `end`
+
+and once the chunk is done (the next one running meanwhile) hands each, in order, the chunk's
+results read back to the host:
+
+    callback.on_chunk_end(chunk: FinishedChunk, stopping) -> a stop reason or None
+
+`stopping` is the reason an earlier callback gave for this chunk (early stopping: the checkpoint
+of this step is then the closing one). The callbacks, in the order they run:
+
+    NonfiniteGuard   on_nonfinite: stop: a NaN or Inf noticed in the chunk ends the run, naming the
+                     step and layer (found by running the chunk again with the per-step check)
+    Scalars          loss, metrics, learning rate, steps/s (and loss scale, skipped steps)
+    Histograms       weights, biases; activations and gradients on the sample batch
+    Evaluation       the eval split every eval.every steps; the best checkpoint; early stopping
+    Checkpointing    a checkpoint every checkpoint.every steps, the events up to it on disk first
+    ProgressBar      the terminal's progress bar
+
+Each owns its state; the Evaluation's (`tracking`: the best value and step, early stopping's
+count) is saved inside every checkpoint, so a resume continues it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from netspec import distribute
+from netspec.compile.state import ChunkOutputs
+from netspec.errors import NetspecError
+from netspec.spec.types import Spec, metric_mode
+from netspec.train.feed import split_means
+from netspec.train.interrupts import pause
+
+
+class Needs(NamedTuple):
+    """What a callback needs copied of the state a chunk hands back (the next chunk donates it)."""
+
+    state: bool = False  # the whole TrainState (a checkpoint, a best checkpoint)
+    params: bool = False  # the parameters (histograms)
+
+
+class DispatchedChunk(NamedTuple):
+    """A chunk the loop has dispatched, and the device values the host will read once it is done."""
+
+    end: int  # steps done after it
+    length: int
+    dispatched: float  # time.perf_counter() when dispatched
+    outputs: ChunkOutputs  # on the device
+    state: Any  # a copy of the whole TrainState, when a callback needs it, else None
+    params: Any  # a copy of the parameters, when a callback needs them, else None
+    work: dict[str, Any]  # callback name -> what its `dispatch` started on the device
+
+
+class FinishedChunk(NamedTuple):
+    """A chunk done, its outputs on the host."""
+
+    end: int
+    length: int
+    outputs: ChunkOutputs  # numpy
+    values: dict[str, float]  # loss (the last step's), metrics, learning_rate, (loss_scale, skipped_steps)
+    steps_per_second: float | None
+    state: Any
+    params: Any
+    work: dict[str, Any]
+
+
+class Callback:
+    """The interface; each method's default does nothing."""
+
+    name = "callback"
+
+    def needs(self, end: int) -> Needs:
+        return Needs()
+
+    def dispatch(self, state, end: int):
+        return None
+
+    def on_chunk_end(self, chunk: FinishedChunk, stopping: str | None) -> str | None:
+        return None
+
+
+def chunk_values(spec: Spec, outputs: ChunkOutputs) -> dict[str, float]:
+    """The scalars of a finished chunk, in the order they are written: the last step's loss, the
+    metrics, the learning rate, and with a dynamic loss scale (or skip_step) the scale and the
+    steps skipped so far."""
+    values = {"loss": float(outputs.loss[-1]), **{k: float(v) for k, v in outputs.metrics.items()},
+              "learning_rate": float(outputs.learning_rate)}
+    if outputs.loss_scale is not None:
+        values["loss_scale"] = float(outputs.loss_scale)
+    if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
+        values["skipped_steps"] = float(outputs.skipped_steps)
+    return values
+
+
+class NonfiniteGuard(Callback):
+    """on_nonfinite: stop. A chunk whose per-step check named a bad step, or whose losses or final
+    state hold a NaN or Inf, ends the run with an error naming the step and the first layer (spec
+    order) whose gradients went non-finite; `locate(end, length)` (the loop's) runs the chunk again
+    with the per-step check to name them when the chunk only noticed."""
+
+    name = "nonfinite"
+
+    def __init__(self, spec: Spec, run_dir: Path, latest_checkpoint: Callable, locate: Callable):
+        self.spec, self.run_dir, self.latest_checkpoint, self.locate = spec, run_dir, latest_checkpoint, locate
+
+    def on_chunk_end(self, chunk, stopping):
+        if self.spec.train["on_nonfinite"] != "stop":
+            return None
+        outputs = chunk.outputs
+        layer, step = int(outputs.nonfinite_layer), int(outputs.nonfinite_step)
+        noticed = outputs.nonfinite is not None and bool(outputs.nonfinite)
+        if layer < 0 and not noticed:
+            return None
+        if layer < 0:
+            step, layer = self.locate(chunk.end, chunk.length)
+        raise nonfinite_error(self.spec, self.run_dir, step, layer, self.latest_checkpoint(), chunk.end, chunk.length, outputs.loss)
+
+
+def nonfinite_error(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None, end: int, length: int,
+                    losses) -> NetspecError:
+    """The error for a NaN or Inf with on_nonfinite: stop, at `step` in `layer_index` (len(layers):
+    the loss alone; -1: not found again, so only the chunk ending at `end` and its losses can be named)."""
+    if layer_index < 0:
+        bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+        first_loss = f" (the loss first at step {end - length + 1 + bad[0]})" if bad.size else ""
+        what = (f"Training stopped: a NaN or Inf appeared in steps {end - length + 1}-{end}{first_loss}, and running them again "
+                "did not show the step and layer.")
+    elif layer_index < len(spec.layers):
+        what = (f"Training stopped at step {step}: the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec "
+                "order, to go non-finite) became NaN or Inf.")
+    else:
+        what = f"Training stopped at step {step}: the loss became NaN or Inf."
+    kept_text = f"The last good checkpoint is kept: {kept}." if kept else "No checkpoint had been written yet (see checkpoint.every)."
+    return NetspecError(
+        f"{what} {kept_text} "
+        f"Lower optimizer.learning_rate, clip the gradients (optimizer.clip_global_norm), or set "
+        f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
+
+
+class Scalars(Callback):
+    """The training scalars at every chunk's end: `summaries.scalars` of the spec (loss, metrics,
+    learning_rate, steps_per_second), plus the loss scale and skipped steps where they exist."""
+
+    name = "scalars"
+
+    def __init__(self, spec: Spec, summaries):
+        self.wanted, self.summaries = set(spec.summaries["scalars"]), summaries
+
+    def write(self, step: int, values: dict[str, float], steps_per_second: float | None) -> None:
+        scalars = {}
+        if "loss" in self.wanted:
+            scalars["loss"] = values["loss"]
+        if "metrics" in self.wanted:
+            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
+        if "learning_rate" in self.wanted:
+            scalars["learning_rate"] = values["learning_rate"]
+        if "steps_per_second" in self.wanted and steps_per_second is not None:
+            scalars["steps_per_second"] = steps_per_second
+        self.summaries.scalars(step, scalars)
+
+    def on_chunk_end(self, chunk, stopping):
+        self.write(chunk.end, chunk.values, chunk.steps_per_second)
+
+
+class Histograms(Callback):
+    """Histograms at every chunk's end (`summaries.histograms`): the parameters, and with
+    activations or gradients asked, those of the sample batch (`extras(params, model_state)`)."""
+
+    name = "histograms"
+
+    def __init__(self, spec: Spec, summaries, extras: Callable | None):
+        self.wanted, self.summaries, self.extras = set(spec.summaries["histograms"]), summaries, extras
+
+    def needs(self, end):
+        return Needs(params=bool(self.wanted))
+
+    def dispatch(self, state, end):
+        return self.extras(state.params, state.model_state) if self.extras is not None else None
+
+    def write(self, step: int, params, extras) -> None:
+        if self.wanted:
+            activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
+            self.summaries.histograms(step, distribute.gather(params), activations=activations, gradients=gradients)
+
+    def on_chunk_end(self, chunk, stopping):
+        self.write(chunk.end, chunk.params, chunk.work.get(self.name))
+
+
+def better(value: float, than: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` improves on `than` (None: anything does) by more than `min_delta`, as Keras's
+    EarlyStopping compares (`mode` "max" or "min")."""
+    return than is None or (value > than + min_delta if mode == "max" else value < than - min_delta)
+
+
+class Evaluation(Callback):
+    """The eval split every `eval.every` steps (not at the last step: the closing evaluates it),
+    into its evaluation run; the best checkpoint by `checkpoint.best`; early stopping by
+    `train.early_stopping` (Keras's EarlyStopping: `patience` evaluations without an improvement
+    of more than `min_delta`). `tracking` is its state, saved in every checkpoint."""
+
+    name = "evaluation"
+
+    def __init__(self, spec: Spec, summaries, checkpoints, evaluate: Callable | None, class_names, tracking: dict | None):
+        self.spec, self.summaries, self.checkpoints, self.evaluate, self.class_names = spec, summaries, checkpoints, evaluate, class_names
+        self.every = spec.eval["every"]
+        self.best_tag = spec.checkpoint["best"]
+        self.best_mode = metric_mode(self.best_tag) if self.best_tag else None
+        self.early = spec.train["early_stopping"]
+        self.tracking = tracking or {"best": None, "best_step": None, "early_best": None, "bad_evals": 0}
+
+    def due(self, end: int) -> bool:
+        return bool(self.evaluate is not None and self.every and end % self.every == 0 and end != self.spec.steps)
+
+    def needs(self, end):
+        return Needs(state=self.due(end) and self.best_tag is not None)
+
+    def dispatch(self, state, end):
+        return self.evaluate(state) if self.due(end) else None
+
+    def keep_best(self, value: float, step: int, state) -> None:
+        """Save `state` as the best checkpoint when `value` of the best tag beats the best so far."""
+        if self.best_tag and better(value, self.tracking["best"], self.best_mode):
+            self.tracking.update(best=value, best_step=step)
+            self.checkpoints.save_best(state, step, {"spec": self.spec.name, self.best_tag: value})
+
+    def on_chunk_end(self, chunk, stopping):
+        evaluation = chunk.work.get(self.name)
+        if evaluation is None:
+            return None
+        values, confusion = split_means(evaluation)
+        if self.best_tag:
+            self.keep_best(values[self.best_tag], chunk.end, chunk.state)
+        reason = None
+        if self.early is not None:
+            early = self.early
+            if better(values[early["metric"]], self.tracking["early_best"], early["mode"], early["min_delta"]):
+                self.tracking.update(early_best=values[early["metric"]], bad_evals=0)
+            else:
+                self.tracking["bad_evals"] += 1
+                if self.tracking["bad_evals"] >= early["patience"]:
+                    reason = "early_stopping"
+        if reason is None:  # an early stop's evaluation is the final one: the closing writes it, once
+            self.summaries.evaluation(chunk.end, values, confusion, self.class_names, split=self.spec.eval["split"])
+        return reason
+
+
+class Checkpointing(Callback):
+    """A checkpoint every `checkpoint.every` steps (not at the last step: the closing checkpoints
+    it), the evaluation's tracking inside; the events up to its step are on disk (fsynced) before
+    it is, so a resume after kill -9 has no gap."""
+
+    name = "checkpointing"
+
+    def __init__(self, spec: Spec, summaries, checkpoints, tracking: Callable[[], dict]):
+        self.spec, self.summaries, self.checkpoints, self.tracking = spec, summaries, checkpoints, tracking
+        self.every = spec.checkpoint["every"]
+
+    def due(self, end: int) -> bool:
+        return bool(self.every and end % self.every == 0 and end != self.spec.steps)
+
+    def needs(self, end):
+        return Needs(state=self.due(end))
+
+    def save(self, state, step: int, **more) -> Path:
+        self.summaries.sync()
+        return self.checkpoints.save(state, step, {"spec": self.spec.name, "tracking": self.tracking(), **more})
+
+    def on_chunk_end(self, chunk, stopping):
+        if self.due(chunk.end) and stopping is None:  # an early stop's checkpoint is the closing one, which says so
+            self.save(chunk.state, chunk.end)
+
+
+class ProgressBar(Callback):
+    """The terminal's progress bar (`netspec.train.report.Progress`), and the test-only pause
+    point `chunk:<step>` (`netspec.train.interrupts.pause`)."""
+
+    name = "progress"
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def on_chunk_end(self, chunk, stopping):
+        self.progress.update(chunk.length, "  ".join(f"{k} {v:.4g}" for k, v in chunk.values.items()))
+        pause(f"chunk:{chunk.end}")
+
+
+class Timing:
+    """Seconds per chunk as the host sees them (a chunk runs while the host finishes the one
+    before), and the time to the first step since the process started."""
+
+    def __init__(self, started: float):
+        self.started, self.previous, self.first = started, None, None
+
+    def steps_per_second(self, dispatched: float, length: int) -> float | None:
+        now = time.perf_counter()
+        elapsed = now - max(dispatched, self.previous or 0.0)
+        self.previous = now
+        if self.first is None:
+            self.first = dispatched - self.started + elapsed / length
+        return length / elapsed if elapsed > 0 else None
