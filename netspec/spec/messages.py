@@ -16,12 +16,16 @@ Pure Python, no jax.
 from __future__ import annotations
 
 import difflib
-import re
 import json
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import jsonschema
+
 from netspec.errors import Problem
-from netspec.spec.load import Loaded
 from netspec.spec.fields import INT32
+from netspec.spec.load import Loaded
 from netspec.spec.schema import VALIDATOR
 
 
@@ -134,75 +138,125 @@ def _typos(value: dict, schema: dict) -> set:
     return {closest(x, props) for x in value if x not in props} - {None}
 
 
+class _Error(NamedTuple):
+    """One jsonschema error, with what every wording needs of it."""
+
+    error: jsonschema.ValidationError
+    loaded: Loaded
+    path: tuple
+    value: Any
+    schema: Any
+    custom: str | None  # the schema's own wording (errorMessage), if it has one
+
+    def problem(self, message: str, *, at: tuple | None = None, key: bool = False) -> Problem:
+        return self.loaded.problem(self.path if at is None else at, message, key=key)
+
+
 def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
-    path = tuple(error.absolute_path)
-    v, value, schema = error.validator, error.instance, error.schema
-    custom = schema.get("errorMessage") if isinstance(schema, dict) else None
+    """One schema error as the Problems a person reads: what was expected, what was found, "did
+    you mean" (the schema's `errorMessage` where it words a rule itself)."""
+    schema = error.schema
+    e = _Error(error, loaded, tuple(error.absolute_path), error.instance, schema,
+               schema.get("errorMessage") if isinstance(schema, dict) else None)
     if "propertyNames" in error.relative_schema_path:  # the key itself is wrong: point at it
-        return [loaded.problem(path + (value,), f"{custom or 'a key here is not allowed'}; found {found(value)}", key=True)]
-    if v == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extras = [k for k in value if k not in schema.get("properties", {})]
-        return [
-            loaded.problem(path + (k,), f"unknown key {found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})", key=True)
-            for k in extras
-        ]
-    if v == "required":
-        keys = [k for k in error.validator_value if k not in value]
-        if schema.get("additionalProperties") is False:
-            # a misspelt required key is reported once, as an unknown key with its "did you mean"
-            keys = [k for k in keys if k not in _typos(value, schema)]
-        if custom:
-            return [loaded.problem(path, custom, key=True)] if keys else []
-        return [loaded.problem(path, f"missing required key {k!r}", key=True) for k in keys]
-    if v in ("enum", "const"):
-        options = error.validator_value if v == "enum" else [error.validator_value]
-        if custom and not options:  # a key that a rule forbids here
-            return [loaded.problem(path, custom, key=True)]
-        if custom and schema.get("doNotSuggest"):  # a rule between keys: its message says it all
-            return [loaded.problem(path, custom)]
-        if custom:
-            return [loaded.problem(path, f"{custom}; found {found(value)}{_typo_of(value, options)}")]
-        listed = ", ".join(str(o) for o in options)
-        if len(options) > 30:
-            listed = f"{len(options)} names, see `netspec schema`"
-        return [loaded.problem(path, f"expected one of {listed}; found {found(value)}{did_you_mean(value, options)}")]
-    if v == "type":
-        if custom and schema.get("type") == "null":  # a rule: this key must stay unset
-            return [loaded.problem(path, custom)]
-        if custom:
-            return [loaded.problem(path, f"{custom}, found {found(value)}")]
-        return [loaded.problem(path, f"expected {_expected_type(error.validator_value)}, found {found(value)}")]
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        if abs(error.validator_value) >= INT32 - 1:
-            bound = "at most 2**31 - 1 (2147483647)" if v == "maximum" else "at least -2**31"
-            return [loaded.problem(path, f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, as JAX computes them; found {found(value)}")]
-        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
-        return [loaded.problem(path, f"expected a value {op} {error.validator_value}, found {found(value)}")]
-    if v in ("minItems", "maxItems"):
-        if custom:
-            return [loaded.problem(path, f"{custom}; found {len(value)}")]
-        word = "at least" if v == "minItems" else "at most"
-        return [loaded.problem(path, f"expected a list of {word} {error.validator_value} item{'s' * (error.validator_value != 1)}, found {len(value)}")]
-    if v in ("minLength", "maxLength"):
-        word = "at least" if v == "minLength" else "at most"
-        return [loaded.problem(path, f"expected {word} {error.validator_value} characters, found {len(value)}")]
-    if v == "minProperties":
-        return [loaded.problem(path, f"expected a mapping with at least {error.validator_value} key(s), found an empty one")]
-    if v == "uniqueItems":
-        return [loaded.problem(path, "expected each item once; this list repeats an item")]
-    if v == "pattern":
-        return [loaded.problem(path, f"{custom or 'expected text matching ' + error.validator_value}; found {found(value)}{_offending_part(error.validator_value, value)}")]
-    if v in ("contains", "minContains", "maxContains") and custom:
-        shown = json.dumps(value)
-        return [loaded.problem(path, f"{custom}; found {shown if len(shown) <= 60 else found(value)}")]
-    if v == "not":
-        return [loaded.problem(path, f"{found(value)} is not allowed here")]
-    if v == "oneOf" and _is_group(schema["oneOf"]):
+        return [e.problem(f"{e.custom or 'a key here is not allowed'}; found {found(e.value)}", at=e.path + (e.value,), key=True)]
+    if error.validator == "oneOf" and _is_group(schema["oneOf"]):
         return _describe_group(error, loaded)
-    if v in ("oneOf", "anyOf"):
-        return _describe_choice(error, loaded)
-    return [loaded.problem(path, custom or error.message)]
+    wording = _WORDINGS.get(error.validator)
+    if wording is not None:
+        problems = wording(e)
+        if problems is not None:
+            return problems
+    return [e.problem(e.custom or error.message)]
+
+
+def _unknown_keys(e: _Error) -> list[Problem]:
+    allowed = sorted(e.schema.get("properties", {}))
+    extras = [k for k in e.value if k not in e.schema.get("properties", {})]
+    return [e.problem(f"unknown key {found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})",
+                      at=e.path + (k,), key=True) for k in extras]
+
+
+def _required(e: _Error) -> list[Problem]:
+    keys = [k for k in e.error.validator_value if k not in e.value]
+    if e.schema.get("additionalProperties") is False:
+        # a misspelt required key is reported once, as an unknown key with its "did you mean"
+        keys = [k for k in keys if k not in _typos(e.value, e.schema)]
+    if e.custom:
+        return [e.problem(e.custom, key=True)] if keys else []
+    return [e.problem(f"missing required key {k!r}", key=True) for k in keys]
+
+
+def _one_of_names(e: _Error) -> list[Problem]:
+    options = e.error.validator_value if e.error.validator == "enum" else [e.error.validator_value]
+    if e.custom and not options:  # a key that a rule forbids here
+        return [e.problem(e.custom, key=True)]
+    if e.custom and e.schema.get("doNotSuggest"):  # a rule between keys: its message says it all
+        return [e.problem(e.custom)]
+    if e.custom:
+        return [e.problem(f"{e.custom}; found {found(e.value)}{_typo_of(e.value, options)}")]
+    listed = ", ".join(str(o) for o in options) if len(options) <= 30 else f"{len(options)} names, see `netspec schema`"
+    return [e.problem(f"expected one of {listed}; found {found(e.value)}{did_you_mean(e.value, options)}")]
+
+
+def _type(e: _Error) -> list[Problem]:
+    if e.custom and e.schema.get("type") == "null":  # a rule: this key must stay unset
+        return [e.problem(e.custom)]
+    if e.custom:
+        return [e.problem(f"{e.custom}, found {found(e.value)}")]
+    return [e.problem(f"expected {_expected_type(e.error.validator_value)}, found {found(e.value)}")]
+
+
+def _bound(e: _Error) -> list[Problem]:
+    v, limit = e.error.validator, e.error.validator_value
+    if abs(limit) >= INT32 - 1:
+        bound = "at most 2**31 - 1 (2147483647)" if v == "maximum" else "at least -2**31"
+        return [e.problem(f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, "
+                          f"as JAX computes them; found {found(e.value)}")]
+    op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+    return [e.problem(f"expected a value {op} {limit}, found {found(e.value)}")]
+
+
+def _items(e: _Error) -> list[Problem]:
+    if e.custom:
+        return [e.problem(f"{e.custom}; found {len(e.value)}")]
+    word, n = "at least" if e.error.validator == "minItems" else "at most", e.error.validator_value
+    return [e.problem(f"expected a list of {word} {n} item{'s' * (n != 1)}, found {len(e.value)}")]
+
+
+def _length(e: _Error) -> list[Problem]:
+    word = "at least" if e.error.validator == "minLength" else "at most"
+    return [e.problem(f"expected {word} {e.error.validator_value} characters, found {len(e.value)}")]
+
+
+def _pattern(e: _Error) -> list[Problem]:
+    pattern = e.error.validator_value
+    return [e.problem(f"{e.custom or 'expected text matching ' + pattern}; found {found(e.value)}{_offending_part(pattern, e.value)}")]
+
+
+def _contains(e: _Error) -> list[Problem] | None:
+    if not e.custom:
+        return None
+    shown = json.dumps(e.value)
+    return [e.problem(f"{e.custom}; found {shown if len(shown) <= 60 else found(e.value)}")]
+
+
+_WORDINGS: dict[str, Callable[[_Error], list[Problem] | None]] = {
+    "additionalProperties": _unknown_keys,
+    "required": _required,
+    "enum": _one_of_names, "const": _one_of_names,
+    "type": _type,
+    "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,
+    "minItems": _items, "maxItems": _items,
+    "minLength": _length, "maxLength": _length,
+    "minProperties": lambda e: [e.problem(f"expected a mapping with at least {e.error.validator_value} key(s), found an empty one")],
+    "uniqueItems": lambda e: [e.problem("expected each item once; this list repeats an item")],
+    "pattern": _pattern,
+    "contains": _contains, "minContains": _contains, "maxContains": _contains,
+    "not": lambda e: [e.problem(f"{found(e.value)} is not allowed here")],
+    "oneOf": lambda e: _describe_choice(e.error, e.loaded),
+    "anyOf": lambda e: _describe_choice(e.error, e.loaded),
+}
 
 
 def _is_group(branches: list) -> bool:

@@ -241,8 +241,8 @@ def _rules() -> list[dict]:
     ]
 
 
-def build() -> dict:
-    """The whole schema."""
+def _data_schema() -> dict:
+    """`data`: where the examples come from."""
     sources = ", ".join(SOURCES)
     inline = {
         "type": "object",
@@ -254,6 +254,192 @@ def build() -> dict:
             "y": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/y"}, "description": "targets, one per example", "examples": [[[0], [1]]]},
         },
     }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": f"where the examples come from: exactly one source ({sources}), and how they are split and scaled",
+        "properties": {
+            "inline": inline,
+            "mnist": _standard("MNIST"),
+            "fashion_mnist": _standard("Fashion-MNIST"),
+            "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a directory of IDX files named like MNIST's",
+                    "properties": {"path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec"}}},
+            "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a NumPy .npz file", "properties": {
+                "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec"},
+                "x_key": {"type": "string", "default": "x", "description": "the inputs' array when the file has no x_train"},
+                "y_key": {"type": "string", "default": "y", "description": "the labels' array when the file has no y_train"}}},
+            "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "description": "a table with one example per row", "properties": {
+                "path": {"type": "string", "description": "the CSV file; relative to the spec"},
+                "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index", "examples": ["label"]},
+                "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
+                             "description": "feature columns (names or 0-based indices); default: every column but the label"},
+                "header": boolean(True, "the first row names the columns"),
+                # not `default`: yaml-language-server writes a default into its completions unquoted,
+                # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
+                "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
+            "validation_split": number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
+            "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
+                      "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
+                      "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
+            "limit": integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
+            "max_resident_mb": number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
+        },
+        "oneOf": exactly_one(SOURCES, f"data needs exactly one source: {sources}",
+                             f"data needs exactly one source ({sources}): keep one"),
+    }
+
+
+def _model_schema() -> dict:
+    """`model`: the network."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["input", "layers"],
+        "description": "the network: the shape of one example and the layers",
+        "properties": {
+            "input": {**SHAPE, "description": "shape of one example, without the batch axis", "examples": [[784]]},
+            "defaults": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "activation": {"$ref": "#/$defs/activation", "description": "activation of every layer that has one and does not set it; built-in: linear"},
+                    "kernel_init": {"$ref": "#/$defs/initializer", "description": "kernel initializer of every layer that has one and does not set it; built-in: glorot_uniform"},
+                    "bias_init": {"$ref": "#/$defs/bias_initializer", "description": "bias initializer of every layer that has one and does not set it; built-in: zeros"},
+                    "use_bias": {"type": "boolean", "description": "use_bias of every layer that has it and does not set it; built-in: true"},
+                },
+                "description": "values for every layer whose type has that field and does not set it",
+            },
+            "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"},
+                       "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output"},
+        },
+    }
+
+
+def _eval_schema() -> dict:
+    """`eval`: evaluation."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "evaluation on a held-out split during and after training",
+        "properties": {
+            "every": integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
+            "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one"},
+            "batch_size": integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
+            "confusion_matrix": boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
+        },
+    }
+
+
+def _train_schema() -> dict:
+    """`train`: how long and in what batches."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["batch_size"],
+        "description": "how long and in what batches to train: steps or epochs, batch_size",
+        "properties": {
+            "steps": integer(minimum=1, doc="number of optimizer steps (or give epochs)", example=1000),
+            "epochs": integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
+            "batch_size": integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
+            "shuffle": boolean(True, "reshuffle the training data every epoch"),
+            "on_nonfinite": choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
+            "early_stopping": {
+                "type": ["null", "object"], "default": None, "additionalProperties": False, "required": ["metric"],
+                "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
+                "properties": {
+                    "metric": _tag("an eval scalar: loss or a metric's tag, e.g. accuracy", nullable=False),
+                    "patience": integer(3, minimum=1, doc="evaluations without improvement before stopping"),
+                    "min_delta": number(0.0, minimum=0, doc="the least change that counts as an improvement"),
+                    "mode": choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
+                },
+            },
+            "loop": choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
+            "unroll": integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
+        },
+        "oneOf": exactly_one(("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"),
+        "if": {"properties": {"loop": {"const": "steps"}}, "required": ["loop"]},
+        "then": {"doNotSuggest": True, "properties": {"unroll": must_be_null(
+            "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop "
+            "(one jitted call per step): remove unroll or use loop: scan")}},
+    }
+
+
+def _distribute_schema() -> dict:
+    """`distribute`: how the devices share the work."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "how the devices share the work",
+        "properties": {
+            "devices": integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
+            "params": choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
+            "fsdp_devices": integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
+        },
+        "if": {"properties": {"params": {"const": "fsdp"}}, "required": ["params"]},
+        "else": {"doNotSuggest": True, "properties": {"fsdp_devices": must_be_null(
+            "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp")}},
+    }
+
+
+def _precision_schema() -> dict:
+    """`precision`: dtypes and the loss scale."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "the dtypes of the arithmetic and the loss scale",
+        "properties": {
+            "compute": choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
+            "params": choice(["float32"], "float32", "dtype the parameters are kept in"),
+            "loss_scale": {
+                "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
+                "default": None,
+                "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}, {"enum": ["dynamic"]}],
+            },
+            "loss_scale_period": integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
+        },
+    }
+
+
+def _checkpoint_schema() -> dict:
+    """`checkpoint`: checkpoints."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "checkpoints: when to write them and which to keep",
+        "properties": {
+            "every": integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
+            "keep": integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
+            "best": _tag("also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True),
+        },
+    }
+
+
+def _summaries_schema() -> dict:
+    """`summaries`: what goes to TensorBoard."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "what goes to TensorBoard, and how often",
+        "properties": {
+            "every": integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
+            "scalars": {"type": "array", "items": {"enum": list(SCALARS)}, "uniqueItems": True, "default": list(SCALARS),
+                        "description": "scalar charts to write"},
+            "histograms": {"type": "array", "items": {"enum": list(HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
+                           "description": "histograms to write, per layer"},
+            "graph": boolean(True, "write the train step's graph, one box per layer"),
+            "text": boolean(True, "write the resolved spec as text"),
+            "hparams": boolean(True, "write hyperparameters with the final metrics"),
+        },
+    }
+
+
+def build() -> dict:
+    """The whole schema."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://netspec.dev/schema/spec.json",
@@ -268,164 +454,18 @@ def build() -> dict:
                      "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
             "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
             "seed": integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
-            "data": {
-                "type": "object",
-                "additionalProperties": False,
-                "description": f"where the examples come from: exactly one source ({sources}), and how they are split and scaled",
-                "properties": {
-                    "inline": inline,
-                    "mnist": _standard("MNIST"),
-                    "fashion_mnist": _standard("Fashion-MNIST"),
-                    "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a directory of IDX files named like MNIST's",
-                            "properties": {"path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec"}}},
-                    "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a NumPy .npz file", "properties": {
-                        "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec"},
-                        "x_key": {"type": "string", "default": "x", "description": "the inputs' array when the file has no x_train"},
-                        "y_key": {"type": "string", "default": "y", "description": "the labels' array when the file has no y_train"}}},
-                    "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "description": "a table with one example per row", "properties": {
-                        "path": {"type": "string", "description": "the CSV file; relative to the spec"},
-                        "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index", "examples": ["label"]},
-                        "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
-                                     "description": "feature columns (names or 0-based indices); default: every column but the label"},
-                        "header": boolean(True, "the first row names the columns"),
-                        # not `default`: yaml-language-server writes a default into its completions unquoted,
-                        # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
-                        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
-                    "validation_split": number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
-                    "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
-                              "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
-                              "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
-                    "limit": integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
-                    "max_resident_mb": number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
-                },
-                "oneOf": exactly_one(SOURCES, f"data needs exactly one source: {sources}",
-                                     f"data needs exactly one source ({sources}): keep one"),
-            },
-            "model": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["input", "layers"],
-                "description": "the network: the shape of one example and the layers",
-                "properties": {
-                    "input": {**SHAPE, "description": "shape of one example, without the batch axis", "examples": [[784]]},
-                    "defaults": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "activation": {"$ref": "#/$defs/activation", "description": "activation of every layer that has one and does not set it; built-in: linear"},
-                            "kernel_init": {"$ref": "#/$defs/initializer", "description": "kernel initializer of every layer that has one and does not set it; built-in: glorot_uniform"},
-                            "bias_init": {"$ref": "#/$defs/bias_initializer", "description": "bias initializer of every layer that has one and does not set it; built-in: zeros"},
-                            "use_bias": {"type": "boolean", "description": "use_bias of every layer that has it and does not set it; built-in: true"},
-                        },
-                        "description": "values for every layer whose type has that field and does not set it",
-                    },
-                    "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"},
-                               "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output"},
-                },
-            },
+            "data": _data_schema(),
+            "model": _model_schema(),
             "loss": _choice_of_names(LOSSES, "the loss", LOSS_DOCS),
             "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"],
                         "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise"},
-            "eval": {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "description": "evaluation on a held-out split during and after training",
-                "properties": {
-                    "every": integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
-                    "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one"},
-                    "batch_size": integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
-                    "confusion_matrix": boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
-                },
-            },
+            "eval": _eval_schema(),
             "optimizer": {"$ref": "#/$defs/optimizer", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}"},
-            "train": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["batch_size"],
-                "description": "how long and in what batches to train: steps or epochs, batch_size",
-                "properties": {
-                    "steps": integer(minimum=1, doc="number of optimizer steps (or give epochs)", example=1000),
-                    "epochs": integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
-                    "batch_size": integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
-                    "shuffle": boolean(True, "reshuffle the training data every epoch"),
-                    "on_nonfinite": choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
-                    "early_stopping": {
-                        "type": ["null", "object"], "default": None, "additionalProperties": False, "required": ["metric"],
-                        "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
-                        "properties": {
-                            "metric": _tag("an eval scalar: loss or a metric's tag, e.g. accuracy", nullable=False),
-                            "patience": integer(3, minimum=1, doc="evaluations without improvement before stopping"),
-                            "min_delta": number(0.0, minimum=0, doc="the least change that counts as an improvement"),
-                            "mode": choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
-                        },
-                    },
-                    "loop": choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
-                    "unroll": integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
-                },
-                "oneOf": exactly_one(("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"),
-                "if": {"properties": {"loop": {"const": "steps"}}, "required": ["loop"]},
-                "then": {"doNotSuggest": True, "properties": {"unroll": must_be_null(
-                    "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop "
-                    "(one jitted call per step): remove unroll or use loop: scan")}},
-            },
-            "distribute": {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "description": "how the devices share the work",
-                "properties": {
-                    "devices": integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
-                    "params": choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
-                    "fsdp_devices": integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
-                },
-                "if": {"properties": {"params": {"const": "fsdp"}}, "required": ["params"]},
-                "else": {"doNotSuggest": True, "properties": {"fsdp_devices": must_be_null(
-                    "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp")}},
-            },
-            "precision": {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "description": "the dtypes of the arithmetic and the loss scale",
-                "properties": {
-                    "compute": choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
-                    "params": choice(["float32"], "float32", "dtype the parameters are kept in"),
-                    "loss_scale": {
-                        "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
-                        "default": None,
-                        "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}, {"enum": ["dynamic"]}],
-                    },
-                    "loss_scale_period": integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
-                },
-            },
-            "checkpoint": {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "description": "checkpoints: when to write them and which to keep",
-                "properties": {
-                    "every": integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
-                    "keep": integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
-                    "best": _tag("also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True),
-                },
-            },
-            "summaries": {
-                "type": "object",
-                "additionalProperties": False,
-                "default": {},
-                "description": "what goes to TensorBoard, and how often",
-                "properties": {
-                    "every": integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
-                    "scalars": {"type": "array", "items": {"enum": list(SCALARS)}, "uniqueItems": True, "default": list(SCALARS),
-                                "description": "scalar charts to write"},
-                    "histograms": {"type": "array", "items": {"enum": list(HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
-                                   "description": "histograms to write, per layer"},
-                    "graph": boolean(True, "write the train step's graph, one box per layer"),
-                    "text": boolean(True, "write the resolved spec as text"),
-                    "hparams": boolean(True, "write hyperparameters with the final metrics"),
-                },
-            },
+            "train": _train_schema(),
+            "distribute": _distribute_schema(),
+            "precision": _precision_schema(),
+            "checkpoint": _checkpoint_schema(),
+            "summaries": _summaries_schema(),
         },
         "allOf": _rules(),
         "$defs": {
