@@ -13,7 +13,7 @@ from netspec.spec import docs
 
 from netspec.spec.check import check
 from netspec.model.losses import loss_fn
-from netspec.model.layers import BUILDERS, activation, initializer
+from netspec.model.layers import build, activation, initializer
 from netspec.spec.load import parse
 from netspec.spec.schema import SCHEMA
 from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, METRICS, METRIC_DOCS
@@ -78,7 +78,7 @@ def _checked_layers(layers: str):
 
 
 def _run(layer, x, *, train=True):
-    init, apply = BUILDERS[layer.type](layer)
+    init, apply = build(layer)
     params, state = init(jax.random.key(0))
     return apply(params, state, [x], train=train, key=jax.random.key(1))
 

@@ -150,7 +150,7 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
     # check() computed out_shape with the registry's pure-Python rule; say so, then compare with jax.
     assert probe.out_shape == tuple(LAYERS[layer_type].shape(dict(probe.args), [list(s) for s in probe.in_shapes]))
 
-    init, apply = L.BUILDERS[layer_type](probe)
+    init, apply = L.build(probe)
     key = jax.random.key(0)
     params, state = jax.eval_shape(init, key)
     xs = [jax.ShapeDtypeStruct((BATCH, *s), jnp.float32) for s in probe.in_shapes]
@@ -200,7 +200,7 @@ def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
     except SpecError:
         return  # refused with a clear error: fine too
     (probe,) = [l for l in checked_spec.layers if l.name == "probe"]
-    init, _ = L.BUILDERS["dense"](probe)
+    init, _ = L.build(probe)
     params, _ = init(jax.random.key(0))
     assert params["bias"].shape == (7,)
     assert np.all(np.isfinite(np.asarray(params["bias"])))
@@ -345,3 +345,16 @@ def test_a_near_miss_optimizer_argument_gets_a_suggestion():
     with pytest.raises(SpecError) as e:
         checked(spec)
     assert "did you mean 'eps'" in str(e.value) or "did you mean 'eps_root'" in str(e.value)
+
+
+@pytest.mark.parametrize("layer_type", sorted(LAYERS))
+def test_each_layer_builder_takes_its_spec_fields_as_keyword_arguments(layer_type):
+    """The builder's signature documents the layer: its keyword-only arguments are exactly the
+    registry's fields (all but `activation`, which the network applies), as optax's signatures
+    are checked against the optimizer registry above."""
+    parameters = inspect.signature(L.BUILDERS[layer_type]).parameters
+    positional = [n for n, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keywords = {n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert positional == ["in_shapes", "out_shape"]
+    assert keywords == set(LAYERS[layer_type].fields) - {"activation"}
+    assert sorted(L.BUILDERS) == sorted(LAYERS)

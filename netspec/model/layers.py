@@ -1,21 +1,27 @@
-"""The JAX side of the registries: layers, activations and initializers as pure functions.
+"""Layers, activations and initializers as pure JAX functions (stax's room).
 
-Contract (in the spirit of jax.example_libraries.stax): `BUILDERS[type](layer)` takes a checked
-`netspec.check.Layer` and returns `(init, apply)`:
+Contract (in the spirit of jax.example_libraries.stax): a layer builder takes its input shapes,
+its output shape (both without the batch axis, as the spec's pure-Python shape rules computed
+them: `netspec.spec.layers`) and its spec fields as keyword arguments, and returns `(init, apply)`:
 
-    init(key) -> (params, state)                     # dicts of arrays; state is {} for most layers
+    dense(in_shapes, out_shape, *, units, use_bias, kernel_init, bias_init) -> (init, apply)
+    init(key) -> (params, state)                     dicts of float32 arrays; state is {} for most
     apply(params, state, inputs, *, train, key) -> (y, state)
 
-`inputs` is a list of arrays with the batch axis first; `apply` does NOT apply the layer's
-`activation` field: the network does (`netspec.compile.network`), so it can leave the output
-layer's activation out and hand the loss logits. Keys mirror `netspec.registry` exactly (a test
-checks), and each output shape equals the registry's pure-Python shape rule.
+`BUILDERS` maps each layer type to its builder; `build(layer)` calls it with a checked layer's
+fields. `inputs` is a list of arrays with the batch axis first; `apply` does NOT apply the layer's
+`activation` field: the network does (`netspec.model.network`), so it can leave the output layer's
+activation out and hand the loss logits. A test checks every builder's keyword arguments against
+the registry's fields, and every output shape against the shape rule. `ACTIVATIONS` and
+`INITIALIZERS` map the spec's names to jax's own functions (`activation(choice)`,
+`initializer(choice)` with the choice's arguments).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Callable, Mapping
+
 import jax
 import jax.numpy as jnp
 
@@ -92,15 +98,15 @@ def activation(choice: Mapping) -> Callable:
     return partial(fn, **args) if args else fn
 
 
-def _kernel_and_bias(layer: Layer, kernel_shape: tuple, outputs: int):
-    """init(key) -> ({"kernel": float32 `kernel_shape`, "bias": [outputs] if use_bias}, {})."""
-    kernel_init, bias_init = initializer(layer.args["kernel_init"]), initializer(layer.args["bias_init"])
+def _kernel_and_bias(kernel_init: Mapping, bias_init: Mapping, use_bias: bool, kernel_shape: tuple, outputs: int):
+    """init(key) -> ({"kernel": float32 `kernel_shape`, "bias": float32 [outputs] if use_bias}, {})."""
+    init_kernel, init_bias = initializer(kernel_init), initializer(bias_init)
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        params = {"kernel": kernel_init(k1, kernel_shape, jnp.float32)}
-        if layer.args["use_bias"]:
-            params["bias"] = bias_init(k2, (outputs,), jnp.float32)
+        params = {"kernel": init_kernel(k1, kernel_shape, jnp.float32)}
+        if use_bias:
+            params["bias"] = init_bias(k2, (outputs,), jnp.float32)
         return params, {}
 
     return init
@@ -110,45 +116,37 @@ def _plus_bias(params, y):
     return y + params["bias"].astype(y.dtype) if "bias" in params else y
 
 
-def _dense(layer: Layer):
-    (in_shape,) = layer.in_shapes
-    units = layer.args["units"]
+def _no_params(key):
+    return {}, {}
+
+
+def _stateless(fn):
+    """An apply with no parameters whose output is `fn(inputs)` (the list of input arrays)."""
+    def apply(params, state, inputs, *, train, key):
+        return fn(inputs), state
+
+    return apply
+
+
+def dense(in_shapes, out_shape, *, units, use_bias, kernel_init, bias_init):
+    """Fully connected over the last axis: x [N, ..., in] @ kernel [in, units] + bias [units]
+    (Keras's Dense). The network applies the layer's activation."""
+    (in_shape,) = in_shapes
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
         return _plus_bias(params, x @ params["kernel"].astype(x.dtype)), state
 
-    return _kernel_and_bias(layer, (in_shape[-1], units), units), apply
+    return _kernel_and_bias(kernel_init, bias_init, use_bias, (in_shape[-1], units), units), apply
 
 
-def _no_params(key):
-    return {}, {}
-
-
-def _merge(fn):
-    """A layer with no parameters whose output is `fn(layer, inputs)`."""
-
-    def build(layer: Layer):
-        def apply(params, state, inputs, *, train, key):
-            return fn(layer, inputs), state
-
-        return _no_params, apply
-
-    return build
-
-
-def _stateless(fn):
-    """A layer with no parameters whose output is `fn(layer, x)` of its one input."""
-    return _merge(lambda layer, inputs: fn(layer, inputs[0]))
-
-
-def _conv2d(layer: Layer):
-    (h, w, c) = layer.in_shapes[0]
-    a = layer.args
-    kh, kw = as_pair(a["kernel_size"])
-    strides, dilation = as_pair(a["strides"]), as_pair(a["dilation"])
-    groups, filters = a["groups"], a["filters"]
-    padding = a["padding"].upper()
+def conv2d(in_shapes, out_shape, *, filters, kernel_size, strides, padding, dilation, groups, use_bias, kernel_init, bias_init):
+    """2-D convolution of x [N, height, width, channels] with a kernel [kh, kw, channels / groups,
+    filters] (NHWC / HWIO, `lax.conv_general_dilated`; 'same' padding as XLA and TensorFlow pad)."""
+    (h, w, c) = in_shapes[0]
+    kh, kw = as_pair(kernel_size)
+    strides, dilation = as_pair(strides), as_pair(dilation)
+    padding = padding.upper()
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
@@ -157,42 +155,53 @@ def _conv2d(layer: Layer):
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
         return _plus_bias(params, y), state
 
-    return _kernel_and_bias(layer, (kh, kw, c // groups, filters), filters), apply
+    return _kernel_and_bias(kernel_init, bias_init, use_bias, (kh, kw, c // groups, filters), filters), apply
 
 
-def _pool(kind: str):
-    def build(layer: Layer):
-        a = layer.args
-        window = (1, *as_pair(a["pool_size"]), 1)
-        strides = (1, *as_pair(a["strides"] if a["strides"] is not None else a["pool_size"]), 1)
-        padding = a["padding"].upper()
+def _pool(kind: str, in_shapes, out_shape, pool_size, strides, padding):
+    window = (1, *as_pair(pool_size), 1)
+    strides = (1, *as_pair(strides if strides is not None else pool_size), 1)
+    padding = padding.upper()
+    (oh, ow, _) = out_shape
+    tiles = window == strides and (padding == "VALID" or (oh * window[1], ow * window[2]) == tuple(in_shapes[0][:2]))
 
-        (oh, ow, _) = layer.out_shape
-        tiles = window == strides and (padding == "VALID" or (oh * window[1], ow * window[2]) == tuple(layer.in_shapes[0][:2]))
+    def apply(params, state, inputs, *, train, key):
+        (x,) = inputs
+        if tiles:
+            # Non-overlapping windows: a reshape and a reduction. Same values as reduce_window,
+            # and on CPU its gradient is 5x cheaper than reduce_window's select_and_scatter.
+            n, c = x.shape[0], x.shape[-1]
+            x = x[:, : oh * window[1], : ow * window[2]].reshape(n, oh, window[1], ow, window[2], c)
+            return (x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))), state
+        if kind == "max":
+            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding), state
+        total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
+        if padding == "VALID":
+            return total / (window[1] * window[2]), state
+        count = jax.lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, strides, padding)
+        return total / count, state  # padding not counted, as Keras and TensorFlow do
 
-        def apply(params, state, inputs, *, train, key):
-            (x,) = inputs
-            if tiles:
-                # Non-overlapping windows: a reshape and a reduction. Same values as reduce_window,
-                # and on CPU its gradient is 5x cheaper than reduce_window's select_and_scatter.
-                n, c = x.shape[0], x.shape[-1]
-                x = x[:, : oh * window[1], : ow * window[2]].reshape(n, oh, window[1], ow, window[2], c)
-                return (x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))), state
-            if kind == "max":
-                return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding), state
-            total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
-            if padding == "VALID":
-                return total / (window[1] * window[2]), state
-            count = jax.lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, strides, padding)
-            return total / count, state  # padding not counted, as Keras and TensorFlow do
-
-        return _no_params, apply
-
-    return build
+    return _no_params, apply
 
 
-def _dropout(layer: Layer):
-    rate = layer.args["rate"]
+def max_pool(in_shapes, out_shape, *, pool_size, strides, padding):
+    """The maximum over each window of x [N, h, w, c] (strides default to the window)."""
+    return _pool("max", in_shapes, out_shape, pool_size, strides, padding)
+
+
+def avg_pool(in_shapes, out_shape, *, pool_size, strides, padding):
+    """The mean over each window of x [N, h, w, c], padding not counted (Keras, TensorFlow)."""
+    return _pool("avg", in_shapes, out_shape, pool_size, strides, padding)
+
+
+def global_avg_pool(in_shapes, out_shape):
+    """The mean over every spatial axis: [N, h, w, c] -> [N, c]."""
+    return _no_params, _stateless(lambda xs: jnp.mean(xs[0], axis=tuple(range(1, xs[0].ndim - 1))))
+
+
+def dropout(in_shapes, out_shape, *, rate):
+    """Inverted dropout (Keras): while training each value is kept with probability 1 - rate and
+    scaled by 1 / (1 - rate), with the layer's own key each step; identity at evaluation."""
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
@@ -204,11 +213,11 @@ def _dropout(layer: Layer):
     return _no_params, apply
 
 
-def _norm_params(layer: Layer, size: int) -> dict:
+def _norm_params(size: int, center: bool, scale: bool) -> dict:
     params = {}
-    if layer.args["scale"]:
+    if scale:
         params["scale"] = jnp.ones((size,), jnp.float32)
-    if layer.args["center"]:
+    if center:
         params["offset"] = jnp.zeros((size,), jnp.float32)
     return params
 
@@ -221,12 +230,14 @@ def _affine(params, y):
     return y
 
 
-def _batch_norm(layer: Layer):
-    size = layer.in_shapes[0][-1]
-    momentum, eps = layer.args["momentum"], layer.args["epsilon"]
+def batch_norm(in_shapes, out_shape, *, momentum, epsilon, center, scale):
+    """Batch normalisation (Ioffe and Szegedy 2015) over every axis but the last, with Keras's
+    running statistics: running = momentum * running + (1 - momentum) * batch (the biased batch
+    variance), used at evaluation; the statistics are float32 model state."""
+    size = in_shapes[0][-1]
 
     def init(key):
-        return _norm_params(layer, size), {"mean": jnp.zeros((size,), jnp.float32), "var": jnp.ones((size,), jnp.float32)}
+        return _norm_params(size, center, scale), {"mean": jnp.zeros((size,), jnp.float32), "var": jnp.ones((size,), jnp.float32)}
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
@@ -238,37 +249,69 @@ def _batch_norm(layer: Layer):
                      "var": momentum * state["var"] + (1 - momentum) * var}
         else:
             mean, var = state["mean"], state["var"]
-        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + eps).astype(x.dtype)
+        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + epsilon).astype(x.dtype)
         return _affine(params, y), state
 
     return init, apply
 
 
-def _layer_norm(layer: Layer):
-    size = layer.in_shapes[0][-1]
-    eps = layer.args["epsilon"]
+def layer_norm(in_shapes, out_shape, *, epsilon, center, scale):
+    """Layer normalisation (Ba et al. 2016) of each example over its last axis."""
+    size = in_shapes[0][-1]
 
     def apply(params, state, inputs, *, train, key):
         (x,) = inputs
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.var(x, -1, keepdims=True)
-        return _affine(params, (x - mean) * jax.lax.rsqrt(var + eps)), state
+        return _affine(params, (x - mean) * jax.lax.rsqrt(var + epsilon)), state
 
-    return (lambda key: (_norm_params(layer, size), {})), apply
+    return (lambda key: (_norm_params(size, center, scale), {})), apply
 
 
-BUILDERS: dict[str, Callable[[Layer], tuple[Callable, Callable]]] = {
-    "conv2d": _conv2d,
-    "max_pool": _pool("max"),
-    "avg_pool": _pool("avg"),
-    "global_avg_pool": _stateless(lambda layer, x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))),
-    "dropout": _dropout,
-    "batch_norm": _batch_norm,
-    "layer_norm": _layer_norm,
-    "add": _merge(lambda layer, xs: sum(xs[1:], xs[0])),
-    "concat": _merge(lambda layer, xs: jnp.concatenate(xs, axis=layer.args["axis"] if layer.args["axis"] < 0 else layer.args["axis"] + 1)),
-    "dense": _dense,
-    "activation": _stateless(lambda layer, x: x),  # the network applies layer.args["activation"]
-    "flatten": _stateless(lambda layer, x: x.reshape(x.shape[0], -1)),
-    "reshape": _stateless(lambda layer, x: x.reshape((x.shape[0], *layer.out_shape))),
+def add(in_shapes, out_shape):
+    """The elementwise sum of the inputs (a residual connection)."""
+    return _no_params, _stateless(lambda xs: sum(xs[1:], xs[0]))
+
+
+def concat(in_shapes, out_shape, *, axis):
+    """The inputs concatenated along `axis` (counted without the batch axis)."""
+    return _no_params, _stateless(lambda xs: jnp.concatenate(xs, axis=axis if axis < 0 else axis + 1))
+
+
+def activation_only(in_shapes, out_shape):
+    """The identity: the network applies the layer's `activation`."""
+    return _no_params, _stateless(lambda xs: xs[0])
+
+
+def flatten(in_shapes, out_shape):
+    """Every axis but the batch into one."""
+    return _no_params, _stateless(lambda xs: xs[0].reshape(xs[0].shape[0], -1))
+
+
+def reshape(in_shapes, out_shape, *, shape):
+    """To `shape` (its -1 resolved by the shape rule: `out_shape`)."""
+    return _no_params, _stateless(lambda xs: xs[0].reshape((xs[0].shape[0], *out_shape)))
+
+
+# layer type -> builder(in_shapes, out_shape, **the type's spec fields but `activation`) -> (init, apply);
+# tests/test_registry.py checks each builder's keyword arguments against the registry's fields.
+BUILDERS: dict[str, Callable[..., tuple[Callable, Callable]]] = {
+    "conv2d": conv2d,
+    "max_pool": max_pool,
+    "avg_pool": avg_pool,
+    "global_avg_pool": global_avg_pool,
+    "dropout": dropout,
+    "batch_norm": batch_norm,
+    "layer_norm": layer_norm,
+    "add": add,
+    "concat": concat,
+    "dense": dense,
+    "activation": activation_only,
+    "flatten": flatten,
+    "reshape": reshape,
 }
+
+
+def build(layer: Layer) -> tuple[Callable, Callable]:
+    """(init, apply) of a checked layer: its builder with its spec fields as keyword arguments."""
+    return BUILDERS[layer.type](layer.in_shapes, layer.out_shape, **{k: v for k, v in layer.args.items() if k != "activation"})

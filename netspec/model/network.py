@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from netspec.model.layers import BUILDERS, activation
+from netspec.model.layers import activation, build
 from netspec.spec.types import Layer, plain
 
 
 def network(layers: Sequence[Layer]) -> tuple[Callable, Callable]:
     """`(init, apply)` of the model the checked `layers` describe (see the module docstring)."""
-    built = [(layer, *BUILDERS[layer.type](layer)) for layer in layers]
+    built = [(layer, *build(layer)) for layer in layers]
     activations = [activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers]
     # One compiled initializer per kind of layer (type, arguments, shapes), shared by the layers
     # alike: XLA compiles one program holding every layer's random initializers in time that grows
