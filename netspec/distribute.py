@@ -1,7 +1,7 @@
 """Where a run's arrays live: one device, or a Mesh over many, with JAX's own sharding machinery.
 
-Contract: `mesh_for(spec, devices=None) -> Mesh | None` makes a two-axis mesh `("data", "fsdp")`
-over the devices the spec (or `--devices`) asks for (all by default; None for one device, the
+Contract: `mesh_for(devices, batch_size=..., params=..., fsdp_devices=...) -> Mesh | None` makes a
+two-axis mesh `("data", "fsdp")` over the devices a spec's distribute section (or `--devices`) asks for (all by default; None for one device, the
 plain path). Every batch is split over both axes (`BATCH`). `state_shardings(state, mesh, mode)`
 says where each TrainState leaf lives: `replicated` (the `fsdp` axis has size 1: every device
 holds the parameters and optimizer state, XLA all-reduces the gradients) or `fsdp` (each large
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from netspec.spec.types import Spec
 from netspec.errors import NetspecError
+from netspec.machine import device_split_problems
 
 FSDP_MIN_SIZE = 2**14  # smaller arrays stay replicated: splitting them saves nothing worth a gather
 
@@ -56,25 +56,21 @@ def gather(tree):
     return jax.device_get(tree)
 
 
-def mesh_for(spec: Spec, devices: int | None = None) -> Mesh | None:
-    """The data-parallel mesh, or None when one device does the work."""
-    wanted = devices or spec.resolved["distribute"]["devices"]
+def mesh_for(devices: int | None, *, batch_size: int, params: str = "replicated", fsdp_devices: int | None = None) -> Mesh | None:
+    """The data-parallel mesh over `devices` local devices (None: all), or None when one device does
+    the work. `params` ("replicated" or "fsdp") and `fsdp_devices` set the `fsdp` axis. Raises
+    NetspecError when the devices are not there or the batch does not split over them."""
     available = jax.devices()
-    n = wanted or len(available)
+    n = devices or len(available)
     if n > len(available):
         raise NetspecError(f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
                            f"Use --devices {len(available)} or fewer.")
-    batch = spec.train["batch_size"]
-    if batch % n:
-        raise NetspecError(f"train.batch_size {batch} does not split evenly over {n} devices; make it a multiple of {n} "
-                           f"(e.g. {batch + n - batch % n}) or run on fewer devices (--devices).")
+    group = fsdp_devices or (n if params == "fsdp" else 1)
+    problems = device_split_problems(batch_size, n, group if n > 1 else None)
+    if problems:
+        raise NetspecError(" ".join(f"{key}: {why} (--devices)." for key, why in problems))
     if n == 1:
         return None
-    group = n if spec.resolved["distribute"]["params"] == "fsdp" else 1
-    group = spec.resolved["distribute"]["fsdp_devices"] or group
-    if n % group:
-        raise NetspecError(f"distribute.fsdp_devices {group} does not divide the {n} devices into equal groups; "
-                           f"choose a divisor of {n} (or run on a multiple of {group} devices with --devices).")
     # consecutive devices (those of one host come together) share the parameters
     return Mesh(np.array(available[:n]).reshape(n // group, group), ("data", "fsdp"))
 

@@ -179,3 +179,17 @@ def _gpu_memory() -> Budget | None:
     except ValueError:
         fraction = 0.75
     return Budget(int(total * fraction), f"{fraction:g} of the memory of GPU 0 ({name.strip()}, nvidia-smi), what XLA preallocates", "device")
+
+
+def device_split_problems(batch_size: int, devices: int, fsdp_group: int | None) -> list[tuple[str, str]]:
+    """[(the spec key to change, why)] when a batch of `batch_size` cannot be split evenly over
+    `devices` devices, or groups of `fsdp_group` devices (distribute.fsdp_devices) do not divide
+    them: the one wording `validate` (for distribute.devices) and a run (for --devices) both use."""
+    problems = []
+    if batch_size % devices:
+        problems.append(("train.batch_size", f"batch_size {batch_size} does not split evenly over {devices} devices; make it a multiple "
+                                             f"of {devices} (e.g. {batch_size + devices - batch_size % devices}) or use fewer devices"))
+    if fsdp_group and devices % fsdp_group:
+        problems.append(("distribute.fsdp_devices", f"fsdp_devices {fsdp_group} does not divide the {devices} devices into equal "
+                                                    f"groups; choose a divisor of {devices} or a multiple of {fsdp_group} devices"))
+    return problems

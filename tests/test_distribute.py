@@ -47,7 +47,9 @@ RUN = textwrap.dedent("""
     from netspec.train.loop import run
     spec_path, logdir, devices, params, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     spec = check(load(spec_path, [f"distribute.params={params}", f"distribute.fsdp_devices={group}"]))
-    mesh = distribute.mesh_for(spec, devices)
+    asked = spec.resolved["distribute"]
+    mesh = distribute.mesh_for(devices or asked["devices"], batch_size=spec.train["batch_size"], params=asked["params"],
+                               fsdp_devices=asked["fsdp_devices"])
     from netspec.compile.program import compile_spec
     state = compile_spec(spec, mesh).init()
     per_device = None
@@ -104,7 +106,7 @@ def test_hybrid_sharding_splits_within_groups_and_replicates_across(workdir):
 
 def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
     for extra, message in [("distribute: {fsdp_devices: 2}\n", "it needs distribute.params: fsdp"),
-                           ("distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n", "does not divide distribute.devices = 4")]:
+                           ("distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n", "does not divide the 4 devices into equal groups")]:
         spec = workdir / "group.yaml"
         spec.write_text(SPEC + extra)
         result = CliRunner().invoke(main, ["validate", str(spec)])
@@ -162,7 +164,7 @@ def test_batch_must_split_evenly_over_the_devices(workdir):
     spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 10") + "distribute: {devices: 4}\n")
     result = CliRunner().invoke(main, ["validate", str(spec)])
     assert result.exit_code == 1
-    assert "does not split evenly over distribute.devices = 4" in result.output
+    assert "does not split evenly over 4 devices" in result.output and "(distribute.devices is 4)" in result.output
     assert "Traceback" not in result.output
 
 

@@ -28,6 +28,7 @@ from typing import Mapping
 
 from netspec.spec.defaults import fill_defaults, push_model_defaults
 from netspec.errors import NetspecError, Problem, SpecError
+from netspec.machine import device_split_problems
 from netspec.data.labels import known, summarize
 from netspec.spec.label_rules import label_problems, output_problems
 from netspec.spec.load import Loaded
@@ -314,8 +315,9 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
     steps = train.get("steps")
     if num_examples is not None:
         devices = data["distribute"]["devices"]
-        if devices and train["batch_size"] % devices:
-            problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} does not split evenly over distribute.devices = {devices}; make it a multiple of {devices}"))
+        if devices:  # the rule a run checks again for --devices, worded once (netspec.machine)
+            for key, why in device_split_problems(train["batch_size"], devices, data["distribute"]["fsdp_devices"]):
+                problems.append(loaded.problem(tuple(key.split(".")), f"{why} (distribute.devices is {devices})"))
         if train["batch_size"] > num_examples:
             problems.append(loaded.problem(("train", "batch_size"), f"batch_size {train['batch_size']} is larger than the {num_examples} training examples"))
         elif steps is None:
@@ -323,10 +325,6 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
             if steps >= INT32:
                 problems.append(loaded.problem(("train", "epochs"), f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {INT32 - 1}"))
                 steps = None
-    group = data["distribute"]["fsdp_devices"]
-    if group is not None:  # (the schema says it needs params: fsdp)
-        if data["distribute"]["devices"] and data["distribute"]["devices"] % group:
-            problems.append(loaded.problem(("distribute", "fsdp_devices"), f"fsdp_devices {group} does not divide distribute.devices = {data['distribute']['devices']} into equal groups"))
     has_validation = data["data"]["validation_split"] > 0
     chosen = evaluation["split"]
     if info is not None:

@@ -162,7 +162,9 @@ def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, ec
     changes = [] if resume is None else resumption.accepted_changes(resume, spec, arrays, allow_setting_changes=allow_setting_changes)
     pause("before-run-dir")
     use_compilation_cache()
-    mesh = distribute.mesh_for(spec, devices)
+    asked = spec.resolved["distribute"]
+    mesh = distribute.mesh_for(devices or asked["devices"], batch_size=spec.train["batch_size"], params=asked["params"],
+                               fsdp_devices=asked["fsdp_devices"])
     program = signals.wait_for(lambda: compile_spec(spec, mesh))
     state = signals.wait_for(program.init)
     scratch = where.scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
