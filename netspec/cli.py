@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 
 import click
 
 from netspec.errors import NetspecError
+
+STARTED = time.perf_counter()  # the process's start, near enough: result.json's first_step_seconds counts from it
 
 SET_HELP = "Override a spec value: dotted.key=value (YAML value), e.g. --set optimizer.learning_rate=0.01. Repeatable."
 
@@ -92,10 +95,9 @@ _OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.cost:
 
 
 def _load_and_check(path: str, overrides):
-    from netspec.spec.check import check
-    from netspec.spec.load import load
+    from netspec.spec import load_spec
 
-    return check(load(path, list(overrides)))
+    return load_spec(path, overrides)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -252,7 +254,7 @@ def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
         train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,
-                  devices=devices, allow_setting_changes=allow_setting_changes)
+                  devices=devices, allow_setting_changes=allow_setting_changes, started=STARTED)
     except OSError as e:  # a full disk, a read-only or vanished run directory
         where = f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"  # a writer thread's error may name no file
         raise NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched.") from None

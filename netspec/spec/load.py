@@ -20,7 +20,7 @@ YAML 1.2 and 1.1 readers read back as the same data (it quotes any string either
 `--set key.path=value` overrides are applied here, each value parsed as a YAML scalar or flow
 list/map, with the override itself recorded as the position of what it set. What null means at a
 key, and which keys exclude each other, is the schema's to say (`OverrideRules`; `load` uses
-`netspec.overrides.SCHEMA_RULES`): `--set key=null` removes a key that does not take null, and
+`netspec.spec.overrides`): `--set key=null` removes a key that does not take null, and
 setting one key of a mutually exclusive group (train.steps / train.epochs) removes the others.
 """
 
@@ -126,7 +126,7 @@ def json_path(path: Key) -> str:
 
 def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | None = None) -> Loaded:
     """Read and parse a spec file, then apply `--set` overrides with `rules` (default: the
-    schema's, `netspec.overrides.SCHEMA_RULES`). Raises SpecError."""
+    schema's, `netspec.spec.overrides`). Raises SpecError."""
     path = Path(path)
     source = str(path)
     try:
@@ -142,7 +142,9 @@ def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | Non
         raise SpecError([Problem(source, None, None, "$", f"cannot read the file ({e.strerror})")]) from None
     loaded = parse(raw, source)
     if overrides and rules is None:
-        from netspec.spec.overrides import SCHEMA_RULES as rules
+        from netspec.spec.overrides import accepts_null, exclusive_with
+
+        rules = OverrideRules(accepts_null, exclusive_with)
     for text in overrides:
         apply_override(loaded, text, rules)
     return loaded

@@ -1,6 +1,6 @@
 """What a `--set key=value` override means beyond putting the value there, read off the schema.
 
-Contract: `SCHEMA_RULES` is the `load.OverrideRules` that `load.load` applies `--set` overrides
+Contract: `accepts_null` and `exclusive_with` are the `load.OverrideRules` that `load.load` applies `--set` overrides
 with, so the command line can say what the file can:
 
 - `--set key=null` removes the key (its default applies again, or a required key is reported
@@ -15,9 +15,12 @@ Pure Python (no jax): `validate` uses it.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-from netspec.spec.load import Key, OverrideRules
+from collections.abc import Iterator
+from typing import Any
+
 from netspec.spec.schema import SCHEMA, VALIDATOR
+
+Key = tuple  # a key path: ("model", "layers", 2, "units") (as netspec.spec.load names it)
 
 
 def _resolved(schema: Any) -> dict:
@@ -91,5 +94,3 @@ def exclusive_with(data: Any, path: Key) -> tuple[str, ...]:
                 others.update(r[0] for r in group if r[0] != key)
     return tuple(sorted(others))
 
-
-SCHEMA_RULES = OverrideRules(accepts_null=accepts_null, exclusive_with=exclusive_with)

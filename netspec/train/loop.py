@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
-import netspec
 from netspec import distribute
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec
@@ -118,7 +117,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
             opened = _open(spec, where, signals, logdir=logdir, run_name=run_name, data_dir=data_dir, echo=echo, resume=resume,
                            devices=devices, allow_setting_changes=allow_setting_changes)
             result = _train_and_close(spec, opened, where, signals, quiet=quiet, echo=echo,
-                                      started=netspec.STARTED if started is None else started)
+                                      started=time.perf_counter() if started is None else started)
             failed = False
             return result
         except interrupts.Interrupted as e:
