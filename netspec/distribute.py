@@ -1,15 +1,24 @@
 """Where a run's arrays live: one device, or a Mesh over many, with JAX's own sharding machinery.
 
-Contract: `mesh_for(devices, batch_size=..., params=..., fsdp_devices=...) -> Mesh | None` makes a
-two-axis mesh `("data", "fsdp")` over the devices a spec's distribute section (or `--devices`) asks for (all by default; None for one device, the
-plain path). Every batch is split over both axes (`BATCH`). `state_shardings(state, mesh, mode)`
+Contract. Plain values in, no Spec: `mesh_for(devices, *, batch_size, params="replicated",
+fsdp_devices=None) -> Mesh | None` makes a two-axis mesh `("data", "fsdp")` over the devices the
+spec's `distribute` section or `--devices` asks for (all by default; None for one device, the
+plain path), refusing a batch that does not split over them in `netspec.machine`'s one wording.
+Every batch is split over both axes (`BATCH`, `batch_spec`). `state_shardings(state, mesh, mode)`
 says where each TrainState leaf lives: `replicated` (the `fsdp` axis has size 1: every device
-holds the parameters and optimizer state, XLA all-reduces the gradients) or `fsdp` (each large
-array is also split along the `fsdp` axis on its largest divisible axis, so XLA gathers it for
-the matmuls; `distribute.fsdp_devices` makes that axis smaller than all devices, and the
-parameters are replicated across the `data` axis: hybrid sharding). `place(tree, shardings)`
-puts host or device arrays there. No home-made communication: the compiled step says what is
-sharded and XLA's partitioner does the rest.
+holds the parameters and optimizer state, XLA all-reduces the gradients) or `fsdp` (each array of
+at least `FSDP_MIN_SIZE` elements is also split along the `fsdp` axis on its largest divisible
+axis, so XLA gathers it for the matmuls; `distribute.fsdp_devices` makes that axis smaller than
+all devices, and the parameters are replicated across the `data` axis: hybrid sharding).
+`place(tree, shardings)` puts host or device arrays there.
+
+Many processes: `initialize` joins one run (`jax.distributed.initialize`; gloo on CPU),
+`is_writer()` is process 0, the only one that writes the run directory, `from_host` /
+`rows_from_host` let each process build only its own devices' rows of a batch, and `gather`
+brings whole arrays to the host (histograms, checkpoints, the report). No home-made
+communication: the compiled step says what is sharded and XLA's partitioner does the rest.
+`compile.program` asks it for the shardings, `train` for the mesh and the placement, the CLI for
+`initialize`.
 """
 
 from __future__ import annotations
@@ -102,10 +111,12 @@ def state_shardings(tree, mesh: Mesh, mode: str):
 
 
 def replicated(tree, mesh: Mesh):
+    """A sharding for every leaf of `tree`: the whole array on every device of `mesh`."""
     return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, P()), tree)
 
 
 def place(tree, shardings):
+    """`tree` (host or device arrays) put where `shardings` say, leaf by leaf."""
     return jax.device_put(tree, shardings)
 
 

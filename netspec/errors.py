@@ -1,8 +1,12 @@
 """Errors a user can cause. Each one is shown as a clear paragraph and a non-zero exit, never a traceback.
 
-`NetspecError` is the base: its message is the whole story (what went wrong, where, how to fix it).
-`SpecError` collects every problem found in a spec, each with its position (file:line:col and the
-key path), so `validate` can report them all at once.
+`NetspecError` is the base: its message is the whole story (what went wrong, where, how to fix
+it); the CLI prints it as is and exits with its `exit_code` (1; a stop by a signal: 130 or 143).
+`DataError` is a data file that is missing, unreadable, malformed or fails its checksum.
+`SpecError` collects every `Problem` found in a spec, each with its position (file:line:col, or
+the `--set` it came from, and the key path), so `validate` can report them all at once.
+
+The bottom of the package: it imports nothing of netspec's, and every room may raise these.
 """
 
 from __future__ import annotations

@@ -1,41 +1,24 @@
-"""What a model costs, from the pure-Python shape rules: parameters, arithmetic, memory.
+"""What this machine offers a run: the memory budget, and whether a batch splits over the devices.
 
-Contract. Pure Python (no jax, no numpy): `netspec validate` uses it to refuse a model that
-cannot fit before anything is compiled, and `netspec summary` prints it.
+Contract. Pure Python (no numpy, no jax) at the bottom of the package: it imports nothing of
+netspec's, so `spec/`, `data/` and `distribute` can all use it.
 
-    layer_cost(layer, compute_bytes) -> LayerCost   one checked layer (netspec.check.Layer)
-    model_costs(layers, compute_bytes) -> [LayerCost]
-    optimizer_state_elements(optimizer, param_shapes) -> int
-    training_memory(...) -> [Part]                   what one training process holds at least
-    memory_budget() -> Budget                        bytes one device may use, and where that comes from
-    host_memory() -> Budget                          bytes this process may use on the host
+    memory_budget() -> Budget          bytes one training device may use, and where that figure comes from
+    host_memory() -> Budget            bytes this process may use on the host (read once per process)
+    parse_bytes(text) -> int | None    '24GiB', '8000MB', '1e9' -> bytes (units binary)
+    format_bytes(n) -> str             bytes in binary units, for messages
+    device_split_problems(batch_size, devices, fsdp_group) -> [(spec key, why)]
 
-A layer's cost, per example (no batch axis):
-- `params`: its trainable arrays by name and shape, exactly those `netspec.layers` creates
-  (`kernel`, `bias`, `scale`, `offset`); `state`: its non-trainable arrays (`batch_norm`'s
-  running `mean` and `var`). A registry test walks every layer type to prove they agree.
-- `macs`: multiply-accumulates of its matrix products and convolutions (dense:
-  positions x inputs x units; conv2d: output positions x filters x kernel area x channels per
-  group), 0 for every other layer.
-- `flops`: forward floating-point operations, 2 per multiply-accumulate plus one per output
-  value for a bias, an activation function, a normalisation's few elementwise steps, and one per
-  window element for pooling (the convention of Keras-style summaries and of the FLOP counts in
-  papers; XLA may fuse or count differently).
-- `activation_bytes`: its output in the compute dtype; `saved_bytes`: what training keeps of it
-  for the backward pass (0 for flatten and reshape, which XLA does as a view of their input).
+`check` compares the memory a model needs (`netspec.spec.cost.training_memory`) with
+`memory_budget()`; `netspec.data.formats.read_limit` bounds what one data file may hold by
+`host_memory()`. The budget is `NETSPEC_MEMORY_BUDGET` (`BUDGET_ENV`) when set (bytes, or a
+number with KiB/MiB/GiB/TiB, KB/MB/GB/TB, K/M/G/T: all binary), else the first GPU's memory when
+JAX will train on one (a CUDA plugin installed, `JAX_PLATFORMS` allowing it, nvidia-smi answering;
+times XLA's preallocated fraction), else this host's: the least of its physical memory, its
+cgroup limit and the process's address-space and data limits (`ulimit -v`, `ulimit -d`).
 
-Memory (`training_memory`) adds, for one device: parameters, their gradients and the optimizer's
-state (float32: `precision.params` is float32 only), the activations of one training batch saved
-for the backward pass, the resident training data or the streamed chunks, the evaluated split
-and one evaluation batch, and each chunk's batch indices; when the device is this machine's CPU,
-also the data as read on the host, its copy on the way to the device, and the JAX runtime itself.
-It is a lower bound of what XLA needs,
-not an exact figure (XLA adds workspace and may keep more): a model it says cannot fit cannot.
-
-The budget is `NETSPEC_MEMORY_BUDGET` when set (bytes, or a number with KiB/MiB/GiB/TiB, KB/MB/
-GB/TB, K/M/G/T: binary), else the memory of the first GPU when JAX will train on one (nvidia-smi,
-times XLA's preallocated fraction), else this host's: the least of its physical memory, its cgroup
-limit and the process's address-space and data limits (`ulimit -v`, `ulimit -d`).
+`device_split_problems` is the one wording of "this batch does not split over these devices":
+`check` uses it for `distribute.devices`, `netspec.distribute.mesh_for` for `--devices`.
 """
 
 from __future__ import annotations

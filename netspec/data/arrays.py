@@ -1,14 +1,20 @@
 """The spec's `data` section on the host: what the data looks like, and the arrays themselves.
 
-Contract. `describe(data, base_dir) -> DataInfo` says, without loading the examples where it can
-(IDX and npz headers; the known sizes of mnist and fashion_mnist), how many training examples
-there are, the shape and dtype of one example, the labels' shape and the number of classes when
-known. `check` uses it to match data against model and loss; it raises DataError for missing or
-malformed files. `load(spec) -> Arrays` reads the examples, carves the validation split (fixed by
-the seed), and computes the scaling (`1/255`, a number, or per-feature standardization from the
-training split) that the compiled step applies on the device, so images stay uint8 there.
+Contract. `describe(data, base_dir) -> DataInfo` says how many training examples there are, the
+shape and dtype of one example, the labels' shape and summary (`labels.summarize`) and the
+classes when known, reading as little as it can: of IDX files and npz archives the headers and
+the labels, never the examples (a CSV is read whole). `check` calls it for data in files (inline
+data and the named sets it describes itself); a missing or malformed file is a `DataError`.
+`load(data, base_dir, *, seed, data_dir=None) -> Arrays` reads the examples (through `formats`
+and `download`), applies `data.limit`, carves the validation split (fixed by the seed) and
+computes the scaling (`1/255`, a number, or per-feature standardization from the training split)
+as `(x - shift) * scale`, which the compiled step applies on the device, so images stay uint8
+there; `netspec.train.feed.load_arrays` calls it. `BatchOrder` says which examples each step
+trains on: a permutation per epoch drawn from (seed, epoch), so the batches depend only on the
+seed and the step, however the run is cut into chunks or resumed.
 
-No jax here: `validate` calls `describe`.
+numpy, never jax: `validate` calls `describe`. Relative paths start at `base_dir`, the spec file's
+directory.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from netspec.data.sources import FASHION_CLASSES
 
 
 class Split(NamedTuple):
+    """One split's examples and labels, as stored (images uint8)."""
+
     x: np.ndarray
     y: np.ndarray
 
@@ -51,6 +59,7 @@ class Arrays(NamedTuple):
 
 
 def source_of(data: Mapping) -> str:
+    """The one source (a key of `SOURCES`) that a checked `data` section names."""
     return next(k for k in SOURCES if k in data)
 
 

@@ -1,37 +1,22 @@
-"""Host-side data sources: IDX files, the standard image datasets, .npz archives and CSV tables.
+"""The named data sets' files (mnist, fashion_mnist): where they are looked for, and their download.
 
-Contract. Every loader runs on the host, returns numpy arrays and never imports jax (`netspec
-validate` uses `idx_header` and `locate`, and must stay jax-free and fast). Every problem a user
-can fix raises `DataError` with one paragraph: which file, what is wrong, how to fix it.
+Contract. `locate(dataset, *, data_dir, download) -> {role: Path}` finds the four IDX files
+(`formats.FILES`, each plain or `.gz`) of a named data set, or downloads the missing ones into the
+user cache; `load_standard(dataset, ...) -> formats.Splits` reads them (uint8 images [N, 28, 28],
+uint8 labels [N]); `cache_dir(dataset)` is that cache. Only `arrays.load` calls them, when a run
+starts: `validate` knows the named sets without their files (`sources.STANDARD`). Problems raise
+`DataError` saying where netspec looked and where to put the files.
 
-    read_idx(path) -> ndarray                      one IDX file, raw or gzip (detected by content)
-    idx_header(path) -> (dtype, shape)             its header only, without reading the data
-    locate(dataset, *, data_dir, download) -> {role: Path}
-    load_standard(dataset, *, data_dir, download) -> Splits   mnist, fashion_mnist
-    load_idx_dir(path) -> Splits                   any directory holding the four IDX files
-    load_npz(path, *, x_key, y_key) -> Splits      test split is None unless the archive has one
-    load_csv(path, *, features, label, header, delimiter) -> Table(x float32 [N, F], y [N], classes, feature_names)
-    open_data_file(path) -> binary file               a regular file within the read limit, or DataError
-    npz_headers(path) -> {name: (shape, dtype name)}  an npz's arrays, checked against the archive's sizes
-
-Data files are untrusted. Every file is opened by `open_data_file`: it must be a regular file (not a
-device such as /dev/zero, a FIFO, a socket or a directory; a symlink is followed and named), and
-no file holds more data than `read_limit()`: `MAX_DATA_BYTES` (64 GiB), or less when this process
-may use less memory (`netspec.cost.host_memory`). Every size a file states (an IDX or .npy header,
-a zip directory entry) is checked against the file's real size, and against the limit, before
-anything is allocated; gzip and deflate streams are read only up to the size their header states
-(plus `SLACK_BYTES`, to say how much more there is); a CSV line may be at most `MAX_LINE_CHARS`
-characters. A file that shrinks while it is read is reported as truncated.
-
-Where a standard dataset is looked for, in this order (the first directory that holds all four
-files, each plain or `.gz`, wins):
-    1. `data_dir` (the spec's or `--data-dir`), then `data_dir/<dataset>`
+Where a data set is looked for, in this order (the first directory that holds all four files
+wins):
+    1. `data_dir` (the spec's `dir` or `--data-dir`), then `data_dir/<dataset>`
     2. `$NETSPEC_DATA`, then `$NETSPEC_DATA/<dataset>`
     3. the user cache, `$XDG_CACHE_HOME/netspec/<dataset>` or `~/.cache/netspec/<dataset>`
-    4. system copies (`SYSTEM_DIRS`; Debian's /usr/share/datasets/fashion-mnist)
+    4. system copies (`SYSTEM_DIRS`: Debian's /usr/share/datasets/fashion-mnist)
 If none does, the missing files are downloaded into the cache from `MIRRORS[dataset]` in order,
-each checked against `SHA256[dataset]` and written atomically, unless `download=False` or
-`$NETSPEC_OFFLINE` is set (to anything but "" or "0").
+each checked against `SHA256[dataset]` and written atomically (a temporary name, fsync, rename),
+unless `download=False` or `$NETSPEC_OFFLINE` is set (to anything but "" or "0"). Local copies
+are read, never checksummed. No jax; click only for a progress bar on a terminal.
 """
 
 from __future__ import annotations

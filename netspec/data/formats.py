@@ -1,37 +1,29 @@
-"""Host-side data sources: IDX files, the standard image datasets, .npz archives and CSV tables.
+"""The readers of data files: IDX (raw or gzip), .npy and .npz archives, CSV tables.
 
-Contract. Every loader runs on the host, returns numpy arrays and never imports jax (`netspec
-validate` uses `idx_header` and `locate`, and must stay jax-free and fast). Every problem a user
-can fix raises `DataError` with one paragraph: which file, what is wrong, how to fix it.
+Contract. Every reader runs on the host, returns numpy arrays and never imports jax; every
+problem a user can fix raises `DataError`, one paragraph naming the file, what is wrong and how
+to fix it. `arrays.describe` uses the header-only readers (`idx_header`, `open_npz`) so that
+`validate` learns shapes without reading the data; `arrays.load` and `download.load_standard` read
+it all; `netspec.inference` reads predict's inputs with the same guards.
 
-    read_idx(path) -> ndarray                      one IDX file, raw or gzip (detected by content)
-    idx_header(path) -> (dtype, shape)             its header only, without reading the data
-    locate(dataset, *, data_dir, download) -> {role: Path}
-    load_standard(dataset, *, data_dir, download) -> Splits   mnist, fashion_mnist
-    load_idx_dir(path) -> Splits                   any directory holding the four IDX files
-    load_npz(path, *, x_key, y_key) -> Splits      test split is None unless the archive has one
+    open_data_file(path, what) -> binary file     a regular file within `read_limit()`, or DataError
+    idx_header(path) -> (dtype, shape)            an IDX file's header only
+    read_idx(path) -> ndarray                     one IDX file, raw or gzip (told by its content)
+    load_idx_dir(path) -> Splits                  a directory of IDX files under MNIST's names (`FILES`)
+    open_npz(path) -> (ZipFile, {name: NpyHeader})   an .npz archive, every header checked (a context manager)
+    read_npz_array(archive, header, path), read_npy(path) -> ndarray
+    load_npz(path, *, x_key, y_key) -> Splits     the test split is None unless the archive has one
     load_csv(path, *, features, label, header, delimiter) -> Table(x float32 [N, F], y [N], classes, feature_names)
-    open_data_file(path) -> binary file               a regular file within the read limit, or DataError
-    npz_headers(path) -> {name: (shape, dtype name)}  an npz's arrays, checked against the archive's sizes
 
-Data files are untrusted. Every file is opened by `open_data_file`: it must be a regular file (not a
-device such as /dev/zero, a FIFO, a socket or a directory; a symlink is followed and named), and
-no file holds more data than `read_limit()`: `MAX_DATA_BYTES` (64 GiB), or less when this process
-may use less memory (`netspec.cost.host_memory`). Every size a file states (an IDX or .npy header,
-a zip directory entry) is checked against the file's real size, and against the limit, before
-anything is allocated; gzip and deflate streams are read only up to the size their header states
-(plus `SLACK_BYTES`, to say how much more there is); a CSV line may be at most `MAX_LINE_CHARS`
-characters. A file that shrinks while it is read is reported as truncated.
-
-Where a standard dataset is looked for, in this order (the first directory that holds all four
-files, each plain or `.gz`, wins):
-    1. `data_dir` (the spec's or `--data-dir`), then `data_dir/<dataset>`
-    2. `$NETSPEC_DATA`, then `$NETSPEC_DATA/<dataset>`
-    3. the user cache, `$XDG_CACHE_HOME/netspec/<dataset>` or `~/.cache/netspec/<dataset>`
-    4. system copies (`SYSTEM_DIRS`; Debian's /usr/share/datasets/fashion-mnist)
-If none does, the missing files are downloaded into the cache from `MIRRORS[dataset]` in order,
-each checked against `SHA256[dataset]` and written atomically, unless `download=False` or
-`$NETSPEC_OFFLINE` is set (to anything but "" or "0").
+Data files are untrusted. Each must be a regular file (not a device such as /dev/zero, a FIFO,
+a socket or a directory; a symlink is followed and named with its target) holding at most
+`read_limit()` bytes: `MAX_DATA_BYTES` (64 GiB), or less when this process may use less memory
+(`netspec.machine.host_memory`). Every size a file states (an IDX or .npy header, a zip directory
+entry) is checked against the file's real size and the limit before anything is allocated; gzip
+and deflate streams are read only up to their stated size (plus `SLACK_BYTES`, to say how much
+more there is); an .npz holds at most `MAX_NPZ_MEMBERS` arrays and is never unpickled; a CSV line
+may be at most `MAX_LINE_CHARS` characters and a CSV is read row by row into float32. A file that
+shrinks while it is read is reported as truncated.
 """
 
 from __future__ import annotations

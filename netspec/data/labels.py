@@ -1,29 +1,15 @@
-"""The labels' rules: what targets fit a loss and an output, stated once for every data source.
+"""A summary of a set of labels, from any source: what the label rules need, without the labels.
 
-Contract. `summarize(values)` reduces the training labels of any source (inline lists, IDX,
-npz, CSV, the named data sets' known facts) to a `Labels` summary; `label_problems(labels,
-loss, ...)` applies every rule to it and returns `LabelProblem`s, in the order a person should
-fix them; `output_problems(loss, activation, ...)` says whether an output layer and a loss can
-train together at all, whatever the data. `netspec.check` calls both for every source and points
-each problem at the labels (the inline `y`, or the data file). Pure Python: `summarize` takes a
-list or a numpy array (through the array's own methods), so `validate` imports numpy only for
-data in files.
+Contract. `summarize(values, per_example=1, names=None) -> Labels` reduces targets (a flat list
+of numbers, such as an inline `y`, or a numpy array of any shape, read through the array's own
+methods) to a frozen `Labels`: the count, the minimum and maximum and where they are, the first
+non-finite and the first non-whole value, up to three distinct values, and the class names of
+text labels. `known(classes, count)` is a named data set's summary from its known facts, with
+no file read. `check` makes them for inline data and the named sets, `arrays.describe` for data
+in files; the rules that judge a summary against a loss and an output are
+`netspec.spec.label_rules`, stated once for every source.
 
-The rules, each stated once:
-
-1. every target is a finite number;
-2. a classification loss (the cross-entropies) needs labels of at least two classes; when the
-   labels hold one, that is the only label problem reported (so no advice follows that the next
-   message would reject);
-3. `binary_crossentropy` targets lie in [0, 1] (class 0 or 1, or a probability);
-4. class-index labels (`sparse_categorical_crossentropy`; `categorical_crossentropy` with one
-   class number per example) are whole numbers from 0 to units - 1;
-5. `categorical_crossentropy` targets given per class (one-hot, or a distribution) lie in [0, 1];
-6. a regression loss's targets lie within what the output activation can produce (a sigmoid
-   output never reaches 5);
-7. (`output_problems`) a loss that takes logits (`from_logits: true`) needs an output that can
-   be negative and positive: logits through relu, softplus, sigmoid or softmax (or, for the
-   categorical losses, squeezed into [-1, 1] by tanh) cannot express a confident class.
+Pure Python: no numpy import here (an array brings its own methods), no jax.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""What a spec may name: layers, activations, initializers, losses, metrics, optimizers, schedules.
+"""The data sources a spec may name, and `DataInfo`: what `check` learns of the data.
 
-Contract: each registry is a plain dict from the name a spec uses to that entry's arguments, as
-JSON Schema properties with their defaults and descriptions; `ACTIVATION_DOCS`, `INITIALIZER_DOCS`,
-`LOSS_DOCS`, `METRIC_DOCS` (and each `LayerKind.doc`) say what a name computes, wherever Keras or
-PyTorch would lead a reader to assume otherwise: the README's tables and editors show them. This module is pure Python (no jax): the schema and
-`validate` are built from it. The JAX side (`netspec.layers`, `netspec.compile`) keeps a dict with
-the same keys; `tests/test_registry.py` proves the two agree, and that every optimizer's and
-schedule's arguments here are exactly those of optax's own signature, with optax's defaults.
+Contract. `SOURCES` is the tuple of `data:` keys a spec chooses exactly one of (the schema's
+`oneOf` is built from it; `arrays.source_of` finds the one given). `STANDARD` holds the named
+data sets' facts (train and test sizes, one example's shape, the number of classes), so `validate`
+knows `mnist` and `fashion_mnist` without their files; `FASHION_CLASSES` names Fashion-MNIST's
+classes. `DataInfo` is what `arrays.describe` (or, for inline data and the named sets, `check`
+itself) returns: the examples' count, shape and dtype, the labels' shape, the classes when known
+and the labels' summaries (`labels.Labels`). `check` matches it against the model and the loss;
+the Spec carries it (`Spec.data_info`), and a run directory records it in `ran.json`
+(`netspec.train.resumption`), so eval and predict check a spec against the data as it ran.
 
-A layer entry also carries its shape rule: `shape(layer, in_shapes) -> out_shape` on shapes without
-the batch axis, raising `ShapeMismatch` when the inputs cannot work. The rule must equal what
-`jax.eval_shape` gives for the layer's apply; the registry test walks every layer to prove it.
+Plain data only: no numpy, no jax, no files.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ STANDARD = {  # the named data sets: (train examples, test examples, example sha
 
 @dataclass(frozen=True)
 class DataInfo:
+    """What `check` learns of a spec's training data, before any of it is loaded (see the module docstring)."""
+
     source: str
     num_train: int
     num_test: int | None

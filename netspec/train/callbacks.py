@@ -82,12 +82,15 @@ class Callback:
     name = "callback"
 
     def needs(self, end: int) -> Needs:
+        """Which copies of the state just made (steps up to `end`) this callback will read."""
         return Needs()
 
     def dispatch(self, state, end: int):
+        """Device work to start on the state at `end` before the next chunk takes it, or None."""
         return None
 
     def on_chunk_end(self, chunk: FinishedChunk, stopping: str | None) -> str | None:
+        """Act on a finished chunk's results; a reason to stop the run, or None."""
         return None
 
 

@@ -64,6 +64,7 @@ class Feed:
 
 
 def load_arrays(spec: Spec, data_dir: str | None = None):
+    """The spec's data as host arrays (`netspec.data.arrays.load`); `data_dir` is `--data-dir`."""
     from netspec.data.arrays import load
 
     return load(spec.data, Path(spec.base_dir), seed=spec.seed, data_dir=data_dir)

@@ -1,42 +1,38 @@
-"""Train a checked Spec: the host loop over compiled chunks, the run directory, the report.
+"""Train a checked Spec: the host loop over compiled chunks, from the run's start to its closing.
 
-Contract: `run(spec, logdir=..., run_name=None, quiet=False, resume=None) -> RunResult`. A new run
-claims `<logdir>/<spec.name>/<run-id>/` (an exclusive mkdir: never an existing directory), saves
-the resolved spec (`spec.yaml`), where it came from (`run.json`) and the input scaling
-(`preprocess.npz`), trains `spec.steps` steps in chunks of `summaries.every` steps and writes
-summaries at every chunk boundary (and the untrained model at step 0), checkpoints every
-`checkpoint.every` steps, at the end and when stopped, and finally `result.json`. Its events are
-laid out as `netspec.summaries` says: training at the run directory's root (with the HParams
-session), evaluations in `test/` or `validation/` beside it. When the evaluated split is
-validation (it chose the model: early stopping, the best checkpoint) and the data has a test
-split, the final evaluation also measures the test split, once: `final` holds both.
+Contract: `run(spec, *, logdir="runs", run_name=None, quiet=False, data_dir=None, echo=print,
+resume=None, devices=None, allow_setting_changes=False, started=None) -> RunResult` (the public
+`netspec.train`; `netspec run` and `netspec resume` call it). A sitting (`sitting.Sitting`) loads
+the data (`feed.load_arrays`), compiles the Program (`netspec.compile.program.compile_spec`) on
+the mesh `distribute.mesh_for` makes, then either claims a new run directory
+(`<logdir>/<spec.name>/<run-id>/`, `rundir.make_run_dir`) and writes what a run starts with
+(spec.yaml, run.json, preprocess.npz, ran.json), or with `resume=RUN_DIR` reopens that run at its
+latest checkpoint that loads, after `netspec.train.resumption` has accepted what changed. It then
+runs `spec.steps` steps in chunks of `summaries.every` (the untrained model is written at step 0),
+dispatching each chunk before it finishes the one before, so the host writes a chunk's summaries,
+evaluations and checkpoints (`callbacks`) while the next one runs on the device. The host touches
+the program only between chunks.
 
-`resume=RUN_DIR` continues that run from its latest checkpoint: the state (parameters,
-optimizer and model state, step) is restored exactly, the batch order and per-step keys are
-functions of (seed, step), and the event files drop anything past the checkpoint (purge_step),
-so a stopped and resumed run ends bit for bit as one never stopped.
+A resumed run ends bit for bit as one never stopped: the state is restored exactly, the batch
+order and per-step keys are functions of (seed, step), and the event files drop anything past
+the checkpoint (purge_step).
 
 The closing. When training ends (its last step, or early stopping) the final evaluations are
-computed (the best checkpoint kept), then the closing checkpoint is written, recording how
-training ended; only then are the final evaluations' events, the HParams status and
-`result.json` written. A run interrupted after the closing checkpoint is finished by a resume
-without training: the same evaluations of the same state, written again in place of what the
-interrupted closing wrote (`summaries` keeps them in a file of their own), so it ends as one
-never interrupted.
+computed (the best checkpoint kept; when the validation split chose the model and the data has a
+test split, the test split is measured too, once: `RunResult.final` holds both), then the closing
+checkpoint records how training ended; only then are the final evaluations' events, the HParams
+status and `result.json` written, and the report printed (`report`). A run interrupted after the
+closing checkpoint is finished by a resume without training: the same evaluations of the same
+state, written in place of what the interrupted closing wrote.
 
-A sitting holds the run directory (`rundir.lock`) from when it claims or opens it to its end,
-and first removes what cut-off writes left there. Every file is written whole or not at all,
-and the events up to a checkpoint's step are on disk (fsynced) before the checkpoint is.
-
-Stops: SIGINT/SIGTERM (`netspec.interrupts`) before the run directory exists stop at once, with
-nothing written; while training, the first finishes the current chunk, checkpoints and raises
-`Stopped` (exit 130 / 143), a second stops at once, keeping the last checkpoint; in the closing
-they stop at once, for a resume to finish. A full disk ends the run with one paragraph saying
-what was kept. A non-finite loss or gradient with `on_nonfinite: stop` raises an error naming
-the step and layer, keeping the last good checkpoint (the chunk notices it once, at its end; the
-host then runs that chunk again from the last checkpoint with the check in every step to name
+Stops: SIGINT/SIGTERM (`interrupts`) before the run directory exists stop at once, with nothing
+written; while training, the first finishes the current chunk, checkpoints and raises `Stopped`
+(exit 130 / 143), a second stops at once, keeping the last checkpoint; in the closing they stop
+at once, for a resume to finish. A full disk ends the run with one paragraph saying what was kept
+(`Sitting.cannot_write`). A non-finite loss or gradient with `on_nonfinite: stop` raises an error
+naming the step and layer, keeping the last good checkpoint (the chunk notices it once, at its
+end; the host then runs that chunk again from the last checkpoint with the per-step check to find
 them); early stopping ends the loop normally.
-The host touches the program only between chunks.
 """
 
 from __future__ import annotations

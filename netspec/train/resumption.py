@@ -1,7 +1,7 @@
 """What a resume may change, and the run directory's record of what ran.
 
 Contract. A run directory holds `ran.json`, netspec's own record of what ran: the resolved spec
-(`spec`), what check learned of the data (`data_info`, a `check.DataInfo`) and a fingerprint of
+(`spec`), what check learned of the data (`data_info`, a `netspec.data.sources.DataInfo`) and a fingerprint of
 the training examples (`data_fingerprint`). `record(run_dir, spec, arrays)` writes it when a run
 starts and again when a resume goes ahead. `accepted_changes(run_dir, spec, arrays,
 allow_setting_changes=...)` compares what would run (the spec checked from the run's spec.yaml
@@ -60,6 +60,8 @@ ALLOWED = (LENGTH, PLACE, MACHINE)  # without the flag
 
 
 class Rule(NamedTuple):
+    """What a resume may do with one key of the resolved spec, and with the keys below it that no longer rule names."""
+
     key: str  # a dotted key of the resolved spec (list indices left out)
     kind: str
     why: str  # what the key decides, said when a change to it is refused

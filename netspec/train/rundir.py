@@ -1,19 +1,28 @@
-"""The run directory as a place on disk: claiming it, writing files whole, one writer at a time.
+"""The run directory on disk: claiming it, writing its files whole, one writer at a time, reopening it.
 
-Contract: `make_run_dir` claims a new, empty directory (an exclusive mkdir, never an existing
-one). Every file netspec writes there is written whole or not at all: `write_atomically` (and
-`checkpoint.save`, the HParams session) writes a temporary `.<name>.<...>.tmp` beside it, fsyncs
-it, renames it over the real name and fsyncs the directory; event files are appended a whole
-record at a time (`summaries.EventFile`). So a kill -9 or a full disk can leave only temporary
-files, which `remove_leftovers` deletes: every command that opens a run does so first, when it
-can hold the run (`lock`).
+Contract. `make_run_dir(logdir, name, run_name)` claims a new, empty `<logdir>/<name>/<run-id>`
+(an exclusive mkdir, never an existing directory). Every file netspec writes in a run is written
+whole or not at all: `write_atomically` (and `checkpoint.save`, the HParams session) writes a
+temporary `.<name>.<...>.tmp` beside it, fsyncs it, renames it over the real name and fsyncs the
+directory; event files are appended a whole record at a time (`write_all`, from
+`summaries.EventFile`). So a kill -9 or a full disk can leave only temporary files, which
+`remove_leftovers` deletes.
 
-`lock(run_dir)` holds the run for this process with `flock` on `<run_dir>/.lock`, which the
-kernel releases when the process ends however it ends (kill -9 included, so a lock is never
-stale), and records who holds it (pid, host, command, since) in that file for the refusal
-another process gets. `run` and `resume` hold it while they write; `eval` and `predict` take it
-only for the moment of removing leftovers, and read a run another process holds without
-touching it.
+`lock(run_dir) -> RunLock` holds the run for this process with `flock` on `<run_dir>/.lock`
+(`LOCK_FILE`), which the kernel releases when the process ends however it ends (kill -9 included,
+so a lock is never stale), and records who holds it (pid, host, command, since) for the refusal
+another process gets. `run` and `resume` hold it while they write (`sitting.Sitting.hold`, which
+also removes leftovers); `eval` and `predict` call `tidy`, which removes leftovers only when no
+one holds the run, and read a run another process holds without touching it.
+
+The files a run starts with and reads back: `spec_yaml(spec)` (spec.yaml, the resolved spec),
+`write_preprocess` / `read_preprocess` (preprocess.npz: the input scaling, class names and CSV
+feature names, for `netspec predict`), `record_resume` (ran.json and changes.json through
+`resumption.record`; preprocess.npz again when it is damaged). `load_run_spec(run_dir, overrides,
+*, recorded_data)` checks a run's spec.yaml again, relative data paths starting where run.json
+says the spec was, and with `recorded_data` (eval, predict) against the data as ran.json recorded
+it, so a run whose data has moved can still be used. A missing or damaged file is a NetspecError
+naming it and saying what can still be done.
 """
 
 from __future__ import annotations
@@ -196,6 +205,7 @@ def tidy(run_dir: Path) -> None:
 
 
 def spec_yaml(spec: Spec) -> str:
+    """The resolved spec as the YAML text a run directory's spec.yaml holds (`load.dump`)."""
     from netspec.spec.load import dump
 
     return dump(plain(spec.resolved))
