@@ -87,7 +87,7 @@ def _one_error_policy(command):
     return guarded
 
 
-_OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.cost: parameters, optimizer state, one batch's "
+_OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.spec.cost: parameters, optimizer state, one batch's "
                   "activations, the data on the device) is a lower bound, and XLA's working memory comes on top. Lower "
                   "train.batch_size or eval.batch_size, make the model smaller, stream the data (data.max_resident_mb), or "
                   "set NETSPEC_MEMORY_BUDGET to what this machine can really give so validate refuses such a spec. A "
@@ -262,7 +262,7 @@ def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
 
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--split", type=click.Choice(["test", "validation", "train"]), default=None, help="Default: the spec's eval.split (test when the data has one).")
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default=None, help="Default: test when the data has one, else the spec's eval.split, else validation, else train.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
 @_one_error_policy
 def evaluate(run_dir, split, data_dir):

@@ -55,7 +55,8 @@ def finished_state(spec: Spec, run_dir: Path, *, notice=None):
 def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str | None = None, notice=None) -> dict:
     """`netspec eval`: {metric tag: mean} of a finished run on a split ("test", "validation",
     "train"; default: test when the data has one, the honest figure for a model chosen on the
-    validation split; else the spec's eval.split), from its best checkpoint if it kept one
+    validation split; else the spec's eval.split; else validation, else the training data, all
+    that inline data such as XOR's has), from its best checkpoint if it kept one
     (early stopping, checkpoint.best), else its latest (one that does not load is passed over,
     said in one line to `notice`). The spec is checked against the data as the run recorded it;
     the split itself is read from the data files. Raises NetspecError for a damaged run
@@ -76,7 +77,8 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
         raise NetspecError(f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
                            f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
                            f"training data back, or point data in spec.yaml to it.")
-    split = split or ("test" if arrays.test is not None else spec.eval["split"] or "test")
+    split = split or ("test" if arrays.test is not None else spec.eval["split"]
+                      or ("validation" if arrays.validation is not None else "train"))
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
         raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
