@@ -1,9 +1,9 @@
 """A catalogue of broken specs: each one is refused by `netspec validate` with exit 1, the right
 file:line:col and key path, a message that says what is wrong, and no traceback.
 
-Most cases are BASE (a valid spec in block style, so every key has its own line) with one mistake.
-The line numbers of BASE are written next to it; a case names the line and column of the first
-problem reported.
+Most cases are BASE (tests/support.py: a valid spec in block style, so every key has its own line)
+with one mistake. The line numbers of BASE are written next to it there; a case names the line and
+column of the first problem reported.
 """
 
 from __future__ import annotations
@@ -11,61 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from click.testing import CliRunner
 
-from netspec.cli import main
-
-# Line numbers:                                               col 1 ...
-BASE = """\
-name: xor_nn
-seed: 777
-data:
-  inline:
-    x: [[0, 0], [0, 1], [1, 0], [1, 1]]
-    y: [[0], [1], [1], [0]]
-model:
-  input: [2]
-  defaults: {activation: sigmoid, kernel_init: random_normal, bias_init: random_normal}
-  layers:
-    - name: layer1
-      type: dense
-      units: 2
-    - name: hypothesis
-      type: dense
-      units: 1
-loss: binary_crossentropy
-metrics: [accuracy]
-optimizer:
-  type: sgd
-  learning_rate: 0.1
-train:
-  steps: 100
-  batch_size: 4
-"""
-#  1 name   2 seed   3 data   4 inline   5 x   6 y   7 model   8 input   9 defaults   10 layers
-# 11 - name: layer1   12 type   13 units   14 - name: hypothesis   15 type   16 units
-# 17 loss   18 metrics   19 optimizer   20 type   21 learning_rate   22 train   23 steps   24 batch_size
+from support import BASE, BATCH, LOSS, LR, STEPS, UNITS0, UNITS1, X, Y, edit, netspec, problem_lines
 
 MODEL_BLOCK = BASE[BASE.index("model:\n"):BASE.index("loss:")]
-
-
-def edit(*pairs: tuple[str, str]) -> str:
-    """BASE with each `old` replaced (once) by `new`; `old` must be in BASE."""
-    text = BASE
-    for old, new in pairs:
-        assert text.count(old) == 1, f"{old!r} is not in the base spec exactly once"
-        text = text.replace(old, new)
-    return text
-
-
-X = "    x: [[0, 0], [0, 1], [1, 0], [1, 1]]"
-Y = "    y: [[0], [1], [1], [0]]"
-UNITS0 = "      units: 2"
-UNITS1 = "      units: 1\n"
-LR = "  learning_rate: 0.1"
-STEPS = "  steps: 100"
-BATCH = "  batch_size: 4"
-LOSS = "loss: binary_crossentropy"
 
 
 @dataclass(frozen=True)
@@ -177,11 +126,7 @@ def validate(tmp_path, text, *args):
         spec.write_bytes(text)
     elif text is not None:
         spec.write_text(text, encoding="utf-8")
-    return CliRunner().invoke(main, ["validate", str(spec), *args])
-
-
-def problem_lines(output: str) -> list[str]:
-    return [line.strip() for line in output.splitlines() if line.startswith("  ")]
+    return netspec("validate", spec, *args)
 
 
 def assert_clean_failure(result):
@@ -253,7 +198,7 @@ def test_each_file_gets_its_own_report(tmp_path):
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(BASE)
     bad.write_text(edit((STEPS, "  steps: 0")))
-    result = CliRunner().invoke(main, ["validate", str(good), str(bad)])
+    result = netspec("validate", good, bad)
     assert_clean_failure(result)
     assert "good.yaml: ok" in result.output
     assert "bad.yaml: 1 problem" in result.output

@@ -16,6 +16,7 @@ import pytest
 from netspec.train import checkpoint
 from netspec.compile.state import TrainState
 from netspec.errors import NetspecError
+from support import SPECS
 
 
 def train_state(seed: int = 0) -> TrainState:
@@ -93,7 +94,7 @@ def test_round_trip_of_a_compiled_program_state(tmp_path):
     from netspec.compile.program import compile_spec
     from netspec.spec.load import load
 
-    spec_file = Path(__file__).resolve().parent.parent / "specs" / "xor_wide.yaml"
+    spec_file = SPECS / "xor_wide.yaml"
     program = compile_spec(check(load(spec_file)))
     state = program.init()
     path = checkpoint.save(tmp_path / "init.safetensors", state)

@@ -7,7 +7,6 @@ import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -16,10 +15,8 @@ from click.testing import CliRunner
 from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.train import loop as T
+from support import ROOT, SHIPPED, SPECS, run_netspec
 
-ROOT = Path(__file__).parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-NETSPEC = Path(sys.executable).parent / "netspec"
 
 BROKEN = """\
 name: broken
@@ -38,15 +35,15 @@ train: {steps: 10, batch_size: 4}
 
 
 def test_there_are_shipped_specs():
-    assert len(SPECS) >= 4, SPECS
+    assert len(SHIPPED) >= 4, SHIPPED
 
 
 def test_validate_every_shipped_spec():
-    result = CliRunner().invoke(main, ["validate", *map(str, SPECS)])
+    result = CliRunner().invoke(main, ["validate", *map(str, SHIPPED)])
     assert result.exit_code == 0, result.output
     ok = [line for line in result.output.splitlines() if ": ok (" in line]
-    assert len(ok) == len(SPECS), result.output
-    for spec, line in zip(SPECS, ok):
+    assert len(ok) == len(SHIPPED), result.output
+    for spec, line in zip(SHIPPED, ok):
         assert line.startswith(f"{spec}: ok ("), line
 
 
@@ -84,7 +81,7 @@ def test_the_schema_accepts_every_shipped_spec():
 
     schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
     validator = jsonschema.Draft202012Validator(schema)
-    for spec in SPECS:
+    for spec in SHIPPED:
         errors = [e.message for e in validator.iter_errors(yaml.safe_load(spec.read_text()))]
         assert errors == [], (spec, errors)
 
@@ -118,8 +115,7 @@ def test_run_on_a_broken_spec_exits_1_without_a_traceback(tmp_path):
     spec = tmp_path / "broken.yaml"
     spec.write_text(BROKEN)
     logdir = tmp_path / "runs"
-    out = subprocess.run([str(NETSPEC), "run", str(spec), "--logdir", str(logdir), "--quiet"],
-                         capture_output=True, text=True, timeout=120)
+    out = run_netspec("run", spec, "--logdir", logdir, "--quiet", timeout=120)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "Traceback" not in out.stderr + out.stdout
     assert f"{spec}:9:32: $.model.layers[0].unit: unknown key 'unit'; did you mean 'units'?" in out.stderr
@@ -128,8 +124,7 @@ def test_run_on_a_broken_spec_exits_1_without_a_traceback(tmp_path):
 
 def test_run_with_a_bad_set_exits_1(tmp_path):
     logdir = tmp_path / "runs"
-    out = subprocess.run([str(NETSPEC), "run", str(ROOT / "specs" / "xor_nn.yaml"), "--set", "train.steps=-5",
-                          "--logdir", str(logdir), "--quiet"], capture_output=True, text=True, timeout=120)
+    out = run_netspec("run", SPECS / "xor_nn.yaml", "--set", "train.steps=-5", "--logdir", logdir, "--quiet", timeout=120)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "--set train.steps=-5: $.train.steps: expected a value >= 1" in out.stderr
     assert "Traceback" not in out.stderr
@@ -194,6 +189,6 @@ def test_running_out_of_memory_is_one_paragraph_not_a_bug(error, monkeypatch, tm
         raise error
 
     monkeypatch.setattr(T, "run", out_of_memory)
-    result = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "xor_nn.yaml"), "--logdir", str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(main, ["run", str(SPECS / "xor_nn.yaml"), "--logdir", str(tmp_path), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "ran out of" in result.output and "train.batch_size" in result.output and "bug" not in result.output

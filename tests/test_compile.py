@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,22 +12,9 @@ import yaml
 
 from netspec.spec.check import check
 from netspec.compile.program import compile_spec
-from netspec.data.arrays import BatchOrder
-from netspec.spec.load import load, parse
-from netspec.train.feed import device_data, load_arrays
+from netspec.spec.load import load
 from netspec.train.loop import run
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-
-
-def checked(spec: dict, source: str = "test.yaml"):
-    return check(parse(yaml.safe_dump(spec, sort_keys=False), source))
-
-
-def on_device(spec):
-    """The spec's training data as the compiled chunk takes it."""
-    arrays = load_arrays(spec)
-    return device_data(arrays.train, arrays)
+from support import SPECS, all_eqns, batches_of, checked, on_device, train_in_chunks
 
 
 def tree_equal(a, b) -> bool:
@@ -141,17 +127,6 @@ def test_binary_accuracy_thresholds_h_as_the_lecture():
 
 # -- name scopes ----------------------------------------------------------------------------------
 
-def all_eqns(jaxpr):
-    """Every equation, those of sub-jaxprs (jit, custom_jvp, scan bodies...) after their parent's."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from all_eqns(inner)
-
-
 def _name_stacks(jaxpr) -> list[str]:
     """The name stack of every equation, sub-jaxprs included."""
     return [str(eqn.source_info.name_stack) for eqn in all_eqns(jaxpr)]
@@ -199,31 +174,11 @@ def _minibatch_spec(batch_size: int, shuffle: bool = True) -> dict:
     }
 
 
-def batches_of(spec, start: int, length: int):
-    """The chunk's batch argument as `netspec.train` makes it: example indices of steps
-    start+1..start+length, or None when every step takes the whole data set."""
-    if spec.train["batch_size"] == spec.num_examples:
-        return None
-    return BatchOrder(spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"]).indices(start, length)
-
-
 def chunk_scan(spec, program, length: int):
     """The lax.scan equation of a compiled chunk of `length` steps (its body is the training step)."""
     jaxpr = jax.make_jaxpr(program.train_chunk(length))(program.init(), on_device(spec), batches_of(spec, 0, length), program.keys)
     (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
     return scan
-
-
-def train_in_chunks(spec, program, lengths):
-    """Train `spec` through compiled chunks of the given lengths, fed as `netspec.train` feeds them."""
-    data = on_device(spec)
-    state, step, losses = program.init(), 0, []
-    for n in lengths:
-        state, outputs = program.train_chunk(n)(state, data, batches_of(spec, step, n), program.keys)
-        step += n
-        losses.extend(np.asarray(outputs.loss).tolist())
-    assert int(state.step) == step
-    return jax.device_get(state), losses, jax.device_get(program.init())
 
 
 @pytest.mark.slow

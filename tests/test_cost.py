@@ -1,7 +1,7 @@
 """Tests for netspec.cost: per-layer costs against what the compiled model really holds, the
 optimizer state against optax's own, the memory estimate and the budget.
 
-Like the shape-agreement test in tests/test_registry.py, one parametrized test walks every layer
+Like the shape-agreement test in tests/model/test_registry.py, one parametrized test walks every layer
 example: the parameter and state arrays the pure-Python rules name are exactly (names and shapes)
 those the layer's JAX init creates.
 """
@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,14 +24,12 @@ from netspec.model import layers as L
 
 from netspec.spec.check import check
 from netspec.spec.load import load
-from test_registry import LAYER_EXAMPLES, _probe_spec, checked
 from netspec.machine import BUDGET_ENV, Budget, _gpu_memory, format_bytes, memory_budget, parse_bytes
 from netspec.spec.choices import OPTIMIZERS
 from netspec.spec.cost import OPTIMIZER_COPIES, RULES, RUNTIME_RESIDENT, layer_cost, model_costs, optimizer_state_elements, training_memory
 from netspec.spec.fields import defaults_of
 from netspec.spec.layers import LAYERS
-
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
+from support import LAYER_EXAMPLES, SHIPPED, SPECS, checked, probe_spec
 
 
 def test_every_layer_type_has_a_cost_rule():
@@ -45,7 +42,7 @@ CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER_EXAMP
 @pytest.mark.parametrize("layer_type, index", CASES)
 def test_cost_rule_names_the_arrays_the_layer_creates(layer_type, index):
     input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
-    spec = checked(_probe_spec(input_shape, before, layer))
+    spec = checked(probe_spec(input_shape, before, layer))
     (probe,) = [l for l in spec.layers if l.name == "probe"]
     params, state = jax.eval_shape(L.build(probe)[0], jax.random.key(0))
     cost = layer_cost(probe)
@@ -73,7 +70,7 @@ def test_dense_and_conv_arithmetic():
     assert (out.param_count, out.macs, out.flops) == (64, 64, 128)
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_parameter_counts_equal_the_compiled_model_for_every_shipped_spec(path):
     spec = check(load(path))
     program = compile_spec(spec)
@@ -140,7 +137,7 @@ def test_no_gpu_budget_on_a_cpu_platform(monkeypatch):
 
 
 def test_memory_parts_add_up():
-    spec = check(load(SPECS[0].parent / "fashion_mlp.yaml"))
+    spec = check(load(SPECS / "fashion_mlp.yaml"))
     costs = model_costs(spec.layers)
     parts = training_memory(costs, input_shape=spec.input_shape, optimizer=spec.optimizer, batch_size=100, devices=None,
                               example_bytes=784, label_bytes=1, num_train=54000, num_eval=6000, eval_batch_size=1000,

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 
 from netspec.spec.check import check
-from netspec.cli import main
 from netspec.errors import DataError
 from netspec.spec.load import load
 from netspec.data import arrays as D
 from netspec.data import download as datasets
+from support import validate
 
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
 
@@ -173,10 +171,6 @@ def write_spec(tmp_path: Path, source: str, *, input="[12]", units=3) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.format(source=source, input=input, units=units))
     return path
-
-
-def validate(path: Path):
-    return CliRunner().invoke(main, ["validate", str(path)])
 
 
 def good_npz(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import http.server
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from netspec.errors import DataError
 from netspec.data import download
 from netspec.data.download import cache_dir, load_standard, locate
 from netspec.data.formats import FILES, idx_header, load_csv, load_idx_dir, load_npz, read_idx
+from support import FASHION, ROOT, free_port
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
              np.float32: 0x0D, np.float64: 0x0E}
@@ -206,9 +206,6 @@ def test_standard_rejects_wrong_image_shape(tmp_path):
         load_standard("mnist", data_dir=given)
 
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_debian(monkeypatch):
     monkeypatch.setattr(download, "SYSTEM_DIRS", {"fashion_mnist": [FASHION]})
@@ -275,12 +272,6 @@ def served(server, monkeypatch):
     return gz
 
 
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_download_lands_verified_in_cache(tmp_path, monkeypatch, server, served):
     monkeypatch.setattr(download, "MIRRORS", {"mnist": [server.url("good")]})
     found = locate("mnist")
@@ -294,7 +285,7 @@ def test_download_lands_verified_in_cache(tmp_path, monkeypatch, server, served)
 def test_download_falls_through_to_next_mirror(tmp_path, monkeypatch, server, served):
     for name, data in served.items():
         server.routes[f"/corrupt/{name}"] = data[:-1] + b"x"
-    mirrors = [f"http://127.0.0.1:{dead_port()}/", server.url("missing"), server.url("corrupt"),
+    mirrors = [f"http://127.0.0.1:{free_port()}/", server.url("missing"), server.url("corrupt"),
                server.url("good")]
     monkeypatch.setattr(download, "MIRRORS", {"mnist": mirrors})
     locate("mnist")
@@ -335,7 +326,7 @@ def test_dropped_connection_leaves_no_partial_file(tmp_path, monkeypatch, server
 
 
 def test_unreachable_mirror_message_lists_places(tmp_path, monkeypatch, served):
-    url = f"http://127.0.0.1:{dead_port()}/"
+    url = f"http://127.0.0.1:{free_port()}/"
     monkeypatch.setattr(download, "MIRRORS", {"mnist": [url]})
     given = fill_dir(tmp_path / "given", skip="train-images-idx3-ubyte")
     with pytest.raises(DataError) as info:
@@ -372,7 +363,7 @@ def test_offline_never_downloads(tmp_path, monkeypatch, server, served, how):
 def test_module_stays_light():
     code = ("import sys, netspec.data.formats, netspec.data.download; "
             "print(sorted(m for m in ('jax', 'click', 'urllib.request') if m in sys.modules))")
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(ROOT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)

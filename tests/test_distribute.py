@@ -12,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from netspec.cli import main
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+from support import free_port, netspec, run_netspec, start_netspec
 
 SPEC = """
 name: dp
@@ -109,7 +106,7 @@ def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
                            ("distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n", "does not divide the 4 devices into equal groups")]:
         spec = workdir / "group.yaml"
         spec.write_text(SPEC + extra)
-        result = CliRunner().invoke(main, ["validate", str(spec)])
+        result = netspec("validate", spec)
         assert result.exit_code == 1 and message in result.output, result.output
 
 
@@ -117,9 +114,7 @@ def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
 def test_resume_on_another_device_count(workdir):
     first = _run(workdir, 4)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    netspec = Path(sys.executable).parent / "netspec"
-    out = subprocess.run([str(netspec), "resume", first["run_dir"], "--devices", "1", "--set", "train.steps=30", "--quiet"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = run_netspec("resume", first["run_dir"], "--devices", "1", "--set", "train.steps=30", "--quiet", env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads((Path(first["run_dir"]) / "result.json").read_text())["steps"] == 30
 
@@ -136,7 +131,7 @@ def nan_on_one_device(workdir) -> tuple[str, str]:
     """(step, layer) that a NaN run names on one device."""
     import re
 
-    one = CliRunner().invoke(main, ["run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan1"), "--quiet", *NAN_SETS])
+    one = netspec("run", workdir / "spec.yaml", "--logdir", workdir / "nan1", "--quiet", *NAN_SETS)
     assert one.exit_code == 1, one.output
     named = re.search(NAMED, one.output)
     assert named and 10 < int(named.group(1)) <= 20, one.output
@@ -150,9 +145,8 @@ def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir, nan_on_one_de
     import re
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    netspec = Path(sys.executable).parent / "netspec"
-    four = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan4"), "--quiet", "--devices", "4",
-                           *NAN_SETS, "--set", "distribute.params=fsdp"], capture_output=True, text=True, env=env, timeout=300)
+    four = run_netspec("run", workdir / "spec.yaml", "--logdir", workdir / "nan4", "--quiet", "--devices", "4",
+                       *NAN_SETS, "--set", "distribute.params=fsdp", env=env, timeout=300)
     assert four.returncode == 1, four.stderr
     named = re.search(NAMED, four.stderr)
     assert named and named.groups() == nan_on_one_device, four.stderr
@@ -162,7 +156,7 @@ def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir, nan_on_one_de
 def test_batch_must_split_evenly_over_the_devices(workdir):
     spec = workdir / "uneven.yaml"
     spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 10") + "distribute: {devices: 4}\n")
-    result = CliRunner().invoke(main, ["validate", str(spec)])
+    result = netspec("validate", spec)
     assert result.exit_code == 1
     assert "does not split evenly over 4 devices" in result.output and "(distribute.devices is 4)" in result.output
     assert "Traceback" not in result.output
@@ -172,19 +166,9 @@ def test_batch_must_split_evenly_over_the_devices(workdir):
 def test_run_on_more_devices_than_there_are_is_a_clear_error(workdir):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    netspec = Path(sys.executable).parent / "netspec"
-    out = subprocess.run([str(netspec), "run", str(workdir / "spec.yaml"), "--devices", "8", "--logdir", str(workdir / "runs2"), "--quiet"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = run_netspec("run", workdir / "spec.yaml", "--devices", "8", "--logdir", workdir / "runs2", "--quiet", env=env, timeout=300)
     assert out.returncode == 1
     assert "asks for 8 devices" in out.stderr and "Traceback" not in out.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -192,16 +176,14 @@ def _free_port() -> int:
 def test_two_processes_match_one_process_on_two_devices(workdir, loop):
     """2 processes on 127.0.0.1 (gloo collectives), one CPU device each, vs 1 process with 2
     devices; with the fused scan and with one jitted call per step (convolutions on CPU)."""
-    netspec = Path(sys.executable).parent / "netspec"
     base = {**os.environ, "JAX_PLATFORMS": "cpu"}
     base.pop("XLA_FLAGS", None)
     logdir = workdir / f"multi-{loop}"
-    port = _free_port()
-    procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(logdir), "--run-name", "mh", "--quiet",
-                               "--set", "summaries.histograms=[weights]",  # histograms gather across the processes
-                               "--set", f"train.loop={loop}",
-                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
+    port = free_port()
+    procs = [start_netspec("run", workdir / "spec.yaml", "--logdir", logdir, "--run-name", "mh", "--quiet",
+                           "--set", "summaries.histograms=[weights]",  # histograms gather across the processes
+                           "--set", f"train.loop={loop}",
+                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i, env=base) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     runs = sorted(p.name for p in (logdir / "dp").iterdir())
@@ -212,8 +194,7 @@ def test_two_processes_match_one_process_on_two_devices(workdir, loop):
     for key, value in one_process["final"].items():
         assert two_process["final"][key] == pytest.approx(value, rel=1e-5), key
     # the 2-process run's checkpoint goes on in one process with one device
-    out = subprocess.run([str(netspec), "resume", str(logdir / "dp" / "mh"), "--set", "train.steps=30", "--quiet"],
-                         capture_output=True, text=True, env=base, timeout=300)
+    out = run_netspec("resume", logdir / "dp" / "mh", "--set", "train.steps=30", "--quiet", env=base, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((logdir / "dp" / "mh" / "result.json").read_text())["steps"] == 30
 
@@ -224,13 +205,11 @@ def test_nan_in_two_processes_is_located_as_in_one(workdir, nan_on_one_device):
     checkpoint (collectives and all) and stop with the same step and layer as one process."""
     import re
 
-    netspec = Path(sys.executable).parent / "netspec"
     base = {**os.environ, "JAX_PLATFORMS": "cpu"}
     base.pop("XLA_FLAGS", None)
-    port = _free_port()
-    procs = [subprocess.Popen([str(netspec), "run", str(workdir / "spec.yaml"), "--logdir", str(workdir / "nan-multi"), "--quiet", *NAN_SETS,
-                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) for i in range(2)]
+    port = free_port()
+    procs = [start_netspec("run", workdir / "spec.yaml", "--logdir", workdir / "nan-multi", "--quiet", *NAN_SETS,
+                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i, env=base) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
     for _, err in outs:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +17,7 @@ from netspec.spec.load import parse
 from netspec.spec.schema import SCHEMA
 from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, METRICS, METRIC_DOCS
 from netspec.spec.layers import LAYERS
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from support import README
 
 
 def test_readme_reference_is_the_rendered_schema():

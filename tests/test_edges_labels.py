@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, write
+from support import cli, write
 
 SPEC = """\
 name: labels

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SPECS, cli, write
+from support import SPECS, cli, problem_lines, write
 
 IMAGES = """\
 name: images
@@ -33,10 +33,6 @@ def validate(tmp_path, layers: list[str], loss: str = "sparse_categorical_crosse
     return cli("validate", write(tmp_path / "spec.yaml", text))
 
 
-def problems(outcome) -> list[str]:
-    return [l.strip() for l in outcome.output.splitlines() if l.startswith("  ")]
-
-
 CONV = "{name: conv, type: conv2d, filters: 2, kernel_size: 3, padding: same, activation: relu}"
 POOL = "{name: pool, type: max_pool, pool_size: 2}"
 DENSE = "{name: hidden, type: dense, units: 5, activation: relu}"
@@ -56,7 +52,7 @@ def test_a_dense_layer_after_a_conv_says_a_flatten_is_missing(tmp_path, layers, 
         layers = [*layers[:-1], "{name: output, type: dense, units: 1, activation: sigmoid}"]
     outcome = validate(tmp_path, layers, loss, y)
     outcome.assert_clean_failure("a flatten layer is missing before", got, "acts on the last axis only", "{name: flatten, type: flatten}")
-    (problem,) = problems(outcome)  # and not also a complaint about the labels or the units
+    (problem,) = problem_lines(outcome.output)  # and not also a complaint about the labels or the units
     assert f"spec.yaml:{LAYER_LINE + culprit}:" in problem and f"$.model.layers[{culprit}]" in problem
     assert "units:" not in problem and "labels" not in problem
 
@@ -75,7 +71,7 @@ def test_with_the_flatten_the_same_model_is_valid(tmp_path):
 def test_a_failed_layer_gives_one_message_not_one_per_later_layer(tmp_path, layers, line, words):
     outcome = validate(tmp_path, layers)
     outcome.assert_clean_failure(*words)
-    (problem,) = problems(outcome)
+    (problem,) = problem_lines(outcome.output)
     assert f"spec.yaml:{LAYER_LINE + line}:" in problem, problem
     assert "found []" not in outcome.output
 
@@ -83,7 +79,7 @@ def test_a_failed_layer_gives_one_message_not_one_per_later_layer(tmp_path, laye
 def test_one_class_in_the_labels_is_said_once_and_nothing_else_is_advised(tmp_path):
     outcome = validate(tmp_path, [CONV, "{name: flat, type: flatten}", OUT], y="[2, 2, 2, 2]")
     outcome.assert_clean_failure("hold one class", "every label is 2")
-    (problem,) = problems(outcome)
+    (problem,) = problem_lines(outcome.output)
     assert "units" not in problem
 
 

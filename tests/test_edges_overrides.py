@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import XOR, cli, write
+from support import XOR, cli, write
 from netspec.spec.load import load
 
 EPOCHS = XOR.replace("train: {steps: 20, batch_size: 4}", "train: {epochs: 10, batch_size: 4}")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import XOR, cli, write
+from support import XOR, cli, write
 from netspec.spec.check import _schedule_value
 
 # the schedule goes on line 16 of the spec: `optimizer:` then `  learning_rate: {...}` on its own line

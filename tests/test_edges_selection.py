@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import cli, write
-from helpers import accumulator
+from support import cli, write
+from support import accumulator
 
 SPEC = """\
 name: select

@@ -9,16 +9,14 @@ mutation that validate sees too, so what runs is exactly what was validated."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SPECS, cli, write
+from support import FASHION, SPECS, cli, write
 from netspec.spec.load import dump, parse
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHIPPED = sorted(p for p in SPECS.glob("*.yaml") if not p.name.startswith("mnist"))  # MNIST is not on this machine
 EXAMPLES = 300  # mutants; about a quarter validate and run (at least CASES: test_the_property_ran_enough_runs)
 CASES = 40  # at least: in CI (derandomized) 65 of the 300 validate and run

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from conftest import XOR, cli, write
+from support import XOR, cli, write
 
 from netspec.spec.check import check
 from netspec.spec.load import dump, parse

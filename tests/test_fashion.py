@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from support import FASHION, SPECS, accumulator, netspec, run_spec
+
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 if not all((FASHION / name).is_file() or (FASHION / f"{name}.gz").is_file() for name in FILES):
     pytest.skip(f"Fashion-MNIST is not installed in {FASHION} (apt-get install dataset-fashion-mnist)", allow_module_level=True)
@@ -21,8 +21,6 @@ if not all((FASHION / name).is_file() or (FASHION / f"{name}.gz").is_file() for 
 from safetensors.numpy import load_file  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hparams_metadata  # noqa: E402
 
-from helpers import accumulator  # noqa: E402
-from netspec.cli import main  # noqa: E402
 from netspec.spec.check import check  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
 from netspec.train import feed as feed_module  # noqa: E402
@@ -31,23 +29,9 @@ from netspec.train.loop import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 MLP_SLICE = ["--set", "data.limit=3000", "--set", 'train={"steps": 300, "batch_size": 100}',
              "--set", "summaries.every=100", "--set", "eval.every=100"]
 MLP_TEST_ACCURACY_FLOOR = 0.7  # measured 0.822 (3000 examples, 300 steps, seed 777)
-
-
-def netspec(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def run_spec(spec: str, logdir: Path, *extra: str) -> Path:
-    """`netspec run specs/<spec>.yaml --logdir logdir --quiet ...`; returns the new run directory."""
-    before = set(logdir.glob("*/*"))
-    result = netspec("run", str(SPECS / f"{spec}.yaml"), "--logdir", str(logdir), "--quiet", "--data-dir", str(FASHION), *extra)
-    assert result.exit_code == 0, result.output
-    (run_dir,) = set(logdir.glob("*/*")) - before
-    return run_dir
 
 
 def parse_metrics(output: str) -> dict[str, float]:
@@ -60,7 +44,7 @@ def parse_metrics(output: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory) -> Path:
-    return run_spec("fashion_mlp", tmp_path_factory.mktemp("runs"), *MLP_SLICE)
+    return run_spec("fashion_mlp", tmp_path_factory.mktemp("runs"), "--data-dir", FASHION, *MLP_SLICE)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +149,7 @@ def test_eval_of_a_directory_that_is_no_run(tmp_path):
 
 def test_cnn_runs_and_draws_its_layers(tmp_path):
     narrow = ["--set", "model.layers[0].filters=8", "--set", "model.layers[2].filters=16", "--set", "model.layers[5].units=32"]
-    run_dir = run_spec("fashion_cnn", tmp_path, "--set", "data.limit=1000", "--set", 'train={"steps": 20, "batch_size": 50}',
+    run_dir = run_spec("fashion_cnn", tmp_path, "--data-dir", FASHION, "--set", "data.limit=1000", "--set", 'train={"steps": 20, "batch_size": 50}',
                        "--set", "summaries.every=10", "--set", "eval.every=null", *narrow)
     final = json.loads((run_dir / "result.json").read_text())["final"]
     assert np.isfinite(final["loss"]) and 0 <= final["test_accuracy"] <= 1

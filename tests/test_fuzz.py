@@ -14,7 +14,6 @@ import re
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import yaml
@@ -25,9 +24,9 @@ from netspec.spec.types import Spec
 from netspec.spec.check import check
 from netspec.errors import NetspecError, SpecError
 from netspec.spec.load import _Dumper, parse
+from support import SHIPPED
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
-TEXTS = {path.name: path.read_text() for path in SPECS}
+TEXTS = {path.name: path.read_text() for path in SHIPPED}
 SOURCE = "fuzz/spec.yaml"  # relative data paths resolve under a directory that does not exist
 
 EXAMPLES = {"text": 800, "tokens": 800, "bytes": 300, "dumped": 300, "data_mutation": 800, "text_mutation": 450}
@@ -226,7 +225,7 @@ def test_mutated_spec_text(name, draw):
     parse_and_check(text)
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_spec_checks(path):
     """The starting points of the mutations are themselves valid."""
     assert isinstance(parse_and_check(path.read_text()), Spec)

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from click.testing import CliRunner
-
 
 from netspec.spec import load as L
-from netspec.cli import main
 from netspec.errors import SpecError
 from netspec.machine import BUDGET_ENV
 from netspec.spec.cost import DEPTH_MEASURED, MAX_LAYERS, MAX_SUMMARY_POINTS
+from support import SHIPPED, billion_laughs, netspec, problem_lines, validate
 
 SPEC = """\
 name: hostile
@@ -69,13 +67,6 @@ def edit(old: str, new: str) -> str:
     """SPEC with `old` (present exactly once) replaced by `new`."""
     assert SPEC.count(old) == 1, old
     return SPEC.replace(old, new)
-
-
-def billion_laughs(levels: int = 9, width: int = 10) -> str:
-    lines = ["lol0: &lol0 [" + ", ".join(["lol"] * width) + "]"]
-    for i in range(1, levels + 1):
-        lines.append(f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * width) + "]")
-    return "\n".join(lines) + "\n"
 
 
 def mapping_laughs(levels: int = 12, width: int = 8) -> str:
@@ -208,14 +199,6 @@ def evil_module(tmp_path, monkeypatch):
     sys.modules.pop(EVIL, None)
 
 
-def problem_lines(output: str) -> list[str]:
-    return [line.strip() for line in output.splitlines() if line.startswith("  ")]
-
-
-def validate(spec: Path, *args: str):
-    return CliRunner().invoke(main, ["validate", str(spec), *args])
-
-
 def test_catalogue_ids_are_unique():
     assert len({c.id for c in CASES}) == len(CASES) >= 40
 
@@ -258,7 +241,7 @@ def test_run_refuses_it_too_and_writes_nothing(case: Case, tmp_path, evil_module
     text = case.text(tmp_path) if callable(case.text) else case.text
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
-    result = CliRunner().invoke(main, ["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"])
+    result = netspec("run", spec, "--logdir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output and case.message[0] in result.output, result.output
     assert not (tmp_path / "runs").exists()
@@ -339,15 +322,14 @@ def test_the_largest_64_bit_integers_are_numbers():
 
 def refused_at(spec: Path, path: str, *words: str, args: tuple = (), env: dict | None = None) -> str:
     """validate and run both refuse `spec` with one problem at `path` holding `words`; returns it."""
-    runner = CliRunner(env=env)
-    result = runner.invoke(main, ["validate", str(spec), *args])
+    result = netspec("validate", spec, *args, env=env)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     (problem,) = problem_lines(result.output)
     assert f": {path}: " in problem, problem
     for word in words:
         assert word in problem, problem
     runs = spec.parent / "runs"
-    result = runner.invoke(main, ["run", str(spec), *args, "--logdir", str(runs), "--quiet"])
+    result = netspec("run", spec, *args, "--logdir", runs, "--quiet", env=env)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
     assert words[0] in result.output and not runs.exists()
     return problem
@@ -442,7 +424,7 @@ def test_data_too_large_for_the_memory_is_refused_at_the_data(tmp_path):
                "data.max_resident_mb", env={BUDGET_ENV: "40MiB"})
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_spec_fits_a_small_machine(path, monkeypatch):
     """The largest shipped spec (fashion_cnn, mnist_cnn: at least 629 MiB on this CPU with the
     runtime and the host's copies of the data, 268 MiB on a device) fits a 1 GiB device: validate

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from netspec.cli import main
 from netspec.inference import predict_run
 from netspec.spec import choices as R
 from netspec.spec.check import check
@@ -29,26 +27,12 @@ from netspec.train.feed import load_arrays, padded, split_means
 from netspec.train.loop import RunResult, run
 from netspec.train.report import report
 from netspec.train.rundir import load_run_spec
-
-
-def netspec(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from support import assert_one_paragraph, damage, netspec
 
 
 def assert_no_traceback(result) -> None:
     assert "Traceback" not in result.output and "failed unexpectedly" not in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-
-
-def assert_one_paragraph(result, *words: str) -> str:
-    """Exit 1, no traceback, one paragraph on stderr holding every word; returns the paragraph."""
-    assert result.exit_code == 1, result.output
-    assert_no_traceback(result)
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for word in words:
-        assert word in message, (word, message)
-    return message
 
 
 def train(tmp: Path, spec_text: str, name: str = "spec.yaml") -> Path:
@@ -223,18 +207,6 @@ FILES = {  # damaged file -> its path in a run directory
     "preprocess.npz": lambda run_dir: run_dir / "preprocess.npz",
     "checkpoint": _checkpoint,
 }
-
-
-def damage(path: Path, how: str) -> None:
-    if how == "missing":
-        path.unlink()
-    elif how == "truncated":
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "garbage":
-        path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
-    elif how == "garbage_text":
-        path.write_text("{[: not what was written\n")
 
 
 WORDS = {  # damaged file -> words its paragraph holds besides the file's name

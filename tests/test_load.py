@@ -10,6 +10,7 @@ import pytest
 from netspec.spec import load as L
 from netspec.errors import SpecError
 from netspec.spec.load import apply_override, json_path, load, parse, split_override
+from support import billion_laughs
 
 TEXT = """\
 name: demo
@@ -171,13 +172,6 @@ def test_load_applies_overrides_in_order(tmp_path):
 
 
 # -- limits and safety ------------------------------------------------------------------------
-
-def billion_laughs(levels=9, width=10) -> str:
-    lines = ["lol0: &lol0 [" + ", ".join(["lol"] * width) + "]"]
-    for i in range(1, levels + 1):
-        lines.append(f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * width) + "]")
-    return "\n".join(lines) + "\n"
-
 
 def test_billion_laughs_is_refused_quickly():
     text = billion_laughs()

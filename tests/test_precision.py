@@ -15,7 +15,7 @@ from netspec.cli import main
 from netspec.compile.program import compile_spec
 from netspec.compile.state import LOSS_SCALE_START
 from netspec.train.loop import run
-from test_compile import all_eqns, checked, train_in_chunks
+from support import all_eqns, checked, train_in_chunks
 
 
 def _regression(compute: str, **precision) -> dict:

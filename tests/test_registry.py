@@ -1,8 +1,8 @@
 """Tests for netspec.registry against its JAX side (netspec.layers, netspec.compile) and optax.
 
 One parametrized test per registry walks every entry. A new layer type fails
-`test_every_layer_has_examples` until it gets rows in LAYER_EXAMPLES below, so no layer ships with
-a shape rule that nobody compared against what its apply really produces.
+`test_every_layer_has_examples` until it gets rows in LAYER_EXAMPLES (tests/support.py), so no
+layer ships with a shape rule that nobody compared against what its apply really produces.
 """
 
 from __future__ import annotations
@@ -15,24 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import yaml
 
+import support
 from netspec.compile import optim as C
 from netspec.model import layers as L
 
-from netspec.spec.check import check
 from netspec.errors import SpecError
-from netspec.spec.load import parse
 from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, OPTAX_SKIPPED, OPTIMIZERS, SCHEDULES
 from netspec.spec.fields import defaults_of
 from netspec.spec.layers import LAYERS
+from support import LAYER_EXAMPLES, checked, probe_spec
 
 BATCH = 3
-
-
-def checked(spec: dict):
-    """A Spec from a plain dict, through the real load (YAML text) and check."""
-    return check(parse(yaml.safe_dump(spec, sort_keys=False), "test.yaml"))
 
 
 # -- the JAX side has exactly the registry's keys -----------------------------------------------
@@ -47,93 +41,14 @@ def test_jax_side_has_the_registry_keys(jax_side, registry):
 
 
 # -- layers: the pure-Python shape rule equals jax.eval_shape of apply --------------------------
-# type -> examples; each example is (model input shape, layers before it, the layer under test).
-# The layer under test is named `probe`; `before` layers let multi-input layers read several.
-
-LAYER_EXAMPLES: dict[str, list[tuple[list[int], list[dict], dict]]] = {
-    "dense": [
-        ([2], [], {"type": "dense", "units": 3}),
-        ([4, 5], [], {"type": "dense", "units": 7, "use_bias": False}),
-    ],
-    "activation": [
-        ([5], [], {"type": "activation", "activation": "relu"}),
-        ([3, 4], [], {"type": "activation", "activation": "softmax"}),
-    ],
-    "flatten": [
-        ([5], [], {"type": "flatten"}),
-        ([2, 3, 4], [], {"type": "flatten"}),
-    ],
-    "reshape": [
-        ([2, 6], [], {"type": "reshape", "shape": [3, -1]}),
-        ([2, 3], [], {"type": "reshape", "shape": [6]}),
-        ([12], [], {"type": "reshape", "shape": [2, 3, 2]}),
-    ],
-    "conv2d": [
-        ([8, 8, 3], [], {"type": "conv2d", "filters": 4, "kernel_size": 3}),
-        ([9, 7, 4], [], {"type": "conv2d", "filters": 6, "kernel_size": [3, 2], "strides": 2, "padding": "same", "groups": 2}),
-        ([10, 10, 1], [], {"type": "conv2d", "filters": 2, "kernel_size": 3, "strides": [1, 2], "dilation": 2}),
-    ],
-    "max_pool": [
-        ([8, 8, 3], [], {"type": "max_pool"}),
-        ([7, 5, 2], [], {"type": "max_pool", "pool_size": 3, "strides": 2, "padding": "same"}),
-        ([7, 5, 2], [], {"type": "max_pool", "pool_size": [3, 2], "strides": 1}),
-    ],
-    "avg_pool": [
-        ([8, 8, 3], [], {"type": "avg_pool"}),
-        ([7, 5, 2], [], {"type": "avg_pool", "pool_size": 3, "strides": 2, "padding": "same"}),
-        ([7, 5, 2], [], {"type": "avg_pool", "pool_size": [3, 2], "strides": 1}),
-    ],
-    "global_avg_pool": [
-        ([5, 5, 3], [], {"type": "global_avg_pool"}),
-        ([7, 2], [], {"type": "global_avg_pool"}),
-    ],
-    "dropout": [
-        ([4], [], {"type": "dropout", "rate": 0.5}),
-        ([2, 3, 5], [], {"type": "dropout", "rate": 0.1}),
-    ],
-    "batch_norm": [
-        ([4], [], {"type": "batch_norm"}),
-        ([3, 3, 2], [], {"type": "batch_norm", "center": False}),
-    ],
-    "layer_norm": [
-        ([4], [], {"type": "layer_norm"}),
-        ([2, 5], [], {"type": "layer_norm", "scale": False}),
-    ],
-    "add": [
-        ([4], [{"name": "a", "type": "dense", "units": 4}], {"type": "add", "inputs": ["input", "a"]}),
-        ([2, 3, 4], [], {"type": "add", "inputs": ["input", "input", "input"]}),
-    ],
-    "concat": [
-        ([5], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"]}),
-        ([2, 3, 4], [{"name": "a", "type": "dense", "units": 2}], {"type": "concat", "inputs": ["a", "input"], "axis": 2}),
-        ([2, 3], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"], "axis": 0}),
-    ],
-}
+# (the examples are support.LAYER_EXAMPLES)
 
 
 def test_every_layer_has_examples():
     missing = sorted(set(LAYERS) - set(LAYER_EXAMPLES))
-    assert not missing, f"add shape examples to LAYER_EXAMPLES in {__file__} for: {', '.join(missing)}"
+    assert not missing, f"add shape examples to LAYER_EXAMPLES in {support.__file__} for: {', '.join(missing)}"
     stale = sorted(set(LAYER_EXAMPLES) - set(LAYERS))
     assert not stale, f"LAYER_EXAMPLES names layer types the registry no longer has: {stale}"
-
-
-def _probe_spec(input_shape, before, layer):
-    """A valid spec whose layer `probe` is the one under test; a flatten + dense tail gives a known output."""
-    return {
-        "name": "probe",
-        "data": {"inline": {"x": [np.zeros(input_shape).tolist()], "y": [[0.0]]}},
-        "model": {"input": input_shape, "layers": [
-            *before,
-            {"name": "probe", **layer},
-            {"name": "tail_flatten", "type": "flatten"},
-            {"name": "tail_out", "type": "dense", "units": 1},
-        ]},
-        "loss": "mean_squared_error",
-        "metrics": [],
-        "optimizer": {"type": "sgd", "learning_rate": 0.1},
-        "train": {"steps": 1, "batch_size": 1},
-    }
 
 
 LAYER_CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER_EXAMPLES.items()) for i in range(len(examples))]
@@ -144,7 +59,7 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
     if layer_type not in LAYERS:
         pytest.fail(f"{layer_type} has examples but is not in the registry")
     input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
-    spec = checked(_probe_spec(input_shape, before, layer))
+    spec = checked(probe_spec(input_shape, before, layer))
     (probe,) = [l for l in spec.layers if l.name == "probe"]
     assert probe.type == layer_type
     # check() computed out_shape with the registry's pure-Python rule; say so, then compare with jax.
@@ -194,7 +109,7 @@ def test_initializer_builds_with_its_defaults(name):
 @pytest.mark.parametrize("name", sorted(INITIALIZERS))
 def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
     """validate says ok => init works: a bias is 1-D, which jax's fan-based initializers refuse."""
-    spec = _probe_spec([2], [], {"type": "dense", "units": 7, "bias_init": name})
+    spec = probe_spec([2], [], {"type": "dense", "units": 7, "bias_init": name})
     try:
         checked_spec = checked(spec)
     except SpecError:
@@ -327,7 +242,7 @@ def test_a_number_is_a_constant_learning_rate():
 # -- the schema built from the registry ------------------------------------------------------------
 
 def test_unknown_optimizer_argument_names_the_valid_ones():
-    spec = _probe_spec([2], [], {"type": "dense", "units": 1})
+    spec = probe_spec([2], [], {"type": "dense", "units": 1})
     spec["optimizer"] = {"type": "adam", "learning_rate": 0.01, "beta1": 0.9}
     with pytest.raises(SpecError) as e:
         checked(spec)
@@ -340,7 +255,7 @@ def test_unknown_optimizer_argument_names_the_valid_ones():
 
 
 def test_a_near_miss_optimizer_argument_gets_a_suggestion():
-    spec = _probe_spec([2], [], {"type": "dense", "units": 1})
+    spec = probe_spec([2], [], {"type": "dense", "units": 1})
     spec["optimizer"] = {"type": "adam", "learning_rate": 0.01, "epsilon": 1e-7}
     with pytest.raises(SpecError) as e:
         checked(spec)

@@ -10,26 +10,23 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from safetensors.numpy import load_file
 
 from netspec.train import checkpoint
 
 from netspec.spec.check import check
-from netspec.cli import main
 from netspec.compile.program import compile_spec
 from netspec.spec.load import load
 from netspec.train.interrupts import Stopped
 from netspec.train.rundir import LOCK_FILE
 
-from helpers import accumulator, result_of
+from support import SPECS, accumulator, netspec, result_of, run_netspec, start_netspec
 from netspec.inference import evaluate_run
 from netspec.train.feed import device_data, load_arrays
 from netspec.train.callbacks import nonfinite_error
@@ -38,8 +35,6 @@ from netspec.train.rundir import load_run_spec
 
 pytestmark = pytest.mark.slow
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-NETSPEC = Path(sys.executable).parent / "netspec"
 
 # 32 random training examples in batches of 8, reshuffled every epoch, with dropout (per-step
 # keys) and Adam (optimizer state): everything a resume has to restore exactly.
@@ -92,11 +87,6 @@ checkpoint: {every: 100}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-def netspec(*args: str):
-    """The CLI in-process (exit code and output; exceptions are caught so a traceback is visible)."""
-    return CliRunner().invoke(main, list(args))
-
 
 def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in accumulator(path).Scalars(tag)]
@@ -268,8 +258,7 @@ LONG_XOR = ["--set", "train.steps=2000000", "--set", "summaries.every=1000", "--
 
 
 def start_long_run(logdir: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(NETSPEC), "run", str(SPECS / "xor_wide.yaml"), "--logdir", str(logdir), "--quiet", *LONG_XOR],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_netspec("run", SPECS / "xor_wide.yaml", "--logdir", logdir, "--quiet", *LONG_XOR)
 
 
 def wait_for_checkpoint(process: subprocess.Popen, logdir: Path, timeout: float = 60.0) -> Path:
@@ -299,8 +288,7 @@ def finish(process: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str, 
 
 
 def resume_cli(run_dir: Path, steps: int) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NETSPEC), "resume", str(run_dir), "--quiet", "--set", f"train.steps={steps}"],
-                          capture_output=True, text=True, timeout=300)
+    return run_netspec("resume", run_dir, "--quiet", "--set", f"train.steps={steps}", timeout=300)
 
 
 def assert_loss_every_1000_steps_up_to(run_dir: Path, end: int) -> None:

@@ -18,18 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from netspec.train import checkpoint
 from netspec.train import resumption
 
 from netspec.spec.check import check
-from netspec.cli import main
 from netspec.spec.load import load
 from netspec.train.rundir import LOCK_FILE
 from netspec.spec.schema import SCHEMA
 
-from helpers import accumulator
+from support import README, accumulator, assert_one_paragraph, cli, damage, netspec, write
 from netspec.train import loop as T
 
 # 8 examples in batches of 4 (so a validation split leaves a batch), SGD with momentum and
@@ -56,22 +54,6 @@ summaries: {every: 10, graph: false, histograms: []}
 checkpoint: {every: 10}
 """
 LONGER = "train.steps=30"  # the base run finished its 20 steps: every resume here trains longer
-
-
-def netspec(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_clean_failure(result, *words: str) -> str:
-    """Exit 1, no traceback, one paragraph holding every word; returns it."""
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and "unexpectedly" not in result.output, result.output
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for word in words:
-        assert word in message, (word, message)
-    return message
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -176,7 +158,7 @@ def test_a_change_of_meaning_is_refused_with_the_difference_listed(run_dir, case
     args = change(run_dir, how, LONGER)
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, *args, "--allow-setting-changes")  # no flag lets these through
-    message = assert_clean_failure(result, f"Cannot resume {run_dir}", shown, "Nothing in the run directory was changed")
+    message = assert_one_paragraph(result, f"Cannot resume {run_dir}", shown, "Nothing in the run directory was changed")
     assert "netspec run" in message
     assert snapshot(run_dir) == before  # spec.yaml (as edited, if it was), the checkpoints, the events
 
@@ -187,7 +169,7 @@ def test_a_setting_needs_the_flag_and_is_then_recorded(run_dir, case):
     args = change(run_dir, how, LONGER)
     before = snapshot(run_dir)
     refused = netspec("resume", run_dir, *args)
-    assert_clean_failure(refused, "without --allow-setting-changes", shown, "changes.json")
+    assert_one_paragraph(refused, "without --allow-setting-changes", shown, "changes.json")
     assert snapshot(run_dir) == before
 
     result = netspec("resume", run_dir, *args, "--quiet", "--allow-setting-changes")
@@ -231,7 +213,7 @@ def test_a_setting_that_reshapes_the_optimizer_state_is_refused_by_the_checkpoin
     before = snapshot(run_dir)
     schedule = "optimizer.learning_rate={type: exponential_decay, init_value: 0.5, transition_steps: 10, decay_rate: 0.5}"
     result = netspec("resume", run_dir, "--set", LONGER, "--set", schedule, "--allow-setting-changes")
-    assert_clean_failure(result, "None of the 2 checkpoints", "shapes the optimizer's state", "schedule in place of a number")
+    assert_one_paragraph(result, "None of the 2 checkpoints", "shapes the optimizer's state", "schedule in place of a number")
     assert snapshot(run_dir) == before
 
 
@@ -249,7 +231,7 @@ def test_every_key_of_the_spec_is_classified():
 def test_the_readme_says_what_each_rule_says():
     """Each rule of two keys or fewer is named in the README's Resume paragraph (the rules are
     stated in resumption.RULES; the README says them for a reader, and must not drift)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = README.read_text()
     section = readme[readme.index("- **Resume**"):readme.index("- **Damaged files**")]
     for rule in resumption.RULES:
         if rule.key.count(".") <= 1 and rule.key != "train":  # train's own keys are each named
@@ -280,7 +262,7 @@ def test_early_stopping_may_be_added_and_then_its_metric_is_fixed(run_dir, tmp_p
     (entry,) = json.loads((held_out / "changes.json").read_text())
     assert {c["key"] for c in entry["changes"]} == {"$.train.steps", "$.train.early_stopping", "$.checkpoint.best"}
     other = netspec("resume", held_out, "--set", "train.steps=40", "--set", "checkpoint.best=accuracy", "--allow-setting-changes")
-    assert_clean_failure(other, "$.checkpoint.best: loss -> accuracy", "best.safetensors was chosen")
+    assert_one_paragraph(other, "$.checkpoint.best: loss -> accuracy", "best.safetensors was chosen")
 
 
 # -- the data: where it is may change, what it is may not ----------------------------------------------
@@ -325,7 +307,7 @@ def test_predict_needs_only_the_run_directory(moved_npz_run, npz_run, tmp_path):
     assert result.exit_code == 0 and result.stderr == "", result.output
     assert result.stdout == netspec("predict", npz_run, "--input", points).stdout
     evaluated = netspec("eval", run_dir, "--split", "train")  # eval reads the split itself, so it needs the data
-    message = assert_clean_failure(evaluated, "training data", str(tmp_path / "elsewhere" / "data.npz"), "Put the data back",
+    message = assert_one_paragraph(evaluated, "training data", str(tmp_path / "elsewhere" / "data.npz"), "Put the data back",
                                    "netspec predict needs only the run directory")
     assert "damaged" not in message
 
@@ -345,23 +327,11 @@ def test_other_data_at_the_same_place_is_refused(moved_npz_run):
     edit_spec(run_dir, lambda spec: spec["data"]["npz"].update(path=str(moved)))
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER)
-    assert_clean_failure(result, "the training data found at the data paths", "other values", "which examples the parameters learn from")
+    assert_one_paragraph(result, "the training data found at the data paths", "other values", "which examples the parameters learn from")
     assert snapshot(run_dir) == before
 
 
 # -- a damaged run directory on resume -------------------------------------------------------------
-
-def damage(path: Path, how: str) -> None:
-    if how == "missing":
-        path.unlink()
-    elif how == "truncated":
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "garbage":
-        path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
-    elif how == "incomplete":
-        path.write_text("{}\n")
-
 
 WORDS = {  # file -> what its paragraph says besides its name
     "spec.yaml": ("damaged", "save that text as spec.yaml", "ran.json"),
@@ -379,7 +349,7 @@ def test_a_damaged_run_directory_on_resume_is_one_paragraph(run_dir, file, how):
     result = netspec("resume", run_dir, "--set", LONGER)
     named = "no spec.yaml" if (file, how) == ("spec.yaml", "missing") else file
     words = WORDS[file] if (file, how) != ("spec.yaml", "missing") else ("save that text as spec.yaml",)
-    assert_clean_failure(result, named, *words)
+    assert_one_paragraph(result, named, *words)
     assert snapshot(run_dir) == before
 
 
@@ -387,7 +357,7 @@ def test_a_run_without_ran_json_resumes_and_gets_one(run_dir):
     """A run of an older netspec: compared with its spec.yaml as it is, and recorded from now on."""
     (run_dir / "ran.json").unlink()
     refused = netspec("resume", run_dir, "--set", LONGER, "--set", "seed=3")
-    assert_clean_failure(refused, "$.seed: 0 -> 3", "--set, against spec.yaml")
+    assert_one_paragraph(refused, "$.seed: 0 -> 3", "--set, against spec.yaml")
     result = netspec("resume", run_dir, "--set", LONGER, "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((run_dir / "ran.json").read_text())["spec"]["train"]["steps"] == 30
@@ -417,7 +387,7 @@ def test_a_set_that_does_not_fit_spec_yaml_is_the_sets_problem(run_dir):
     must be a multiple of summaries.every)."""
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER, "--set", "summaries.every=7", "--allow-setting-changes")
-    message = assert_clean_failure(result, "The --set values do not fit the run's spec.yaml", "checkpoint.every", "Set that key too")
+    message = assert_one_paragraph(result, "The --set values do not fit the run's spec.yaml", "checkpoint.every", "Set that key too")
     assert "damaged" not in message, message
     assert snapshot(run_dir) == before
 
@@ -462,7 +432,7 @@ def test_resume_with_no_checkpoint_that_loads_is_an_error(run_dir):
         damage(path, "truncated")
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER)
-    assert_clean_failure(result, "None of the 2 checkpoints", "step-00000020.safetensors: damaged", "step-00000010.safetensors: damaged", "netspec run")
+    assert_one_paragraph(result, "None of the 2 checkpoints", "step-00000020.safetensors: damaged", "step-00000010.safetensors: damaged", "netspec run")
     assert snapshot(run_dir) == before
 
 
@@ -493,8 +463,7 @@ def test_eval_and_predict_pass_over_a_damaged_latest_checkpoint(run_dir, command
 def test_a_change_is_shown_once_when_the_resume_is_resumed_again(tmp_path):
     """EventAccumulator never purges text: a resume interrupted before its next checkpoint and
     resumed again from the same checkpoint replaces the first one's spec_changes, not adds to it."""
-    from conftest import XOR, cli, write
-    from helpers import accumulator
+    from support import XOR  # support's XOR spec, not this module's
 
     spec = write(tmp_path / "xor.yaml", XOR.replace("train: {steps: 20, batch_size: 4}", "train: {steps: 20, batch_size: 4}\ncheckpoint: {every: 10}"))
     assert cli("run", spec, "--logdir", tmp_path / "runs", "--quiet").exit_code == 0

@@ -10,57 +10,23 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from netspec.cli import main
+from support import SPECS, assert_complete, assert_one_paragraph, netspec, run_dirs, start_netspec
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-NETSPEC = Path(sys.executable).parent / "netspec"
 QUICK = ("--set", "train.steps=20", "--set", "summaries.every=10")
 XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
-
-
-def netspec(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_clean_failure(result, *words: str) -> str:
-    """Exit 1, no traceback, one paragraph on stderr holding every word; returns that paragraph."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and "failed unexpectedly" not in result.output, result.output
-    message = result.stderr.strip()
-    assert message and "\n\n" not in message, message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 def tree_digest(directory: Path) -> dict[str, str]:
     """Every file under `directory` (relative path -> SHA-256 of its bytes)."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def run_dirs(logdir: Path) -> list[Path]:
-    return sorted(p for p in logdir.glob("*/*") if p.is_dir())
-
-
-def assert_complete(run_dir: Path, steps: int) -> None:
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["steps"] == steps
-    assert (run_dir / "spec.yaml").is_file() and (run_dir / "run.json").is_file()
-    assert list((run_dir / "checkpoints").glob("*.safetensors"))
 
 
 # -- a full disk ------------------------------------------------------------------------------------
@@ -112,7 +78,7 @@ def test_a_full_disk_is_one_message_and_spares_earlier_runs(where, earlier_run, 
     fail_writes_to(monkeypatch, FULL_AT[where])
     result = netspec("run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", logdir, "--quiet", "--run-name", f"full-{where}")
     monkeypatch.undo()
-    message = assert_clean_failure(result, "No space left on device")
+    message = assert_one_paragraph(result, "No space left on device", single_line=False)
     run_dir = logdir / "xor_nn" / f"full-{where}"
     assert f"Cannot write the run {run_dir} (" in message  # the run directory and the file in it, not the logdir
     assert tree_digest(earlier) == before
@@ -135,7 +101,7 @@ def test_a_logdir_under_a_file_is_refused_before_training(tmp_path, below):
     (tmp_path / "file.txt").write_text("not a directory\n")
     logdir = tmp_path / below
     result = netspec("run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", logdir, "--quiet")
-    message = assert_clean_failure(result, "Not a directory", "--logdir")
+    message = assert_one_paragraph(result, "Not a directory", "--logdir", single_line=False)
     assert str(tmp_path / "file.txt") in message, message
     assert (tmp_path / "file.txt").read_text() == "not a directory\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
@@ -162,8 +128,8 @@ def test_a_run_name_cannot_leave_the_logdir(tmp_path, name):
 @pytest.mark.slow
 def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     env = {**os.environ, "NETSPEC_JAX_CACHE": str(tmp_path / "jax-cache")}  # shared, empty: both compile and write it at once
-    command = [str(NETSPEC), "run", str(SPECS / "xor_nn.yaml"), *QUICK, "--logdir", str(tmp_path / "runs"), "--quiet", "--run-name", "x"]
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = ["run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", tmp_path / "runs", "--quiet", "--run-name", "x"]
+    processes = [start_netspec(*command, env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for p, (out, err) in zip(processes, outputs):
         assert p.returncode == 0, (out, err)
@@ -205,7 +171,7 @@ def test_a_missing_data_file_stops_the_run_before_a_run_directory_exists(tmp_pat
     spec = npz_spec(tmp_path)
     (tmp_path / "points.npz").unlink()
     result = netspec("run", spec, "--logdir", tmp_path / "runs", "--quiet")
-    assert_clean_failure(result, str(tmp_path / "points.npz"), "data.npz.path")
+    assert_one_paragraph(result, str(tmp_path / "points.npz"), "data.npz.path", single_line=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -222,7 +188,7 @@ def test_data_that_vanishes_after_the_check_stops_the_run_before_a_run_directory
 
     monkeypatch.setattr(cli, "_load_and_check", check_then_delete)
     result = netspec("run", spec, "--logdir", tmp_path / "runs", "--quiet")
-    assert_clean_failure(result, str(tmp_path / "points.npz"))
+    assert_one_paragraph(result, str(tmp_path / "points.npz"), single_line=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -353,14 +319,14 @@ BAD_INPUTS = {  # kind -> words of the message
 def test_predict_refuses_bad_input(xor_run, tmp_path, kind):
     run_dir, _ = xor_run
     result = netspec("predict", run_dir, "--input", write_bad_input(tmp_path, kind))
-    assert_clean_failure(result, *BAD_INPUTS[kind])
+    assert_one_paragraph(result, *BAD_INPUTS[kind], single_line=False)
 
 
 @pytest.mark.slow
 def test_predict_names_a_ragged_csv_row(xor_run, tmp_path):
     run_dir, _ = xor_run
     result = netspec("predict", run_dir, "--input", write_bad_input(tmp_path, "one_row_too_wide"))
-    message = assert_clean_failure(result, "x.csv")
+    message = assert_one_paragraph(result, "x.csv", single_line=False)
     assert "row 2" in message and "must be a number" not in message, message
 
 
@@ -369,13 +335,13 @@ def test_predict_to_an_unwritable_output(xor_run, tmp_path):
     run_dir, _ = xor_run
     (tmp_path / "file.txt").write_text("")
     result = netspec("predict", run_dir, "--input", write_input(tmp_path, "npy"), "--output", tmp_path / "file.txt" / "out.csv")
-    assert_clean_failure(result, "Cannot write", "out.csv")
+    assert_one_paragraph(result, "Cannot write", "out.csv", single_line=False)
 
 
 def test_predict_on_a_directory_that_is_not_a_run(tmp_path):
     np.save(tmp_path / "points.npy", XOR)
     result = netspec("predict", tmp_path, "--input", tmp_path / "points.npy")
-    assert_clean_failure(result, "is not a netspec run directory")
+    assert_one_paragraph(result, "is not a netspec run directory", single_line=False)
 
 
 # -- netspec predict: an image model ----------------------------------------------------------------
@@ -472,4 +438,4 @@ def test_predict_refuses_a_bad_image(image_run, tmp_path, kind, words):
         write_png(png, np.zeros((12, 10), np.uint8))
     elif kind == "not_an_image":
         png.write_text("this is text with a .png name\n")
-    assert_clean_failure(netspec("predict", run_dir, "--input", png), *words)
+    assert_one_paragraph(netspec("predict", run_dir, "--input", png), *words, single_line=False)

@@ -33,14 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from safetensors.numpy import load_file
 
-from netspec.cli import main
-
-from helpers import accumulator, result_of
-
-NETSPEC = Path(sys.executable).parent / "netspec"
+from support import NETSPEC, accumulator, cli, result_of, run_netspec, start_netspec
 
 # Shuffled batches, dropout (per-step keys), Adam (optimizer state), a validation split that
 # chooses the best checkpoint (and the test split measured once at the end), histograms of
@@ -122,11 +117,6 @@ EXPECTED = {
 FAST = {("mid-run", "kill -9"), ("closing", "SIGTERM")}
 
 
-def cli(*args) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("survive")
@@ -148,8 +138,7 @@ def env(tmp_path_factory) -> dict:
 def reference(spec_file, env, tmp_path_factory) -> Path:
     """The same run, never interrupted."""
     logdir = tmp_path_factory.mktemp("reference")
-    done = subprocess.run([str(NETSPEC), "run", str(spec_file), "--logdir", str(logdir), "--quiet", "--run-name", "r"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = run_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "r", env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     return logdir / "survive" / "r"
 
@@ -194,10 +183,8 @@ def free_disk(logdir: Path) -> None:
 # -- driving the paused process ------------------------------------------------------------------------
 
 def start(spec_file: Path, logdir: Path, env: dict, marker: Path, pause: str, *sets: str) -> subprocess.Popen:
-    return subprocess.Popen([str(NETSPEC), "run", str(spec_file), "--logdir", str(logdir), "--quiet", "--run-name", "r",
-                             *(x for s in sets for x in ("--set", s))],
-                            env={**env, "NETSPEC_TEST_PAUSE": pause, "NETSPEC_TEST_PAUSE_FILE": str(marker)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "r", *(x for s in sets for x in ("--set", s)),
+                         env={**env, "NETSPEC_TEST_PAUSE": pause, "NETSPEC_TEST_PAUSE_FILE": str(marker)})
 
 
 def wait_until(condition, process: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
@@ -386,7 +373,7 @@ def test_a_second_resume_of_a_run_in_use_is_refused_naming_the_first(spec_file, 
     wait_until(lambda: marker.is_file() and marker.read_text().strip(), first, "the pause")
     run_dir = logdir / "survive" / "r"
     try:
-        second = subprocess.run([str(NETSPEC), "resume", str(run_dir), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+        second = run_netspec("resume", run_dir, "--quiet", env=env, timeout=300)
         assert second.returncode == 1, second.stderr
         message = second.stderr.strip()
         assert "\n" not in message and "Traceback" not in message
@@ -437,8 +424,7 @@ EARLY = "train.early_stopping={metric: loss, patience: 1, min_delta: 10}"
 def test_an_early_stopped_run_killed_in_its_closing_is_finished_not_trained_on(spec_file, env, tmp_path):
     """Early stopping ends training before train.steps: the closing checkpoint says so, so a
     resume finishes the run at that step (not trains on to 60), as the uninterrupted run ended."""
-    done = subprocess.run([str(NETSPEC), "run", str(spec_file), "--logdir", str(tmp_path / "ref"), "--quiet", "--run-name", "r",
-                           "--set", EARLY], env=env, capture_output=True, text=True, timeout=300)
+    done = run_netspec("run", spec_file, "--logdir", tmp_path / "ref", "--quiet", "--run-name", "r", "--set", EARLY, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     reference = tmp_path / "ref" / "survive" / "r"
     assert result_of(reference)["stopped"] == "early_stopping" and result_of(reference)["steps"] == 40

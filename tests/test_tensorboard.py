@@ -16,9 +16,7 @@ import contextlib
 import json
 import logging
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -36,11 +34,8 @@ from netspec.cli import main
 from netspec.data.sources import FASHION_CLASSES
 from netspec.train.summaries import HPARAMS_FILE, confusion_image
 
-from helpers import accumulator, result_of
+from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec_ok, result_of
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-TENSORBOARD = Path(sys.executable).parent / "tensorboard"
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 XOR_STEPS = 200
@@ -52,13 +47,6 @@ RUNS = {  # TensorBoard's run name -> the run's result.json steps
 EVAL_RUNS = ["fashion_mlp/f/validation", "fashion_mlp/f/test"]
 
 
-def netspec(*args) -> str:
-    """The CLI in-process; its output, after asserting it exited 0."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 # -- the logdir and the servers ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -68,25 +56,19 @@ def logdir(tmp_path_factory):
         pytest.skip(f"Fashion-MNIST is not installed in {FASHION} (apt-get install dataset-fashion-mnist)")
     logdir = tmp_path_factory.mktemp("runs")
     xor = [SPECS / "xor_nn.yaml", "--logdir", logdir, "--quiet"]
-    netspec("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--run-name", "a")
-    netspec("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--set", "optimizer.learning_rate=0.5", "--run-name", "b")
-    netspec("run", *xor, "--set", "train.steps=100", "--run-name", "resumed")  # runs to its end, then trains longer
-    netspec("resume", logdir / "xor_nn" / "resumed", "--set", f"train.steps={XOR_STEPS}", "--quiet")
-    report = netspec("run", SPECS / "fashion_mlp.yaml", "--logdir", logdir, "--run-name", "f", "--data-dir", FASHION, *FASHION_SLICE)
+    netspec_ok("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--run-name", "a")
+    netspec_ok("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--set", "optimizer.learning_rate=0.5", "--run-name", "b")
+    netspec_ok("run", *xor, "--set", "train.steps=100", "--run-name", "resumed")  # runs to its end, then trains longer
+    netspec_ok("resume", logdir / "xor_nn" / "resumed", "--set", f"train.steps={XOR_STEPS}", "--quiet")
+    report = netspec_ok("run", SPECS / "fashion_mlp.yaml", "--logdir", logdir, "--run-name", "f", "--data-dir", FASHION, *FASHION_SLICE)
     return logdir, report
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
     """A running `tensorboard --logdir DIR` and its HTTP API."""
 
     def __init__(self, directory: Path, log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._log_file = open(log, "w")

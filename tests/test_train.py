@@ -5,45 +5,23 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 from netspec.spec.check import check
-from netspec.cli import main
 from netspec.compile.program import compile_spec
 from netspec.spec.load import load
 
-from helpers import accumulator, result_of
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-
-
-def netspec(*args: str) -> str:
-    """Run the CLI in-process; fail with its output unless it exits 0."""
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def run_spec(spec: str, logdir: Path, *extra: str) -> Path:
-    """`netspec run specs/<spec>.yaml --logdir logdir --quiet ...`; returns the new run directory."""
-    before = set(logdir.glob("*/*"))
-    netspec("run", str(SPECS / f"{spec}.yaml"), "--logdir", str(logdir), "--quiet", *extra)
-    (run_dir,) = set(logdir.glob("*/*")) - before
-    return run_dir
-
+from support import SPECS, accumulator, free_port, result_of, run_spec
 
 # -- the lecture's results -------------------------------------------------------------------------
 
@@ -62,7 +40,7 @@ def test_every_shipped_xor_spec_has_an_expected_result():
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", sorted(LECTURE))
 def test_shipped_spec_reaches_the_lecture_result(spec, tmp_path):
-    run_dir = run_spec(spec, tmp_path)
+    run_dir = run_spec(spec, tmp_path, catch_exceptions=False)
     result = result_of(run_dir)
     assert result["name"] == spec
     assert result["steps"] == 10001
@@ -87,8 +65,8 @@ def runs(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs")
     return {
         "logdir": logdir,
-        "xor_tensorboard": run_spec("xor_tensorboard", logdir, "--set", f"train.steps={STEPS}"),
-        "xor_wide": run_spec("xor_wide", logdir, "--set", f"train.steps={STEPS}"),
+        "xor_tensorboard": run_spec("xor_tensorboard", logdir, "--set", f"train.steps={STEPS}", catch_exceptions=False),
+        "xor_wide": run_spec("xor_wide", logdir, "--set", f"train.steps={STEPS}", catch_exceptions=False),
     }
 
 
@@ -210,8 +188,8 @@ QUICK = ["--set", "train.steps=10", "--set", "summaries.graph=false"]
 
 @pytest.mark.slow
 def test_two_runs_get_two_directories(tmp_path):
-    first = run_spec("xor_nn", tmp_path, *QUICK)
-    second = run_spec("xor_nn", tmp_path, *QUICK)
+    first = run_spec("xor_nn", tmp_path, *QUICK, catch_exceptions=False)
+    second = run_spec("xor_nn", tmp_path, *QUICK, catch_exceptions=False)
     assert first != second and first.parent == second.parent == tmp_path / "xor_nn"
     for run_dir in (first, second):
         assert (run_dir / "result.json").is_file() and (run_dir / "spec.yaml").is_file()
@@ -221,18 +199,12 @@ def test_two_runs_get_two_directories(tmp_path):
 @pytest.mark.slow
 def test_run_name_is_never_reused(tmp_path):
     for _ in range(2):
-        run_spec("xor_nn", tmp_path, *QUICK, "--run-name", "x")
+        run_spec("xor_nn", tmp_path, *QUICK, "--run-name", "x", catch_exceptions=False)
     assert sorted(p.name for p in (tmp_path / "xor_nn").iterdir()) == ["x", "x-1"]
     assert result_of(tmp_path / "xor_nn" / "x")["steps"] == result_of(tmp_path / "xor_nn" / "x-1")["steps"] == 10
 
 
 # -- the real TensorBoard server ---------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -243,7 +215,7 @@ def _get(url: str):
 def test_tensorboard_serves_the_run(runs, tmp_path):
     logdir, run_dir = runs["logdir"], runs["xor_tensorboard"]
     run = run_dir.relative_to(logdir).as_posix()  # the training run is the run directory
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "tensorboard.log", "w")
     server = subprocess.Popen(
