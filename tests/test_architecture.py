@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "netspec"
+from support import ROOT
+
+PACKAGE = ROOT / "netspec"
 
 # a room's rank: a module may import modules of its own room or of a lower rank (same rank, other room: no)
 RANKS = {"errors": 0, "machine": 0, "data": 1, "distribute": 1, "spec": 2, "model": 3, "compile": 4, "train": 5,

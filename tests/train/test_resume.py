@@ -526,7 +526,7 @@ def xor_run(tmp_path) -> Path:
 
 
 def test_resume_with_an_edited_spec_is_refused_before_training(xor_run):
-    """(Every kind of change: tests/test_resume_changes.py.)"""
+    """(Every kind of change: tests/train/test_resume_changes.py.)"""
     spec_file = xor_run / "spec.yaml"
     spec = yaml.safe_load(spec_file.read_text())
     spec["model"]["layers"][0]["units"] = 12  # layer1: 10 -> 12 units

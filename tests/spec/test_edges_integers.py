@@ -243,7 +243,7 @@ def test_a_fraction_is_refused_at_its_line_and_column(tmp_path, where, owner, fi
 
 def test_an_int_in_a_number_field_becomes_a_float():
     """JAX takes a Python int as int32: `clip_global_norm: 2147483648` overflowed inside the step
-    (found by tests/test_edges_validated_runs.py). A field typed number comes out of check a float."""
+    (found by tests/properties/test_edges_validated_runs.py). A field typed number comes out of check a float."""
     text = """\
 name: numbers
 data:

@@ -3,7 +3,7 @@ with exit 1, a message that names the problem, its position, no traceback, and n
 or imported. Bombs (aliases, size, depth, count) are refused fast and with little memory.
 
 Each case is SPEC (a valid spec in block style, line numbers beside it) with something hostile
-written in, or a whole hostile file. `tests/test_load.py` tests `netspec.load` itself; this file
+written in, or a whole hostile file. `tests/spec/test_load.py` tests `netspec.load` itself; this file
 goes through the command a person (or a pre-commit hook) runs on a file from anywhere.
 """
 

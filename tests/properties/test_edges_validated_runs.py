@@ -1,6 +1,6 @@
 """Issue 11, kind 2: a spec that `validate` accepts must run. Integral floats in integer fields
 (`units: 1.0e+2`, `train.steps: 2.0e+1`, `seed: 1.0`) come out of `check` as Python ints
-(tests/test_edges_integers.py walks every such field); here the invariant is tested whole, as a
+(tests/spec/test_edges_integers.py walks every such field); here the invariant is tested whole, as a
 property: the shipped specs are mutated (hypothesis, seeded), and whenever `netspec validate`
 accepts a mutant, `netspec run` on it ends with exit 0 or a clean error of the user's, never
 netspec's "failed unexpectedly" and never a traceback. Each run is cut to a few steps, by a
