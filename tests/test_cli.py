@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.train import loop as T
-from support import ROOT, SHIPPED, SPECS, run_netspec
+from support import ROOT, SHIPPED, SPECS, netspec, run_netspec
 
 
 BROKEN = """\
@@ -39,7 +39,7 @@ def test_there_are_shipped_specs():
 
 
 def test_validate_every_shipped_spec():
-    result = CliRunner().invoke(main, ["validate", *map(str, SHIPPED)])
+    result = netspec("validate", *SHIPPED)
     assert result.exit_code == 0, result.output
     ok = [line for line in result.output.splitlines() if ": ok (" in line]
     assert len(ok) == len(SHIPPED), result.output
@@ -69,7 +69,7 @@ def test_validate_does_not_import_jax_or_numpy(spec):
 
 
 def test_schema_is_a_valid_draft_2020_12_schema():
-    result = CliRunner().invoke(main, ["schema"])
+    result = netspec("schema")
     assert result.exit_code == 0, result.output
     schema = json.loads(result.output)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -79,7 +79,7 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 def test_the_schema_accepts_every_shipped_spec():
     import yaml
 
-    schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
+    schema = json.loads(netspec("schema").output)
     validator = jsonschema.Draft202012Validator(schema)
     for spec in SHIPPED:
         errors = [e.message for e in validator.iter_errors(yaml.safe_load(spec.read_text()))]
@@ -89,7 +89,7 @@ def test_the_schema_accepts_every_shipped_spec():
 @pytest.mark.parametrize("args", [["--help"], *[[name, "--help"] for name in sorted(main.commands)]],
                          ids=lambda args: " ".join(args))
 def test_help_has_an_example(args):
-    result = CliRunner().invoke(main, args)
+    result = netspec(*args)
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
 
@@ -106,7 +106,7 @@ def test_version():
     ["no-such-command"],
 ])
 def test_a_wrong_command_line_exits_2(args):
-    result = CliRunner().invoke(main, args)
+    result = netspec(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
 
@@ -132,7 +132,7 @@ def test_run_with_a_bad_set_exits_1(tmp_path):
 
 
 def test_run_on_a_missing_file_exits_1(tmp_path):
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "nope.yaml"), "--logdir", str(tmp_path / "runs")])
+    result = netspec("run", tmp_path / "nope.yaml", "--logdir", tmp_path / "runs")
     assert result.exit_code == 1
     assert "no such file" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -171,7 +171,7 @@ def test_a_failing_command_ends_in_one_paragraph(monkeypatch, command, failure):
 
     monkeypatch.setattr(importlib.import_module(module), name, fail)
     monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
-    result = CliRunner().invoke(main, args)
+    result = netspec(*args)
     assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
@@ -189,6 +189,6 @@ def test_running_out_of_memory_is_one_paragraph_not_a_bug(error, monkeypatch, tm
         raise error
 
     monkeypatch.setattr(T, "run", out_of_memory)
-    result = CliRunner().invoke(main, ["run", str(SPECS / "xor_nn.yaml"), "--logdir", str(tmp_path), "--quiet"])
+    result = netspec("run", SPECS / "xor_nn.yaml", "--logdir", tmp_path, "--quiet")
     assert result.exit_code == 1, result.output
     assert "ran out of" in result.output and "train.batch_size" in result.output and "bug" not in result.output

@@ -8,14 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from netspec.cli import main
 from netspec.compile.program import compile_spec
 from netspec.compile.state import LOSS_SCALE_START
 from netspec.train.loop import run
-from support import all_eqns, checked, train_in_chunks
+from support import all_eqns, checked, train_in_chunks, validate
 
 
 def _regression(compute: str, **precision) -> dict:
@@ -104,7 +102,7 @@ def test_bad_loss_scales_are_pointed_at(tmp_path, value, message):
 
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(_regression("float16", loss_scale=value), sort_keys=False))
-    result = CliRunner().invoke(main, ["validate", str(path)])
+    result = validate(path)
     assert result.exit_code == 1, result.output
     assert "precision.loss_scale" in result.output and message in result.output, result.output
 

@@ -26,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-
-from netspec.cli import main
 from netspec.errors import DataError
 from netspec.data import formats as datasets
+from support import netspec, validate
 
 MiB, GiB = 2**20, 2**30
 
@@ -248,7 +246,7 @@ def test_a_hostile_data_file_is_refused(case, command, tmp_path):
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        result = CliRunner().invoke(main, args)
+        result = netspec(*args)
         elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -270,10 +268,10 @@ def test_a_gzip_bomb_behind_an_honest_looking_header_is_read_only_to_its_size(tm
     the two images the header states."""
     d = idx_dir(tmp_path / "d", images=lambda t: gzip_bomb(Path(str(t) + ".gz"), (2, 28, 28), 64 * MiB))
     spec = write_spec(tmp_path, f"  idx: {{path: {d}}}", 784)
-    assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0
+    assert validate(spec).exit_code == 0
     tracemalloc.start()
     try:
-        result = CliRunner().invoke(main, ["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"])
+        result = netspec("run", spec, "--logdir", tmp_path / "runs", "--quiet")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -25,12 +25,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
-from support import BASE, LOSS, LR, ROOT, SHIPPED, STEPS, UNITS0, UNITS1, X, Y, edit
-
+from support import BASE, LOSS, LR, ROOT, SHIPPED, STEPS, UNITS0, UNITS1, X, Y, edit, netspec
 
 from netspec.spec.check import check
-from netspec.cli import main
 from netspec.errors import SpecError
 from netspec.spec.load import parse
 from netspec.spec.messages import schema_problems
@@ -159,7 +156,7 @@ def server(tmp_path_factory):
         pytest.skip(message)
     workdir = tmp_path_factory.mktemp("editor")
     schema = workdir / "netspec.schema.json"
-    result = CliRunner().invoke(main, ["schema"])
+    result = netspec("schema")
     assert result.exit_code == 0, result.output
     schema.write_text(result.output)
     language_server = LanguageServer(SERVER, schema, workdir)

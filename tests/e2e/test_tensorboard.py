@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from PIL import Image
 from tensorboard.util import tensor_util
 
-from netspec.cli import main
 from netspec.data.sources import FASHION_CLASSES
 from netspec.train.summaries import HPARAMS_FILE, confusion_image
 
-from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec_ok, result_of
+from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec, netspec_ok, result_of
 
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
@@ -340,12 +338,11 @@ def test_a_confusion_image_is_labelled_rows_true_columns_predicted():
 
 def test_nonfinite_histograms_are_one_line_not_library_warnings(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    runner = CliRunner()
-    result = runner.invoke(main, [
-        "run", str(SPECS / "xor_nn.yaml"), "--logdir", str(tmp_path), "--quiet", "--run-name", "diverged",
+    result = netspec(
+        "run", SPECS / "xor_nn.yaml", "--logdir", tmp_path, "--quiet", "--run-name", "diverged",
         "--set", "optimizer.learning_rate=10", "--set", "model.defaults.activation=linear", "--set", "loss=mean_squared_error",
         "--set", "metrics=[]", "--set", "train.on_nonfinite=ignore", "--set", "train.steps=300",
-        "--set", "summaries.histograms=[weights, biases, gradients]"])
+        "--set", "summaries.histograms=[weights, biases, gradients]")
     assert result.exit_code == 0, result.output
     output = result.output + "".join(r.getMessage() + "\n" for r in caplog.records)
     assert "found in input tensor" not in output  # tensorboardX's bare warning, once per NaN
