@@ -24,26 +24,60 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from types import SimpleNamespace
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from netspec.compile.optim import current_learning_rate
-from netspec.compile.state import ChunkOutputs, Data, Keys, TrainState
-from netspec.compile.step import StepConfig, metrics_on_batch, nonfinite_probe, per_example, prepare_batch, train_step
+from netspec.compile.state import ChunkOutputs, Data, HostOrDevice, Keys, LossScale, TrainState
+from netspec.compile.step import (
+    Batch,
+    StepConfig,
+    metrics_on_batch,
+    nonfinite_probe,
+    per_example,
+    prepare_batch,
+    train_step,
+)
+from netspec.model.network import Tree
+
+# What a chunk is given to say each step's batch: int32 example indices into resident data ([K,
+# batch] for a chunk, [batch] for a step), None (the whole set each step), or, streamed, the (x, y)
+# the host gathered ([K, batch, ...], [batch, ...]).
+Batches = jax.Array | Batch | None
 
 
-def batch_of(config: StepConfig, data: Data, batch, streamed: bool):
+class Lowered(Protocol):
+    """What `Chunk.lower(...)` gives: `.compile()` -> the chunk, compiled."""
+
+    def compile(self) -> Callable[..., Any]: ...
+
+
+class Chunk(Protocol):
+    """A compiled chunk of steps: (state, data, batches, keys) -> (state, outputs), the state donated;
+    `.lower(...).compile()` compiles it ahead of its first call, as a jitted function's does."""
+
+    def __call__(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> tuple[TrainState, ChunkOutputs]: ...
+
+    def lower(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> Lowered: ...
+
+
+Evaluate = Callable[[Tree, Tree, Data, jax.Array], tuple[dict[str, jax.Array], jax.Array, jax.Array | None]]
+
+
+def batch_of(config: StepConfig, data: Data, batch: Batches, streamed: bool) -> Batch:
     """The prepared batch of one step: indices into resident `data` (None: all of it), or (x, y) streamed."""
     if streamed:
+        assert isinstance(batch, tuple)  # streamed: the (x, y) the host gathered
         return prepare_batch(config, data, *batch)
     if batch is None:
         return prepare_batch(config, data, data.x, data.y)
     return prepare_batch(config, data, data.x[batch], data.y[batch])
 
 
-def one_step(config: StepConfig, state: TrainState, data: Data, batch, keys: Keys, *, streamed: bool, check: bool):
+def one_step(config: StepConfig, state: TrainState, data: Data, batch: Batches, keys: Keys, *, streamed: bool,
+             check: bool) -> tuple[TrainState, jax.Array]:
     """One step; what it keeps of the step is [loss, non-finite layer (-1: none)], one small
     row that XLA writes in one go. Everything else the host reads is computed once per chunk
     by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
@@ -51,13 +85,13 @@ def one_step(config: StepConfig, state: TrainState, data: Data, batch, keys: Key
     return state, jnp.stack([out["loss"], out["nonfinite_layer"].astype(jnp.float32)])
 
 
-def chunk_outputs(config: StepConfig, state: TrainState, rows, data: Data, last_batch, keys: Keys, *, streamed: bool,
-                  check: bool) -> tuple[TrainState, ChunkOutputs]:
+def chunk_outputs(config: StepConfig, state: TrainState, rows: jax.Array, data: Data, last_batch: Batches, keys: Keys, *,
+                  streamed: bool, check: bool) -> tuple[TrainState, ChunkOutputs]:
     """The state and what the host reads after a chunk (`rows`: one_step's, float32 [K, 2]); see
     `ChunkOutputs`. The metrics are measured on the last step's batch with the parameters after
     that step, in train mode with that step's key."""
     if config.state_sharding is not None:  # the chunk hands the state back where it found it
-        state = jax.lax.with_sharding_constraint(state, config.state_sharding)
+        state = jax.lax.with_sharding_constraint(state, config.state_sharding)  # type: ignore[no-untyped-call]  # jax leaves it unannotated
     metrics = metrics_on_batch(config, state.params, state.model_state, batch_of(config, data, last_batch, streamed),
                                jax.random.fold_in(keys.step, state.step - 1)) if config.metric_fns else {}
     layers = rows[:, 1].astype(jnp.int32)
@@ -70,23 +104,29 @@ def chunk_outputs(config: StepConfig, state: TrainState, rows, data: Data, last_
     return state, ChunkOutputs(
         loss=rows[:, 0], metrics=metrics, learning_rate=jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
         skipped_steps=jnp.copy(state.skipped),  # a buffer of its own: the state is donated next
-        loss_scale=jnp.copy(state.scaler.scale) if config.dynamic_scale else None,
+        loss_scale=jnp.copy(_scaler(state).scale) if config.dynamic_scale else None,
         nonfinite_layer=jnp.where(layers[first] >= 0, layers[first], -1),
         nonfinite_step=state.step - rows.shape[0] + first + 1, nonfinite=nonfinite)
 
 
-def _last(batches):
+def _scaler(state: TrainState) -> LossScale:
+    """The dynamic loss scale of a state that has one (a spec with a dynamic loss scale: `program.init`)."""
+    assert state.scaler is not None
+    return state.scaler
+
+
+def _last(batches: Batches) -> Batches:
     return None if batches is None else jax.tree_util.tree_map(lambda a: a[-1], batches)
 
 
-def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, full_batch: bool, unroll: int) -> Callable:
+def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, full_batch: bool, unroll: int) -> Chunk:
     """`length` steps as one `lax.scan` in one `jit` (`unroll` steps per loop iteration). The
     returned function takes (state, data, batches, keys); `batches`: resident data: int32
     [length, batch] example indices into `data` (None: the whole set each step); streamed data:
     the (x, y) of every step, [length, batch, ...], gathered by the host, with `data` holding only
     the scaling. It returns the state and `chunk_outputs`."""
 
-    def chunk(state: TrainState, data: Data, batches, keys: Keys):
+    def chunk(state: TrainState, data: Data, batches: Batches, keys: Keys) -> tuple[TrainState, ChunkOutputs]:
         body = lambda state, batch: one_step(config, state, data, batch, keys, streamed=streamed, check=check)
         if full_batch and not streamed:
             state, rows = jax.lax.scan(body, state, None, length=length, unroll=unroll)
@@ -97,57 +137,76 @@ def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, 
     return jax.jit(chunk, donate_argnums=0)
 
 
-def stepwise_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool) -> Callable:
+def stepwise_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool) -> Chunk:
     """The same steps as `scan_chunk`, one jitted call each (see `loop_policy`); it offers
     `.lower(...).compile()` as a jitted function does, compiling the step and the outputs once."""
-    step = jax.jit(partial(one_step, config, streamed=streamed, check=check), donate_argnums=0)
-    outputs = jax.jit(partial(chunk_outputs, config, streamed=streamed, check=check), donate_argnums=0)
+    return _StepwiseChunk(config, length, streamed=streamed, check=check)
 
-    def chunk(state: TrainState, data: Data, batches, keys: Keys):
+
+class _StepwiseChunk:
+    """`stepwise_chunk`'s chunk: a jitted step called `length` times, then the jitted outputs."""
+
+    def __init__(self, config: StepConfig, length: int, *, streamed: bool, check: bool) -> None:
+        self.length = length
+        self.step = jax.jit(partial(one_step, config, streamed=streamed, check=check), donate_argnums=0)
+        self.outputs = jax.jit(partial(chunk_outputs, config, streamed=streamed, check=check), donate_argnums=0)
+
+    def __call__(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> tuple[TrainState, ChunkOutputs]:
         rows = []
-        for i in range(length):
+        for i in range(self.length):
             batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
-            state, row = step(state, data, batch, keys)
+            state, row = self.step(state, data, batch, keys)
             rows.append(row)
-        return outputs(state, jnp.stack(rows), data, _last(batches), keys)
+        result: tuple[TrainState, ChunkOutputs] = self.outputs(state, jnp.stack(rows), data, _last(batches), keys)
+        return result
 
-    def lower(state, data, batches, keys):  # the interface of a jitted function, compiled once
+    def lower(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> Lowered:
+        """The interface of a jitted function: compiles the step and the outputs once."""
         first = None if batches is None else jax.tree_util.tree_map(lambda a: a[0], batches)
-        step.lower(state, data, first, keys).compile()
-        outputs.lower(state, jnp.zeros((length, 2), jnp.float32), data, first, keys).compile()
-        return SimpleNamespace(compile=lambda: chunk)
-
-    chunk.lower = lower
-    return chunk
+        self.step.lower(state, data, first, keys).compile()
+        self.outputs.lower(state, jnp.zeros((self.length, 2), jnp.float32), data, first, keys).compile()
+        return _Compiled(self)
 
 
-def evaluate(config: StepConfig, *, classes: int | None, label_class: Callable, predicted_class: Callable | None, key) -> Callable:
+class _Compiled:
+    """`_StepwiseChunk.lower(...)`: its `compile()` is the chunk itself (its parts compiled already)."""
+
+    def __init__(self, chunk: _StepwiseChunk) -> None:
+        self.chunk = chunk
+
+    def compile(self) -> _StepwiseChunk:
+        return self.chunk
+
+
+def evaluate(config: StepConfig, *, classes: int | None, label_class: Callable[[jax.Array], jax.Array],
+             predicted_class: Callable[[jax.Array], jax.Array] | None, key: jax.Array) -> Evaluate:
     """Jitted (params, model_state, Data, mask) -> ({tag: sum over the split}, count, confusion
     [classes, classes] or None): a split stored as [batches, batch, ...] with a 0/1 mask for
     padding, in evaluation mode (dropout off, batch_norm's running statistics); confusion rows
     are the true class, columns the predicted one."""
 
     @jax.jit
-    def run(params, model_state, data: Data, mask):
-        def one(carry, batch):
+    def run(params: Tree, model_state: Tree, data: Data, mask: jax.Array) -> tuple[dict[str, jax.Array], jax.Array, jax.Array | None]:
+        def one(carry: None, batch: tuple[HostOrDevice, HostOrDevice, jax.Array]) -> tuple[None, tuple[dict[str, jax.Array], jax.Array | None]]:
             x, y, m = batch
             xb, yb = prepare_batch(config, data, x, y)
             values, out, _ = per_example(config, params, model_state, (xb, yb), train=False, key=key)
             sums = {k: jnp.sum(v * m) for k, v in values.items()}
             confusion = None
             if classes:
+                assert predicted_class is not None  # a model with classes has a predicted class
                 confusion = (jax.nn.one_hot(label_class(yb).reshape(-1), classes) * m[:, None]).T @ jax.nn.one_hot(
                     predicted_class(out).reshape(-1), classes)
             return carry, (sums, confusion)
 
         _, (sums, confusion) = jax.lax.scan(one, None, (data.x, data.y, mask))
         sums = {k: v.sum() for k, v in sums.items()}
-        return sums, mask.sum(), (confusion.sum(0) if classes else None)
+        return sums, mask.sum(), (confusion.sum(0) if confusion is not None else None)  # (None without classes)
 
     return run
 
 
-def loop_policy(train: Mapping, layer_types: Sequence[str], backend: str) -> tuple[str, int]:
+def loop_policy(train: Mapping[str, Any], layer_types: Sequence[str], backend: str) -> tuple[str, int]:
     """(loop, unroll): how a chunk runs on `backend` ("cpu", "gpu", "tpu"), the spec's
     `train.loop` and `train.unroll` resolved.
 
@@ -164,5 +223,5 @@ def loop_policy(train: Mapping, layer_types: Sequence[str], backend: str) -> tup
     loop = train["loop"]
     if loop == "auto":
         loop = "steps" if on_cpu and "conv2d" in layer_types else "scan"
-    unroll = train["unroll"] or (1 if on_cpu else 2)
+    unroll: int = train["unroll"] or (1 if on_cpu else 2)
     return loop, unroll

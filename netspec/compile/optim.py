@@ -11,7 +11,8 @@ can be logged (`current_learning_rate`) and varied without compiling again. With
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import optax
@@ -19,19 +20,20 @@ import optax
 from netspec.spec.choices import OPTIMIZERS, SCHEDULES
 
 
-def learning_rate(value) -> float | Callable:
+def learning_rate(value: float | Mapping[str, Any]) -> float | optax.Schedule:
     """A number, or the optax schedule a `{type, args}` mapping names (`SCHEDULES`: spec name ->
     optax function)."""
-    if not hasattr(value, "get"):
+    if not isinstance(value, Mapping):
         return float(value)
     fn_name, fields, _ = SCHEDULES[value["type"]]
     args = {k: v for k, v in value.items() if k != "type" and k in fields}
     if value["type"] == "piecewise_constant":
-        args["boundaries_and_scales"] = {int(k): float(v) for k, v in (args.get("boundaries_and_scales") or {}).items()}
-    return getattr(optax, fn_name)(**args)
+        args["boundaries_and_scales"] = {int(k): float(v) for k, v in (args["boundaries_and_scales"] or {}).items()}
+    schedule: optax.Schedule = getattr(optax, fn_name)(**args)
+    return schedule
 
 
-def optimizer(spec_optimizer: Mapping, *, seed: int = 0) -> optax.GradientTransformation:
+def optimizer(spec_optimizer: Mapping[str, Any], *, seed: int = 0) -> optax.GradientTransformation:
     """The optax transformation of the spec's `optimizer` section (see the module docstring);
     `seed` keys noisy_sgd's noise unless the spec names its own."""
     name = spec_optimizer["type"]
@@ -45,11 +47,12 @@ def optimizer(spec_optimizer: Mapping, *, seed: int = 0) -> optax.GradientTransf
     dtypes = tuple(n for n, p in inspect.signature(factory).parameters.items() if n != "learning_rate" and callable(p.default))
     tx = optax.inject_hyperparams(factory, static_args=tuple(args) + dtypes)(
         learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args)
-    clip = spec_optimizer.get("clip_global_norm")
+    clip = spec_optimizer["clip_global_norm"]
     return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
-def current_learning_rate(opt_state) -> jax.Array:
+def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The learning rate the optimizer used at its last step (inject_hyperparams keeps it)."""
     # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.
-    return optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))
+    rate: jax.Array = optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))
+    return rate

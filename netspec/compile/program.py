@@ -26,31 +26,54 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from netspec.compile.chunk import evaluate, loop_policy, scan_chunk, stepwise_chunk
+from netspec.compile.chunk import Chunk, Evaluate, evaluate, loop_policy, scan_chunk, stepwise_chunk
 from netspec.compile.optim import optimizer
-from netspec.compile.state import LOSS_SCALE_START, Keys, LossScale, TrainState
-from netspec.compile.step import StepConfig, loss_and_metrics, prepare_batch, train_step
+from netspec.compile.state import LOSS_SCALE_START, Data, HostOrDevice, Keys, LossScale, TrainState
+from netspec.compile.step import Batch, StepConfig, loss_and_metrics, prepare_batch, train_step
 from netspec.model.losses import encode_labels, label_class, loss_fn, metric_fns, num_classes, predicted_class
-from netspec.model.network import network
+from netspec.model.network import NetworkApply, Tree, network
 from netspec.spec.types import Spec
+
+
+class Init(Protocol):
+    def __call__(self, key: jax.Array = ...) -> TrainState: ...
+
+
+class Apply(Protocol):
+    def __call__(self, params: Tree, model_state: Tree, x: jax.Array, *, train: bool = False, key: jax.Array = ...,
+                 collect: dict[str, jax.Array] | None = None) -> jax.Array: ...
+
+
+class LossAndMetrics(Protocol):
+    def __call__(self, params: Tree, model_state: Tree, batch: Batch, *, train: bool,
+                 key: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]: ...
+
+
+class TrainChunk(Protocol):
+    def __call__(self, length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk: ...
+
+
+class TrainStep(Protocol):
+    def __call__(self, state: TrainState, batch: Batch, key: jax.Array, *,
+                 check: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]: ...
 
 
 class Program(NamedTuple):
     """A compiled spec (see the module docstring)."""
 
-    init: Callable
-    apply: Callable
-    loss_and_metrics: Callable
-    train_chunk: Callable
-    train_step: Callable  # one unjitted step, (state, batch, key) -> (state, outputs); for the graph
-    evaluate: Callable  # jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
-    prepare_batch: Callable  # (Data, x, y) -> the batch as the model and loss take it
+    init: Init
+    apply: Apply
+    loss_and_metrics: LossAndMetrics
+    train_chunk: TrainChunk
+    train_step: TrainStep  # one unjitted step, (state, batch, key) -> (state, outputs); for the graph
+    evaluate: Evaluate  # jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
+    prepare_batch: Callable[[Data, HostOrDevice, HostOrDevice], Batch]  # (Data, x, y) -> the batch as the model and loss take it
     tx: optax.GradientTransformation
     keys: Keys
     init_key: jax.Array
@@ -59,14 +82,14 @@ class Program(NamedTuple):
     unroll: int  # steps per scan iteration, as resolved
 
 
-def step_config(spec: Spec, net_apply: Callable, tx: optax.GradientTransformation, *, batch_sharding=None,
-                state_sharding=None) -> StepConfig:
+def step_config(spec: Spec, net_apply: NetworkApply, tx: optax.GradientTransformation, *,
+                batch_sharding: jax.sharding.Sharding | None = None, state_sharding: Any = None) -> StepConfig:
     """The spec's choices for one step, decided once."""
     precision = spec.precision
     return StepConfig(
         net_apply=net_apply, loss_fn=loss_fn(spec), metric_fns=metric_fns(spec), encode_labels=encode_labels(spec), tx=tx,
         input_shape=spec.input_shape, compute_dtype=jnp.dtype(precision.compute),
-        logits=spec.fused_loss or spec.loss.get("from_logits", False),
+        logits=spec.fused_loss or spec.from_logits,
         dynamic_scale=precision.dynamic_scale, static_scale=precision.static_scale, scale_period=precision.scale_period,
         # Which steps check their gradients: those that must decide at once (skip the update, halve
         # the loss scale) check every step. `stop` only has to notice: a NaN or Inf in the gradients
@@ -92,12 +115,13 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     dynamic_scale = spec.precision.dynamic_scale
     opt_init = jax.jit(tx.init)
 
-    def init(key=init_key) -> TrainState:
+    def init(key: jax.Array = init_key) -> TrainState:
         params, model_state = net_init(key)  # one compiled initializer per kind of layer (`network`)
         scaler = LossScale(jnp.full((), LOSS_SCALE_START, jnp.float32), jnp.zeros((), jnp.int32)) if dynamic_scale else None
         return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_init(params), jnp.zeros((), jnp.int32), scaler)
 
-    state_sharding = batch_sharding = None
+    state_sharding: Any = None  # a TrainState-shaped tree of shardings
+    batch_sharding: jax.sharding.Sharding | None = None
     if mesh is not None:
         from netspec import distribute
 
@@ -105,14 +129,15 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         batch_sharding = jax.sharding.NamedSharding(mesh, distribute.batch_spec())
     config = step_config(spec, net_apply, tx, batch_sharding=batch_sharding, state_sharding=state_sharding)
 
-    def apply(params, model_state, x, *, train=False, key=step_key, collect=None):
+    def apply(params: Tree, model_state: Tree, x: jax.Array, *, train: bool = False, key: jax.Array = step_key,
+              collect: dict[str, jax.Array] | None = None) -> jax.Array:
         return net_apply(params, model_state, x, train=train, key=key, collect=collect)[0]
 
     loop, unroll = loop_policy(spec.train, [layer.type for layer in spec.layers], jax.default_backend())
     full_batch = spec.train["batch_size"] == spec.num_examples
-    cache: dict[tuple, Callable] = {}
+    cache: dict[tuple[int, bool, bool], Chunk] = {}
 
-    def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Callable:
+    def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk:
         """The jitted chunk of `length` steps; `diagnose`: with the per-step check whatever the
         spec says, so its outputs name the first non-finite step and layer."""
         check = config.check_each_step or diagnose

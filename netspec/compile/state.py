@@ -19,6 +19,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
+import optax
+
+from netspec.model.network import Tree
 
 
 class LossScale(NamedTuple):
@@ -38,9 +42,9 @@ class TrainState(NamedTuple):
     """Everything that changes during training; passed through jit and scan, donated."""
 
     step: jax.Array  # int32 []: steps done (skipped ones included)
-    params: Any  # {layer name: {param name: float32 array}}
-    model_state: Any  # {layer name: {name: array}}: batch_norm's running statistics
-    opt_state: Any  # optax's state of the spec's optimizer, its learning rate injected
+    params: Tree  # {layer name: {param name: float32 array}}
+    model_state: Tree  # {layer name: {name: array}}: batch_norm's running statistics
+    opt_state: optax.OptState  # optax's state of the spec's optimizer, its learning rate injected
     skipped: jax.Array  # int32 []: steps whose loss or gradients were non-finite, so their update was not applied
     scaler: LossScale | None = None  # the dynamic loss scale, when the spec asks for one
 
@@ -51,14 +55,17 @@ class Keys(NamedTuple):
     step: jax.Array  # dropout and other per-step randomness: step k uses fold_in(step, k)
 
 
+HostOrDevice = jax.Array | np.ndarray[Any, Any]  # a jitted function takes numpy too, and places it on the device
+
+
 class Data(NamedTuple):
     """A split resident on the device as stored (images uint8), with its scaling arguments:
     the model sees `(x - shift) * scale` (float32, per feature for `standardize`)."""
 
-    x: jax.Array  # [N, *example shape as stored]
-    y: jax.Array  # [N, *label shape as stored]
-    shift: jax.Array  # float32, [] or per feature
-    scale: jax.Array  # float32, [] or per feature
+    x: HostOrDevice  # [N, *example shape as stored]
+    y: HostOrDevice  # [N, *label shape as stored]
+    shift: HostOrDevice  # float32, [] or per feature
+    scale: HostOrDevice  # float32, [] or per feature
 
 
 class ChunkOutputs(NamedTuple):

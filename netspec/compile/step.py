@@ -22,25 +22,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from netspec.compile.state import LOSS_SCALE_MAX, Data, LossScale, TrainState
+from netspec.compile.state import LOSS_SCALE_MAX, Data, HostOrDevice, LossScale, TrainState
+from netspec.model.losses import PerExample
+from netspec.model.network import NetworkApply, Tree
+
+Batch = tuple[jax.Array, jax.Array]  # (x, y) of one step, prepared: as the model and the loss take them
 
 
 class StepConfig(NamedTuple):
     """Everything one step needs, made once from the Spec (`netspec.compile.program`)."""
 
-    net_apply: Callable  # netspec.model.network's apply
-    loss_fn: Callable  # fn(z, y) -> [N]
-    metric_fns: dict[str, Callable]  # tag -> fn(z, y) -> [N]
-    encode_labels: Callable  # labels as stored -> as the loss takes them
+    net_apply: NetworkApply  # netspec.model.network's apply
+    loss_fn: PerExample  # fn(z, y) -> [N]
+    metric_fns: dict[str, PerExample]  # tag -> fn(z, y) -> [N]
+    encode_labels: Callable[[jax.Array], jax.Array]  # labels as stored -> as the loss takes them
     tx: optax.GradientTransformation
     input_shape: tuple[int, ...]  # model.input
-    compute_dtype: Any  # the layers' dtype (precision.compute)
+    compute_dtype: np.dtype[Any]  # the layers' dtype (precision.compute)
     logits: bool  # the loss takes logits (a fused output activation, or from_logits)
     dynamic_scale: bool  # a dynamic loss scale (float16), in TrainState.scaler
     static_scale: float  # a fixed loss scale (1.0: none)
@@ -49,21 +54,25 @@ class StepConfig(NamedTuple):
     check_each_step: bool  # probe every step's gradients (skipping must decide at once)
     check_chunk: bool  # on_nonfinite: stop without a per-step check: probe the state once per chunk
     param_layers: tuple[str, ...]  # layer names, in spec order (the per-layer probe's order)
-    batch_sharding: Any  # with a mesh: where a batch lives (split over the devices), else None
-    state_sharding: Any  # with a mesh: where each TrainState leaf lives, else None
+    batch_sharding: jax.sharding.Sharding | None  # with a mesh: where a batch lives (split over the devices)
+    state_sharding: Any  # with a mesh: where each TrainState leaf lives (a TrainState-shaped tree of shardings), else None
 
 
-def prepare_batch(config: StepConfig, data: Data, x, y):
+def prepare_batch(config: StepConfig, data: Data, x: HostOrDevice, y: HostOrDevice) -> Batch:
     """(x, y) as stored -> (x float32 scaled and shaped as model.input, y as the loss takes it),
     on the device, split over the devices with a mesh."""
+    # Under jit (training, evaluation) x and y are traced jax arrays. `netspec predict` calls this on
+    # the host's numpy arrays, which stay numpy through it; every jax operation after takes them as Arrays.
+    x, y = cast(Batch, (x, y))
     x = ((x.astype(jnp.float32) - data.shift) * data.scale).reshape((x.shape[0], *config.input_shape))
-    x, y = x, config.encode_labels(y)
+    batch = (x, config.encode_labels(y))
     if config.batch_sharding is not None:
-        x, y = jax.lax.with_sharding_constraint((x, y), config.batch_sharding)
-    return x, y
+        batch = jax.lax.with_sharding_constraint(batch, config.batch_sharding)  # type: ignore[no-untyped-call]  # jax leaves it unannotated
+    return batch
 
 
-def per_example(config: StepConfig, params, model_state, batch, *, train: bool, key, metrics: bool = True):
+def per_example(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array,
+                metrics: bool = True) -> tuple[dict[str, jax.Array], jax.Array, Tree]:
     """({"loss", and the metrics unless `metrics` is False: per-example values [N]}, the loss's
     input (float32), the new model state)."""
     x, y = batch
@@ -74,7 +83,8 @@ def per_example(config: StepConfig, params, model_state, batch, *, train: bool, 
     return values, out, new_state
 
 
-def loss_and_metrics(config: StepConfig, params, model_state, batch, *, train: bool, key):
+def loss_and_metrics(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, *, train: bool,
+                     key: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]:
     """(the mean loss, ({tag: mean metric}, the new model state)) of one batch."""
     values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key)
     with jax.named_scope("cost"):
@@ -87,7 +97,8 @@ def _scaled(config: StepConfig) -> bool:
     return config.dynamic_scale or config.static_scale != 1.0
 
 
-def _scaled_loss(config: StepConfig, params, model_state, batch, scale, *, train: bool, key):
+def _scaled_loss(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, scale: float | jax.Array, *, train: bool,
+                 key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Tree]]:
     """The training objective alone, times the loss scale: the metrics are not computed per step
     (see `netspec.compile.chunk.chunk_outputs`), so the step does what a hand-written step does."""
     values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key, metrics=False)
@@ -97,7 +108,8 @@ def _scaled_loss(config: StepConfig, params, model_state, batch, scale, *, train
     return scaled, (loss, new_state)
 
 
-def gradients(config: StepConfig, params, model_state, batch, scale, *, train: bool, key):
+def gradients(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, scale: float | jax.Array, *, train: bool,
+              key: jax.Array) -> tuple[tuple[jax.Array, Tree], Tree]:
     """((loss, model state), gradients): the gradients of the (scaled) loss, unscaled."""
     (_, (loss, new_state)), grads = jax.value_and_grad(partial(_scaled_loss, config), has_aux=True)(
         params, model_state, batch, scale, train=train, key=key)
@@ -106,7 +118,7 @@ def gradients(config: StepConfig, params, model_state, batch, scale, *, train: b
     return (loss, new_state), grads
 
 
-def nonfinite_probe(tree) -> jax.Array:
+def nonfinite_probe(tree: Any) -> jax.Array:
     """NaN when any element of `tree` is inf or NaN, else 0: one reduction per array, which XLA
     can fuse with the optimizer's own pass over it (0 * x is 0 for every finite x, NaN for inf
     and NaN, and a sum of zeros cannot overflow, as a plain sum of large gradients could)."""
@@ -116,7 +128,7 @@ def nonfinite_probe(tree) -> jax.Array:
     return total
 
 
-def next_loss_scale(scaler: LossScale, finite, overflow, period: int) -> LossScale:
+def next_loss_scale(scaler: LossScale, finite: jax.Array, overflow: jax.Array, period: int) -> LossScale:
     """The dynamic loss scale after a step: halved (not below 1) at an overflow, doubled (not
     above LOSS_SCALE_MAX) after `period` finite steps in a row."""
     grown = scaler.good_steps + 1 >= period
@@ -125,7 +137,8 @@ def next_loss_scale(scaler: LossScale, finite, overflow, period: int) -> LossSca
     return LossScale(scale, jnp.where(finite & ~grown, scaler.good_steps + 1, 0))
 
 
-def train_step(config: StepConfig, state: TrainState, batch, key, *, check: bool | None = None):
+def train_step(config: StepConfig, state: TrainState, batch: Batch, key: jax.Array, *,
+               check: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update. With `check` (default: the spec's `check_each_step`), a step whose loss or
     gradients are non-finite is not applied where it can be skipped (on_nonfinite: skip_step, or
     an overflow the dynamic loss scale answers by halving) and counted in `skipped`; any other is
@@ -134,7 +147,10 @@ def train_step(config: StepConfig, state: TrainState, batch, key, *, check: bool
     Without `check` (stop, ignore) the step does what a hand-written step does and nothing more."""
     check = config.check_each_step if check is None else check
     layers = config.param_layers
-    scale = state.scaler.scale if config.dynamic_scale else config.static_scale
+    scale: float | jax.Array = config.static_scale
+    if config.dynamic_scale:
+        assert state.scaler is not None  # a dynamic scale lives in the state (`program.init`)
+        scale = state.scaler.scale
     (loss, model_state), grads = gradients(config, state.params, state.model_state, batch, scale, train=True, key=key)
     with jax.named_scope("train"):
         if check:
@@ -144,11 +160,12 @@ def train_step(config: StepConfig, state: TrainState, batch, key, *, check: bool
             layer_ok, finite = jnp.ones((len(layers),), bool), jnp.array(True)
         scaler, bad = state.scaler, ~finite
         if config.dynamic_scale:  # gradients that overflow at a finite loss: the scale is to blame, not the model
+            assert state.scaler is not None
             overflow = jnp.isfinite(loss) & ~finite & (state.scaler.scale > 1)
             scaler, bad = next_loss_scale(state.scaler, finite, overflow, config.scale_period), ~finite & ~overflow
 
         updates, opt_state = config.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = cast(Tree, optax.apply_updates(state.params, updates))  # the same tree as state.params
         if config.skip_bad_steps:
             # Keep the old state. A select, not lax.cond (a conditional costs a device-to-host
             # sync per step on GPU). With `stop` no select is needed: the run ends at the first
@@ -163,7 +180,7 @@ def train_step(config: StepConfig, state: TrainState, batch, key, *, check: bool
             {"loss": loss, "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
 
 
-def metrics_on_batch(config: StepConfig, params, model_state, batch, key) -> dict:
+def metrics_on_batch(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
     """The spec's metrics on one training batch, as the training step sees it (train mode: the
     same dropout masks, batch statistics), means over the batch."""
     values, _, _ = per_example(config, params, model_state, batch, train=True, key=key)

@@ -17,38 +17,50 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
 
-from netspec.model.layers import activation, build
+from netspec.model.layers import Activation, Arrays, Init, activation, build
 from netspec.spec.types import Layer, plain
 
+Tree = dict[str, Arrays]  # {layer name: {name: array}}: the model's params, or its state
 
-def network(layers: Sequence[Layer]) -> tuple[Callable, Callable]:
+
+class NetworkApply(Protocol):
+    """The model's forward pass (see the module docstring)."""
+
+    def __call__(self, params: Tree, state: Tree, x: jax.Array, *, train: bool, key: jax.Array, logits: bool = False,
+                 collect: dict[str, jax.Array] | None = None) -> tuple[jax.Array, Tree]: ...
+
+
+def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, Tree]], NetworkApply]:
     """`(init, apply)` of the model the checked `layers` describe (see the module docstring)."""
     built = [(layer, *build(layer)) for layer in layers]
-    activations = [activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers]
+    activations: list[Activation | None] = [activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers]
     # One compiled initializer per kind of layer (type, arguments, shapes), shared by the layers
     # alike: XLA compiles one program holding every layer's random initializers in time that grows
     # faster than the depth (100 dense layers of 4 units: 17.5 s, against 1.1 s this way, the
     # values bit for bit the same; benchmarks/compile_depth.py).
-    compiled: dict[tuple, Callable] = {}
+    compiled: dict[tuple[Any, ...], Init] = {}
     inits = [compiled.setdefault((layer.type, json.dumps(plain(layer.args), sort_keys=True, default=str), layer.in_shapes,
                                   layer.out_shape), jax.jit(layer_init)) for layer, layer_init, _ in built]
     output = layers[-1].name
 
-    def init(key):
-        params, state = {}, {}
+    def init(key: jax.Array) -> tuple[Tree, Tree]:
+        params: Tree = {}
+        state: Tree = {}
         for i, ((layer, _, _), layer_init) in enumerate(zip(built, inits)):
             with jax.named_scope(layer.name):
                 params[layer.name], state[layer.name] = layer_init(jax.random.fold_in(key, i))
         return params, state
 
-    def apply(params, state, x, *, train, key, logits=False, collect=None):
+    def apply(params: Tree, state: Tree, x: jax.Array, *, train: bool, key: jax.Array, logits: bool = False,
+              collect: dict[str, jax.Array] | None = None) -> tuple[jax.Array, Tree]:
         """The output (or its logits when `logits`) and the new model state; `collect` (a dict)
         receives every layer's output."""
         values = {"input": x}
-        new_state = {}
+        new_state: Tree = {}
         last = len(built) - 1
         for i, ((layer, _, layer_apply), act) in enumerate(zip(built, activations)):
             with jax.named_scope(layer.name):

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netspec.data.sources import DataInfo
+    from netspec.spec.types import Spec
 
 
-def load_spec(path: str | Path, overrides: Sequence[str] = (), *, data_info=None):
+def load_spec(path: str | Path, overrides: Sequence[str] = (), *, data_info: DataInfo | None = None) -> Spec:
     """The checked `Spec` of the spec file at `path`, with `--set key=value` `overrides` applied
     (the schema's meaning: `netspec.spec.overrides`). `data_info`: what a run directory recorded of
     its data, used instead of reading the data files. Raises SpecError listing every problem with

@@ -3,19 +3,20 @@
 Contract: `check(loaded) -> Spec` or raises `SpecError` listing every problem found, each with
 file:line:col, key path, what was expected and what was found. Two passes:
 
-1. the JSON Schema (`netspec.schema.SCHEMA`): types, ranges, names, unknown keys;
+1. the JSON Schema (`netspec.spec.schema.SCHEMA`): types, ranges, names, unknown keys;
 2. meaning, only once the schema passes: layer names unique, `inputs` name earlier layers,
    shapes agree through the whole model (the registry's pure-Python shape rules), the data's
    shape fits the model's input, the loss fits the output and the labels, metrics fit the loss;
-   and what the spec asks of the machine (`netspec.cost`): at most MAX_LAYERS layers, a plan
+   and what the spec asks of the machine (`netspec.spec.cost`): at most MAX_LAYERS layers, a plan
    within the summary points, evaluations and checkpoints a run may write, and the memory
    training needs at least within the budget (skipped for a run directory's own record,
    `data_info`, which was admitted where the run started).
 
-After `check` the Spec is frozen and fully defaulted: `model.defaults` are pushed into the
-layers, every default from the schema is filled in, every "name or {type, args}" choice is a
-mapping with all its arguments. No later stage re-validates, guesses or mutates it; `resolved`
-is what ran and is what the run directory saves. No jax here: `validate` must stay fast.
+After `check` the Spec is frozen and fully defaulted (`netspec.spec.defaults.resolve`, then what
+depends on the data: eval.split, early stopping's mode, checkpoint.best, the number of steps).
+No later stage re-validates, guesses or mutates it; `resolved` is what ran and is what the run
+directory saves. `load_spec`, the CLI and a run directory's reopening (with its `data_info`) call
+it. No jax here: `validate` must stay fast.
 """
 
 from __future__ import annotations
@@ -23,23 +24,23 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 
-from netspec.spec.defaults import fill_defaults, push_model_defaults
+from netspec.spec.defaults import resolve
 from netspec.errors import NetspecError, Problem, SpecError
 from netspec.machine import device_split_problems
 from netspec.data.labels import known, summarize
 from netspec.spec.label_rules import label_problems, output_problems
-from netspec.spec.load import Loaded
+from netspec.spec.load import Key, Loaded
 from netspec.spec.messages import did_you_mean, schema_problems
-from netspec.spec.schema import SCHEMA
 from netspec.data.sources import SOURCES, STANDARD
 from netspec.machine import BUDGET_ENV, format_bytes, memory_budget
 from netspec.spec.choices import FUSED_ACTIVATION
-from netspec.spec.cost import DEPTH_MEASURED, MAX_CHECKPOINTS, MAX_EVALUATIONS, MAX_LAYERS, MAX_SUMMARY_POINTS, dtype_bytes, model_costs, prod, training_memory
+from netspec.spec.cost import DEPTH_MEASURED, MAX_CHECKPOINTS, MAX_EVALUATIONS, MAX_LAYERS, MAX_SUMMARY_POINTS, LayerCost, Part, dtype_bytes, model_costs, prod, training_memory
 from netspec.spec.fields import INT32
-from netspec.spec.layers import LAYERS, ShapeMismatch
+from netspec.spec.layers import LAYERS, Shape, ShapeMismatch
 from netspec.data.sources import DataInfo
 from netspec.spec.types import Layer, Spec, freeze, metric_mode, metric_name
 
@@ -56,24 +57,19 @@ def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
     problems = schema_problems(loaded)
     if problems:
         raise SpecError(problems)
-    data = copy.deepcopy(loaded.data)
-    push_model_defaults(data)
-    loss = data["loss"]
-    if "metrics" not in data and (loss if isinstance(loss, str) else loss.get("type")) not in FUSED_ACTIVATION:
-        data["metrics"] = []  # accuracy, the default, means nothing for a regression loss
-    data = fill_defaults(SCHEMA, data)
+    data = resolve(copy.deepcopy(loaded.data))
     spec, problems = _meaning(loaded, data, data_info)
-    if problems:
+    if spec is None:
         raise SpecError(sorted(problems, key=lambda p: (p.line or 0, p.col or 0)))  # file order, like the schema's
     return spec
 
 
-def _shape_of(value, path, loaded, problems, what) -> tuple | None:
+def _shape_of(value: Any, path: Key, loaded: Loaded, problems: list[Problem], what: str) -> Shape | None:
     """The shape of a nested list of numbers, or None (with a problem) if ragged."""
     if not isinstance(value, list):
         return ()
-    shapes = [_shape_of(v, path + (i,), loaded, problems, what) for i, v in enumerate(value)]
-    if any(s is None for s in shapes):
+    shapes = [s for i, v in enumerate(value) if (s := _shape_of(v, path + (i,), loaded, problems, what)) is not None]
+    if len(shapes) < len(value):
         return None
     for i, s in enumerate(shapes[1:], 1):
         if s != shapes[0]:
@@ -82,7 +78,7 @@ def _shape_of(value, path, loaded, problems, what) -> tuple | None:
     return (len(value),) + (shapes[0] if shapes else ())
 
 
-def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> tuple[Spec | None, list[Problem]]:
+def _meaning(loaded: Loaded, data: dict[str, Any], data_info: DataInfo | None = None) -> tuple[Spec | None, list[Problem]]:
     """The meaning checks, in the order data flows: the layer graph, the output against the loss,
     the data against the model, the metrics, the run plan and the learning-rate schedule. A check
     that fails leaves out the checks that depend on it, so one mistake gives one message."""
@@ -99,7 +95,7 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     num_examples = None
     if info is not None:
         num_examples = info.num_train
-        if data["data"].get("limit"):
+        if data["data"]["limit"]:
             num_examples = min(num_examples, data["data"]["limit"])
         if data["data"]["validation_split"]:
             num_examples -= max(1, int(round(data["data"]["validation_split"] * num_examples)))
@@ -112,6 +108,7 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
         _check_memory(loaded, data, layers, info, num_examples, steps, problems)
     if problems:
         return None, problems
+    assert info is not None and num_examples is not None and steps is not None  # else a problem says why
     spec = Spec(
         name=data["name"], seed=data["seed"], source=loaded.source, data=freeze(data["data"]),
         input_shape=input_shape, layers=tuple(layers), loss=freeze(loss), output_activation=activation["type"],
@@ -122,11 +119,11 @@ def _meaning(loaded: Loaded, data: dict, data_info: DataInfo | None = None) -> t
     return spec, []
 
 
-def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: list) -> list[Layer] | None:
+def _check_layers(loaded: Loaded, model: dict[str, Any], input_shape: Shape, problems: list[Problem]) -> list[Layer] | None:
     """The layer graph: names unique, `inputs` naming earlier layers, every shape rule met. A layer
     whose input's shape is unknown (an earlier layer failed) is not checked: its problem would be
     a follow-on of the first. Returns the layers, or None when any problem was found."""
-    shapes: dict[str, tuple | None] = {"input": input_shape}
+    shapes: dict[str, Shape | None] = {"input": input_shape}
     first_seen: dict[str, int] = {}
     layers: list[Layer] = []
     count = len(problems)
@@ -155,9 +152,9 @@ def _check_layers(loaded: Loaded, model: dict, input_shape: tuple, problems: lis
                 missing = True
         shapes[name] = None  # unknown until its rule has run
         args = {k: v for k, v in layer.items() if k not in ("name", "type", "inputs")}
-        if missing or any(shapes.get(r) is None for r in inputs):
+        in_shapes = tuple(shape for r in inputs if (shape := shapes.get(r)) is not None)
+        if missing or len(in_shapes) < len(inputs):
             continue  # an earlier layer failed: its message says why
-        in_shapes = tuple(shapes[r] for r in inputs)
         try:
             out_shape = tuple(kind.shape(args, list(in_shapes)))
         except ShapeMismatch as e:
@@ -191,12 +188,12 @@ def _flatten_message(loaded: Loaded, layers: list[Layer], needed: str) -> Proble
         f"Add {{name: flatten, type: flatten}} before {dense.name!r}"))
 
 
-def _check_output(loaded: Loaded, loss: dict, activation: dict, layers: list[Layer], problems: list) -> bool:
+def _check_output(loaded: Loaded, loss: Mapping[str, Any], activation: Mapping[str, Any], layers: list[Layer], problems: list[Problem]) -> bool:
     """The output layer against the loss, whatever the data: its activation (fused or from_logits)
     and its shape. Returns whether they fit (the label rules assume they do)."""
     kind, count = loss["type"], len(problems)
     last_index = len(layers) - 1
-    at = ("model", "layers", last_index, "activation")
+    at: Key = ("model", "layers", last_index, "activation")
     written = loaded.data["model"]["layers"][last_index]
     origin = ""
     if isinstance(written, dict) and "activation" not in written and "activation" in (loaded.data["model"].get("defaults") or {}):
@@ -218,10 +215,10 @@ def _check_output(loaded: Loaded, loss: dict, activation: dict, layers: list[Lay
     return len(problems) == count
 
 
-def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dict, output_ok: bool, problems: list,
+def _check_data(loaded: Loaded, data: dict[str, Any], layers: list[Layer], activation: Mapping[str, Any], output_ok: bool, problems: list[Problem],
                 data_info: DataInfo | None = None) -> DataInfo | None:
     """The data's DataInfo, after checking that its examples fit the model's input and its labels
-    the output and the loss, by the same rules for every source (netspec.labels); None if the
+    the output and the loss, by the same rules for every source (`netspec.spec.label_rules`); None if the
     data cannot be described."""
     sources = [k for k in SOURCES if k in data["data"]]
     source = sources[0]
@@ -237,7 +234,7 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
     if not output_ok:
         return info  # the output's own problem comes first; its labels' would follow from it
     kind = data["loss"]["type"]
-    y_at = at + ("y",) if source == "inline" else at
+    y_at: Key = at + ("y",) if source == "inline" else at
     class_indices = kind == "sparse_categorical_crossentropy" or (
         kind == "categorical_crossentropy" and info.y_shape in ((), (1,)) and info.y_shape != out_shape)
     if kind == "sparse_categorical_crossentropy" and info.y_shape not in ((), (1,)):
@@ -264,13 +261,13 @@ def _check_data(loaded: Loaded, data: dict, layers: list[Layer], activation: dic
     return info
 
 
-def _data_file(data: dict, source: str) -> str:
+def _data_file(data: dict[str, Any], source: str) -> str:
     return data["data"][source]["path"] if "path" in data["data"][source] else source
 
 
-def _describe_data(loaded: Loaded, data: dict, source: str, problems: list) -> DataInfo | None:
+def _describe_data(loaded: Loaded, data: dict[str, Any], source: str, problems: list[Problem]) -> DataInfo | None:
     """What the data looks like: inline data and the named data sets without numpy, data in files
-    through `netspec.data.describe` (their headers, and their labels)."""
+    through `netspec.data.arrays.describe` (their headers, and their labels)."""
     at = ("data", source)
     if source == "inline":
         inline = data["data"]["inline"]
@@ -295,7 +292,7 @@ def _describe_data(loaded: Loaded, data: dict, source: str, problems: list) -> D
         return None
 
 
-def _check_metrics(loaded: Loaded, metrics: tuple, loss: dict, out_shape: tuple, problems: list) -> None:
+def _check_metrics(loaded: Loaded, metrics: tuple[Mapping[str, Any], ...], loss: Mapping[str, Any], out_shape: Shape, problems: list[Problem]) -> None:
     """Each metric fits the loss and the output, and is listed once."""
     for i, m in enumerate(metrics):  # (the schema refuses accuracy without a classification loss, top-k without a categorical one)
         if m["type"] == "top_k_accuracy" and m["k"] >= out_shape[-1]:
@@ -306,13 +303,13 @@ def _check_metrics(loaded: Loaded, metrics: tuple, loss: dict, out_shape: tuple,
             problems.append(loaded.problem(("metrics", i), f"the metric {name} is listed twice"))
 
 
-def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples: int | None, problems: list) -> int | None:
+def _check_plan(loaded: Loaded, data: dict[str, Any], info: DataInfo | None, num_examples: int | None, problems: list[Problem]) -> int | None:
     """The run plan: batch against examples and devices, the step count, intervals, the evaluated
     split, early stopping and the best checkpoint (which select on a validation split, never on
     the test split). Resolves `eval.split`, `early_stopping.mode` and `checkpoint.best` in `data`;
     returns the number of steps (None when the data could not be described)."""
     train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
-    steps = train.get("steps")
+    steps: int | None = train.get("steps")
     if num_examples is not None:
         devices = data["distribute"]["devices"]
         if devices:  # the rule a run checks again for --devices, worded once (netspec.machine)
@@ -345,9 +342,9 @@ def _check_plan(loaded: Loaded, data: dict, info: DataInfo | None, num_examples:
     return steps
 
 
-def _check_plan_bounds(loaded: Loaded, data: dict, steps: int, problems: list) -> None:
+def _check_plan_bounds(loaded: Loaded, data: dict[str, Any], steps: int, problems: list[Problem]) -> None:
     """What the plan asks the host to write: summary points, evaluations and checkpoints, each
-    within its bound (`netspec.cost`: MAX_SUMMARY_POINTS, MAX_EVALUATIONS, MAX_CHECKPOINTS, with
+    within its bound (`netspec.spec.cost`: MAX_SUMMARY_POINTS, MAX_EVALUATIONS, MAX_CHECKPOINTS, with
     their measured reasons). A plan past them would validate, then spend hours at chunk
     boundaries, gigabytes of events, or memory for its list of chunks before the first step."""
     every = data["summaries"]["every"]
@@ -385,22 +382,22 @@ def _depth_problem(loaded: Loaded) -> Problem | None:
     return None
 
 
-def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInfo | None, num_examples: int | None,
-                  steps: int | None, problems: list) -> None:
-    """The memory training needs at least (`netspec.cost.training_memory`: parameters, gradients,
+def _check_memory(loaded: Loaded, data: dict[str, Any], layers: list[Layer], info: DataInfo | None, num_examples: int | None,
+                  steps: int | None, problems: list[Problem]) -> None:
+    """The memory training needs at least (`netspec.spec.cost.training_memory`: parameters, gradients,
     optimizer state, the activations of one batch, the data on the device) within the budget
-    (`netspec.cost.memory_budget`: NETSPEC_MEMORY_BUDGET, a GPU's memory, or this host's). One
+    (`netspec.machine.memory_budget`: NETSPEC_MEMORY_BUDGET, a GPU's memory, or this host's). One
     problem, at the key behind the largest share, with the estimate, the budget and the fix."""
     budget = memory_budget()
     costs, parts = memory_parts(data, layers, info, num_examples, steps, budget.kind)
     total = sum(p.bytes for p in parts)
     if total <= budget.bytes:
         return
-    weights = {}  # the share each key stands for: the parameters' own, their gradients' and the optimizer's go together
+    weights: dict[tuple[str, ...], int] = {}  # the share each key stands for: the parameters' own, their gradients' and the optimizer's go together
     for p in parts:
         key = ("model", "layers") if p.key in (("model", "layers"), ("optimizer", "type")) else p.key
         weights[key] = weights.get(key, 0) + p.bytes
-    largest = max(weights, key=weights.get)
+    largest = max(weights, key=lambda key: weights[key])
     listed = ", ".join(f"{p.what} {format_bytes(p.bytes)}" for p in sorted(parts, key=lambda p: -p.bytes) if p.bytes)
     at, fix = _memory_fix(data, largest, costs, info)
     override = "" if budget.origin.startswith(BUDGET_ENV) else \
@@ -410,17 +407,17 @@ def _check_memory(loaded: Loaded, data: dict, layers: list[Layer], info: DataInf
         f"{format_bytes(budget.bytes)} ({budget.origin}{override}): {listed}. {fix}")))
 
 
-def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_examples: int | None, steps: int | None,
-                 budget_kind: str = "device") -> tuple[list, list]:
+def memory_parts(data: Mapping[str, Any], layers: list[Layer], info: DataInfo | None, num_examples: int | None, steps: int | None,
+                 budget_kind: str = "device") -> tuple[list[LayerCost], list[Part]]:
     """(per-layer `cost.LayerCost`s, `cost.Part`s of the memory training needs at least) for a
     defaulted spec `data` (as `_meaning` holds it, eval.split resolved), its checked layers and
-    its data's description (None: the data is left out). `netspec summary` prints the same."""
+    its data's description (None: the data is left out)."""
     compute = dtype_bytes(data["precision"]["compute"])
     costs = model_costs(layers, compute)
     train, ev = data["train"], data["eval"]
     num_eval = None
     if info is not None:
-        limit = data["data"].get("limit")
+        limit = data["data"]["limit"]
         stored = min(info.num_train, limit) if limit else info.num_train
         num_eval = {"validation": stored - (num_examples or 0) if data["data"]["validation_split"] else None,
                     "test": min(info.num_test, limit) if (limit and info.num_test) else info.num_test}.get(ev["split"])
@@ -435,7 +432,7 @@ def memory_parts(data: Mapping, layers: list[Layer], info: DataInfo | None, num_
     return costs, parts
 
 
-def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> tuple[tuple, str]:
+def _memory_fix(data: dict[str, Any], key: tuple[str, ...], costs: list[LayerCost], info: DataInfo | None) -> tuple[Key, str]:
     """Where to point a memory problem, and what to change, for the largest share `key`."""
     if key == ("model", "layers"):
         index, biggest = max(enumerate(costs), key=lambda ic: ic[1].param_count)
@@ -460,13 +457,13 @@ def _memory_fix(data: dict, key: tuple, costs: list, info: DataInfo | None) -> t
     return key, "Make the model or the batch smaller"
 
 
-def _check_selection(loaded: Loaded, data: dict, info: DataInfo | None, problems: list) -> None:
+def _check_selection(loaded: Loaded, data: dict[str, Any], info: DataInfo | None, problems: list[Problem]) -> None:
     """Early stopping and the best checkpoint choose a model by its evaluations: on the validation
     split, never silently on the test split, whose metrics would then overstate how the chosen
     model does on new data."""
     train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
     tags = ["loss", *(metric_name(m) for m in data["metrics"])]
-    early = train.get("early_stopping")
+    early = train["early_stopping"]
     if early is not None:
         if early["metric"] not in tags:
             problems.append(loaded.problem(("train", "early_stopping", "metric"), f"expected an eval scalar ({', '.join(tags)}); found {early['metric']!r}{did_you_mean(early['metric'], tags)}"))
@@ -496,7 +493,7 @@ def _check_selection(loaded: Loaded, data: dict, info: DataInfo | None, problems
             "the end)"), key=True))
 
 
-def _check_schedule(loaded: Loaded, rate, steps: int, problems: list) -> None:
+def _check_schedule(loaded: Loaded, rate: float | Mapping[str, Any], steps: int, problems: list[Problem]) -> None:
     """A learning-rate schedule's arguments agree with each other and with the run: what optax
     would refuse at run time, a rate that is negative, zero throughout or not finite at some step
     of the run, and a phase the run never reaches."""
@@ -523,7 +520,7 @@ def _check_schedule(loaded: Loaded, rate, steps: int, problems: list) -> None:
         problems.append(loaded.problem(at + ("transition_begin",), f"the schedule starts changing at step {rate['transition_begin']}, after the run's last step ({steps}): the learning rate would stay init_value"))
     points = {0, last, *(round(last * i / 256) for i in range(257))}
     if kind == "piecewise_constant":
-        for key, scale in (rate.get("boundaries_and_scales") or {}).items():
+        for key, scale in (rate["boundaries_and_scales"] or {}).items():
             boundary = int(key) if str(key).lstrip("+").isdigit() else None
             if boundary is None:
                 problems.append(loaded.problem(at + ("boundaries_and_scales", key), f"a boundary is a step number (a whole number >= 0), found {key!r}", key=True))
@@ -551,7 +548,7 @@ def _check_schedule(loaded: Loaded, rate, steps: int, problems: list) -> None:
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _schedule_value(rate: Mapping, t: int) -> float:
+def _schedule_value(rate: Mapping[str, Any], t: int) -> float:
     """The learning rate optax's schedule named by `rate` gives at count `t`, in pure Python (the
     same formulas as optax's exponential_decay, cosine_decay_schedule, warmup_cosine_decay_schedule,
     linear_schedule, piecewise_constant_schedule); NaN where the formula has no value, and
@@ -560,7 +557,7 @@ def _schedule_value(rate: Mapping, t: int) -> float:
     return value if abs(value) <= _FLOAT32_MAX or value != value else math.copysign(math.inf, value)
 
 
-def _formula(rate: Mapping, t: int) -> float:
+def _formula(rate: Mapping[str, Any], t: int) -> float:
     kind = rate["type"]
     try:
         if kind == "constant":
@@ -577,15 +574,15 @@ def _formula(rate: Mapping, t: int) -> float:
         if kind == "warmup_cosine_decay":
             warmup, peak = rate["warmup_steps"], rate["peak_value"]
             if t < warmup:
-                return rate["init_value"] + (peak - rate["init_value"]) * t / warmup
+                return float(rate["init_value"] + (peak - rate["init_value"]) * t / warmup)
             alpha = 0.0 if peak == 0 else rate["end_value"] / peak
             return _cosine(peak, rate["decay_steps"] - warmup, alpha, rate["exponent"], t - warmup)
         if kind == "linear":
             count = min(max(t - max(rate["transition_begin"], 0), 0), rate["transition_steps"])
-            return (rate["init_value"] - rate["end_value"]) * (1 - count / rate["transition_steps"]) + rate["end_value"]
+            return float((rate["init_value"] - rate["end_value"]) * (1 - count / rate["transition_steps"]) + rate["end_value"])
         if kind == "piecewise_constant":
             value = rate["init_value"]
-            for key, scale in sorted((int(k), s) for k, s in (rate.get("boundaries_and_scales") or {}).items()):
+            for key, scale in sorted((int(k), s) for k, s in (rate["boundaries_and_scales"] or {}).items()):
                 if t >= key:
                     value *= scale
             return float(value)
@@ -600,17 +597,17 @@ def _cosine(init_value: float, decay_steps: int, alpha: float, exponent: float, 
     value = (1 - alpha) * decayed ** exponent + alpha
     if isinstance(value, complex):
         return math.nan
-    return init_value * value
+    return float(init_value * value)
 
 
-def _prod(shape) -> int:
+def _prod(shape: Iterable[int]) -> int:
     n = 1
     for d in shape:
         n *= d
     return n
 
 
-def _flatten(value):
+def _flatten(value: Any) -> Iterator[Any]:
     if isinstance(value, list):
         for v in value:
             yield from _flatten(v)

@@ -1,27 +1,27 @@
-"""What a spec may name: layers, activations, initializers, losses, metrics, optimizers, schedules.
+"""What a spec may name besides layers: activations, initializers, losses, metrics, optimizers and
+schedules, and the summaries TensorBoard may be asked for.
 
-Contract: each registry is a plain dict from the name a spec uses to that entry's arguments, as
-JSON Schema properties with their defaults and descriptions; `ACTIVATION_DOCS`, `INITIALIZER_DOCS`,
-`LOSS_DOCS`, `METRIC_DOCS` (and each `LayerKind.doc`) say what a name computes, wherever Keras or
-PyTorch would lead a reader to assume otherwise: the README's tables and editors show them. This module is pure Python (no jax): the schema and
-`validate` are built from it. The JAX side (`netspec.layers`, `netspec.compile`) keeps a dict with
-the same keys; `tests/test_registry.py` proves the two agree, and that every optimizer's and
-schedule's arguments here are exactly those of optax's own signature, with optax's defaults.
-
-A layer entry also carries its shape rule: `shape(layer, in_shapes) -> out_shape` on shapes without
-the batch axis, raising `ShapeMismatch` when the inputs cannot work. The rule must equal what
-`jax.eval_shape` gives for the layer's apply; the registry test walks every layer to prove it.
+Contract. Each registry is a plain dict from the name a spec writes to that entry's arguments, as
+JSON Schema properties with their defaults and descriptions (`SCHEDULES` also names the optax
+function and the required arguments). `ACTIVATION_DOCS`, `INITIALIZER_DOCS`, `LOSS_DOCS` and
+`METRIC_DOCS` say what a name computes, wherever Keras or PyTorch would lead a reader to assume
+otherwise: the README's tables and editors show them. `LOSS_KINDS` states once what each loss
+means (its targets, the output activation it fuses with) for every stage that must agree: check's
+label rules, the compiled loss and metrics, `netspec predict`. The schema and the docs are built
+from here; the JAX side (`netspec.model.layers`, `netspec.compile.optim`) keeps dicts with the same
+keys, and tests/test_registry.py proves the two agree and that every optimizer's and schedule's
+arguments are exactly those of optax's own signature, with optax's defaults. Pure Python, no jax.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from netspec.spec.fields import boolean, integer, number
+from netspec.spec.fields import Schema, boolean, integer, number
 
 
 
-ACTIVATIONS: dict[str, dict] = {
+ACTIVATIONS: dict[str, dict[str, Schema]] = {
     "linear": {},
     "sigmoid": {},
     "tanh": {},
@@ -58,7 +58,7 @@ ACTIVATION_DOCS: dict[str, str] = {
 }
 
 
-INITIALIZERS: dict[str, dict] = {
+INITIALIZERS: dict[str, dict[str, Schema]] = {
     "random_normal": {"mean": number(0.0, doc="mean of the normal distribution"),
                       "stddev": number(1.0, exclusive_minimum=0, doc="standard deviation (tf.random_normal's 1.0, not Keras's 0.05)")},
     "truncated_normal": {"mean": number(0.0, doc="mean of the normal distribution"),
@@ -105,7 +105,7 @@ MATRIX_INITIALIZERS = {"glorot_uniform", "glorot_normal", "xavier_uniform", "xav
                        "lecun_uniform", "lecun_normal", "orthogonal"}
 
 
-LOSSES: dict[str, dict] = {
+LOSSES: dict[str, dict[str, Schema]] = {
     "binary_crossentropy": {"from_logits": boolean(False, "the output is a logit (last layer linear), not a probability")},
     "categorical_crossentropy": {
         "from_logits": boolean(False, "the output is logits (last layer linear), not probabilities"),
@@ -167,10 +167,10 @@ LOSS_KINDS: dict[str, LossKind] = {
 }
 
 # For each cross-entropy loss, the output activation it fuses with into the stable logits form.
-FUSED_ACTIVATION = {name: kind.fused_activation for name, kind in LOSS_KINDS.items() if kind.classification}
+FUSED_ACTIVATION: dict[str, str] = {name: kind.fused_activation for name, kind in LOSS_KINDS.items() if kind.fused_activation is not None}
 
 
-METRICS: dict[str, dict] = {
+METRICS: dict[str, dict[str, Schema]] = {
     "accuracy": {},
     "top_k_accuracy": {"k": integer(5, minimum=1, doc="count a hit when the label is among the k largest outputs")},
     "mean_squared_error": {},
@@ -191,10 +191,7 @@ METRIC_DOCS: dict[str, str] = {
 OPTAX_SKIPPED = {"mask", "weight_decay_mask", "trust_ratio_mask", "mu_dtype", "accumulator_dtype", "dtype_momentum", "key", "learning_rate"}
 
 
-_EPS = number  # readability below
-
-
-OPTIMIZERS: dict[str, dict] = {
+OPTIMIZERS: dict[str, dict[str, Schema]] = {
     "sgd": {"momentum": number(None, nullable=True), "nesterov": boolean(False)},
     "adam": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "nesterov": boolean(False)},
     "adamw": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "weight_decay": number(1e-4), "nesterov": boolean(False)},
@@ -296,7 +293,7 @@ for _name, _args in OPTIMIZERS.items():
 _INIT_VALUE = number(doc="the learning rate at step 0", example=0.01)
 
 
-SCHEDULES: dict[str, tuple[str, dict, tuple[str, ...]]] = {
+SCHEDULES: dict[str, tuple[str, dict[str, Schema], tuple[str, ...]]] = {
     "constant": ("constant_schedule", {"value": number(doc="the learning rate at every step", example=0.01)}, ("value",)),
     "exponential_decay": (
         "exponential_decay",

@@ -1,17 +1,18 @@
 """What a model costs, from the pure-Python shape rules: parameters, arithmetic, memory.
 
-Contract. Pure Python (no jax, no numpy): `netspec validate` uses it to refuse a model that
-cannot fit before anything is compiled, and `netspec summary` prints it.
+Contract. Pure Python (no jax, no numpy): `check` uses it to refuse, before anything is compiled,
+a model too deep to compile, a run plan past what a run may write, and a model whose training
+cannot fit the memory budget (the budget itself is `netspec.machine`'s: a device's or this
+host's memory). It only counts; the messages are `check`'s.
 
-    layer_cost(layer, compute_bytes) -> LayerCost   one checked layer (netspec.check.Layer)
+    layer_cost(layer, compute_bytes) -> LayerCost   one checked layer (netspec.spec.types.Layer)
     model_costs(layers, compute_bytes) -> [LayerCost]
     optimizer_state_elements(optimizer, param_shapes) -> int
     training_memory(...) -> [Part]                   what one training process holds at least
-    memory_budget() -> Budget                        bytes one device may use, and where that comes from
-    host_memory() -> Budget                          bytes this process may use on the host
+    MAX_LAYERS, MAX_SUMMARY_POINTS, MAX_EVALUATIONS, MAX_CHECKPOINTS   the bounds, with their measured reasons
 
 A layer's cost, per example (no batch axis):
-- `params`: its trainable arrays by name and shape, exactly those `netspec.layers` creates
+- `params`: its trainable arrays by name and shape, exactly those `netspec.model.layers` creates
   (`kernel`, `bias`, `scale`, `offset`); `state`: its non-trainable arrays (`batch_norm`'s
   running `mean` and `var`). A registry test walks every layer type to prove they agree.
 - `macs`: multiply-accumulates of its matrix products and convolutions (dense:
@@ -31,17 +32,20 @@ and one evaluation batch, and each chunk's batch indices; when the device is thi
 also the data as read on the host, its copy on the way to the device, and the JAX runtime itself.
 It is a lower bound of what XLA needs,
 not an exact figure (XLA adds workspace and may keep more): a model it says cannot fit cannot.
-
-The budget is `NETSPEC_MEMORY_BUDGET` when set (bytes, or a number with KiB/MiB/GiB/TiB, KB/MB/
-GB/TB, K/M/G/T: binary), else the memory of the first GPU when JAX will train on one (nvidia-smi,
-times XLA's preallocated fraction), else this host's: the least of its physical memory, its cgroup
-limit and the process's address-space and data limits (`ulimit -v`, `ulimit -d`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
 from netspec.spec.fields import as_pair
+from netspec.spec.types import Layer
+
+Shape = tuple[int, ...]
+Arrays = dict[str, Shape]  # array name -> shape
+# a layer type's rule: (its fields, in_shapes, out_shape) -> (params, state, macs, flops)
+Rule = Callable[[Mapping[str, Any], Sequence[Shape], Shape], tuple[Arrays, Arrays, int, int]]
 
 
 
@@ -102,8 +106,8 @@ class LayerCost(NamedTuple):
     name: str
     type: str
     out_shape: tuple[int, ...]
-    params: dict[str, tuple[int, ...]]
-    state: dict[str, tuple[int, ...]]
+    params: Arrays
+    state: Arrays
     macs: int
     flops: int
     activation_bytes: int
@@ -118,12 +122,12 @@ class LayerCost(NamedTuple):
         return sum(prod(s) for s in self.state.values())
 
 
-def _has_activation(args: Mapping) -> bool:
+def _has_activation(args: Mapping[str, Any]) -> bool:
     act = args.get("activation")
     return act is not None and (act if isinstance(act, str) else act["type"]) != "linear"
 
 
-def _dense(args, in_shapes, out_shape):
+def _dense(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     (shape,) = in_shapes
     inputs, units = shape[-1], args["units"]
     params = {"kernel": (inputs, units), **({"bias": (units,)} if args["use_bias"] else {})}
@@ -131,7 +135,7 @@ def _dense(args, in_shapes, out_shape):
     return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
 
 
-def _conv2d(args, in_shapes, out_shape):
+def _conv2d(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     (_, _, channels) = in_shapes[0]
     kh, kw = as_pair(args["kernel_size"])
     per_group, filters = channels // args["groups"], args["filters"]
@@ -140,40 +144,40 @@ def _conv2d(args, in_shapes, out_shape):
     return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
 
 
-def _norm_params(args, size):
+def _norm_params(args: Mapping[str, Any], size: int) -> Arrays:
     return {**({"scale": (size,)} if args["scale"] else {}), **({"offset": (size,)} if args["center"] else {})}
 
 
-def _batch_norm(args, in_shapes, out_shape):
+def _batch_norm(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     size = in_shapes[0][-1]
     return _norm_params(args, size), {"mean": (size,), "var": (size,)}, 0, 4 * prod(out_shape)
 
 
-def _layer_norm(args, in_shapes, out_shape):
+def _layer_norm(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     return _norm_params(args, in_shapes[0][-1]), {}, 0, 6 * prod(out_shape)  # mean, variance, normalise, scale, shift
 
 
-def _pool(args, in_shapes, out_shape):
+def _pool(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     ph, pw = as_pair(args["pool_size"])
     return {}, {}, 0, prod(out_shape) * ph * pw
 
 
-def _elementwise(ops: int):
-    def rule(args, in_shapes, out_shape):
+def _elementwise(ops: int) -> Rule:
+    def rule(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
         return {}, {}, 0, ops * prod(out_shape) if ops >= 0 else sum(prod(s) for s in in_shapes) - prod(out_shape)
     return rule
 
 
-def _activation(args, in_shapes, out_shape):
+def _activation(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     return {}, {}, 0, prod(out_shape) * _has_activation(args)
 
 
-def _global_pool(args, in_shapes, out_shape):
+def _global_pool(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
     return {}, {}, 0, prod(in_shapes[0])
 
 
 # type -> rule(args, in_shapes, out_shape) -> (params {name: shape}, state {name: shape}, macs, flops)
-RULES: dict[str, Callable] = {
+RULES: dict[str, Rule] = {
     "dense": _dense,
     "conv2d": _conv2d,
     "batch_norm": _batch_norm,
@@ -193,8 +197,8 @@ RULES: dict[str, Callable] = {
 VIEWS = {"flatten", "reshape"}  # no new buffer: XLA reshapes in place
 
 
-def layer_cost(layer, compute_bytes: int = 4) -> LayerCost:
-    """The cost of one checked layer (`netspec.check.Layer`: type, args, in_shapes, out_shape),
+def layer_cost(layer: Layer, compute_bytes: int = 4) -> LayerCost:
+    """The cost of one checked layer (`netspec.spec.types.Layer`: type, args, in_shapes, out_shape),
     its activations in a compute dtype of `compute_bytes` bytes per value."""
     params, state, macs, flops = RULES[layer.type](layer.args, layer.in_shapes, layer.out_shape)
     out = prod(layer.out_shape) * compute_bytes
@@ -202,33 +206,33 @@ def layer_cost(layer, compute_bytes: int = 4) -> LayerCost:
     return LayerCost(layer.name, layer.type, tuple(layer.out_shape), params, state, macs, flops, out, saved)
 
 
-def model_costs(layers, compute_bytes: int = 4) -> list[LayerCost]:
+def model_costs(layers: Iterable[Layer], compute_bytes: int = 4) -> list[LayerCost]:
     """`layer_cost` of every layer, in order."""
     return [layer_cost(layer, compute_bytes) for layer in layers]
 
 
-def _factored(shape: tuple, args: Mapping) -> bool:
+def _factored(shape: Shape, args: Mapping[str, Any]) -> bool:
     """Whether optax's adafactor factors this parameter's second moment (optax `_factored_dims`:
     at least 2 axes, and the second largest at least min_dim_size_to_factor)."""
-    return bool(args.get("factored", True)) and len(shape) >= 2 and sorted(shape)[-2] >= args.get("min_dim_size_to_factor", 128)
+    return bool(args["factored"]) and len(shape) >= 2 and sorted(shape)[-2] >= args["min_dim_size_to_factor"]
 
 
-def _adafactor(args: Mapping, shape: tuple) -> int:
+def _adafactor(args: Mapping[str, Any], shape: Shape) -> int:
     n = prod(shape)
     if _factored(shape, args):
         largest = sorted(shape)
         second_moment = n // largest[-1] + n // largest[-2] + 1  # row and column statistics, a placeholder for the full one
     else:
         second_moment = n + 2  # the full statistic, placeholders for the factored ones
-    return second_moment + (n if args.get("momentum") is not None else 0)
+    return second_moment + (n if args["momentum"] is not None else 0)
 
 
 # optimizer -> copies of the parameters it keeps (optax's state, counted from its `init`), or a
 # function (args, param shape) -> elements for those whose state is not a whole number of copies
-OPTIMIZER_COPIES: dict[str, int | Callable] = {
-    "sgd": lambda args, shape: prod(shape) * (args.get("momentum") is not None),
+OPTIMIZER_COPIES: dict[str, int | Callable[[Mapping[str, Any], Shape], int]] = {
+    "sgd": lambda args, shape: prod(shape) * (args["momentum"] is not None),
     "adam": 2, "adamw": 2, "adamax": 2, "adamaxw": 2, "nadam": 2, "nadamw": 2, "radam": 2,
-    "rmsprop": lambda args, shape: prod(shape) * (1 + bool(args.get("centered")) + (args.get("momentum") is not None)),
+    "rmsprop": lambda args, shape: prod(shape) * (1 + bool(args["centered"]) + (args["momentum"] is not None)),
     "adagrad": 1, "adadelta": 2, "adafactor": _adafactor, "lamb": 2, "lars": 1, "lion": 1,
     "novograd": 1, "fromage": 0, "yogi": 2, "amsgrad": 3, "adabelief": 2,
     "adan": 4,  # m, v, n and the previous gradient
@@ -239,7 +243,7 @@ OPTIMIZER_COPIES: dict[str, int | Callable] = {
 }
 
 
-def optimizer_state_elements(optimizer: Mapping, param_shapes: Iterable[tuple]) -> int:
+def optimizer_state_elements(optimizer: Mapping[str, Any], param_shapes: Iterable[Sequence[int]]) -> int:
     """Elements (float32) of the state optax's optimizer `optimizer` ({type, its arguments}) keeps
     for parameters of these shapes: its per-parameter arrays, not its scalar counters."""
     rule = OPTIMIZER_COPIES[optimizer["type"]]
@@ -253,7 +257,7 @@ class Part(NamedTuple):
 
     what: str
     bytes: int
-    key: tuple
+    key: tuple[str, ...]  # the spec key that sets it: ("train", "batch_size")
 
 
 # What the JAX runtime holds before the model's first byte, measured for a tiny run on the CPU
@@ -268,10 +272,10 @@ LOSS_RECORD_BYTES = 32  # netspec.train keeps every step's loss: a float object 
 RUNTIME_ADDRESS_SPACE = 1536 * 2**20
 
 
-def training_memory(costs: list[LayerCost], *, input_shape: tuple, optimizer: Mapping, batch_size: int,
+def training_memory(costs: list[LayerCost], *, input_shape: Shape, optimizer: Mapping[str, Any], batch_size: int,
                     devices: int | None, example_bytes: int, label_bytes: int, num_train: int | None,
                     num_eval: int | None, eval_batch_size: int, chunk_steps: int, max_resident_bytes: float,
-                    budget_kind: str = "device", steps: int | None = None, steps_key: tuple = ("train", "steps")) -> list[Part]:
+                    budget_kind: str = "device", steps: int | None = None, steps_key: tuple[str, ...] = ("train", "steps")) -> list[Part]:
     """The memory one device needs at least to train, as `Part`s (see the module docstring).
 
     `example_bytes` and `label_bytes`: one example and its label as stored (e.g. 784 uint8 pixels);

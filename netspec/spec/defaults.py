@@ -1,35 +1,43 @@
-"""Defaults: the checked spec is fully defaulted, from the schema's `default`s, and typed as it says.
+"""The resolver: every default filled into a spec that passed the schema, so the checked spec is whole.
 
-Contract: `fill_defaults(SCHEMA, data)` returns `data` (already valid against the schema) with
-every schema default filled in, every "name or {type, args}" choice made a mapping, and every
-number in a field the schema types as integer (not number) a Python int: JSON Schema counts 20.0
-as an integer, so `units: 1.0e+2` passes the schema, and JAX must then get 100, not 100.0 (a
-non-integral 1.5 never gets here: the schema refuses it at its line and column); and every number
-in a field typed number a Python float.
-A default that editors must not write (see the schema's csv delimiter) is `x-default`.
-`push_model_defaults(data)` copies `model.defaults` (and the built-in layer defaults) into every
-layer whose type has the field and does not set it. Pure Python, no jax.
+Contract. `resolve(data)` takes the spec as plain data (valid against the schema; changed in place)
+and returns it with every default in place: `model.defaults` pushed into each layer whose type has
+the field and does not set it, over the field's declared default (`layers.DEFAULTABLE`); `metrics`
+made [] for a regression loss; then every default the schema states, by `fill_defaults(SCHEMA,
+data)`. Each default is declared once, on its field; the one that depends on another key (metrics:
+accuracy, the schema's default, for a classification loss, none for a regression loss, as the
+schema's description of `metrics` says) is applied here. `fill_defaults` also makes every "name or {type, args}" choice a
+mapping with all its arguments, every number in a field the schema types integer (not number) a
+Python int (JSON Schema counts 20.0 as an integer, so `units: 1.0e+2` passes the schema, and JAX
+must then get 100, not 100.0; a non-integral 1.5 never gets here: the schema refuses it at its line
+and column), and every number in a field typed number a Python float. A default editors must not
+write (the csv delimiter: see the schema) is `x-default`. What depends on the data (eval.split,
+the number of steps) is `check`'s to resolve. `check` calls it; pure Python, no jax.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from netspec.spec.schema import SCHEMA, VALIDATOR
-from netspec.spec.layers import LAYERS
+from netspec.spec.choices import LOSS_KINDS
+from netspec.spec.fields import Schema
+from netspec.spec.layers import DEFAULTABLE, LAYERS
 
 
 # Memos keyed by the id of a schema dict, holding the dict itself (so the id stays its own): the
 # walk meets the same few schema dicts once per layer, and building a merged dict or a validator
 # for each meeting was most of validate's time for deep models (10,000 layers: 6 of 9 s).
-_RESOLVED: dict[int, tuple[dict, dict]] = {}
+_RESOLVED: dict[int, tuple[Schema, Schema]] = {}
 
 
-_VALIDATORS: dict[int, tuple[dict, object]] = {}
+_VALIDATORS: dict[int, tuple[Schema, Callable[[object], bool]]] = {}
 
 
-def resolve_ref(schema: dict) -> dict:
+def resolve_ref(schema: Schema) -> Schema:
     """`schema` with its `$ref` (into the spec schema's `$defs`) merged in."""
     if "$ref" not in schema:
         return schema
@@ -45,23 +53,23 @@ def resolve_ref(schema: dict) -> dict:
     return resolved
 
 
-_ANSWERS: dict[tuple, bool] = {}  # (id of a memoized schema, a small value's key) -> valid
+_ANSWERS: dict[tuple[int, Hashable], bool] = {}  # (id of a memoized schema, a small value's key) -> valid
 
 
-def _valid(schema: dict, value) -> bool:
+def _valid(schema: Schema, value: object) -> bool:
     memo = _VALIDATORS.get(id(schema))
     if memo is None or memo[0] is not schema:
         memo = _VALIDATORS[id(schema)] = (schema, _type_test(schema) or VALIDATOR.evolve(schema={**schema, "$defs": SCHEMA["$defs"]}).is_valid)
-    key = _small_key(value)
-    if key is None:
+    small = _small_key(value)
+    if small is None:
         return memo[1](value)
-    key = (id(schema), key)
+    key = (id(schema), small)
     if key not in _ANSWERS:
         _ANSWERS[key] = memo[1](value)
     return _ANSWERS[key]
 
 
-def _small_key(value):
+def _small_key(value: object) -> Hashable | None:
     """A hashable key for a JSON scalar, or a mapping of at most 16 scalars (an activation's
     `{type: tanh}`, met once per layer); None for anything else. The type is part of the key:
     JSON tells true from 1, Python's == does not."""
@@ -77,7 +85,7 @@ def _small_key(value):
     return None
 
 
-def _type_test(schema: dict):
+def _type_test(schema: Schema) -> Callable[[object], bool] | None:
     """For the schema's `if` that picks a mapping's branch by its `type` (`schema.when_type`: a
     required string property matching a pattern), the same test without jsonschema, which each
     layer meets once per layer type; None for any other schema."""
@@ -90,7 +98,7 @@ def _type_test(schema: dict):
     return lambda value: not isinstance(value, dict) or ("type" in value and isinstance(value["type"], str) and pattern.search(value["type"]) is not None)
 
 
-def _integral(schema: dict, value):
+def _integral(schema: Schema, value: Any) -> Any:
     """An integral float as an int where the schema types the value an integer (not a number), and
     an int as a float where it types it a number (not an integer): JAX takes a Python int as int32,
     so `clip_global_norm: 2147483648` would overflow inside the step, and 2147483648.0 does not."""
@@ -103,7 +111,7 @@ def _integral(schema: dict, value):
     return value
 
 
-def fill_defaults(schema: dict, value):
+def fill_defaults(schema: Schema, value: Any) -> Any:
     """`value` with every schema default filled in, every name-or-mapping choice made a mapping and
     every integral float where an integer belongs made an int.
 
@@ -141,7 +149,7 @@ def fill_defaults(schema: dict, value):
     return value
 
 
-def _fill_choice(branches: list, value):
+def _fill_choice(branches: list[Schema], value: Any) -> Any:
     """The value filled by the branch it takes; a bare name takes the mapping branch as {type: name}."""
     if isinstance(value, str):
         for branch in map(resolve_ref, branches):
@@ -153,14 +161,23 @@ def _fill_choice(branches: list, value):
     return value
 
 
-_LAYER_FIELD_DEFAULTS = {"activation": "linear", "kernel_init": "glorot_uniform", "bias_init": "zeros"}
+def resolve(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (valid against the schema) with every default in place: `model.defaults` pushed into
+    the layers, `metrics` made [] for a regression loss (the schema's default, accuracy, means
+    nothing there; its description says so), then the schema's defaults filled in."""
+    push_model_defaults(data)
+    loss = data["loss"]
+    if "metrics" not in data and not LOSS_KINDS[loss if isinstance(loss, str) else loss["type"]].classification:
+        data["metrics"] = []
+    resolved: dict[str, Any] = fill_defaults(SCHEMA, data)
+    return resolved
 
 
-def push_model_defaults(data: dict) -> None:
-    """Copy `model.defaults` (over the built-in activation, kernel_init, bias_init) into every layer
-    whose type has the field and does not set it."""
+def push_model_defaults(data: dict[str, Any]) -> None:
+    """Give every layer the fields of `model.defaults`, over each field's declared default
+    (`netspec.spec.layers.DEFAULTABLE`), where its type has the field and it does not set it."""
     model = data["model"]
-    defaults = {**_LAYER_FIELD_DEFAULTS, **model.get("defaults", {})}
+    defaults = {**{key: field["default"] for key, field in DEFAULTABLE.items()}, **model.get("defaults", {})}
     for layer in model["layers"]:
         fields = LAYERS[layer["type"]].fields
         for key, value in defaults.items():

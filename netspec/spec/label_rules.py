@@ -1,13 +1,12 @@
 """The labels' rules: what targets fit a loss and an output, stated once for every data source.
 
-Contract. `summarize(values)` reduces the training labels of any source (inline lists, IDX,
-npz, CSV, the named data sets' known facts) to a `Labels` summary; `label_problems(labels,
-loss, ...)` applies every rule to it and returns `LabelProblem`s, in the order a person should
-fix them; `output_problems(loss, activation, ...)` says whether an output layer and a loss can
-train together at all, whatever the data. `netspec.check` calls both for every source and points
-each problem at the labels (the inline `y`, or the data file). Pure Python: `summarize` takes a
-list or a numpy array (through the array's own methods), so `validate` imports numpy only for
-data in files.
+Contract. `label_problems(labels, loss, out_shape, activation, ...)` applies every rule below to a
+`Labels` summary of the targets (`netspec.data.labels`: the same summary for every source, inline
+lists, IDX, npz, CSV and the named data sets' known facts) and returns `LabelProblem`s, in the
+order a person should fix them, each with the value index it is shown by; `output_problems(loss,
+activation)` says whether an output layer and a loss can train together at all, whatever the data.
+Both judge, never read: `netspec.spec.check` calls them for every source and points each problem
+at the labels (the inline `y`, or the data file). Pure Python, no numpy, no jax.
 
 The rules, each stated once:
 
@@ -61,9 +60,9 @@ OUTPUT_RANGE: dict[str, tuple[float, float]] = {
 def output_range(activation: Mapping[str, Any]) -> tuple[float, float]:
     """(lowest, highest) value of an activation `{type, args}`; elu's floor is -alpha."""
     if activation["type"] == "elu":
-        return (-float(activation.get("alpha", 1.0)), math.inf)
-    if activation["type"] == "leaky_relu" and activation.get("negative_slope", 0.01) <= 0:
-        return (0.0, math.inf) if activation.get("negative_slope", 0.01) == 0 else (-math.inf, math.inf)
+        return (-float(activation["alpha"]), math.inf)
+    if activation["type"] == "leaky_relu" and activation["negative_slope"] <= 0:
+        return (0.0, math.inf) if activation["negative_slope"] == 0 else (-math.inf, math.inf)
     return OUTPUT_RANGE[activation["type"]]
 
 
@@ -141,7 +140,7 @@ def label_problems(labels: Labels, loss: str, out_shape: tuple[int, ...], activa
 
 def output_problems(loss: Mapping[str, Any], activation: Mapping[str, Any]) -> list[str]:
     """Rule 7: whether an output through `activation` can train with `loss` at all, whatever the data."""
-    if loss["type"] not in CLASSIFICATION or not loss.get("from_logits"):
+    if loss["type"] not in CLASSIFICATION or not loss["from_logits"]:
         return []
     low, high = output_range(activation)
     name = activation["type"]

@@ -1,29 +1,34 @@
-"""What a spec may name: layers, activations, initializers, losses, metrics, optimizers, schedules.
+"""The layer registry: every layer type a spec may name, with its fields and its shape rule.
 
-Contract: each registry is a plain dict from the name a spec uses to that entry's arguments, as
-JSON Schema properties with their defaults and descriptions; `ACTIVATION_DOCS`, `INITIALIZER_DOCS`,
-`LOSS_DOCS`, `METRIC_DOCS` (and each `LayerKind.doc`) say what a name computes, wherever Keras or
-PyTorch would lead a reader to assume otherwise: the README's tables and editors show them. This module is pure Python (no jax): the schema and
-`validate` are built from it. The JAX side (`netspec.layers`, `netspec.compile`) keeps a dict with
-the same keys; `tests/test_registry.py` proves the two agree, and that every optimizer's and
-schedule's arguments here are exactly those of optax's own signature, with optax's defaults.
-
-A layer entry also carries its shape rule: `shape(layer, in_shapes) -> out_shape` on shapes without
-the batch axis, raising `ShapeMismatch` when the inputs cannot work. The rule must equal what
-`jax.eval_shape` gives for the layer's apply; the registry test walks every layer to prove it.
+Contract. `LAYERS` maps a layer type to its `LayerKind`: the type's spec fields (JSON Schema
+properties with their defaults and descriptions), which of them are required, whether it takes one
+input or many, what it computes where Keras or PyTorch would suggest otherwise (`doc`, for the
+README and editors), and its shape rule `shape(fields, in_shapes) -> out_shape` on shapes without
+the batch axis, which raises `ShapeMismatch` (naming the field to point at) when the inputs cannot
+work. `DEFAULTABLE` declares the fields `model.defaults` may set, each with its default. The
+schema, the resolver, `check` (shapes through the whole model), `cost` and the docs read it; the
+JAX side is `netspec.model.layers.BUILDERS`, with the same keys: tests/test_registry.py proves that
+each builder takes exactly these fields and that each shape rule gives what `jax.eval_shape` gives
+for the layer. Pure Python, no jax.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Callable, Mapping
-from netspec.spec.fields import INT32, MAX_WIDTH, as_pair, boolean, choice, integer, number, pair
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from netspec.spec.fields import INT32, MAX_WIDTH, Schema, as_pair, boolean, choice, integer, number, pair
+
+Shape = tuple[int, ...]  # one example's shape, without the batch axis
+Fields = Mapping[str, Any]  # a layer's spec fields, as checked (every default filled in)
 
 
 class ShapeMismatch(ValueError):
     """A layer cannot take the shapes it is given. `field` names the spec key to point at."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
@@ -32,48 +37,56 @@ class ShapeMismatch(ValueError):
 class LayerKind:
     """A layer type: its spec fields (JSON Schema properties), which are required, its shape rule."""
 
-    fields: Mapping[str, dict]
-    shape: Callable[[Mapping, list[tuple]], tuple]
+    fields: Mapping[str, Schema]
+    shape: Callable[[Fields, Sequence[Sequence[int]]], Shape]
     required: tuple[str, ...] = ()
     inputs: str = "one"  # "one" or "many"
     doc: str = ""
 
 
-# The schema puts the choice of names in place of these fields (`netspec.schema`); here they carry
-# what the field means.
-ACTIVATION_FIELD = {"description": "activation applied to the layer's output: a name or {type, its arguments}; default: linear (or model.defaults.activation)"}
+def _defaultable(name: str, default: object, what: str, **schema: object) -> Schema:
+    """A field `model.defaults` may set: its schema, its default, and a description saying both."""
+    shown = default if isinstance(default, str) else json.dumps(default)
+    return {**schema, "default": default, "description": f"{what}; default: {shown} (or model.defaults.{name})"}
 
 
-KERNEL_INIT_FIELD = {"description": "initializer of the kernel: a name or {type, its arguments}; default: glorot_uniform (or model.defaults.kernel_init)"}
+# The fields `model.defaults` may set, each declared once, here, with its default: the schema states
+# it (putting the choice of names in place of the name-or-mapping ones: `netspec.spec.schema`), the
+# docs show it, and the resolver (`netspec.spec.defaults`) gives it to every layer that has the field
+# and neither sets it nor gets it from model.defaults.
+ACTIVATION_FIELD = _defaultable("activation", "linear", "activation applied to the layer's output: a name or {type, its arguments}")
 
 
-BIAS_INIT_FIELD = {"description": "initializer of the bias: a name or {type, its arguments}, not one that scales by fan-in/fan-out; default: zeros (or model.defaults.bias_init)"}
+KERNEL_INIT_FIELD = _defaultable("kernel_init", "glorot_uniform", "initializer of the kernel: a name or {type, its arguments}")
 
 
-USE_BIAS_FIELD = boolean(True, "add a bias (default true, or model.defaults.use_bias)")
+BIAS_INIT_FIELD = _defaultable("bias_init", "zeros", "initializer of the bias: a name or {type, its arguments}, not one that scales by fan-in/fan-out")
 
 
-def _one(in_shapes):
-    return in_shapes[0]
+USE_BIAS_FIELD = _defaultable("use_bias", True, "add a bias", type="boolean")
 
 
-def _dense_shape(layer, in_shapes):
+DEFAULTABLE: dict[str, Schema] = {"activation": ACTIVATION_FIELD, "kernel_init": KERNEL_INIT_FIELD, "bias_init": BIAS_INIT_FIELD,
+                                "use_bias": USE_BIAS_FIELD}
+
+
+def _dense_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     (shape,) = in_shapes
     return tuple(shape[:-1]) + (layer["units"],)
 
 
-def _same_shape(layer, in_shapes):
+def _same_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     return tuple(in_shapes[0])
 
 
-def _flatten_shape(layer, in_shapes):
+def _flatten_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     n = 1
     for d in in_shapes[0]:
         n *= d
     return (n,)
 
 
-def _reshape_shape(layer, in_shapes):
+def _reshape_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     target = list(layer["shape"])
     n = 1
     for d in in_shapes[0]:
@@ -91,7 +104,7 @@ def _reshape_shape(layer, in_shapes):
     return tuple(target)
 
 
-def _image(layer_type, shape):
+def _image(layer_type: str, shape: Sequence[int]) -> Sequence[int]:
     if len(shape) != 3:
         raise ShapeMismatch(
             f"{layer_type} needs an input of shape [height, width, channels], found {list(shape)}; "
@@ -107,7 +120,7 @@ def window_out(size: int, window: int, stride: int, padding: str, dilation: int 
     return (size - span) // stride + 1 if size >= span else 0
 
 
-def _conv2d_shape(layer, in_shapes):
+def _conv2d_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     h, w, c = _image("conv2d", in_shapes[0])
     (kh, kw), (sh, sw), (dh, dw) = as_pair(layer["kernel_size"]), as_pair(layer["strides"]), as_pair(layer["dilation"])
     groups, filters = layer["groups"], layer["filters"]
@@ -121,11 +134,11 @@ def _conv2d_shape(layer, in_shapes):
     return (oh, ow, filters)
 
 
-def _pool_shape(layer_type):
-    def rule(layer, in_shapes):
+def _pool_shape(layer_type: str) -> Callable[[Fields, Sequence[Sequence[int]]], Shape]:
+    def rule(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
         h, w, c = _image(layer_type, in_shapes[0])
         (ph, pw) = as_pair(layer["pool_size"])
-        (sh, sw) = as_pair(layer["strides"] if layer.get("strides") is not None else layer["pool_size"])
+        (sh, sw) = as_pair(layer["strides"] if layer["strides"] is not None else layer["pool_size"])
         oh, ow = window_out(h, ph, sh, layer["padding"]), window_out(w, pw, sw, layer["padding"])
         if oh < 1 or ow < 1:
             raise ShapeMismatch(f"a {ph}x{pw} pool does not fit the {h}x{w} input with padding valid", "pool_size")
@@ -133,14 +146,14 @@ def _pool_shape(layer_type):
     return rule
 
 
-def _global_pool_shape(layer, in_shapes):
+def _global_pool_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     shape = in_shapes[0]
     if len(shape) < 2:
         raise ShapeMismatch(f"global_avg_pool needs an input with spatial axes and channels, found {list(shape)}")
     return (shape[-1],)
 
 
-def _add_shape(layer, in_shapes):
+def _add_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     first = tuple(in_shapes[0])
     for s in in_shapes[1:]:
         if tuple(s) != first:
@@ -148,7 +161,7 @@ def _add_shape(layer, in_shapes):
     return first
 
 
-def _concat_shape(layer, in_shapes):
+def _concat_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     rank = len(in_shapes[0])
     axis = layer["axis"]
     if not -rank <= axis < rank:
@@ -183,7 +196,7 @@ LAYERS: dict[str, LayerKind] = {
         doc="fully connected: activation(x @ kernel + bias) over the last axis; kernel [inputs, units] as Keras (PyTorch's Linear stores [units, inputs])",
     ),
     "activation": LayerKind(
-        fields={"activation": ACTIVATION_FIELD},
+        fields={"activation": {"description": "the activation function: a name or {type, its arguments}"}},
         required=("activation",),
         shape=_same_shape,
         doc="an activation function on its own",
@@ -255,7 +268,3 @@ LAYERS: dict[str, LayerKind] = {
     "concat": LayerKind(fields={"axis": integer(-1, doc="the axis to join along, without the batch axis (-1: the last)")},
                         shape=_concat_shape, inputs="many", doc="concatenates its `inputs` along `axis` (the batch axis not counted)"),
 }
-
-
-# Fields that `model.defaults` may set; each applies to the layers whose type has that field.
-DEFAULTABLE = ("activation", "kernel_init", "bias_init", "use_bias")

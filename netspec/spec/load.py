@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
-import yaml
-from netspec.errors import Problem, SpecError
+from typing import Any, NamedTuple, NoReturn
 
+import yaml
+
+from netspec.errors import Problem, SpecError
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -59,9 +61,9 @@ _CORE_RESOLVERS = [
 ]
 
 
-def _core_resolvers() -> dict:
+def _core_resolvers() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
     """`yaml_implicit_resolvers` for PyYAML's Resolver mechanism: first character -> [(tag, regex)]."""
-    table: dict = {}
+    table: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
     for name, pattern, first in _CORE_RESOLVERS:
         for char in list(first) + ([""] if name == "null" else []):
             table.setdefault(char, []).append((_CORE + name, re.compile(pattern)))
@@ -77,7 +79,10 @@ _STANDARD_TAGS = {
 }
 
 
-Key = tuple  # a key path: ("model", "layers", 2, "units")
+Key = tuple[str | int, ...]  # a key path: ("model", "layers", 2, "units")
+
+
+Position = tuple[str, int | None, int | None]  # (source, 1-based line, column): a file, or the --set a value came from
 
 
 class OverrideRules(NamedTuple):
@@ -96,10 +101,10 @@ class Loaded:
 
     source: str
     data: Any
-    positions: dict[Key, tuple[str, int | None, int | None]] = field(default_factory=dict)
-    key_positions: dict[Key, tuple[str, int | None, int | None]] = field(default_factory=dict)
+    positions: dict[Key, Position] = field(default_factory=dict)
+    key_positions: dict[Key, Position] = field(default_factory=dict)
 
-    def where(self, path: Key, *, key: bool = False) -> tuple[str, int | None, int | None]:
+    def where(self, path: Key, *, key: bool = False) -> Position:
         """The position of the value at `path` (or of its key), falling back to the nearest parent."""
         table = self.key_positions if key else self.positions
         p = tuple(path)
@@ -124,7 +129,7 @@ def json_path(path: Key) -> str:
     return out
 
 
-def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | None = None) -> Loaded:
+def load(path: str | Path, overrides: Sequence[str] = (), rules: OverrideRules | None = None) -> Loaded:
     """Read and parse a spec file, then apply `--set` overrides with `rules` (default: the
     schema's, `netspec.spec.overrides`). Raises SpecError."""
     path = Path(path)
@@ -141,7 +146,9 @@ def load(path: str | Path, overrides: list[str] = (), rules: OverrideRules | Non
     except OSError as e:
         raise SpecError([Problem(source, None, None, "$", f"cannot read the file ({e.strerror})")]) from None
     loaded = parse(raw, source)
-    if overrides and rules is None:
+    if not overrides:
+        return loaded
+    if rules is None:
         from netspec.spec.overrides import accepts_null, exclusive_with
 
         rules = OverrideRules(accepts_null, exclusive_with)
@@ -168,15 +175,15 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         finally:
             loader.dispose()
     except _Refused as e:
-        raise SpecError([Problem(source, e.mark.line + 1, e.mark.column + 1, "$", e.message)]) from None
+        raise SpecError([Problem(source, *e.at, "$", e.message)]) from None
     except yaml.reader.ReaderError as e:  # a control character: PyYAML gives its index, not a mark
         line, col = _line_col(text[: e.position])
         raise SpecError([Problem(source, line, col, "$", f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
                                  "(a spec is UTF-8 text: is this file UTF-16 or binary?)")]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError([Problem(source, line, col, "$", f"YAML syntax error: {_syntax_message(e)}")]) from None
+        at: tuple[int | None, int | None] = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise SpecError([Problem(source, *at, "$", f"YAML syntax error: {_syntax_message(e)}")]) from None
     except yaml.YAMLError as e:
         raise SpecError([Problem(source, None, None, "$", f"YAML syntax error: {e}")]) from None
     if node is None:
@@ -217,8 +224,8 @@ def _syntax_message(e: yaml.MarkedYAMLError) -> str:
 
 
 class _Refused(Exception):
-    def __init__(self, mark, message):
-        self.mark, self.message = mark, message
+    def __init__(self, at: tuple[int | None, int | None], message: str) -> None:
+        self.at, self.message = at, message
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -231,33 +238,42 @@ class _BoundedLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = _CORE_TABLE
     depth = nodes = 0
 
-    def compose_node(self, parent, index):
+    def _next_position(self) -> tuple[int | None, int | None]:
+        """The 1-based line and column where the next event starts."""
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave Parser.peek_event untyped
+        mark = event.start_mark
+        return (mark.line + 1, mark.column + 1) if mark else (None, None)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self.depth += 1
         self.nodes += 1
         try:
             if self.depth > MAX_DEPTH + 2:
-                raise _Refused(self.peek_event().start_mark, f"the spec nests deeper than {MAX_DEPTH} levels")
+                raise _Refused(self._next_position(), f"the spec nests deeper than {MAX_DEPTH} levels")
             if self.nodes > MAX_VALUES:
-                raise _Refused(self.peek_event().start_mark, f"the spec holds more than {MAX_VALUES} values, so it is refused; "
+                raise _Refused(self._next_position(), f"the spec holds more than {MAX_VALUES} values, so it is refused; "
                                "large data belongs in a data file (data.npz, data.csv)")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
 
+_KINDS: dict[type[yaml.Node], str] = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}
+
+
 class _Builder:
     """Turns a composed YAML node graph into plain data, recording positions and enforcing limits."""
 
-    def __init__(self, loaded: Loaded):
+    def __init__(self, loaded: Loaded) -> None:
         self.loaded = loaded
         self.count = 0
         self.open: set[int] = set()  # the collections being built: meeting one again is a recursive alias
 
-    def check_expansion(self, root) -> None:
+    def check_expansion(self, root: yaml.Node) -> None:
         """Refuse a document whose aliases expand past MAX_VALUES, counting each node once (fast)."""
         sizes: dict[int, int] = {}
 
-        def size(node, depth):
+        def size(node: yaml.Node, depth: int) -> int:
             if id(node) in sizes:
                 return sizes[id(node)]
             if depth > MAX_DEPTH:
@@ -271,17 +287,18 @@ class _Builder:
         total = size(root, 0)
         if total <= MAX_VALUES:
             return
-        node, path = root, ()
+        node = root
+        path: Key = ()
         if isinstance(root, yaml.MappingNode):
             node, path = next(((v, (str(k.value),)) for k, v in root.value if sizes.get(id(v), 0) > MAX_VALUES), (root, ()))
         self.fail(node, path, f"the spec expands to {total} values through YAML aliases (or sheer size); a spec may hold at most {MAX_VALUES}, so it is refused")
 
-    def fail(self, node, path, message):
+    def fail(self, node: yaml.Node, path: Key, message: str) -> NoReturn:
         if path and path[-1] == "<key>":
             path = path[:-1]
         raise SpecError([Problem(self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1, json_path(path), message)])
 
-    def build(self, node, path: Key, depth: int):
+    def build(self, node: yaml.Node, path: Key, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
             self.fail(node, path, f"the spec expands to more than {MAX_VALUES} values (through YAML aliases or sheer size); refusing to load it")
@@ -289,7 +306,7 @@ class _Builder:
             self.fail(node, path, f"the spec nests deeper than {MAX_DEPTH} levels")
         if node.tag not in _STANDARD_TAGS:
             self.fail(node, path, f"the YAML tag {node.tag!r} is not allowed; a spec may use only plain YAML values (no Python objects or custom tags)")
-        kind = {yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}.get(type(node))
+        kind = _KINDS.get(type(node))
         if kind and node.tag != "tag:yaml.org,2002:" + {"mapping": "map", "list": "seq"}[kind]:
             self.fail(node, path, f"the YAML tag {node.tag!r} does not fit a {kind}")
         if kind and id(node) in self.open:
@@ -329,10 +346,10 @@ class _Builder:
         return value
 
 
-def _scalar(node: yaml.ScalarNode):
+def _scalar(node: yaml.Node) -> str | int | float | bool | None:
     """A scalar node's value under the YAML 1.2 core schema (its tag resolved by `_CORE_RESOLVERS`
     or written explicitly). Raises ValueError for text its tag cannot hold."""
-    tag, text = node.tag[len(_CORE):], node.value
+    tag, text = node.tag[len(_CORE):], str(node.value)
     if tag == "null":
         if text not in ("~", "null", "Null", "NULL", ""):
             raise ValueError(text)
@@ -362,9 +379,10 @@ class _Dumper(yaml.SafeDumper):
     """SafeDumper that quotes every string a YAML 1.2 core-schema reader (netspec, editors) or a
     YAML 1.1 reader (PyYAML) would read as something else: `no`, `1e3`, `0o7`, `12:30`."""
 
-    def represent_str(self, data: str):
+    def represent_str(self, data: str) -> yaml.ScalarNode:
         core = next((tag for tag, regex in _CORE_TABLE.get(data[:1], []) if regex.match(data)), None)
-        if core is not None or self.resolve(yaml.ScalarNode, data, (True, False)) != _CORE + "str":
+        # PyYAML's stubs leave BaseResolver.resolve untyped
+        if core is not None or self.resolve(yaml.ScalarNode, data, (True, False)) != _CORE + "str":  # type: ignore[no-untyped-call]
             return self.represent_scalar(_CORE + "str", data, style="'")
         return super().represent_str(data)
 
@@ -372,7 +390,7 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(str, _Dumper.represent_str)
 
 
-def dump(data) -> str:
+def dump(data: Any) -> str:
     """Plain data (dicts, lists, scalars) as YAML text that `parse` reads back equal. Non-ASCII
     characters are escaped: PyYAML writes U+0085 and U+2028/9 raw into quoted strings, where a
     reader folds them into a space."""
@@ -391,7 +409,7 @@ def split_override(text: str) -> tuple[Key, str]:
     m = _OVERRIDE.match(text)
     if not m:
         raise SpecError([Problem(f"--set {text}", None, None, "$", "expected --set dotted.key=value, e.g. --set optimizer.learning_rate=0.01")])
-    parts: list = []
+    parts: list[str | int] = []
     for piece in re.findall(r"[^.\[\]]+|\[\d+\]", m.group(1)):
         if piece.startswith("["):
             parts.append(int(piece[1:-1]))
@@ -431,28 +449,35 @@ def apply_override(loaded: Loaded, text: str, rules: OverrideRules = NO_RULES) -
         for other in rules.exclusive_with(loaded.data, path):
             if other in parent:
                 _remove(loaded, parent, path[:-1] + (other,))
-    parent[last] = sub.data
+        parent[last] = sub.data
+    elif isinstance(last, int):  # a list item (its index checked above)
+        parent[last] = sub.data
     _forget(loaded, path)
     for sub_path in sub.positions:
         loaded.positions[path + sub_path] = (origin, None, None)
     loaded.key_positions[path] = (origin, None, None)
 
 
-def _remove(loaded: Loaded, parent: dict | list, path: Key) -> None:
+def _remove(loaded: Loaded, parent: dict[str | int, Any] | list[Any], path: Key) -> None:
     """Delete the key (or list item) at `path` from `parent`, with its positions; the items after a
     deleted list item move up one place, their positions with them."""
+    last = path[-1]
     if isinstance(parent, dict):
-        parent.pop(path[-1], None)
-    else:
-        del parent[path[-1]]
+        parent.pop(last, None)
+    elif isinstance(last, int):
+        del parent[last]
     _forget(loaded, path)
-    if isinstance(parent, list):
+    if isinstance(parent, list) and isinstance(last, int):
         n = len(path) - 1
         for table in (loaded.positions, loaded.key_positions):
-            moved = {k: v for k, v in table.items() if len(k) > n and k[:n] == path[:-1] and isinstance(k[n], int) and k[n] > path[-1]}
+            moved: dict[Key, tuple[Key, Position]] = {}  # old key path -> (new key path, position)
+            for k, v in table.items():
+                index = k[n] if len(k) > n else None
+                if k[:n] == path[:-1] and isinstance(index, int) and index > last:
+                    moved[k] = (k[:n] + (index - 1,) + k[n + 1:], v)
             for k in moved:
                 del table[k]
-            table.update({k[:n] + (k[n] - 1,) + k[n + 1:]: v for k, v in moved.items()})
+            table.update(dict(moved.values()))
 
 
 def _forget(loaded: Loaded, path: Key) -> None:
@@ -462,7 +487,7 @@ def _forget(loaded: Loaded, path: Key) -> None:
             del table[p]
 
 
-def _no_such_place(parent, part) -> str:
+def _no_such_place(parent: Any, part: str | int) -> str:
     if isinstance(parent, list):
         return f"there is no item {part!r} here: this is a list of {len(parent)} items (indices 0 to {len(parent) - 1})"
     return f"cannot set {part!r} here: the value here is {parent!r}, not a mapping"

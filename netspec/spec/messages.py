@@ -1,7 +1,7 @@
 """Schema errors worded for a person: jsonschema's `ValidationError`s -> `Problem`s.
 
 Contract: `schema_problems(loaded)` validates the loaded data against the spec's JSON Schema
-(`netspec.schema.SCHEMA`) and returns every violation as a `Problem` with file:line:col and key
+(`netspec.spec.schema.SCHEMA`) and returns every violation as a `Problem` with file:line:col and key
 path, saying what was expected, what was found and, where a name is close, "did you mean". One
 mistake gives one problem: a misspelt key is reported as unknown (with its suggestion), not also as
 a missing one; a choice between a name and a mapping is judged by the form written; a rule between
@@ -18,20 +18,20 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jsonschema
 
 from netspec.errors import Problem
-from netspec.spec.fields import INT32
-from netspec.spec.load import Loaded
+from netspec.spec.fields import INT32, Schema
+from netspec.spec.load import Key, Loaded
 from netspec.spec.schema import VALIDATOR
 
 
 def schema_problems(loaded: Loaded) -> list[Problem]:
     """Every schema violation, worded for a person, in file order."""
-    found_at: dict[tuple, Problem] = {}
+    found_at: dict[tuple[str, str], Problem] = {}
     rules: list[Problem] = []
     for error in VALIDATOR.iter_errors(loaded.data):
         # a rule between keys (the schema's top-level allOf, or a schema that states a rule) comes
@@ -50,7 +50,7 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
     return sorted(found_at.values(), key=lambda p: (p.line or 0, p.col or 0, p.path))
 
 
-def found(value) -> str:
+def found(value: object) -> str:
     """How a value reads in a message: `'ten' (string)`, `1.5 (number)`, `nothing (null)`, `list`."""
     if value is None or isinstance(value, bool):
         return {None: "nothing (null)", True: "true (boolean)", False: "false (boolean)"}[value]
@@ -65,19 +65,19 @@ _TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a strin
                "array": "a list", "object": "a mapping", "null": "nothing (null)"}
 
 
-def _expected_type(t) -> str:
+def _expected_type(t: str | list[str]) -> str:
     if isinstance(t, list):
         return " or ".join(_TYPE_WORDS.get(x, x) for x in t)
     return _TYPE_WORDS.get(t, t)
 
 
-def did_you_mean(word, options) -> str:
+def did_you_mean(word: object, options: Iterable[object]) -> str:
     """'; did you mean 'x'?' when a close match exists, else ''."""
     close = closest(word, options)
     return f"; did you mean {close!r}?" if close else ""
 
 
-def closest(word, options) -> str | None:
+def closest(word: object, options: Iterable[object]) -> str | None:
     """The option nearest to `word` (a typo of it), or None; a swap of two letters counts as one edit."""
     if not isinstance(word, str):
         return None
@@ -96,13 +96,13 @@ def _edits(a: str, b: str) -> int:
     return d[-1][-1]
 
 
-def _typo_of(word, options) -> str:
+def _typo_of(word: object, options: Iterable[object]) -> str:
     """did_you_mean, for a value that is a near miss (a few edits), not another valid name."""
     close = closest(word, options)
-    return f"; did you mean {close!r}?" if close and _edits(word, close) <= max(2, len(word) // 5) else ""
+    return f"; did you mean {close!r}?" if close and isinstance(word, str) and _edits(word, close) <= max(2, len(word) // 5) else ""
 
 
-def _json_type(value) -> str:
+def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -110,7 +110,7 @@ def _json_type(value) -> str:
     return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), "object")
 
 
-def _types_of(branch: dict) -> list[str] | None:
+def _types_of(branch: Schema) -> list[str] | None:
     """The JSON types a branch of an anyOf accepts, or None when it does not say."""
     t = branch.get("type")
     if t is not None:
@@ -121,21 +121,21 @@ def _types_of(branch: dict) -> list[str] | None:
     return None
 
 
-def _accepts(types: list[str] | None, value) -> bool:
+def _accepts(types: list[str] | None, value: object) -> bool:
     kind = _json_type(value)
     return types is None or kind in types or (kind == "integer" and "number" in types)
 
 
-def _branch_words(branch: dict) -> str:
+def _branch_words(branch: Schema) -> str:
     if "type" not in branch and branch.get("enum"):
         return " or ".join(str(v) for v in branch["enum"])
     return _expected_type(_types_of(branch) or [])
 
 
-def _typos(value: dict, schema: dict) -> set:
+def _typos(value: Mapping[str, Any], schema: Schema) -> set[str]:
     """Of `value`'s keys that `schema` does not know, the known keys they are misspellings of."""
     props = schema.get("properties", {})
-    return {closest(x, props) for x in value if x not in props} - {None}
+    return {close for x in value if x not in props if (close := closest(x, props)) is not None}
 
 
 class _Error(NamedTuple):
@@ -143,26 +143,26 @@ class _Error(NamedTuple):
 
     error: jsonschema.ValidationError
     loaded: Loaded
-    path: tuple
-    value: Any
-    schema: Any
+    path: Key
+    value: Any  # the value that broke the rule
+    schema: Schema  # the schema whose keyword it broke
+    expected: Any  # that keyword's value: the names of an enum, a bound, the required keys, ...
     custom: str | None  # the schema's own wording (errorMessage), if it has one
 
-    def problem(self, message: str, *, at: tuple | None = None, key: bool = False) -> Problem:
+    def problem(self, message: str, *, at: Key | None = None, key: bool = False) -> Problem:
         return self.loaded.problem(self.path if at is None else at, message, key=key)
 
 
 def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
     """One schema error as the Problems a person reads: what was expected, what was found, "did
     you mean" (the schema's `errorMessage` where it words a rule itself)."""
-    schema = error.schema
-    e = _Error(error, loaded, tuple(error.absolute_path), error.instance, schema,
-               schema.get("errorMessage") if isinstance(schema, dict) else None)
+    schema = _schema_of(error)
+    e = _Error(error, loaded, tuple(error.absolute_path), error.instance, schema, error.validator_value, schema.get("errorMessage"))
     if "propertyNames" in error.relative_schema_path:  # the key itself is wrong: point at it
         return [e.problem(f"{e.custom or 'a key here is not allowed'}; found {found(e.value)}", at=e.path + (e.value,), key=True)]
     if error.validator == "oneOf" and _is_group(schema["oneOf"]):
         return _describe_group(error, loaded)
-    wording = _WORDINGS.get(error.validator)
+    wording = _WORDINGS.get(str(error.validator))
     if wording is not None:
         problems = wording(e)
         if problems is not None:
@@ -178,7 +178,7 @@ def _unknown_keys(e: _Error) -> list[Problem]:
 
 
 def _required(e: _Error) -> list[Problem]:
-    keys = [k for k in e.error.validator_value if k not in e.value]
+    keys = [k for k in e.expected if k not in e.value]
     if e.schema.get("additionalProperties") is False:
         # a misspelt required key is reported once, as an unknown key with its "did you mean"
         keys = [k for k in keys if k not in _typos(e.value, e.schema)]
@@ -188,7 +188,7 @@ def _required(e: _Error) -> list[Problem]:
 
 
 def _one_of_names(e: _Error) -> list[Problem]:
-    options = e.error.validator_value if e.error.validator == "enum" else [e.error.validator_value]
+    options = e.expected if e.error.validator == "enum" else [e.expected]
     if e.custom and not options:  # a key that a rule forbids here
         return [e.problem(e.custom, key=True)]
     if e.custom and e.schema.get("doNotSuggest"):  # a rule between keys: its message says it all
@@ -204,11 +204,11 @@ def _type(e: _Error) -> list[Problem]:
         return [e.problem(e.custom)]
     if e.custom:
         return [e.problem(f"{e.custom}, found {found(e.value)}")]
-    return [e.problem(f"expected {_expected_type(e.error.validator_value)}, found {found(e.value)}")]
+    return [e.problem(f"expected {_expected_type(e.expected)}, found {found(e.value)}")]
 
 
 def _bound(e: _Error) -> list[Problem]:
-    v, limit = e.error.validator, e.error.validator_value
+    v, limit = str(e.error.validator), e.expected
     if abs(limit) >= INT32 - 1:
         bound = "at most 2**31 - 1 (2147483647)" if v == "maximum" else "at least -2**31"
         return [e.problem(f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, "
@@ -220,17 +220,17 @@ def _bound(e: _Error) -> list[Problem]:
 def _items(e: _Error) -> list[Problem]:
     if e.custom:
         return [e.problem(f"{e.custom}; found {len(e.value)}")]
-    word, n = "at least" if e.error.validator == "minItems" else "at most", e.error.validator_value
+    word, n = "at least" if e.error.validator == "minItems" else "at most", e.expected
     return [e.problem(f"expected a list of {word} {n} item{'s' * (n != 1)}, found {len(e.value)}")]
 
 
 def _length(e: _Error) -> list[Problem]:
     word = "at least" if e.error.validator == "minLength" else "at most"
-    return [e.problem(f"expected {word} {e.error.validator_value} characters, found {len(e.value)}")]
+    return [e.problem(f"expected {word} {e.expected} characters, found {len(e.value)}")]
 
 
 def _pattern(e: _Error) -> list[Problem]:
-    pattern = e.error.validator_value
+    pattern = e.expected
     return [e.problem(f"{e.custom or 'expected text matching ' + pattern}; found {found(e.value)}{_offending_part(pattern, e.value)}")]
 
 
@@ -249,7 +249,7 @@ _WORDINGS: dict[str, Callable[[_Error], list[Problem] | None]] = {
     "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,
     "minItems": _items, "maxItems": _items,
     "minLength": _length, "maxLength": _length,
-    "minProperties": lambda e: [e.problem(f"expected a mapping with at least {e.error.validator_value} key(s), found an empty one")],
+    "minProperties": lambda e: [e.problem(f"expected a mapping with at least {e.expected} key(s), found an empty one")],
     "uniqueItems": lambda e: [e.problem("expected each item once; this list repeats an item")],
     "pattern": _pattern,
     "contains": _contains, "minContains": _contains, "maxContains": _contains,
@@ -259,14 +259,20 @@ _WORDINGS: dict[str, Callable[[_Error], list[Problem] | None]] = {
 }
 
 
-def _is_group(branches: list) -> bool:
+def _schema_of(error: jsonschema.ValidationError) -> Schema:
+    """The schema whose keyword `error` broke: a mapping (the spec's schema has no true/false subschemas)."""
+    return error.schema if isinstance(error.schema, dict) else {}
+
+
+def _is_group(branches: list[Schema]) -> bool:
     """A `oneOf` of branches that each require one key: exactly one of those keys is given."""
     return all(isinstance(b, dict) and len(b.get("required", ())) == 1 for b in branches)
 
 
 def _describe_group(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
     """Exactly one of a group of keys (train.steps / train.epochs; the data sources), none or several given."""
-    path, value, schema = tuple(error.absolute_path), error.instance, error.schema
+    path, schema = tuple(error.absolute_path), _schema_of(error)
+    value: Any = error.instance
     if not isinstance(value, dict):
         return []  # not a mapping: the type error says so
     branches = schema["oneOf"]
@@ -278,7 +284,8 @@ def _describe_group(error: jsonschema.ValidationError, loaded: Loaded) -> list[P
         if set(keys) & _typos(value, schema):
             return []  # a misspelt one: reported as an unknown key with its "did you mean"
         return [loaded.problem(path, branches[0].get("errorMessage", f"missing one of {', '.join(keys)}"), key=True)]
-    several = next(iter(branches[0].get("properties", {}).values()), {}).get("errorMessage", f"give only one of {', '.join(keys)}")
+    first: Schema = next(iter(branches[0].get("properties", {}).values()), {})
+    several = first.get("errorMessage", f"give only one of {', '.join(keys)}")
     more = f"; found {', '.join(given)}" if len(keys) > 2 else ""
     return [loaded.problem(path, several + more, key=True)]
 
@@ -286,16 +293,17 @@ def _describe_group(error: jsonschema.ValidationError, loaded: Loaded) -> list[P
 def _describe_choice(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem]:
     """anyOf/oneOf: judge the value by the branch written for its JSON type (a name or a mapping, an
     int or a pair, a number or a schedule); a value no branch takes says what each one takes."""
-    path, value, schema = tuple(error.absolute_path), error.instance, error.schema
-    branches = schema[error.validator]
+    path, schema = tuple(error.absolute_path), _schema_of(error)
+    value: Any = error.instance
+    branches = schema[str(error.validator)]
     taking = [i for i, b in enumerate(branches) if _accepts(_types_of(b), value)]
     if not taking:
         expected = " or ".join(_branch_words(b) for b in branches)
         doc = schema.get("description", "")
         return [loaded.problem(path, f"expected {expected}, found {found(value)}" + (f"; this is {doc}" if doc else ""))]
-    by_branch: dict[int, list] = {}
+    by_branch: dict[int, list[jsonschema.ValidationError]] = {}
     for sub in error.context:
-        by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+        by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
     failed = [i for i in taking if by_branch.get(i)]
     # a branch whose schema words its own failure (errorMessage) speaks for the choice
     worded = [i for i in failed if any(isinstance(e.schema, dict) and e.schema.get("errorMessage") for e in by_branch[i])]
@@ -310,7 +318,7 @@ def _describe_choice(error: jsonschema.ValidationError, loaded: Loaded) -> list[
 _NAME_PATTERN = re.compile(r"^\^(\(\?!.*?\))?\[[^\]]+\]\[[^\]]+\]\*\$$")
 
 
-def _offending_part(pattern: str, value) -> str:
+def _offending_part(pattern: str, value: object) -> str:
     """For a name refused by its pattern, which part breaks the rule: ': the character ' ' (position 3) is not allowed'."""
     if not isinstance(value, str) or not value or not _NAME_PATTERN.match(pattern):
         return ""

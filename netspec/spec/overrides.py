@@ -18,19 +18,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from netspec.spec.fields import Schema
 from netspec.spec.schema import SCHEMA, VALIDATOR
 
-Key = tuple  # a key path: ("model", "layers", 2, "units") (as netspec.spec.load names it)
+Key = tuple[str | int, ...]  # a key path: ("model", "layers", 2, "units") (as netspec.spec.load names it)
 
 
-def _resolved(schema: Any) -> dict:
+def _resolved(schema: Any) -> Schema:
     while isinstance(schema, dict) and "$ref" in schema:
         rest = {k: v for k, v in schema.items() if k != "$ref"}
         schema = {**SCHEMA["$defs"][schema["$ref"].split("/")[-1]], **rest}
     return schema if isinstance(schema, dict) else {}
 
 
-def _branches(schema: dict, instance: Any) -> Iterator[dict]:
+def _branches(schema: Schema, instance: Any) -> Iterator[Schema]:
     """`schema` and every sub-schema that applies to the same instance (allOf, anyOf, oneOf, the
     if/then/else branch the instance takes; a branch for another `type` than the instance's is
     left out)."""
@@ -48,7 +49,7 @@ def _branches(schema: dict, instance: Any) -> Iterator[dict]:
         yield from _branches(sub, instance)
 
 
-def _schemas_at(path: Key, data: Any) -> list[dict]:
+def _schemas_at(path: Key, data: Any) -> list[Schema]:
     """Every schema that may govern the value at `path` of `data` (the spec as it stands)."""
     found, instance = [SCHEMA], data
     for part in path:

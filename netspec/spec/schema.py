@@ -18,22 +18,27 @@ Written for editors as well as for validation:
   the names (it offers no values from if/then/else); inside the mapping, if/then on `type` gives
   each name's own arguments;
 - a rule between keys fails on one key (the one to change) with an `errorMessage`, which
-  yaml-language-server shows in place of its generic wording and `netspec.messages` uses too;
+  yaml-language-server shows in place of its generic wording and `netspec.spec.messages` uses too;
   the schemas that state a rule are `doNotSuggest`, so completion offers only the real keys;
 - a group of keys of which exactly one is given (`train.steps`/`train.epochs`, the data sources)
-  is a `oneOf` whose branches each require one key and forbid the others; `netspec.overrides`
+  is a `oneOf` whose branches each require one key and forbid the others; `netspec.spec.overrides`
   reads these groups for `--set`.
 
-Defaults live here (as `default`), so the docs and `check`'s defaulting read the same numbers.
+Every `default` here is its field's declaration (`fields`, `layers`, `choices`, or the sections
+below), stated once: editors show it, the docs print it and the resolver (`netspec.spec.defaults`)
+fills it in, so no later stage decides a default of its own. Pure Python, no jax.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
 import jsonschema
 from netspec.data.sources import SOURCES
 from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, FUSED_ACTIVATION, HISTOGRAMS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, MATRIX_INITIALIZERS, METRICS, METRIC_DOCS, OPTIMIZERS, SCALARS, SCHEDULES
-from netspec.spec.fields import SHAPE, boolean, choice, integer, number
-from netspec.spec.layers import LAYERS, LayerKind
+from netspec.spec.fields import SHAPE, Schema, boolean, choice, integer, number
+from netspec.spec.layers import DEFAULTABLE, LAYERS, LayerKind
 
 
 
@@ -49,33 +54,36 @@ BIAS_INITIALIZERS = tuple(sorted(set(INITIALIZERS) - MATRIX_INITIALIZERS))
 TAGS = ("loss", "accuracy", "mean_squared_error", "mean_absolute_error")  # eval scalars; also top_<k>_accuracy
 
 
-def forbidden(message: str) -> dict:
+def forbidden(message: str) -> Schema:
     """A key that must not be given here: no value passes, and editors do not offer it."""
     return {"enum": [], "errorMessage": message, "doNotSuggest": True}
 
 
-def must_be_null(message: str) -> dict:
+def must_be_null(message: str) -> Schema:
     """A nullable key that a rule requires unset (null, its default)."""
     return {"type": "null", "errorMessage": message, "doNotSuggest": True}
 
 
-def exactly_one(keys, missing: str, several: str) -> list[dict]:
+def exactly_one(keys: Sequence[str], missing: str, several: str) -> list[Schema]:
     """`oneOf` branches: each requires one of `keys` and forbids the others."""
     return [{"required": [key], "errorMessage": missing,
              "properties": {other: forbidden(several) for other in keys if other != key}} for key in keys]
 
 
-def when_type(name: str) -> dict:
+def when_type(name: str) -> Schema:
     """The `if` that picks a mapping's branch by its `type`. A pattern, not `const`: while completing,
     yaml-language-server takes a `const` that merely starts with the value as matched, so `type: adam`
     would be offered the keys of adamw and adamax too."""
     return {"properties": {"type": {"type": "string", "pattern": f"^{name}$"}}, "required": ["type"]}
 
 
-def _choice_of_names(kinds: dict, what: str, docs: dict, *, names=None, error: str | None = None) -> dict:
+def _choice_of_names(kinds: Mapping[str, Mapping[str, Schema]], what: str, docs: Mapping[str, str], *,
+                     names: Iterable[str] | None = None, error: str | None = None) -> Schema:
     """`name` or `{type: name, <that kind's arguments>}`."""
     names = sorted(names or kinds)
-    described = {"enum": names, "enumDescriptions": [docs.get(n, "") for n in names]}
+    described: Schema = {"enum": names, "enumDescriptions": [docs.get(n, "") for n in names]}
+    named: Schema
+    type_field: Schema
     if error:  # nested, so that a value of another type gets the plain type message, not this one
         named = {"type": "string", "allOf": [{**described, "errorMessage": error}]}
         type_field = {"allOf": [{**described, "errorMessage": error}]}
@@ -103,7 +111,7 @@ LAYER_NAME = {
 }
 
 
-def _inputs(layer_type: str, kind: LayerKind) -> dict:
+def _inputs(layer_type: str, kind: LayerKind) -> Schema:
     doc = "the layer(s) this layer reads: a layer name or a list of names ('input' is the model input); default: the previous layer"
     if kind.inputs == "many":
         return {"description": doc, "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
@@ -112,17 +120,28 @@ def _inputs(layer_type: str, kind: LayerKind) -> dict:
                                            "errorMessage": f"a {layer_type} layer takes one input; to combine layers use add or concat"}]}
 
 
-def _layer_field(field: str, schema: dict) -> dict:
-    if field == "activation":
-        return {"$ref": "#/$defs/activation", "description": schema["description"]}
-    if field == "kernel_init":
-        return {"$ref": "#/$defs/initializer", "description": schema["description"]}
-    if field == "bias_init":
-        return {"$ref": "#/$defs/bias_initializer", "description": schema["description"]}
+# The fields whose value is a name or {type, args}: the schema's choice of names stands in their place.
+_CHOICE_FIELDS = {"activation": "#/$defs/activation", "kernel_init": "#/$defs/initializer", "bias_init": "#/$defs/bias_initializer"}
+
+
+def _layer_field(field: str, schema: Schema) -> Schema:
+    if field in _CHOICE_FIELDS:
+        return {"$ref": _CHOICE_FIELDS[field], **{k: schema[k] for k in ("default", "description") if k in schema}}
     return schema
 
 
-def _layer_schema() -> dict:
+def _model_default(field: str, schema: Schema) -> Schema:
+    """`model.defaults.<field>`: the layer field's values, without a default of its own (an unset
+    one leaves each layer its field's default, which the description names)."""
+    shown = schema["default"] if isinstance(schema["default"], str) else json.dumps(schema["default"])
+    if field in _CHOICE_FIELDS:
+        value = {"$ref": _CHOICE_FIELDS[field]}
+    else:
+        value = {k: v for k, v in schema.items() if k not in ("default", "description")}
+    return {**value, "description": f"{field} of every layer that has it and does not set it; built-in: {shown}"}
+
+
+def _layer_schema() -> Schema:
     names = sorted(LAYERS)
     branches = []
     for name in names:
@@ -143,7 +162,7 @@ def _layer_schema() -> dict:
     }
 
 
-def _optimizer_schema() -> dict:
+def _optimizer_schema() -> Schema:
     names = sorted(OPTIMIZERS)
     common = {
         "type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{n}" for n in names], "description": "the optimizer: optax's function of this name"},
@@ -158,7 +177,7 @@ def _optimizer_schema() -> dict:
             "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
 
 
-def _schedule_schema() -> dict:
+def _schedule_schema() -> Schema:
     names = sorted(SCHEDULES)
     branches = []
     for name in names:
@@ -180,19 +199,19 @@ def _schedule_schema() -> dict:
     }
 
 
-def _values(name: str) -> dict:
+def _values(name: str) -> Schema:
     """Inline x or y: a list of numbers or of such lists, any depth (the shapes are `check`'s)."""
     return {"type": ["number", "array"], "items": {"$ref": f"#/$defs/{name}"}, "errorMessage": f"expected a number in {name}"}
 
 
-def _standard(title: str) -> dict:
+def _standard(title: str) -> Schema:
     return {"type": "object", "additionalProperties": False, "description": f"the {title} IDX files, found or downloaded", "properties": {
         "dir": {"type": ["null", "string"], "default": None, "description": f"a directory holding the four {title} IDX files; default: $NETSPEC_DATA, the cache, system copies, download"},
         "download": boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
     }}
 
 
-def _tag(doc: str, *, nullable: bool) -> dict:
+def _tag(doc: str, *, nullable: bool) -> Schema:
     """An eval scalar's tag: which ones the spec has is the meaning pass's to check."""
     names = [{"enum": list(TAGS)}, {"type": "string", "pattern": "^top_[1-9][0-9]*_accuracy$", "title": "top_<k>_accuracy"}]
     if nullable:
@@ -200,26 +219,26 @@ def _tag(doc: str, *, nullable: bool) -> dict:
     return {"type": "string", "description": doc, "anyOf": names, "examples": ["accuracy"]}
 
 
-def _metrics_in(names, message: str) -> dict:
+def _metrics_in(names: Iterable[str], message: str) -> Schema:
     """Metric items whose name is one of `names`, in either form."""
     rule = {"enum": list(names), "errorMessage": message, "doNotSuggest": True}
     return {"anyOf": [rule, {"type": "object", "properties": {"type": rule}, "doNotSuggest": True}], "doNotSuggest": True}
 
 
-def _loss_is(names) -> dict:
+def _loss_is(names: Iterable[str]) -> Schema:
     return {"anyOf": [{"enum": list(names)}, {"type": "object", "properties": {"type": {"enum": list(names)}}, "required": ["type"]}]}
 
 
-def _at(path: str, schema: dict) -> dict:
+def _at(path: str, schema: Schema) -> Schema:
     """`schema` for the key at dotted `path`, as nested `properties` that editors do not offer.
     Each level is typed as the spec's own schema types it, so that a rule never takes a value
-    (such as null) that the key itself does not: `netspec.overrides` asks every schema of a key."""
+    (such as null) that the key itself does not: `netspec.spec.overrides` asks every schema of a key."""
     for key in reversed(path.split(".")):
         schema = {"type": "object", "properties": {key: schema}, "doNotSuggest": True}
     return schema
 
 
-def _rules() -> list[dict]:
+def _rules() -> list[Schema]:
     """Rules between top-level sections, each failing on the key to change."""
     classification = ", ".join(CLASSIFICATION_LOSSES)
     return [
@@ -241,7 +260,7 @@ def _rules() -> list[dict]:
     ]
 
 
-def _data_schema() -> dict:
+def _data_schema() -> Schema:
     """`data`: where the examples come from."""
     sources = ", ".join(SOURCES)
     inline = {
@@ -289,7 +308,7 @@ def _data_schema() -> dict:
     }
 
 
-def _model_schema() -> dict:
+def _model_schema() -> Schema:
     """`model`: the network."""
     return {
         "type": "object",
@@ -301,12 +320,7 @@ def _model_schema() -> dict:
             "defaults": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {
-                    "activation": {"$ref": "#/$defs/activation", "description": "activation of every layer that has one and does not set it; built-in: linear"},
-                    "kernel_init": {"$ref": "#/$defs/initializer", "description": "kernel initializer of every layer that has one and does not set it; built-in: glorot_uniform"},
-                    "bias_init": {"$ref": "#/$defs/bias_initializer", "description": "bias initializer of every layer that has one and does not set it; built-in: zeros"},
-                    "use_bias": {"type": "boolean", "description": "use_bias of every layer that has it and does not set it; built-in: true"},
-                },
+                "properties": {field: _model_default(field, schema) for field, schema in DEFAULTABLE.items()},
                 "description": "values for every layer whose type has that field and does not set it",
             },
             "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"},
@@ -315,7 +329,7 @@ def _model_schema() -> dict:
     }
 
 
-def _eval_schema() -> dict:
+def _eval_schema() -> Schema:
     """`eval`: evaluation."""
     return {
         "type": "object",
@@ -331,7 +345,7 @@ def _eval_schema() -> dict:
     }
 
 
-def _train_schema() -> dict:
+def _train_schema() -> Schema:
     """`train`: how long and in what batches."""
     return {
         "type": "object",
@@ -365,7 +379,7 @@ def _train_schema() -> dict:
     }
 
 
-def _distribute_schema() -> dict:
+def _distribute_schema() -> Schema:
     """`distribute`: how the devices share the work."""
     return {
         "type": "object",
@@ -383,7 +397,7 @@ def _distribute_schema() -> dict:
     }
 
 
-def _precision_schema() -> dict:
+def _precision_schema() -> Schema:
     """`precision`: dtypes and the loss scale."""
     return {
         "type": "object",
@@ -403,7 +417,7 @@ def _precision_schema() -> dict:
     }
 
 
-def _checkpoint_schema() -> dict:
+def _checkpoint_schema() -> Schema:
     """`checkpoint`: checkpoints."""
     return {
         "type": "object",
@@ -418,7 +432,7 @@ def _checkpoint_schema() -> dict:
     }
 
 
-def _summaries_schema() -> dict:
+def _summaries_schema() -> Schema:
     """`summaries`: what goes to TensorBoard."""
     return {
         "type": "object",
@@ -438,7 +452,7 @@ def _summaries_schema() -> dict:
     }
 
 
-def build() -> dict:
+def build() -> Schema:
     """The whole schema."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -485,7 +499,7 @@ def build() -> dict:
     }
 
 
-SCHEMA = build()
+SCHEMA: Schema = build()
 
 
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

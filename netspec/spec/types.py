@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 
-from netspec.spec.choices import FUSED_ACTIVATION
+from netspec.data.sources import DataInfo
+from netspec.spec.choices import FUSED_ACTIVATION, LOSS_KINDS
 
 
 class Precision(NamedTuple):
@@ -63,7 +64,7 @@ class Spec:
     train: Mapping[str, Any]
     steps: int  # total optimizer steps (from train.steps or train.epochs)
     num_examples: int  # training examples (after the validation split)
-    data_info: Any  # netspec.data.DataInfo of the whole training split as stored
+    data_info: DataInfo  # of the whole training split as stored
     eval: Mapping[str, Any]  # eval.split resolved: "test", "validation" or None
     base_dir: str  # the spec file's directory; relative data paths start here
     checkpoint: Mapping[str, Any]  # every, keep, best (an eval scalar or None)
@@ -84,9 +85,15 @@ class Spec:
         return Precision(p["compute"], dynamic, static, p["loss_scale_period"])
 
     @property
+    def from_logits(self) -> bool:
+        """`loss.from_logits`: the loss takes the logits of a linear output (a regression loss has
+        no such field, and takes the output as it is)."""
+        return LOSS_KINDS[self.loss["type"]].classification and bool(self.loss["from_logits"])
+
+    @property
     def fused_loss(self) -> bool:
         """True when the output activation is folded into the loss as logits (the stable form)."""
-        return FUSED_ACTIVATION.get(self.loss["type"]) == self.output_activation and not self.loss.get("from_logits")
+        return FUSED_ACTIVATION.get(self.loss["type"]) == self.output_activation and not self.from_logits
 
 
 def metric_mode(tag: str) -> str:
@@ -94,12 +101,12 @@ def metric_mode(tag: str) -> str:
     return "min" if tag == "loss" or tag.endswith("_error") else "max"
 
 
-def metric_name(metric: Mapping) -> str:
+def metric_name(metric: Mapping[str, Any]) -> str:
     """The scalar tag of a metric: `accuracy`, `top_5_accuracy`, ..."""
     return f"top_{metric['k']}_accuracy" if metric["type"] == "top_k_accuracy" else metric["type"]
 
 
-def freeze(value):
+def freeze(value: Any) -> Any:
     """Plain data (dicts, lists) as read-only mappings and tuples."""
     if isinstance(value, dict):
         return MappingProxyType({k: freeze(v) for k, v in value.items()})
@@ -108,7 +115,7 @@ def freeze(value):
     return value
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """A frozen spec value back as plain dicts and lists (for YAML, JSON and hparams)."""
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
