@@ -34,7 +34,7 @@ def _run_name(value):
 
 
 def _fail(error: NetspecError) -> None:
-    from netspec.train.interrupts import workers_left
+    from netspec.training.interrupts import workers_left
 
     click.echo(str(error), err=True)
     if workers_left():  # a compilation a signal left running: a normal exit would abort inside XLA
@@ -228,7 +228,7 @@ def _train(spec_path, resume_dir, overrides, **options):
     """`run` and `resume`. SIGINT and SIGTERM are handled from the start (`netspec.interrupts`):
     each ends in one paragraph and exit 130 / 143, whenever it comes; before training takes over
     (loading jax, checking the spec) it stops at once, nothing written."""
-    from netspec.train.interrupts import Interrupted, Interrupts, Stopped, describe
+    from netspec.training.interrupts import Interrupted, Interrupts, Stopped, describe
 
     with Interrupts():
         try:
@@ -249,8 +249,8 @@ def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quie
             from netspec.distribute import initialize
 
             initialize(coordinator, num_processes, process_id)
-        from netspec.train.rundir import load_run_spec
-        from netspec.train.loop import run as train_run
+        from netspec.training.rundir import load_run_spec
+        from netspec.training.loop import run as train_run
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
         train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,

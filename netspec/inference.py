@@ -27,12 +27,12 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 import numpy as np
-from netspec.train import rundir
+from netspec.training import rundir
 from netspec.spec.types import Spec
 from netspec.errors import NetspecError
 from netspec.data.formats import open_data_file, open_npz, read_npy, read_npz_array
-from netspec.train.feed import load_arrays, padded, split_means
-from netspec.train.rundir import _data_gone, load_run_spec, read_preprocess
+from netspec.training.feed import load_arrays, padded, split_means
+from netspec.training.rundir import _data_gone, load_run_spec, read_preprocess
 
 
 def finished_state(spec: Spec, run_dir: Path, *, notice=None):
@@ -40,7 +40,7 @@ def finished_state(spec: Spec, run_dir: Path, *, notice=None):
     that does not load (damaged, or another model's) is passed over for the one before it, said
     in one line to `notice`. Raises NetspecError when there is none, or when none loads, naming
     each file and why."""
-    from netspec.train import checkpoint
+    from netspec.training import checkpoint
     from netspec.compile.program import compile_spec
 
     program = compile_spec(spec)

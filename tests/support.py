@@ -379,14 +379,14 @@ def all_eqns(jaxpr):
 
 def on_device(spec):
     """The spec's training data as the compiled chunk takes it."""
-    from netspec.train.feed import device_data, load_arrays
+    from netspec.training.feed import device_data, load_arrays
 
     arrays = load_arrays(spec)
     return device_data(arrays.train, arrays)
 
 
 def batches_of(spec, start: int, length: int):
-    """The chunk's batch argument as `netspec.train` makes it: example indices of steps
+    """The chunk's batch argument as `netspec.training` makes it: example indices of steps
     start+1..start+length, or None when every step takes the whole data set."""
     from netspec.data.arrays import BatchOrder
 
@@ -396,7 +396,7 @@ def batches_of(spec, start: int, length: int):
 
 
 def train_in_chunks(spec, program, lengths):
-    """Train `spec` through compiled chunks of the given lengths, fed as `netspec.train` feeds them."""
+    """Train `spec` through compiled chunks of the given lengths, fed as `netspec.training` feeds them."""
     import jax
 
     data = on_device(spec)

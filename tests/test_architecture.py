@@ -17,7 +17,7 @@ from support import ROOT
 PACKAGE = ROOT / "netspec"
 
 # a room's rank: a module may import modules of its own room or of a lower rank (same rank, other room: no)
-RANKS = {"errors": 0, "machine": 0, "data": 1, "distribute": 1, "spec": 2, "model": 3, "compile": 4, "train": 5,
+RANKS = {"errors": 0, "machine": 0, "data": 1, "distribute": 1, "spec": 2, "model": 3, "compile": 4, "training": 5,
          "inference": 6, "cli": 7}
 HEAVY = ("jax", "jaxlib", "optax", "tensorboardX", "tensorboard")
 
@@ -94,3 +94,16 @@ def test_validate_loads_no_jax_in_a_fresh_process():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jax', 'jaxlib', 'optax', 'tensorboardX'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_public_api_names_stay_functions_once_every_module_is_imported():
+    """`netspec.train` is the function even after `netspec.training.loop` and friends are
+    imported (a subpackage named `train` would replace it on the package); a fresh process."""
+    code = ("import importlib, pkgutil, netspec\n"
+            "for m in pkgutil.walk_packages(netspec.__path__, 'netspec.'): importlib.import_module(m.name)\n"
+            "import types\n"
+            "bad = [n for n in netspec.__all__ if n != '__version__' and isinstance(getattr(netspec, n), types.ModuleType)]\n"
+            "assert not bad, bad\n"
+            "assert callable(netspec.train) and netspec.train.__name__ == 'run'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

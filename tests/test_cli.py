@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.errors import NetspecError
-from netspec.train import loop as T
+from netspec.training import loop as T
 from support import ROOT, SHIPPED, SPECS, netspec, run_netspec
 
 
@@ -154,7 +154,7 @@ COMMANDS = {  # command line -> the function it calls that the test makes fail
     "predict": (["predict", ".", "--input", "x.npy"], "netspec.inference.predict_run"),
     "validate": (["validate", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
     "run": (["run", "specs/xor_nn.yaml"], "netspec.cli._load_and_check"),
-    "resume": (["resume", "."], "netspec.train.rundir.load_run_spec"),
+    "resume": (["resume", "."], "netspec.training.rundir.load_run_spec"),
 }
 
 

@@ -41,7 +41,7 @@ RUN = textwrap.dedent("""
     from netspec import distribute
     from netspec.spec.check import check
     from netspec.spec.load import load
-    from netspec.train.loop import run
+    from netspec.training.loop import run
     spec_path, logdir, devices, params, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     spec = check(load(spec_path, [f"distribute.params={params}", f"distribute.fsdp_devices={group}"]))
     asked = spec.resolved["distribute"]

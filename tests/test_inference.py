@@ -23,10 +23,10 @@ from netspec.inference import predict_run
 from netspec.spec import choices as R
 from netspec.spec.check import check
 from netspec.spec.load import load
-from netspec.train.feed import load_arrays, padded, split_means
-from netspec.train.loop import RunResult, run
-from netspec.train.report import report
-from netspec.train.rundir import load_run_spec
+from netspec.training.feed import load_arrays, padded, split_means
+from netspec.training.loop import RunResult, run
+from netspec.training.report import report
+from netspec.training.rundir import load_run_spec
 from support import assert_one_paragraph, damage, netspec
 
 
@@ -382,7 +382,7 @@ def report_predictions(spec, program, params_state, arrays) -> list[np.ndarray]:
 def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     import jax.numpy as jnp
 
-    from netspec.train import checkpoint
+    from netspec.training import checkpoint
     from netspec.compile.program import compile_spec
     from netspec.model.losses import num_classes, output_class
     from netspec.data.arrays import Split

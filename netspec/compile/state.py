@@ -10,7 +10,7 @@ Contract. Every type here is a NamedTuple, so a pytree that `jax.jit`, `lax.scan
     Data         a split on the device as stored (uint8 images stay uint8), with its scaling
     ChunkOutputs what the host reads after a chunk: the typed contract between compile and train
 
-A checkpoint holds a TrainState under its field names (`netspec.train.checkpoint`): renaming a
+A checkpoint holds a TrainState under its field names (`netspec.training.checkpoint`): renaming a
 field renames the arrays in every checkpoint file.
 """
 

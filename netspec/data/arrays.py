@@ -9,7 +9,7 @@ data and the named sets it describes itself); a missing or malformed file is a `
 and `download`), applies `data.limit`, carves the validation split (fixed by the seed) and
 computes the scaling (`1/255`, a number, or per-feature standardization from the training split)
 as `(x - shift) * scale`, which the compiled step applies on the device, so images stay uint8
-there; `netspec.train.feed.load_arrays` calls it. `BatchOrder` says which examples each step
+there; `netspec.training.feed.load_arrays` calls it. `BatchOrder` says which examples each step
 trains on: a permutation per epoch drawn from (seed, epoch), so the batches depend only on the
 seed and the step, however the run is cut into chunks or resumed.
 

@@ -8,7 +8,7 @@ classes. `DataInfo` is what `arrays.describe` (or, for inline data and the named
 itself) returns: the examples' count, shape and dtype, the labels' shape, the classes when known
 and the labels' summaries (`labels.Labels`). `check` matches it against the model and the loss;
 the Spec carries it (`Spec.data_info`), and a run directory records it in `ran.json`
-(`netspec.train.resumption`), so eval and predict check a spec against the data as it ran.
+(`netspec.training.resumption`), so eval and predict check a spec against the data as it ran.
 
 Plain data only: no numpy, no jax, no files.
 """

@@ -331,7 +331,7 @@ def reshape(in_shapes: Sequence[Shape], out_shape: Shape, *, shape: Sequence[int
 
 
 # layer type -> builder(in_shapes, out_shape, **the type's spec fields but `activation`) -> (init, apply);
-# tests/test_registry.py checks each builder's keyword arguments against the registry's fields.
+# tests/model/test_registry.py checks each builder's keyword arguments against the registry's fields.
 BUILDERS: dict[str, Builder] = {
     "conv2d": conv2d,
     "max_pool": max_pool,

@@ -9,7 +9,7 @@ otherwise: the README's tables and editors show them. `LOSS_KINDS` states once w
 means (its targets, the output activation it fuses with) for every stage that must agree: check's
 label rules, the compiled loss and metrics, `netspec predict`. The schema and the docs are built
 from here; the JAX side (`netspec.model.layers`, `netspec.compile.optim`) keeps dicts with the same
-keys, and tests/test_registry.py proves the two agree and that every optimizer's and schedule's
+keys, and tests/model/test_registry.py proves the two agree and that every optimizer's and schedule's
 arguments are exactly those of optax's own signature, with optax's defaults. Pure Python, no jax.
 """
 

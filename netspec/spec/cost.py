@@ -266,7 +266,7 @@ class Part(NamedTuple):
 RUNTIME_RESIDENT = 256 * 2**20
 
 
-LOSS_RECORD_BYTES = 32  # netspec.train keeps every step's loss: a float object (24 bytes) and its list slot (8)
+LOSS_RECORD_BYTES = 32  # netspec.training keeps every step's loss: a float object (24 bytes) and its list slot (8)
 
 
 RUNTIME_ADDRESS_SPACE = 1536 * 2**20
@@ -285,7 +285,7 @@ def training_memory(costs: list[LayerCost], *, input_shape: Shape, optimizer: Ma
     not known before JAX starts). Parameters are replicated on every device; the batch is split.
     `budget_kind` (`Budget.kind`): for "host" and "address space" the device is this machine's
     CPU, so the data as read on the host, the JAX runtime and the host's record of the loss of
-    each of the run's `steps` (a Python float in a list: 32 bytes a step; netspec.train) count too.
+    each of the run's `steps` (a Python float in a list: 32 bytes a step; netspec.training) count too.
     """
     shapes = [s for c in costs for s in c.params.values()]
     n_params = sum(prod(s) for s in shapes)

@@ -1,7 +1,7 @@
 """The README's spec reference, rendered from the schema and the registries.
 
 `python -m netspec.spec.docs` prints it; `python -m netspec.spec.docs --write README.md` replaces the part of
-README.md between the reference markers. `tests/test_docs.py` fails when README and schema drift.
+README.md between the reference markers. `tests/spec/test_docs.py` fails when README and schema drift.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def render() -> str:
            "`# yaml-language-server: $schema=netspec.schema.json` (or map the file in the YAML extension's `yaml.schemas`). "
            "The editor (yaml-language-server: VS Code, Neovim, Helix, ...) then completes every key and name, shows what a key "
            "means on hover, and marks as you type the mistakes `netspec validate` reports, rules between keys included; "
-           "tests/test_editor.py drives the real server to check this.", "",
+           "tests/e2e/test_editor.py drives the real server to check this.", "",
            "### Top-level keys", "", "| key | type | required | default | meaning |", "|---|---|---|---|---|"]
     out += _rows("", SCHEMA, SCHEMA["required"])
     out += ["", "`train` takes `steps` or `epochs`, not both.", ""]

@@ -7,7 +7,7 @@ README and editors), and its shape rule `shape(fields, in_shapes) -> out_shape` 
 the batch axis, which raises `ShapeMismatch` (naming the field to point at) when the inputs cannot
 work. `DEFAULTABLE` declares the fields `model.defaults` may set, each with its default. The
 schema, the resolver, `check` (shapes through the whole model), `cost` and the docs read it; the
-JAX side is `netspec.model.layers.BUILDERS`, with the same keys: tests/test_registry.py proves that
+JAX side is `netspec.model.layers.BUILDERS`, with the same keys: tests/model/test_registry.py proves that
 each builder takes exactly these fields and that each shape rule gives what `jax.eval_shape` gives
 for the layer. Pure Python, no jax.
 """

@@ -13,7 +13,7 @@ import yaml
 from netspec.spec.check import check
 from netspec.compile.program import compile_spec
 from netspec.spec.load import load
-from netspec.train.loop import run
+from netspec.training.loop import run
 from support import SPECS, all_eqns, batches_of, checked, on_device, train_in_chunks
 
 

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from netspec.compile.program import compile_spec
 from netspec.compile.state import LOSS_SCALE_START
-from netspec.train.loop import run
+from netspec.training.loop import run
 from support import all_eqns, checked, train_in_chunks, validate
 
 

@@ -23,9 +23,9 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata  # noqa: E4
 
 from netspec.spec.check import check  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
-from netspec.train import feed as feed_module  # noqa: E402
-from netspec.train.feed import Feed  # noqa: E402
-from netspec.train.loop import run  # noqa: E402
+from netspec.training import feed as feed_module  # noqa: E402
+from netspec.training.feed import Feed  # noqa: E402
+from netspec.training.loop import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ SMALL = ["data.limit=500", 'train={"steps": 30, "batch_size": 50}',  # 10 steps 
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """Short fashion_mlp runs through `netspec.train.run`, keyed by what differs; each (result, streamed)."""
+    """Short fashion_mlp runs through `netspec.training.run`, keyed by what differs; each (result, streamed)."""
     logdir = tmp_path_factory.mktemp("small")
     variants = {
         "resident": [],

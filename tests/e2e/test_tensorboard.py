@@ -30,7 +30,7 @@ from PIL import Image
 from tensorboard.util import tensor_util
 
 from netspec.data.sources import FASHION_CLASSES
-from netspec.train.summaries import HPARAMS_FILE, confusion_image
+from netspec.training.summaries import HPARAMS_FILE, confusion_image
 
 from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec, netspec_ok, result_of
 

@@ -1,6 +1,6 @@
 """What the host does between chunks, one class per concern (Keras callbacks, Levanter's hooks).
 
-Contract. The loop (`netspec.train.loop`) dispatches a chunk, then asks every callback what it
+Contract. The loop (`netspec.training.loop`) dispatches a chunk, then asks every callback what it
 needs of the state it just got, before the next chunk takes (donates) it:
 
     callback.needs(end) -> Needs(state, params)        copies to take on the device at `end`
@@ -40,8 +40,8 @@ from netspec import distribute
 from netspec.compile.state import ChunkOutputs
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec, metric_mode
-from netspec.train.feed import split_means
-from netspec.train.interrupts import pause
+from netspec.training.feed import split_means
+from netspec.training.interrupts import pause
 
 
 class Needs(NamedTuple):
@@ -286,8 +286,8 @@ class Checkpointing(Callback):
 
 
 class ProgressBar(Callback):
-    """The terminal's progress bar (`netspec.train.report.Progress`), and the test-only pause
-    point `chunk:<step>` (`netspec.train.interrupts.pause`)."""
+    """The terminal's progress bar (`netspec.training.report.Progress`), and the test-only pause
+    point `chunk:<step>` (`netspec.training.interrupts.pause`)."""
 
     name = "progress"
 

@@ -306,7 +306,7 @@ def _plain_json(value):
 
 
 def _write_json(path: Path, value) -> None:
-    from netspec.train.rundir import write_atomically
+    from netspec.training.rundir import write_atomically
 
     write_atomically(path, json.dumps(value) + "\n")
 

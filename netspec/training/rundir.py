@@ -236,7 +236,7 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
     (an older netspec), or with a damaged one (said in one line to `notice`), reads its data.
     Raises NetspecError naming spec.yaml or run.json when one is missing or damaged, with what
     can still be done, and SpecError for a bad `overrides` (`--set`) entry."""
-    from netspec.train import resumption
+    from netspec.training import resumption
     from netspec.spec.check import check
     from netspec.errors import SpecError
     from netspec.spec.load import load
@@ -291,7 +291,7 @@ def _overrides_misfit(run_dir: Path, spec_file: Path, loaded, problem: str, base
     """When spec.yaml checks alone and only the `--set` values make its keys wrong (another
     optimizer.type leaves the old one's arguments behind), raise that, as a resume refuses a
     change of meaning or as the --set's problem; return when spec.yaml itself is damaged."""
-    from netspec.train import resumption
+    from netspec.training import resumption
     from netspec.spec.check import check
     from netspec.errors import SpecError
     from netspec.spec.load import load
@@ -358,7 +358,7 @@ def record_resume(run_dir: Path, spec: Spec, arrays, changes, step: int, echo) -
     """What a resume that goes ahead records: ran.json and the accepted changes
     (`resumption.record`), and preprocess.npz again when it is missing or damaged (the resume
     has the training data it came from), said in one line."""
-    from netspec.train import resumption
+    from netspec.training import resumption
 
     resumption.record(run_dir, spec, arrays, changes, step=step, notice=echo)
     try:

@@ -58,7 +58,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import masked_crc32c
 from netspec.spec.types import Spec, plain
-from netspec.train.rundir import sync_directory, write_all
+from netspec.training.rundir import sync_directory, write_all
 
 
 _BIAS_NAMES = {"bias", "beta", "offset"}
@@ -380,7 +380,7 @@ class Summaries:
         sessions or half of one. Raises OSError when it cannot be written."""
         if not self.config["hparams"]:
             return
-        from netspec.train.rundir import write_atomically
+        from netspec.training.rundir import write_atomically
 
         events = [Event(wall_time=self._started, file_version="brain.Event:2"),
                   Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started))]

@@ -18,20 +18,20 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from netspec.train import checkpoint
+from netspec.training import checkpoint
 
 from netspec.spec.check import check
 from netspec.compile.program import compile_spec
 from netspec.spec.load import load
-from netspec.train.interrupts import Stopped
-from netspec.train.rundir import LOCK_FILE
+from netspec.training.interrupts import Stopped
+from netspec.training.rundir import LOCK_FILE
 
 from support import SPECS, accumulator, netspec, result_of, run_netspec, start_netspec
 from netspec.inference import evaluate_run
-from netspec.train.feed import device_data, load_arrays
-from netspec.train.callbacks import nonfinite_error
-from netspec.train.loop import RunResult, run
-from netspec.train.rundir import load_run_spec
+from netspec.training.feed import device_data, load_arrays
+from netspec.training.callbacks import nonfinite_error
+from netspec.training.loop import RunResult, run
+from netspec.training.rundir import load_run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +154,7 @@ def uninterrupted(shuffled_spec, tmp_path_factory) -> RunResult:
 def _stop_by_sigint_after(step: int, monkeypatch):
     """Send this process SIGINT once the train summaries of `step` are written (the loop stops
     after the chunk it is running then, as it does for a person's Ctrl-C)."""
-    from netspec.train.summaries import Summaries
+    from netspec.training.summaries import Summaries
 
     original = Summaries.scalars
 
@@ -223,9 +223,9 @@ def test_resume_is_bit_exact(how, uninterrupted, shuffled_spec, tmp_path, monkey
 def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_path, monkeypatch):
     import types
 
-    import netspec.train.summaries
+    import netspec.training.summaries
 
-    monkeypatch.setattr(netspec.train.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
+    monkeypatch.setattr(netspec.training.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
     b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=30")
     (b.run_dir / "checkpoints" / "step-00000030.safetensors").unlink()  # as if killed after step 30's events, before its checkpoint
     monkeypatch.setattr(os, "getpid", lambda: 1)  # another process, whose pid sorts first in a file name of the same second
@@ -526,7 +526,7 @@ def xor_run(tmp_path) -> Path:
 
 
 def test_resume_with_an_edited_spec_is_refused_before_training(xor_run):
-    """(Every kind of change: tests/train/test_resume_changes.py.)"""
+    """(Every kind of change: tests/training/test_resume_changes.py.)"""
     spec_file = xor_run / "spec.yaml"
     spec = yaml.safe_load(spec_file.read_text())
     spec["model"]["layers"][0]["units"] = 12  # layer1: 10 -> 12 units

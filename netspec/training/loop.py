@@ -7,7 +7,7 @@ the data (`feed.load_arrays`), compiles the Program (`netspec.compile.program.co
 the mesh `distribute.mesh_for` makes, then either claims a new run directory
 (`<logdir>/<spec.name>/<run-id>/`, `rundir.make_run_dir`) and writes what a run starts with
 (spec.yaml, run.json, preprocess.npz, ran.json), or with `resume=RUN_DIR` reopens that run at its
-latest checkpoint that loads, after `netspec.train.resumption` has accepted what changed. It then
+latest checkpoint that loads, after `netspec.training.resumption` has accepted what changed. It then
 runs `spec.steps` steps in chunks of `summaries.every` (the untrained model is written at step 0),
 dispatching each chunk before it finishes the one before, so the host writes a chunk's summaries,
 evaluations and checkpoints (`callbacks`) while the next one runs on the device. The host touches
@@ -50,14 +50,14 @@ from typing import Any, NamedTuple
 from netspec import distribute
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec
-from netspec.train import interrupts
-from netspec.train.callbacks import (Checkpointing, DispatchedChunk, Evaluation, FinishedChunk, Histograms, NonfiniteGuard,
+from netspec.training import interrupts
+from netspec.training.callbacks import (Checkpointing, DispatchedChunk, Evaluation, FinishedChunk, Histograms, NonfiniteGuard,
                                      ProgressBar, Scalars, Timing, chunk_values)
-from netspec.train.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
-from netspec.train.interrupts import Stopped, pause
-from netspec.train.report import REPORT_TABLE_MAX, Progress, report
-from netspec.train.rundir import _json, _write_atomically, make_run_dir, record_resume, spec_yaml, write_preprocess
-from netspec.train.sitting import Sitting
+from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
+from netspec.training.interrupts import Stopped, pause
+from netspec.training.report import REPORT_TABLE_MAX, Progress, report
+from netspec.training.rundir import _json, _write_atomically, make_run_dir, record_resume, spec_yaml, write_preprocess
+from netspec.training.sitting import Sitting
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
         allow_setting_changes: bool = False, started: float | None = None) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint that loads (or, when its training had ended, finish it
-    without training); what a resume may change of the spec is `netspec.train.resumption`'s
+    without training); what a resume may change of the spec is `netspec.training.resumption`'s
     (`allow_setting_changes`: the training settings too). `started`: when the process started
     (time.perf_counter(); result.json's first_step_seconds counts from it). See the module
     docstring. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends
@@ -135,7 +135,7 @@ class Opened(NamedTuple):
     start_step: int
     arrays: Any  # netspec.data.arrays.Arrays
     mesh: Any
-    changes: list  # what a resume changed of the spec (netspec.train.resumption)
+    changes: list  # what a resume changed of the spec (netspec.training.resumption)
     meta: dict  # the restored checkpoint's metadata ({} for a new run)
     closing: dict | None  # how training ended, when a resume finds its closing checkpoint
     finishing: bool  # a resume that only finishes the run (no training)
@@ -147,7 +147,7 @@ class Opened(NamedTuple):
 def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, echo, resume, devices, allow_setting_changes) -> Opened:
     """Load the data, compile, and claim a new run directory or reopen `resume` at its checkpoint."""
     from netspec.compile.program import compile_spec
-    from netspec.train import checkpoint, resumption
+    from netspec.training import checkpoint, resumption
 
     writer = distribute.is_writer()
     if resume is not None and writer:
@@ -187,7 +187,7 @@ def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, ec
 
 def _new_run(spec: Spec, where: Sitting, signals, arrays, logdir, run_name) -> Path:
     """Claim a new run directory and write what it starts with: spec.yaml, run.json, preprocess.npz, ran.json."""
-    from netspec.train import resumption
+    from netspec.training import resumption
 
     run_dir = make_run_dir(logdir, spec.name, run_name)
     where.hold(run_dir)
@@ -221,7 +221,7 @@ def _summaries(spec: Spec, opened: Opened, inputs: TrainingInputs):
     step was written before it); the evaluation run is opened at once, so its purge holds even
     before its first evaluation. A run finished here writes no training events; it (or one
     trained on after a closing cut short) replaces what that closing wrote."""
-    from netspec.train.summaries import Summaries
+    from netspec.training.summaries import Summaries
 
     evaluating = inputs.eval_data is not None and spec.eval["every"] and not opened.finishing
     return Summaries(opened.run_dir, spec, purge_step=opened.start_step + 1 if opened.spec_text is None else None,
@@ -236,7 +236,7 @@ def _first_summaries(spec: Spec, opened: Opened, inputs: TrainingInputs, summari
     import jax
 
     from netspec.compile.optim import current_learning_rate
-    from netspec.train import resumption
+    from netspec.training import resumption
 
     program, state, config = opened.program, opened.state, spec.summaries
     if opened.changes and config["text"] and not opened.finishing:  # at the first step that ran with them
@@ -246,7 +246,7 @@ def _first_summaries(spec: Spec, opened: Opened, inputs: TrainingInputs, summari
     summaries.spec_text(opened.spec_text)
     summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
     if config["graph"]:
-        from netspec.train.graph import step_graph
+        from netspec.training.graph import step_graph
 
         summaries.graph(step_graph(program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state)))
     # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
@@ -278,7 +278,7 @@ def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], 
 
 def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float) -> RunResult:
     """Train the sitting's chunks with the callbacks, then close the run (see the module docstring)."""
-    from netspec.train import checkpoint
+    from netspec.training import checkpoint
 
     program, run_dir = opened.program, opened.run_dir
     inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
@@ -414,7 +414,7 @@ def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, le
     chunks since give back step for step."""
     import jax
 
-    from netspec.train import checkpoint
+    from netspec.training import checkpoint
 
     program = opened.program
     begin = end - length

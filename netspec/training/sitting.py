@@ -18,8 +18,8 @@ from pathlib import Path
 
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec
-from netspec.train import interrupts, rundir
-from netspec.train.interrupts import Stopped
+from netspec.training import interrupts, rundir
+from netspec.training.interrupts import Stopped
 
 
 class Sitting:
@@ -65,7 +65,7 @@ class Sitting:
 
     def _kept(self) -> tuple[str, str, bool]:
         """(what the run directory holds now, what to do next, whether that is to start again)."""
-        from netspec.train import checkpoint
+        from netspec.training import checkpoint
 
         again = "run the same netspec run command to start again"
         if self.run_dir is None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import sys
 import numpy as np
 from netspec.spec.types import Spec
-from netspec.train.feed import device_data
+from netspec.training.feed import device_data
 
 if TYPE_CHECKING:
-    from netspec.train.loop import RunResult
+    from netspec.training.loop import RunResult
 
 
 class Progress:

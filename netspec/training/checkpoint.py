@@ -43,8 +43,8 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     from netspec.distribute import gather
 
-    from netspec.train.interrupts import pause
-    from netspec.train.rundir import sync_directory, write_all
+    from netspec.training.interrupts import pause
+    from netspec.training.rundir import sync_directory, write_all
 
     payload = to_bytes(_flat(gather(tree)), metadata={"netspec": json.dumps(metadata or {})})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from netspec.train import checkpoint
+from netspec.training import checkpoint
 from netspec.compile.state import TrainState
 from netspec.errors import NetspecError
 from support import SPECS

@@ -10,7 +10,7 @@ from jax import lax
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboardX import SummaryWriter
 
-from netspec.train.graph import _scope, step_graph, write_graph
+from netspec.training.graph import _scope, step_graph, write_graph
 
 
 def _names(tree, prefix=""):

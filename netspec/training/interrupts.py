@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM for `netspec run` and `resume`: when they act, and what a stop raises.
 
 Contract: while an `Interrupts` is watching (`watch()`; the command installs one first thing,
-and `netspec.train.loop.run` installs its own when called directly), SIGINT and SIGTERM are
+and `netspec.training.loop.run` installs its own when called directly), SIGINT and SIGTERM are
 handled in three modes, nested as context managers:
 
 - immediate (the default: nothing of the run is on disk yet, or the run is closing): the

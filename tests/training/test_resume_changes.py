@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 import yaml
 
-from netspec.train import checkpoint
-from netspec.train import resumption
+from netspec.training import checkpoint
+from netspec.training import resumption
 
 from netspec.spec.check import check
 from netspec.spec.load import load
-from netspec.train.rundir import LOCK_FILE
+from netspec.training.rundir import LOCK_FILE
 from netspec.spec.schema import SCHEMA
 
 from support import README, accumulator, assert_one_paragraph, cli, damage, netspec, write
-from netspec.train import loop as T
+from netspec.training import loop as T
 
 # 8 examples in batches of 4 (so a validation split leaves a batch), SGD with momentum and
 # clipping (so changing their values is a setting, not a new optimizer state), a checkpoint at
