@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from netspec.train import loop as T
+from netspec.training import loop as T
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -34,7 +34,7 @@ SPECS = ROOT / "specs"
 def checkpoint_write(data_dir: str, writes: int) -> dict:
     import jax
 
-    from netspec.train import checkpoint
+    from netspec.training import checkpoint
     from netspec.spec.check import check
     from netspec.compile.program import compile_spec
     from netspec.spec.load import load

@@ -35,7 +35,7 @@ from netspec.spec.check import check  # noqa: E402
 from netspec.compile.program import compile_spec  # noqa: E402
 from netspec.data.arrays import BatchOrder  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
-from netspec.train.feed import device_data, load_arrays  # noqa: E402
+from netspec.training.feed import device_data, load_arrays  # noqa: E402
 
 LARGE_MLP = """
 name: large_mlp
