@@ -147,7 +147,8 @@ class _Mismatch(_Failed):
 def _download(dataset: str, filename: str, cache: Path, searched: list[str]) -> Path:
     """Fetches one file from the mirrors in order into `cache`, verified; returns its path."""
     expected = SHA256[dataset][filename]
-    failures, mismatches = [], []
+    failures: list[str] = []
+    mismatches: list[str] = []
     for base in MIRRORS[dataset]:
         url = base + filename
         try:

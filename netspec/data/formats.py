@@ -42,7 +42,7 @@ import zlib
 from array import array
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 from netspec.machine import format_bytes, host_memory
 from netspec.errors import DataError
@@ -158,7 +158,7 @@ def _allocate(path, nbytes: int):
                         "use a smaller file, or train on a machine with more memory.") from None
 
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -688,7 +688,8 @@ class _LabelColumn:
         self.col, self.names, self.path = col, names, path
         self.numbers, self.indices = array("f"), array("i")
         self.classes: dict[str, int] = {}  # name -> index in order of first appearance
-        self.first_number = self.first_text = None
+        self.first_number: tuple[int, str] | None = None
+        self.first_text: tuple[int, str] | None = None
 
     def add(self, line: int, cell: str) -> None:
         cell = cell.strip()

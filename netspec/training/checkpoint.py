@@ -175,8 +175,8 @@ class Checkpoints:
         with `set_aside` (a resume, which owns the run) they are renamed `<name>.damaged`, so
         that no later save keeps them in place of sound ones and no later resume tries them
         again. Raises CheckpointError, naming each file and why, when none loads."""
-        candidates = ([self.best()] if prefer_best else []) + [path for _, path in reversed(self.steps())]
-        candidates = [path for path in candidates if path is not None]
+        found = ([self.best()] if prefer_best else []) + [path for _, path in reversed(self.steps())]
+        candidates = [path for path in found if path is not None]
         if not candidates:
             return None
         failed: list[CheckpointError] = []

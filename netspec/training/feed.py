@@ -16,6 +16,11 @@ data train the same steps. `split_means` turns `program.evaluate`'s sums into me
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,7 +39,7 @@ class Feed:
         self.split, self.order, self.streamed, self.full_batch, self.mesh = split, order, streamed, full_batch, mesh
         self.resident = type(split)(split.x[:0], split.y[:0]) if streamed else split
         self._pending: dict = {}
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def _gather(self, start: int, n: int):
         import jax

@@ -30,6 +30,11 @@ does nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import queue
+
 import contextlib
 import os
 import signal
@@ -39,10 +44,10 @@ from pathlib import Path
 from netspec.errors import NetspecError
 
 
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-SIGNAL_NAME = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAME: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 class Interrupted(BaseException):
@@ -105,6 +110,7 @@ class Interrupts:
         if self._raised or self._deferred or not self.count or (self._graceful and self.count < 2):
             return
         self._raised = True  # once: signals during the clean-up that follows only set the exit code
+        assert self.signum is not None  # a count means a signal came
         raise Interrupted(self.signum, self.count)
 
     def begin_graceful(self) -> None:
@@ -178,7 +184,7 @@ class _Job:
             self.done.set()
 
 
-_jobs = None
+_jobs: queue.SimpleQueue[_Job] | None = None
 
 
 _running: list[_Job] = []
@@ -193,11 +199,12 @@ def _worker():
     if _jobs is None:
         import queue
 
-        _jobs = queue.SimpleQueue()
+        jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        _jobs = jobs
 
         def serve():
             while True:
-                job = _jobs.get()
+                job = jobs.get()
                 _running.append(job)
                 try:
                     job.run()

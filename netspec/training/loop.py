@@ -344,7 +344,8 @@ def _train_chunks(spec: Spec, opened: Opened, inputs: TrainingInputs, compiled: 
     import jax.numpy as jnp
 
     copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
-    state, step, pending, stop_reason, losses, last = opened.state, opened.start_step, None, None, [], {}
+    losses: list[float] = []
+    state, step, pending, stop_reason, last = opened.state, opened.start_step, None, None, {}
     evaluation = next(c for c in callbacks if c.name == "evaluation")
 
     def finish(chunk: DispatchedChunk) -> str | None:

@@ -37,6 +37,7 @@ import os
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 from netspec.data.sources import DataInfo
 from netspec.spec.types import Spec, plain
@@ -274,7 +275,7 @@ def fingerprint(arrays) -> str:
     return "blake2b:" + digest.hexdigest()
 
 
-def record(run_dir: str | Path, spec: Spec, arrays, changes: list[Difference] = (), *, step: int | None = None,
+def record(run_dir: str | Path, spec: Spec, arrays, changes: Sequence[Difference] = (), *, step: int | None = None,
            notice=None) -> None:
     """Write ran.json for `spec` and its data (`arrays`, as loaded); after a resume (`step`: the
     step it continued from) also append the `changes` it made, if any, to changes.json. A
@@ -345,7 +346,7 @@ def accepted_changes(run_dir: str | Path, spec: Spec, arrays, *, allow_setting_c
     return found
 
 
-def refusal(run_dir: Path, refused: list[Difference], settings: list[Difference] = (), compared: str = "--set") -> NetspecError:
+def refusal(run_dir: Path, refused: list[Difference], settings: Sequence[Difference] = (), compared: str = "--set") -> NetspecError:
     """The error that refuses a resume for the MEANING differences `refused` (and names the
     `settings` that would also need the flag)."""
     also = f" (These settings would also need {FLAG}: {_listed(settings)}.)" if settings else ""
@@ -356,7 +357,7 @@ def refusal(run_dir: Path, refused: list[Difference], settings: list[Difference]
         f"in the run directory was changed.")
 
 
-def _listed(found: list[Difference], *, why: bool = False, most: int = 8) -> str:
+def _listed(found: Sequence[Difference], *, why: bool = False, most: int = 8) -> str:
     items = [f"{d} ({d.why})" if why else str(d) for d in found[:most]]
     if len(found) > most:
         items.append(f"and {len(found) - most} more")

@@ -33,7 +33,7 @@ class Sitting:
         self.phase = "training"  # then "closing" (training ended, results not yet written), "done"
         self.scratch: Path | None = None
         self.removed: Path | None = None  # a new run's directory, taken away as it held nothing
-        self._lock = None
+        self._lock: rundir.RunLock | None = None
 
     def hold(self, run_dir: Path) -> None:
         """Lock the run directory for this sitting (refused, naming the holder, while another
