@@ -25,7 +25,14 @@ CONFIGS = {
     "1 device": ["--devices", "1"],
     "4 devices, replicated": ["--devices", "4"],
     "4 devices, fsdp": ["--devices", "4", "--set", "distribute.params=fsdp"],
-    "4 devices, fsdp_devices 2": ["--devices", "4", "--set", "distribute.params=fsdp", "--set", "distribute.fsdp_devices=2"],
+    "4 devices, fsdp_devices 2": [
+        "--devices",
+        "4",
+        "--set",
+        "distribute.params=fsdp",
+        "--set",
+        "distribute.fsdp_devices=2",
+    ],
 }
 
 
@@ -36,14 +43,34 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
     netspec = Path(sys.executable).parent / "netspec"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "NETSPEC_JAX_CACHE": ""}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "NETSPEC_JAX_CACHE": "",
+    }
     results: dict[str, list[dict]] = {name: [] for name in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.runs):
             for name, args in CONFIGS.items():
                 logdir = Path(tmp) / f"{r}-{len(results[name])}-{abs(hash(name))}"
-                cmd = [str(netspec), "run", a.spec, "--logdir", str(logdir), "--quiet", "--set", f"train={{steps: {a.steps}, batch_size: 100}}",
-                       "--set", "eval.every=null", "--set", "summaries.every=1000", "--set", "summaries.histograms=[]", *args]
+                cmd = [
+                    str(netspec),
+                    "run",
+                    a.spec,
+                    "--logdir",
+                    str(logdir),
+                    "--quiet",
+                    "--set",
+                    f"train={{steps: {a.steps}, batch_size: 100}}",
+                    "--set",
+                    "eval.every=null",
+                    "--set",
+                    "summaries.every=1000",
+                    "--set",
+                    "summaries.histograms=[]",
+                    *args,
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if out.returncode:
                     sys.exit(f"{name}: {out.stderr[-2000:]}")

@@ -24,6 +24,7 @@ process s, test accuracy, peak RSS) and the ratios of netspec to each baseline (
 netspec steps/s / jax_scan steps/s >= 0.9). --markdown FILE appends a dated section with
 machine info; --raw FILE writes every run's numbers as JSON.
 """
+
 import argparse
 import datetime
 import glob
@@ -75,9 +76,16 @@ def run_baseline(python, mode, model, steps, batch, env):
     cmd = [python, BASELINES, mode, "--model", model, "--steps", str(steps), "--batch", str(batch)]
     stdout, _, wall, rss = run_child(cmd, env)
     r = json.loads(stdout.strip().splitlines()[-1])
-    return {"steps_per_second": r["steps_per_second"], "first_step": r["first_step_seconds"],
-            "train": r["train_seconds"], "steps": r["steps"], "wall": wall,
-            "acc": r["test_accuracy"], "rss": rss, "rss_self": r["peak_rss_mb"]}
+    return {
+        "steps_per_second": r["steps_per_second"],
+        "first_step": r["first_step_seconds"],
+        "train": r["train_seconds"],
+        "steps": r["steps"],
+        "wall": wall,
+        "acc": r["test_accuracy"],
+        "rss": rss,
+        "rss_self": r["peak_rss_mb"],
+    }
 
 
 def find_accuracy(r):
@@ -125,9 +133,16 @@ def run_netspec(cmd, env):
         with open(max(results, key=os.path.getmtime)) as f:
             r = json.load(f)
     train, n = r["train_seconds"], r["steps"]
-    return {"steps_per_second": r.get("steps_per_second") or n / train,
-            "first_step": r.get("first_step_seconds"), "train": train, "steps": n,
-            "wall": wall, "acc": find_accuracy(r), "rss": rss, "rss_self": None}
+    return {
+        "steps_per_second": r.get("steps_per_second") or n / train,
+        "first_step": r.get("first_step_seconds"),
+        "train": train,
+        "steps": n,
+        "wall": wall,
+        "acc": find_accuracy(r),
+        "rss": rss,
+        "rss_self": None,
+    }
 
 
 def median(rows, key):
@@ -146,27 +161,45 @@ def div(a, b):
 def version(python, dist):
     """A package's version from an interpreter, without importing the package."""
     try:
-        return subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
-                              capture_output=True, text=True, timeout=60).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                [python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.strip()
+            or "?"
+        )
     except Exception:
         return "?"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: softmax,mlp")
-    ap.add_argument("--modes", default=",".join(MODES + ["netspec"]),
-                    help="comma-separated subset of " + ",".join(MODES + ["netspec"]))
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES + ["netspec"]),
+        help="comma-separated subset of " + ",".join(MODES + ["netspec"]),
+    )
     ap.add_argument("--jax-python", default=first_existing("/work/venv/bin/python") or sys.executable)
     ap.add_argument("--torch-python", default="/work/venv-torch/bin/python")
     ap.add_argument("--keras-python", default="/work/venv-keras/bin/python")
-    ap.add_argument("--netspec", default=None, help="the netspec command (default: found on PATH or beside the JAX python)")
-    ap.add_argument("--netspec-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra --set for the netspec runs (repeatable), e.g. summaries.every=1000")
+    ap.add_argument(
+        "--netspec", default=None, help="the netspec command (default: found on PATH or beside the JAX python)"
+    )
+    ap.add_argument(
+        "--netspec-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for the netspec runs (repeatable), e.g. summaries.every=1000",
+    )
     ap.add_argument("--jax-platforms", default="cpu", help="JAX_PLATFORMS for the JAX, Keras and netspec children")
     ap.add_argument("--markdown", metavar="FILE", help="append a dated section with the results to FILE")
     ap.add_argument("--raw", metavar="FILE", help="write every run's numbers as JSON to FILE")
@@ -183,8 +216,7 @@ def main():
 
     base_env = dict(os.environ, JAX_PLATFORMS=a.jax_platforms)
     base_env.pop("KERAS_BACKEND", None)
-    pythons = {"jax_jit": a.jax_python, "jax_scan": a.jax_python,
-               "torch": a.torch_python, "keras": a.keras_python}
+    pythons = {"jax_jit": a.jax_python, "jax_scan": a.jax_python, "torch": a.torch_python, "keras": a.keras_python}
     envs = {m: base_env for m in MODES}
     envs["keras"] = dict(base_env, KERAS_BACKEND="jax")
     notes = []
@@ -199,9 +231,12 @@ def main():
 
     netspec = None
     if "netspec" in wanted:
-        netspec = (a.netspec or shutil.which("netspec")
-                   or shutil.which("netspec", path=os.path.dirname(a.jax_python))
-                   or shutil.which("netspec", path=os.path.dirname(sys.executable)))
+        netspec = (
+            a.netspec
+            or shutil.which("netspec")
+            or shutil.which("netspec", path=os.path.dirname(a.jax_python))
+            or shutil.which("netspec", path=os.path.dirname(sys.executable))
+        )
         if not netspec:
             notes.append("netspec: not available (no netspec command on PATH)")
     specs = {}
@@ -241,22 +276,29 @@ def main():
     lines = []
     for model in models:
         res = results[model]
-        lines += [f"### {model} ({a.steps} steps of batch {a.batch}, medians of {a.runs})", "",
-                  "| run | steps/s | first step s | train s | whole process s | test acc | peak RSS MB |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {model} ({a.steps} steps of batch {a.batch}, medians of {a.runs})",
+            "",
+            "| run | steps/s | first step s | train s | whole process s | test acc | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, rows in res.items():
             if not rows:
                 lines.append(f"| {name} | failed | | | | | |")
                 continue
-            lines.append(f"| {name} | {fmt(median(rows, 'steps_per_second'), '.0f')} "
-                         f"| {fmt(median(rows, 'first_step'), '.2f')} | {fmt(median(rows, 'train'))} "
-                         f"| {fmt(median(rows, 'wall'), '.2f')} | {fmt(median(rows, 'acc'), '.4f')} "
-                         f"| {fmt(median(rows, 'rss'), '.0f')} |")
+            lines.append(
+                f"| {name} | {fmt(median(rows, 'steps_per_second'), '.0f')} "
+                f"| {fmt(median(rows, 'first_step'), '.2f')} | {fmt(median(rows, 'train'))} "
+                f"| {fmt(median(rows, 'wall'), '.2f')} | {fmt(median(rows, 'acc'), '.4f')} "
+                f"| {fmt(median(rows, 'rss'), '.0f')} |"
+            )
         lines.append("")
         if res.get("netspec"):
             ns = res["netspec"]
-            lines += ["| netspec vs | steps/s ratio | first-step ratio | whole-process ratio | peak RSS ratio |",
-                      "|---|---:|---:|---:|---:|"]
+            lines += [
+                "| netspec vs | steps/s ratio | first-step ratio | whole-process ratio | peak RSS ratio |",
+                "|---|---:|---:|---:|---:|",
+            ]
             for name in modes:
                 rows = res[name]
                 lines.append(
@@ -264,18 +306,26 @@ def main():
                     f"{' (target ≥ 0.9)' if name == 'jax_scan' else ''} "
                     f"| {fmt(div(median(ns, 'first_step'), median(rows, 'first_step')), '.2f')} "
                     f"| {fmt(div(median(ns, 'wall'), median(rows, 'wall')), '.2f')} "
-                    f"| {fmt(div(median(ns, 'rss'), median(rows, 'rss')), '.2f')} |")
+                    f"| {fmt(div(median(ns, 'rss'), median(rows, 'rss')), '.2f')} |"
+                )
             if ns and ns[0]["steps"] != a.steps:
                 lines.append(f"\nwarning: netspec ran {ns[0]['steps']} steps, baselines {a.steps}")
             lines.append("")
-    lines += ["steps/s: timed steps / train s (train s: steady training after compile; keras times "
-              "steps-1 steps after a one-step warm-up fit). first step s: process start to the end "
-              "of step 1 (Python's own startup excluded; jax_scan: ready + one mean step). "
-              "Peak RSS: whole child process (os.wait4 ru_maxrss)."]
+    lines += [
+        "steps/s: timed steps / train s (train s: steady training after compile; keras times "
+        "steps-1 steps after a one-step warm-up fit). first step s: process start to the end "
+        "of step 1 (Python's own startup excluded; jax_scan: ready + one mean step). "
+        "Peak RSS: whole child process (os.wait4 ru_maxrss)."
+    ]
     if commands:
-        lines += ["", "netspec commands: " + "; ".join(
-            "`netspec " + " ".join(c if " " not in c else repr(c) for c in cmd[1:]) + "`"
-            for cmd in commands.values())]
+        lines += [
+            "",
+            "netspec commands: "
+            + "; ".join(
+                "`netspec " + " ".join(c if " " not in c else repr(c) for c in cmd[1:]) + "`"
+                for cmd in commands.values()
+            ),
+        ]
     lines += [""] + notes if notes else []
     table = "\n".join(lines).rstrip() + "\n"
     print(table)
@@ -290,12 +340,14 @@ def main():
                 cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        info = [f"processor `{cpu}`, nproc {os.cpu_count()}, {platform.system()} {platform.release()}",
-                f"python {platform.python_version()}, jax {version(a.jax_python, 'jax')}, "
-                f"optax {version(a.jax_python, 'optax')}"
-                + (f", torch {version(a.torch_python, 'torch')} (1 thread)" if "torch" in modes else "")
-                + (f", keras {version(a.keras_python, 'keras')} (jax backend)" if "keras" in modes else ""),
-                f"JAX_PLATFORMS={a.jax_platforms}, runs {a.runs} (medians), interleaved"]
+        info = [
+            f"processor `{cpu}`, nproc {os.cpu_count()}, {platform.system()} {platform.release()}",
+            f"python {platform.python_version()}, jax {version(a.jax_python, 'jax')}, "
+            f"optax {version(a.jax_python, 'optax')}"
+            + (f", torch {version(a.torch_python, 'torch')} (1 thread)" if "torch" in modes else "")
+            + (f", keras {version(a.keras_python, 'keras')} (jax backend)" if "keras" in modes else ""),
+            f"JAX_PLATFORMS={a.jax_platforms}, runs {a.runs} (medians), interleaved",
+        ]
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         with open(a.markdown, "a") as f:
             f.write(f"\n## Fashion-MNIST benchmark, {stamp}\n\n" + "  \n".join(info) + f"\n\n{table}")

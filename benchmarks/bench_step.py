@@ -22,31 +22,46 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_bench import Side, bench_netspec, loop_body_ops, time_interleaved  # noqa: E402
+
 from netspec.spec.check import check  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
 
 
 def side(spec_path: str, steps: int, on_nonfinite: str, diagnose: bool = False) -> Side:
-    return bench_netspec(check(load(spec_path, [f"train.on_nonfinite={on_nonfinite}", "train.loop=scan"])), steps, diagnose=diagnose)
+    return bench_netspec(
+        check(load(spec_path, [f"train.on_nonfinite={on_nonfinite}", "train.loop=scan"])), steps, diagnose=diagnose
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("specs", nargs="+")
-    ap.add_argument("--steps", type=int, default=None, help="steps per timed chunk (default: 10000 for full-batch specs, 500 otherwise)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps per timed chunk (default: 10000 for full-batch specs, 500 otherwise)",
+    )
     ap.add_argument("--rounds", type=int, default=15)
     a = ap.parse_args()
     rows = []
     for path in a.specs:
         spec = check(load(path, []))
         steps = a.steps or (10000 if spec.train["batch_size"] == spec.num_examples else 500)
-        sides = {"stop (as shipped)": side(path, steps, "stop"),
-                 "check every step": side(path, steps, "stop", diagnose=True),
-                 "ignore": side(path, steps, "ignore")}
+        sides = {
+            "stop (as shipped)": side(path, steps, "stop"),
+            "check every step": side(path, steps, "stop", diagnose=True),
+            "ignore": side(path, steps, "ignore"),
+        }
         time_interleaved(list(sides.values()), a.rounds)
         for name, s in sides.items():
-            row = {"spec": spec.name, "variant": name, "steps_per_chunk": steps, "us_per_step": 1e6 / s.steps_per_s(),
-                   "body_ops": sum(loop_body_ops(s.hlo).values())}
+            row = {
+                "spec": spec.name,
+                "variant": name,
+                "steps_per_chunk": steps,
+                "us_per_step": 1e6 / s.steps_per_s(),
+                "body_ops": sum(loop_body_ops(s.hlo).values()),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| spec | variant | µs/step (median) | step body instructions |\n|---|---|---:|---:|")

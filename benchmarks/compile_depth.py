@@ -17,6 +17,7 @@ cap (prlimit --as) and a timeout:
 
 The netspec spec uses the defaults a user gets (summaries with the graph and weight histograms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,24 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", NETSPEC_JAX_CACHE="")
 
 
 def spec_text(depth: int) -> str:
-    lines = ["name: deep", "data:", "  inline:", "    x: [[0, 0], [0, 1], [1, 0], [1, 1]]", "    y: [[0], [1], [1], [0]]",
-             "model:", "  input: [2]", "  layers:"]
+    lines = [
+        "name: deep",
+        "data:",
+        "  inline:",
+        "    x: [[0, 0], [0, 1], [1, 0], [1, 1]]",
+        "    y: [[0], [1], [1], [0]]",
+        "model:",
+        "  input: [2]",
+        "  layers:",
+    ]
     lines += [f"    - {{name: d{i}, type: dense, units: 4, activation: tanh}}" for i in range(depth)]
-    lines += ["    - {name: out, type: dense, units: 1, activation: sigmoid}",
-              "loss: binary_crossentropy", "optimizer: {type: sgd, learning_rate: 0.1}",
-              "train: {steps: 10, batch_size: 4}", "summaries: {every: 10}"]
+    lines += [
+        "    - {name: out, type: dense, units: 1, activation: sigmoid}",
+        "loss: binary_crossentropy",
+        "optimizer: {type: sgd, learning_rate: 0.1}",
+        "train: {steps: 10, batch_size: 4}",
+        "summaries: {every: 10}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +129,12 @@ def run_child(cmd: list[str], cap: str, timeout: float) -> dict:
             break
         time.sleep(0.05)
     os.close(read)
-    return {"exit": code, "seconds": time.perf_counter() - start, "peak_mib": usage.ru_maxrss / 1024,
-            "output": b"".join(chunks).decode("utf-8", "replace")}
+    return {
+        "exit": code,
+        "seconds": time.perf_counter() - start,
+        "peak_mib": usage.ru_maxrss / 1024,
+        "output": b"".join(chunks).decode("utf-8", "replace"),
+    }
 
 
 def main() -> None:
@@ -138,33 +155,57 @@ def main() -> None:
             spec = Path(tmp) / f"deep{depth}.yaml"
             spec.write_text(spec_text(depth))
             v = run_child([netspec, "validate", str(spec)], args.cap, args.timeout)
-            r = run_child([netspec, "run", str(spec), "--quiet", "--logdir", f"{tmp}/runs", "--run-name", f"d{depth}"], args.cap, args.timeout)
+            r = run_child(
+                [netspec, "run", str(spec), "--quiet", "--logdir", f"{tmp}/runs", "--run-name", f"d{depth}"],
+                args.cap,
+                args.timeout,
+            )
             result_file = Path(tmp) / "runs" / "deep" / f"d{depth}" / "result.json"
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
-            row = {"depth": depth, "validate_s": v["seconds"], "validate_exit": v["exit"], "netspec_exit": r["exit"],
-                   "netspec_s": r["seconds"], "netspec_mib": r["peak_mib"], "netspec_first": result.get("first_step_seconds"),
-                   "netspec_compile": result.get("compile_seconds")}
+            row = {
+                "depth": depth,
+                "validate_s": v["seconds"],
+                "validate_exit": v["exit"],
+                "netspec_exit": r["exit"],
+                "netspec_s": r["seconds"],
+                "netspec_mib": r["peak_mib"],
+                "netspec_first": result.get("first_step_seconds"),
+                "netspec_compile": result.get("compile_seconds"),
+            }
             if r["exit"] != 0:
                 row["netspec_error"] = r["output"].strip().splitlines()[-1:] if r["output"].strip() else []
             if not args.skip_hand:
                 h = run_child([sys.executable, __file__, "--hand", str(depth)], args.cap, args.timeout)
                 out = json.loads(h["output"].strip().splitlines()[-1]) if h["exit"] == 0 else {}
-                row.update({"hand_exit": h["exit"], "hand_s": h["seconds"], "hand_mib": h["peak_mib"],
-                            "hand_first": out.get("first_step_seconds"), "hand_compile": out.get("compile_seconds")})
+                row.update(
+                    {
+                        "hand_exit": h["exit"],
+                        "hand_s": h["seconds"],
+                        "hand_mib": h["peak_mib"],
+                        "hand_first": out.get("first_step_seconds"),
+                        "hand_compile": out.get("compile_seconds"),
+                    }
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.markdown:
         fmt = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
         with open(args.markdown, "w") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, nproc {os.cpu_count()}, "
-                    f"python {platform.python_version()}, cap {args.cap} bytes (prlimit --as), cold (no compilation cache), JAX_PLATFORMS=cpu\n\n")
-            f.write("| layers | validate s | netspec whole s | netspec first step s | netspec compile s | netspec peak MiB "
-                    "| hand whole s | hand first step s | hand compile s | hand peak MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            f.write(
+                f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, nproc {os.cpu_count()}, "
+                f"python {platform.python_version()}, cap {args.cap} bytes (prlimit --as), cold (no compilation cache), JAX_PLATFORMS=cpu\n\n"
+            )
+            f.write(
+                "| layers | validate s | netspec whole s | netspec first step s | netspec compile s | netspec peak MiB "
+                "| hand whole s | hand first step s | hand compile s | hand peak MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            )
             for r in rows:
-                f.write(f"| {r['depth']} | {fmt(r['validate_s'])} | {fmt(r['netspec_s'])}{'' if r['netspec_exit'] == 0 else ' (' + str(r['netspec_exit']) + ')'} "
-                        f"| {fmt(r['netspec_first'])} | {fmt(r['netspec_compile'])} | {fmt(r['netspec_mib'])} "
-                        f"| {fmt(r.get('hand_s'))}{'' if r.get('hand_exit', 0) == 0 else ' (' + str(r.get('hand_exit')) + ')'} "
-                        f"| {fmt(r.get('hand_first'))} | {fmt(r.get('hand_compile'))} | {fmt(r.get('hand_mib'))} |\n")
+                f.write(
+                    f"| {r['depth']} | {fmt(r['validate_s'])} | {fmt(r['netspec_s'])}{'' if r['netspec_exit'] == 0 else ' (' + str(r['netspec_exit']) + ')'} "
+                    f"| {fmt(r['netspec_first'])} | {fmt(r['netspec_compile'])} | {fmt(r['netspec_mib'])} "
+                    f"| {fmt(r.get('hand_s'))}{'' if r.get('hand_exit', 0) == 0 else ' (' + str(r.get('hand_exit')) + ')'} "
+                    f"| {fmt(r.get('hand_first'))} | {fmt(r.get('hand_compile'))} | {fmt(r.get('hand_mib'))} |\n"
+                )
 
 
 if __name__ == "__main__":

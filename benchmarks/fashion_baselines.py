@@ -45,7 +45,9 @@ Each mode prints one JSON line:
 The data is read by a tiny IDX reader in this file (gzip + np.frombuffer), so the file needs
 only numpy and the framework of its mode: netspec is not imported.
 """
+
 import time
+
 T0 = time.perf_counter()  # "process start": Python's own interpreter startup is before this and excluded
 
 import argparse
@@ -109,8 +111,7 @@ def _jax_setup(model):
         params = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             key, k = jax.random.split(key)
-            w = (jnp.zeros((n_in, n_out), jnp.float32) if model == "softmax"
-                 else glorot(k, (n_in, n_out), jnp.float32))
+            w = jnp.zeros((n_in, n_out), jnp.float32) if model == "softmax" else glorot(k, (n_in, n_out), jnp.float32)
             params.append((w, jnp.zeros((n_out,), jnp.float32)))
         return params
 
@@ -147,8 +148,7 @@ def run_jax_jit(model, steps, batch):
         rows = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)  # [batch]
         return update(params, opt_state, x[rows], y[rows])
 
-    step_c = jax.jit(step, donate_argnums=(0, 1)).lower(
-        params, opt_state, x, y, idx, jnp.int32(0)).compile()
+    step_c = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, x, y, idx, jnp.int32(0)).compile()
     ready = time.perf_counter()
     params, opt_state, loss = step_c(params, opt_state, x, y, idx, jnp.int32(0))
     jax.block_until_ready((params, loss))
@@ -158,9 +158,14 @@ def run_jax_jit(model, steps, batch):
     jax.block_until_ready((params, opt_state, loss))
     end = time.perf_counter()
     acc = float(accuracy(params, jax.device_put(x_test), jax.device_put(y_test)))
-    return dict(train_seconds=end - ready, first_step_seconds=first - T0,
-                setup_seconds=ready - T0, timed_steps=steps, test_accuracy=acc,
-                final_loss=float(loss))
+    return dict(
+        train_seconds=end - ready,
+        first_step_seconds=first - T0,
+        setup_seconds=ready - T0,
+        timed_steps=steps,
+        test_accuracy=acc,
+        final_loss=float(loss),
+    )
 
 
 def run_jax_scan(model, steps, batch):
@@ -174,6 +179,7 @@ def run_jax_scan(model, steps, batch):
             p, s = carry
             p, s, loss = update(p, s, x[rows], y[rows])
             return (p, s), loss
+
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, losses[-1]
 
@@ -184,9 +190,14 @@ def run_jax_scan(model, steps, batch):
     end = time.perf_counter()
     acc = float(accuracy(params, jax.device_put(x_test), jax.device_put(y_test)))
     train_s = end - ready
-    return dict(train_seconds=train_s, first_step_seconds=ready - T0 + train_s / steps,
-                setup_seconds=ready - T0, timed_steps=steps, test_accuracy=acc,
-                final_loss=float(loss))
+    return dict(
+        train_seconds=train_s,
+        first_step_seconds=ready - T0 + train_s / steps,
+        setup_seconds=ready - T0,
+        timed_steps=steps,
+        test_accuracy=acc,
+        final_loss=float(loss),
+    )
 
 
 # ------------------------------------------------------------------- PyTorch
@@ -206,8 +217,7 @@ def run_torch(model, steps, batch):
         nn.init.zeros_(net.bias)
         opt = torch.optim.SGD(net.parameters(), lr=0.5)
     else:
-        net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                            nn.Linear(256, N_CLASSES))
+        net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, N_CLASSES))
         for m in net:
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -235,9 +245,14 @@ def run_torch(model, steps, batch):
     with torch.no_grad():
         xt = torch.from_numpy(x_test.copy()).float().mul_(1.0 / 255.0)
         acc = (net(xt).argmax(-1) == torch.from_numpy(y_test.astype(np.int64))).float().mean().item()
-    return dict(train_seconds=end - ready, first_step_seconds=first - T0,
-                setup_seconds=ready - T0, timed_steps=steps, test_accuracy=acc,
-                final_loss=final_loss)
+    return dict(
+        train_seconds=end - ready,
+        first_step_seconds=first - T0,
+        setup_seconds=ready - T0,
+        timed_steps=steps,
+        test_accuracy=acc,
+        final_loss=final_loss,
+    )
 
 
 # --------------------------------------------------------------------- Keras
@@ -274,9 +289,14 @@ def run_keras(model, steps, batch):
     assert int(net.optimizer.iterations.numpy()) == steps, net.optimizer.iterations.numpy()
     logits = net.predict(x_test, batch_size=len(x_test), verbose=0)
     acc = float(np.mean(np.argmax(logits, -1) == y_test))
-    return dict(train_seconds=end - first, first_step_seconds=first - T0,
-                setup_seconds=ready - T0, timed_steps=steps - 1, test_accuracy=acc,
-                final_loss=float(hist.history["loss"][-1]))  # keras: mean loss of the fit
+    return dict(
+        train_seconds=end - first,
+        first_step_seconds=first - T0,
+        setup_seconds=ready - T0,
+        timed_steps=steps - 1,
+        test_accuracy=acc,
+        final_loss=float(hist.history["loss"][-1]),
+    )  # keras: mean loss of the fit
 
 
 MODES = {"jax_jit": run_jax_jit, "jax_scan": run_jax_scan, "torch": run_torch, "keras": run_keras}
@@ -292,13 +312,20 @@ def main():
     if a.mode == "keras" and a.steps < 2:
         ap.error("keras mode needs --steps >= 2 (a warm-up fit of one step, then the rest)")
     r = MODES[a.mode](a.model, a.steps, a.batch)
-    out = {"baseline": a.mode, "model": a.model, "steps": a.steps,
-           "train_seconds": r["train_seconds"],
-           "steps_per_second": r["timed_steps"] / r["train_seconds"],
-           "first_step_seconds": r["first_step_seconds"],
-           "test_accuracy": r["test_accuracy"], "peak_rss_mb": peak_rss_mb(),
-           "setup_seconds": r["setup_seconds"], "timed_steps": r["timed_steps"],
-           "batch": a.batch, "final_loss": r["final_loss"]}
+    out = {
+        "baseline": a.mode,
+        "model": a.model,
+        "steps": a.steps,
+        "train_seconds": r["train_seconds"],
+        "steps_per_second": r["timed_steps"] / r["train_seconds"],
+        "first_step_seconds": r["first_step_seconds"],
+        "test_accuracy": r["test_accuracy"],
+        "peak_rss_mb": peak_rss_mb(),
+        "setup_seconds": r["setup_seconds"],
+        "timed_steps": r["timed_steps"],
+        "batch": a.batch,
+        "final_loss": r["final_loss"],
+    }
     print(json.dumps(out))
 
 

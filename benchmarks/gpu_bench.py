@@ -31,9 +31,9 @@ import optax
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netspec.spec.check import check  # noqa: E402
 from netspec.compile.program import compile_spec  # noqa: E402
 from netspec.data.arrays import BatchOrder  # noqa: E402
+from netspec.spec.check import check  # noqa: E402
 from netspec.spec.load import load  # noqa: E402
 from netspec.training.feed import device_data, load_arrays  # noqa: E402
 
@@ -59,15 +59,23 @@ train: {steps: 100000, batch_size: 4096}
 
 def fake_fashion(path: Path) -> None:
     rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 60000).astype(np.uint8),
-             x_test=rng.integers(0, 256, (1000, 28, 28), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 1000).astype(np.uint8))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 60000).astype(np.uint8),
+        x_test=rng.integers(0, 256, (1000, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 1000).astype(np.uint8),
+    )
 
 
 def netspec_spec(spec_path: Path, data: Path, overrides=()):
-    sets = [f'data={{"npz": {{"path": "{data}"}}, "scale": "1/255"}}', "eval.every=null",
-            "summaries.histograms=[]", "train.loop=scan", *overrides]
+    sets = [
+        f'data={{"npz": {{"path": "{data}"}}, "scale": "1/255"}}',
+        "eval.every=null",
+        "summaries.histograms=[]",
+        "train.loop=scan",
+        *overrides,
+    ]
     return check(load(spec_path, sets))
 
 
@@ -129,12 +137,20 @@ def bench_handwritten(spec, steps: int, *, unroll: int = 1) -> Side:
         key, k = jax.random.split(key)
         if layer.type == "dense":
             n_in = layer.in_shapes[0][-1]
-            params.append({"w": jax.nn.initializers.glorot_uniform()(k, (n_in, layer.args["units"])),
-                           "b": jnp.zeros((layer.args["units"],))})
+            params.append(
+                {
+                    "w": jax.nn.initializers.glorot_uniform()(k, (n_in, layer.args["units"])),
+                    "b": jnp.zeros((layer.args["units"],)),
+                }
+            )
         elif layer.type == "conv2d":
             c = layer.in_shapes[0][-1]
-            params.append({"w": jax.nn.initializers.he_normal()(k, (3, 3, c, layer.args["filters"])),
-                           "b": jnp.zeros((layer.args["filters"],))})
+            params.append(
+                {
+                    "w": jax.nn.initializers.he_normal()(k, (3, 3, c, layer.args["filters"])),
+                    "b": jnp.zeros((layer.args["filters"],)),
+                }
+            )
         else:
             params.append({})
     kinds = [(layer.type, layer.args.get("activation", {}).get("type", "linear")) for layer in spec.layers]
@@ -150,8 +166,9 @@ def bench_handwritten(spec, steps: int, *, unroll: int = 1) -> Side:
             if kind == "dense":
                 x = x @ p["w"].astype(dtype) + p["b"].astype(dtype)
             elif kind == "conv2d":
-                x = jax.lax.conv_general_dilated(x, p["w"].astype(dtype), (1, 1), "SAME",
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"].astype(dtype)
+                x = jax.lax.conv_general_dilated(
+                    x, p["w"].astype(dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                ) + p["b"].astype(dtype)
             elif kind == "max_pool":
                 n, h, w, c = x.shape
                 x = x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
@@ -175,6 +192,7 @@ def bench_handwritten(spec, steps: int, *, unroll: int = 1) -> Side:
             grads = jax.grad(loss_fn)(params, x, y, jax.random.fold_in(key, i))
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, i + 1), None
+
         return jax.lax.scan(step, state, idx, unroll=unroll)[0]
 
     state = (params, tx.init(params), jnp.zeros((), jnp.int32))
@@ -217,15 +235,36 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: by name)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="fashion_mlp,fashion_cnn,large_mlp")
-    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE", help="extra spec override for netspec's side")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
-                    help="also time netspec with these overrides (e.g. ignore=train.on_nonfinite=ignore), against the same hand-written time")
-    ap.add_argument("--check-variant", action="store_true",
-                    help="also time netspec's chunk with the non-finite check in every step (what `stop` cost per step before it moved to once per chunk)")
-    ap.add_argument("--hand-unroll", default="", metavar="K[,K...]",
-                    help="also time the hand-written loop with its scan unrolled K steps per loop iteration (netspec's: --variant 'NAME=train.unroll=K')")
+    ap.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra spec override for netspec's side",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+        help="also time netspec with these overrides (e.g. ignore=train.on_nonfinite=ignore), against the same hand-written time",
+    )
+    ap.add_argument(
+        "--check-variant",
+        action="store_true",
+        help="also time netspec's chunk with the non-finite check in every step (what `stop` cost per step before it moved to once per chunk)",
+    )
+    ap.add_argument(
+        "--hand-unroll",
+        default="",
+        metavar="K[,K...]",
+        help="also time the hand-written loop with its scan unrolled K steps per loop iteration (netspec's: --variant 'NAME=train.unroll=K')",
+    )
     ap.add_argument("--hlo-dir", default=None, help="write both sides' optimized HLO text here")
-    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)")
+    ap.add_argument(
+        "--steps-scale", type=float, default=1.0, help="scale the steps per chunk (e.g. 0.01 for a CPU smoke test)"
+    )
     a = ap.parse_args()
     device = jax.devices()[0]
     name = getattr(device, "device_kind", str(device))
@@ -238,7 +277,12 @@ def main() -> None:
     (tmp / "large_mlp.yaml").write_text(LARGE_MLP.replace("DATA", str(data)))
     models = [
         ("fashion_mlp", ROOT / "specs" / "fashion_mlp.yaml", ['train={"steps": 100000, "batch_size": 100}'], 1000),
-        ("fashion_cnn", ROOT / "specs" / "fashion_cnn.yaml", ['train={"steps": 100000, "batch_size": 100, "loop": "scan"}'], 500),
+        (
+            "fashion_cnn",
+            ROOT / "specs" / "fashion_cnn.yaml",
+            ['train={"steps": 100000, "batch_size": 100, "loop": "scan"}'],
+            500,
+        ),
         ("large_mlp", tmp / "large_mlp.yaml", [], 100),
     ]
     rows = []
@@ -265,24 +309,40 @@ def main() -> None:
         batch = spec.train["batch_size"]
         flops = 6.0 * params * batch
         row = {
-            "model": label, "batch": batch, "params": params, "compute": spec.resolved["precision"]["compute"],
-            "steps_per_chunk": steps, "timed_chunks": a.repeats,
-            "netspec_steps_per_s": netspec.steps_per_s(), "handwritten_steps_per_s": hand.steps_per_s(),
-            "netspec_chunk_s": netspec.times, "handwritten_chunk_s": hand.times,
+            "model": label,
+            "batch": batch,
+            "params": params,
+            "compute": spec.resolved["precision"]["compute"],
+            "steps_per_chunk": steps,
+            "timed_chunks": a.repeats,
+            "netspec_steps_per_s": netspec.steps_per_s(),
+            "handwritten_steps_per_s": hand.steps_per_s(),
+            "netspec_chunk_s": netspec.times,
+            "handwritten_chunk_s": hand.times,
             "ratio": netspec.steps_per_s() / hand.steps_per_s(),
-            "netspec_body_ops": loop_body_ops(netspec.hlo), "handwritten_body_ops": loop_body_ops(hand.hlo),
-            "netspec_tflops": flops * netspec.steps_per_s() / 1e12, "handwritten_tflops": flops * hand.steps_per_s() / 1e12,
+            "netspec_body_ops": loop_body_ops(netspec.hlo),
+            "handwritten_body_ops": loop_body_ops(hand.hlo),
+            "netspec_tflops": flops * netspec.steps_per_s() / 1e12,
+            "handwritten_tflops": flops * hand.steps_per_s() / 1e12,
         }
         for vname, side in variants.items():
-            row.setdefault("variants", {})[vname] = {"steps_per_s": side.steps_per_s(), "ratio": side.steps_per_s() / hand.steps_per_s(),
-                                                     "body_ops": loop_body_ops(side.hlo)}
+            row.setdefault("variants", {})[vname] = {
+                "steps_per_s": side.steps_per_s(),
+                "ratio": side.steps_per_s() / hand.steps_per_s(),
+                "body_ops": loop_body_ops(side.hlo),
+            }
         if peak:
             row["netspec_fraction_of_peak"] = row["netspec_tflops"] / peak
             row["handwritten_fraction_of_peak"] = row["handwritten_tflops"] / peak
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"device": name, "jax": jax.__version__, "peak_bf16_tflops": peak, "rows": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+    result = {
+        "device": name,
+        "jax": jax.__version__,
+        "peak_bf16_tflops": peak,
+        "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -10,6 +10,7 @@ for each: exit status, wall seconds, the child's peak resident memory (`wait4`'s
 the first line of its message (or "Traceback" when one was printed). The caller runs it twice, on
 the code before and after a change, to fill the table in RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,7 +102,7 @@ def write_lying_zip(path: Path, inflated: int) -> None:
         while (at := data.find(marker, start)) >= 0:
             start = at + 4
             name_len, extra_len = struct.unpack_from("<HH", data, at + name_len_at)
-            if bytes(data[at + name_at:at + name_at + name_len]) != b"x.npy":
+            if bytes(data[at + name_at : at + name_at + name_len]) != b"x.npy":
                 continue
             if struct.unpack_from("<I", data, at + size_at)[0] != 0xFFFFFFFF:
                 struct.pack_into("<I", data, at + size_at, len(small))
@@ -269,10 +270,15 @@ def main() -> None:
             spec = tmp / f"{name}.yaml"
             spec.write_text(SPEC.format(data=data, width=width))
             for command in args.commands:
-                cmd = [netspec, command, str(spec)] + (["--logdir", str(tmp / "runs"), "--quiet"] if command == "run" else [])
+                cmd = [netspec, command, str(spec)] + (
+                    ["--logdir", str(tmp / "runs"), "--quiet"] if command == "run" else []
+                )
                 r = run_one(cmd, cap, args.timeout)
                 rows.append((name, command, r))
-                print(f"{name:34s} {command:8s} exit {r['exit']!s:8s} {r['seconds']:7.2f} s {r['peak_mib']:8.0f} MiB  {r['message']}", flush=True)
+                print(
+                    f"{name:34s} {command:8s} exit {r['exit']!s:8s} {r['seconds']:7.2f} s {r['peak_mib']:8.0f} MiB  {r['message']}",
+                    flush=True,
+                )
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(f"cap {args.cap} (prlimit --as), timeout {args.timeout:g} s\n\n")

@@ -15,6 +15,7 @@ Markdown table of the seeds and a summary line: min / median / mean / max of the
 and how many seeds reach accuracy 1.0 (the XOR question). --json FILE writes every run's
 numbers. Run it niced on a shared machine: `nice -n 10 python benchmarks/seed_spread.py ...`.
 """
+
 import argparse
 import glob
 import json
@@ -91,15 +92,33 @@ def run_one(cmd_base, spec, seed, extra_sets, env=None, cwd=ROOT):
         wall = time.perf_counter() - t0
         results = glob.glob(os.path.join(logdir, "**", "result.json"), recursive=True)
         if p.returncode != 0 or not results:
-            print(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:].strip()}",
-                  file=sys.stderr, flush=True)
-            return {"seed": seed, "accuracy": None, "which": None, "loss": None, "steps": None,
-                    "train_seconds": None, "wall": wall, "failed": p.returncode}
+            print(
+                f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:].strip()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return {
+                "seed": seed,
+                "accuracy": None,
+                "which": None,
+                "loss": None,
+                "steps": None,
+                "train_seconds": None,
+                "wall": wall,
+                "failed": p.returncode,
+            }
         with open(max(results, key=os.path.getmtime)) as f:
             r = json.load(f)
     acc, which, loss = read_result(r)
-    return {"seed": seed, "accuracy": acc, "which": which, "loss": loss, "steps": r.get("steps"),
-            "train_seconds": r.get("train_seconds"), "wall": wall}
+    return {
+        "seed": seed,
+        "accuracy": acc,
+        "which": which,
+        "loss": loss,
+        "steps": r.get("steps"),
+        "train_seconds": r.get("train_seconds"),
+        "wall": wall,
+    }
 
 
 def fmt(v, spec=".4f"):
@@ -109,24 +128,32 @@ def fmt(v, spec=".4f"):
 def table(spec, rows):
     which = next((r["which"] for r in rows if r["which"]), "test")
     head = "test accuracy" if which == "test" else "final accuracy (train, 4 points)"
-    lines = [f"### {spec}", "",
-             f"| seed | {head} | final training loss | steps | train s | whole process s |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {spec}",
+        "",
+        f"| seed | {head} | final training loss | steps | train s | whole process s |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r.get("failed") is not None:
             lines.append(f"| {r['seed']} | failed (exit {r['failed']}) | | | | {fmt(r['wall'], '.1f')} |")
             continue
-        lines.append(f"| {r['seed']} | {fmt(r['accuracy'])} | {fmt(r['loss'], '.5g')} | {r['steps']} | "
-                     f"{fmt(r['train_seconds'], '.2f')} | {fmt(r['wall'], '.1f')} |")
+        lines.append(
+            f"| {r['seed']} | {fmt(r['accuracy'])} | {fmt(r['loss'], '.5g')} | {r['steps']} | "
+            f"{fmt(r['train_seconds'], '.2f')} | {fmt(r['wall'], '.1f')} |"
+        )
     accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
     walls = [r["wall"] for r in rows if r.get("failed") is None]
     if accs:
         solved = sum(a >= 1.0 for a in accs)
-        lines += ["", f"{len(accs)} seeds: accuracy min {min(accs):.4f} / median {statistics.median(accs):.4f} / "
-                      f"mean {statistics.mean(accs):.4f} / max {max(accs):.4f}"
-                      + (f" (sd {statistics.stdev(accs):.4f})" if len(accs) > 1 else "")
-                      + f"; {solved} of {len(accs)} reach 1.0; "
-                      f"whole process median {statistics.median(walls):.1f} s"]
+        lines += [
+            "",
+            f"{len(accs)} seeds: accuracy min {min(accs):.4f} / median {statistics.median(accs):.4f} / "
+            f"mean {statistics.mean(accs):.4f} / max {max(accs):.4f}"
+            + (f" (sd {statistics.stdev(accs):.4f})" if len(accs) > 1 else "")
+            + f"; {solved} of {len(accs)} reach 1.0; "
+            f"whole process median {statistics.median(walls):.1f} s",
+        ]
     return "\n".join(lines)
 
 
@@ -136,8 +163,11 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0-7,777", help="seeds, e.g. 0-7,777 (default) or 0-19")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for every run")
     ap.add_argument("--json", help="write every run's numbers to this file")
-    ap.add_argument("--tree", help="run netspec from this source tree (PYTHONPATH=TREE), e.g. a snapshot "
-                                   "made with `git archive HEAD | tar -x -C TREE`; default: the installed netspec")
+    ap.add_argument(
+        "--tree",
+        help="run netspec from this source tree (PYTHONPATH=TREE), e.g. a snapshot "
+        "made with `git archive HEAD | tar -x -C TREE`; default: the installed netspec",
+    )
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     base = netspec_command(args.tree)
@@ -146,8 +176,14 @@ def main(argv=None):
         tree = os.path.abspath(args.tree)
         env = dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cwd = tree  # `python -c` puts the current directory first on sys.path
-        where = subprocess.run([sys.executable, "-c", "import netspec; print(netspec.__file__)"], env=env,
-                               cwd=cwd, capture_output=True, text=True, check=False).stdout.strip()
+        where = subprocess.run(
+            [sys.executable, "-c", "import netspec; print(netspec.__file__)"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         if not where.startswith(tree):
             raise SystemExit(f"--tree {tree}: Python imports netspec from {where} instead")
         print(f"netspec from {where}", file=sys.stderr)
@@ -156,8 +192,11 @@ def main(argv=None):
         rows = []
         for seed in seeds:
             r = run_one(base, spec, seed, args.sets, env, cwd)
-            print(f"  {spec} seed {seed}: accuracy {fmt(r['accuracy'])} ({r['which']}), "
-                  f"{r['wall']:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {spec} seed {seed}: accuracy {fmt(r['accuracy'])} ({r['which']}), {r['wall']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append(r)
         everything[spec] = rows
         print(table(spec, rows), flush=True)

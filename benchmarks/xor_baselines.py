@@ -12,6 +12,7 @@ train_seconds is the steady training phase only: JAX compilation happens
 before the clock starts, and the clock stops after block_until_ready.
 final_loss is the loss computed in the last step (before its update).
 """
+
 import argparse
 import json
 import time
@@ -35,8 +36,9 @@ def _jax_setup():
         params = []
         for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
             key, kw, kb = jax.random.split(key, 3)
-            params.append((jax.random.normal(kw, (n_in, n_out), jnp.float32),
-                           jax.random.normal(kb, (n_out,), jnp.float32)))
+            params.append(
+                (jax.random.normal(kw, (n_in, n_out), jnp.float32), jax.random.normal(kb, (n_out,), jnp.float32))
+            )
         return params
 
     def logits(params, x):
@@ -89,13 +91,13 @@ def run_scan(steps, chunk=None):
     def train(params, x, y, n):
         def body(p, _):
             return sgd_step(p, x, y)
+
         params, losses = jax.lax.scan(body, params, None, length=n)
         return params, losses[-1]
 
     train_jit = jax.jit(train, static_argnums=3, donate_argnums=0)
     n_full, rest = divmod(steps, chunk)
-    compiled = {n: train_jit.lower(params, x, y, n).compile()
-                for n in {chunk, rest} if n}  # compile before timing
+    compiled = {n: train_jit.lower(params, x, y, n).compile() for n in {chunk, rest} if n}  # compile before timing
 
     t0 = time.perf_counter()
     for _ in range(n_full):
@@ -142,8 +144,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["jit_per_step", "scan", "torch"])
     ap.add_argument("--steps", type=int, default=10001)
-    ap.add_argument("--chunk", type=int, default=None,
-                    help="scan only: steps per jit call (default: all)")
+    ap.add_argument("--chunk", type=int, default=None, help="scan only: steps per jit call (default: all)")
     a = ap.parse_args()
     if a.mode == "jit_per_step":
         t, loss, acc = run_jit_per_step(a.steps)
@@ -152,9 +153,18 @@ def main():
     else:
         t, loss, acc = run_torch(a.steps)
     name = a.mode if not a.chunk or a.mode != "scan" else f"scan_chunk{a.chunk}"
-    print(json.dumps({"baseline": name, "steps": a.steps, "train_seconds": t,
-                      "us_per_step": t / a.steps * 1e6, "final_loss": loss,
-                      "accuracy": acc}))
+    print(
+        json.dumps(
+            {
+                "baseline": name,
+                "steps": a.steps,
+                "train_seconds": t,
+                "us_per_step": t / a.steps * 1e6,
+                "final_loss": loss,
+                "accuracy": acc,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ SET_HELP = "Override a spec value: dotted.key=value (YAML value), e.g. --set opt
 def _run_name(value):
     """--run-name is one directory inside <logdir>/<name>/: '../x' or 'a/b' would leave it."""
     if value is not None and (value in (".", "..") or "/" in value or "\\" in value or "\0" in value):
-        raise click.BadParameter(f"{value!r}: a run name is one directory name (no '/', not '.' or '..')", param_hint="'--run-name'")
+        raise click.BadParameter(
+            f"{value!r}: a run name is one directory name (no '/', not '.' or '..')", param_hint="'--run-name'"
+        )
     return value
 
 
@@ -52,8 +54,12 @@ def _bug(error: Exception) -> None:
 
     if os.environ.get("NETSPEC_DEBUG"):
         raise error
-    _fail(NetspecError(f"netspec failed unexpectedly ({type(error).__name__}: {error}). This is a bug in netspec, "
-                       "not in your spec; run again with NETSPEC_DEBUG=1 to see the traceback, and report it."))
+    _fail(
+        NetspecError(
+            f"netspec failed unexpectedly ({type(error).__name__}: {error}). This is a bug in netspec, "
+            "not in your spec; run again with NETSPEC_DEBUG=1 to see the traceback, and report it."
+        )
+    )
 
 
 def _one_error_policy(command):
@@ -75,23 +81,33 @@ def _one_error_policy(command):
             sys.exit(130)
         except OSError as e:  # one that no code path turned into a NetspecError: at least name the file
             what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
-            _fail(NetspecError(f"Cannot read or write {what}: {e.strerror or e}. Check that it exists, that you may read or "
-                               "write it, and that the disk has space."))
+            _fail(
+                NetspecError(
+                    f"Cannot read or write {what}: {e.strerror or e}. Check that it exists, that you may read or "
+                    "write it, and that the disk has space."
+                )
+            )
         except MemoryError:
             _fail(NetspecError(_OUT_OF_MEMORY.format(what="the host's memory")))
-        except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
+        except Exception as e:
             if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):  # XLA's own out-of-memory (XlaRuntimeError)
-                _fail(NetspecError(_OUT_OF_MEMORY.format(what="the device's memory") + f" (XLA: {str(e).splitlines()[0][:200]})"))
+                _fail(
+                    NetspecError(
+                        _OUT_OF_MEMORY.format(what="the device's memory") + f" (XLA: {str(e).splitlines()[0][:200]})"
+                    )
+                )
             _bug(e)
 
     return guarded
 
 
-_OUT_OF_MEMORY = ("The run ran out of {what}: validate's estimate (netspec.spec.cost: parameters, optimizer state, one batch's "
-                  "activations, the data on the device) is a lower bound, and XLA's working memory comes on top. Lower "
-                  "train.batch_size or eval.batch_size, make the model smaller, stream the data (data.max_resident_mb), or "
-                  "set NETSPEC_MEMORY_BUDGET to what this machine can really give so validate refuses such a spec. A "
-                  "checkpoint already written is kept: netspec resume continues from it.")
+_OUT_OF_MEMORY = (
+    "The run ran out of {what}: validate's estimate (netspec.spec.cost: parameters, optimizer state, one batch's "
+    "activations, the data on the device) is a lower bound, and XLA's working memory comes on top. Lower "
+    "train.batch_size or eval.batch_size, make the model smaller, stream the data (data.max_resident_mb), or "
+    "set NETSPEC_MEMORY_BUDGET to what this machine can really give so validate refuses such a spec. A "
+    "checkpoint already written is kept: netspec resume continues from it."
+)
 
 
 def _load_and_check(path: str, overrides):
@@ -145,23 +161,49 @@ def validate(specs, overrides):
             click.echo(f"{path}: {e}", err=True)
             continue
         shape = lambda s: "x".join(map(str, s))
-        click.echo(f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {shape(spec.input_shape)} -> {shape(spec.output_shape)}, "
-                   f"{spec.loss['type']}, {spec.optimizer['type']}, {spec.steps} steps)")
+        click.echo(
+            f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {shape(spec.input_shape)} -> {shape(spec.output_shape)}, "
+            f"{spec.loss['type']}, {spec.optimizer['type']}, {spec.steps} steps)"
+        )
     sys.exit(1 if failed else 0)
 
 
 def _training_options(command):
     """The options `run` and `resume` share: where data is, how many devices and processes, how quiet."""
     options = [
-        click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files."),
-        click.option("--devices", type=click.IntRange(min=1), default=None,
-                     help="How many devices to train on (default: the spec's distribute.devices, else all; a checkpoint restores on any count)."),
-        click.option("--coordinator", envvar="NETSPEC_COORDINATOR", default=None, metavar="HOST:PORT",
-                     help="Join a multi-process run (jax.distributed): process 0's address. Env: NETSPEC_COORDINATOR."),
-        click.option("--num-processes", envvar="NETSPEC_NUM_PROCESSES", type=click.IntRange(min=1), default=None,
-                     help="Processes in the multi-process run. Env: NETSPEC_NUM_PROCESSES."),
-        click.option("--process-id", envvar="NETSPEC_PROCESS_ID", type=click.IntRange(min=0), default=None,
-                     help="This process's rank, 0 writes the run. Env: NETSPEC_PROCESS_ID."),
+        click.option(
+            "--data-dir",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Where to look first for mnist / fashion_mnist files.",
+        ),
+        click.option(
+            "--devices",
+            type=click.IntRange(min=1),
+            default=None,
+            help="How many devices to train on (default: the spec's distribute.devices, else all; a checkpoint restores on any count).",
+        ),
+        click.option(
+            "--coordinator",
+            envvar="NETSPEC_COORDINATOR",
+            default=None,
+            metavar="HOST:PORT",
+            help="Join a multi-process run (jax.distributed): process 0's address. Env: NETSPEC_COORDINATOR.",
+        ),
+        click.option(
+            "--num-processes",
+            envvar="NETSPEC_NUM_PROCESSES",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Processes in the multi-process run. Env: NETSPEC_NUM_PROCESSES.",
+        ),
+        click.option(
+            "--process-id",
+            envvar="NETSPEC_PROCESS_ID",
+            type=click.IntRange(min=0),
+            default=None,
+            help="This process's rank, 0 writes the run. Env: NETSPEC_PROCESS_ID.",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar and no report."),
     ]
     for option in reversed(options):
@@ -172,10 +214,22 @@ def _training_options(command):
 @main.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs.")
-@click.option("--run-name", default=None, callback=lambda ctx, param, value: _run_name(value),
-              help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.")
-@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).")
+@click.option(
+    "--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs."
+)
+@click.option(
+    "--run-name",
+    default=None,
+    callback=lambda ctx, param, value: _run_name(value),
+    help="Name of the run directory (default: the start time). Never overwrites: a suffix is added if taken.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    default=None,
+    type=click.Path(file_okay=False, exists=True),
+    help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).",
+)
 @_training_options
 @_one_error_policy
 def run(spec, overrides, logdir, run_name, resume_dir, **training):
@@ -199,11 +253,20 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP + " E.g. --set train.steps=20000 to train longer.")
-@click.option("--allow-setting-changes", is_flag=True,
-              help="Let this resume change training settings (learning rate and schedule, optimizer arguments, clipping, "
-                   "early stopping, evaluation, checkpoint and summary settings, metrics), recorded in changes.json with the step. "
-                   "The model, data, loss, seed, batch, optimizer type and precision can never change.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=SET_HELP + " E.g. --set train.steps=20000 to train longer.",
+)
+@click.option(
+    "--allow-setting-changes",
+    is_flag=True,
+    help="Let this resume change training settings (learning rate and schedule, optimizer arguments, clipping, "
+    "early stopping, evaluation, checkpoint and summary settings, metrics), recorded in changes.json with the step. "
+    "The model, data, loss, seed, batch, optimizer type and precision can never change.",
+)
 @_training_options
 @_one_error_policy
 def resume(run_dir, overrides, allow_setting_changes, **training):
@@ -221,7 +284,9 @@ def resume(run_dir, overrides, allow_setting_changes, **training):
       netspec resume runs/fashion_cnn/20261127-101500 --set train.epochs=12
       netspec resume runs/fashion_cnn/20261127-101500 --set optimizer.learning_rate=0.0001 --allow-setting-changes
     """
-    _train(None, run_dir, overrides, logdir=None, run_name=None, allow_setting_changes=allow_setting_changes, **training)
+    _train(
+        None, run_dir, overrides, logdir=None, run_name=None, allow_setting_changes=allow_setting_changes, **training
+    )
 
 
 def _train(spec_path, resume_dir, overrides, **options):
@@ -238,32 +303,71 @@ def _train(spec_path, resume_dir, overrides, **options):
                 then = "No run directory was created. Run the same netspec run command to start again."
             else:
                 then = f"Nothing in {resume_dir} was changed. Continue it with: netspec resume {resume_dir}"
-            raise Stopped(f"{describe(e.signum, e.count)}: stopped before the {'run' if resume_dir is None else 'resume'} started. {then}",
-                          e.signum) from None
+            raise Stopped(
+                f"{describe(e.signum, e.count)}: stopped before the {'run' if resume_dir is None else 'resume'} started. {then}",
+                e.signum,
+            ) from None
 
 
-def _start(spec_path, resume_dir, overrides, *, logdir, run_name, data_dir, quiet, devices, coordinator, num_processes, process_id,
-           allow_setting_changes=False):
+def _start(
+    spec_path,
+    resume_dir,
+    overrides,
+    *,
+    logdir,
+    run_name,
+    data_dir,
+    quiet,
+    devices,
+    coordinator,
+    num_processes,
+    process_id,
+    allow_setting_changes=False,
+):
     try:
         if coordinator is not None:
             from netspec.distribute import initialize
 
             initialize(coordinator, num_processes, process_id)
-        from netspec.training.rundir import load_run_spec
         from netspec.training.loop import run as train_run
+        from netspec.training.rundir import load_run_spec
 
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
-        train_run(checked, logdir=logdir, run_name=run_name, quiet=quiet, data_dir=data_dir, echo=click.echo, resume=resume_dir,
-                  devices=devices, allow_setting_changes=allow_setting_changes, started=STARTED)
+        train_run(
+            checked,
+            logdir=logdir,
+            run_name=run_name,
+            quiet=quiet,
+            data_dir=data_dir,
+            echo=click.echo,
+            resume=resume_dir,
+            devices=devices,
+            allow_setting_changes=allow_setting_changes,
+            started=STARTED,
+        )
     except OSError as e:  # a full disk, a read-only or vanished run directory
-        where = f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"  # a writer thread's error may name no file
-        raise NetspecError(f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched.") from None
+        where = (
+            f" ({e.filename})" if e.filename else f" in {resume_dir or logdir}"
+        )  # a writer thread's error may name no file
+        raise NetspecError(
+            f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."
+        ) from None
 
 
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--split", type=click.Choice(["test", "validation", "train"]), default=None, help="Default: test when the data has one, else the spec's eval.split, else validation, else train.")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Where to look first for mnist / fashion_mnist files.")
+@click.option(
+    "--split",
+    type=click.Choice(["test", "validation", "train"]),
+    default=None,
+    help="Default: test when the data has one, else the spec's eval.split, else validation, else train.",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to look first for mnist / fashion_mnist files.",
+)
 @_one_error_policy
 def evaluate(run_dir, split, data_dir):
     """Evaluate a finished run's final parameters on a split and print the metrics.
@@ -280,8 +384,20 @@ def evaluate(run_dir, split, data_dir):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="Examples: .npy, .npz, .csv, or an image file for image models.")
-@click.option("--output", "output_path", default=None, type=click.Path(dir_okay=False), help="Write .csv or .npy (default: CSV on stdout).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Examples: .npy, .npz, .csv, or an image file for image models.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write .csv or .npy (default: CSV on stdout).",
+)
 @_one_error_policy
 def predict(run_dir, input_path, output_path):
     """Predict with a finished run's parameters (its best checkpoint if it kept one).
@@ -307,7 +423,11 @@ def predict(run_dir, input_path, output_path):
         header = ([] if classes is None else ["prediction"]) + [f"output_{i}" for i in range(flat.shape[1])]
         lines = [",".join(header)]
         for i, row in enumerate(flat):
-            cells = [] if classes is None else [names[classes[i]] if names and classes[i] < len(names) else str(int(classes[i]))]
+            cells = (
+                []
+                if classes is None
+                else [names[classes[i]] if names and classes[i] < len(names) else str(int(classes[i]))]
+            )
             lines.append(",".join(cells + [f"{v:.6g}" for v in row]))
         text = "\n".join(lines) + "\n"
         if output_path:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from netspec.errors import NetspecError
 from netspec.machine import device_split_problems
@@ -40,15 +41,23 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
     if coordinator is None:
         return
     if num_processes is None or process_id is None:
-        raise NetspecError("--coordinator needs --num-processes and --process-id too (or NETSPEC_NUM_PROCESSES, NETSPEC_PROCESS_ID).")
+        raise NetspecError(
+            "--coordinator needs --num-processes and --process-id too (or NETSPEC_NUM_PROCESSES, NETSPEC_PROCESS_ID)."
+        )
     if not 0 <= process_id < num_processes:
         raise NetspecError(f"--process-id must be between 0 and {num_processes - 1}, found {process_id}.")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=120)
-    except Exception as e:  # noqa: BLE001 - jax raises several kinds here; all mean the same to a user
-        raise NetspecError(f"Could not join the run at {coordinator} as process {process_id} of {num_processes}: {e}") from None
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=120,
+        )
+    except Exception as e:
+        raise NetspecError(
+            f"Could not join the run at {coordinator} as process {process_id} of {num_processes}: {e}"
+        ) from None
 
 
 def is_writer() -> bool:
@@ -65,15 +74,19 @@ def gather(tree):
     return jax.device_get(tree)
 
 
-def mesh_for(devices: int | None, *, batch_size: int, params: str = "replicated", fsdp_devices: int | None = None) -> Mesh | None:
+def mesh_for(
+    devices: int | None, *, batch_size: int, params: str = "replicated", fsdp_devices: int | None = None
+) -> Mesh | None:
     """The data-parallel mesh over `devices` local devices (None: all), or None when one device does
     the work. `params` ("replicated" or "fsdp") and `fsdp_devices` set the `fsdp` axis. Raises
     NetspecError when the devices are not there or the batch does not split over them."""
     available = jax.devices()
     n = devices or len(available)
     if n > len(available):
-        raise NetspecError(f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
-                           f"Use --devices {len(available)} or fewer.")
+        raise NetspecError(
+            f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
+            f"Use --devices {len(available)} or fewer."
+        )
     group = fsdp_devices or (n if params == "fsdp" else 1)
     problems = device_split_problems(batch_size, n, group if n > 1 else None)
     if problems:
@@ -106,7 +119,9 @@ def state_shardings(tree, mesh: Mesh, mode: str):
     """A NamedSharding for every leaf of `tree` (see the module docstring)."""
     n = mesh.shape["fsdp"]
     if mode == "fsdp":
-        return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, _fsdp_spec(tuple(getattr(a, "shape", np.shape(a))), n)), tree)
+        return jax.tree_util.tree_map(
+            lambda a: NamedSharding(mesh, _fsdp_spec(tuple(getattr(a, "shape", np.shape(a))), n)), tree
+        )
     return replicated(tree, mesh)
 
 
@@ -132,6 +147,7 @@ def from_host(mesh: Mesh, shape: tuple, fetch, axis: int = 0) -> jax.Array:
 def rows_from_host(mesh: Mesh, array: np.ndarray, indices: np.ndarray) -> jax.Array:
     """`array[indices]` for a [steps, batch] index array, as a global array split along the batch
     axis: each process gathers on its host only the examples its own devices train on."""
+
     def fetch(index):
         return array[indices[index[:2]]][(slice(None), slice(None), *index[2:])]
 

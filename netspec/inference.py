@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+
 import numpy as np
-from netspec.training import rundir
-from netspec.spec.types import Spec
-from netspec.errors import NetspecError
+
 from netspec.data.formats import open_data_file, open_npz, read_npy, read_npz_array
+from netspec.errors import NetspecError
+from netspec.spec.types import Spec
+from netspec.training import rundir
 from netspec.training.feed import load_arrays, padded, split_means
 from netspec.training.rundir import _data_gone, load_run_spec, read_preprocess
 
@@ -40,15 +42,19 @@ def finished_state(spec: Spec, run_dir: Path, *, notice=None):
     that does not load (damaged, or another model's) is passed over for the one before it, said
     in one line to `notice`. Raises NetspecError when there is none, or when none loads, naming
     each file and why."""
-    from netspec.training import checkpoint
     from netspec.compile.program import compile_spec
+    from netspec.training import checkpoint
 
     program = compile_spec(spec)
-    restored = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1).restore(program.init(), prefer_best=True, notice=notice)
+    restored = checkpoint.Checkpoints(Path(run_dir) / "checkpoints", keep=1).restore(
+        program.init(), prefer_best=True, notice=notice
+    )
     if restored is None:
-        raise NetspecError(f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
-                           f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
-                           f"to use. Its TensorBoard events still show the training; train it again with netspec run.")
+        raise NetspecError(
+            f"{run_dir} has no checkpoint (checkpoints/step-*.safetensors or best.safetensors): the run stopped "
+            f"before its first one (see checkpoint.every), or they were deleted, so there are no trained parameters "
+            f"to use. Its TensorBoard events still show the training; train it again with netspec run."
+        )
     return program, restored[1]
 
 
@@ -74,22 +80,35 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
     found = (tuple(arrays.train.x.shape[1:]), tuple(arrays.train.y.shape[1:]))
     ran = (tuple(spec.data_info.x_shape), tuple(spec.data_info.y_shape))
     if found != ran:
-        raise NetspecError(f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
-                           f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
-                           f"training data back, or point data in spec.yaml to it.")
-    split = split or ("test" if arrays.test is not None else spec.eval["split"]
-                      or ("validation" if arrays.validation is not None else "train"))
+        raise NetspecError(
+            f"The data of the run in {run_dir} is not what it trained on: examples of shape {list(found[0])} and "
+            f"labels of shape {list(found[1])}, where it trained on {list(ran[0])} and {list(ran[1])}. Put the "
+            f"training data back, or point data in spec.yaml to it."
+        )
+    split = split or (
+        "test"
+        if arrays.test is not None
+        else spec.eval["split"] or ("validation" if arrays.validation is not None else "train")
+    )
     chosen = {"test": arrays.test, "validation": arrays.validation, "train": arrays.train}[split]
     if chosen is None:
-        raise NetspecError(f"The run's data has no {split} split. Choose --split train" + (", test" if arrays.test is not None else "") + ".")
+        raise NetspecError(
+            f"The run's data has no {split} split. Choose --split train"
+            + (", test" if arrays.test is not None else "")
+            + "."
+        )
     program, state = finished_state(spec, run_dir, notice=notice)
-    return split_means(program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"])))[0]
+    return split_means(
+        program.evaluate(state.params, state.model_state, *padded(chosen, arrays, spec.eval["batch_size"]))
+    )[0]
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] | None = None, notice=None) -> np.ndarray:
+def read_inputs(
+    path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] | None = None, notice=None
+) -> np.ndarray:
     """Examples to predict on, shaped [N, *model.input], as read (float32 from CSV): .npy, .npz
     (`x` or its only array), .csv, or one image for an image model.
 
@@ -123,7 +142,9 @@ def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] 
         elif suffix in IMAGE_SUFFIXES:
             x = _read_image(path, spec.input_shape)[None]
         else:
-            raise NetspecError(f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise NetspecError(
+                f"{path}: unknown input type {suffix!r}; give .npy, .npz, .csv or an image ({', '.join(sorted(IMAGE_SUFFIXES))})."
+            )
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise NetspecError(f"Cannot read {path}: {e}.") from None
     if x.dtype == object:
@@ -133,7 +154,9 @@ def read_inputs(path: str | Path, spec: Spec, *, feature_names: tuple[str, ...] 
         return x.reshape((1, *spec.input_shape))
     if x.ndim >= 1 and x.size % size == 0 and int(np.prod(x.shape[1:])) == size:
         return x.reshape((len(x), *spec.input_shape))
-    raise NetspecError(f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each).")
+    raise NetspecError(
+        f"{path} holds an array of shape {list(x.shape)}; the model takes examples of shape {list(spec.input_shape)} ({size} values each)."
+    )
 
 
 def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | None, notice) -> np.ndarray:
@@ -167,18 +190,24 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
     width = len(header) if header is not None else len(rows[0][1])
     for line, row in rows:
         if len(row) != width:
-            raise NetspecError(f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number.")
+            raise NetspecError(
+                f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number."
+            )
     columns = list(range(width))
     if header is not None and feature_names:
         missing = [name for name in feature_names if name not in header]
         if missing:
-            raise NetspecError(f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
-                               f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
-                               f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match.")
+            raise NetspecError(
+                f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
+                f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
+                f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match."
+            )
         twice = next((name for name in feature_names if header.count(name) > 1), None)
         if twice is not None:
-            raise NetspecError(f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
-                               "must be one column. Rename or remove the others.")
+            raise NetspecError(
+                f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
+                "must be one column. Rename or remove the others."
+            )
         columns = [header.index(name) for name in feature_names]
     elif header is not None:
         if source != "csv":
@@ -187,18 +216,30 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
             why = "its training CSV had no header"
         else:
             why = "its preprocess.npz records no feature names (written by an older netspec)"
-        notice(f"{path}: the header ({', '.join(header)}) was ignored, as this run has no feature names to match it "
-               f"({why}); its {width} columns are taken in order as the model's inputs.")
+        notice(
+            f"{path}: the header ({', '.join(header)}) was ignored, as this run has no feature names to match it "
+            f"({why}); its {width} columns are taken in order as the model's inputs."
+        )
     elif feature_names:
         if width != len(feature_names):
-            raise NetspecError(f"{path} has {width} columns and no header; the model takes {len(feature_names)} features, "
-                               f"{', '.join(map(repr, feature_names))}. Give a header naming them to pick them by name.")
-        notice(f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}.")
+            raise NetspecError(
+                f"{path} has {width} columns and no header; the model takes {len(feature_names)} features, "
+                f"{', '.join(map(repr, feature_names))}. Give a header naming them to pick them by name."
+            )
+        notice(
+            f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}."
+        )
     for line, row in rows:
         bad = next((row[c] for c in columns if not _is_number(row[c])), None)
         if bad is not None:
-            raise NetspecError(f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
-                               + (" (a header names its columns with words)." if line == first and header is None and bad.strip() else "."))
+            raise NetspecError(
+                f"{path}: row {line} has {bad!r}, not a number; every cell must be a number"
+                + (
+                    " (a header names its columns with words)."
+                    if line == first and header is None and bad.strip()
+                    else "."
+                )
+            )
     return np.asarray([[float(row[c]) for c in columns] for _, row in rows], np.float32)
 
 
@@ -224,11 +265,15 @@ def _read_image(path: Path, input_shape) -> np.ndarray:
         raise NetspecError(f"{path} is not an image this tool can read.") from None
     height, width = input_shape[0], input_shape[1] if len(input_shape) > 1 else None
     if len(input_shape) < 2 or pixels.shape[:2] != (height, width):
-        raise NetspecError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {list(input_shape)}. Resize it first.")
+        raise NetspecError(
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {list(input_shape)}. Resize it first."
+        )
     return pixels
 
 
-def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def predict_run(
+    run_dir: str | Path, input_path: str | Path, *, notice=None
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """`netspec predict`: (outputs float32 [N, ...], predicted classes int32 [N] or None, class
     names) of a finished run on new inputs, scaled as its training data was; the class is
     `compile.output_class`'s, as in evaluation and the report. CSV columns are matched to the
@@ -248,7 +293,9 @@ def predict_run(run_dir: str | Path, input_path: str | Path, *, notice=None) -> 
     x = read_inputs(input_path, spec, feature_names=pre.feature_names, notice=notice)
     x = x.reshape((len(x), *spec.data_info.x_shape))  # as the training data is stored: the scaling's shape
     program, state = finished_state(spec, run_dir, notice=notice)
-    data = Data(x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale)  # labels as stored: none
+    data = Data(
+        x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale
+    )  # labels as stored: none
     inputs, _ = program.prepare_batch(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
     classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None

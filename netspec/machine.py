@@ -28,7 +28,6 @@ import os
 from typing import NamedTuple
 
 
-
 class Budget(NamedTuple):
     """Bytes available, a phrase saying where the figure comes from, and what it limits: "host"
     (this machine's resident memory: data read on the host and a CPU device share it), "address
@@ -48,15 +47,29 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
-_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
-          "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 2**10,
+    "KB": 2**10,
+    "KIB": 2**10,
+    "M": 2**20,
+    "MB": 2**20,
+    "MIB": 2**20,
+    "G": 2**30,
+    "GB": 2**30,
+    "GIB": 2**30,
+    "T": 2**40,
+    "TB": 2**40,
+    "TIB": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int | None:
     """'24GiB', '24 G', '8000MB', '1e9' -> bytes (the units binary: 1 GB = 2**30); None if not a size."""
     s = text.strip().upper()
     number = s.rstrip("KMGTIB ")
-    unit = s[len(number):].strip()
+    unit = s[len(number) :].strip()
     try:
         value = float(number)
     except ValueError:
@@ -93,8 +106,10 @@ def host_memory() -> Budget:
     try:
         import resource
 
-        for limit, name, kind in ((resource.RLIMIT_AS, "address-space limit, ulimit -v", "address space"),
-                                  (resource.RLIMIT_DATA, "data-size limit, ulimit -d", "host")):
+        for limit, name, kind in (
+            (resource.RLIMIT_AS, "address-space limit, ulimit -v", "address space"),
+            (resource.RLIMIT_DATA, "data-size limit, ulimit -d", "host"),
+        ):
             soft = resource.getrlimit(limit)[0]
             if soft != resource.RLIM_INFINITY and soft > 0:
                 options.append(Budget(soft, f"the process's {name}", kind))
@@ -149,8 +164,12 @@ def _gpu_memory() -> Budget | None:
     if smi is None:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], capture_output=True,
-                             text=True, timeout=5).stdout.splitlines()
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.splitlines()
         name, mib = out[0].rsplit(",", 1)
         total = int(float(mib)) * 2**20
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -161,7 +180,11 @@ def _gpu_memory() -> Budget | None:
         fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
     except ValueError:
         fraction = 0.75
-    return Budget(int(total * fraction), f"{fraction:g} of the memory of GPU 0 ({name.strip()}, nvidia-smi), what XLA preallocates", "device")
+    return Budget(
+        int(total * fraction),
+        f"{fraction:g} of the memory of GPU 0 ({name.strip()}, nvidia-smi), what XLA preallocates",
+        "device",
+    )
 
 
 def device_split_problems(batch_size: int, devices: int, fsdp_group: int | None) -> list[tuple[str, str]]:
@@ -170,9 +193,19 @@ def device_split_problems(batch_size: int, devices: int, fsdp_group: int | None)
     them: the one wording `validate` (for distribute.devices) and a run (for --devices) both use."""
     problems = []
     if batch_size % devices:
-        problems.append(("train.batch_size", f"batch_size {batch_size} does not split evenly over {devices} devices; make it a multiple "
-                                             f"of {devices} (e.g. {batch_size + devices - batch_size % devices}) or use fewer devices"))
+        problems.append(
+            (
+                "train.batch_size",
+                f"batch_size {batch_size} does not split evenly over {devices} devices; make it a multiple "
+                f"of {devices} (e.g. {batch_size + devices - batch_size % devices}) or use fewer devices",
+            )
+        )
     if fsdp_group and devices % fsdp_group:
-        problems.append(("distribute.fsdp_devices", f"fsdp_devices {fsdp_group} does not divide the {devices} devices into equal "
-                                                    f"groups; choose a divisor of {devices} or a multiple of {fsdp_group} devices"))
+        problems.append(
+            (
+                "distribute.fsdp_devices",
+                f"fsdp_devices {fsdp_group} does not divide the {devices} devices into equal "
+                f"groups; choose a divisor of {devices} or a multiple of {fsdp_group} devices",
+            )
+        )
     return problems

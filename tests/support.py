@@ -204,13 +204,16 @@ def assert_one_paragraph(result: Result, *words: str, single_line: bool = True) 
 
 def run_netspec(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed `netspec ARGS` to its end; its exit code and output (text)."""
-    return subprocess.run([str(NETSPEC), *(str(a) for a in args)], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [str(NETSPEC), *(str(a) for a in args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def start_netspec(*args, env: dict | None = None) -> subprocess.Popen:
     """Start the installed `netspec ARGS`; its stdout and stderr are pipes (text)."""
-    return subprocess.Popen([str(NETSPEC), *(str(a) for a in args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [str(NETSPEC), *(str(a) for a in args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 # -- files -------------------------------------------------------------------------------------------------
@@ -304,7 +307,11 @@ LAYER_EXAMPLES: dict[str, list[tuple[list[int], list[dict], dict]]] = {
     ],
     "conv2d": [
         ([8, 8, 3], [], {"type": "conv2d", "filters": 4, "kernel_size": 3}),
-        ([9, 7, 4], [], {"type": "conv2d", "filters": 6, "kernel_size": [3, 2], "strides": 2, "padding": "same", "groups": 2}),
+        (
+            [9, 7, 4],
+            [],
+            {"type": "conv2d", "filters": 6, "kernel_size": [3, 2], "strides": 2, "padding": "same", "groups": 2},
+        ),
         ([10, 10, 1], [], {"type": "conv2d", "filters": 2, "kernel_size": 3, "strides": [1, 2], "dilation": 2}),
     ],
     "max_pool": [
@@ -339,7 +346,11 @@ LAYER_EXAMPLES: dict[str, list[tuple[list[int], list[dict], dict]]] = {
     ],
     "concat": [
         ([5], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"]}),
-        ([2, 3, 4], [{"name": "a", "type": "dense", "units": 2}], {"type": "concat", "inputs": ["a", "input"], "axis": 2}),
+        (
+            [2, 3, 4],
+            [{"name": "a", "type": "dense", "units": 2}],
+            {"type": "concat", "inputs": ["a", "input"], "axis": 2},
+        ),
         ([2, 3], [{"name": "a", "type": "dense", "units": 3}], {"type": "concat", "inputs": ["input", "a"], "axis": 0}),
     ],
 }
@@ -350,12 +361,15 @@ def probe_spec(input_shape, before, layer) -> dict:
     return {
         "name": "probe",
         "data": {"inline": {"x": [np.zeros(input_shape).tolist()], "y": [[0.0]]}},
-        "model": {"input": input_shape, "layers": [
-            *before,
-            {"name": "probe", **layer},
-            {"name": "tail_flatten", "type": "flatten"},
-            {"name": "tail_out", "type": "dense", "units": 1},
-        ]},
+        "model": {
+            "input": input_shape,
+            "layers": [
+                *before,
+                {"name": "probe", **layer},
+                {"name": "tail_flatten", "type": "flatten"},
+                {"name": "tail_out", "type": "dense", "units": 1},
+            ],
+        },
         "loss": "mean_squared_error",
         "metrics": [],
         "optimizer": {"type": "sgd", "learning_rate": 0.1},
@@ -392,7 +406,9 @@ def batches_of(spec, start: int, length: int):
 
     if spec.train["batch_size"] == spec.num_examples:
         return None
-    return BatchOrder(spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"]).indices(start, length)
+    return BatchOrder(
+        spec.num_examples, spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"]
+    ).indices(start, length)
 
 
 def train_in_chunks(spec, program, lengths):

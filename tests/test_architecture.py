@@ -11,14 +11,23 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import ROOT
 
 PACKAGE = ROOT / "netspec"
 
 # a room's rank: a module may import modules of its own room or of a lower rank (same rank, other room: no)
-RANKS = {"errors": 0, "machine": 0, "data": 1, "distribute": 1, "spec": 2, "model": 3, "compile": 4, "training": 5,
-         "inference": 6, "cli": 7}
+RANKS = {
+    "errors": 0,
+    "machine": 0,
+    "data": 1,
+    "distribute": 1,
+    "spec": 2,
+    "model": 3,
+    "compile": 4,
+    "training": 5,
+    "inference": 6,
+    "cli": 7,
+}
 HEAVY = ("jax", "jaxlib", "optax", "tensorboardX", "tensorboard")
 
 
@@ -30,8 +39,12 @@ def module_name(path: Path) -> str:
 def imports(path: Path) -> set[str]:
     """Every module `path` imports, at its top or inside a function, not under `if TYPE_CHECKING:`."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for n in ast.walk(node)}
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -61,7 +74,7 @@ def test_there_is_no_import_cycle():
         state[node] = 1
         for nxt in sorted(GRAPH[node]):
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -80,7 +93,9 @@ def test_imports_run_one_way_between_the_rooms(module):
         theirs = room(imported)
         if theirs == mine or theirs is None:
             continue
-        assert RANKS[theirs] < RANKS[mine], f"{module} ({mine}) imports {imported} ({theirs}): imports run downward only"
+        assert RANKS[theirs] < RANKS[mine], (
+            f"{module} ({mine}) imports {imported} ({theirs}): imports run downward only"
+        )
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if room(m) in ("spec", "data")))
@@ -90,8 +105,10 @@ def test_spec_and_data_never_import_jax(module):
 
 
 def test_validate_loads_no_jax_in_a_fresh_process():
-    code = ("import sys, netspec, netspec.spec, netspec.spec.check, netspec.spec.docs, netspec.data.arrays, netspec.cli; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jax', 'jaxlib', 'optax', 'tensorboardX'}))")
+    code = (
+        "import sys, netspec, netspec.spec, netspec.spec.check, netspec.spec.docs, netspec.data.arrays, netspec.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jax', 'jaxlib', 'optax', 'tensorboardX'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -99,11 +116,13 @@ def test_validate_loads_no_jax_in_a_fresh_process():
 def test_the_public_api_names_stay_functions_once_every_module_is_imported():
     """`netspec.train` is the function even after `netspec.training.loop` and friends are
     imported (a subpackage named `train` would replace it on the package); a fresh process."""
-    code = ("import importlib, pkgutil, netspec\n"
-            "for m in pkgutil.walk_packages(netspec.__path__, 'netspec.'): importlib.import_module(m.name)\n"
-            "import types\n"
-            "bad = [n for n in netspec.__all__ if n != '__version__' and isinstance(getattr(netspec, n), types.ModuleType)]\n"
-            "assert not bad, bad\n"
-            "assert callable(netspec.train) and netspec.train.__name__ == 'run'\n")
+    code = (
+        "import importlib, pkgutil, netspec\n"
+        "for m in pkgutil.walk_packages(netspec.__path__, 'netspec.'): importlib.import_module(m.name)\n"
+        "import types\n"
+        "bad = [n for n in netspec.__all__ if n != '__version__' and isinstance(getattr(netspec, n), types.ModuleType)]\n"
+        "assert not bad, bad\n"
+        "assert callable(netspec.train) and netspec.train.__name__ == 'run'\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -11,12 +11,11 @@ import sys
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from support import ROOT, SHIPPED, SPECS, netspec, run_netspec
 
 from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.training import loop as T
-from support import ROOT, SHIPPED, SPECS, netspec, run_netspec
-
 
 BROKEN = """\
 name: broken
@@ -86,8 +85,9 @@ def test_the_schema_accepts_every_shipped_spec():
         assert errors == [], (spec, errors)
 
 
-@pytest.mark.parametrize("args", [["--help"], *[[name, "--help"] for name in sorted(main.commands)]],
-                         ids=lambda args: " ".join(args))
+@pytest.mark.parametrize(
+    "args", [["--help"], *[[name, "--help"] for name in sorted(main.commands)]], ids=lambda args: " ".join(args)
+)
 def test_help_has_an_example(args):
     result = netspec(*args)
     assert result.exit_code == 0, result.output
@@ -99,12 +99,15 @@ def test_version():
     assert result.exit_code == 0 and "netspec, version" in result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["validate", "--bogus", "specs/xor_nn.yaml"],
-    ["validate"],
-    ["run", "--bogus", "specs/xor_nn.yaml"],
-    ["no-such-command"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "--bogus", "specs/xor_nn.yaml"],
+        ["validate"],
+        ["run", "--bogus", "specs/xor_nn.yaml"],
+        ["no-such-command"],
+    ],
+)
 def test_a_wrong_command_line_exits_2(args):
     result = netspec(*args)
     assert result.exit_code == 2, result.output
@@ -124,7 +127,9 @@ def test_run_on_a_broken_spec_exits_1_without_a_traceback(tmp_path):
 
 def test_run_with_a_bad_set_exits_1(tmp_path):
     logdir = tmp_path / "runs"
-    out = run_netspec("run", SPECS / "xor_nn.yaml", "--set", "train.steps=-5", "--logdir", logdir, "--quiet", timeout=120)
+    out = run_netspec(
+        "run", SPECS / "xor_nn.yaml", "--set", "train.steps=-5", "--logdir", logdir, "--quiet", timeout=120
+    )
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "--set train.steps=-5: $.train.steps: expected a value >= 1" in out.stderr
     assert "Traceback" not in out.stderr
@@ -140,12 +145,18 @@ def test_run_on_a_missing_file_exits_1(tmp_path):
 
 def test_every_command_has_the_one_error_policy():
     for name, command in sorted(main.commands.items()):
-        assert getattr(command.callback, "__wrapped__", None) is not None, f"netspec {name} is not under _one_error_policy"
+        assert getattr(command.callback, "__wrapped__", None) is not None, (
+            f"netspec {name} is not under _one_error_policy"
+        )
 
 
 FAILURES = {  # what a command raised -> exit code, words of the one paragraph on stderr
     "NetspecError": (lambda: NetspecError("The run is broken: fix it."), 1, ("The run is broken: fix it.",)),
-    "OSError": (lambda: PermissionError(13, "Permission denied", "/runs/x/checkpoints"), 1, ("Cannot", "/runs/x/checkpoints", "Permission denied")),
+    "OSError": (
+        lambda: PermissionError(13, "Permission denied", "/runs/x/checkpoints"),
+        1,
+        ("Cannot", "/runs/x/checkpoints", "Permission denied"),
+    ),
     "KeyboardInterrupt": (lambda: KeyboardInterrupt(), 130, ("Interrupted.",)),
     "bug": (lambda: ZeroDivisionError("division by zero"), 1, ("ZeroDivisionError", "This is a bug in netspec")),
 }
@@ -179,11 +190,13 @@ def test_a_failing_command_ends_in_one_paragraph(monkeypatch, command, failure):
     assert all(word in message for word in words) and "\n" not in message, message
 
 
-@pytest.mark.parametrize("error", [RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes."),
-                                   MemoryError()], ids=["xla", "host"])
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes."), MemoryError()],
+    ids=["xla", "host"],
+)
 def test_running_out_of_memory_is_one_paragraph_not_a_bug(error, monkeypatch, tmp_path):
     """XLA's out-of-memory (an XlaRuntimeError) and a host MemoryError say what to change, not 'a bug in netspec'."""
-
 
     def out_of_memory(*args, **kwargs):
         raise error

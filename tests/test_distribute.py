@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import free_port, netspec, run_netspec, start_netspec
 
 SPEC = """
@@ -62,18 +61,35 @@ RUN = textwrap.dedent("""
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("dp")
     rng = np.random.default_rng(0)
-    np.savez(d / "data.npz", x_train=rng.integers(0, 256, (256, 64), dtype=np.uint8),
-             y_train=rng.integers(0, 4, 256).astype(np.int32),
-             x_test=rng.integers(0, 256, (50, 64), dtype=np.uint8), y_test=rng.integers(0, 4, 50).astype(np.int32))
+    np.savez(
+        d / "data.npz",
+        x_train=rng.integers(0, 256, (256, 64), dtype=np.uint8),
+        y_train=rng.integers(0, 4, 256).astype(np.int32),
+        x_test=rng.integers(0, 256, (50, 64), dtype=np.uint8),
+        y_test=rng.integers(0, 4, 50).astype(np.int32),
+    )
     (d / "spec.yaml").write_text(SPEC)
     return d
 
 
 def _run(workdir, devices: int, params: str = "replicated", host_devices: int = 4, fsdp_devices: int | None = None):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={host_devices}", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", RUN, str(workdir / "spec.yaml"), str(workdir / "runs"), str(devices), params,
-                          "null" if fsdp_devices is None else str(fsdp_devices)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN,
+            str(workdir / "spec.yaml"),
+            str(workdir / "runs"),
+            str(devices),
+            params,
+            "null" if fsdp_devices is None else str(fsdp_devices),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -102,8 +118,13 @@ def test_hybrid_sharding_splits_within_groups_and_replicates_across(workdir):
 
 
 def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
-    for extra, message in [("distribute: {fsdp_devices: 2}\n", "it needs distribute.params: fsdp"),
-                           ("distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n", "does not divide the 4 devices into equal groups")]:
+    for extra, message in [
+        ("distribute: {fsdp_devices: 2}\n", "it needs distribute.params: fsdp"),
+        (
+            "distribute: {params: fsdp, devices: 4, fsdp_devices: 3}\n",
+            "does not divide the 4 devices into equal groups",
+        ),
+    ]:
         spec = workdir / "group.yaml"
         spec.write_text(SPEC + extra)
         result = netspec("validate", spec)
@@ -114,15 +135,22 @@ def test_fsdp_devices_needs_fsdp_and_must_divide_the_devices(workdir):
 def test_resume_on_another_device_count(workdir):
     first = _run(workdir, 4)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = run_netspec("resume", first["run_dir"], "--devices", "1", "--set", "train.steps=30", "--quiet", env=env, timeout=300)
+    out = run_netspec(
+        "resume", first["run_dir"], "--devices", "1", "--set", "train.steps=30", "--quiet", env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads((Path(first["run_dir"]) / "result.json").read_text())["steps"] == 30
 
 
-
 # SGD whose learning rate jumps 1e8-fold after step 10: the weights overflow a few steps later
-NAN_SETS = ["--set", "optimizer={type: sgd, learning_rate: {type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1.0e+8}}}",
-            "--set", "summaries.every=5", "--set", "eval.every=null"]
+NAN_SETS = [
+    "--set",
+    "optimizer={type: sgd, learning_rate: {type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1.0e+8}}}",
+    "--set",
+    "summaries.every=5",
+    "--set",
+    "eval.every=null",
+]
 NAMED = r"Training stopped at step (\d+): the gradients of layer '(\w+)'"
 
 
@@ -145,8 +173,20 @@ def test_nan_on_four_sharded_devices_is_located_as_on_one(workdir, nan_on_one_de
     import re
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    four = run_netspec("run", workdir / "spec.yaml", "--logdir", workdir / "nan4", "--quiet", "--devices", "4",
-                       *NAN_SETS, "--set", "distribute.params=fsdp", env=env, timeout=300)
+    four = run_netspec(
+        "run",
+        workdir / "spec.yaml",
+        "--logdir",
+        workdir / "nan4",
+        "--quiet",
+        "--devices",
+        "4",
+        *NAN_SETS,
+        "--set",
+        "distribute.params=fsdp",
+        env=env,
+        timeout=300,
+    )
     assert four.returncode == 1, four.stderr
     named = re.search(NAMED, four.stderr)
     assert named and named.groups() == nan_on_one_device, four.stderr
@@ -166,7 +206,9 @@ def test_batch_must_split_evenly_over_the_devices(workdir):
 def test_run_on_more_devices_than_there_are_is_a_clear_error(workdir):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    out = run_netspec("run", workdir / "spec.yaml", "--devices", "8", "--logdir", workdir / "runs2", "--quiet", env=env, timeout=300)
+    out = run_netspec(
+        "run", workdir / "spec.yaml", "--devices", "8", "--logdir", workdir / "runs2", "--quiet", env=env, timeout=300
+    )
     assert out.returncode == 1
     assert "asks for 8 devices" in out.stderr and "Traceback" not in out.stderr
 
@@ -180,10 +222,29 @@ def test_two_processes_match_one_process_on_two_devices(workdir, loop):
     base.pop("XLA_FLAGS", None)
     logdir = workdir / f"multi-{loop}"
     port = free_port()
-    procs = [start_netspec("run", workdir / "spec.yaml", "--logdir", logdir, "--run-name", "mh", "--quiet",
-                           "--set", "summaries.histograms=[weights]",  # histograms gather across the processes
-                           "--set", f"train.loop={loop}",
-                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i, env=base) for i in range(2)]
+    procs = [
+        start_netspec(
+            "run",
+            workdir / "spec.yaml",
+            "--logdir",
+            logdir,
+            "--run-name",
+            "mh",
+            "--quiet",
+            "--set",
+            "summaries.histograms=[weights]",  # histograms gather across the processes
+            "--set",
+            f"train.loop={loop}",
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            i,
+            env=base,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     runs = sorted(p.name for p in (logdir / "dp").iterdir())
@@ -208,8 +269,24 @@ def test_nan_in_two_processes_is_located_as_in_one(workdir, nan_on_one_device):
     base = {**os.environ, "JAX_PLATFORMS": "cpu"}
     base.pop("XLA_FLAGS", None)
     port = free_port()
-    procs = [start_netspec("run", workdir / "spec.yaml", "--logdir", workdir / "nan-multi", "--quiet", *NAN_SETS,
-                           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i, env=base) for i in range(2)]
+    procs = [
+        start_netspec(
+            "run",
+            workdir / "spec.yaml",
+            "--logdir",
+            workdir / "nan-multi",
+            "--quiet",
+            *NAN_SETS,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            i,
+            env=base,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], [o[1][-2000:] for o in outs]
     for _, err in outs:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import assert_one_paragraph, damage, netspec
 
 from netspec.inference import predict_run
 from netspec.spec import choices as R
@@ -27,7 +28,6 @@ from netspec.training.feed import load_arrays, padded, split_means
 from netspec.training.loop import RunResult, run
 from netspec.training.report import report
 from netspec.training.rundir import load_run_spec
-from support import assert_one_paragraph, damage, netspec
 
 
 def assert_no_traceback(result) -> None:
@@ -49,7 +49,8 @@ QUIET = "summaries: {every: 10, histograms: [], graph: false}\n"
 # The training table has a column that is no feature (c), the label in the middle, and the spec
 # takes the features in an order of its own: b, then a.
 TRAINING_CSV = "a,label,b,c\n0,0,0,7\n0,1,1,7\n1,1,0,7\n1,0,1,7\n"
-CSV_SPEC = """\
+CSV_SPEC = (
+    """\
 name: by_name
 data:
   csv: {path: table.csv, label: label, features: [b, a]}
@@ -62,9 +63,12 @@ model:
 loss: binary_crossentropy
 optimizer: {type: adam, learning_rate: 0.1}
 train: {steps: 20, batch_size: 4}
-""" + QUIET
+"""
+    + QUIET
+)
 
-XOR_SPEC = """\
+XOR_SPEC = (
+    """\
 name: xor_inline
 data:
   inline: {x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]}
@@ -76,7 +80,9 @@ model:
 loss: binary_crossentropy
 optimizer: {type: adam, learning_rate: 0.1}
 train: {steps: 20, batch_size: 4}
-""" + QUIET
+"""
+    + QUIET
+)
 
 POINTS = [(0.0, 1.0), (1.0, 1.0), (0.5, 0.0)]  # (a, b) of each example asked about
 
@@ -112,20 +118,26 @@ def test_the_run_records_the_feature_names_in_the_specs_order(csv_run):
         assert pre["shift"].shape == (2,)  # standardized per feature, in that order
 
 
-@pytest.mark.parametrize("features, header, names", [
-    (None, True, ("a", "b", "c")),  # every column but the label, in file order
-    (["c", "a"], True, ("c", "a")),  # a subset, in its own order
-    ([2, 0], True, ("b", "a")),  # by index: the header's names
-    ([2, 0], False, None),  # no header: no names
-])
+@pytest.mark.parametrize(
+    "features, header, names",
+    [
+        (None, True, ("a", "b", "c")),  # every column but the label, in file order
+        (["c", "a"], True, ("c", "a")),  # a subset, in its own order
+        ([2, 0], True, ("b", "a")),  # by index: the header's names
+        ([2, 0], False, None),  # no header: no names
+    ],
+)
 def test_data_load_names_the_features_it_took(tmp_path, features, header, names):
     from netspec.data.arrays import load as load_data
 
     text = TRAINING_CSV if header else TRAINING_CSV.split("\n", 1)[1]
     (tmp_path / "t.csv").write_text(text)
     label = "label" if header else 1
-    arrays = load_data({"csv": {"path": "t.csv", "label": label, "features": features, "header": header, "delimiter": ","}},
-                       tmp_path, seed=0)
+    arrays = load_data(
+        {"csv": {"path": "t.csv", "label": label, "features": features, "header": header, "delimiter": ","}},
+        tmp_path,
+        seed=0,
+    )
     assert arrays.feature_names == names
     if names is not None:  # x's columns are those names' columns
         table = [line.split(",") for line in TRAINING_CSV.strip().splitlines()]
@@ -145,7 +157,12 @@ BY_NAME = {  # case -> (header, row(a, b), exit code, words on stderr (empty: no
     "header_with_spaces": (" a , b ", lambda a, b: f"{a},{b}", 0, ()),
     "no_header": (None, lambda a, b: f"{b},{a}", 0, ("no header", "training order: b, a")),
     "missing_column": ("a,bee", lambda a, b: f"{a},{b}", 1, ("no column 'b'", "'a', 'bee'", "by name")),
-    "no_header_too_many_columns": (None, lambda a, b: f"{b},{a},1", 1, ("3 columns and no header", "2 features", "'b', 'a'")),
+    "no_header_too_many_columns": (
+        None,
+        lambda a, b: f"{b},{a},1",
+        1,
+        ("3 columns and no header", "2 features", "'b', 'a'"),
+    ),
     "text_in_a_feature": ("a,b", lambda a, b: f"{a},x{b}", 1, ("not a number",)),
 }
 
@@ -170,7 +187,9 @@ def test_predict_picks_csv_columns_by_name(csv_run, tmp_path, case):
 
 
 def test_a_header_on_a_run_without_names_is_ignored_and_said(inline_run, tmp_path):
-    ordered = netspec("predict", inline_run, "--input", write_points(tmp_path / "plain.csv", None, lambda a, b: f"{a},{b}"))
+    ordered = netspec(
+        "predict", inline_run, "--input", write_points(tmp_path / "plain.csv", None, lambda a, b: f"{a},{b}")
+    )
     assert ordered.exit_code == 0 and ordered.stderr == "", ordered.output
     result = netspec("predict", inline_run, "--input", write_points(tmp_path / "x.csv", "b,a", lambda a, b: f"{a},{b}"))
     assert result.exit_code == 0, result.output
@@ -195,6 +214,7 @@ def test_a_run_of_an_older_netspec_takes_csv_columns_in_order(csv_run, tmp_path)
 
 
 # -- eval and predict on a damaged run directory ----------------------------------------------------
+
 
 def _checkpoint(run_dir: Path) -> Path:
     (path,) = (run_dir / "checkpoints").glob("step-*.safetensors")
@@ -243,7 +263,9 @@ def test_a_damaged_run_directory_is_one_paragraph(damageable_run, tmp_path, comm
     damage(target, how)
     result = netspec(*COMMANDS[command](run_dir, points))
     assert_no_traceback(result)
-    if command == "eval" and file == "preprocess.npz":  # eval scales the training data itself: it needs no preprocess.npz
+    if (
+        command == "eval" and file == "preprocess.npz"
+    ):  # eval scales the training data itself: it needs no preprocess.npz
         assert result.exit_code == 0 and result.stdout.startswith("accuracy"), result.output
         return
     named = "step-" if file == "checkpoint" and how != "missing" else ("checkpoint" if file == "checkpoint" else file)
@@ -288,8 +310,13 @@ def test_training_data_gone_is_said_so_by_eval_and_predict_needs_none(damageable
     (tmp_path / "elsewhere").mkdir()
     (run_dir / "run.json").write_text(json.dumps({"spec_source": "spec.yaml", "base_dir": str(tmp_path / "elsewhere")}))
     result = netspec(*COMMANDS["eval"](run_dir, points))
-    message = assert_one_paragraph(result, "training data", str(tmp_path / "elsewhere" / "table.csv"), "Put the data back",
-                                   "netspec predict needs only the run directory")
+    message = assert_one_paragraph(
+        result,
+        "training data",
+        str(tmp_path / "elsewhere" / "table.csv"),
+        "Put the data back",
+        "netspec predict needs only the run directory",
+    )
     assert "damaged" not in message, message
     predicted = netspec(*COMMANDS["predict"](run_dir, points))
     assert predicted.exit_code == 0 and predicted.stderr == "", predicted.output
@@ -310,7 +337,16 @@ def test_a_bad_set_on_resume_is_still_the_users_mistake(damageable_run):
 # The model is one dense layer whose kernel is set to the identity and bias to 0 after training,
 # so its logits are exactly the inputs: the boundary cases below reach every decision as written.
 BINARY_LOGITS = [-3.0, -0.12, -1e-8, 0.0, 1e-8, 0.1, 0.12, 3.0]  # with a sigmoid, 0 and +-1e-8 give exactly 0.5
-CATEGORICAL_LOGITS = [[0, 0, 0], [0, 1e-8, 0], [1, 1, 0], [0.1, 0.12, -2], [-1, 2, 0.5], [3, -3, 2.999], [0, 0, 1e-8], [-5, -5, -5]]
+CATEGORICAL_LOGITS = [
+    [0, 0, 0],
+    [0, 1e-8, 0],
+    [1, 1, 0],
+    [0.1, 0.12, -2],
+    [-1, 2, 0.5],
+    [3, -3, 2.999],
+    [0, 0, 1e-8],
+    [-5, -5, -5],
+]
 MULTI_LABEL_LOGITS = [[-1e-8, 1e-8], [0, 0], [0.1, -0.1], [2, 0.12]]
 
 
@@ -327,7 +363,12 @@ def loss_cases():
         yield name, {"type": name}, fused, logits
         yield f"{name}-from_logits", {"type": name, "from_logits": True}, "linear", logits
     yield "binary_crossentropy-2_units", {"type": "binary_crossentropy"}, "sigmoid", MULTI_LABEL_LOGITS
-    yield "binary_crossentropy-2_units-from_logits", {"type": "binary_crossentropy", "from_logits": True}, "linear", MULTI_LABEL_LOGITS
+    yield (
+        "binary_crossentropy-2_units-from_logits",
+        {"type": "binary_crossentropy", "from_logits": True},
+        "linear",
+        MULTI_LABEL_LOGITS,
+    )
 
 
 def labels_for(loss: str, logits) -> list:
@@ -374,7 +415,7 @@ def report_predictions(spec, program, params_state, arrays) -> list[np.ndarray]:
     result = RunResult(Path("runs/x/y"), {}, 0.0, 0.0, [])
     report(spec, program, params_state, 1, arrays, result, lines.append)
     assert lines[0].split() == ["input", "hypothesis", "prediction", "target"], lines
-    rows = [TOKEN.findall(line) for line in lines[1:1 + len(arrays.train.x)]]
+    rows = [TOKEN.findall(line) for line in lines[1 : 1 + len(arrays.train.x)]]
     return [np.array(row[2].strip("[]").split(), np.float64) for row in rows]
 
 
@@ -382,10 +423,10 @@ def report_predictions(spec, program, params_state, arrays) -> list[np.ndarray]:
 def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     import jax.numpy as jnp
 
-    from netspec.training import checkpoint
     from netspec.compile.program import compile_spec
-    from netspec.model.losses import num_classes, output_class
     from netspec.data.arrays import Split
+    from netspec.model.losses import num_classes, output_class
+    from netspec.training import checkpoint
 
     _, loss, activation, logits = case
     x = np.asarray(logits, np.float32).reshape(len(logits), -1)
@@ -428,10 +469,14 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     # evaluation, one example at a time: its confusion matrix names the class it decided
     truth = np.asarray(y).argmax(-1) if loss["type"] == "categorical_crossentropy" else np.asarray(y)
     for i in range(len(x)):
-        one = Split(arrays.train.x[i:i + 1], arrays.train.y[i:i + 1])
+        one = Split(arrays.train.x[i : i + 1], arrays.train.y[i : i + 1])
         means, confusion = split_means(program.evaluate(state.params, state.model_state, *padded(one, arrays, 1)))
         if confusion is not None:
-            assert int(np.asarray(confusion).sum(0).argmax()) == int(expected.reshape(len(x), -1)[i, 0]), (i, x[i], confusion)
+            assert int(np.asarray(confusion).sum(0).argmax()) == int(expected.reshape(len(x), -1)[i, 0]), (
+                i,
+                x[i],
+                confusion,
+            )
         agree = np.mean(np.reshape(expected[i], -1) == np.reshape(truth[i], -1))
         assert means["accuracy"] == pytest.approx(agree), (i, x[i], means)
         if "top_1_accuracy" in means:
@@ -439,7 +484,9 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
     evaluated = netspec("eval", run_dir, "--split", "train")
     words = evaluated.stdout.split()
     accuracy = float(words[words.index("accuracy") + 1])
-    assert accuracy == pytest.approx(np.mean(np.reshape(expected, (len(x), -1)) == np.reshape(truth, (len(x), -1))), abs=1e-6)
+    assert accuracy == pytest.approx(
+        np.mean(np.reshape(expected, (len(x), -1)) == np.reshape(truth, (len(x), -1))), abs=1e-6
+    )
 
 
 def test_the_rule_itself_at_the_boundaries():
@@ -448,7 +495,6 @@ def test_the_rule_itself_at_the_boundaries():
     import jax.numpy as jnp
 
     from netspec.model.losses import output_class
-
     from netspec.spec.load import parse
 
     def spec_of(loss, activation, units):
@@ -457,9 +503,21 @@ def test_the_rule_itself_at_the_boundaries():
 
     cases = [
         (spec_of({"type": "binary_crossentropy"}, "sigmoid", 1), [[0.5], [0.5000001], [0.4999999]], [[0], [1], [0]]),
-        (spec_of({"type": "binary_crossentropy", "from_logits": True}, "linear", 1), [[0.0], [1e-8], [-1e-8], [0.1]], [[0], [1], [0], [1]]),
-        (spec_of({"type": "sparse_categorical_crossentropy"}, "softmax", 3), [[0.2, 0.4, 0.4], [0.5, 0.2, 0.3]], [1, 0]),
-        (spec_of({"type": "categorical_crossentropy", "from_logits": True}, "linear", 3), [[0, 0, 0], [-1, 0, 1e-8]], [0, 2]),
+        (
+            spec_of({"type": "binary_crossentropy", "from_logits": True}, "linear", 1),
+            [[0.0], [1e-8], [-1e-8], [0.1]],
+            [[0], [1], [0], [1]],
+        ),
+        (
+            spec_of({"type": "sparse_categorical_crossentropy"}, "softmax", 3),
+            [[0.2, 0.4, 0.4], [0.5, 0.2, 0.3]],
+            [1, 0],
+        ),
+        (
+            spec_of({"type": "categorical_crossentropy", "from_logits": True}, "linear", 3),
+            [[0, 0, 0], [-1, 0, 1e-8]],
+            [0, 2],
+        ),
     ]
     for spec, outputs, classes in cases:
         for xp in (np, jnp):
@@ -490,10 +548,15 @@ def _hostile_input(tmp_path: Path, kind: str) -> Path:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("fifo", ("FIFO",)), ("device", ("/dev/zero",)), ("lying_npy", ("header says", "1099511627776")),
-    ("long_line", ("a line of more than",)),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("fifo", ("FIFO",)),
+        ("device", ("/dev/zero",)),
+        ("lying_npy", ("header says", "1099511627776")),
+        ("long_line", ("a line of more than",)),
+    ],
+)
 def test_predict_refuses_a_hostile_input_file_in_one_paragraph(inline_run, tmp_path, kind, words):
     result = netspec("predict", str(inline_run), "--input", str(_hostile_input(tmp_path, kind)))
     assert_one_paragraph(result, *words)

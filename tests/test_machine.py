@@ -13,16 +13,34 @@ import pytest
 from netspec.machine import BUDGET_ENV, Budget, _gpu_memory, format_bytes, memory_budget, parse_bytes
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("24GiB", 24 * 2**30), ("24 G", 24 * 2**30), ("8000MB", 8000 * 2**20), ("1e9", 10**9), ("512k", 512 * 2**10),
-    ("1.5TiB", int(1.5 * 2**40)), ("", None), ("lots", None), ("-1G", None), ("0", None), ("inf", None), ("12 parsecs", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("24GiB", 24 * 2**30),
+        ("24 G", 24 * 2**30),
+        ("8000MB", 8000 * 2**20),
+        ("1e9", 10**9),
+        ("512k", 512 * 2**10),
+        ("1.5TiB", int(1.5 * 2**40)),
+        ("", None),
+        ("lots", None),
+        ("-1G", None),
+        ("0", None),
+        ("inf", None),
+        ("12 parsecs", None),
+    ],
+)
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
 
 def test_format_bytes():
-    assert [format_bytes(n) for n in (12, 1536, 2**40 * 8, 47 * 2**20 + 1)] == ["12 bytes", "1.5 KiB", "8 TiB", "47 MiB"]
+    assert [format_bytes(n) for n in (12, 1536, 2**40 * 8, 47 * 2**20 + 1)] == [
+        "12 bytes",
+        "1.5 KiB",
+        "8 TiB",
+        "47 MiB",
+    ]
 
 
 def test_the_budget_is_the_environment_variable_when_set(monkeypatch):
@@ -35,10 +53,17 @@ def test_the_budget_is_the_environment_variable_when_set(monkeypatch):
 def test_the_host_budget_counts_an_address_space_limit():
     code = "from netspec import machine; b = machine.host_memory(); print(b.bytes, b.kind, b.origin)"
     limit = 3 * 2**30
-    out = subprocess.run([sys.executable, "-c", f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); {code}"],
-                         capture_output=True, text=True, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout.split(maxsplit=2)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    ).stdout.split(maxsplit=2)
     assert int(out[0]) == limit and out[1] == "address" and "ulimit -v" in out[2]
-    unlimited = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
+    unlimited = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(
+        maxsplit=2
+    )
     assert int(unlimited[0]) > limit or "cgroup" in unlimited[2]
 
 
@@ -61,7 +86,11 @@ def test_the_gpu_budget_from_nvidia_smi(tmp_path, monkeypatch):
     monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
     budget = _gpu_memory()
-    assert budget == Budget(int(143771 * 2**20 * 0.75), "0.75 of the memory of GPU 0 (NVIDIA H200, nvidia-smi), what XLA preallocates", "device")
+    assert budget == Budget(
+        int(143771 * 2**20 * 0.75),
+        "0.75 of the memory of GPU 0 (NVIDIA H200, nvidia-smi), what XLA preallocates",
+        "device",
+    )
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     assert _gpu_memory().bytes == 143771 * 2**20
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")

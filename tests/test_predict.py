@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import SPECS, assert_complete, assert_one_paragraph, netspec, run_dirs
 
 XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
@@ -101,9 +100,21 @@ def test_predict_one_example(xor_run, tmp_path):
 
 
 def write_bad_input(directory: Path, kind: str) -> Path:
-    path = directory / {"wrong_shape": "x.npy", "one_row_too_wide": "x.csv", "non_numeric_cell": "x.csv", "missing": "gone.npy",
-                        "unknown_suffix": "x.txt", "pickled_objects": "x.npy", "npz_of_many_arrays": "x.npz", "not_an_npy": "x.npy",
-                        "image_for_a_vector_model": "x.png", "empty_csv": "x.csv"}[kind]
+    path = (
+        directory
+        / {
+            "wrong_shape": "x.npy",
+            "one_row_too_wide": "x.csv",
+            "non_numeric_cell": "x.csv",
+            "missing": "gone.npy",
+            "unknown_suffix": "x.txt",
+            "pickled_objects": "x.npy",
+            "npz_of_many_arrays": "x.npz",
+            "not_an_npy": "x.npy",
+            "image_for_a_vector_model": "x.png",
+            "empty_csv": "x.csv",
+        }[kind]
+    )
     if kind == "wrong_shape":
         np.save(path, np.zeros((4, 3), np.float32))
     elif kind == "one_row_too_wide":
@@ -161,7 +172,9 @@ def test_predict_names_a_ragged_csv_row(xor_run, tmp_path):
 def test_predict_to_an_unwritable_output(xor_run, tmp_path):
     run_dir, _ = xor_run
     (tmp_path / "file.txt").write_text("")
-    result = netspec("predict", run_dir, "--input", write_input(tmp_path, "npy"), "--output", tmp_path / "file.txt" / "out.csv")
+    result = netspec(
+        "predict", run_dir, "--input", write_input(tmp_path, "npy"), "--output", tmp_path / "file.txt" / "out.csv"
+    )
     assert_one_paragraph(result, "Cannot write", "out.csv", single_line=False)
 
 
@@ -199,7 +212,7 @@ def tiny_images(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     y = np.arange(n) % 3
     x = rng.integers(0, 60, size=(n, 8, 8, 1)).astype(np.uint8)
     for i, label in enumerate(y):
-        x[i, 3 * label: 3 * label + 2] = 230
+        x[i, 3 * label : 3 * label + 2] = 230
     return x, y.astype(np.int64)
 
 
@@ -253,11 +266,14 @@ def test_predict_an_rgb_png_for_a_grey_model(image_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, words", [
-    ("wrong_size", ("10x12 pixels", "the model takes [8, 8, 1]", "Resize it")),
-    ("not_an_image", ("is not an image",)),
-    ("missing", ("No such input file",)),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("wrong_size", ("10x12 pixels", "the model takes [8, 8, 1]", "Resize it")),
+        ("not_an_image", ("is not an image",)),
+        ("missing", ("No such input file",)),
+    ],
+)
 def test_predict_refuses_a_bad_image(image_run, tmp_path, kind, words):
     run_dir, _ = image_run
     png = tmp_path / "bad.png"

@@ -58,7 +58,9 @@ class Chunk(Protocol):
     """A compiled chunk of steps: (state, data, batches, keys) -> (state, outputs), the state donated;
     `.lower(...).compile()` compiles it ahead of its first call, as a jitted function's does."""
 
-    def __call__(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> tuple[TrainState, ChunkOutputs]: ...
+    def __call__(
+        self, state: TrainState, data: Data, batches: Batches, keys: Keys, /
+    ) -> tuple[TrainState, ChunkOutputs]: ...
 
     def lower(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> Lowered: ...
 
@@ -76,37 +78,65 @@ def batch_of(config: StepConfig, data: Data, batch: Batches, streamed: bool) -> 
     return prepare_batch(config, data, data.x[batch], data.y[batch])
 
 
-def one_step(config: StepConfig, state: TrainState, data: Data, batch: Batches, keys: Keys, *, streamed: bool,
-             check: bool) -> tuple[TrainState, jax.Array]:
+def one_step(
+    config: StepConfig, state: TrainState, data: Data, batch: Batches, keys: Keys, *, streamed: bool, check: bool
+) -> tuple[TrainState, jax.Array]:
     """One step; what it keeps of the step is [loss, non-finite layer (-1: none)], one small
     row that XLA writes in one go. Everything else the host reads is computed once per chunk
     by `chunk_outputs`: per step it would cost kernels the step itself does not need."""
-    state, out = train_step(config, state, batch_of(config, data, batch, streamed), jax.random.fold_in(keys.step, state.step), check=check)
+    state, out = train_step(
+        config, state, batch_of(config, data, batch, streamed), jax.random.fold_in(keys.step, state.step), check=check
+    )
     return state, jnp.stack([out["loss"], out["nonfinite_layer"].astype(jnp.float32)])
 
 
-def chunk_outputs(config: StepConfig, state: TrainState, rows: jax.Array, data: Data, last_batch: Batches, keys: Keys, *,
-                  streamed: bool, check: bool) -> tuple[TrainState, ChunkOutputs]:
+def chunk_outputs(
+    config: StepConfig,
+    state: TrainState,
+    rows: jax.Array,
+    data: Data,
+    last_batch: Batches,
+    keys: Keys,
+    *,
+    streamed: bool,
+    check: bool,
+) -> tuple[TrainState, ChunkOutputs]:
     """The state and what the host reads after a chunk (`rows`: one_step's, float32 [K, 2]); see
     `ChunkOutputs`. The metrics are measured on the last step's batch with the parameters after
     that step, in train mode with that step's key."""
     if config.state_sharding is not None:  # the chunk hands the state back where it found it
         state = jax.lax.with_sharding_constraint(state, config.state_sharding)  # type: ignore[no-untyped-call]  # jax leaves it unannotated
-    metrics = metrics_on_batch(config, state.params, state.model_state, batch_of(config, data, last_batch, streamed),
-                               jax.random.fold_in(keys.step, state.step - 1)) if config.metric_fns else {}
+    metrics = (
+        metrics_on_batch(
+            config,
+            state.params,
+            state.model_state,
+            batch_of(config, data, last_batch, streamed),
+            jax.random.fold_in(keys.step, state.step - 1),
+        )
+        if config.metric_fns
+        else {}
+    )
     layers = rows[:, 1].astype(jnp.int32)
     first = jnp.argmax(layers >= 0)
     nonfinite = None
     if config.check_chunk and not check:
-        floats = [x for x in jax.tree_util.tree_leaves((state.params, state.model_state, state.opt_state))
-                  if jnp.issubdtype(x.dtype, jnp.floating)]
+        floats = [
+            x
+            for x in jax.tree_util.tree_leaves((state.params, state.model_state, state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)
+        ]
         nonfinite = ~(jnp.all(jnp.isfinite(rows[:, 0])) & jnp.isfinite(nonfinite_probe(floats)))
     return state, ChunkOutputs(
-        loss=rows[:, 0], metrics=metrics, learning_rate=jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
+        loss=rows[:, 0],
+        metrics=metrics,
+        learning_rate=jnp.asarray(current_learning_rate(state.opt_state), jnp.float32),
         skipped_steps=jnp.copy(state.skipped),  # a buffer of its own: the state is donated next
         loss_scale=jnp.copy(_scaler(state).scale) if config.dynamic_scale else None,
         nonfinite_layer=jnp.where(layers[first] >= 0, layers[first], -1),
-        nonfinite_step=state.step - rows.shape[0] + first + 1, nonfinite=nonfinite)
+        nonfinite_step=state.step - rows.shape[0] + first + 1,
+        nonfinite=nonfinite,
+    )
 
 
 def _scaler(state: TrainState) -> LossScale:
@@ -151,7 +181,9 @@ class _StepwiseChunk:
         self.step = jax.jit(partial(one_step, config, streamed=streamed, check=check), donate_argnums=0)
         self.outputs = jax.jit(partial(chunk_outputs, config, streamed=streamed, check=check), donate_argnums=0)
 
-    def __call__(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> tuple[TrainState, ChunkOutputs]:
+    def __call__(
+        self, state: TrainState, data: Data, batches: Batches, keys: Keys, /
+    ) -> tuple[TrainState, ChunkOutputs]:
         rows = []
         for i in range(self.length):
             batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
@@ -178,16 +210,26 @@ class _Compiled:
         return self.chunk
 
 
-def evaluate(config: StepConfig, *, classes: int | None, label_class: Callable[[jax.Array], jax.Array],
-             predicted_class: Callable[[jax.Array], jax.Array] | None, key: jax.Array) -> Evaluate:
+def evaluate(
+    config: StepConfig,
+    *,
+    classes: int | None,
+    label_class: Callable[[jax.Array], jax.Array],
+    predicted_class: Callable[[jax.Array], jax.Array] | None,
+    key: jax.Array,
+) -> Evaluate:
     """Jitted (params, model_state, Data, mask) -> ({tag: sum over the split}, count, confusion
     [classes, classes] or None): a split stored as [batches, batch, ...] with a 0/1 mask for
     padding, in evaluation mode (dropout off, batch_norm's running statistics); confusion rows
     are the true class, columns the predicted one."""
 
     @jax.jit
-    def run(params: Tree, model_state: Tree, data: Data, mask: jax.Array) -> tuple[dict[str, jax.Array], jax.Array, jax.Array | None]:
-        def one(carry: None, batch: tuple[HostOrDevice, HostOrDevice, jax.Array]) -> tuple[None, tuple[dict[str, jax.Array], jax.Array | None]]:
+    def run(
+        params: Tree, model_state: Tree, data: Data, mask: jax.Array
+    ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array | None]:
+        def one(
+            carry: None, batch: tuple[HostOrDevice, HostOrDevice, jax.Array]
+        ) -> tuple[None, tuple[dict[str, jax.Array], jax.Array | None]]:
             x, y, m = batch
             xb, yb = prepare_batch(config, data, x, y)
             values, out, _ = per_example(config, params, model_state, (xb, yb), train=False, key=key)
@@ -196,7 +238,8 @@ def evaluate(config: StepConfig, *, classes: int | None, label_class: Callable[[
             if classes:
                 assert predicted_class is not None  # a model with classes has a predicted class
                 confusion = (jax.nn.one_hot(label_class(yb).reshape(-1), classes) * m[:, None]).T @ jax.nn.one_hot(
-                    predicted_class(out).reshape(-1), classes)
+                    predicted_class(out).reshape(-1), classes
+                )
             return carry, (sums, confusion)
 
         _, (sums, confusion) = jax.lax.scan(one, None, (data.x, data.y, mask))

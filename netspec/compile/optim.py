@@ -44,9 +44,12 @@ def optimizer(spec_optimizer: Mapping[str, Any], *, seed: int = 0) -> optax.Grad
     factory = getattr(optax, name)
     # inject_hyperparams takes any callable default for a schedule: adafactor's dtype_momentum
     # (jnp.float32) was called as one, and adafactor with momentum crashed at its first step
-    dtypes = tuple(n for n, p in inspect.signature(factory).parameters.items() if n != "learning_rate" and callable(p.default))
+    dtypes = tuple(
+        n for n, p in inspect.signature(factory).parameters.items() if n != "learning_rate" and callable(p.default)
+    )
     tx = optax.inject_hyperparams(factory, static_args=tuple(args) + dtypes)(
-        learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args)
+        learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args
+    )
     clip = spec_optimizer["clip_global_norm"]
     return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
@@ -54,5 +57,7 @@ def optimizer(spec_optimizer: Mapping[str, Any], *, seed: int = 0) -> optax.Grad
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The learning rate the optimizer used at its last step (inject_hyperparams keeps it)."""
     # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.
-    rate: jax.Array = optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))
+    rate: jax.Array = optax.tree_utils.tree_get(
+        opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
+    )
     return rate

@@ -46,13 +46,22 @@ class Init(Protocol):
 
 
 class Apply(Protocol):
-    def __call__(self, params: Tree, model_state: Tree, x: jax.Array, *, train: bool = False, key: jax.Array = ...,
-                 collect: dict[str, jax.Array] | None = None) -> jax.Array: ...
+    def __call__(
+        self,
+        params: Tree,
+        model_state: Tree,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array = ...,
+        collect: dict[str, jax.Array] | None = None,
+    ) -> jax.Array: ...
 
 
 class LossAndMetrics(Protocol):
-    def __call__(self, params: Tree, model_state: Tree, batch: Batch, *, train: bool,
-                 key: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]: ...
+    def __call__(
+        self, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]: ...
 
 
 class TrainChunk(Protocol):
@@ -60,8 +69,9 @@ class TrainChunk(Protocol):
 
 
 class TrainStep(Protocol):
-    def __call__(self, state: TrainState, batch: Batch, key: jax.Array, *,
-                 check: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]: ...
+    def __call__(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, check: bool | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]: ...
 
 
 class Program(NamedTuple):
@@ -73,7 +83,9 @@ class Program(NamedTuple):
     train_chunk: TrainChunk
     train_step: TrainStep  # one unjitted step, (state, batch, key) -> (state, outputs); for the graph
     evaluate: Evaluate  # jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
-    prepare_batch: Callable[[Data, HostOrDevice, HostOrDevice], Batch]  # (Data, x, y) -> the batch as the model and loss take it
+    prepare_batch: Callable[
+        [Data, HostOrDevice, HostOrDevice], Batch
+    ]  # (Data, x, y) -> the batch as the model and loss take it
     tx: optax.GradientTransformation
     keys: Keys
     init_key: jax.Array
@@ -82,15 +94,28 @@ class Program(NamedTuple):
     unroll: int  # steps per scan iteration, as resolved
 
 
-def step_config(spec: Spec, net_apply: NetworkApply, tx: optax.GradientTransformation, *,
-                batch_sharding: jax.sharding.Sharding | None = None, state_sharding: Any = None) -> StepConfig:
+def step_config(
+    spec: Spec,
+    net_apply: NetworkApply,
+    tx: optax.GradientTransformation,
+    *,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    state_sharding: Any = None,
+) -> StepConfig:
     """The spec's choices for one step, decided once."""
     precision = spec.precision
     return StepConfig(
-        net_apply=net_apply, loss_fn=loss_fn(spec), metric_fns=metric_fns(spec), encode_labels=encode_labels(spec), tx=tx,
-        input_shape=spec.input_shape, compute_dtype=jnp.dtype(precision.compute),
+        net_apply=net_apply,
+        loss_fn=loss_fn(spec),
+        metric_fns=metric_fns(spec),
+        encode_labels=encode_labels(spec),
+        tx=tx,
+        input_shape=spec.input_shape,
+        compute_dtype=jnp.dtype(precision.compute),
         logits=spec.fused_loss or spec.from_logits,
-        dynamic_scale=precision.dynamic_scale, static_scale=precision.static_scale, scale_period=precision.scale_period,
+        dynamic_scale=precision.dynamic_scale,
+        static_scale=precision.static_scale,
+        scale_period=precision.scale_period,
         # Which steps check their gradients: those that must decide at once (skip the update, halve
         # the loss scale) check every step. `stop` only has to notice: a NaN or Inf in the gradients
         # stays in the parameters or optimizer state (x - lr * NaN is NaN, and so is every later
@@ -99,9 +124,12 @@ def step_config(spec: Spec, net_apply: NetworkApply, tx: optax.GradientTransform
         # chunk again with the per-step check (`train_chunk(..., diagnose=True)`).
         skip_bad_steps=precision.dynamic_scale or spec.train["on_nonfinite"] == "skip_step",
         check_each_step=precision.dynamic_scale or spec.train["on_nonfinite"] == "skip_step",
-        check_chunk=spec.train["on_nonfinite"] == "stop" and not (precision.dynamic_scale or spec.train["on_nonfinite"] == "skip_step"),
+        check_chunk=spec.train["on_nonfinite"] == "stop"
+        and not (precision.dynamic_scale or spec.train["on_nonfinite"] == "skip_step"),
         param_layers=tuple(layer.name for layer in spec.layers),
-        batch_sharding=batch_sharding, state_sharding=state_sharding)
+        batch_sharding=batch_sharding,
+        state_sharding=state_sharding,
+    )
 
 
 def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
@@ -110,27 +138,42 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     parallelism); where the parameters live is the spec's `distribute.params`."""
     net_init, net_apply = network(spec.layers)
     tx = optimizer(spec.optimizer, seed=spec.seed)
-    init_key, _, step_key = jax.random.split(jax.random.key(spec.seed), 3)  # the middle key is unused (kept: the keys stay as they were)
+    init_key, _, step_key = jax.random.split(
+        jax.random.key(spec.seed), 3
+    )  # the middle key is unused (kept: the keys stay as they were)
     keys = Keys(step=step_key)
     dynamic_scale = spec.precision.dynamic_scale
     opt_init = jax.jit(tx.init)
 
     def init(key: jax.Array = init_key) -> TrainState:
         params, model_state = net_init(key)  # one compiled initializer per kind of layer (`network`)
-        scaler = LossScale(jnp.full((), LOSS_SCALE_START, jnp.float32), jnp.zeros((), jnp.int32)) if dynamic_scale else None
-        return TrainState(jnp.zeros((), jnp.int32), params, model_state, opt_init(params), jnp.zeros((), jnp.int32), scaler)
+        scaler = (
+            LossScale(jnp.full((), LOSS_SCALE_START, jnp.float32), jnp.zeros((), jnp.int32)) if dynamic_scale else None
+        )
+        return TrainState(
+            jnp.zeros((), jnp.int32), params, model_state, opt_init(params), jnp.zeros((), jnp.int32), scaler
+        )
 
     state_sharding: Any = None  # a TrainState-shaped tree of shardings
     batch_sharding: jax.sharding.Sharding | None = None
     if mesh is not None:
         from netspec import distribute
 
-        state_sharding = distribute.state_shardings(jax.eval_shape(init, init_key), mesh, spec.resolved["distribute"]["params"])
+        state_sharding = distribute.state_shardings(
+            jax.eval_shape(init, init_key), mesh, spec.resolved["distribute"]["params"]
+        )
         batch_sharding = jax.sharding.NamedSharding(mesh, distribute.batch_spec())
     config = step_config(spec, net_apply, tx, batch_sharding=batch_sharding, state_sharding=state_sharding)
 
-    def apply(params: Tree, model_state: Tree, x: jax.Array, *, train: bool = False, key: jax.Array = step_key,
-              collect: dict[str, jax.Array] | None = None) -> jax.Array:
+    def apply(
+        params: Tree,
+        model_state: Tree,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array = step_key,
+        collect: dict[str, jax.Array] | None = None,
+    ) -> jax.Array:
         return net_apply(params, model_state, x, train=train, key=key, collect=collect)[0]
 
     loop, unroll = loop_policy(spec.train, [layer.type for layer in spec.layers], jax.default_backend())
@@ -143,14 +186,30 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         check = config.check_each_step or diagnose
         if (length, streamed, check) not in cache:
             cache[length, streamed, check] = (
-                scan_chunk(config, length, streamed=streamed, check=check, full_batch=full_batch, unroll=unroll) if loop == "scan"
-                else stepwise_chunk(config, length, streamed=streamed, check=check))
+                scan_chunk(config, length, streamed=streamed, check=check, full_batch=full_batch, unroll=unroll)
+                if loop == "scan"
+                else stepwise_chunk(config, length, streamed=streamed, check=check)
+            )
         return cache[length, streamed, check]
 
     return Program(
-        init=init, apply=apply, loss_and_metrics=partial(loss_and_metrics, config), train_chunk=train_chunk,
+        init=init,
+        apply=apply,
+        loss_and_metrics=partial(loss_and_metrics, config),
+        train_chunk=train_chunk,
         train_step=partial(train_step, config),
-        evaluate=evaluate(config, classes=num_classes(spec), label_class=label_class(spec), predicted_class=predicted_class(spec),
-                          key=keys.step),
-        prepare_batch=partial(prepare_batch, config), tx=tx, keys=keys, init_key=init_key, state_sharding=state_sharding,
-        loop=loop, unroll=unroll)
+        evaluate=evaluate(
+            config,
+            classes=num_classes(spec),
+            label_class=label_class(spec),
+            predicted_class=predicted_class(spec),
+            key=keys.step,
+        ),
+        prepare_batch=partial(prepare_batch, config),
+        tx=tx,
+        keys=keys,
+        init_key=init_key,
+        state_sharding=state_sharding,
+        loop=loop,
+        unroll=unroll,
+    )

@@ -55,7 +55,9 @@ class StepConfig(NamedTuple):
     check_chunk: bool  # on_nonfinite: stop without a per-step check: probe the state once per chunk
     param_layers: tuple[str, ...]  # layer names, in spec order (the per-layer probe's order)
     batch_sharding: jax.sharding.Sharding | None  # with a mesh: where a batch lives (split over the devices)
-    state_sharding: Any  # with a mesh: where each TrainState leaf lives (a TrainState-shaped tree of shardings), else None
+    state_sharding: (
+        Any  # with a mesh: where each TrainState leaf lives (a TrainState-shaped tree of shardings), else None
+    )
 
 
 def prepare_batch(config: StepConfig, data: Data, x: HostOrDevice, y: HostOrDevice) -> Batch:
@@ -71,20 +73,34 @@ def prepare_batch(config: StepConfig, data: Data, x: HostOrDevice, y: HostOrDevi
     return batch
 
 
-def per_example(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array,
-                metrics: bool = True) -> tuple[dict[str, jax.Array], jax.Array, Tree]:
+def per_example(
+    config: StepConfig,
+    params: Tree,
+    model_state: Tree,
+    batch: Batch,
+    *,
+    train: bool,
+    key: jax.Array,
+    metrics: bool = True,
+) -> tuple[dict[str, jax.Array], jax.Array, Tree]:
     """({"loss", and the metrics unless `metrics` is False: per-example values [N]}, the loss's
     input (float32), the new model state)."""
     x, y = batch
-    out, new_state = config.net_apply(params, model_state, x.astype(config.compute_dtype), train=train, key=key, logits=config.logits)
+    out, new_state = config.net_apply(
+        params, model_state, x.astype(config.compute_dtype), train=train, key=key, logits=config.logits
+    )
     out = out.astype(jnp.float32)
     with jax.named_scope("cost"):
-        values = {"loss": config.loss_fn(out, y), **({name: fn(out, y) for name, fn in config.metric_fns.items()} if metrics else {})}
+        values = {
+            "loss": config.loss_fn(out, y),
+            **({name: fn(out, y) for name, fn in config.metric_fns.items()} if metrics else {}),
+        }
     return values, out, new_state
 
 
-def loss_and_metrics(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, *, train: bool,
-                     key: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]:
+def loss_and_metrics(
+    config: StepConfig, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]:
     """(the mean loss, ({tag: mean metric}, the new model state)) of one batch."""
     values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key)
     with jax.named_scope("cost"):
@@ -97,8 +113,16 @@ def _scaled(config: StepConfig) -> bool:
     return config.dynamic_scale or config.static_scale != 1.0
 
 
-def _scaled_loss(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, scale: float | jax.Array, *, train: bool,
-                 key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Tree]]:
+def _scaled_loss(
+    config: StepConfig,
+    params: Tree,
+    model_state: Tree,
+    batch: Batch,
+    scale: float | jax.Array,
+    *,
+    train: bool,
+    key: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, Tree]]:
     """The training objective alone, times the loss scale: the metrics are not computed per step
     (see `netspec.compile.chunk.chunk_outputs`), so the step does what a hand-written step does."""
     values, _, new_state = per_example(config, params, model_state, batch, train=train, key=key, metrics=False)
@@ -108,11 +132,20 @@ def _scaled_loss(config: StepConfig, params: Tree, model_state: Tree, batch: Bat
     return scaled, (loss, new_state)
 
 
-def gradients(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, scale: float | jax.Array, *, train: bool,
-              key: jax.Array) -> tuple[tuple[jax.Array, Tree], Tree]:
+def gradients(
+    config: StepConfig,
+    params: Tree,
+    model_state: Tree,
+    batch: Batch,
+    scale: float | jax.Array,
+    *,
+    train: bool,
+    key: jax.Array,
+) -> tuple[tuple[jax.Array, Tree], Tree]:
     """((loss, model state), gradients): the gradients of the (scaled) loss, unscaled."""
     (_, (loss, new_state)), grads = jax.value_and_grad(partial(_scaled_loss, config), has_aux=True)(
-        params, model_state, batch, scale, train=train, key=key)
+        params, model_state, batch, scale, train=train, key=key
+    )
     if _scaled(config):
         grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
     return (loss, new_state), grads
@@ -132,13 +165,17 @@ def next_loss_scale(scaler: LossScale, finite: jax.Array, overflow: jax.Array, p
     """The dynamic loss scale after a step: halved (not below 1) at an overflow, doubled (not
     above LOSS_SCALE_MAX) after `period` finite steps in a row."""
     grown = scaler.good_steps + 1 >= period
-    scale = jnp.where(overflow, jnp.maximum(scaler.scale / 2, 1.0),
-                      jnp.where(finite & grown, jnp.minimum(scaler.scale * 2, LOSS_SCALE_MAX), scaler.scale))
+    scale = jnp.where(
+        overflow,
+        jnp.maximum(scaler.scale / 2, 1.0),
+        jnp.where(finite & grown, jnp.minimum(scaler.scale * 2, LOSS_SCALE_MAX), scaler.scale),
+    )
     return LossScale(scale, jnp.where(finite & ~grown, scaler.good_steps + 1, 0))
 
 
-def train_step(config: StepConfig, state: TrainState, batch: Batch, key: jax.Array, *,
-               check: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    config: StepConfig, state: TrainState, batch: Batch, key: jax.Array, *, check: bool | None = None
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update. With `check` (default: the spec's `check_each_step`), a step whose loss or
     gradients are non-finite is not applied where it can be skipped (on_nonfinite: skip_step, or
     an overflow the dynamic loss scale answers by halving) and counted in `skipped`; any other is
@@ -171,16 +208,22 @@ def train_step(config: StepConfig, state: TrainState, batch: Batch, key: jax.Arr
             # sync per step on GPU). With `stop` no select is needed: the run ends at the first
             # bad step and the last good checkpoint on disk is what stays.
             params, model_state, opt_state = jax.tree_util.tree_map(
-                lambda n, o: jnp.where(finite, n, o), (params, model_state, opt_state),
-                (state.params, state.model_state, state.opt_state))
+                lambda n, o: jnp.where(finite, n, o),
+                (params, model_state, opt_state),
+                (state.params, state.model_state, state.opt_state),
+            )
         nonfinite_layer = jnp.where(bad, jnp.where(jnp.all(layer_ok), len(layers), jnp.argmin(layer_ok)), -1)
         step = state.step + 1  # in the train box too: nothing of the step is drawn outside a box
         skipped = state.skipped + jnp.logical_not(finite).astype(jnp.int32)
-    return (TrainState(step, params, model_state, opt_state, skipped, scaler),
-            {"loss": loss, "nonfinite_layer": nonfinite_layer.astype(jnp.int32)})
+    return (
+        TrainState(step, params, model_state, opt_state, skipped, scaler),
+        {"loss": loss, "nonfinite_layer": nonfinite_layer.astype(jnp.int32)},
+    )
 
 
-def metrics_on_batch(config: StepConfig, params: Tree, model_state: Tree, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+def metrics_on_batch(
+    config: StepConfig, params: Tree, model_state: Tree, batch: Batch, key: jax.Array
+) -> dict[str, jax.Array]:
     """The spec's metrics on one training batch, as the training step sees it (train mode: the
     same dropout masks, batch statistics), means over the batch."""
     values, _, _ = per_example(config, params, model_state, batch, train=True, key=key)

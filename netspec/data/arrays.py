@@ -21,17 +21,27 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
+
 import numpy as np
 
-from netspec.errors import DataError
-from netspec.data.sources import DataInfo
-from netspec.data.labels import Labels, summarize
-from netspec.data.sources import SOURCES, STANDARD
 from netspec.data.download import load_standard
-from netspec.data.formats import _find_files, check_directory, idx_header, load_csv, load_idx_dir, load_npz, open_npz, read_idx, read_npz_array
-from netspec.data.sources import FASHION_CLASSES
+from netspec.data.formats import (
+    _find_files,
+    check_directory,
+    idx_header,
+    load_csv,
+    load_idx_dir,
+    load_npz,
+    open_npz,
+    read_idx,
+    read_npz_array,
+)
+from netspec.data.labels import Labels, summarize
+from netspec.data.sources import FASHION_CLASSES, SOURCES, STANDARD, DataInfo
+from netspec.errors import DataError
 
 
 class Split(NamedTuple):
@@ -83,36 +93,52 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
             check_directory(directory)  # says what it is instead
         files, missing = _find_files(directory) if directory.is_dir() else ({}, [])
         if "train_images" not in files or "train_labels" not in files:
-            raise DataError(f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
-                            f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}.")
+            raise DataError(
+                f"The idx directory {directory} must hold train-images-idx3-ubyte and train-labels-idx1-ubyte "
+                f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}."
+            )
         x_dtype, x_shape = idx_header(files["train_images"])
         labels = read_idx(files["train_labels"])  # small: one number per example
         n_test = idx_header(files["test_images"])[1][0] if "test_images" in files else None
         test = _labels(read_idx(files["test_labels"])) if "test_labels" in files else None
-        return DataInfo(source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test)
+        return DataInfo(
+            source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test
+        )
     if source == "npz":
         path = _path(cfg["path"], base_dir)
         if not os.path.lexists(path):
-            raise DataError(f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory).")
+            raise DataError(
+                f"No such npz file: {path}. Check data.npz.path (relative paths are from the spec's directory)."
+            )
         with open_npz(path) as (archive, headers):  # every header checked against the archive's sizes
             x_key = "x_train" if "x_train" in headers else cfg["x_key"]
             y_key = "y_train" if "x_train" in headers else cfg["y_key"]
             for key in (x_key, y_key):
                 if key not in headers:
-                    raise DataError(f"{path} has no array {key!r}; it holds {', '.join(sorted(headers)) or 'no arrays'}. "
-                                    f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test).")
+                    raise DataError(
+                        f"{path} has no array {key!r}; it holds {', '.join(sorted(headers)) or 'no arrays'}. "
+                        f"Name the arrays with data.npz.x_key / y_key, or store x_train, y_train (and x_test, y_test)."
+                    )
             x, y = headers[x_key], headers[y_key]
             if not x.shape or not y.shape:
-                raise DataError(f"{path}: {x_key!r} has shape {x.shape} and {y_key!r} has shape {y.shape}; each needs a first "
-                                "dimension, the examples (one label per example).")
+                raise DataError(
+                    f"{path}: {x_key!r} has shape {x.shape} and {y_key!r} has shape {y.shape}; each needs a first "
+                    "dimension, the examples (one label per example)."
+                )
             n_test = headers["x_test"].shape[0] if "x_test" in headers and headers["x_test"].shape else None
             labels = _labels(read_npz_array(archive, y, path))
-            test = _labels(read_npz_array(archive, headers["y_test"], path)) if "x_train" in headers and "y_test" in headers else None
+            test = (
+                _labels(read_npz_array(archive, headers["y_test"], path))
+                if "x_train" in headers and "y_test" in headers
+                else None
+            )
         return DataInfo(source, x.shape[0], n_test, x.shape[1:], x.dtype.name, y.shape[1:], None, labels, test)
     if source == "csv":
         table = _load_csv(cfg, base_dir)
         classes = len(table.classes) if table.classes is not None else None
-        return DataInfo(source, len(table.x), None, table.x.shape[1:], "float32", (), classes, _labels(table.y, table.classes))
+        return DataInfo(
+            source, len(table.x), None, table.x.shape[1:], "float32", (), classes, _labels(table.y, table.classes)
+        )
     raise AssertionError(source)
 
 
@@ -131,8 +157,13 @@ def _plain(value):
 
 
 def _load_csv(cfg, base_dir: Path):
-    return load_csv(_path(cfg["path"], base_dir), features=_plain(cfg.get("features")), label=cfg["label"],
-                      header=cfg["header"], delimiter=cfg["delimiter"])
+    return load_csv(
+        _path(cfg["path"], base_dir),
+        features=_plain(cfg.get("features")),
+        label=cfg["label"],
+        header=cfg["header"],
+        delimiter=cfg["delimiter"],
+    )
 
 
 _RATIO = re.compile(r"^\s*1\s*/\s*(\d+(?:\.\d+)?)\s*$")
@@ -231,6 +262,6 @@ class BatchOrder:
         while done < length:
             e, i = divmod(step, self.per_epoch)
             take = min(self.per_epoch - i, length - done)
-            out[done:done + take] = self.epoch(e)[i * size:(i + take) * size].reshape(take, size)
+            out[done : done + take] = self.epoch(e)[i * size : (i + take) * size].reshape(take, size)
             done, step = done + take, step + take
         return out

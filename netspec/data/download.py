@@ -27,10 +27,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-import numpy as np
-from netspec.errors import DataError
-from netspec.data.formats import FILES, Splits, _find_files, _load_roles
 
+import numpy as np
+
+from netspec.data.formats import FILES, Splits, _find_files, _load_roles
+from netspec.errors import DataError
 
 MIRRORS: dict[str, list[str]] = {  # base URLs, tried in order
     "mnist": [
@@ -70,8 +71,7 @@ def _check_dataset(dataset: str) -> None:
         names = sorted(MIRRORS)
         close = difflib.get_close_matches(dataset, names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"unknown standard dataset {dataset!r}; the known ones are "
-                        f"{', '.join(names)}.{hint}")
+        raise DataError(f"unknown standard dataset {dataset!r}; the known ones are {', '.join(names)}.{hint}")
 
 
 def cache_dir(dataset: str) -> Path:
@@ -93,8 +93,7 @@ def _search_dirs(dataset: str, data_dir) -> list[tuple[Path, str]]:
     return places
 
 
-def locate(dataset: str, *, data_dir: str | os.PathLike | None = None,
-           download: bool = True) -> dict[str, Path]:
+def locate(dataset: str, *, data_dir: str | os.PathLike | None = None, download: bool = True) -> dict[str, Path]:
     """Finds (or downloads into the cache) the four files of a standard dataset, keyed by role."""
     _check_dataset(dataset)
     searched = []
@@ -242,13 +241,14 @@ def _progress(total: int | None, label: str):
     return click.progressbar(length=total, label=label, file=sys.stderr)
 
 
-def load_standard(dataset: str, *, data_dir: str | os.PathLike | None = None,
-                  download: bool = True) -> Splits:
+def load_standard(dataset: str, *, data_dir: str | os.PathLike | None = None, download: bool = True) -> Splits:
     """Loads mnist or fashion_mnist: uint8 images [N, 28, 28] and uint8 labels [N]."""
     splits = _load_roles(locate(dataset, data_dir=data_dir, download=download))
     for x, path in ((splits.x_train, "train_images"), (splits.x_test, "test_images")):
         if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
-            raise DataError(f"{dataset}: {path} holds {x.dtype.name} {x.shape}, but {dataset} "
-                            "images are uint8 [N, 28, 28]. The file is not the official one; "
-                            "replace it.")
+            raise DataError(
+                f"{dataset}: {path} holds {x.dtype.name} {x.shape}, but {dataset} "
+                "images are uint8 [N, 28, 28]. The file is not the official one; "
+                "replace it."
+            )
     return splits

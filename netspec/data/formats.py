@@ -43,12 +43,15 @@ from array import array
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
+
 import numpy as np
-from netspec.machine import format_bytes, host_memory
+
 from netspec.errors import DataError
+from netspec.machine import format_bytes, host_memory
 
-
-MAX_DATA_BYTES = 64 * 2**30  # the most data netspec reads from one file (uncompressed): far above any data set netspec trains on one host
+MAX_DATA_BYTES = (
+    64 * 2**30
+)  # the most data netspec reads from one file (uncompressed): far above any data set netspec trains on one host
 
 
 SLACK_BYTES = 2**20  # read past a compressed stream's stated size, to say how much more it holds
@@ -65,8 +68,13 @@ MAX_NPZ_MEMBERS = 4096  # arrays in one .npz archive (netspec reads at most four
 DEFLATE_MAX_RATIO = 1032
 
 
-_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 def read_limit() -> tuple[int, str]:
@@ -90,9 +98,11 @@ def _named(path: Path) -> str:
 
 def _too_large(path, size: int, what: str) -> DataError:
     limit, why = read_limit()
-    return DataError(f"{_named(path)}: {what} {format_bytes(size)} of data ({size} bytes), more than netspec reads from "
-                     f"one data file ({why}). Use a smaller file (fewer examples, or a smaller dtype such as uint8 "
-                     "images), or train on a machine with more memory.")
+    return DataError(
+        f"{_named(path)}: {what} {format_bytes(size)} of data ({size} bytes), more than netspec reads from "
+        f"one data file ({why}). Use a smaller file (fewer examples, or a smaller dtype such as uint8 "
+        "images), or train on a machine with more memory."
+    )
 
 
 def open_data_file(path: str | os.PathLike, what: str = "a data file") -> BinaryIO:
@@ -133,9 +143,11 @@ def _refuse_irregular(path: Path, mode: int, what: str) -> None:
     if stat.S_ISDIR(mode):
         raise DataError(f"{_named(path)}: is a directory, but {what} was expected. Name the file itself.")
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    raise DataError(f"{_named(path)}: is {kind}, not a regular file. netspec reads data only from regular files, "
-                    "whose size it can check before reading: a device or a pipe can send data without end, or "
-                    "none, forever. Save the data in a file and name that file.")
+    raise DataError(
+        f"{_named(path)}: is {kind}, not a regular file. netspec reads data only from regular files, "
+        "whose size it can check before reading: a device or a pipe can send data without end, or "
+        "none, forever. Save the data in a file and name that file."
+    )
 
 
 def _read_exactly(f, buffer: memoryview) -> int:
@@ -154,8 +166,10 @@ def _allocate(path, nbytes: int):
     try:
         return np.empty(nbytes, np.uint8)
     except MemoryError:
-        raise DataError(f"{_named(path)}: not enough memory to read its {format_bytes(nbytes)} of data. Free some memory, "
-                        "use a smaller file, or train on a machine with more memory.") from None
+        raise DataError(
+            f"{_named(path)}: not enough memory to read its {format_bytes(nbytes)} of data. Free some memory, "
+            "use a smaller file, or train on a machine with more memory."
+        ) from None
 
 
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
@@ -189,23 +203,31 @@ def _idx_stream(path: Path):
 def _read_header(f, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
     magic = f.read(4)
     if len(magic) < 4:
-        raise DataError(f"{path}: is empty or truncated ({len(magic)} bytes); an IDX file starts "
-                        "with a 4-byte magic number. Download or write the file again.")
+        raise DataError(
+            f"{path}: is empty or truncated ({len(magic)} bytes); an IDX file starts "
+            "with a 4-byte magic number. Download or write the file again."
+        )
     if magic[:2] != b"\0\0":
-        raise DataError(f"{path}: is not an IDX file: it starts with bytes {magic.hex(' ')}, but an "
-                        "IDX file starts with 00 00 <dtype code> <ndim>. Check that this is the "
-                        "right file (e.g. not an HTML error page saved by a failed download).")
+        raise DataError(
+            f"{path}: is not an IDX file: it starts with bytes {magic.hex(' ')}, but an "
+            "IDX file starts with 00 00 <dtype code> <ndim>. Check that this is the "
+            "right file (e.g. not an HTML error page saved by a failed download)."
+        )
     code, ndim = magic[2], magic[3]
     if code not in _IDX_DTYPES:
         known = ", ".join(f"0x{c:02X} {d.name}" for c, d in _IDX_DTYPES.items())
-        raise DataError(f"{path}: unknown IDX dtype code 0x{code:02X}; the known codes are {known}. "
-                        "The file is corrupt or not an IDX file.")
+        raise DataError(
+            f"{path}: unknown IDX dtype code 0x{code:02X}; the known codes are {known}. "
+            "The file is corrupt or not an IDX file."
+        )
     if ndim == 0:
         raise DataError(f"{path}: IDX header says 0 dimensions; a data file needs at least one.")
     dims = f.read(4 * ndim)
     if len(dims) < 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header: {ndim} dimensions need {4 * ndim} bytes "
-                        f"of sizes, found {len(dims)}. Download or write the file again.")
+        raise DataError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {4 * ndim} bytes "
+            f"of sizes, found {len(dims)}. Download or write the file again."
+        )
     shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
     return _IDX_DTYPES[code], shape
 
@@ -214,8 +236,10 @@ def _guard_decompress(path: Path, action):
     try:
         return action()
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: the gzip data is damaged or cut short ({e}). The file is "
-                        "incomplete or corrupt; delete it and download it again.") from None
+        raise DataError(
+            f"{path}: the gzip data is damaged or cut short ({e}). The file is "
+            "incomplete or corrupt; delete it and download it again."
+        ) from None
     except OSError as e:
         raise DataError(f"{path}: cannot read it ({e.strerror or e}).") from None
 
@@ -229,18 +253,24 @@ def _checked_header(f, path: Path, size: int, compressed: bool) -> tuple[np.dtyp
     if expected > read_limit()[0]:
         raise _too_large(path, expected, f"its header says {described}:")
     if compressed and expected > size * DEFLATE_MAX_RATIO:
-        raise DataError(f"{path}: truncated or damaged: the header says {described}, but a gzip file of {size} bytes "
-                        f"holds at most {size * DEFLATE_MAX_RATIO} (deflate compresses at most {DEFLATE_MAX_RATIO}:1). "
-                        "Download or write the file again.")
+        raise DataError(
+            f"{path}: truncated or damaged: the header says {described}, but a gzip file of {size} bytes "
+            f"holds at most {size * DEFLATE_MAX_RATIO} (deflate compresses at most {DEFLATE_MAX_RATIO}:1). "
+            "Download or write the file again."
+        )
     if not compressed:
         follows = size - 4 - 4 * len(shape)
         if follows < expected:
-            raise DataError(f"{path}: truncated: the header says {described}, but only {follows} "
-                            "bytes follow it. The file is incomplete; download or write it again.")
+            raise DataError(
+                f"{path}: truncated: the header says {described}, but only {follows} "
+                "bytes follow it. The file is incomplete; download or write it again."
+            )
         if follows > expected:
-            raise DataError(f"{path}: wrong element count: the header says {described}, but "
-                            f"{follows} bytes follow it ({follows - expected} extra). The header "
-                            "does not match the data; write the file again with the right dimensions.")
+            raise DataError(
+                f"{path}: wrong element count: the header says {described}, but "
+                f"{follows} bytes follow it ({follows - expected} extra). The header "
+                "does not match the data; write the file again with the right dimensions."
+            )
     return dtype, shape, expected
 
 
@@ -271,14 +301,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         got = _guard_decompress(path, lambda: _read_exactly(f, memoryview(buffer)))
         described = f"shape {shape} of {dtype.newbyteorder('=').name}, {expected} bytes of data"
         if got < expected:
-            raise DataError(f"{path}: truncated: the header says {described}, but only {got} "
-                            "bytes follow it. The file is incomplete; download or write it again.")
+            raise DataError(
+                f"{path}: truncated: the header says {described}, but only {got} "
+                "bytes follow it. The file is incomplete; download or write it again."
+            )
         more = len(_guard_decompress(path, lambda: f.read(SLACK_BYTES))) if compressed else 0
         if more:
-            follows = f"{expected + more} bytes follow it ({more} extra)" if more < SLACK_BYTES else \
-                f"more than {expected + SLACK_BYTES} bytes follow it (reading stopped there)"
-            raise DataError(f"{path}: wrong element count: the header says {described}, but {follows}. The header "
-                            "does not match the data; write the file again with the right dimensions.")
+            follows = (
+                f"{expected + more} bytes follow it ({more} extra)"
+                if more < SLACK_BYTES
+                else f"more than {expected + SLACK_BYTES} bytes follow it (reading stopped there)"
+            )
+            raise DataError(
+                f"{path}: wrong element count: the header says {described}, but {follows}. The header "
+                "does not match the data; write the file again with the right dimensions."
+            )
     out = buffer.view(dtype).reshape(shape)
     if not dtype.isnative:
         out = out.byteswap(inplace=True).view(dtype.newbyteorder("="))
@@ -342,10 +379,12 @@ def load_idx_dir(path: str | os.PathLike) -> Splits:
     half_test = len(test_roles & set(found)) == 1
     if required or half_test:
         present = sorted(p.name for p in directory.iterdir()) or ["nothing"]
-        raise DataError(f"{directory}: missing {', '.join(missing)} (plain or .gz); it holds "
-                        f"{', '.join(present)}. An IDX directory needs {FILES['train_images']} and "
-                        f"{FILES['train_labels']}, and for a test split both {FILES['test_images']} and "
-                        f"{FILES['test_labels']}; rename yours to match.")
+        raise DataError(
+            f"{directory}: missing {', '.join(missing)} (plain or .gz); it holds "
+            f"{', '.join(present)}. An IDX directory needs {FILES['train_images']} and "
+            f"{FILES['train_labels']}, and for a test split both {FILES['test_images']} and "
+            f"{FILES['test_labels']}; rename yours to match."
+        )
     return _load_roles(found)
 
 
@@ -357,11 +396,12 @@ def _load_roles(paths: dict[str, Path]) -> Splits:
         if y.ndim != 1:
             raise DataError(f"{labels}: labels must be one-dimensional [N], found shape {y.shape}.")
         if len(x) != len(y):
-            raise DataError(f"{images} holds {x.shape[0]} examples of shape {x.shape[1:]}, but "
-                            f"{labels} holds {len(y)} labels; they must match one to one. "
-                            "One of the files belongs to another dataset or split.")
-    return Splits(arrays["train_images"], arrays["train_labels"],
-                  arrays.get("test_images"), arrays.get("test_labels"))
+            raise DataError(
+                f"{images} holds {x.shape[0]} examples of shape {x.shape[1:]}, but "
+                f"{labels} holds {len(y)} labels; they must match one to one. "
+                "One of the files belongs to another dataset or split."
+            )
+    return Splits(arrays["train_images"], arrays["train_labels"], arrays.get("test_images"), arrays.get("test_labels"))
 
 
 _SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -386,7 +426,9 @@ def _zip_entries(f, size: int) -> int | None:
     if at < 0 or at + 22 > len(data):
         return None
     entries = struct.unpack_from("<H", data, at + 10)[0]
-    if entries == 0xFFFF and at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":  # zip64: the count is in its own record
+    if (
+        entries == 0xFFFF and at >= 20 and data[at - 20 : at - 16] == b"PK\x06\x07"
+    ):  # zip64: the count is in its own record
         (offset,) = struct.unpack_from("<Q", data, at - 20 + 8)
         if offset + 56 <= size:
             f.seek(offset)
@@ -412,18 +454,23 @@ def open_npz(path: str | os.PathLike):
     try:
         size = os.fstat(f.fileno()).st_size
         if f.read(6) == b"\x93NUMPY":
-            raise DataError(f"{path}: is a single .npy array, but a .npz archive with named arrays "
-                            "is needed. Write it with numpy.savez(path, x=..., y=...).")
+            raise DataError(
+                f"{path}: is a single .npy array, but a .npz archive with named arrays "
+                "is needed. Write it with numpy.savez(path, x=..., y=...)."
+            )
         f.seek(0)
         entries = _zip_entries(f, size)
         if entries is not None and entries > MAX_NPZ_MEMBERS:
-            raise DataError(f"{path}: the archive says it holds {entries} members; netspec reads .npz archives of at most "
-                            f"{MAX_NPZ_MEMBERS} (it needs x and y, or x_train, y_train, x_test, y_test). Save only those arrays.")
+            raise DataError(
+                f"{path}: the archive says it holds {entries} members; netspec reads .npz archives of at most "
+                f"{MAX_NPZ_MEMBERS} (it needs x and y, or x_train, y_train, x_test, y_test). Save only those arrays."
+            )
         try:
             archive = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
-            raise DataError(f"{path}: cannot be read as a .npz archive ({e}). Write it with "
-                            "numpy.savez or numpy.savez_compressed.") from None
+            raise DataError(
+                f"{path}: cannot be read as a .npz archive ({e}). Write it with numpy.savez or numpy.savez_compressed."
+            ) from None
         with archive:
             yield archive, _npz_headers(archive, path)
     finally:
@@ -449,16 +496,22 @@ def _npz_headers(archive: zipfile.ZipFile, path: Path) -> dict[str, NpyHeader]:
                     shape, fortran, dtype = np.lib.format._read_array_header(member, version)
                 header_bytes = member.tell()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
-            raise DataError(f"{path}: array {name!r} cannot be read ({e}). Write the archive again with numpy.savez.") from None
+            raise DataError(
+                f"{path}: array {name!r} cannot be read ({e}). Write the archive again with numpy.savez."
+            ) from None
         if dtype.hasobject:
-            raise DataError(f"{path}: array {name!r} holds Python objects, which netspec never "
-                            "unpickles. Save it as a numeric array (e.g. x.astype('float32')).")
+            raise DataError(
+                f"{path}: array {name!r} holds Python objects, which netspec never "
+                "unpickles. Save it as a numeric array (e.g. x.astype('float32'))."
+            )
         stated = math.prod(shape) * dtype.itemsize
         held = info.file_size - header_bytes
         if stated != held:
-            raise DataError(f"{path}: array {name!r}: its header says shape {tuple(shape)} of {dtype.name}, "
-                            f"{format_bytes(stated)} ({stated} bytes), but the archive holds {held} bytes of data for it. "
-                            "The archive is damaged or was not written by numpy; write it again with numpy.savez.")
+            raise DataError(
+                f"{path}: array {name!r}: its header says shape {tuple(shape)} of {dtype.name}, "
+                f"{format_bytes(stated)} ({stated} bytes), but the archive holds {held} bytes of data for it. "
+                "The archive is damaged or was not written by numpy; write it again with numpy.savez."
+            )
         total += stated
         if total > limit:
             raise _too_large(path, total, "its arrays hold")
@@ -472,12 +525,16 @@ def read_npz_array(archive: zipfile.ZipFile, header: NpyHeader, path: Path) -> n
         with archive.open(header.member) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
     except MemoryError:
-        raise DataError(f"{path}: not enough memory to read array {header.member[:-4]!r} "
-                        f"({format_bytes(math.prod(header.shape) * header.dtype.itemsize)}). Free some memory, use a "
-                        "smaller file, or train on a machine with more memory.") from None
+        raise DataError(
+            f"{path}: not enough memory to read array {header.member[:-4]!r} "
+            f"({format_bytes(math.prod(header.shape) * header.dtype.itemsize)}). Free some memory, use a "
+            "smaller file, or train on a machine with more memory."
+        ) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:
-        raise DataError(f"{path}: array {header.member[:-4]!r} cannot be read: the archive is damaged or cut short ({e}). "
-                        "Write it again with numpy.savez.") from None
+        raise DataError(
+            f"{path}: array {header.member[:-4]!r} cannot be read: the archive is damaged or cut short ({e}). "
+            "Write it again with numpy.savez."
+        ) from None
 
 
 def read_npy(path: str | os.PathLike) -> np.ndarray:
@@ -489,16 +546,19 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
         size = os.fstat(f.fileno()).st_size
         try:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                                     else np.lib.format.read_array_header_2_0(f))
+            shape, fortran, dtype = (
+                np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
+            )
         except (ValueError, OSError, EOFError) as e:
             raise DataError(f"{path}: is not a .npy array ({e}). Write it with numpy.save.") from None
         if dtype.hasobject:
             raise DataError(f"{path}: holds Python objects, which netspec never unpickles. Save a numeric array.")
         stated, held = math.prod(shape) * dtype.itemsize, size - f.tell()
         if stated != held:
-            raise DataError(f"{path}: its header says shape {tuple(shape)} of {dtype.name}, {format_bytes(stated)}, but the "
-                            f"file holds {held} bytes of data. It is damaged or was not written by numpy.save.")
+            raise DataError(
+                f"{path}: its header says shape {tuple(shape)} of {dtype.name}, {format_bytes(stated)}, but the "
+                f"file holds {held} bytes of data. It is damaged or was not written by numpy.save."
+            )
         data = bytearray(stated)
         if _read_exactly(f, memoryview(data)) != stated:
             raise DataError(f"{path}: is cut short (it shrank while it was read).")
@@ -523,17 +583,23 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "x", y_key: str = "y") -> 
             wanted = [x_key, y_key]
         missing = [k for k in wanted if k not in keys]
         if missing:
-            rule = ("it has x_train, so it needs y_train, and x_test with y_test when either is "
-                    "there" if "x_train" in keys else f"without x_train it needs {x_key!r} and "
-                    f"{y_key!r}, or x_train, y_train (and x_test, y_test)")
-            raise DataError(f"{path}: missing {', '.join(map(repr, missing))}: {rule}. The "
-                            f"archive holds {', '.join(map(repr, keys)) or 'no arrays'}.")
+            rule = (
+                "it has x_train, so it needs y_train, and x_test with y_test when either is there"
+                if "x_train" in keys
+                else f"without x_train it needs {x_key!r} and {y_key!r}, or x_train, y_train (and x_test, y_test)"
+            )
+            raise DataError(
+                f"{path}: missing {', '.join(map(repr, missing))}: {rule}. The "
+                f"archive holds {', '.join(map(repr, keys)) or 'no arrays'}."
+            )
         for x_name, y_name in zip(wanted[::2], wanted[1::2]):  # before reading: the headers say it
             x, y = headers[x_name].shape, headers[y_name].shape
             if len(x) == 0 or len(y) == 0 or x[0] != y[0]:
-                raise DataError(f"{path}: {x_name!r} has shape {x} and {y_name!r} has shape "
-                                f"{y}; they need the same first dimension (one label per "
-                                "example).")
+                raise DataError(
+                    f"{path}: {x_name!r} has shape {x} and {y_name!r} has shape "
+                    f"{y}; they need the same first dimension (one label per "
+                    "example)."
+                )
         arrays = [read_npz_array(archive, headers[k], path) for k in wanted]
     return Splits(*(arrays + [None, None])[:4])
 
@@ -553,8 +619,14 @@ class Table(NamedTuple):
     feature_names: tuple[str, ...] | None = None
 
 
-def load_csv(path: str | os.PathLike, *, features: list[str | int] | None = None,
-             label: str | int, header: bool = True, delimiter: str = ",") -> Table:
+def load_csv(
+    path: str | os.PathLike,
+    *,
+    features: list[str | int] | None = None,
+    label: str | int,
+    header: bool = True,
+    delimiter: str = ",",
+) -> Table:
     """Loads a CSV table; columns are chosen by header name or 0-based index.
 
     `features` (default: every column but the label) picks the feature columns in the order
@@ -584,10 +656,12 @@ def _bounded_lines(text, path: Path):
         number += 1
         total += len(line)
         if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
-            raise DataError(f"{path}:{number}: a line of more than {MAX_LINE_CHARS} characters (reading stopped there); "
-                            f"netspec reads CSV lines of up to {MAX_LINE_CHARS} characters, some {MAX_LINE_CHARS // 2} one-digit "
-                            "columns. This is not a table of one example per line: check that it is the right file "
-                            "(not binary data) and that its rows end with line breaks.")
+            raise DataError(
+                f"{path}:{number}: a line of more than {MAX_LINE_CHARS} characters (reading stopped there); "
+                f"netspec reads CSV lines of up to {MAX_LINE_CHARS} characters, some {MAX_LINE_CHARS // 2} one-digit "
+                "columns. This is not a table of one example per line: check that it is the right file "
+                "(not binary data) and that its rows end with line breaks."
+            )
         if total > limit:  # a file that grows while it is read
             raise _too_large(path, total, "grew while it was read, past")
         yield line
@@ -596,8 +670,7 @@ def _bounded_lines(text, path: Path):
 def _read_table(rows, path: Path, *, features, label, header: bool, delimiter: str) -> Table:
     first = next(rows, None)
     if first is None:
-        raise DataError(f"{path}: is empty; it needs {'a header line and ' if header else ''}"
-                        "at least one row of data.")
+        raise DataError(f"{path}: is empty; it needs {'a header line and ' if header else ''}at least one row of data.")
     names = [c.strip() for c in first[1]] if header else None
     if header:
         first = next(rows, None)
@@ -611,21 +684,23 @@ def _read_table(rows, path: Path, *, features, label, header: bool, delimiter: s
     else:
         feature_cols = [_column(c, names, width, path) for c in features]
         if label_col in feature_cols:
-            raise DataError(f"{path}: column {_describe(label_col, names)} is both a feature and "
-                            "the label; drop it from features.")
+            raise DataError(
+                f"{path}: column {_describe(label_col, names)} is both a feature and the label; drop it from features."
+            )
     if not feature_cols:
-        raise DataError(f"{path}: there are no feature columns besides the label "
-                        f"{_describe(label_col, names)}.")
+        raise DataError(f"{path}: there are no feature columns besides the label {_describe(label_col, names)}.")
 
     values = array("f")  # float32, row after row: the text of a row is dropped once it is read
     labels = _LabelColumn(label_col, names, path)
     count = 0
     for line, row in itertools.chain([first], rows):
         if len(row) != width:
-            raise DataError(f"{path}:{line}: has {len(row)} columns, but "
-                            f"{'the header has' if header else 'the first row has'} {width}. "
-                            "Every row needs the same columns; check for a missing or extra "
-                            f"delimiter {delimiter!r} (quote cells that contain it).")
+            raise DataError(
+                f"{path}:{line}: has {len(row)} columns, but "
+                f"{'the header has' if header else 'the first row has'} {width}. "
+                "Every row needs the same columns; check for a missing or extra "
+                f"delimiter {delimiter!r} (quote cells that contain it)."
+            )
         values.extend([_number(row[c], line, c, names, path) for c in feature_cols])
         labels.add(line, row[label_col])
         count += 1
@@ -650,22 +725,27 @@ def _describe(col: int, names: list[str] | None) -> str:
 def _column(ref, names: list[str] | None, width: int, path: Path) -> int:
     if isinstance(ref, str):
         if names is None:
-            raise DataError(f"{path}: column {ref!r} is named, but the file is read without a "
-                            f"header; refer to columns by 0-based index (0 to {width - 1}).")
+            raise DataError(
+                f"{path}: column {ref!r} is named, but the file is read without a "
+                f"header; refer to columns by 0-based index (0 to {width - 1})."
+            )
         if names.count(ref) > 1:
-            raise DataError(f"{path}: the header names {ref!r} {names.count(ref)} times; rename "
-                            "the columns so each name is unique, or refer to them by index.")
+            raise DataError(
+                f"{path}: the header names {ref!r} {names.count(ref)} times; rename "
+                "the columns so each name is unique, or refer to them by index."
+            )
         if ref not in names:
             close = difflib.get_close_matches(ref, names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"{path}: no column named {ref!r}; the columns are "
-                            f"{', '.join(map(repr, names))}.{hint}")
+            raise DataError(f"{path}: no column named {ref!r}; the columns are {', '.join(map(repr, names))}.{hint}")
         return names.index(ref)
     if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < width:
         return ref
-    raise DataError(f"{path}: column {ref!r} does not exist: the file has {width} columns, so a "
-                    f"column is a 0-based index from 0 to {width - 1}"
-                    f"{' or a header name' if names is not None else ''}.")
+    raise DataError(
+        f"{path}: column {ref!r} does not exist: the file has {width} columns, so a "
+        f"column is a 0-based index from 0 to {width - 1}"
+        f"{' or a header name' if names is not None else ''}."
+    )
 
 
 def _number(cell: str, line: int, col: int, names, path: Path) -> float:
@@ -675,8 +755,10 @@ def _number(cell: str, line: int, col: int, names, path: Path) -> float:
         value = None
     if value is None or not math.isfinite(value):
         found = "an empty cell" if not cell.strip() else repr(cell)
-        raise DataError(f"{path}:{line}: column {_describe(col, names)} holds {found}, but a "
-                        "finite number is needed. Fix or remove that row.")
+        raise DataError(
+            f"{path}:{line}: column {_describe(col, names)} holds {found}, but a "
+            "finite number is needed. Fix or remove that row."
+        )
     return value
 
 
@@ -694,8 +776,10 @@ class _LabelColumn:
     def add(self, line: int, cell: str) -> None:
         cell = cell.strip()
         if not cell:
-            raise DataError(f"{self.path}:{line}: the label {_describe(self.col, self.names)} is empty. Every "
-                            "row needs a label; fill it in or remove the row.")
+            raise DataError(
+                f"{self.path}:{line}: the label {_describe(self.col, self.names)} is empty. Every "
+                "row needs a label; fill it in or remove the row."
+            )
         try:
             value = float(cell)
             numeric = math.isfinite(value)
@@ -709,9 +793,11 @@ class _LabelColumn:
             self.indices.append(self.classes.setdefault(cell, len(self.classes)))
         if self.first_number and self.first_text:
             (line, cell), (other_line, other) = self.first_number, self.first_text
-            raise DataError(f"{self.path}: the label {_describe(self.col, self.names)} mixes numbers ({cell!r} on "
-                            f"line {line}) and text ({other!r} on line {other_line}). Labels are "
-                            "either all numbers or all class names; fix the odd cells.")
+            raise DataError(
+                f"{self.path}: the label {_describe(self.col, self.names)} mixes numbers ({cell!r} on "
+                f"line {line}) and text ({other!r} on line {other_line}). Labels are "
+                "either all numbers or all class names; fix the odd cells."
+            )
 
     def result(self) -> tuple[np.ndarray, tuple[str, ...] | None]:
         if not self.classes:

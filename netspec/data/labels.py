@@ -15,8 +15,9 @@ Pure Python: no numpy import here (an array brings its own methods), no jax.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,19 @@ def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequen
         whole = safe == safe.round()
         fraction_at = None if whole.all() else int((~whole).argmax())
         distinct = tuple(_few_distinct(safe))
-        return Labels(int(flat.size), per_example, float(safe.min()), int(safe.argmin()), float(safe.max()), int(safe.argmax()),
-                      fraction_at, nonfinite_at, distinct, names, classes)
+        return Labels(
+            int(flat.size),
+            per_example,
+            float(safe.min()),
+            int(safe.argmin()),
+            float(safe.max()),
+            int(safe.argmax()),
+            fraction_at,
+            nonfinite_at,
+            distinct,
+            names,
+            classes,
+        )
     flat = [float(v) for v in values]
     if not flat:
         return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
@@ -68,8 +80,19 @@ def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequen
     fraction_at = next((i for i, v in enumerate(safe) if v != round(v)), None)
     low = min(range(len(safe)), key=safe.__getitem__)
     high = max(range(len(safe)), key=safe.__getitem__)
-    return Labels(len(flat), per_example, safe[low], low, safe[high], high, fraction_at, nonfinite_at,
-                  tuple(sorted(set(safe)))[:3], names, classes)  # the first 3 suffice: the rules ask "one class?"
+    return Labels(
+        len(flat),
+        per_example,
+        safe[low],
+        low,
+        safe[high],
+        high,
+        fraction_at,
+        nonfinite_at,
+        tuple(sorted(set(safe)))[:3],
+        names,
+        classes,
+    )  # the first 3 suffice: the rules ask "one class?"
 
 
 def _few_distinct(safe) -> list[float]:
@@ -82,4 +105,16 @@ def _few_distinct(safe) -> list[float]:
 
 def known(classes: int, count: int) -> Labels:
     """The labels of a named data set, from its known facts: class numbers 0 .. classes - 1."""
-    return Labels(count, 1, 0.0, 0, float(classes - 1), 0, None, None, tuple(float(c) for c in range(min(classes, 3))), None, classes)
+    return Labels(
+        count,
+        1,
+        0.0,
+        0,
+        float(classes - 1),
+        0,
+        None,
+        None,
+        tuple(float(c) for c in range(min(classes, 3))),
+        None,
+        classes,
+    )

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from netspec.data.labels import Labels
 
-
 SOURCES = ("inline", "mnist", "fashion_mnist", "idx", "npz", "csv")  # data: exactly one of these
 
 
@@ -44,4 +43,15 @@ class DataInfo:
     test_labels: Labels | None = None  # the test split's, when the source has one and reading it is cheap
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)

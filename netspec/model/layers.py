@@ -47,7 +47,9 @@ class Initializer(Protocol):
 class Apply(Protocol):
     """A layer's forward pass: apply(params, state, inputs, *, train, key) -> (y, state)."""
 
-    def __call__(self, params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]: ...
+    def __call__(
+        self, params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]: ...
 
 
 Builder = Callable[..., tuple[Init, Apply]]  # builder(in_shapes, out_shape, **the type's spec fields) -> (init, apply)
@@ -55,6 +57,7 @@ Builder = Callable[..., tuple[Init, Apply]]  # builder(in_shapes, out_shape, **t
 
 def _shifted(normal: Callable[[float], Initializer]) -> Callable[..., Initializer]:
     """jax's zero-mean `normal(stddev)` initializer with a `mean` too (Keras' arguments)."""
+
     def make(*, mean: float, stddev: float) -> Initializer:
         draw = normal(stddev)
         return lambda key, shape, dtype=jnp.float32: mean + draw(key, shape, dtype)
@@ -129,7 +132,9 @@ def activation(choice: Mapping[str, Any]) -> Activation:
     return partial(fn, **args) if args else fn
 
 
-def _kernel_and_bias(kernel_init: Mapping[str, Any], bias_init: Mapping[str, Any], use_bias: bool, kernel_shape: Shape, outputs: int) -> Init:
+def _kernel_and_bias(
+    kernel_init: Mapping[str, Any], bias_init: Mapping[str, Any], use_bias: bool, kernel_shape: Shape, outputs: int
+) -> Init:
     """init(key) -> ({"kernel": float32 `kernel_shape`, "bias": float32 [outputs] if use_bias}, {})."""
     init_kernel, init_bias = initializer(kernel_init), initializer(bias_init)
 
@@ -153,28 +158,51 @@ def _no_params(key: jax.Array) -> tuple[Arrays, Arrays]:
 
 def _stateless(fn: Callable[[Sequence[jax.Array]], jax.Array]) -> Apply:
     """An apply with no parameters whose output is `fn(inputs)` (the list of input arrays)."""
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         return fn(inputs), state
 
     return apply
 
 
-def dense(in_shapes: Sequence[Shape], out_shape: Shape, *, units: int, use_bias: bool, kernel_init: Mapping[str, Any],
-          bias_init: Mapping[str, Any]) -> tuple[Init, Apply]:
+def dense(
+    in_shapes: Sequence[Shape],
+    out_shape: Shape,
+    *,
+    units: int,
+    use_bias: bool,
+    kernel_init: Mapping[str, Any],
+    bias_init: Mapping[str, Any],
+) -> tuple[Init, Apply]:
     """Fully connected over the last axis: x [N, ..., in] @ kernel [in, units] + bias [units]
     (Keras's Dense). The network applies the layer's activation."""
     (in_shape,) = in_shapes
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         return _plus_bias(params, x @ params["kernel"].astype(x.dtype)), state
 
     return _kernel_and_bias(kernel_init, bias_init, use_bias, (in_shape[-1], units), units), apply
 
 
-def conv2d(in_shapes: Sequence[Shape], out_shape: Shape, *, filters: int, kernel_size: int | Sequence[int], strides: int | Sequence[int],
-           padding: str, dilation: int | Sequence[int], groups: int, use_bias: bool, kernel_init: Mapping[str, Any],
-           bias_init: Mapping[str, Any]) -> tuple[Init, Apply]:
+def conv2d(
+    in_shapes: Sequence[Shape],
+    out_shape: Shape,
+    *,
+    filters: int,
+    kernel_size: int | Sequence[int],
+    strides: int | Sequence[int],
+    padding: str,
+    dilation: int | Sequence[int],
+    groups: int,
+    use_bias: bool,
+    kernel_init: Mapping[str, Any],
+    bias_init: Mapping[str, Any],
+) -> tuple[Init, Apply]:
     """2-D convolution of x [N, height, width, channels] with a kernel [kh, kw, channels / groups,
     filters] (NHWC / HWIO, `lax.conv_general_dilated`; 'same' padding as XLA and TensorFlow pad)."""
     (h, w, c) = in_shapes[0]
@@ -182,25 +210,41 @@ def conv2d(in_shapes: Sequence[Shape], out_shape: Shape, *, filters: int, kernel
     window_strides, rhs_dilation = as_pair(strides), as_pair(dilation)
     xla_padding = padding.upper()
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         y = jax.lax.conv_general_dilated(
-            x, params["kernel"].astype(x.dtype), window_strides=window_strides, padding=xla_padding, rhs_dilation=rhs_dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+            x,
+            params["kernel"].astype(x.dtype),
+            window_strides=window_strides,
+            padding=xla_padding,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
         return _plus_bias(params, y), state
 
     return _kernel_and_bias(kernel_init, bias_init, use_bias, (kh, kw, c // groups, filters), filters), apply
 
 
-def _pool(kind: str, in_shapes: Sequence[Shape], out_shape: Shape, pool_size: int | Sequence[int], strides: int | Sequence[int] | None,
-          padding: str) -> tuple[Init, Apply]:
+def _pool(
+    kind: str,
+    in_shapes: Sequence[Shape],
+    out_shape: Shape,
+    pool_size: int | Sequence[int],
+    strides: int | Sequence[int] | None,
+    padding: str,
+) -> tuple[Init, Apply]:
     window = (1, *as_pair(pool_size), 1)
     steps = (1, *as_pair(strides if strides is not None else pool_size), 1)
     xla_padding = padding.upper()
     (oh, ow, _) = out_shape
     tiles = window == steps and (xla_padding == "VALID" or (oh * window[1], ow * window[2]) == tuple(in_shapes[0][:2]))
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         if tiles:
             # Non-overlapping windows: a reshape and a reduction. Same values as reduce_window,
@@ -213,20 +257,34 @@ def _pool(kind: str, in_shapes: Sequence[Shape], out_shape: Shape, pool_size: in
         total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, steps, xla_padding)
         if xla_padding == "VALID":
             return total / (window[1] * window[2]), state
-        count = jax.lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, steps, xla_padding)
+        count = jax.lax.reduce_window(
+            jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0.0, jax.lax.add, window, steps, xla_padding
+        )
         return total / count, state  # padding not counted, as Keras and TensorFlow do
 
     return _no_params, apply
 
 
-def max_pool(in_shapes: Sequence[Shape], out_shape: Shape, *, pool_size: int | Sequence[int], strides: int | Sequence[int] | None,
-             padding: str) -> tuple[Init, Apply]:
+def max_pool(
+    in_shapes: Sequence[Shape],
+    out_shape: Shape,
+    *,
+    pool_size: int | Sequence[int],
+    strides: int | Sequence[int] | None,
+    padding: str,
+) -> tuple[Init, Apply]:
     """The maximum over each window of x [N, h, w, c] (strides default to the window)."""
     return _pool("max", in_shapes, out_shape, pool_size, strides, padding)
 
 
-def avg_pool(in_shapes: Sequence[Shape], out_shape: Shape, *, pool_size: int | Sequence[int], strides: int | Sequence[int] | None,
-             padding: str) -> tuple[Init, Apply]:
+def avg_pool(
+    in_shapes: Sequence[Shape],
+    out_shape: Shape,
+    *,
+    pool_size: int | Sequence[int],
+    strides: int | Sequence[int] | None,
+    padding: str,
+) -> tuple[Init, Apply]:
     """The mean over each window of x [N, h, w, c], padding not counted (Keras, TensorFlow)."""
     return _pool("avg", in_shapes, out_shape, pool_size, strides, padding)
 
@@ -240,7 +298,9 @@ def dropout(in_shapes: Sequence[Shape], out_shape: Shape, *, rate: float) -> tup
     """Inverted dropout (Keras): while training each value is kept with probability 1 - rate and
     scaled by 1 / (1 - rate), with the layer's own key each step; identity at evaluation."""
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         if not train or rate == 0:
             return x, state
@@ -267,23 +327,32 @@ def _affine(params: Arrays, y: jax.Array) -> jax.Array:
     return y
 
 
-def batch_norm(in_shapes: Sequence[Shape], out_shape: Shape, *, momentum: float, epsilon: float, center: bool, scale: bool) -> tuple[Init, Apply]:
+def batch_norm(
+    in_shapes: Sequence[Shape], out_shape: Shape, *, momentum: float, epsilon: float, center: bool, scale: bool
+) -> tuple[Init, Apply]:
     """Batch normalisation (Ioffe and Szegedy 2015) over every axis but the last, with Keras's
     running statistics: running = momentum * running + (1 - momentum) * batch (the biased batch
     variance), used at evaluation; the statistics are float32 model state."""
     size = in_shapes[0][-1]
 
     def init(key: jax.Array) -> tuple[Arrays, Arrays]:
-        return _norm_params(size, center, scale), {"mean": jnp.zeros((size,), jnp.float32), "var": jnp.ones((size,), jnp.float32)}
+        return _norm_params(size, center, scale), {
+            "mean": jnp.zeros((size,), jnp.float32),
+            "var": jnp.ones((size,), jnp.float32),
+        }
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         axes = tuple(range(x.ndim - 1))
         if train:
             x32 = x.astype(jnp.float32)
             mean, var = jnp.mean(x32, axes), jnp.var(x32, axes)
-            state = {"mean": momentum * state["mean"] + (1 - momentum) * mean,
-                     "var": momentum * state["var"] + (1 - momentum) * var}
+            state = {
+                "mean": momentum * state["mean"] + (1 - momentum) * mean,
+                "var": momentum * state["var"] + (1 - momentum) * var,
+            }
         else:
             mean, var = state["mean"], state["var"]
         y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + epsilon).astype(x.dtype)
@@ -292,11 +361,15 @@ def batch_norm(in_shapes: Sequence[Shape], out_shape: Shape, *, momentum: float,
     return init, apply
 
 
-def layer_norm(in_shapes: Sequence[Shape], out_shape: Shape, *, epsilon: float, center: bool, scale: bool) -> tuple[Init, Apply]:
+def layer_norm(
+    in_shapes: Sequence[Shape], out_shape: Shape, *, epsilon: float, center: bool, scale: bool
+) -> tuple[Init, Apply]:
     """Layer normalisation (Ba et al. 2016) of each example over its last axis."""
     size = in_shapes[0][-1]
 
-    def apply(params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array) -> tuple[jax.Array, Arrays]:
+    def apply(
+        params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
         mean = jnp.mean(x, -1, keepdims=True)
         var = jnp.var(x, -1, keepdims=True)
@@ -351,4 +424,6 @@ BUILDERS: dict[str, Builder] = {
 
 def build(layer: Layer) -> tuple[Init, Apply]:
     """(init, apply) of a checked layer: its builder with its spec fields as keyword arguments."""
-    return BUILDERS[layer.type](layer.in_shapes, layer.out_shape, **{k: v for k, v in layer.args.items() if k != "activation"})
+    return BUILDERS[layer.type](
+        layer.in_shapes, layer.out_shape, **{k: v for k, v in layer.args.items() if k != "activation"}
+    )

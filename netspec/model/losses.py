@@ -41,6 +41,7 @@ class Decide(Protocol):
 
     def __call__(self, h: Outputs, /) -> Outputs: ...
 
+
 def per_example_mean(v: jax.Array) -> jax.Array:
     """[N, ...] -> [N]: the mean over everything but the batch axis."""
     return v.reshape(v.shape[0], -1).mean(-1)
@@ -82,6 +83,7 @@ def output_class(spec: Spec) -> Decide | None:
 
         return above
     if kind.classification:
+
         def largest(h: Outputs) -> Outputs:
             indices: Outputs = h.argmax(-1)  # (numpy's stubs type an argmax along an axis as Any)
             return indices.astype(np.int32)
@@ -133,6 +135,7 @@ def metric_fns(spec: Spec) -> dict[str, PerExample]:
             assert guess is not None  # the schema takes accuracy only with a classification loss
             out[name] = lambda z, y: per_example_mean((guess(z) == truth(y)).astype(jnp.float32))
         elif kind == "top_k_accuracy":  # on the model output too, so top-1 is accuracy even among ties
+
             def top_k(z: jax.Array, y: jax.Array, k: int = metric["k"]) -> jax.Array:
                 return jnp.any(jax.lax.top_k(to_output(z), k)[1] == truth(y)[:, None], -1).astype(jnp.float32)
 

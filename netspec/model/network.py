@@ -30,21 +30,37 @@ Tree = dict[str, Arrays]  # {layer name: {name: array}}: the model's params, or 
 class NetworkApply(Protocol):
     """The model's forward pass (see the module docstring)."""
 
-    def __call__(self, params: Tree, state: Tree, x: jax.Array, *, train: bool, key: jax.Array, logits: bool = False,
-                 collect: dict[str, jax.Array] | None = None) -> tuple[jax.Array, Tree]: ...
+    def __call__(
+        self,
+        params: Tree,
+        state: Tree,
+        x: jax.Array,
+        *,
+        train: bool,
+        key: jax.Array,
+        logits: bool = False,
+        collect: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, Tree]: ...
 
 
 def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, Tree]], NetworkApply]:
     """`(init, apply)` of the model the checked `layers` describe (see the module docstring)."""
     built = [(layer, *build(layer)) for layer in layers]
-    activations: list[Activation | None] = [activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers]
+    activations: list[Activation | None] = [
+        activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers
+    ]
     # One compiled initializer per kind of layer (type, arguments, shapes), shared by the layers
     # alike: XLA compiles one program holding every layer's random initializers in time that grows
     # faster than the depth (100 dense layers of 4 units: 17.5 s, against 1.1 s this way, the
     # values bit for bit the same; benchmarks/compile_depth.py).
     compiled: dict[tuple[Any, ...], Init] = {}
-    inits = [compiled.setdefault((layer.type, json.dumps(plain(layer.args), sort_keys=True, default=str), layer.in_shapes,
-                                  layer.out_shape), jax.jit(layer_init)) for layer, layer_init, _ in built]
+    inits = [
+        compiled.setdefault(
+            (layer.type, json.dumps(plain(layer.args), sort_keys=True, default=str), layer.in_shapes, layer.out_shape),
+            jax.jit(layer_init),
+        )
+        for layer, layer_init, _ in built
+    ]
     output = layers[-1].name
 
     def init(key: jax.Array) -> tuple[Tree, Tree]:
@@ -55,8 +71,16 @@ def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, 
                 params[layer.name], state[layer.name] = layer_init(jax.random.fold_in(key, i))
         return params, state
 
-    def apply(params: Tree, state: Tree, x: jax.Array, *, train: bool, key: jax.Array, logits: bool = False,
-              collect: dict[str, jax.Array] | None = None) -> tuple[jax.Array, Tree]:
+    def apply(
+        params: Tree,
+        state: Tree,
+        x: jax.Array,
+        *,
+        train: bool,
+        key: jax.Array,
+        logits: bool = False,
+        collect: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, Tree]:
         """The output (or its logits when `logits`) and the new model state; `collect` (a dict)
         receives every layer's output."""
         values = {"input": x}
@@ -65,8 +89,12 @@ def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, 
         for i, ((layer, _, layer_apply), act) in enumerate(zip(built, activations)):
             with jax.named_scope(layer.name):
                 y, new_state[layer.name] = layer_apply(
-                    params[layer.name], state[layer.name], [values[r] for r in layer.inputs],
-                    train=train, key=jax.random.fold_in(key, i))
+                    params[layer.name],
+                    state[layer.name],
+                    [values[r] for r in layer.inputs],
+                    train=train,
+                    key=jax.random.fold_in(key, i),
+                )
                 if act is not None and not (logits and i == last):
                     y = act(y)
             values[layer.name] = y

@@ -19,8 +19,6 @@ from typing import NamedTuple
 
 from netspec.spec.fields import Schema, boolean, integer, number
 
-
-
 ACTIVATIONS: dict[str, dict[str, Schema]] = {
     "linear": {},
     "sigmoid": {},
@@ -30,7 +28,12 @@ ACTIVATIONS: dict[str, dict[str, Schema]] = {
     "leaky_relu": {"negative_slope": number(0.01, doc="the slope for x < 0")},
     "elu": {"alpha": number(1.0, doc="the value elu approaches for large negative x is -alpha")},
     "selu": {},
-    "gelu": {"approximate": boolean(True, "true: the tanh approximation (jax.nn.gelu's default); false: the exact erf form (Keras's and PyTorch's default)")},
+    "gelu": {
+        "approximate": boolean(
+            True,
+            "true: the tanh approximation (jax.nn.gelu's default); false: the exact erf form (Keras's and PyTorch's default)",
+        )
+    },
     "softplus": {},
     "swish": {},
     "silu": {},
@@ -59,11 +62,18 @@ ACTIVATION_DOCS: dict[str, str] = {
 
 
 INITIALIZERS: dict[str, dict[str, Schema]] = {
-    "random_normal": {"mean": number(0.0, doc="mean of the normal distribution"),
-                      "stddev": number(1.0, exclusive_minimum=0, doc="standard deviation (tf.random_normal's 1.0, not Keras's 0.05)")},
-    "truncated_normal": {"mean": number(0.0, doc="mean of the normal distribution"),
-                         "stddev": number(1.0, exclusive_minimum=0, doc="standard deviation before truncation at 2 standard deviations")},
-    "random_uniform": {"minval": number(0.0, doc="lower bound (included)"), "maxval": number(1.0, doc="upper bound (excluded)")},
+    "random_normal": {
+        "mean": number(0.0, doc="mean of the normal distribution"),
+        "stddev": number(1.0, exclusive_minimum=0, doc="standard deviation (tf.random_normal's 1.0, not Keras's 0.05)"),
+    },
+    "truncated_normal": {
+        "mean": number(0.0, doc="mean of the normal distribution"),
+        "stddev": number(1.0, exclusive_minimum=0, doc="standard deviation before truncation at 2 standard deviations"),
+    },
+    "random_uniform": {
+        "minval": number(0.0, doc="lower bound (included)"),
+        "maxval": number(1.0, doc="upper bound (excluded)"),
+    },
     "glorot_uniform": {},
     "glorot_normal": {},
     "xavier_uniform": {},
@@ -101,17 +111,32 @@ INITIALIZER_DOCS: dict[str, str] = {
 
 
 # Initializers that need a weight matrix (fan-in/fan-out); never a bias vector.
-MATRIX_INITIALIZERS = {"glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
-                       "lecun_uniform", "lecun_normal", "orthogonal"}
+MATRIX_INITIALIZERS = {
+    "glorot_uniform",
+    "glorot_normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+}
 
 
 LOSSES: dict[str, dict[str, Schema]] = {
-    "binary_crossentropy": {"from_logits": boolean(False, "the output is a logit (last layer linear), not a probability")},
+    "binary_crossentropy": {
+        "from_logits": boolean(False, "the output is a logit (last layer linear), not a probability")
+    },
     "categorical_crossentropy": {
         "from_logits": boolean(False, "the output is logits (last layer linear), not probabilities"),
-        "label_smoothing": number(0.0, minimum=0, maximum=1, doc="a: train on targets (1 - a) * y + a / classes (as Keras and PyTorch)"),
+        "label_smoothing": number(
+            0.0, minimum=0, maximum=1, doc="a: train on targets (1 - a) * y + a / classes (as Keras and PyTorch)"
+        ),
     },
-    "sparse_categorical_crossentropy": {"from_logits": boolean(False, "the output is logits (last layer linear), not probabilities")},
+    "sparse_categorical_crossentropy": {
+        "from_logits": boolean(False, "the output is logits (last layer linear), not probabilities")
+    },
     "mean_squared_error": {},
     "mean_absolute_error": {},
     "huber": {"delta": number(1.0, exclusive_minimum=0, doc="where the loss turns from quadratic to linear")},
@@ -124,17 +149,17 @@ LOSSES: dict[str, dict[str, Schema]] = {
 # clips them to [1e-7, 1 - 1e-7]; PyTorch's BCELoss clamps each log at -100).
 LOSS_DOCS: dict[str, str] = {
     "binary_crossentropy": "-(y log p + (1 - y) log(1 - p)) per output unit, targets in [0, 1]; computed from the logit z of the sigmoid output "
-                           "as -(y log_sigmoid(z) + (1 - y) log_sigmoid(-z)): exact, no clipping of p (Keras clips p to [1e-7, 1 - 1e-7]); "
-                           "`from_logits: true` takes z from a linear last layer",
+    "as -(y log_sigmoid(z) + (1 - y) log_sigmoid(-z)): exact, no clipping of p (Keras clips p to [1e-7, 1 - 1e-7]); "
+    "`from_logits: true` takes z from a linear last layer",
     "categorical_crossentropy": "-sum(y log p) over the classes, y one-hot or a distribution (integer labels are made one-hot); computed from "
-                                "the logits z of the softmax output as -sum(y log_softmax(z)): exact, no clipping (Keras clips p at 1e-7); "
-                                "label_smoothing a trains on (1 - a) y + a / classes",
+    "the logits z of the softmax output as -sum(y log_softmax(z)): exact, no clipping (Keras clips p at 1e-7); "
+    "label_smoothing a trains on (1 - a) y + a / classes",
     "sparse_categorical_crossentropy": "-log p[label] for an integer class label; computed as -log_softmax(z)[label] from the logits of the "
-                                       "softmax output: exact, no clipping; PyTorch's CrossEntropyLoss is this with `from_logits: true`",
+    "softmax output: exact, no clipping; PyTorch's CrossEntropyLoss is this with `from_logits: true`",
     "mean_squared_error": "(p - y)^2, mean over the output units",
     "mean_absolute_error": "|p - y|, mean over the output units",
     "huber": "0.5 e^2 where |e| <= delta, delta (|e| - delta / 2) beyond, e = p - y (Keras's Huber, PyTorch's HuberLoss; "
-             "PyTorch's SmoothL1Loss is this divided by delta)",
+    "PyTorch's SmoothL1Loss is this divided by delta)",
 }
 
 
@@ -167,7 +192,9 @@ LOSS_KINDS: dict[str, LossKind] = {
 }
 
 # For each cross-entropy loss, the output activation it fuses with into the stable logits form.
-FUSED_ACTIVATION: dict[str, str] = {name: kind.fused_activation for name, kind in LOSS_KINDS.items() if kind.fused_activation is not None}
+FUSED_ACTIVATION: dict[str, str] = {
+    name: kind.fused_activation for name, kind in LOSS_KINDS.items() if kind.fused_activation is not None
+}
 
 
 METRICS: dict[str, dict[str, Schema]] = {
@@ -180,52 +207,148 @@ METRICS: dict[str, dict[str, Schema]] = {
 
 METRIC_DOCS: dict[str, str] = {
     "accuracy": "fraction of correct classes: the largest output (the first of equals) for the categorical losses; for "
-                "binary_crossentropy each unit is class 1 when its probability is above 0.5 (a logit above 0), a target "
-                "above 0.5 is class 1, averaged over the units",
+    "binary_crossentropy each unit is class 1 when its probability is above 0.5 (a logit above 0), a target "
+    "above 0.5 is class 1, averaged over the units",
     "top_k_accuracy": "fraction of examples whose label is among the k largest outputs (tag top_<k>_accuracy)",
     "mean_squared_error": "(p - y)^2 of the model output (probabilities after a fused sigmoid or softmax, not logits)",
     "mean_absolute_error": "|p - y| of the model output (probabilities after a fused sigmoid or softmax, not logits)",
 }
 
 
-OPTAX_SKIPPED = {"mask", "weight_decay_mask", "trust_ratio_mask", "mu_dtype", "accumulator_dtype", "dtype_momentum", "key", "learning_rate"}
+OPTAX_SKIPPED = {
+    "mask",
+    "weight_decay_mask",
+    "trust_ratio_mask",
+    "mu_dtype",
+    "accumulator_dtype",
+    "dtype_momentum",
+    "key",
+    "learning_rate",
+}
 
 
 OPTIMIZERS: dict[str, dict[str, Schema]] = {
     "sgd": {"momentum": number(None, nullable=True), "nesterov": boolean(False)},
-    "adam": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "nesterov": boolean(False)},
-    "adamw": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "weight_decay": number(1e-4), "nesterov": boolean(False)},
+    "adam": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "nesterov": boolean(False),
+    },
+    "adamw": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "weight_decay": number(1e-4),
+        "nesterov": boolean(False),
+    },
     "adamax": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8)},
     "adamaxw": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "weight_decay": number(1e-4)},
-    "nadam": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "nesterov": boolean(True)},
-    "nadamw": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "weight_decay": number(1e-4), "nesterov": boolean(True)},
-    "radam": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "threshold": number(5.0), "nesterov": boolean(False)},
+    "nadam": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "nesterov": boolean(True),
+    },
+    "nadamw": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "weight_decay": number(1e-4),
+        "nesterov": boolean(True),
+    },
+    "radam": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "threshold": number(5.0),
+        "nesterov": boolean(False),
+    },
     "rmsprop": {
-        "decay": number(0.9), "eps": number(1e-8), "initial_scale": number(0.0), "eps_in_sqrt": boolean(True),
-        "centered": boolean(False), "momentum": number(None, nullable=True), "nesterov": boolean(False), "bias_correction": boolean(False),
+        "decay": number(0.9),
+        "eps": number(1e-8),
+        "initial_scale": number(0.0),
+        "eps_in_sqrt": boolean(True),
+        "centered": boolean(False),
+        "momentum": number(None, nullable=True),
+        "nesterov": boolean(False),
+        "bias_correction": boolean(False),
     },
     "adagrad": {"initial_accumulator_value": number(0.1), "eps": number(1e-7)},
     "adadelta": {"rho": number(0.9), "eps": number(1e-6), "weight_decay": number(0.0)},
     "adafactor": {
-        "min_dim_size_to_factor": integer(128), "decay_rate": number(0.8), "decay_offset": integer(0),
-        "multiply_by_parameter_scale": boolean(True), "clipping_threshold": number(1.0, nullable=True),
-        "momentum": number(None, nullable=True), "weight_decay_rate": number(None, nullable=True),
-        "eps": number(1e-30), "factored": boolean(True),
+        "min_dim_size_to_factor": integer(128),
+        "decay_rate": number(0.8),
+        "decay_offset": integer(0),
+        "multiply_by_parameter_scale": boolean(True),
+        "clipping_threshold": number(1.0, nullable=True),
+        "momentum": number(None, nullable=True),
+        "weight_decay_rate": number(None, nullable=True),
+        "eps": number(1e-30),
+        "factored": boolean(True),
     },
-    "lamb": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-6), "eps_root": number(0.0), "weight_decay": number(0.0)},
-    "lars": {"weight_decay": number(0.0), "trust_coefficient": number(0.001), "eps": number(0.0), "momentum": number(0.9), "nesterov": boolean(False)},
+    "lamb": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-6),
+        "eps_root": number(0.0),
+        "weight_decay": number(0.0),
+    },
+    "lars": {
+        "weight_decay": number(0.0),
+        "trust_coefficient": number(0.001),
+        "eps": number(0.0),
+        "momentum": number(0.9),
+        "nesterov": boolean(False),
+    },
     "lion": {"b1": number(0.9), "b2": number(0.99), "weight_decay": number(1e-3)},
-    "novograd": {"b1": number(0.9), "b2": number(0.25), "eps": number(1e-6), "eps_root": number(0.0), "weight_decay": number(0.0)},
+    "novograd": {
+        "b1": number(0.9),
+        "b2": number(0.25),
+        "eps": number(1e-6),
+        "eps_root": number(0.0),
+        "weight_decay": number(0.0),
+    },
     "fromage": {"min_norm": number(1e-6)},
     "yogi": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-3)},
-    "amsgrad": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-8), "eps_root": number(0.0), "bias_correction_mu": boolean(True), "bias_correction_nu": boolean(True)},
-    "adabelief": {"b1": number(0.9), "b2": number(0.999), "eps": number(1e-16), "eps_root": number(1e-16), "nesterov": boolean(False)},
-    "adan": {"b1": number(0.98), "b2": number(0.92), "b3": number(0.99), "eps": number(1e-8), "eps_root": number(1e-8), "weight_decay": number(0.0)},
+    "amsgrad": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-8),
+        "eps_root": number(0.0),
+        "bias_correction_mu": boolean(True),
+        "bias_correction_nu": boolean(True),
+    },
+    "adabelief": {
+        "b1": number(0.9),
+        "b2": number(0.999),
+        "eps": number(1e-16),
+        "eps_root": number(1e-16),
+        "nesterov": boolean(False),
+    },
+    "adan": {
+        "b1": number(0.98),
+        "b2": number(0.92),
+        "b3": number(0.99),
+        "eps": number(1e-8),
+        "eps_root": number(1e-8),
+        "weight_decay": number(0.0),
+    },
     "sm3": {"momentum": number(0.9)},
     "noisy_sgd": {"eta": number(0.01), "gamma": number(0.55), "seed": integer(None, minimum=0, nullable=True)},
     "sign_sgd": {},
     "optimistic_gradient_descent": {"alpha": number(1.0), "beta": number(1.0)},
-    "rprop": {"eta_minus": number(0.5), "eta_plus": number(1.2), "min_step_size": number(1e-6), "max_step_size": number(50.0)},
+    "rprop": {
+        "eta_minus": number(0.5),
+        "eta_plus": number(1.2),
+        "min_step_size": number(1e-6),
+        "max_step_size": number(50.0),
+    },
 }
 
 
@@ -294,48 +417,80 @@ _INIT_VALUE = number(doc="the learning rate at step 0", example=0.01)
 
 
 SCHEDULES: dict[str, tuple[str, dict[str, Schema], tuple[str, ...]]] = {
-    "constant": ("constant_schedule", {"value": number(doc="the learning rate at every step", example=0.01)}, ("value",)),
+    "constant": (
+        "constant_schedule",
+        {"value": number(doc="the learning rate at every step", example=0.01)},
+        ("value",),
+    ),
     "exponential_decay": (
         "exponential_decay",
-        {"init_value": _INIT_VALUE,
-         "transition_steps": integer(minimum=1, doc="steps over which the rate is multiplied by decay_rate once", example=1000),
-         "decay_rate": number(doc="factor per transition_steps", example=0.5),
-         "transition_begin": integer(0, minimum=0, doc="steps at init_value before the decay starts"),
-         "staircase": boolean(False, "decay in whole steps of transition_steps (else smoothly)"),
-         "end_value": number(None, nullable=True, doc="bound the decayed rate (below for a decay, above for growth); null: no bound")},
+        {
+            "init_value": _INIT_VALUE,
+            "transition_steps": integer(
+                minimum=1, doc="steps over which the rate is multiplied by decay_rate once", example=1000
+            ),
+            "decay_rate": number(doc="factor per transition_steps", example=0.5),
+            "transition_begin": integer(0, minimum=0, doc="steps at init_value before the decay starts"),
+            "staircase": boolean(False, "decay in whole steps of transition_steps (else smoothly)"),
+            "end_value": number(
+                None, nullable=True, doc="bound the decayed rate (below for a decay, above for growth); null: no bound"
+            ),
+        },
         ("init_value", "transition_steps", "decay_rate"),
     ),
     "cosine_decay": (
         "cosine_decay_schedule",
-        {"init_value": _INIT_VALUE, "decay_steps": integer(minimum=1, doc="steps over which the rate decays", example=1000),
-         "alpha": number(0.0, doc="the final rate as a fraction of init_value"), "exponent": number(1.0, doc="power of the cosine curve")},
+        {
+            "init_value": _INIT_VALUE,
+            "decay_steps": integer(minimum=1, doc="steps over which the rate decays", example=1000),
+            "alpha": number(0.0, doc="the final rate as a fraction of init_value"),
+            "exponent": number(1.0, doc="power of the cosine curve"),
+        },
         ("init_value", "decay_steps"),
     ),
     "warmup_cosine_decay": (
         "warmup_cosine_decay_schedule",
-        {"init_value": _INIT_VALUE, "peak_value": number(doc="the rate at the end of the warmup", example=0.1),
-         "warmup_steps": integer(minimum=0, doc="steps of linear warmup from init_value to peak_value", example=100),
-         "decay_steps": integer(minimum=1, doc="total steps of warmup and cosine decay together", example=1000),
-         "end_value": number(0.0, doc="the rate after decay_steps"), "exponent": number(1.0, doc="power of the cosine curve")},
+        {
+            "init_value": _INIT_VALUE,
+            "peak_value": number(doc="the rate at the end of the warmup", example=0.1),
+            "warmup_steps": integer(minimum=0, doc="steps of linear warmup from init_value to peak_value", example=100),
+            "decay_steps": integer(minimum=1, doc="total steps of warmup and cosine decay together", example=1000),
+            "end_value": number(0.0, doc="the rate after decay_steps"),
+            "exponent": number(1.0, doc="power of the cosine curve"),
+        },
         ("init_value", "peak_value", "warmup_steps", "decay_steps"),
     ),
     "piecewise_constant": (
         "piecewise_constant_schedule",
-        {"init_value": _INIT_VALUE, "boundaries_and_scales": {
-            "type": ["null", "object"], "default": None,
-            # YAML reads `1000:` as an integer key, JSON as a string: both are steps
-            "propertyNames": {"pattern": "^(0|[1-9][0-9]*)$", "minimum": 0, "errorMessage": "expected a step (an integer >= 0) as the key"},
-            "additionalProperties": {"type": "number", "description": "the factor the rate is multiplied by from this step on"},
-            "description": "{step: scale}: from each step on, the rate is multiplied by its scale",
-            "examples": [{"1000": 0.1}],
-        }},
+        {
+            "init_value": _INIT_VALUE,
+            "boundaries_and_scales": {
+                "type": ["null", "object"],
+                "default": None,
+                # YAML reads `1000:` as an integer key, JSON as a string: both are steps
+                "propertyNames": {
+                    "pattern": "^(0|[1-9][0-9]*)$",
+                    "minimum": 0,
+                    "errorMessage": "expected a step (an integer >= 0) as the key",
+                },
+                "additionalProperties": {
+                    "type": "number",
+                    "description": "the factor the rate is multiplied by from this step on",
+                },
+                "description": "{step: scale}: from each step on, the rate is multiplied by its scale",
+                "examples": [{"1000": 0.1}],
+            },
+        },
         ("init_value",),
     ),
     "linear": (
         "linear_schedule",
-        {"init_value": _INIT_VALUE, "end_value": number(doc="the rate after transition_steps", example=0.001),
-         "transition_steps": integer(minimum=1, doc="steps of the linear change", example=1000),
-         "transition_begin": integer(0, minimum=0, doc="steps at init_value before the change starts")},
+        {
+            "init_value": _INIT_VALUE,
+            "end_value": number(doc="the rate after transition_steps", example=0.001),
+            "transition_steps": integer(minimum=1, doc="steps of the linear change", example=1000),
+            "transition_begin": integer(0, minimum=0, doc="steps at init_value before the change starts"),
+        },
         ("init_value", "end_value", "transition_steps"),
     ),
 }

@@ -48,11 +48,22 @@ Arrays = dict[str, Shape]  # array name -> shape
 Rule = Callable[[Mapping[str, Any], Sequence[Shape], Shape], tuple[Arrays, Arrays, int, int]]
 
 
-
 DTYPE_BYTES = {
-    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
-    "uint32": 4, "int32": 4, "float32": 4, "uint64": 8, "int64": 8, "float64": 8,
-    "complex64": 8, "complex128": 16,
+    "bool": 1,
+    "uint8": 1,
+    "int8": 1,
+    "uint16": 2,
+    "int16": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "uint32": 4,
+    "int32": 4,
+    "float32": 4,
+    "uint64": 8,
+    "int64": 8,
+    "float64": 8,
+    "complex64": 8,
+    "complex128": 16,
 }
 
 
@@ -148,12 +159,16 @@ def _norm_params(args: Mapping[str, Any], size: int) -> Arrays:
     return {**({"scale": (size,)} if args["scale"] else {}), **({"offset": (size,)} if args["center"] else {})}
 
 
-def _batch_norm(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+def _batch_norm(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int]:
     size = in_shapes[0][-1]
     return _norm_params(args, size), {"mean": (size,), "var": (size,)}, 0, 4 * prod(out_shape)
 
 
-def _layer_norm(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+def _layer_norm(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int]:
     return _norm_params(args, in_shapes[0][-1]), {}, 0, 6 * prod(out_shape)  # mean, variance, normalise, scale, shift
 
 
@@ -165,14 +180,19 @@ def _pool(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape)
 def _elementwise(ops: int) -> Rule:
     def rule(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
         return {}, {}, 0, ops * prod(out_shape) if ops >= 0 else sum(prod(s) for s in in_shapes) - prod(out_shape)
+
     return rule
 
 
-def _activation(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+def _activation(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int]:
     return {}, {}, 0, prod(out_shape) * _has_activation(args)
 
 
-def _global_pool(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+def _global_pool(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int]:
     return {}, {}, 0, prod(in_shapes[0])
 
 
@@ -202,7 +222,9 @@ def layer_cost(layer: Layer, compute_bytes: int = 4) -> LayerCost:
     its activations in a compute dtype of `compute_bytes` bytes per value."""
     params, state, macs, flops = RULES[layer.type](layer.args, layer.in_shapes, layer.out_shape)
     out = prod(layer.out_shape) * compute_bytes
-    saved = 0 if layer.type in VIEWS else out + (prod(layer.out_shape) if layer.type == "dropout" else 0)  # dropout keeps its mask
+    saved = (
+        0 if layer.type in VIEWS else out + (prod(layer.out_shape) if layer.type == "dropout" else 0)
+    )  # dropout keeps its mask
     return LayerCost(layer.name, layer.type, tuple(layer.out_shape), params, state, macs, flops, out, saved)
 
 
@@ -221,7 +243,9 @@ def _adafactor(args: Mapping[str, Any], shape: Shape) -> int:
     n = prod(shape)
     if _factored(shape, args):
         largest = sorted(shape)
-        second_moment = n // largest[-1] + n // largest[-2] + 1  # row and column statistics, a placeholder for the full one
+        second_moment = (
+            n // largest[-1] + n // largest[-2] + 1
+        )  # row and column statistics, a placeholder for the full one
     else:
         second_moment = n + 2  # the full statistic, placeholders for the factored ones
     return second_moment + (n if args["momentum"] is not None else 0)
@@ -231,13 +255,29 @@ def _adafactor(args: Mapping[str, Any], shape: Shape) -> int:
 # function (args, param shape) -> elements for those whose state is not a whole number of copies
 OPTIMIZER_COPIES: dict[str, int | Callable[[Mapping[str, Any], Shape], int]] = {
     "sgd": lambda args, shape: prod(shape) * (args["momentum"] is not None),
-    "adam": 2, "adamw": 2, "adamax": 2, "adamaxw": 2, "nadam": 2, "nadamw": 2, "radam": 2,
+    "adam": 2,
+    "adamw": 2,
+    "adamax": 2,
+    "adamaxw": 2,
+    "nadam": 2,
+    "nadamw": 2,
+    "radam": 2,
     "rmsprop": lambda args, shape: prod(shape) * (1 + bool(args["centered"]) + (args["momentum"] is not None)),
-    "adagrad": 1, "adadelta": 2, "adafactor": _adafactor, "lamb": 2, "lars": 1, "lion": 1,
-    "novograd": 1, "fromage": 0, "yogi": 2, "amsgrad": 3, "adabelief": 2,
+    "adagrad": 1,
+    "adadelta": 2,
+    "adafactor": _adafactor,
+    "lamb": 2,
+    "lars": 1,
+    "lion": 1,
+    "novograd": 1,
+    "fromage": 0,
+    "yogi": 2,
+    "amsgrad": 3,
+    "adabelief": 2,
     "adan": 4,  # m, v, n and the previous gradient
     "sm3": lambda args, shape: prod(shape) + sum(shape),  # momentum, and one accumulator per axis
-    "noisy_sgd": 0, "sign_sgd": 0,
+    "noisy_sgd": 0,
+    "sign_sgd": 0,
     "optimistic_gradient_descent": 1,  # the previous gradient
     "rprop": 2,  # step sizes and previous updates
 }
@@ -272,10 +312,24 @@ LOSS_RECORD_BYTES = 32  # netspec.training keeps every step's loss: a float obje
 RUNTIME_ADDRESS_SPACE = 1536 * 2**20
 
 
-def training_memory(costs: list[LayerCost], *, input_shape: Shape, optimizer: Mapping[str, Any], batch_size: int,
-                    devices: int | None, example_bytes: int, label_bytes: int, num_train: int | None,
-                    num_eval: int | None, eval_batch_size: int, chunk_steps: int, max_resident_bytes: float,
-                    budget_kind: str = "device", steps: int | None = None, steps_key: tuple[str, ...] = ("train", "steps")) -> list[Part]:
+def training_memory(
+    costs: list[LayerCost],
+    *,
+    input_shape: Shape,
+    optimizer: Mapping[str, Any],
+    batch_size: int,
+    devices: int | None,
+    example_bytes: int,
+    label_bytes: int,
+    num_train: int | None,
+    num_eval: int | None,
+    eval_batch_size: int,
+    chunk_steps: int,
+    max_resident_bytes: float,
+    budget_kind: str = "device",
+    steps: int | None = None,
+    steps_key: tuple[str, ...] = ("train", "steps"),
+) -> list[Part]:
     """The memory one device needs at least to train, as `Part`s (see the module docstring).
 
     `example_bytes` and `label_bytes`: one example and its label as stored (e.g. 784 uint8 pixels);
@@ -297,37 +351,74 @@ def training_memory(costs: list[LayerCost], *, input_shape: Shape, optimizer: Ma
     ]
     opt = optimizer_state_elements(optimizer, shapes)
     if opt:
-        parts.append(Part(f"{optimizer['type']}'s state ({opt / n_params:.3g} x the parameters)" if n_params else f"{optimizer['type']}'s state",
-                          opt * PARAM_BYTES, ("optimizer", "type")))
+        parts.append(
+            Part(
+                f"{optimizer['type']}'s state ({opt / n_params:.3g} x the parameters)"
+                if n_params
+                else f"{optimizer['type']}'s state",
+                opt * PARAM_BYTES,
+                ("optimizer", "type"),
+            )
+        )
     if n_state:
         parts.append(Part("the layers' running statistics", n_state * PARAM_BYTES, ("model", "layers")))
     saved = sum(c.saved_bytes for c in costs) + prod(input_shape) * 4  # the scaled float32 input too
-    parts.append(Part(f"the activations of one batch of {per_device} kept for the backward pass", per_device * saved, ("train", "batch_size")))
+    parts.append(
+        Part(
+            f"the activations of one batch of {per_device} kept for the backward pass",
+            per_device * saved,
+            ("train", "batch_size"),
+        )
+    )
     example = example_bytes + label_bytes
     if num_train is not None:
         data = num_train * example
         if data <= max_resident_bytes:
             parts.append(Part(f"the training data ({num_train} examples)", data, ("data",)))
         else:  # streamed: the host gathers each chunk's batches, the next chunk's while this one runs
-            parts.append(Part(f"two chunks of streamed batches ({chunk_steps} steps of {per_device})", 2 * chunk_steps * per_device * example, ("summaries", "every")))
+            parts.append(
+                Part(
+                    f"two chunks of streamed batches ({chunk_steps} steps of {per_device})",
+                    2 * chunk_steps * per_device * example,
+                    ("summaries", "every"),
+                )
+            )
     if batch_size and num_train is not None and batch_size < num_train:
-        parts.append(Part(f"the batch indices of one chunk ({chunk_steps} steps)", chunk_steps * batch_size * 4, ("summaries", "every")))
+        parts.append(
+            Part(
+                f"the batch indices of one chunk ({chunk_steps} steps)",
+                chunk_steps * batch_size * 4,
+                ("summaries", "every"),
+            )
+        )
     if num_eval:
         eval_batch = min(eval_batch_size, num_eval)
         padded = -(-num_eval // eval_batch) * eval_batch
         biggest = max((c.activation_bytes for c in costs), default=0)
-        parts.append(Part(f"the evaluated split ({num_eval} examples) and one evaluation batch", padded * example + eval_batch * 2 * biggest,
-                          ("eval", "batch_size")))
+        parts.append(
+            Part(
+                f"the evaluated split ({num_eval} examples) and one evaluation batch",
+                padded * example + eval_batch * 2 * biggest,
+                ("eval", "batch_size"),
+            )
+        )
     if budget_kind in ("host", "address space"):  # a CPU device: the host's own copies share its memory
         if num_train is not None:
             # measured (jax 0.10, CPU): 256 MiB of data read, then put on the device, took the
             # process from 296 MB to 953 MB: one more copy than the device's while it moves there
-            parts.append(Part("the data as read, on the host, and its copy on the way to the device",
-                              2 * (num_train + (num_eval or 0)) * example, ("data",)))
+            parts.append(
+                Part(
+                    "the data as read, on the host, and its copy on the way to the device",
+                    2 * (num_train + (num_eval or 0)) * example,
+                    ("data",),
+                )
+            )
         runtime = RUNTIME_ADDRESS_SPACE if budget_kind == "address space" else RUNTIME_RESIDENT
         parts.append(Part("the JAX runtime", runtime, ("model",)))
         if steps:
-            parts.append(Part(f"the loss of each of the {steps} steps, kept on the host", steps * LOSS_RECORD_BYTES, steps_key))
+            parts.append(
+                Part(f"the loss of each of the {steps} steps, kept on the host", steps * LOSS_RECORD_BYTES, steps_key)
+            )
     return parts
 
 

@@ -22,11 +22,10 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from netspec.spec.schema import SCHEMA, VALIDATOR
 from netspec.spec.choices import LOSS_KINDS
 from netspec.spec.fields import Schema
 from netspec.spec.layers import DEFAULTABLE, LAYERS
-
+from netspec.spec.schema import SCHEMA, VALIDATOR
 
 # Memos keyed by the id of a schema dict, holding the dict itself (so the id stays its own): the
 # walk meets the same few schema dicts once per layer, and building a merged dict or a validator
@@ -59,7 +58,10 @@ _ANSWERS: dict[tuple[int, Hashable], bool] = {}  # (id of a memoized schema, a s
 def _valid(schema: Schema, value: object) -> bool:
     memo = _VALIDATORS.get(id(schema))
     if memo is None or memo[0] is not schema:
-        memo = _VALIDATORS[id(schema)] = (schema, _type_test(schema) or VALIDATOR.evolve(schema={**schema, "$defs": SCHEMA["$defs"]}).is_valid)
+        memo = _VALIDATORS[id(schema)] = (
+            schema,
+            _type_test(schema) or VALIDATOR.evolve(schema={**schema, "$defs": SCHEMA["$defs"]}).is_valid,
+        )
     small = _small_key(value)
     if small is None:
         return memo[1](value)
@@ -90,12 +92,21 @@ def _type_test(schema: Schema) -> Callable[[object], bool] | None:
     required string property matching a pattern), the same test without jsonschema, which each
     layer meets once per layer type; None for any other schema."""
     prop = schema.get("properties", {}).get("type")
-    if set(schema) != {"properties", "required"} or schema["required"] != ["type"] or set(schema["properties"]) != {"type"} \
-            or not isinstance(prop, dict) or set(prop) != {"type", "pattern"} or prop["type"] != "string":
+    if (
+        set(schema) != {"properties", "required"}
+        or schema["required"] != ["type"]
+        or set(schema["properties"]) != {"type"}
+        or not isinstance(prop, dict)
+        or set(prop) != {"type", "pattern"}
+        or prop["type"] != "string"
+    ):
         return None
     pattern = re.compile(prop["pattern"])
     # jsonschema: `properties` and `required` hold for anything but an object; `pattern` is re.search
-    return lambda value: not isinstance(value, dict) or ("type" in value and isinstance(value["type"], str) and pattern.search(value["type"]) is not None)
+    return lambda value: (
+        not isinstance(value, dict)
+        or ("type" in value and isinstance(value["type"], str) and pattern.search(value["type"]) is not None)
+    )
 
 
 def _integral(schema: Schema, value: Any) -> Any:
@@ -153,7 +164,11 @@ def _fill_choice(branches: list[Schema], value: Any) -> Any:
     """The value filled by the branch it takes; a bare name takes the mapping branch as {type: name}."""
     if isinstance(value, str):
         for branch in map(resolve_ref, branches):
-            if branch.get("type") == "object" and "type" in branch.get("properties", {}) and _valid(branch, {"type": value}):
+            if (
+                branch.get("type") == "object"
+                and "type" in branch.get("properties", {})
+                and _valid(branch, {"type": value})
+            ):
                 return fill_defaults(branch, {"type": value})
     for branch in map(resolve_ref, branches):
         if _valid(branch, value):

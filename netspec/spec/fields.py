@@ -18,10 +18,14 @@ from typing import Any
 Schema = dict[str, Any]  # one JSON Schema object, as the registries declare a field and the schema is built
 
 
-INT32 = 2**31  # integers are 32-bit in the compiled program (JAX without x64): step counts, sizes and seeds past it would wrap or overflow there
+INT32 = (
+    2**31
+)  # integers are 32-bit in the compiled program (JAX without x64): step counts, sizes and seeds past it would wrap or overflow there
 
 
-def _scalar(kind: str, default: object, nullable: bool, doc: str, example: object = None, **bounds: float | None) -> Schema:
+def _scalar(
+    kind: str, default: object, nullable: bool, doc: str, example: object = None, **bounds: float | None
+) -> Schema:
     s: Schema = {"type": ["null", kind] if nullable else kind}
     if default is not None or nullable:
         s["default"] = default
@@ -33,13 +37,30 @@ def _scalar(kind: str, default: object, nullable: bool, doc: str, example: objec
     return s
 
 
-def number(default: float | None = None, *, minimum: float | None = None, exclusive_minimum: float | None = None, maximum: float | None = None,
-           nullable: bool = False, doc: str = "", example: float | None = None) -> Schema:
-    return _scalar("number", default, nullable, doc, example, minimum=minimum, exclusiveMinimum=exclusive_minimum, maximum=maximum)
+def number(
+    default: float | None = None,
+    *,
+    minimum: float | None = None,
+    exclusive_minimum: float | None = None,
+    maximum: float | None = None,
+    nullable: bool = False,
+    doc: str = "",
+    example: float | None = None,
+) -> Schema:
+    return _scalar(
+        "number", default, nullable, doc, example, minimum=minimum, exclusiveMinimum=exclusive_minimum, maximum=maximum
+    )
 
 
-def integer(default: int | None = None, *, minimum: int = -INT32, maximum: int = INT32 - 1, nullable: bool = False, doc: str = "",
-            example: int | None = None) -> Schema:
+def integer(
+    default: int | None = None,
+    *,
+    minimum: int = -INT32,
+    maximum: int = INT32 - 1,
+    nullable: bool = False,
+    doc: str = "",
+    example: int | None = None,
+) -> Schema:
     return _scalar("integer", default, nullable, doc, example, minimum=minimum, maximum=maximum)
 
 
@@ -70,10 +91,17 @@ SHAPE: Schema = {"type": "array", "items": SIZE, "minItems": 1, "maxItems": 8}
 
 def pair(default: int | None = None, *, minimum: int = 1, doc: str = "", example: int | None = None) -> Schema:
     """An int or a [height, width] pair (anyOf by JSON type, so each branch's error reads plainly)."""
-    s: Schema = {"anyOf": [
-        {"type": "integer", "minimum": minimum, "maximum": INT32 - 1},
-        {"type": "array", "items": {"type": "integer", "minimum": minimum, "maximum": INT32 - 1}, "minItems": 2, "maxItems": 2},
-    ]}
+    s: Schema = {
+        "anyOf": [
+            {"type": "integer", "minimum": minimum, "maximum": INT32 - 1},
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": minimum, "maximum": INT32 - 1},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        ]
+    }
     if default is not None:
         s["default"] = default
     elif example is not None:

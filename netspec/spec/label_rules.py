@@ -28,10 +28,11 @@ The rules, each stated once:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
-from netspec.data.labels import Labels
+from typing import Any
 
+from netspec.data.labels import Labels
 
 CLASSIFICATION = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 
@@ -84,8 +85,16 @@ def _name(labels: Labels, v: float) -> str:
     return _value(v)
 
 
-def label_problems(labels: Labels, loss: str, out_shape: tuple[int, ...], activation: Mapping[str, Any], *,
-                   class_indices: bool, what: str = "the labels", training: bool = True) -> list[LabelProblem]:
+def label_problems(
+    labels: Labels,
+    loss: str,
+    out_shape: tuple[int, ...],
+    activation: Mapping[str, Any],
+    *,
+    class_indices: bool,
+    what: str = "the labels",
+    training: bool = True,
+) -> list[LabelProblem]:
     """Every rule of the module docstring that `labels` break for `loss` and an output of
     `out_shape` through `activation`; `class_indices`: the labels are one class number per example
     (else one target per output value). `what` names the labels in the messages; rule 2 (two
@@ -93,13 +102,23 @@ def label_problems(labels: Labels, loss: str, out_shape: tuple[int, ...], activa
     if labels.count == 0:
         return []
     if labels.nonfinite_at is not None:
-        return [LabelProblem(f"{what} hold a NaN or an infinity; every target must be a finite number",
-                             labels.nonfinite_at)]
+        return [
+            LabelProblem(f"{what} hold a NaN or an infinity; every target must be a finite number", labels.nonfinite_at)
+        ]
     span = f"{what} go from {_name(labels, labels.minimum)} to {_name(labels, labels.maximum)}"
-    if training and loss in CLASSIFICATION and (class_indices or loss == "binary_crossentropy") and len(labels.distinct) == 1:
+    if (
+        training
+        and loss in CLASSIFICATION
+        and (class_indices or loss == "binary_crossentropy")
+        and len(labels.distinct) == 1
+    ):
         only = _name(labels, labels.distinct[0])
-        return [LabelProblem(f"{what} hold one class: every label is {only}; a classifier learns nothing from one class. "
-                             "Give it examples of at least two classes (check data.limit, the label column, and that the data is not sorted by class)")]
+        return [
+            LabelProblem(
+                f"{what} hold one class: every label is {only}; a classifier learns nothing from one class. "
+                "Give it examples of at least two classes (check data.limit, the label column, and that the data is not sorted by class)"
+            )
+        ]
     problems = []
     if loss == "binary_crossentropy":
         bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
@@ -108,33 +127,60 @@ def label_problems(labels: Labels, loss: str, out_shape: tuple[int, ...], activa
             if labels.fraction_at is None and labels.minimum >= 0:
                 n = int(labels.maximum) + 1
                 hint = f"; for {n} classes use loss: sparse_categorical_crossentropy with units: {n} and activation: softmax in the last layer"
-            problems.append(LabelProblem(f"binary_crossentropy needs targets between 0 and 1 (class 0 or 1, or a probability), but {span}{hint}", bad))
+            problems.append(
+                LabelProblem(
+                    f"binary_crossentropy needs targets between 0 and 1 (class 0 or 1, or a probability), but {span}{hint}",
+                    bad,
+                )
+            )
     elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and class_indices:
         units = out_shape[-1] if out_shape else 1
         if labels.fraction_at is not None:
-            problems.append(LabelProblem(f"{loss} needs one whole class number per example, but {what} hold fractions; "
-                                         "for targets given per class (one-hot or probabilities) give y one value per output unit", labels.fraction_at))
+            problems.append(
+                LabelProblem(
+                    f"{loss} needs one whole class number per example, but {what} hold fractions; "
+                    "for targets given per class (one-hot or probabilities) give y one value per output unit",
+                    labels.fraction_at,
+                )
+            )
         elif labels.minimum < 0:
             problems.append(LabelProblem(f"class numbers start at 0, but {span}", labels.argmin))
         elif labels.maximum >= units:
             classes = labels.classes
             named = f" ({', '.join(labels.names)})" if labels.names else ""
-            counted = f"{what} hold {classes} classes{named}" if classes else f"{what} go up to class {_value(labels.maximum)}"
-            problems.append(LabelProblem(f"{counted}, but the model's output has {units} units; make the last layer units: "
-                                         f"{classes or int(labels.maximum) + 1}", labels.argmax))
+            counted = (
+                f"{what} hold {classes} classes{named}"
+                if classes
+                else f"{what} go up to class {_value(labels.maximum)}"
+            )
+            problems.append(
+                LabelProblem(
+                    f"{counted}, but the model's output has {units} units; make the last layer units: "
+                    f"{classes or int(labels.maximum) + 1}",
+                    labels.argmax,
+                )
+            )
     elif loss == "categorical_crossentropy":
         bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
         if bad is not None:
-            problems.append(LabelProblem(f"categorical_crossentropy with one target per class needs values between 0 and 1 "
-                                         f"(one-hot or probabilities), but {span}", bad))
+            problems.append(
+                LabelProblem(
+                    f"categorical_crossentropy with one target per class needs values between 0 and 1 "
+                    f"(one-hot or probabilities), but {span}",
+                    bad,
+                )
+            )
     else:
         low, high = output_range(activation)
         if labels.minimum < low or labels.maximum > high:
             bad = labels.argmin if labels.minimum < low else labels.argmax
-            problems.append(LabelProblem(
-                f"the model's output goes through {activation['type']}, whose values lie in [{_value(low)}, {_value(high)}], "
-                f"but {span}: {loss} can never reach them; use activation: linear in the last layer (or scale the targets into that range)",
-                bad))
+            problems.append(
+                LabelProblem(
+                    f"the model's output goes through {activation['type']}, whose values lie in [{_value(low)}, {_value(high)}], "
+                    f"but {span}: {loss} can never reach them; use activation: linear in the last layer (or scale the targets into that range)",
+                    bad,
+                )
+            )
     return problems
 
 
@@ -145,11 +191,15 @@ def output_problems(loss: Mapping[str, Any], activation: Mapping[str, Any]) -> l
     low, high = output_range(activation)
     name = activation["type"]
     if loss["type"] == "binary_crossentropy" and low >= 0:
-        return [f"the loss has from_logits: true, so the last layer's output is a logit, any real number, but {name}'s output is "
-                f"never negative: sigmoid(logit) stays at or above 0.5 and class 0 can never be predicted with confidence; "
-                "use activation: linear in the last layer, or drop from_logits and use activation: sigmoid"]
+        return [
+            f"the loss has from_logits: true, so the last layer's output is a logit, any real number, but {name}'s output is "
+            f"never negative: sigmoid(logit) stays at or above 0.5 and class 0 can never be predicted with confidence; "
+            "use activation: linear in the last layer, or drop from_logits and use activation: sigmoid"
+        ]
     if loss["type"] != "binary_crossentropy" and high - low <= 2:
-        return [f"the loss has from_logits: true, so the last layer's outputs are logits, any real numbers, but {name} squeezes them "
-                f"into [{_value(low)}, {_value(high)}], so softmax can never be confident of a class; use activation: linear in the "
-                "last layer, or drop from_logits and use activation: softmax"]
+        return [
+            f"the loss has from_logits: true, so the last layer's outputs are logits, any real numbers, but {name} squeezes them "
+            f"into [{_value(low)}, {_value(high)}], so softmax can never be confident of a class; use activation: linear in the "
+            "last layer, or drop from_logits and use activation: softmax"
+        ]
     return []

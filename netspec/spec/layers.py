@@ -15,8 +15,8 @@ for the layer. Pure Python, no jax.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from netspec.spec.fields import INT32, MAX_WIDTH, Schema, as_pair, boolean, choice, integer, number, pair
@@ -54,20 +54,32 @@ def _defaultable(name: str, default: object, what: str, **schema: object) -> Sch
 # it (putting the choice of names in place of the name-or-mapping ones: `netspec.spec.schema`), the
 # docs show it, and the resolver (`netspec.spec.defaults`) gives it to every layer that has the field
 # and neither sets it nor gets it from model.defaults.
-ACTIVATION_FIELD = _defaultable("activation", "linear", "activation applied to the layer's output: a name or {type, its arguments}")
+ACTIVATION_FIELD = _defaultable(
+    "activation", "linear", "activation applied to the layer's output: a name or {type, its arguments}"
+)
 
 
-KERNEL_INIT_FIELD = _defaultable("kernel_init", "glorot_uniform", "initializer of the kernel: a name or {type, its arguments}")
+KERNEL_INIT_FIELD = _defaultable(
+    "kernel_init", "glorot_uniform", "initializer of the kernel: a name or {type, its arguments}"
+)
 
 
-BIAS_INIT_FIELD = _defaultable("bias_init", "zeros", "initializer of the bias: a name or {type, its arguments}, not one that scales by fan-in/fan-out")
+BIAS_INIT_FIELD = _defaultable(
+    "bias_init",
+    "zeros",
+    "initializer of the bias: a name or {type, its arguments}, not one that scales by fan-in/fan-out",
+)
 
 
 USE_BIAS_FIELD = _defaultable("use_bias", True, "add a bias", type="boolean")
 
 
-DEFAULTABLE: dict[str, Schema] = {"activation": ACTIVATION_FIELD, "kernel_init": KERNEL_INIT_FIELD, "bias_init": BIAS_INIT_FIELD,
-                                "use_bias": USE_BIAS_FIELD}
+DEFAULTABLE: dict[str, Schema] = {
+    "activation": ACTIVATION_FIELD,
+    "kernel_init": KERNEL_INIT_FIELD,
+    "bias_init": BIAS_INIT_FIELD,
+    "use_bias": USE_BIAS_FIELD,
+}
 
 
 def _dense_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
@@ -100,7 +112,9 @@ def _reshape_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
             raise ShapeMismatch(f"cannot reshape {tuple(in_shapes[0])} ({n} values) to {tuple(target)}", "shape")
         target[target.index(-1)] = n // known
     elif known != n:
-        raise ShapeMismatch(f"cannot reshape {tuple(in_shapes[0])} ({n} values) to {tuple(target)} ({known} values)", "shape")
+        raise ShapeMismatch(
+            f"cannot reshape {tuple(in_shapes[0])} ({n} values) to {tuple(target)} ({known} values)", "shape"
+        )
     return tuple(target)
 
 
@@ -108,7 +122,8 @@ def _image(layer_type: str, shape: Sequence[int]) -> Sequence[int]:
     if len(shape) != 3:
         raise ShapeMismatch(
             f"{layer_type} needs an input of shape [height, width, channels], found {list(shape)}; "
-            f"for flat images put a reshape layer before it, e.g. {{type: reshape, shape: [28, 28, 1]}}")
+            f"for flat images put a reshape layer before it, e.g. {{type: reshape, shape: [28, 28, 1]}}"
+        )
     return shape
 
 
@@ -130,7 +145,9 @@ def _conv2d_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
         raise ShapeMismatch(f"groups={groups} must divide filters={filters}", "groups")
     oh, ow = window_out(h, kh, sh, layer["padding"], dh), window_out(w, kw, sw, layer["padding"], dw)
     if oh < 1 or ow < 1:
-        raise ShapeMismatch(f"a {kh}x{kw} kernel (dilation {dh}x{dw}) does not fit the {h}x{w} input with padding valid", "kernel_size")
+        raise ShapeMismatch(
+            f"a {kh}x{kw} kernel (dilation {dh}x{dw}) does not fit the {h}x{w} input with padding valid", "kernel_size"
+        )
     return (oh, ow, filters)
 
 
@@ -143,6 +160,7 @@ def _pool_shape(layer_type: str) -> Callable[[Fields, Sequence[Sequence[int]]], 
         if oh < 1 or ow < 1:
             raise ShapeMismatch(f"a {ph}x{pw} pool does not fit the {h}x{w} input with padding valid", "pool_size")
         return (oh, ow, c)
+
     return rule
 
 
@@ -157,7 +175,9 @@ def _add_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     first = tuple(in_shapes[0])
     for s in in_shapes[1:]:
         if tuple(s) != first:
-            raise ShapeMismatch(f"add needs inputs of one shape, found {' and '.join(str(list(x)) for x in in_shapes)}", "inputs")
+            raise ShapeMismatch(
+                f"add needs inputs of one shape, found {' and '.join(str(list(x)) for x in in_shapes)}", "inputs"
+            )
     return first
 
 
@@ -169,17 +189,27 @@ def _concat_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
     axis %= rank
     for s in in_shapes[1:]:
         if len(s) != rank or any(a != b for i, (a, b) in enumerate(zip(s, in_shapes[0])) if i != axis):
-            raise ShapeMismatch(f"concat along axis {layer['axis']} needs the other axes equal, found {' and '.join(str(list(x)) for x in in_shapes)}", "inputs")
+            raise ShapeMismatch(
+                f"concat along axis {layer['axis']} needs the other axes equal, found {' and '.join(str(list(x)) for x in in_shapes)}",
+                "inputs",
+            )
     out = list(in_shapes[0])
     out[axis] = sum(s[axis] for s in in_shapes)
     return tuple(out)
 
 
-PADDING = choice(["valid", "same"], "valid", "valid: no padding; same: output size ceil(input / stride), as TensorFlow's SAME (an odd padding puts the extra row or column at the bottom or right)")
+PADDING = choice(
+    ["valid", "same"],
+    "valid",
+    "valid: no padding; same: output size ceil(input / stride), as TensorFlow's SAME (an odd padding puts the extra row or column at the bottom or right)",
+)
 
 
-OPTIONAL_STRIDES = {"anyOf": [{"type": "null"}, *pair()["anyOf"]], "default": None,
-                    "description": "step between windows: an int or [height, width]; default (null): pool_size, as Keras and PyTorch"}
+OPTIONAL_STRIDES = {
+    "anyOf": [{"type": "null"}, *pair()["anyOf"]],
+    "default": None,
+    "description": "step between windows: an int or [height, width]; default (null): pool_size, as Keras and PyTorch",
+}
 
 
 LAYERS: dict[str, LayerKind] = {
@@ -201,15 +231,35 @@ LAYERS: dict[str, LayerKind] = {
         shape=_same_shape,
         doc="an activation function on its own",
     ),
-    "flatten": LayerKind(fields={}, shape=_flatten_shape,
-                         doc="all axes but the batch into one, in row-major order of channels-last data (as Keras; a PyTorch flatten of [channels, height, width] orders the values differently)"),
+    "flatten": LayerKind(
+        fields={},
+        shape=_flatten_shape,
+        doc="all axes but the batch into one, in row-major order of channels-last data (as Keras; a PyTorch flatten of [channels, height, width] orders the values differently)",
+    ),
     "reshape": LayerKind(
-        fields={"shape": {"type": "array", "items": {"type": ["integer"], "maximum": INT32 - 1, "anyOf": [
-                              {"const": -1, "errorMessage": "expected a size >= 1, or -1 for the one size inferred from the others"},
-                              {"minimum": 1}]},
-                          "minItems": 1, "contains": {"const": -1}, "minContains": 0, "maxContains": 1,
-                          "description": "the new shape of one example, without the batch axis; one -1 is inferred from the others",
-                          "examples": [[28, 28, 1]], "errorMessage": "expected a shape: a list of sizes >= 1, with at most one -1 (inferred)"}},
+        fields={
+            "shape": {
+                "type": "array",
+                "items": {
+                    "type": ["integer"],
+                    "maximum": INT32 - 1,
+                    "anyOf": [
+                        {
+                            "const": -1,
+                            "errorMessage": "expected a size >= 1, or -1 for the one size inferred from the others",
+                        },
+                        {"minimum": 1},
+                    ],
+                },
+                "minItems": 1,
+                "contains": {"const": -1},
+                "minContains": 0,
+                "maxContains": 1,
+                "description": "the new shape of one example, without the batch axis; one -1 is inferred from the others",
+                "examples": [[28, 28, 1]],
+                "errorMessage": "expected a shape: a list of sizes >= 1, with at most one -1 (inferred)",
+            }
+        },
         required=("shape",),
         shape=_reshape_shape,
         doc="to `shape` (without the batch axis; one -1 is inferred), in row-major order",
@@ -221,50 +271,94 @@ LAYERS: dict[str, LayerKind] = {
             "strides": pair(1, doc="step between windows: an int or [height, width]"),
             "padding": PADDING,
             "dilation": pair(1, doc="spacing between the kernel's taps: an int or [height, width]"),
-            "groups": integer(1, minimum=1, doc="split channels and filters into this many independent groups (both must divide by it)"),
-            "activation": ACTIVATION_FIELD, "use_bias": USE_BIAS_FIELD, "kernel_init": KERNEL_INIT_FIELD, "bias_init": BIAS_INIT_FIELD,
+            "groups": integer(
+                1,
+                minimum=1,
+                doc="split channels and filters into this many independent groups (both must divide by it)",
+            ),
+            "activation": ACTIVATION_FIELD,
+            "use_bias": USE_BIAS_FIELD,
+            "kernel_init": KERNEL_INIT_FIELD,
+            "bias_init": BIAS_INIT_FIELD,
         },
         required=("filters", "kernel_size"),
         shape=_conv2d_shape,
         doc="2-D convolution over channels-last [height, width, channels] inputs, as Keras (PyTorch's Conv2d is channels-first); "
-            "kernel [height, width, channels / groups, filters]; padding `same` is TensorFlow's SAME",
+        "kernel [height, width, channels / groups, filters]; padding `same` is TensorFlow's SAME",
     ),
     "max_pool": LayerKind(
-        fields={"pool_size": pair(2, doc="the window: an int or [height, width]"), "strides": OPTIONAL_STRIDES, "padding": PADDING},
-        shape=_pool_shape("max_pool"), doc="maximum over each window; strides default to pool_size; `same` pads with -inf",
+        fields={
+            "pool_size": pair(2, doc="the window: an int or [height, width]"),
+            "strides": OPTIONAL_STRIDES,
+            "padding": PADDING,
+        },
+        shape=_pool_shape("max_pool"),
+        doc="maximum over each window; strides default to pool_size; `same` pads with -inf",
     ),
     "avg_pool": LayerKind(
-        fields={"pool_size": pair(2, doc="the window: an int or [height, width]"), "strides": OPTIONAL_STRIDES, "padding": PADDING},
+        fields={
+            "pool_size": pair(2, doc="the window: an int or [height, width]"),
+            "strides": OPTIONAL_STRIDES,
+            "padding": PADDING,
+        },
         shape=_pool_shape("avg_pool"),
         doc="mean over each window; strides default to pool_size; with padding `same` the padded cells are not counted "
-            "(as Keras and TensorFlow; PyTorch's AvgPool2d counts them by default, count_include_pad=True)",
+        "(as Keras and TensorFlow; PyTorch's AvgPool2d counts them by default, count_include_pad=True)",
     ),
-    "global_avg_pool": LayerKind(fields={}, shape=_global_pool_shape, doc="mean over all axes but the batch and the last (channels): [h, w, c] -> [c]"),
+    "global_avg_pool": LayerKind(
+        fields={},
+        shape=_global_pool_shape,
+        doc="mean over all axes but the batch and the last (channels): [h, w, c] -> [c]",
+    ),
     "dropout": LayerKind(
         fields={"rate": number(minimum=0, maximum=0.999, doc="fraction of units dropped while training", example=0.5)},
-        required=("rate",), shape=_same_shape,
+        required=("rate",),
+        shape=_same_shape,
         doc="while training, zeroes each unit with probability `rate` and scales the kept ones by 1 / (1 - rate) "
-            "(inverted dropout, as Keras and PyTorch), with its own random key each step; identity at evaluation",
+        "(inverted dropout, as Keras and PyTorch), with its own random key each step; identity at evaluation",
     ),
     "batch_norm": LayerKind(
-        fields={"momentum": number(0.99, minimum=0, maximum=1, doc="weight of the old running statistics: running = momentum * running + (1 - momentum) * batch (Keras's convention; PyTorch's momentum is 1 minus this)"),
-                "epsilon": number(1e-3, exclusive_minimum=0, doc="added to the variance before the square root (Keras's 1e-3; PyTorch's is 1e-5)"),
-                "center": boolean(True, "learn an offset (beta) added after normalising"),
-                "scale": boolean(True, "learn a scale (gamma) multiplied after normalising")},
+        fields={
+            "momentum": number(
+                0.99,
+                minimum=0,
+                maximum=1,
+                doc="weight of the old running statistics: running = momentum * running + (1 - momentum) * batch (Keras's convention; PyTorch's momentum is 1 minus this)",
+            ),
+            "epsilon": number(
+                1e-3,
+                exclusive_minimum=0,
+                doc="added to the variance before the square root (Keras's 1e-3; PyTorch's is 1e-5)",
+            ),
+            "center": boolean(True, "learn an offset (beta) added after normalising"),
+            "scale": boolean(True, "learn a scale (gamma) multiplied after normalising"),
+        },
         shape=_same_shape,
         doc="(x - mean) / sqrt(var + epsilon) * scale + offset over every axis but the last (channels): while training with the batch's "
-            "mean and biased variance, updating running = momentum * running + (1 - momentum) * batch (Keras's convention and defaults, "
-            "momentum 0.99, epsilon 1e-3; PyTorch's momentum 0.1 weighs the new batch, and its running variance is unbiased); "
-            "at evaluation with the running statistics (model state, starting at mean 0 and variance 1)",
+        "mean and biased variance, updating running = momentum * running + (1 - momentum) * batch (Keras's convention and defaults, "
+        "momentum 0.99, epsilon 1e-3; PyTorch's momentum 0.1 weighs the new batch, and its running variance is unbiased); "
+        "at evaluation with the running statistics (model state, starting at mean 0 and variance 1)",
     ),
     "layer_norm": LayerKind(
-        fields={"epsilon": number(1e-5, exclusive_minimum=0, doc="added to the variance before the square root (PyTorch's 1e-5; Keras's is 1e-3)"),
-                "center": boolean(True, "learn an offset (beta) per feature"),
-                "scale": boolean(True, "learn a scale (gamma) per feature")},
+        fields={
+            "epsilon": number(
+                1e-5,
+                exclusive_minimum=0,
+                doc="added to the variance before the square root (PyTorch's 1e-5; Keras's is 1e-3)",
+            ),
+            "center": boolean(True, "learn an offset (beta) per feature"),
+            "scale": boolean(True, "learn a scale (gamma) per feature"),
+        },
         shape=_same_shape,
         doc="(x - mean) / sqrt(var + epsilon) * scale + offset over each example's last axis (biased variance); epsilon 1e-5 as PyTorch (Keras: 1e-3)",
     ),
-    "add": LayerKind(fields={}, shape=_add_shape, inputs="many", doc="elementwise sum of its `inputs` (e.g. a residual connection)"),
-    "concat": LayerKind(fields={"axis": integer(-1, doc="the axis to join along, without the batch axis (-1: the last)")},
-                        shape=_concat_shape, inputs="many", doc="concatenates its `inputs` along `axis` (the batch axis not counted)"),
+    "add": LayerKind(
+        fields={}, shape=_add_shape, inputs="many", doc="elementwise sum of its `inputs` (e.g. a residual connection)"
+    ),
+    "concat": LayerKind(
+        fields={"axis": integer(-1, doc="the axis to join along, without the batch axis (-1: the last)")},
+        shape=_concat_shape,
+        inputs="many",
+        doc="concatenates its `inputs` along `axis` (the batch axis not counted)",
+    ),
 }

@@ -55,8 +55,11 @@ _CORE_RESOLVERS = [
     ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
     ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-     "-+.0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
     ("merge", r"^<<$", "<"),  # not YAML 1.2; resolved so that the message can say merge keys are not supported
 ]
 
@@ -137,7 +140,17 @@ def load(path: str | Path, overrides: Sequence[str] = (), rules: OverrideRules |
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise SpecError([Problem(source, None, None, "$", f"the file is {size} bytes; a spec may be at most {MAX_FILE_BYTES} bytes")])
+            raise SpecError(
+                [
+                    Problem(
+                        source,
+                        None,
+                        None,
+                        "$",
+                        f"the file is {size} bytes; a spec may be at most {MAX_FILE_BYTES} bytes",
+                    )
+                ]
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([Problem(source, None, None, "$", "no such file")]) from None
@@ -164,7 +177,17 @@ def parse(raw: bytes | str, source: str) -> Loaded:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             line, col = _line_col(raw[: e.start].decode("utf-8"))  # the text before the bad byte is valid
-            raise SpecError([Problem(source, line, col, "$", f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8")]) from None
+            raise SpecError(
+                [
+                    Problem(
+                        source,
+                        line,
+                        col,
+                        "$",
+                        f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8",
+                    )
+                ]
+            ) from None
     else:
         text = raw
     loaded = Loaded(source, None)
@@ -178,8 +201,18 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         raise SpecError([Problem(source, *e.at, "$", e.message)]) from None
     except yaml.reader.ReaderError as e:  # a control character: PyYAML gives its index, not a mark
         line, col = _line_col(text[: e.position])
-        raise SpecError([Problem(source, line, col, "$", f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
-                                 "(a spec is UTF-8 text: is this file UTF-16 or binary?)")]) from None
+        raise SpecError(
+            [
+                Problem(
+                    source,
+                    line,
+                    col,
+                    "$",
+                    f"the character U+{e.character:04X} is not allowed in YAML text; remove it "
+                    "(a spec is UTF-8 text: is this file UTF-16 or binary?)",
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at: tuple[int | None, int | None] = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -187,7 +220,17 @@ def parse(raw: bytes | str, source: str) -> Loaded:
     except yaml.YAMLError as e:
         raise SpecError([Problem(source, None, None, "$", f"YAML syntax error: {e}")]) from None
     if node is None:
-        raise SpecError([Problem(source, 1, 1, "$", "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train")])
+        raise SpecError(
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    "$",
+                    "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train",
+                )
+            ]
+        )
     builder = _Builder(loaded)
     builder.check_expansion(node)
     loaded.data = builder.build(node, (), 0)
@@ -251,8 +294,11 @@ class _BoundedLoader(yaml.SafeLoader):
             if self.depth > MAX_DEPTH + 2:
                 raise _Refused(self._next_position(), f"the spec nests deeper than {MAX_DEPTH} levels")
             if self.nodes > MAX_VALUES:
-                raise _Refused(self._next_position(), f"the spec holds more than {MAX_VALUES} values, so it is refused; "
-                               "large data belongs in a data file (data.npz, data.csv)")
+                raise _Refused(
+                    self._next_position(),
+                    f"the spec holds more than {MAX_VALUES} values, so it is refused; "
+                    "large data belongs in a data file (data.npz, data.csv)",
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -279,8 +325,11 @@ class _Builder:
             if depth > MAX_DEPTH:
                 return 1  # a deep file: `build` reports it with its path
             sizes[id(node)] = 1  # provisional, so a recursive alias ends here; `build` reports it as too deep
-            children = [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else (
-                node.value if isinstance(node, yaml.SequenceNode) else [])
+            children = (
+                [x for pair in node.value for x in pair]
+                if isinstance(node, yaml.MappingNode)
+                else (node.value if isinstance(node, yaml.SequenceNode) else [])
+            )
             sizes[id(node)] = n = 1 + sum(size(c, depth + 1) for c in children)
             return n
 
@@ -290,22 +339,42 @@ class _Builder:
         node = root
         path: Key = ()
         if isinstance(root, yaml.MappingNode):
-            node, path = next(((v, (str(k.value),)) for k, v in root.value if sizes.get(id(v), 0) > MAX_VALUES), (root, ()))
-        self.fail(node, path, f"the spec expands to {total} values through YAML aliases (or sheer size); a spec may hold at most {MAX_VALUES}, so it is refused")
+            node, path = next(
+                ((v, (str(k.value),)) for k, v in root.value if sizes.get(id(v), 0) > MAX_VALUES), (root, ())
+            )
+        self.fail(
+            node,
+            path,
+            f"the spec expands to {total} values through YAML aliases (or sheer size); a spec may hold at most {MAX_VALUES}, so it is refused",
+        )
 
     def fail(self, node: yaml.Node, path: Key, message: str) -> NoReturn:
         if path and path[-1] == "<key>":
             path = path[:-1]
-        raise SpecError([Problem(self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1, json_path(path), message)])
+        raise SpecError(
+            [
+                Problem(
+                    self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1, json_path(path), message
+                )
+            ]
+        )
 
     def build(self, node: yaml.Node, path: Key, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            self.fail(node, path, f"the spec expands to more than {MAX_VALUES} values (through YAML aliases or sheer size); refusing to load it")
+            self.fail(
+                node,
+                path,
+                f"the spec expands to more than {MAX_VALUES} values (through YAML aliases or sheer size); refusing to load it",
+            )
         if depth > MAX_DEPTH:
             self.fail(node, path, f"the spec nests deeper than {MAX_DEPTH} levels")
         if node.tag not in _STANDARD_TAGS:
-            self.fail(node, path, f"the YAML tag {node.tag!r} is not allowed; a spec may use only plain YAML values (no Python objects or custom tags)")
+            self.fail(
+                node,
+                path,
+                f"the YAML tag {node.tag!r} is not allowed; a spec may use only plain YAML values (no Python objects or custom tags)",
+            )
         kind = _KINDS.get(type(node))
         if kind and node.tag != "tag:yaml.org,2002:" + {"mapping": "map", "list": "seq"}[kind]:
             self.fail(node, path, f"the YAML tag {node.tag!r} does not fit a {kind}")
@@ -324,8 +393,16 @@ class _Builder:
                 if not isinstance(key, str):  # a spec is JSON data: its keys are strings (`5:` is the key "5")
                     key = str(key).lower() if isinstance(key, bool) else str(key)
                 if key in out:
-                    self.fail(key_node, path + (key,), f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once")
-                self.loaded.key_positions[path + (key,)] = (self.loaded.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    self.fail(
+                        key_node,
+                        path + (key,),
+                        f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once",
+                    )
+                self.loaded.key_positions[path + (key,)] = (
+                    self.loaded.source,
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
                 out[key] = self.build(value_node, path + (key,), depth + 1)
             self.loaded.positions.pop(path + ("<key>",), None)
             self.open.discard(id(node))
@@ -338,18 +415,34 @@ class _Builder:
             value = _scalar(node)
         except ValueError:  # `!!int x`, `!!bool yes`, an empty `!!float`, or more digits than Python converts
             if not (node.tag.endswith(":int") and node.value.lstrip("+-").isdigit()):
-                self.fail(node, path, f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]} (YAML 1.2 core schema)")
+                self.fail(
+                    node,
+                    path,
+                    f"cannot read {_cut(node.value)!r} as {node.tag.rsplit(':', 1)[-1]} (YAML 1.2 core schema)",
+                )
             value = math.inf
-        if (isinstance(value, float) and not math.isfinite(value)) or (type(value) is int and not -2**63 <= value < 2**63):
-            what = "not a number" if value != value else "infinite" if node.value.lower().lstrip("+-") == ".inf" else "too large"
-            self.fail(node, path, f"the number {_cut(node.value)} is {what}; a spec's numbers must be finite, and integers at most 2**63 - 1 in size")
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            type(value) is int and not -(2**63) <= value < 2**63
+        ):
+            what = (
+                "not a number"
+                if value != value
+                else "infinite"
+                if node.value.lower().lstrip("+-") == ".inf"
+                else "too large"
+            )
+            self.fail(
+                node,
+                path,
+                f"the number {_cut(node.value)} is {what}; a spec's numbers must be finite, and integers at most 2**63 - 1 in size",
+            )
         return value
 
 
 def _scalar(node: yaml.Node) -> str | int | float | bool | None:
     """A scalar node's value under the YAML 1.2 core schema (its tag resolved by `_CORE_RESOLVERS`
     or written explicitly). Raises ValueError for text its tag cannot hold."""
-    tag, text = node.tag[len(_CORE):], str(node.value)
+    tag, text = node.tag[len(_CORE) :], str(node.value)
     if tag == "null":
         if text not in ("~", "null", "Null", "NULL", ""):
             raise ValueError(text)
@@ -408,7 +501,17 @@ def split_override(text: str) -> tuple[Key, str]:
     """`model.layers[0].units=5` or `model.layers.0.units=5` -> (("model", "layers", 0, "units"), "5")."""
     m = _OVERRIDE.match(text)
     if not m:
-        raise SpecError([Problem(f"--set {text}", None, None, "$", "expected --set dotted.key=value, e.g. --set optimizer.learning_rate=0.01")])
+        raise SpecError(
+            [
+                Problem(
+                    f"--set {text}",
+                    None,
+                    None,
+                    "$",
+                    "expected --set dotted.key=value, e.g. --set optimizer.learning_rate=0.01",
+                )
+            ]
+        )
     parts: list[str | int] = []
     for piece in re.findall(r"[^.\[\]]+|\[\d+\]", m.group(1)):
         if piece.startswith("["):
@@ -426,7 +529,9 @@ def apply_override(loaded: Loaded, text: str, rules: OverrideRules = NO_RULES) -
     try:
         sub = parse(value_text if value_text.strip() else "null", origin)
     except SpecError as e:
-        raise SpecError([Problem(origin, None, None, json_path(path), f"cannot parse the value: {e.problems[0].message}")]) from None
+        raise SpecError(
+            [Problem(origin, None, None, json_path(path), f"cannot parse the value: {e.problems[0].message}")]
+        ) from None
     parent = loaded.data
     for i, part in enumerate(path[:-1]):
         here = path[: i + 1]
@@ -474,7 +579,7 @@ def _remove(loaded: Loaded, parent: dict[str | int, Any] | list[Any], path: Key)
             for k, v in table.items():
                 index = k[n] if len(k) > n else None
                 if k[:n] == path[:-1] and isinstance(index, int) and index > last:
-                    moved[k] = (k[:n] + (index - 1,) + k[n + 1:], v)
+                    moved[k] = (k[:n] + (index - 1,) + k[n + 1 :], v)
             for k in moved:
                 del table[k]
             table.update(dict(moved.values()))

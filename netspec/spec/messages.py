@@ -36,7 +36,9 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
     for error in VALIDATOR.iter_errors(loaded.data):
         # a rule between keys (the schema's top-level allOf, or a schema that states a rule) comes
         # last: a key its own schema refused already has its problem
-        rule = list(error.relative_schema_path)[:1] == ["allOf"] or (isinstance(error.schema, dict) and error.schema.get("doNotSuggest"))
+        rule = list(error.relative_schema_path)[:1] == ["allOf"] or (
+            isinstance(error.schema, dict) and error.schema.get("doNotSuggest")
+        )
         target = rules if rule else None
         for problem in _describe(error, loaded):
             if target is not None:
@@ -54,15 +56,30 @@ def found(value: object) -> str:
     """How a value reads in a message: `'ten' (string)`, `1.5 (number)`, `nothing (null)`, `list`."""
     if value is None or isinstance(value, bool):
         return {None: "nothing (null)", True: "true (boolean)", False: "false (boolean)"}[value]
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     text = repr(value) if not isinstance(value, (list, dict)) else kind
     if len(text) > 60:
         text = text[:57] + "..."
     return text if isinstance(value, (list, dict)) else f"{text} ({kind})"
 
 
-_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-               "array": "a list", "object": "a mapping", "null": "nothing (null)"}
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "nothing (null)",
+}
 
 
 def _expected_type(t: str | list[str]) -> str:
@@ -99,7 +116,11 @@ def _edits(a: str, b: str) -> int:
 def _typo_of(word: object, options: Iterable[object]) -> str:
     """did_you_mean, for a value that is a near miss (a few edits), not another valid name."""
     close = closest(word, options)
-    return f"; did you mean {close!r}?" if close and isinstance(word, str) and _edits(word, close) <= max(2, len(word) // 5) else ""
+    return (
+        f"; did you mean {close!r}?"
+        if close and isinstance(word, str) and _edits(word, close) <= max(2, len(word) // 5)
+        else ""
+    )
 
 
 def _json_type(value: object) -> str:
@@ -107,7 +128,9 @@ def _json_type(value: object) -> str:
         return "boolean"
     if isinstance(value, int):
         return "integer"
-    return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(type(value), "object")
+    return {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}.get(
+        type(value), "object"
+    )
 
 
 def _types_of(branch: Schema) -> list[str] | None:
@@ -157,9 +180,21 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
     """One schema error as the Problems a person reads: what was expected, what was found, "did
     you mean" (the schema's `errorMessage` where it words a rule itself)."""
     schema = _schema_of(error)
-    e = _Error(error, loaded, tuple(error.absolute_path), error.instance, schema, error.validator_value, schema.get("errorMessage"))
+    e = _Error(
+        error,
+        loaded,
+        tuple(error.absolute_path),
+        error.instance,
+        schema,
+        error.validator_value,
+        schema.get("errorMessage"),
+    )
     if "propertyNames" in error.relative_schema_path:  # the key itself is wrong: point at it
-        return [e.problem(f"{e.custom or 'a key here is not allowed'}; found {found(e.value)}", at=e.path + (e.value,), key=True)]
+        return [
+            e.problem(
+                f"{e.custom or 'a key here is not allowed'}; found {found(e.value)}", at=e.path + (e.value,), key=True
+            )
+        ]
     if error.validator == "oneOf" and _is_group(schema["oneOf"]):
         return _describe_group(error, loaded)
     wording = _WORDINGS.get(str(error.validator))
@@ -173,8 +208,14 @@ def _describe(error: jsonschema.ValidationError, loaded: Loaded) -> list[Problem
 def _unknown_keys(e: _Error) -> list[Problem]:
     allowed = sorted(e.schema.get("properties", {}))
     extras = [k for k in e.value if k not in e.schema.get("properties", {})]
-    return [e.problem(f"unknown key {found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})",
-                      at=e.path + (k,), key=True) for k in extras]
+    return [
+        e.problem(
+            f"unknown key {found(k).rsplit(' (', 1)[0]}{did_you_mean(k, allowed)} (valid keys here: {', '.join(allowed)})",
+            at=e.path + (k,),
+            key=True,
+        )
+        for k in extras
+    ]
 
 
 def _required(e: _Error) -> list[Problem]:
@@ -211,8 +252,12 @@ def _bound(e: _Error) -> list[Problem]:
     v, limit = str(e.error.validator), e.expected
     if abs(limit) >= INT32 - 1:
         bound = "at most 2**31 - 1 (2147483647)" if v == "maximum" else "at least -2**31"
-        return [e.problem(f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, "
-                          f"as JAX computes them; found {found(e.value)}")]
+        return [
+            e.problem(
+                f"expected an integer {bound}: step counts, sizes and seeds are 32-bit integers in the compiled program, "
+                f"as JAX computes them; found {found(e.value)}"
+            )
+        ]
     op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
     return [e.problem(f"expected a value {op} {limit}, found {found(e.value)}")]
 
@@ -231,7 +276,11 @@ def _length(e: _Error) -> list[Problem]:
 
 def _pattern(e: _Error) -> list[Problem]:
     pattern = e.expected
-    return [e.problem(f"{e.custom or 'expected text matching ' + pattern}; found {found(e.value)}{_offending_part(pattern, e.value)}")]
+    return [
+        e.problem(
+            f"{e.custom or 'expected text matching ' + pattern}; found {found(e.value)}{_offending_part(pattern, e.value)}"
+        )
+    ]
 
 
 def _contains(e: _Error) -> list[Problem] | None:
@@ -244,15 +293,23 @@ def _contains(e: _Error) -> list[Problem] | None:
 _WORDINGS: dict[str, Callable[[_Error], list[Problem] | None]] = {
     "additionalProperties": _unknown_keys,
     "required": _required,
-    "enum": _one_of_names, "const": _one_of_names,
+    "enum": _one_of_names,
+    "const": _one_of_names,
     "type": _type,
-    "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,
-    "minItems": _items, "maxItems": _items,
-    "minLength": _length, "maxLength": _length,
+    "minimum": _bound,
+    "maximum": _bound,
+    "exclusiveMinimum": _bound,
+    "exclusiveMaximum": _bound,
+    "minItems": _items,
+    "maxItems": _items,
+    "minLength": _length,
+    "maxLength": _length,
     "minProperties": lambda e: [e.problem(f"expected a mapping with at least {e.expected} key(s), found an empty one")],
     "uniqueItems": lambda e: [e.problem("expected each item once; this list repeats an item")],
     "pattern": _pattern,
-    "contains": _contains, "minContains": _contains, "maxContains": _contains,
+    "contains": _contains,
+    "minContains": _contains,
+    "maxContains": _contains,
     "not": lambda e: [e.problem(f"{found(e.value)} is not allowed here")],
     "oneOf": lambda e: _describe_choice(e.error, e.loaded),
     "anyOf": lambda e: _describe_choice(e.error, e.loaded),
@@ -300,13 +357,17 @@ def _describe_choice(error: jsonschema.ValidationError, loaded: Loaded) -> list[
     if not taking:
         expected = " or ".join(_branch_words(b) for b in branches)
         doc = schema.get("description", "")
-        return [loaded.problem(path, f"expected {expected}, found {found(value)}" + (f"; this is {doc}" if doc else ""))]
+        return [
+            loaded.problem(path, f"expected {expected}, found {found(value)}" + (f"; this is {doc}" if doc else ""))
+        ]
     by_branch: dict[int, list[jsonschema.ValidationError]] = {}
     for sub in error.context:
         by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
     failed = [i for i in taking if by_branch.get(i)]
     # a branch whose schema words its own failure (errorMessage) speaks for the choice
-    worded = [i for i in failed if any(isinstance(e.schema, dict) and e.schema.get("errorMessage") for e in by_branch[i])]
+    worded = [
+        i for i in failed if any(isinstance(e.schema, dict) and e.schema.get("errorMessage") for e in by_branch[i])
+    ]
     chosen = (worded or failed or taking)[0]
     problems = [p for sub in by_branch.get(chosen, []) for p in _describe(sub, loaded)]
     return problems or [loaded.problem(path, schema.get("errorMessage", error.message))]
@@ -323,12 +384,20 @@ def _offending_part(pattern: str, value: object) -> str:
     if not isinstance(value, str) or not value or not _NAME_PATTERN.match(pattern):
         return ""
     lookahead = re.match(r"^\^(\(\?!.*?\))", pattern)
-    plain = "^" + pattern[len(lookahead.group(0)):] if lookahead else pattern
+    plain = "^" + pattern[len(lookahead.group(0)) :] if lookahead else pattern
     if re.fullmatch(plain, value):
         return f": {value!r} is reserved"
     for i in range(len(value)):
         if not re.fullmatch(plain, value[: i + 1]):
             char = value[i]
-            shown = repr(char) if char.isprintable() and char != " " else f"U+{ord(char):04X}" + (" (a space)" if char == " " else "")
-            return f": it may not start with {shown}" if i == 0 else f": the character {shown} at position {i + 1} is not allowed"
+            shown = (
+                repr(char)
+                if char.isprintable() and char != " "
+                else f"U+{ord(char):04X}" + (" (a space)" if char == " " else "")
+            )
+            return (
+                f": it may not start with {shown}"
+                if i == 0
+                else f": the character {shown} at position {i + 1} is not allowed"
+            )
     return ""

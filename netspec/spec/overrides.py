@@ -39,8 +39,16 @@ def _branches(schema: Schema, instance: Any) -> Iterator[Schema]:
     yield schema
     subs = [*schema.get("allOf", []), *schema.get("anyOf", []), *schema.get("oneOf", [])]
     if "if" in schema:
-        taken = instance is not None and VALIDATOR.evolve(schema={**schema["if"], "$defs": SCHEMA["$defs"]}).is_valid(instance)
-        subs += [schema["then"]] if taken and "then" in schema else [schema["else"]] if not taken and "else" in schema else []
+        taken = instance is not None and VALIDATOR.evolve(schema={**schema["if"], "$defs": SCHEMA["$defs"]}).is_valid(
+            instance
+        )
+        subs += (
+            [schema["then"]]
+            if taken and "then" in schema
+            else [schema["else"]]
+            if not taken and "else" in schema
+            else []
+        )
     for sub in subs:
         sub = _resolved(sub)
         wanted = sub.get("properties", {}).get("type", {}).get("const")
@@ -73,7 +81,9 @@ def _schemas_at(path: Key, data: Any) -> list[Schema]:
 def accepts_null(data: Any, path: Key) -> bool:
     """Whether null is a value the key at `path` takes (rather than "no value": removal)."""
     schemas = _schemas_at(path, data)
-    return bool(schemas) and any(VALIDATOR.evolve(schema={**_resolved(s), "$defs": SCHEMA["$defs"]}).is_valid(None) for s in schemas)
+    return bool(schemas) and any(
+        VALIDATOR.evolve(schema={**_resolved(s), "$defs": SCHEMA["$defs"]}).is_valid(None) for s in schemas
+    )
 
 
 def exclusive_with(data: Any, path: Key) -> tuple[str, ...]:
@@ -94,4 +104,3 @@ def exclusive_with(data: Any, path: Key) -> tuple[str, ...]:
             if group and all(len(r) == 1 for r in group) and [key] in group:
                 others.update(r[0] for r in group if r[0] != key)
     return tuple(sorted(others))
-

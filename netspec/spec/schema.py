@@ -35,12 +35,26 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import jsonschema
+
 from netspec.data.sources import SOURCES
-from netspec.spec.choices import ACTIVATIONS, ACTIVATION_DOCS, FUSED_ACTIVATION, HISTOGRAMS, INITIALIZERS, INITIALIZER_DOCS, LOSSES, LOSS_DOCS, MATRIX_INITIALIZERS, METRICS, METRIC_DOCS, OPTIMIZERS, SCALARS, SCHEDULES
+from netspec.spec.choices import (
+    ACTIVATION_DOCS,
+    ACTIVATIONS,
+    FUSED_ACTIVATION,
+    HISTOGRAMS,
+    INITIALIZER_DOCS,
+    INITIALIZERS,
+    LOSS_DOCS,
+    LOSSES,
+    MATRIX_INITIALIZERS,
+    METRIC_DOCS,
+    METRICS,
+    OPTIMIZERS,
+    SCALARS,
+    SCHEDULES,
+)
 from netspec.spec.fields import SHAPE, Schema, boolean, choice, integer, number
 from netspec.spec.layers import DEFAULTABLE, LAYERS, LayerKind
-
-
 
 CLASSIFICATION_LOSSES = tuple(FUSED_ACTIVATION)
 
@@ -66,8 +80,14 @@ def must_be_null(message: str) -> Schema:
 
 def exactly_one(keys: Sequence[str], missing: str, several: str) -> list[Schema]:
     """`oneOf` branches: each requires one of `keys` and forbids the others."""
-    return [{"required": [key], "errorMessage": missing,
-             "properties": {other: forbidden(several) for other in keys if other != key}} for key in keys]
+    return [
+        {
+            "required": [key],
+            "errorMessage": missing,
+            "properties": {other: forbidden(several) for other in keys if other != key},
+        }
+        for key in keys
+    ]
 
 
 def when_type(name: str) -> Schema:
@@ -77,8 +97,14 @@ def when_type(name: str) -> Schema:
     return {"properties": {"type": {"type": "string", "pattern": f"^{name}$"}}, "required": ["type"]}
 
 
-def _choice_of_names(kinds: Mapping[str, Mapping[str, Schema]], what: str, docs: Mapping[str, str], *,
-                     names: Iterable[str] | None = None, error: str | None = None) -> Schema:
+def _choice_of_names(
+    kinds: Mapping[str, Mapping[str, Schema]],
+    what: str,
+    docs: Mapping[str, str],
+    *,
+    names: Iterable[str] | None = None,
+    error: str | None = None,
+) -> Schema:
     """`name` or `{type: name, <that kind's arguments>}`."""
     names = sorted(names or kinds)
     described: Schema = {"enum": names, "enumDescriptions": [docs.get(n, "") for n in names]}
@@ -98,14 +124,21 @@ def _choice_of_names(kinds: Mapping[str, Mapping[str, Schema]], what: str, docs:
         "description": f"{what}: a name, or a mapping with `type` and its arguments",
         "anyOf": [
             {**named, "description": f"{what}'s name"},
-            {"type": "object", "required": ["type"], "properties": {"type": {"type": "string", **type_field, "description": f"{what}'s name"}},
-             "allOf": branches, "description": f"{what} with arguments: `type` and that {what.split()[-1]}'s arguments"},
+            {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string", **type_field, "description": f"{what}'s name"}},
+                "allOf": branches,
+                "description": f"{what} with arguments: `type` and that {what.split()[-1]}'s arguments",
+            },
         ],
     }
 
 
 LAYER_NAME = {
-    "type": "string", "maxLength": 100, "pattern": r"^(?!input$)[A-Za-z_][A-Za-z0-9_.\-]*$",
+    "type": "string",
+    "maxLength": 100,
+    "pattern": r"^(?!input$)[A-Za-z_][A-Za-z0-9_.\-]*$",
     "errorMessage": "expected a layer name of letters, digits, '_', '-' or '.', starting with a letter or '_', other than 'input' (the model's input)",
     "description": "unique layer name; also its TensorBoard scope",
 }
@@ -114,14 +147,31 @@ LAYER_NAME = {
 def _inputs(layer_type: str, kind: LayerKind) -> Schema:
     doc = "the layer(s) this layer reads: a layer name or a list of names ('input' is the model input); default: the previous layer"
     if kind.inputs == "many":
-        return {"description": doc, "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-    return {"description": "the layer this layer reads: a layer name ('input' is the model input); default: the previous layer",
-            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1,
-                                           "errorMessage": f"a {layer_type} layer takes one input; to combine layers use add or concat"}]}
+        return {
+            "description": doc,
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+        }
+    return {
+        "description": "the layer this layer reads: a layer name ('input' is the model input); default: the previous layer",
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "maxItems": 1,
+                "errorMessage": f"a {layer_type} layer takes one input; to combine layers use add or concat",
+            },
+        ],
+    }
 
 
 # The fields whose value is a name or {type, args}: the schema's choice of names stands in their place.
-_CHOICE_FIELDS = {"activation": "#/$defs/activation", "kernel_init": "#/$defs/initializer", "bias_init": "#/$defs/bias_initializer"}
+_CHOICE_FIELDS = {
+    "activation": "#/$defs/activation",
+    "kernel_init": "#/$defs/initializer",
+    "bias_init": "#/$defs/bias_initializer",
+}
 
 
 def _layer_field(field: str, schema: Schema) -> Schema:
@@ -156,7 +206,12 @@ def _layer_schema() -> Schema:
         "required": ["name", "type"],
         "properties": {
             "name": LAYER_NAME,
-            "type": {"type": "string", "enum": names, "enumDescriptions": [LAYERS[n].doc for n in names], "description": "the layer type"},
+            "type": {
+                "type": "string",
+                "enum": names,
+                "enumDescriptions": [LAYERS[n].doc for n in names],
+                "description": "the layer type",
+            },
         },
         "allOf": branches,
     }
@@ -165,16 +220,34 @@ def _layer_schema() -> Schema:
 def _optimizer_schema() -> Schema:
     names = sorted(OPTIMIZERS)
     common = {
-        "type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{n}" for n in names], "description": "the optimizer: optax's function of this name"},
-        "learning_rate": {"$ref": "#/$defs/learning_rate", "description": "the learning rate: a number, or a schedule {type, its optax arguments}"},
-        "clip_global_norm": number(None, exclusive_minimum=0, nullable=True, doc="clip the gradients to this global norm first; null: no clipping"),
+        "type": {
+            "type": "string",
+            "enum": names,
+            "enumDescriptions": [f"optax.{n}" for n in names],
+            "description": "the optimizer: optax's function of this name",
+        },
+        "learning_rate": {
+            "$ref": "#/$defs/learning_rate",
+            "description": "the learning rate: a number, or a schedule {type, its optax arguments}",
+        },
+        "clip_global_norm": number(
+            None,
+            exclusive_minimum=0,
+            nullable=True,
+            doc="clip the gradients to this global norm first; null: no clipping",
+        ),
     }
     branches = []
     for name in names:
         props = {**common, "type": {"const": name, "description": f"optax.{name}"}, **OPTIMIZERS[name]}
         branches.append({"if": when_type(name), "then": {"properties": props, "additionalProperties": False}})
-    return {"type": "object", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}",
-            "required": ["type", "learning_rate"], "properties": common, "allOf": branches}
+    return {
+        "type": "object",
+        "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}",
+        "required": ["type", "learning_rate"],
+        "properties": common,
+        "allOf": branches,
+    }
 
 
 def _schedule_schema() -> Schema:
@@ -182,38 +255,70 @@ def _schedule_schema() -> Schema:
     branches = []
     for name in names:
         fn, args, required = SCHEDULES[name]
-        branches.append({
-            "if": when_type(name),
-            "then": {"properties": {"type": {"const": name, "description": f"optax.{fn}"}, **args},
-                     "additionalProperties": False, "required": ["type", *required]},
-        })
+        branches.append(
+            {
+                "if": when_type(name),
+                "then": {
+                    "properties": {"type": {"const": name, "description": f"optax.{fn}"}, **args},
+                    "additionalProperties": False,
+                    "required": ["type", *required],
+                },
+            }
+        )
     return {
         "description": "the learning rate: a number, or a schedule {type, its optax arguments}",
         "examples": [0.01],
         "anyOf": [
             {"type": "number", "exclusiveMinimum": 0, "description": "a constant learning rate"},
-            {"type": "object", "required": ["type"], "description": "a schedule: `type` and that optax schedule's arguments",
-             "properties": {"type": {"type": "string", "enum": names, "enumDescriptions": [f"optax.{SCHEDULES[n][0]}" for n in names], "description": "the schedule"}},
-             "allOf": branches},
+            {
+                "type": "object",
+                "required": ["type"],
+                "description": "a schedule: `type` and that optax schedule's arguments",
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": names,
+                        "enumDescriptions": [f"optax.{SCHEDULES[n][0]}" for n in names],
+                        "description": "the schedule",
+                    }
+                },
+                "allOf": branches,
+            },
         ],
     }
 
 
 def _values(name: str) -> Schema:
     """Inline x or y: a list of numbers or of such lists, any depth (the shapes are `check`'s)."""
-    return {"type": ["number", "array"], "items": {"$ref": f"#/$defs/{name}"}, "errorMessage": f"expected a number in {name}"}
+    return {
+        "type": ["number", "array"],
+        "items": {"$ref": f"#/$defs/{name}"},
+        "errorMessage": f"expected a number in {name}",
+    }
 
 
 def _standard(title: str) -> Schema:
-    return {"type": "object", "additionalProperties": False, "description": f"the {title} IDX files, found or downloaded", "properties": {
-        "dir": {"type": ["null", "string"], "default": None, "description": f"a directory holding the four {title} IDX files; default: $NETSPEC_DATA, the cache, system copies, download"},
-        "download": boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
-    }}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": f"the {title} IDX files, found or downloaded",
+        "properties": {
+            "dir": {
+                "type": ["null", "string"],
+                "default": None,
+                "description": f"a directory holding the four {title} IDX files; default: $NETSPEC_DATA, the cache, system copies, download",
+            },
+            "download": boolean(True, "download from the public mirrors when not found (verified by SHA-256)"),
+        },
+    }
 
 
 def _tag(doc: str, *, nullable: bool) -> Schema:
     """An eval scalar's tag: which ones the spec has is the meaning pass's to check."""
-    names = [{"enum": list(TAGS)}, {"type": "string", "pattern": "^top_[1-9][0-9]*_accuracy$", "title": "top_<k>_accuracy"}]
+    names = [
+        {"enum": list(TAGS)},
+        {"type": "string", "pattern": "^top_[1-9][0-9]*_accuracy$", "title": "top_<k>_accuracy"},
+    ]
     if nullable:
         return {"type": ["null", "string"], "default": None, "description": doc, "anyOf": [{"type": "null"}, *names]}
     return {"type": "string", "description": doc, "anyOf": names, "examples": ["accuracy"]}
@@ -222,11 +327,19 @@ def _tag(doc: str, *, nullable: bool) -> Schema:
 def _metrics_in(names: Iterable[str], message: str) -> Schema:
     """Metric items whose name is one of `names`, in either form."""
     rule = {"enum": list(names), "errorMessage": message, "doNotSuggest": True}
-    return {"anyOf": [rule, {"type": "object", "properties": {"type": rule}, "doNotSuggest": True}], "doNotSuggest": True}
+    return {
+        "anyOf": [rule, {"type": "object", "properties": {"type": rule}, "doNotSuggest": True}],
+        "doNotSuggest": True,
+    }
 
 
 def _loss_is(names: Iterable[str]) -> Schema:
-    return {"anyOf": [{"enum": list(names)}, {"type": "object", "properties": {"type": {"enum": list(names)}}, "required": ["type"]}]}
+    return {
+        "anyOf": [
+            {"enum": list(names)},
+            {"type": "object", "properties": {"type": {"enum": list(names)}}, "required": ["type"]},
+        ]
+    }
 
 
 def _at(path: str, schema: Schema) -> Schema:
@@ -242,21 +355,63 @@ def _rules() -> list[Schema]:
     """Rules between top-level sections, each failing on the key to change."""
     classification = ", ".join(CLASSIFICATION_LOSSES)
     return [
-        {"if": {"properties": {"eval": {"properties": {"every": {"type": "integer"}}, "required": ["every"]}}, "required": ["eval"]},
-         "else": _at("train.early_stopping", must_be_null("early stopping needs evaluations during training: set eval.every (e.g. 600)"))},
-        {"if": {"properties": {"data": {"properties": {"validation_split": {"exclusiveMinimum": 0}}, "required": ["validation_split"]}}, "required": ["data"]},
-         "else": _at("eval.split", {"enum": ["test", None], "doNotSuggest": True, "errorMessage":
-                                    "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1"})},
-        {"if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
-         "then": _at("metrics", {"items": _metrics_in(
-             sorted(set(METRICS) - {"accuracy"}),
-             f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error"),
-             "type": "array", "doNotSuggest": True})},
-        {"if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
-         "then": _at("metrics", {"items": _metrics_in(
-             sorted(set(METRICS) - {"top_k_accuracy"}),
-             "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)"),
-             "type": "array", "doNotSuggest": True})},
+        {
+            "if": {
+                "properties": {"eval": {"properties": {"every": {"type": "integer"}}, "required": ["every"]}},
+                "required": ["eval"],
+            },
+            "else": _at(
+                "train.early_stopping",
+                must_be_null("early stopping needs evaluations during training: set eval.every (e.g. 600)"),
+            ),
+        },
+        {
+            "if": {
+                "properties": {
+                    "data": {
+                        "properties": {"validation_split": {"exclusiveMinimum": 0}},
+                        "required": ["validation_split"],
+                    }
+                },
+                "required": ["data"],
+            },
+            "else": _at(
+                "eval.split",
+                {
+                    "enum": ["test", None],
+                    "doNotSuggest": True,
+                    "errorMessage": "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1",
+                },
+            ),
+        },
+        {
+            "if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
+            "then": _at(
+                "metrics",
+                {
+                    "items": _metrics_in(
+                        sorted(set(METRICS) - {"accuracy"}),
+                        f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error",
+                    ),
+                    "type": "array",
+                    "doNotSuggest": True,
+                },
+            ),
+        },
+        {
+            "if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
+            "then": _at(
+                "metrics",
+                {
+                    "items": _metrics_in(
+                        sorted(set(METRICS) - {"top_k_accuracy"}),
+                        "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)",
+                    ),
+                    "type": "array",
+                    "doNotSuggest": True,
+                },
+            ),
+        },
     ]
 
 
@@ -269,8 +424,20 @@ def _data_schema() -> Schema:
         "required": ["x", "y"],
         "description": "examples written in the spec",
         "properties": {
-            "x": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/x"}, "description": "inputs, one row per example", "examples": [[[0, 0], [0, 1]]]},
-            "y": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/y"}, "description": "targets, one per example", "examples": [[[0], [1]]]},
+            "x": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/x"},
+                "description": "inputs, one row per example",
+                "examples": [[[0, 0], [0, 1]]],
+            },
+            "y": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/y"},
+                "description": "targets, one per example",
+                "examples": [[[0], [1]]],
+            },
         },
     }
     return {
@@ -281,30 +448,95 @@ def _data_schema() -> Schema:
             "inline": inline,
             "mnist": _standard("MNIST"),
             "fashion_mnist": _standard("Fashion-MNIST"),
-            "idx": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a directory of IDX files named like MNIST's",
-                    "properties": {"path": {"type": "string", "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec"}}},
-            "npz": {"type": "object", "additionalProperties": False, "required": ["path"], "description": "a NumPy .npz file", "properties": {
-                "path": {"type": "string", "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec"},
-                "x_key": {"type": "string", "default": "x", "description": "the inputs' array when the file has no x_train"},
-                "y_key": {"type": "string", "default": "y", "description": "the labels' array when the file has no y_train"}}},
-            "csv": {"type": "object", "additionalProperties": False, "required": ["path", "label"], "description": "a table with one example per row", "properties": {
-                "path": {"type": "string", "description": "the CSV file; relative to the spec"},
-                "label": {"type": ["string", "integer"], "description": "the label column: header name or 0-based index", "examples": ["label"]},
-                "features": {"type": ["null", "array"], "items": {"type": ["string", "integer"]}, "default": None,
-                             "description": "feature columns (names or 0-based indices); default: every column but the label"},
-                "header": boolean(True, "the first row names the columns"),
-                # not `default`: yaml-language-server writes a default into its completions unquoted,
-                # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
-                "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "x-default": ",", "description": "the character between columns (default ,)"}}},
-            "validation_split": number(0.0, minimum=0, maximum=0.9, doc="fraction of the training examples held out for validation, chosen by the seed"),
-            "scale": {"type": ["null", "number", "string"], "default": None, "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
-                      "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
-                      "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled"},
-            "limit": integer(None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"),
-            "max_resident_mb": number(2048, exclusive_minimum=0, doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results"),
+            "idx": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path"],
+                "description": "a directory of IDX files named like MNIST's",
+                "properties": {
+                    "path": {
+                        "type": "string",
+                        "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec",
+                    }
+                },
+            },
+            "npz": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path"],
+                "description": "a NumPy .npz file",
+                "properties": {
+                    "path": {
+                        "type": "string",
+                        "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec",
+                    },
+                    "x_key": {
+                        "type": "string",
+                        "default": "x",
+                        "description": "the inputs' array when the file has no x_train",
+                    },
+                    "y_key": {
+                        "type": "string",
+                        "default": "y",
+                        "description": "the labels' array when the file has no y_train",
+                    },
+                },
+            },
+            "csv": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "label"],
+                "description": "a table with one example per row",
+                "properties": {
+                    "path": {"type": "string", "description": "the CSV file; relative to the spec"},
+                    "label": {
+                        "type": ["string", "integer"],
+                        "description": "the label column: header name or 0-based index",
+                        "examples": ["label"],
+                    },
+                    "features": {
+                        "type": ["null", "array"],
+                        "items": {"type": ["string", "integer"]},
+                        "default": None,
+                        "description": "feature columns (names or 0-based indices); default: every column but the label",
+                    },
+                    "header": boolean(True, "the first row names the columns"),
+                    # not `default`: yaml-language-server writes a default into its completions unquoted,
+                    # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
+                    "delimiter": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 1,
+                        "x-default": ",",
+                        "description": "the character between columns (default ,)",
+                    },
+                },
+            },
+            "validation_split": number(
+                0.0,
+                minimum=0,
+                maximum=0.9,
+                doc="fraction of the training examples held out for validation, chosen by the seed",
+            ),
+            "scale": {
+                "type": ["null", "number", "string"],
+                "default": None,
+                "pattern": r"^(1\s*/\s*(?=[\d.]*[1-9])\d+(\.\d+)?|standardize)$",
+                "errorMessage": "expected a number, 1/N with N > 0 such as 1/255, or standardize",
+                "description": "inputs become x * scale: a number, `1/255`, or `standardize` (per feature, from the training split); default: unscaled",
+            },
+            "limit": integer(
+                None, minimum=1, nullable=True, doc="use only the first N examples of each split (quick runs)"
+            ),
+            "max_resident_mb": number(
+                2048,
+                exclusive_minimum=0,
+                doc="training data up to this size lives on the device; larger data streams from the host chunk by chunk, with the same results",
+            ),
         },
-        "oneOf": exactly_one(SOURCES, f"data needs exactly one source: {sources}",
-                             f"data needs exactly one source ({sources}): keep one"),
+        "oneOf": exactly_one(
+            SOURCES, f"data needs exactly one source: {sources}", f"data needs exactly one source ({sources}): keep one"
+        ),
     }
 
 
@@ -323,8 +555,12 @@ def _model_schema() -> Schema:
                 "properties": {field: _model_default(field, schema) for field, schema in DEFAULTABLE.items()},
                 "description": "values for every layer whose type has that field and does not set it",
             },
-            "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"},
-                       "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output"},
+            "layers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/layer"},
+                "description": "the layers in order; each reads the previous one unless it names its inputs; the last one is the output",
+            },
         },
     }
 
@@ -337,8 +573,17 @@ def _eval_schema() -> Schema:
         "default": {},
         "description": "evaluation on a held-out split during and after training",
         "properties": {
-            "every": integer(None, minimum=1, nullable=True, doc="steps between evaluations (a multiple of summaries.every); default: only at the end"),
-            "split": {"enum": ["test", "validation", None], "default": None, "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one"},
+            "every": integer(
+                None,
+                minimum=1,
+                nullable=True,
+                doc="steps between evaluations (a multiple of summaries.every); default: only at the end",
+            ),
+            "split": {
+                "enum": ["test", "validation", None],
+                "default": None,
+                "description": "the split evaluated during training, into the test/ or validation/ run; default: validation if data.validation_split > 0 (early stopping and checkpoint.best choose on it; the test split is then measured once, at the end), else test if the data has one",
+            },
             "batch_size": integer(1000, minimum=1, doc="examples per evaluation batch (memory, not results)"),
             "confusion_matrix": boolean(True, "write a confusion-matrix image at each evaluation (classification)"),
         },
@@ -357,9 +602,16 @@ def _train_schema() -> Schema:
             "epochs": integer(minimum=1, doc="number of passes over the training data (or give steps)", example=10),
             "batch_size": integer(minimum=1, doc="examples per step (split evenly over the devices)", example=32),
             "shuffle": boolean(True, "reshuffle the training data every epoch"),
-            "on_nonfinite": choice(["stop", "skip_step", "ignore"], "stop", "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing"),
+            "on_nonfinite": choice(
+                ["stop", "skip_step", "ignore"],
+                "stop",
+                "a NaN or Inf in the loss or gradients: stop with an error naming the step and layer (the last good checkpoint is kept; checked once per chunk, so free per step), skip that step's update and go on (checked every step), or ignore: check nothing",
+            ),
             "early_stopping": {
-                "type": ["null", "object"], "default": None, "additionalProperties": False, "required": ["metric"],
+                "type": ["null", "object"],
+                "default": None,
+                "additionalProperties": False,
+                "required": ["metric"],
                 "description": "stop when an eval metric has not improved for `patience` evaluations (needs eval.every)",
                 "properties": {
                     "metric": _tag("an eval scalar: loss or a metric's tag, e.g. accuracy", nullable=False),
@@ -368,14 +620,31 @@ def _train_schema() -> Schema:
                     "mode": choice(["auto", "max", "min"], "auto", "auto: min for losses and errors, max otherwise"),
                 },
             },
-            "loop": choice(["auto", "scan", "steps"], "auto", "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower"),
-            "unroll": integer(None, minimum=1, nullable=True, doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit"),
+            "loop": choice(
+                ["auto", "scan", "steps"],
+                "auto",
+                "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower",
+            ),
+            "unroll": integer(
+                None,
+                minimum=1,
+                nullable=True,
+                doc="steps per iteration of the scan loop: XLA compiles that many steps as one loop body, so the loop's own per-iteration cost is paid once per `unroll` steps; default: 2 on GPU and TPU, where small models are bound by kernel launches (fashion_mlp 12 % faster on an H200), 1 on CPU. The same steps, but compiles take longer, and results may differ from unroll 1 in the last bit (XLA fuses the longer body differently); a run and its resumes still repeat bit for bit",
+            ),
         },
-        "oneOf": exactly_one(("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"),
+        "oneOf": exactly_one(
+            ("steps", "epochs"), "missing required key 'steps' (or 'epochs')", "give either steps or epochs, not both"
+        ),
         "if": {"properties": {"loop": {"const": "steps"}}, "required": ["loop"]},
-        "then": {"doNotSuggest": True, "properties": {"unroll": must_be_null(
-            "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop "
-            "(one jitted call per step): remove unroll or use loop: scan")}},
+        "then": {
+            "doNotSuggest": True,
+            "properties": {
+                "unroll": must_be_null(
+                    "unroll sets how many steps one iteration of the scan loop runs; train.loop: steps has no scan loop "
+                    "(one jitted call per step): remove unroll or use loop: scan"
+                )
+            },
+        },
     }
 
 
@@ -387,13 +656,33 @@ def _distribute_schema() -> Schema:
         "default": {},
         "description": "how the devices share the work",
         "properties": {
-            "devices": integer(None, minimum=1, nullable=True, doc="how many local devices to use (default: all); the batch is split evenly over them"),
-            "params": choice(["replicated", "fsdp"], "replicated", "replicated: every device holds all parameters; fsdp: large ones are split over the devices too"),
-            "fsdp_devices": integer(None, minimum=1, nullable=True, doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices"),
+            "devices": integer(
+                None,
+                minimum=1,
+                nullable=True,
+                doc="how many local devices to use (default: all); the batch is split evenly over them",
+            ),
+            "params": choice(
+                ["replicated", "fsdp"],
+                "replicated",
+                "replicated: every device holds all parameters; fsdp: large ones are split over the devices too",
+            ),
+            "fsdp_devices": integer(
+                None,
+                minimum=1,
+                nullable=True,
+                doc="with params: fsdp, split the parameters over groups of this many devices (e.g. the GPUs of one host) and replicate them across groups (hybrid sharding); default: all devices",
+            ),
         },
         "if": {"properties": {"params": {"const": "fsdp"}}, "required": ["params"]},
-        "else": {"doNotSuggest": True, "properties": {"fsdp_devices": must_be_null(
-            "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp")}},
+        "else": {
+            "doNotSuggest": True,
+            "properties": {
+                "fsdp_devices": must_be_null(
+                    "fsdp_devices groups the devices that share the parameters: it needs distribute.params: fsdp"
+                )
+            },
+        },
     }
 
 
@@ -405,14 +694,22 @@ def _precision_schema() -> Schema:
         "default": {},
         "description": "the dtypes of the arithmetic and the loss scale",
         "properties": {
-            "compute": choice(["float32", "bfloat16", "float16"], "float32", "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32"),
+            "compute": choice(
+                ["float32", "bfloat16", "float16"],
+                "float32",
+                "dtype of the layers' arithmetic; the loss, gradients and optimizer stay float32",
+            ),
             "params": choice(["float32"], "float32", "dtype the parameters are kept in"),
             "loss_scale": {
                 "description": "multiply the loss by this before the backward pass and divide the gradients after: a number, or dynamic (starts at 2^15, halves and skips the step when the gradients overflow, doubles after loss_scale_period good steps); default: dynamic for float16, none otherwise",
                 "default": None,
                 "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}, {"enum": ["dynamic"]}],
             },
-            "loss_scale_period": integer(2000, minimum=1, doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles"),
+            "loss_scale_period": integer(
+                2000,
+                minimum=1,
+                doc="with a dynamic loss_scale: steps in a row without overflow before the scale doubles",
+            ),
         },
     }
 
@@ -425,9 +722,16 @@ def _checkpoint_schema() -> Schema:
         "default": {},
         "description": "checkpoints: when to write them and which to keep",
         "properties": {
-            "every": integer(None, minimum=1, nullable=True, doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C"),
+            "every": integer(
+                None,
+                minimum=1,
+                nullable=True,
+                doc="steps between checkpoints (a multiple of summaries.every); always one at the end and on Ctrl-C",
+            ),
             "keep": integer(3, minimum=1, doc="how many of the latest checkpoints to keep"),
-            "best": _tag("also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True),
+            "best": _tag(
+                "also keep best.safetensors by this eval scalar (default: train.early_stopping's metric)", nullable=True
+            ),
         },
     }
 
@@ -440,11 +744,23 @@ def _summaries_schema() -> Schema:
         "default": {},
         "description": "what goes to TensorBoard, and how often",
         "properties": {
-            "every": integer(100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"),
-            "scalars": {"type": "array", "items": {"enum": list(SCALARS)}, "uniqueItems": True, "default": list(SCALARS),
-                        "description": "scalar charts to write"},
-            "histograms": {"type": "array", "items": {"enum": list(HISTOGRAMS)}, "uniqueItems": True, "default": ["weights", "biases"],
-                           "description": "histograms to write, per layer"},
+            "every": integer(
+                100, minimum=1, doc="steps between summaries; also the number of steps per compiled chunk"
+            ),
+            "scalars": {
+                "type": "array",
+                "items": {"enum": list(SCALARS)},
+                "uniqueItems": True,
+                "default": list(SCALARS),
+                "description": "scalar charts to write",
+            },
+            "histograms": {
+                "type": "array",
+                "items": {"enum": list(HISTOGRAMS)},
+                "uniqueItems": True,
+                "default": ["weights", "biases"],
+                "description": "histograms to write, per layer",
+            },
             "graph": boolean(True, "write the train step's graph, one box per layer"),
             "text": boolean(True, "write the resolved spec as text"),
             "hparams": boolean(True, "write hyperparameters with the final metrics"),
@@ -463,18 +779,33 @@ def build() -> Schema:
         "additionalProperties": False,
         "required": ["name", "data", "model", "loss", "optimizer", "train"],
         "properties": {
-            "name": {"type": "string", "maxLength": 100, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
-                     "errorMessage": "expected a run name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'",
-                     "description": "the run's name; runs go to <logdir>/<name>/<run-id>"},
-            "description": {"type": "string", "default": "", "description": "free text, shown in TensorBoard with the spec"},
+            "name": {
+                "type": "string",
+                "maxLength": 100,
+                "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+                "errorMessage": "expected a run name of letters, digits, '_', '-' or '.', starting with a letter, a digit or '_'",
+                "description": "the run's name; runs go to <logdir>/<name>/<run-id>",
+            },
+            "description": {
+                "type": "string",
+                "default": "",
+                "description": "free text, shown in TensorBoard with the spec",
+            },
             "seed": integer(0, minimum=0, doc="seed for initialisation, shuffling and dropout"),
             "data": _data_schema(),
             "model": _model_schema(),
             "loss": _choice_of_names(LOSSES, "the loss", LOSS_DOCS),
-            "metrics": {"type": "array", "items": {"$ref": "#/$defs/metric"}, "default": ["accuracy"],
-                        "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise"},
+            "metrics": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/metric"},
+                "default": ["accuracy"],
+                "description": "measured on training batches and in evaluation; default: accuracy for a classification loss, none otherwise",
+            },
             "eval": _eval_schema(),
-            "optimizer": {"$ref": "#/$defs/optimizer", "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}"},
+            "optimizer": {
+                "$ref": "#/$defs/optimizer",
+                "description": "the optimizer: {type, learning_rate, clip_global_norm, and that optax optimizer's arguments}",
+            },
             "train": _train_schema(),
             "distribute": _distribute_schema(),
             "precision": _precision_schema(),
@@ -487,9 +818,13 @@ def build() -> Schema:
             "metric": _choice_of_names(METRICS, "a metric", METRIC_DOCS),
             "initializer": _choice_of_names(INITIALIZERS, "an initializer", INITIALIZER_DOCS),
             "bias_initializer": _choice_of_names(
-                INITIALIZERS, "a bias initializer", INITIALIZER_DOCS, names=BIAS_INITIALIZERS,
+                INITIALIZERS,
+                "a bias initializer",
+                INITIALIZER_DOCS,
+                names=BIAS_INITIALIZERS,
                 error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(MATRIX_INITIALIZERS))}) "
-                      f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}"),
+                f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}",
+            ),
             "x": _values("x"),
             "y": _values("y"),
             "layer": _layer_schema(),

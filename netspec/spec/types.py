@@ -11,10 +11,10 @@ stages decide on; a field they read from `resolved` is one the spec states as wr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, NamedTuple
-
+from typing import Any, NamedTuple
 
 from netspec.data.sources import DataInfo
 from netspec.spec.choices import FUSED_ACTIVATION, LOSS_KINDS

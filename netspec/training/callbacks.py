@@ -98,8 +98,11 @@ def chunk_values(spec: Spec, outputs: ChunkOutputs) -> dict[str, float]:
     """The scalars of a finished chunk, in the order they are written: the last step's loss, the
     metrics, the learning rate, and with a dynamic loss scale (or skip_step) the scale and the
     steps skipped so far."""
-    values = {"loss": float(outputs.loss[-1]), **{k: float(v) for k, v in outputs.metrics.items()},
-              "learning_rate": float(outputs.learning_rate)}
+    values = {
+        "loss": float(outputs.loss[-1]),
+        **{k: float(v) for k, v in outputs.metrics.items()},
+        "learning_rate": float(outputs.learning_rate),
+    }
     if outputs.loss_scale is not None:
         values["loss_scale"] = float(outputs.loss_scale)
     if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
@@ -128,28 +131,40 @@ class NonfiniteGuard(Callback):
             return None
         if layer < 0:
             step, layer = self.locate(chunk.end, chunk.length)
-        raise nonfinite_error(self.spec, self.run_dir, step, layer, self.latest_checkpoint(), chunk.end, chunk.length, outputs.loss)
+        raise nonfinite_error(
+            self.spec, self.run_dir, step, layer, self.latest_checkpoint(), chunk.end, chunk.length, outputs.loss
+        )
 
 
-def nonfinite_error(spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None, end: int, length: int,
-                    losses) -> NetspecError:
+def nonfinite_error(
+    spec: Spec, run_dir: Path, step: int, layer_index: int, kept: Path | None, end: int, length: int, losses
+) -> NetspecError:
     """The error for a NaN or Inf with on_nonfinite: stop, at `step` in `layer_index` (len(layers):
     the loss alone; -1: not found again, so only the chunk ending at `end` and its losses can be named)."""
     if layer_index < 0:
         bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
         first_loss = f" (the loss first at step {end - length + 1 + bad[0]})" if bad.size else ""
-        what = (f"Training stopped: a NaN or Inf appeared in steps {end - length + 1}-{end}{first_loss}, and running them again "
-                "did not show the step and layer.")
+        what = (
+            f"Training stopped: a NaN or Inf appeared in steps {end - length + 1}-{end}{first_loss}, and running them again "
+            "did not show the step and layer."
+        )
     elif layer_index < len(spec.layers):
-        what = (f"Training stopped at step {step}: the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec "
-                "order, to go non-finite) became NaN or Inf.")
+        what = (
+            f"Training stopped at step {step}: the gradients of layer {spec.layers[layer_index].name!r} (the first, in spec "
+            "order, to go non-finite) became NaN or Inf."
+        )
     else:
         what = f"Training stopped at step {step}: the loss became NaN or Inf."
-    kept_text = f"The last good checkpoint is kept: {kept}." if kept else "No checkpoint had been written yet (see checkpoint.every)."
+    kept_text = (
+        f"The last good checkpoint is kept: {kept}."
+        if kept
+        else "No checkpoint had been written yet (see checkpoint.every)."
+    )
     return NetspecError(
         f"{what} {kept_text} "
         f"Lower optimizer.learning_rate, clip the gradients (optimizer.clip_global_norm), or set "
-        f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}")
+        f"train.on_nonfinite: skip_step to skip such steps. Run directory: {run_dir}"
+    )
 
 
 class Scalars(Callback):
@@ -215,8 +230,16 @@ class Evaluation(Callback):
 
     name = "evaluation"
 
-    def __init__(self, spec: Spec, summaries, checkpoints, evaluate: Callable | None, class_names, tracking: dict | None):
-        self.spec, self.summaries, self.checkpoints, self.evaluate, self.class_names = spec, summaries, checkpoints, evaluate, class_names
+    def __init__(
+        self, spec: Spec, summaries, checkpoints, evaluate: Callable | None, class_names, tracking: dict | None
+    ):
+        self.spec, self.summaries, self.checkpoints, self.evaluate, self.class_names = (
+            spec,
+            summaries,
+            checkpoints,
+            evaluate,
+            class_names,
+        )
         self.every = spec.eval["every"]
         self.best_tag = spec.checkpoint["best"]
         self.best_mode = metric_mode(self.best_tag) if self.best_tag else None

@@ -20,8 +20,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
 import jax
 import numpy as np
+
 from netspec.errors import NetspecError
 
 
@@ -42,7 +44,6 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from netspec.distribute import gather
-
     from netspec.training.interrupts import pause
     from netspec.training.rundir import sync_directory, write_all
 
@@ -87,11 +88,17 @@ def _reading(path: str | Path):
         raise CheckpointError(f"No checkpoint at {path}.", "missing") from None
     except (SafetensorError, OSError, ValueError) as e:
         detail = getattr(e, "strerror", None) or e
-        raise CheckpointError(f"The checkpoint {path} is damaged or not a netspec checkpoint ({detail}).", f"damaged: {detail}") from None
+        raise CheckpointError(
+            f"The checkpoint {path} is damaged or not a netspec checkpoint ({detail}).", f"damaged: {detail}"
+        ) from None
 
 
 def _misfit(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"The checkpoint {path} does not fit this spec: {what}", f"of another model: {what.split('. ')[0].rstrip('.')}", misfit=True)
+    return CheckpointError(
+        f"The checkpoint {path} does not fit this spec: {what}",
+        f"of another model: {what.split('. ')[0].rstrip('.')}",
+        misfit=True,
+    )
 
 
 def metadata(path: str | Path) -> dict:
@@ -125,19 +132,28 @@ def load(path: str | Path, template):
         want = jax.random.key_data(leaf).shape if is_key else np.shape(leaf)
         if value.shape != tuple(want):
             raise _misfit(path, f"{key} has shape {list(value.shape)}, the model needs {list(want)}.")
-        want_dtype = jax.random.key_data(leaf).dtype if is_key else np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+        want_dtype = (
+            jax.random.key_data(leaf).dtype
+            if is_key
+            else np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+        )
         if value.dtype != want_dtype:
             raise _misfit(path, f"{key} is {value.dtype}, the model needs {want_dtype}.")
         out.append(jax.random.wrap_key_data(value) if is_key else value)
     extra = sorted(set(stored) - {jax.tree_util.keystr(key_path) for key_path, _ in leaves})
     if extra:  # e.g. a layer this model does not have: the weights are another model's
-        raise _misfit(path, f"it has {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, which the model has not. It was written for a different model.")
+        raise _misfit(
+            path,
+            f"it has {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, which the model has not. It was written for a different model.",
+        )
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-_MISFIT_CAUSE = ("The run's spec.yaml and its checkpoints disagree: spec.yaml was edited after training, a setting that "
-                 "shapes the optimizer's state was changed (momentum or clipping added or removed, a learning-rate schedule "
-                 "in place of a number), or the checkpoint came from another run.")
+_MISFIT_CAUSE = (
+    "The run's spec.yaml and its checkpoints disagree: spec.yaml was edited after training, a setting that "
+    "shapes the optimizer's state was changed (momentum or clipping added or removed, a learning-rate schedule "
+    "in place of a number), or the checkpoint came from another run."
+)
 
 
 class Checkpoints:
@@ -188,24 +204,39 @@ class Checkpoints:
                 failed.append(e)
                 continue
             if failed:
-                skipped = candidates[:len(failed)]
+                skipped = candidates[: len(failed)]
                 if set_aside:
                     for old in skipped:
                         os.replace(old, old.with_name(old.name + ".damaged"))
                 if notice is not None:
                     names = " and ".join(p.name for p in skipped)
-                    kept = f"; {'it is' if len(skipped) == 1 else 'they are'} kept as {' and '.join(p.name + '.damaged' for p in skipped)}" if set_aside else ""
-                    notice(f"{self.directory / skipped[0].name if len(skipped) == 1 else names} "
-                           f"{'does' if len(skipped) == 1 else 'do'} not load ({failed[0].reason}{'; ...' if len(failed) > 1 else ''}): "
-                           f"using {path.name} instead{kept}.")
+                    kept = (
+                        f"; {'it is' if len(skipped) == 1 else 'they are'} kept as {' and '.join(p.name + '.damaged' for p in skipped)}"
+                        if set_aside
+                        else ""
+                    )
+                    notice(
+                        f"{self.directory / skipped[0].name if len(skipped) == 1 else names} "
+                        f"{'does' if len(skipped) == 1 else 'do'} not load ({failed[0].reason}{'; ...' if len(failed) > 1 else ''}): "
+                        f"using {path.name} instead{kept}."
+                    )
             return path, tree
         misfit = all(e.misfit for e in failed)
-        then = (f"{_MISFIT_CAUSE} Undo such a change, or train the run again with netspec run" if misfit else
-                "Train the run again with netspec run") + "; its TensorBoard events are untouched."
+        then = (
+            f"{_MISFIT_CAUSE} Undo such a change, or train the run again with netspec run"
+            if misfit
+            else "Train the run again with netspec run"
+        ) + "; its TensorBoard events are untouched."
         if len(failed) == 1:
-            raise CheckpointError(f"{failed[0]} It is the run's only checkpoint. {then}", failed[0].reason, misfit=misfit)
+            raise CheckpointError(
+                f"{failed[0]} It is the run's only checkpoint. {then}", failed[0].reason, misfit=misfit
+            )
         every = "; ".join(f"{p.name}: {e.reason}" for p, e in zip(candidates, failed))
-        raise CheckpointError(f"None of the {len(failed)} checkpoints in {self.directory} loads ({every}). {then}", failed[0].reason, misfit=misfit)
+        raise CheckpointError(
+            f"None of the {len(failed)} checkpoints in {self.directory} loads ({every}). {then}",
+            failed[0].reason,
+            misfit=misfit,
+        )
 
     def save(self, tree, step: int, meta: dict) -> Path:
         path = save(self.directory / f"step-{step:08d}.safetensors", tree, {**meta, "step": step})

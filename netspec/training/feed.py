@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
 from netspec import distribute
-from netspec.spec.types import Spec
 from netspec.data.arrays import BatchOrder
+from netspec.spec.types import Spec
 
 
 class Feed:
@@ -46,7 +47,9 @@ class Feed:
 
         idx = self.order.indices(start, n)
         if self.mesh is not None:  # each process gathers only the rows its own devices train on
-            return distribute.rows_from_host(self.mesh, self.split.x, idx), distribute.rows_from_host(self.mesh, self.split.y, idx)
+            return distribute.rows_from_host(self.mesh, self.split.x, idx), distribute.rows_from_host(
+                self.mesh, self.split.y, idx
+            )
         return jax.device_put(self.split.x[idx]), jax.device_put(self.split.y[idx])
 
     def batches(self, start: int, n: int):
@@ -132,10 +135,14 @@ def training_inputs(spec: Spec, arrays, program, mesh) -> TrainingInputs:
     import jax
 
     full_batch = spec.train["batch_size"] == spec.num_examples
-    order = BatchOrder(len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch)
+    order = BatchOrder(
+        len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch
+    )
     # Across processes each one feeds its own shard of every batch (streamed), rather than every
     # device holding the whole set.
-    streamed = jax.process_count() > 1 or arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20
+    streamed = (
+        jax.process_count() > 1 or arrays.train.x.nbytes + arrays.train.y.nbytes > spec.data["max_resident_mb"] * 2**20
+    )
     feed = Feed(arrays.train, order, streamed=streamed, full_batch=full_batch, mesh=mesh)
     data = device_data(feed.resident, arrays)
     n_devices = 1 if mesh is None else mesh.devices.size

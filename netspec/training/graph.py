@@ -27,7 +27,9 @@ prefix, so everything here is about names:
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import jax
 import numpy as np
 from jax.extend import core as jcore
@@ -39,7 +41,6 @@ from tensorboardX.proto.node_def_pb2 import NodeDef
 from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
 from tensorboardX.proto.types_pb2 import DataType
 from tensorboardX.proto.versions_pb2 import VersionDef
-
 
 DATA_PREFIX = "input/"
 
@@ -97,9 +98,7 @@ def step_graph(fn: Callable, *args: Any, arg_names: Any) -> GraphDef:
     bad = [n for n in names if not isinstance(n, str) or not n]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if bad or duplicates:
-        raise ValueError(
-            f"arg_names must be distinct non-empty strings; bad: {bad}, repeated: {duplicates}"
-        )
+        raise ValueError(f"arg_names must be distinct non-empty strings; bad: {bad}, repeated: {duplicates}")
 
     closed = jax.make_jaxpr(fn)(*args)
     builder = _Builder()

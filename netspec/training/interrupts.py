@@ -41,8 +41,8 @@ import signal
 import threading
 import time
 from pathlib import Path
-from netspec.errors import NetspecError
 
+from netspec.errors import NetspecError
 
 SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -87,7 +87,7 @@ class Interrupts:
         """Whether a signal asked the program to stop."""
         return self.count > 0
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         global _active
         if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
             for signum in SIGNAL_EXIT:
@@ -178,7 +178,7 @@ class _Job:
     def run(self) -> None:
         try:
             self.value = self.fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
+        except BaseException as e:
             self.error = e
         finally:
             self.done.set()

@@ -46,13 +46,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-
 from netspec import distribute
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec
 from netspec.training import interrupts
-from netspec.training.callbacks import (Checkpointing, DispatchedChunk, Evaluation, FinishedChunk, Histograms, NonfiniteGuard,
-                                     ProgressBar, Scalars, Timing, chunk_values)
+from netspec.training.callbacks import (
+    Checkpointing,
+    DispatchedChunk,
+    Evaluation,
+    FinishedChunk,
+    Histograms,
+    NonfiniteGuard,
+    ProgressBar,
+    Scalars,
+    Timing,
+    chunk_values,
+)
 from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
 from netspec.training.interrupts import Stopped, pause
 from netspec.training.report import REPORT_TABLE_MAX, Progress, report
@@ -96,9 +105,19 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None, quiet: bool = False,
-        data_dir: str | None = None, echo=print, resume: str | Path | None = None, devices: int | None = None,
-        allow_setting_changes: bool = False, started: float | None = None) -> RunResult:
+def run(
+    spec: Spec,
+    *,
+    logdir: str | Path = "runs",
+    run_name: str | None = None,
+    quiet: bool = False,
+    data_dir: str | None = None,
+    echo=print,
+    resume: str | Path | None = None,
+    devices: int | None = None,
+    allow_setting_changes: bool = False,
+    started: float | None = None,
+) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint that loads (or, when its training had ended, finish it
     without training); what a resume may change of the spec is `netspec.training.resumption`'s
@@ -110,10 +129,27 @@ def run(spec: Spec, *, logdir: str | Path = "runs", run_name: str | None = None,
     with interrupts.watch() as signals, signals.modes():
         failed = True
         try:
-            opened = _open(spec, where, signals, logdir=logdir, run_name=run_name, data_dir=data_dir, echo=echo, resume=resume,
-                           devices=devices, allow_setting_changes=allow_setting_changes)
-            result = _train_and_close(spec, opened, where, signals, quiet=quiet, echo=echo,
-                                      started=time.perf_counter() if started is None else started)
+            opened = _open(
+                spec,
+                where,
+                signals,
+                logdir=logdir,
+                run_name=run_name,
+                data_dir=data_dir,
+                echo=echo,
+                resume=resume,
+                devices=devices,
+                allow_setting_changes=allow_setting_changes,
+            )
+            result = _train_and_close(
+                spec,
+                opened,
+                where,
+                signals,
+                quiet=quiet,
+                echo=echo,
+                started=time.perf_counter() if started is None else started,
+            )
             failed = False
             return result
         except interrupts.Interrupted as e:
@@ -144,7 +180,9 @@ class Opened(NamedTuple):
     writer: bool  # this process writes the run (process 0)
 
 
-def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, echo, resume, devices, allow_setting_changes) -> Opened:
+def _open(
+    spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, echo, resume, devices, allow_setting_changes
+) -> Opened:
     """Load the data, compile, and claim a new run directory or reopen `resume` at its checkpoint."""
     from netspec.compile.program import compile_spec
     from netspec.training import checkpoint, resumption
@@ -154,24 +192,40 @@ def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, ec
         where.hold(Path(resume))  # first: a run in use is refused before anything loads
     arrays = load_arrays(spec, data_dir)  # data errors surface before anything is written
     # a resume continues the same run: refused changes end here, before anything compiles or is written
-    changes = [] if resume is None else resumption.accepted_changes(resume, spec, arrays, allow_setting_changes=allow_setting_changes)
+    changes = (
+        []
+        if resume is None
+        else resumption.accepted_changes(resume, spec, arrays, allow_setting_changes=allow_setting_changes)
+    )
     pause("before-run-dir")
     use_compilation_cache()
     asked = spec.resolved["distribute"]
-    mesh = distribute.mesh_for(devices or asked["devices"], batch_size=spec.train["batch_size"], params=asked["params"],
-                               fsdp_devices=asked["fsdp_devices"])
+    mesh = distribute.mesh_for(
+        devices or asked["devices"],
+        batch_size=spec.train["batch_size"],
+        params=asked["params"],
+        fsdp_devices=asked["fsdp_devices"],
+    )
     program = signals.wait_for(lambda: compile_spec(spec, mesh))
     state = signals.wait_for(program.init)
-    scratch = where.scratch = None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))  # other processes write nothing real
+    scratch = where.scratch = (
+        None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))
+    )  # other processes write nothing real
     if resume is None:
         run_dir = _new_run(spec, where, signals, arrays, logdir if writer else scratch, run_name)
-        opened = Opened(run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer)
+        opened = Opened(
+            run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer
+        )
     else:
         signals.begin_graceful()
         # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
-        restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(state, notice=echo, set_aside=writer)
+        restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(
+            state, notice=echo, set_aside=writer
+        )
         if restored is None:
-            raise NetspecError(f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run.")
+            raise NetspecError(
+                f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run."
+            )
         latest, state = restored
         meta = checkpoint.metadata(latest)
         closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
@@ -179,7 +233,21 @@ def _open(spec: Spec, where: Sitting, signals, *, logdir, run_name, data_dir, ec
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
         if writer:
             record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
-        opened = Opened(run_dir, program, state, int(state.step), arrays, mesh, changes, meta, closing, finishing, reclosing, None, writer)
+        opened = Opened(
+            run_dir,
+            program,
+            state,
+            int(state.step),
+            arrays,
+            mesh,
+            changes,
+            meta,
+            closing,
+            finishing,
+            reclosing,
+            None,
+            writer,
+        )
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
         opened = opened._replace(state=distribute.place(opened.state, program.state_sharding))
     return opened
@@ -193,8 +261,12 @@ def _new_run(spec: Spec, where: Sitting, signals, arrays, logdir, run_name) -> P
     where.hold(run_dir)
     signals.begin_graceful()  # from here a first signal stops at a checkpoint
     _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))
-    _write_atomically(run_dir / "run.json", json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n")
-    write_preprocess(run_dir, arrays)  # what `netspec predict` needs to treat new inputs as the training data was treated
+    _write_atomically(
+        run_dir / "run.json", json.dumps({"spec_source": spec.source, "base_dir": spec.base_dir}, indent=2) + "\n"
+    )
+    write_preprocess(
+        run_dir, arrays
+    )  # what `netspec predict` needs to treat new inputs as the training data was treated
     resumption.record(run_dir, spec, arrays)  # what ran, for resume to compare with and predict to check with
     return run_dir
 
@@ -206,12 +278,20 @@ def _resume_kind(spec: Spec, resume: Path, meta: dict, at: int) -> tuple[dict | 
     ended = closing is not None and (at >= spec.steps or closing["stopped"] == "early_stopping")
     results = (resume / "result.json").is_file()
     if ended and not results and at <= spec.steps:
-        return closing, True, False  # interrupted between its closing checkpoint and result.json: finish it, no training
+        return (
+            closing,
+            True,
+            False,
+        )  # interrupted between its closing checkpoint and result.json: finish it, no training
     if ended and closing["stopped"] == "early_stopping" and at < spec.steps:
-        raise NetspecError(f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
-                           f"says so). Its best checkpoint is what netspec eval and predict use.")
+        raise NetspecError(
+            f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
+            f"says so). Its best checkpoint is what netspec eval and predict use."
+        )
     if at >= spec.steps:
-        raise NetspecError(f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N.")
+        raise NetspecError(
+            f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N."
+        )
     return None, False, closing is not None and not results  # trains on: what that closing wrote is replaced
 
 
@@ -224,12 +304,19 @@ def _summaries(spec: Spec, opened: Opened, inputs: TrainingInputs):
     from netspec.training.summaries import Summaries
 
     evaluating = inputs.eval_data is not None and spec.eval["every"] and not opened.finishing
-    return Summaries(opened.run_dir, spec, purge_step=opened.start_step + 1 if opened.spec_text is None else None,
-                     splits=[spec.eval["split"]] if evaluating else [], training=not opened.finishing,
-                     replace_closing=opened.finishing or opened.reclosing)
+    return Summaries(
+        opened.run_dir,
+        spec,
+        purge_step=opened.start_step + 1 if opened.spec_text is None else None,
+        splits=[spec.eval["split"]] if evaluating else [],
+        training=not opened.finishing,
+        replace_closing=opened.finishing or opened.reclosing,
+    )
 
 
-def _first_summaries(spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, scalars: Scalars, histograms: Histograms) -> None:
+def _first_summaries(
+    spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, scalars: Scalars, histograms: Histograms
+) -> None:
     """What a sitting writes before training: a resume's changes; a new run's spec text, sample
     images, graph and the untrained model at step 0 (its loss and metrics on the sample batch, the
     rate step 1 uses)."""
@@ -248,9 +335,15 @@ def _first_summaries(spec: Spec, opened: Opened, inputs: TrainingInputs, summari
     if config["graph"]:
         from netspec.training.graph import step_graph
 
-        summaries.graph(step_graph(program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state)))
+        summaries.graph(
+            step_graph(program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state))
+        )
     # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
-    eval_fn = jax.jit(lambda params, mstate, batch: program.loss_and_metrics(params, mstate, batch, train=False, key=program.keys.step))
+    eval_fn = jax.jit(
+        lambda params, mstate, batch: program.loss_and_metrics(
+            params, mstate, batch, train=False, key=program.keys.step
+        )
+    )
     loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state, inputs.sample))
     scalars.write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}, None)
     histograms.write(0, state.params, histograms.dispatch(state, 0))
@@ -270,13 +363,19 @@ def _plan(spec: Spec, opened: Opened) -> list[int]:
 def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], signals) -> dict:
     """{length: the compiled chunk}, compiled before training (on a worker thread a signal can stop)."""
     program, state = opened.program, opened.state
-    return signals.wait_for(lambda: {
-        n: program.train_chunk(n, streamed=inputs.feed.streamed).lower(state, inputs.data, inputs.feed.batches(opened.start_step, n),
-                                                                        program.keys).compile()
-        for n in sorted(set(lengths))})
+    return signals.wait_for(
+        lambda: {
+            n: program.train_chunk(n, streamed=inputs.feed.streamed)
+            .lower(state, inputs.data, inputs.feed.batches(opened.start_step, n), program.keys)
+            .compile()
+            for n in sorted(set(lengths))
+        }
+    )
 
 
-def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float) -> RunResult:
+def _train_and_close(
+    spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float
+) -> RunResult:
     """Train the sitting's chunks with the callbacks, then close the run (see the module docstring)."""
     from netspec.training import checkpoint
 
@@ -287,9 +386,14 @@ def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, qui
     wanted_hist = set(spec.summaries["histograms"])
     extras = partial(_extras_fn(program), sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
     scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
-    evaluation = Evaluation(spec, summaries, checkpoints,
-                            None if inputs.eval_data is None else lambda s: program.evaluate(s.params, s.model_state, *inputs.eval_data),
-                            opened.arrays.class_names, opened.meta.get("tracking"))
+    evaluation = Evaluation(
+        spec,
+        summaries,
+        checkpoints,
+        None if inputs.eval_data is None else lambda s: program.evaluate(s.params, s.model_state, *inputs.eval_data),
+        opened.arrays.class_names,
+        opened.meta.get("tracking"),
+    )
     saver = Checkpointing(spec, summaries, checkpoints, lambda: evaluation.tracking)
     _first_summaries(spec, opened, inputs, summaries, scalars, histograms)
     lengths = _plan(spec, opened)
@@ -297,14 +401,31 @@ def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, qui
     compile_start = time.perf_counter()
     compiled = _compile_chunks(opened, inputs, lengths, signals)
     compile_seconds = time.perf_counter() - compile_start
-    if signals.requested and not opened.finishing:  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
+    if (
+        signals.requested and not opened.finishing
+    ):  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
         if opened.spec_text is not None:
             saver.save(opened.state, opened.start_step)
         summaries.close()
         raise _stopped(signals, opened.start_step, spec, run_dir)
-    locate = partial(_locate_nonfinite, opened, inputs, compiled, lengths, checkpoints, signals, echo if not quiet and opened.writer else None)
-    callbacks = [NonfiniteGuard(spec, run_dir, checkpoints.latest, locate), scalars, histograms, evaluation, saver,
-                 ProgressBar(progress := Progress(spec.steps - opened.start_step, quiet))]
+    locate = partial(
+        _locate_nonfinite,
+        opened,
+        inputs,
+        compiled,
+        lengths,
+        checkpoints,
+        signals,
+        echo if not quiet and opened.writer else None,
+    )
+    callbacks = [
+        NonfiniteGuard(spec, run_dir, checkpoints.latest, locate),
+        scalars,
+        histograms,
+        evaluation,
+        saver,
+        ProgressBar(progress := Progress(spec.steps - opened.start_step, quiet)),
+    ]
     trained = _train_chunks(spec, opened, inputs, compiled, lengths, callbacks, signals, Timing(started), progress)
     dropped = summaries.dropped_note()
     if dropped and opened.writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
@@ -313,15 +434,25 @@ def _train_and_close(spec: Spec, opened: Opened, where: Sitting, signals, *, qui
         saver.save(trained.state, trained.step)
         summaries.close()
         raise _stopped(signals, trained.step, spec, run_dir)
-    closing = opened.closing or {"stopped": trained.stop_reason, "last": trained.last, "start_step": opened.start_step,
-                                 "train_seconds": trained.seconds, "compile_seconds": compile_seconds,
-                                 "first_step_seconds": trained.first_step_seconds}
-    return _close(spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo)
+    closing = opened.closing or {
+        "stopped": trained.stop_reason,
+        "last": trained.last,
+        "start_step": opened.start_step,
+        "train_seconds": trained.seconds,
+        "compile_seconds": compile_seconds,
+        "first_step_seconds": trained.first_step_seconds,
+    }
+    return _close(
+        spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo
+    )
 
 
 def _stopped(signals, step: int, spec: Spec, run_dir: Path) -> Stopped:
-    return Stopped(f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
-                   f"are saved in {run_dir}. Continue with: netspec resume {run_dir}", signals.signum)
+    return Stopped(
+        f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
+        f"are saved in {run_dir}. Continue with: netspec resume {run_dir}",
+        signals.signum,
+    )
 
 
 class Trained(NamedTuple):
@@ -336,8 +467,17 @@ class Trained(NamedTuple):
     first_step_seconds: float | None
 
 
-def _train_chunks(spec: Spec, opened: Opened, inputs: TrainingInputs, compiled: dict, lengths: list[int], callbacks: list,
-                  signals, timing: Timing, progress) -> Trained:
+def _train_chunks(
+    spec: Spec,
+    opened: Opened,
+    inputs: TrainingInputs,
+    compiled: dict,
+    lengths: list[int],
+    callbacks: list,
+    signals,
+    timing: Timing,
+    progress,
+) -> Trained:
     """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
     checkpoints) while this one runs; stop at a callback's reason or a signal."""
     import jax
@@ -352,8 +492,16 @@ def _train_chunks(spec: Spec, opened: Opened, inputs: TrainingInputs, compiled: 
         nonlocal last
         outputs = jax.device_get(chunk.outputs)
         steps_per_second = timing.steps_per_second(chunk.dispatched, chunk.length)
-        finished = FinishedChunk(chunk.end, chunk.length, outputs, chunk_values(spec, outputs), steps_per_second,
-                                 chunk.state, chunk.params, chunk.work)
+        finished = FinishedChunk(
+            chunk.end,
+            chunk.length,
+            outputs,
+            chunk_values(spec, outputs),
+            steps_per_second,
+            chunk.state,
+            chunk.params,
+            chunk.work,
+        )
         reason = None
         for callback in callbacks:
             if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
@@ -376,7 +524,9 @@ def _train_chunks(spec: Spec, opened: Opened, inputs: TrainingInputs, compiled: 
                 stop_reason = finish(pending) or stop_reason
             pending = chunk
             if spec.train["early_stopping"] is not None and evaluation.due(end) and not stop_reason:
-                stop_reason = finish(chunk) or stop_reason  # early stopping decides before the next chunk runs: a stop is at this step
+                stop_reason = (
+                    finish(chunk) or stop_reason
+                )  # early stopping decides before the next chunk runs: a stop is at this step
                 pending = None
             step = end
             if signals.requested:
@@ -407,8 +557,17 @@ def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, 
     return DispatchedChunk(end, length, dispatched, outputs, snapshot, params, work)
 
 
-def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, lengths: list[int], checkpoints, signals, echo,
-                      end: int, length: int) -> tuple[int, int]:
+def _locate_nonfinite(
+    opened: Opened,
+    inputs: TrainingInputs,
+    compiled: dict,
+    lengths: list[int],
+    checkpoints,
+    signals,
+    echo,
+    end: int,
+    length: int,
+) -> tuple[int, int]:
     """(step, layer) of the first non-finite step of the chunk of `length` steps ending at `end`
     (-1, -1 if running it again does not find one): the chunk runs again with the per-step check,
     from the state before it, which the last checkpoint (or the run's start) and the same compiled
@@ -420,7 +579,9 @@ def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, le
     program = opened.program
     begin = end - length
     latest = checkpoints.latest()
-    replay = program.init() if latest is None else checkpoint.load(latest, program.init())  # no checkpoint: the run began at 0
+    replay = (
+        program.init() if latest is None else checkpoint.load(latest, program.init())
+    )  # no checkpoint: the run began at 0
     if opened.mesh is not None:
         replay = distribute.place(replay, program.state_sharding)
     at = int(replay.step)
@@ -428,7 +589,9 @@ def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, le
     if at not in starts:  # not a chunk boundary of this sitting: the same chunks cannot follow it
         return -1, -1
     if echo is not None:
-        echo(f"A NaN or Inf appeared in steps {begin + 1}-{end}; running them again from step {at} to find the step and layer.")
+        echo(
+            f"A NaN or Inf appeared in steps {begin + 1}-{end}; running them again from step {at} to find the step and layer."
+        )
     for start, n in zip(starts, lengths):
         if start >= at and start + n <= begin:
             if signals.requested:  # Ctrl-C: stop looking
@@ -439,7 +602,9 @@ def _locate_nonfinite(opened: Opened, inputs: TrainingInputs, compiled: dict, le
     return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
 
 
-def _final_evaluations(spec: Spec, opened: Opened, inputs: TrainingInputs, state, step: int, evaluation: Evaluation) -> list:
+def _final_evaluations(
+    spec: Spec, opened: Opened, inputs: TrainingInputs, state, step: int, evaluation: Evaluation
+) -> list:
     """[(split, (values, confusion))] of the closing: the eval split (its best checkpoint kept: the
     last step may be the best), and, when the validation split chose the model, the test split,
     looked at once, here, for the figure to report (it goes into its own test/ run)."""
@@ -456,8 +621,21 @@ def _final_evaluations(spec: Spec, opened: Opened, inputs: TrainingInputs, state
     return measured
 
 
-def _close(spec: Spec, opened: Opened, inputs: TrainingInputs, trained: Trained, closing: dict, summaries, evaluation: Evaluation,
-           saver: Checkpointing, where: Sitting, signals, *, quiet: bool, echo) -> RunResult:
+def _close(
+    spec: Spec,
+    opened: Opened,
+    inputs: TrainingInputs,
+    trained: Trained,
+    closing: dict,
+    summaries,
+    evaluation: Evaluation,
+    saver: Checkpointing,
+    where: Sitting,
+    signals,
+    *,
+    quiet: bool,
+    echo,
+) -> RunResult:
     """The closing: its evaluations first, then the closing checkpoint recording how training
     ended; what is written after it (the final evaluations' events, the HParams status,
     result.json, the report) a resume that finds it writes again (see the module docstring)."""
@@ -476,33 +654,59 @@ def _close(spec: Spec, opened: Opened, inputs: TrainingInputs, trained: Trained,
     pause("results")
     summaries.session(status="success")
     summaries.close()
-    ran = {"loop": opened.program.loop, "unroll": opened.program.unroll if opened.program.loop == "scan" else None,
-           "devices": inputs.n_devices, "loss_scale": spec.precision.loss_scale}
+    ran = {
+        "loop": opened.program.loop,
+        "unroll": opened.program.unroll if opened.program.loop == "scan" else None,
+        "devices": inputs.n_devices,
+        "loss_scale": spec.precision.loss_scale,
+    }
     train_seconds, steps_run = closing["train_seconds"], step - closing["start_step"]
-    result = RunResult(opened.run_dir, final, train_seconds, closing["compile_seconds"], trained.losses, steps_run=steps_run, ran=ran)
+    result = RunResult(
+        opened.run_dir, final, train_seconds, closing["compile_seconds"], trained.losses, steps_run=steps_run, ran=ran
+    )
     tracking = evaluation.tracking if evaluation.best_tag else None
-    _write_atomically(opened.run_dir / "result.json", _json({
-        "name": spec.name, "steps": step, "planned_steps": spec.steps, "final": final,
-        "stopped": closing["stopped"], "best": tracking, "ran": ran,
-        "train_seconds": train_seconds, "compile_seconds": closing["compile_seconds"],
-        "us_per_step": 1e6 * train_seconds / max(steps_run, 1), "first_step_seconds": closing["first_step_seconds"],
-        "steps_per_second": steps_run / train_seconds if train_seconds else None,
-    }))
+    _write_atomically(
+        opened.run_dir / "result.json",
+        _json(
+            {
+                "name": spec.name,
+                "steps": step,
+                "planned_steps": spec.steps,
+                "final": final,
+                "stopped": closing["stopped"],
+                "best": tracking,
+                "ran": ran,
+                "train_seconds": train_seconds,
+                "compile_seconds": closing["compile_seconds"],
+                "us_per_step": 1e6 * train_seconds / max(steps_run, 1),
+                "first_step_seconds": closing["first_step_seconds"],
+                "steps_per_second": steps_run / train_seconds if train_seconds else None,
+            }
+        ),
+    )
     where.phase = "done"
     _announce(spec, opened, state, step, closing["stopped"], evaluation, result, quiet=quiet, echo=echo)
     return result
 
 
-def _announce(spec: Spec, opened: Opened, state, step: int, stop_reason, evaluation: Evaluation, result: RunResult, *, quiet, echo):
+def _announce(
+    spec: Spec, opened: Opened, state, step: int, stop_reason, evaluation: Evaluation, result: RunResult, *, quiet, echo
+):
     """Early stopping's line, and the closing report (small data sets get the table of every
     example, from whole parameters on this host: every process takes part in gathering them)."""
     if stop_reason == "early_stopping":
         early, tracking = spec.train["early_stopping"], evaluation.tracking
-        echo(f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
-             f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
-             f"is in checkpoints/best.safetensors (netspec eval uses it).")
+        echo(
+            f"Early stopping at step {step}: {early['metric']} did not improve by {early['min_delta']} for "
+            f"{early['patience']} evaluations; the best, {tracking['best']:.6g} at step {tracking['best_step']}, "
+            f"is in checkpoints/best.safetensors (netspec eval uses it)."
+        )
     if not quiet:
-        table = distribute.gather((state.params, state.model_state)) if len(opened.arrays.train.x) <= REPORT_TABLE_MAX else None
+        table = (
+            distribute.gather((state.params, state.model_state))
+            if len(opened.arrays.train.x) <= REPORT_TABLE_MAX
+            else None
+        )
         if opened.writer:
             report(spec, opened.program, table, int(step), opened.arrays, result, echo)
 
@@ -514,7 +718,9 @@ def _extras_fn(program):
     def extras(params, mstate, sample):
         collect: dict = {}
         program.apply(params, mstate, sample[0], collect=collect)
-        grads = jax.grad(lambda p: program.loss_and_metrics(p, mstate, sample, train=False, key=program.keys.step)[0])(params)
+        grads = jax.grad(lambda p: program.loss_and_metrics(p, mstate, sample, train=False, key=program.keys.step)[0])(
+            params
+        )
         return collect, grads
 
     return jax.jit(extras)

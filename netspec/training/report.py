@@ -12,10 +12,11 @@ once the closing is written, unless the run is quiet or this process is not the 
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-import sys
 import numpy as np
+
 from netspec.spec.types import Spec
 from netspec.training.feed import device_data
 
@@ -31,7 +32,9 @@ class Progress:
         if not quiet and sys.stdout.isatty():
             import click
 
-            self.bar = click.progressbar(length=total, label="training", show_pos=True, item_show_func=lambda s: s, width=24)
+            self.bar = click.progressbar(
+                length=total, label="training", show_pos=True, item_show_func=lambda s: s, width=24
+            )
             self.bar.__enter__()
 
     def update(self, n: int, text: str) -> None:
@@ -64,9 +67,13 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
         for xi, hi, pi, yi in zip(x, h, pred, y):
             echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
-    ran = len(result.losses) if result.steps_run is None else result.steps_run  # fewer than spec.steps after early stopping or a resume
-    echo(f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
-         f"step {step} of {spec.steps}: {metrics}")
+    ran = (
+        len(result.losses) if result.steps_run is None else result.steps_run
+    )  # fewer than spec.steps after early stopping or a resume
+    echo(
+        f"{spec.name}: {ran} steps in {result.train_seconds:.2f} s ({1e6 * result.train_seconds / max(ran, 1):.1f} µs/step, compile {result.compile_seconds:.2f} s), "
+        f"step {step} of {spec.steps}: {metrics}"
+    )
     echo(f"run directory: {result.run_dir}")
     echo(f"view it with:  tensorboard --logdir {result.run_dir.parent.parent}")
 

@@ -35,15 +35,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, NamedTuple
-from netspec.data.sources import DataInfo
-from netspec.spec.types import Spec, plain
-from netspec.errors import NetspecError
-from netspec.data.labels import Labels
 
+from netspec.data.labels import Labels
+from netspec.data.sources import DataInfo
+from netspec.errors import NetspecError
+from netspec.spec.types import Spec, plain
 
 RECORD = "ran.json"
 
@@ -76,10 +76,17 @@ RULES: tuple[Rule, ...] = (
     Rule("description", SETTING, "free text shown with the spec"),
     Rule("seed", MEANING, "the initial parameters, the batch order and every random key"),
     Rule("data", MEANING, "which examples the parameters learn from, and how they are scaled"),
-    *(Rule(f"data.{source}.{key}", PLACE, _WHERE_DATA)
-      for source, keys in (("mnist", ("dir", "download")), ("fashion_mnist", ("dir", "download")),
-                           ("idx", ("path",)), ("npz", ("path",)), ("csv", ("path",)))
-      for key in keys),
+    *(
+        Rule(f"data.{source}.{key}", PLACE, _WHERE_DATA)
+        for source, keys in (
+            ("mnist", ("dir", "download")),
+            ("fashion_mnist", ("dir", "download")),
+            ("idx", ("path",)),
+            ("npz", ("path",)),
+            ("csv", ("path",)),
+        )
+        for key in keys
+    ),
     Rule("data.max_resident_mb", MACHINE, "where the training data is held: the same batches either way"),
     Rule("model", MEANING, "what the parameters are"),
     Rule("loss", MEANING, "what the parameters are trained to minimise"),
@@ -100,7 +107,11 @@ RULES: tuple[Rule, ...] = (
     Rule("checkpoint", SETTING, "when checkpoints are written and how many are kept"),
     Rule("checkpoint.best", SELECTION, "the measure by which best.safetensors was chosen so far"),
     Rule("summaries", SETTING, "what goes to TensorBoard, and how often"),
-    Rule("distribute", MACHINE, "how the devices share the work (a checkpoint restores on any device count, as with --devices)"),
+    Rule(
+        "distribute",
+        MACHINE,
+        "how the devices share the work (a checkpoint restores on any device count, as with --devices)",
+    ),
     Rule("precision", MEANING, "the dtypes the model computes in, and the loss scale kept in the state"),
 )
 
@@ -147,7 +158,7 @@ def rule_for(path: tuple) -> Rule:
     best, length = UNNAMED, 0
     for rule in RULES:
         parts = rule.key.split(".")
-        if len(parts) > length and names[:len(parts)] == parts:
+        if len(parts) > length and names[: len(parts)] == parts:
             best, length = rule, len(parts)
     return best
 
@@ -219,7 +230,8 @@ class DamagedRecord(NetspecError):
             f"The run directory {run_dir} has a damaged {RECORD} ({detail}): netspec's record of the spec and data as they "
             f"ran, which a resume compares with. To resume anyway, delete it: the resume then compares with spec.yaml as it "
             f"is (an edit made there by hand goes unnoticed) and writes it again. netspec eval and predict do not need it "
-            f"while the training data is in place; spec.yaml, the checkpoints and the events are untouched.")
+            f"while the training data is in place; spec.yaml, the checkpoints and the events are untouched."
+        )
 
 
 def read_record(run_dir: str | Path) -> Record | None:
@@ -245,6 +257,7 @@ def data_info_json(info: DataInfo) -> dict:
 
 def data_info_from_json(data: dict) -> DataInfo:
     """The DataInfo `data_info_json` wrote. Raises KeyError or TypeError for anything else."""
+
     def build(cls, values: dict):
         known = {f.name for f in fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
@@ -265,7 +278,7 @@ def fingerprint(arrays) -> str:
 
     digest = hashlib.blake2b(digest_size=16)
     for split in (arrays.train, arrays.validation):
-        for array in (split if split is not None else ()):
+        for array in split if split is not None else ():
             array = np.asarray(array)
             digest.update(f"{array.dtype.str}{array.shape};".encode())
             if array.nbytes > 256 * 2**20:
@@ -275,14 +288,19 @@ def fingerprint(arrays) -> str:
     return "blake2b:" + digest.hexdigest()
 
 
-def record(run_dir: str | Path, spec: Spec, arrays, changes: Sequence[Difference] = (), *, step: int | None = None,
-           notice=None) -> None:
+def record(
+    run_dir: str | Path, spec: Spec, arrays, changes: Sequence[Difference] = (), *, step: int | None = None, notice=None
+) -> None:
     """Write ran.json for `spec` and its data (`arrays`, as loaded); after a resume (`step`: the
     step it continued from) also append the `changes` it made, if any, to changes.json. A
     damaged changes.json is kept beside it as changes.json.damaged, said in one line to
     `notice`. Raises OSError when the run directory cannot be written."""
     run_dir = Path(run_dir)
-    what = {"spec": _plain_json(spec.resolved), "data_info": data_info_json(spec.data_info), "data_fingerprint": fingerprint(arrays)}
+    what = {
+        "spec": _plain_json(spec.resolved),
+        "data_info": data_info_json(spec.data_info),
+        "data_fingerprint": fingerprint(arrays),
+    }
     _write_json(run_dir / RECORD, what)
     if not changes:
         return
@@ -296,9 +314,13 @@ def record(run_dir: str | Path, spec: Spec, arrays, changes: Sequence[Difference
     except (OSError, UnicodeDecodeError, ValueError) as e:
         os.replace(path, path.with_name(CHANGES + ".damaged"))
         if notice is not None:
-            notice(f"{path} was damaged ({getattr(e, 'strerror', None) or e}); it is kept as {CHANGES}.damaged and a new one begins.")
+            notice(
+                f"{path} was damaged ({getattr(e, 'strerror', None) or e}); it is kept as {CHANGES}.damaged and a new one begins."
+            )
         history = []
-    history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": [c.as_json() for c in changes]})
+    history.append(
+        {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": [c.as_json() for c in changes]}
+    )
     _write_json(path, history)
 
 
@@ -315,11 +337,15 @@ def _write_json(path: Path, value) -> None:
 def markdown(changes: list[Difference], step: int) -> str:
     """The changes a resume made, as TensorBoard's Text tab shows them."""
     rows = "\n".join(f"| `{c.key}` | `{show(c.old)}` | `{show(c.new)}` | {c.kind} |" for c in changes)
-    return (f"Resumed after step {step}; steps {step + 1} on ran with these changes (also in {CHANGES}):\n\n"
-            f"| key | before | after | kind |\n|---|---|---|---|\n{rows}")
+    return (
+        f"Resumed after step {step}; steps {step + 1} on ran with these changes (also in {CHANGES}):\n\n"
+        f"| key | before | after | kind |\n|---|---|---|---|\n{rows}"
+    )
 
 
-def accepted_changes(run_dir: str | Path, spec: Spec, arrays, *, allow_setting_changes: bool = False) -> list[Difference]:
+def accepted_changes(
+    run_dir: str | Path, spec: Spec, arrays, *, allow_setting_changes: bool = False
+) -> list[Difference]:
     """What a resume of `run_dir` with `spec` (checked from its spec.yaml and --set) and `arrays`
     (its data as loaded now) changes, when a resume may: LENGTH, PLACE and MACHINE changes, and
     SETTING ones with `allow_setting_changes`. Raises NetspecError listing every difference
@@ -342,11 +368,14 @@ def accepted_changes(run_dir: str | Path, spec: Spec, arrays, *, allow_setting_c
             f"Cannot resume {run_dir} without {FLAG}: these training settings differ from what it ran ({compared}): "
             f"{_listed(settings)}. A resume may change them from the step it continues at when asked: netspec resume "
             f"{run_dir} {FLAG} (with the same --set), and the changes are recorded with that step in {run_dir / CHANGES} "
-            f"and in TensorBoard (Text, tag spec_changes). Nothing in the run directory was changed.")
+            f"and in TensorBoard (Text, tag spec_changes). Nothing in the run directory was changed."
+        )
     return found
 
 
-def refusal(run_dir: Path, refused: list[Difference], settings: Sequence[Difference] = (), compared: str = "--set") -> NetspecError:
+def refusal(
+    run_dir: Path, refused: list[Difference], settings: Sequence[Difference] = (), compared: str = "--set"
+) -> NetspecError:
     """The error that refuses a resume for the MEANING differences `refused` (and names the
     `settings` that would also need the flag)."""
     also = f" (These settings would also need {FLAG}: {_listed(settings)}.)" if settings else ""
@@ -354,7 +383,8 @@ def refusal(run_dir: Path, refused: list[Difference], settings: Sequence[Differe
         f"Cannot resume {run_dir}: a resume continues the same run, and these changes ({compared}) would change what its "
         f"parameters mean or which data they learn from: {_listed(refused, why=True)}.{also} Undo them (in "
         f"{Path(run_dir) / 'spec.yaml'}, or drop the --set), or train the changed spec as a new run with netspec run. Nothing "
-        f"in the run directory was changed.")
+        f"in the run directory was changed."
+    )
 
 
 def _listed(found: Sequence[Difference], *, why: bool = False, most: int = 8) -> str:
@@ -367,8 +397,8 @@ def _listed(found: Sequence[Difference], *, why: bool = False, most: int = 8) ->
 def _what_ran(run_dir: Path, spec: Spec, record_: Record | None) -> dict:
     """The resolved spec that ran, resolved again by this netspec (a key added since gets its
     default, as on the other side): ran.json's, else (an older run) spec.yaml as it is."""
-    from netspec.spec.check import check
     from netspec.errors import SpecError
+    from netspec.spec.check import check
     from netspec.spec.load import load, parse
 
     loaded = None
@@ -382,7 +412,9 @@ def _what_ran(run_dir: Path, spec: Spec, record_: Record | None) -> dict:
         loaded.source = spec.source  # relative data paths start where the spec's did
         return _plain_json(check(loaded, data_info=info).resolved)
     except SpecError:  # no longer a valid spec for this netspec: compare what it says
-        return record_.spec if record_ is not None else json.loads(json.dumps(loaded.data if loaded is not None else {}))
+        return (
+            record_.spec if record_ is not None else json.loads(json.dumps(loaded.data if loaded is not None else {}))
+        )
 
 
 def _data_differences(record_: Record, info: DataInfo, fingerprint_now: str) -> list[Difference]:
@@ -391,7 +423,10 @@ def _data_differences(record_: Record, info: DataInfo, fingerprint_now: str) -> 
     if before == now and record_.data_fingerprint == fingerprint_now:
         return []
     if before == now:
-        before, now = f"{before}; examples {record_.data_fingerprint[8:20]}", f"{now}; other values ({fingerprint_now[8:20]})"
+        before, now = (
+            f"{before}; examples {record_.data_fingerprint[8:20]}",
+            f"{now}; other values ({fingerprint_now[8:20]})",
+        )
     return [Difference((), before, now, MEANING, "which examples the parameters learn from")]
 
 

@@ -34,13 +34,14 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
-from netspec.errors import NetspecError
 import zipfile
+from pathlib import Path
 from typing import NamedTuple
-import numpy as np
-from netspec.spec.types import Spec, plain
 
+import numpy as np
+
+from netspec.errors import NetspecError
+from netspec.spec.types import Spec, plain
 
 LOCK_FILE = ".lock"
 
@@ -55,7 +56,9 @@ def make_run_dir(logdir: str | Path, name: str, run_name: str | None) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NetspecError(f"Cannot create the run directory {parent}: {e.strerror}. Choose another --logdir.") from None
+        raise NetspecError(
+            f"Cannot create the run directory {parent}: {e.strerror}. Choose another --logdir."
+        ) from None
     base = run_name or time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         candidate = parent / (base if i == 0 else f"{base}-{i}")
@@ -65,7 +68,9 @@ def make_run_dir(logdir: str | Path, name: str, run_name: str | None) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise NetspecError(f"Cannot create the run directory {candidate}: {e.strerror}. Choose another --logdir.") from None
+            raise NetspecError(
+                f"Cannot create the run directory {candidate}: {e.strerror}. Choose another --logdir."
+            ) from None
     raise NetspecError(f"Too many runs named {base!r} in {parent}; choose another --run-name.")
 
 
@@ -108,7 +113,9 @@ def write_atomically(path: Path, data: bytes | str, *, tmp_prefix: str | None = 
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename == str(tmp):  # say which file could not be written, not its temporary name
+        if isinstance(e, OSError) and e.filename == str(
+            tmp
+        ):  # say which file could not be written, not its temporary name
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     sync_directory(path.parent)
@@ -141,8 +148,17 @@ class RunLock:
 
 def _holder_text() -> str:
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}) + "\n"
+    return (
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": command,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            }
+        )
+        + "\n"
+    )
 
 
 def _try(run_dir: Path) -> tuple[RunLock | None, dict]:
@@ -179,13 +195,23 @@ def lock(run_dir: Path) -> RunLock:
                 pass
             return held
     except OSError as e:
-        raise NetspecError(f"Cannot write the run directory {run_dir} ({e.filename or run_dir / LOCK_FILE}): "
-                           f"{e.strerror or e}. A run directory must be writable to train in it.") from None
-    who = (f"process {holder['pid']} on {holder.get('host', 'this host')} (`{holder.get('command', 'netspec')}`), since "
-           f"{holder.get('since', 'some time')}" if "pid" in holder else "another process")
-    stop = f" (or stop it: kill {holder['pid']})" if "pid" in holder and holder.get("host") == socket.gethostname() else ""
-    raise NetspecError(f"The run {run_dir} is in use: {who} is writing it. A run directory is written by one process at a "
-                       f"time, so this one left it untouched; wait for that process to end{stop}, then run this again.")
+        raise NetspecError(
+            f"Cannot write the run directory {run_dir} ({e.filename or run_dir / LOCK_FILE}): "
+            f"{e.strerror or e}. A run directory must be writable to train in it."
+        ) from None
+    who = (
+        f"process {holder['pid']} on {holder.get('host', 'this host')} (`{holder.get('command', 'netspec')}`), since "
+        f"{holder.get('since', 'some time')}"
+        if "pid" in holder
+        else "another process"
+    )
+    stop = (
+        f" (or stop it: kill {holder['pid']})" if "pid" in holder and holder.get("host") == socket.gethostname() else ""
+    )
+    raise NetspecError(
+        f"The run {run_dir} is in use: {who} is writing it. A run directory is written by one process at a "
+        f"time, so this one left it untouched; wait for that process to end{stop}, then run this again."
+    )
 
 
 def tidy(run_dir: Path) -> None:
@@ -213,6 +239,7 @@ def spec_yaml(spec: Spec) -> str:
 
 def _json(value) -> str:
     """Strict JSON (a NaN or Inf, e.g. a diverged loss, becomes null)."""
+
     def clean(v):
         if isinstance(v, float) and not np.isfinite(v):
             return None
@@ -221,6 +248,7 @@ def _json(value) -> str:
         if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         return v
+
     return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
 
 
@@ -236,18 +264,20 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
     (an older netspec), or with a damaged one (said in one line to `notice`), reads its data.
     Raises NetspecError naming spec.yaml or run.json when one is missing or damaged, with what
     can still be done, and SpecError for a bad `overrides` (`--set`) entry."""
-    from netspec.training import resumption
-    from netspec.spec.check import check
     from netspec.errors import SpecError
+    from netspec.spec.check import check
     from netspec.spec.load import load
+    from netspec.training import resumption
 
     run_dir = Path(run_dir)
     spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
     if not spec_file.is_file() and not info_file.is_file():
         raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
     if not spec_file.is_file():
-        raise NetspecError(f"The run directory {run_dir} has no spec.yaml, the resolved spec the run trained with, so its "
-                           f"model cannot be rebuilt. {_SPEC_RECOVERY}")
+        raise NetspecError(
+            f"The run directory {run_dir} has no spec.yaml, the resolved spec the run trained with, so its "
+            f"model cannot be rebuilt. {_SPEC_RECOVERY}"
+        )
     base_dir = _run_base_dir(run_dir, info_file)
     data_info = None
     if recorded_data:
@@ -256,7 +286,9 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
             data_info = record.data_info if record is not None else None
         except resumption.DamagedRecord as e:
             if notice is not None:
-                notice(f"{run_dir / resumption.RECORD} is damaged ({e.detail}); the run's spec is checked against its data files instead.")
+                notice(
+                    f"{run_dir / resumption.RECORD} is damaged ({e.detail}); the run's spec is checked against its data files instead."
+                )
     loaded = None
     try:
         loaded = load(spec_file, list(overrides))
@@ -275,26 +307,30 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
         if overrides:
             _overrides_misfit(run_dir, spec_file, loaded, problem, base_dir, data_info)
         data = loaded.data.get("data") if loaded is not None and isinstance(loaded.data, dict) else None
-        data_only = isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
+        data_only = (
+            isinstance(data, dict) and "inline" not in data and all(p.path.startswith("$.data") for p in in_file)
+        )
         if data_only and data_info is None:
             raise _data_gone(run_dir, problem, base_dir, "rebuilt") from None
         raise NetspecError(f"The run's spec.yaml is damaged: {problem}. {_SPEC_RECOVERY}") from None
 
 
-_SPEC_RECOVERY = ("The spec as it ran is also in the run's TensorBoard events (tensorboard --logdir on the run, Text tab, "
-                  "tag spec; unless summaries.text was off): save that text as spec.yaml; and, resolved, in the run's ran.json "
-                  "(its \"spec\" mapping is JSON, which is YAML: saved alone as spec.yaml, it is the spec). The checkpoints and "
-                  "events are untouched.")
+_SPEC_RECOVERY = (
+    "The spec as it ran is also in the run's TensorBoard events (tensorboard --logdir on the run, Text tab, "
+    "tag spec; unless summaries.text was off): save that text as spec.yaml; and, resolved, in the run's ran.json "
+    '(its "spec" mapping is JSON, which is YAML: saved alone as spec.yaml, it is the spec). The checkpoints and '
+    "events are untouched."
+)
 
 
 def _overrides_misfit(run_dir: Path, spec_file: Path, loaded, problem: str, base_dir: str, data_info) -> None:
     """When spec.yaml checks alone and only the `--set` values make its keys wrong (another
     optimizer.type leaves the old one's arguments behind), raise that, as a resume refuses a
     change of meaning or as the --set's problem; return when spec.yaml itself is damaged."""
-    from netspec.training import resumption
-    from netspec.spec.check import check
     from netspec.errors import SpecError
+    from netspec.spec.check import check
     from netspec.spec.load import load
+    from netspec.training import resumption
 
     try:
         bare = load(spec_file)
@@ -305,15 +341,19 @@ def _overrides_misfit(run_dir: Path, spec_file: Path, loaded, problem: str, base
     refused = [d for d in resumption.differences(bare.data, loaded.data) if d.kind == resumption.MEANING]
     if refused:
         raise resumption.refusal(run_dir, refused, compared="--set, against spec.yaml")
-    raise NetspecError(f"The --set values do not fit the run's spec.yaml: {problem}. Set that key too (or to null to remove "
-                       f"it); spec.yaml, the checkpoints and the events are untouched.")
+    raise NetspecError(
+        f"The --set values do not fit the run's spec.yaml: {problem}. Set that key too (or to null to remove "
+        f"it); spec.yaml, the checkpoints and the events are untouched."
+    )
 
 
 def _data_gone(run_dir: Path, problem: str, base_dir: str, what: str) -> NetspecError:
     """The run's training data is not where its spec says: not damage, and what still works."""
-    return NetspecError(f"The run in {run_dir} cannot be {what} without its training data as it was: {problem}. Relative data "
-                        f"paths start at {base_dir} (from run.json). Put the data back, or point data in spec.yaml to where it is "
-                        f"now; netspec predict needs only the run directory.")
+    return NetspecError(
+        f"The run in {run_dir} cannot be {what} without its training data as it was: {problem}. Relative data "
+        f"paths start at {base_dir} (from run.json). Put the data back, or point data in spec.yaml to where it is "
+        f"now; netspec predict needs only the run directory."
+    )
 
 
 def _run_base_dir(run_dir: Path, info_file: Path) -> str:
@@ -329,9 +369,11 @@ def _run_base_dir(run_dir: Path, info_file: Path) -> str:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         detail = f"no {e}" if isinstance(e, KeyError) else str(getattr(e, "strerror", None) or e)
         what = f"has a damaged run.json ({detail})"
-    raise NetspecError(f"The run directory {run_dir} {what}. It records the directory the run's spec was in, where relative "
-                       f"data paths start. Write it again as {{\"spec_source\": \"<the spec file>\", \"base_dir\": \"<its directory>\"}} "
-                       f"and run the command again; spec.yaml, the checkpoints and the events are untouched.") from None
+    raise NetspecError(
+        f"The run directory {run_dir} {what}. It records the directory the run's spec was in, where relative "
+        f'data paths start. Write it again as {{"spec_source": "<the spec file>", "base_dir": "<its directory>"}} '
+        f"and run the command again; spec.yaml, the checkpoints and the events are untouched."
+    ) from None
 
 
 class Preprocess(NamedTuple):
@@ -349,8 +391,13 @@ def write_preprocess(run_dir: Path, arrays) -> None:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, shift=arrays.shift, scale=arrays.scale, class_names=np.asarray(arrays.class_names or [], dtype=str),
-             feature_names=np.asarray(arrays.feature_names or [], dtype=str))
+    np.savez(
+        buffer,
+        shift=arrays.shift,
+        scale=arrays.scale,
+        class_names=np.asarray(arrays.class_names or [], dtype=str),
+        feature_names=np.asarray(arrays.feature_names or [], dtype=str),
+    )
     write_atomically(run_dir / "preprocess.npz", buffer.getvalue())
 
 
@@ -381,14 +428,18 @@ def read_preprocess(run_dir: str | Path, spec: Spec) -> Preprocess:
             if value.shape not in ((), example):
                 raise ValueError(f"its {name} has shape {list(value.shape)}, the training examples {list(example)}")
         if feature_names is not None and len(feature_names) not in (0, int(np.prod(example))):
-            raise ValueError(f"it names {len(feature_names)} features, the training examples have {int(np.prod(example))}")
+            raise ValueError(
+                f"it names {len(feature_names)} features, the training examples have {int(np.prod(example))}"
+            )
     except FileNotFoundError:
         problem = "has no preprocess.npz"
     except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
         problem = f"has a damaged preprocess.npz ({getattr(e, 'strerror', None) or e})"
     else:
         return Preprocess(shift, scale, class_names, feature_names or None)
-    raise NetspecError(f"The run directory {run_dir} {problem}: the input scaling, class names and feature names that training "
-                       f"took from its data, which predict applies to new inputs. netspec eval still works (it reads the "
-                       f"training data itself). To predict, restore the file from a copy of the run, or train the spec "
-                       f"again (with the same data and seed it writes the same file).") from None
+    raise NetspecError(
+        f"The run directory {run_dir} {problem}: the input scaling, class names and feature names that training "
+        f"took from its data, which predict applies to new inputs. netspec eval still works (it reads the "
+        f"training data itself). To predict, restore the file from a copy of the run, or train the spec "
+        f"again (with the same data and seed it writes the same file)."
+    ) from None

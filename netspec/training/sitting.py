@@ -55,7 +55,9 @@ class Sitting:
 
     def release(self, failed: bool) -> None:
         if self._lock is not None:
-            if failed and self.run_dir is not None:  # our own cut-off writes clean up after themselves; this is the last word
+            if (
+                failed and self.run_dir is not None
+            ):  # our own cut-off writes clean up after themselves; this is the last word
                 with contextlib.suppress(OSError):
                     rundir.remove_leftovers(self.run_dir)
             self._lock.release()
@@ -78,18 +80,27 @@ class Sitting:
             return f"The run had finished; everything is in {self.run_dir}", "", False
         latest = checkpoint.Checkpoints(self.run_dir / "checkpoints", keep=1).latest()
         if latest is None:
-            return (f"No checkpoint had been written yet, so the run cannot be resumed ({self.run_dir} holds its events so far)",
-                    again, True)
+            return (
+                f"No checkpoint had been written yet, so the run cannot be resumed ({self.run_dir} holds its events so far)",
+                again,
+                True,
+            )
         try:
             meta = checkpoint.metadata(latest)
         except NetspecError:
             meta = {}
         step = meta.get("step", latest.stem.split("-")[-1].lstrip("0") or "0")
         if "closing" in meta:
-            return (f"Its training had ended; the checkpoint at step {step} and the events up to it are kept in {self.run_dir}",
-                    f"finish the run (final evaluation and result.json, no training) with: netspec resume {self.run_dir}", False)
-        return (f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
-                f"continue with: netspec resume {self.run_dir}", False)
+            return (
+                f"Its training had ended; the checkpoint at step {step} and the events up to it are kept in {self.run_dir}",
+                f"finish the run (final evaluation and result.json, no training) with: netspec resume {self.run_dir}",
+                False,
+            )
+        return (
+            f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
+            f"continue with: netspec resume {self.run_dir}",
+            False,
+        )
 
     def stopped(self, e: interrupts.Interrupted) -> Stopped:
         """The paragraph for a signal that stopped the sitting where it was."""
@@ -102,8 +113,11 @@ class Sitting:
         else:
             what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
         kept, then, _ = self._kept()  # no full stop after a command: it would be copied with it
-        return Stopped(f"{interrupts.describe(e.signum, e.count)}: {what}. {kept}." + (f" {then[0].upper()}{then[1:]}" if then else ""),
-                       e.signum)
+        return Stopped(
+            f"{interrupts.describe(e.signum, e.count)}: {what}. {kept}."
+            + (f" {then[0].upper()}{then[1:]}" if then else ""),
+            e.signum,
+        )
 
     def cannot_write(self, e: OSError) -> NetspecError:
         """The paragraph for a write that failed (a full disk): the file, the cause, what was kept."""
@@ -115,10 +129,14 @@ class Sitting:
             file = f" ({e.filename})" if e.filename else ""
         if self.run_dir is None:
             at = f" {self.removed}" if self.removed else ""
-            return NetspecError(f"Cannot write the run{at}{file}: {cause}. Nothing was kept (no run directory remains): free some "
-                                f"space or choose another --logdir, and run the same netspec run command again.")
+            return NetspecError(
+                f"Cannot write the run{at}{file}: {cause}. Nothing was kept (no run directory remains): free some "
+                f"space or choose another --logdir, and run the same netspec run command again."
+            )
         kept, then, again = self._kept()
         if not then:
             return NetspecError(f"Cannot write {e.filename or self.run_dir}: {cause}. {kept}.")
         other = " (or choose another --logdir)" if again and self.resume is None else ""
-        return NetspecError(f"Cannot write the run {self.run_dir}{file}: {cause}. {kept}. Free some space{other}, then {then}")
+        return NetspecError(
+            f"Cannot write the run {self.run_dir}{file}: {cause}. {kept}. Free some space{other}, then {then}"
+        )

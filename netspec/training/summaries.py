@@ -51,15 +51,16 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+
 import numpy as np
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import masked_crc32c
+
 from netspec.spec.types import Spec, plain
 from netspec.training.rundir import sync_directory, write_all
-
 
 _BIAS_NAMES = {"bias", "beta", "offset"}
 
@@ -79,7 +80,12 @@ SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 def hparams_of(spec: Spec) -> dict:
     """The spec's hyperparameters flattened to `section.key` -> number/string/bool (what HParams shows)."""
     resolved = plain(spec.resolved)
-    out: dict = {"seed": spec.seed, "steps": spec.steps, "batch_size": spec.train["batch_size"], "loss": spec.loss["type"]}
+    out: dict = {
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "batch_size": spec.train["batch_size"],
+        "loss": spec.loss["type"],
+    }
 
     def walk(prefix, value):
         if isinstance(value, dict):
@@ -109,7 +115,11 @@ class EventFile:
         # TensorBoard reads a run's files in name order, and a purge acts on what was read before
         # it: a new file sorts after every file there, even one of the same second (a resume
         # right after a kill), by taking the next second then.
-        stamps = [int(part) for part in (p.name.split(".")[3] for p in directory.glob("events.out.tfevents.*")) if part.isdigit()]
+        stamps = [
+            int(part)
+            for part in (p.name.split(".")[3] for p in directory.glob("events.out.tfevents.*"))
+            if part.isdigit()
+        ]
         stamp = max([int(time.time()), *(t + 1 for t in stamps)])
         base = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}{suffix}"
         for i in range(100):  # never truncate another file, even one of the same second and suffix
@@ -142,7 +152,9 @@ class EventFile:
             event.wall_time = time.time()
         record = _record(event.SerializeToString())
         try:
-            write_all(self._fd, record, self.path)  # named as it will be: a temporary name would mean nothing to a reader
+            write_all(
+                self._fd, record, self.path
+            )  # named as it will be: a temporary name would mean nothing to a reader
         except BaseException:
             # a write cut off part way (a full disk) leaves no half record for a reader to stop at
             try:
@@ -191,8 +203,16 @@ class Summaries:
     with a purge at that step (a resumed run: its checkpoint's step + 1). `replace_closing`
     deletes the closing files an interrupted closing left (see the module docstring)."""
 
-    def __init__(self, run_dir: Path, spec: Spec, *, purge_step: int | None = None, splits=(), training: bool = True,
-                 replace_closing: bool = False):
+    def __init__(
+        self,
+        run_dir: Path,
+        spec: Spec,
+        *,
+        purge_step: int | None = None,
+        splits=(),
+        training: bool = True,
+        replace_closing: bool = False,
+    ):
         self.run_dir = Path(run_dir)
         self.spec = spec
         self.config = spec.summaries
@@ -279,9 +299,15 @@ class Summaries:
             try:
                 histogram = make_histogram(values, HISTOGRAM_BINS)
             except ValueError:  # a range too narrow (or too wide) to cut into bins at this magnitude: one bucket
-                histogram = HistogramProto(min=float(values.min()), max=float(values.max()), num=int(values.size),
-                                           sum=float(values.sum()), sum_squares=float(np.square(values).sum()),
-                                           bucket_limit=[float(values.max())], bucket=[int(values.size)])
+                histogram = HistogramProto(
+                    min=float(values.min()),
+                    max=float(values.max()),
+                    num=int(values.size),
+                    sum=float(values.sum()),
+                    sum_squares=float(np.square(values).sum()),
+                    bucket_limit=[float(values.max())],
+                    bucket=[int(values.size)],
+                )
         self.train.add_summary(Summary(value=[Summary.Value(tag=tag, histo=histogram)]), step)
 
     def dropped_note(self) -> str | None:
@@ -292,13 +318,31 @@ class Summaries:
         tags = list(self.dropped)
         shown = ", ".join(tags[:8]) + (f" and {len(tags) - 8} more" if len(tags) > 8 else "")
         steps = sorted({s for at in self.dropped.values() for s in at})
-        when = f"step {steps[0]}" if len(steps) == 1 else (
-            f"steps {', '.join(map(str, steps))}" if len(steps) <= 4 else f"{len(steps)} summary steps, {steps[0]} to {steps[-1]}")
-        return (f"NaN or Inf values were left out of the histogram{'s' if len(tags) > 1 else ''} {shown} at {when}: "
-                f"TensorBoard cannot draw them (the scalars keep them; train.on_nonfinite is {self.spec.train['on_nonfinite']}).")
+        when = (
+            f"step {steps[0]}"
+            if len(steps) == 1
+            else (
+                f"steps {', '.join(map(str, steps))}"
+                if len(steps) <= 4
+                else f"{len(steps)} summary steps, {steps[0]} to {steps[-1]}"
+            )
+        )
+        return (
+            f"NaN or Inf values were left out of the histogram{'s' if len(tags) > 1 else ''} {shown} at {when}: "
+            f"TensorBoard cannot draw them (the scalars keep them; train.on_nonfinite is {self.spec.train['on_nonfinite']})."
+        )
 
-    def evaluation(self, step: int, values: Mapping[str, float], confusion, class_names, *, split: str,
-                   final: bool = False, scalars: bool = True) -> None:
+    def evaluation(
+        self,
+        step: int,
+        values: Mapping[str, float],
+        confusion,
+        class_names,
+        *,
+        split: str,
+        final: bool = False,
+        scalars: bool = True,
+    ) -> None:
         """An evaluation on `split`, into its run: scalars under the training run's tags, and
         the confusion matrix (counts [true, predicted]) as an image; at the end (`final`: into
         the closing file, see `commit_closing`) also as a table."""
@@ -308,7 +352,9 @@ class Summaries:
             if split not in self._closing:
                 if split not in SPLITS:
                     raise ValueError(f"no evaluation run for split {split!r}; expected one of {SPLITS}")
-                self._closing[split] = EventFile(self.run_dir / split, suffix=self._suffix + CLOSING_SUFFIX, pending=True)
+                self._closing[split] = EventFile(
+                    self.run_dir / split, suffix=self._suffix + CLOSING_SUFFIX, pending=True
+                )
                 self._files.append(self._closing[split])
             writer = self._closing[split]
         else:
@@ -345,11 +391,19 @@ class Summaries:
         from tensorboardX.proto.tensor_pb2 import TensorProto
         from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
 
-        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
-            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
-        tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode("utf-8")],
-                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
-        (writer or self.train).add_summary(Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+        metadata = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(
+                plugin_name="text", content=TextPluginData(version=0).SerializeToString()
+            )
+        )
+        tensor = TensorProto(
+            dtype="DT_STRING",
+            string_val=[markdown.encode("utf-8")],
+            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
+        )
+        (writer or self.train).add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step
+        )
 
     def changes_text(self, markdown: str, start_step: int) -> None:
         """The settings a resume changed, as text at the first step that ran with them, in a file
@@ -382,13 +436,17 @@ class Summaries:
             return
         from netspec.training.rundir import write_atomically
 
-        events = [Event(wall_time=self._started, file_version="brain.Event:2"),
-                  Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started))]
+        events = [
+            Event(wall_time=self._started, file_version="brain.Event:2"),
+            Event(wall_time=self._started, step=0, summary=_session_start(hparams_of(self.spec), self._started)),
+        ]
         if status is not None:
             events.append(Event(wall_time=time.time(), step=0, summary=_session_end(status)))
         # Written under a temporary name with no "tfevents" in it (TensorBoard never reads a file
         # still being written), fsynced, then renamed: never an empty file after a crash.
-        write_atomically(self.run_dir / HPARAMS_FILE, b"".join(_record(e.SerializeToString()) for e in events), tmp_prefix="hparams")
+        write_atomically(
+            self.run_dir / HPARAMS_FILE, b"".join(_record(e.SerializeToString()) for e in events), tmp_prefix="hparams"
+        )
 
     def commit_closing(self) -> None:
         """Put the closing's evaluations in place, each evaluation run's file whole (see the
@@ -413,7 +471,9 @@ class Summaries:
 def _record(data: bytes) -> bytes:
     """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C (what TensorBoard reads)."""
     header = len(data).to_bytes(8, "little")
-    return b"".join((header, masked_crc32c(header).to_bytes(4, "little"), data, masked_crc32c(data).to_bytes(4, "little")))
+    return b"".join(
+        (header, masked_crc32c(header).to_bytes(4, "little"), data, masked_crc32c(data).to_bytes(4, "little"))
+    )
 
 
 def _hparams_summary(tag: str, **data) -> Summary:
@@ -453,7 +513,11 @@ def _session_end(status: str) -> Summary:
 
 
 def _class_names(class_names, n: int) -> list[str]:
-    return [str(c) for c in class_names] if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]
+    return (
+        [str(c) for c in class_names]
+        if class_names is not None and len(class_names) == n
+        else [str(i) for i in range(n)]
+    )
 
 
 def _font(size: int):
@@ -489,7 +553,10 @@ def confusion_image(counts: np.ndarray, class_names=None) -> np.ndarray:
     left = pad + title_height + pad + name_width + pad  # "true class" (turned), then the row names
     top = pad + title_height + pad + name_width + pad  # "predicted class", then the column names (turned)
     # a small matrix is narrower than its axis titles: the titles set the image's size then
-    across, down = max(n * cell, size("predicted class", title_font)[0]), max(n * cell, size("true class", title_font)[0])
+    across, down = (
+        max(n * cell, size("predicted class", title_font)[0]),
+        max(n * cell, size("true class", title_font)[0]),
+    )
     width, height = left + across + pad, top + down + pad
 
     rows = counts.sum(1, keepdims=True)
@@ -504,8 +571,13 @@ def confusion_image(counts: np.ndarray, class_names=None) -> np.ndarray:
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
             text = str(int(counts[i, j]))
             w, h = size(text)
-            draw.text((x0 + (cell - w) // 2, y0 + (cell - h) // 2), text, font=font, anchor="lt",
-                      fill="white" if share[i, j] > 0.5 else "black")
+            draw.text(
+                (x0 + (cell - w) // 2, y0 + (cell - h) // 2),
+                text,
+                font=font,
+                anchor="lt",
+                fill="white" if share[i, j] > 0.5 else "black",
+            )
     for i, name in enumerate(names):  # row names, right-aligned against the matrix
         w, h = size(name)
         draw.text((left - pad - w, top + i * cell + (cell - h) // 2), name, font=font, anchor="lt", fill="black")

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
+from support import SPECS, all_eqns, batches_of, checked, on_device, train_in_chunks
 
-from netspec.spec.check import check
 from netspec.compile.program import compile_spec
+from netspec.spec.check import check
 from netspec.spec.load import load
 from netspec.training.loop import run
-from support import SPECS, all_eqns, batches_of, checked, on_device, train_in_chunks
 
 
 def tree_equal(a, b) -> bool:
@@ -24,6 +24,7 @@ def tree_equal(a, b) -> bool:
 
 # -- the stable logits form ---------------------------------------------------------------------
 
+
 def _softmax_spec(loss: str) -> dict:
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 3, size=6)
@@ -32,10 +33,13 @@ def _softmax_spec(loss: str) -> dict:
         "name": "softmax3",
         "seed": 1,
         "data": {"inline": {"x": rng.normal(size=(6, 4)).round(3).tolist(), "y": y}},
-        "model": {"input": [4], "layers": [
-            {"name": "layer1", "type": "dense", "units": 5, "activation": "tanh"},
-            {"name": "hypothesis", "type": "dense", "units": 3, "activation": "softmax"},
-        ]},
+        "model": {
+            "input": [4],
+            "layers": [
+                {"name": "layer1", "type": "dense", "units": 5, "activation": "tanh"},
+                {"name": "hypothesis", "type": "dense", "units": 3, "activation": "softmax"},
+            ],
+        },
         "loss": loss,
         "optimizer": {"type": "sgd", "learning_rate": 0.1},
         "train": {"steps": 10, "batch_size": 6},
@@ -93,13 +97,19 @@ def test_saturated_outputs_give_finite_loss_and_gradients(loss):
     assert float(value) > 1.0  # saturated on the wrong side for some examples: a large, finite loss
     for g in jax.tree.leaves(grads):
         assert np.all(np.isfinite(np.asarray(g)))
-    assert not np.isfinite(naive_and_grad(saturated)[0]), "the naive formula should break here (else this test proves nothing)"
+    assert not np.isfinite(naive_and_grad(saturated)[0]), (
+        "the naive formula should break here (else this test proves nothing)"
+    )
 
 
 def test_from_logits_with_a_linear_output_is_the_same_loss():
     spec = check(load(SPECS / "xor_nn.yaml"))
-    logits_spec = check(load(SPECS / "xor_nn.yaml", [
-        "model.layers[1].activation=linear", "loss={type: binary_crossentropy, from_logits: true}"]))
+    logits_spec = check(
+        load(
+            SPECS / "xor_nn.yaml",
+            ["model.layers[1].activation=linear", "loss={type: binary_crossentropy, from_logits: true}"],
+        )
+    )
     assert not logits_spec.fused_loss
     a, b = compile_spec(spec), compile_spec(logits_spec)
     state = a.init()
@@ -127,6 +137,7 @@ def test_binary_accuracy_thresholds_h_as_the_lecture():
 
 # -- name scopes ----------------------------------------------------------------------------------
 
+
 def _name_stacks(jaxpr) -> list[str]:
     """The name stack of every equation, sub-jaxprs included."""
     return [str(eqn.source_info.name_stack) for eqn in all_eqns(jaxpr)]
@@ -149,12 +160,16 @@ def test_every_layer_cost_and_train_are_named_scopes_of_the_step():
     for name in names:
         assert any("transpose" in s and name in re.split(r"[/()]", s) for s in stacks), name
     # each layer's forward matmul is in that layer's scope: one per dense layer, with its output shape
-    dots = {str(e.source_info.name_stack): e.outvars[0].aval.shape for e in closed.jaxpr.eqns
-            if e.primitive.name == "dot_general" and "transpose" not in str(e.source_info.name_stack)}
+    dots = {
+        str(e.source_info.name_stack): e.outvars[0].aval.shape
+        for e in closed.jaxpr.eqns
+        if e.primitive.name == "dot_general" and "transpose" not in str(e.source_info.name_stack)
+    }
     assert dots == {f"jvp({layer.name})": (4, *layer.out_shape) for layer in spec.layers}
 
 
 # -- chunks: any split of the steps gives the same training ----------------------------------------
+
 
 def _minibatch_spec(batch_size: int, shuffle: bool = True) -> dict:
     rng = np.random.default_rng(42)
@@ -164,10 +179,14 @@ def _minibatch_spec(batch_size: int, shuffle: bool = True) -> dict:
         "name": "chunks",
         "seed": 3,
         "data": {"inline": {"x": x.tolist(), "y": y.tolist()}},
-        "model": {"input": [3], "defaults": {"activation": "tanh"}, "layers": [
-            {"name": "layer1", "type": "dense", "units": 4},
-            {"name": "hypothesis", "type": "dense", "units": 1, "activation": "sigmoid"},
-        ]},
+        "model": {
+            "input": [3],
+            "defaults": {"activation": "tanh"},
+            "layers": [
+                {"name": "layer1", "type": "dense", "units": 4},
+                {"name": "hypothesis", "type": "dense", "units": 1, "activation": "sigmoid"},
+            ],
+        },
         "loss": "binary_crossentropy",
         "optimizer": {"type": "adam", "learning_rate": 0.05},
         "train": {"steps": 20, "batch_size": batch_size, "shuffle": shuffle},
@@ -176,13 +195,17 @@ def _minibatch_spec(batch_size: int, shuffle: bool = True) -> dict:
 
 def chunk_scan(spec, program, length: int):
     """The lax.scan equation of a compiled chunk of `length` steps (its body is the training step)."""
-    jaxpr = jax.make_jaxpr(program.train_chunk(length))(program.init(), on_device(spec), batches_of(spec, 0, length), program.keys)
+    jaxpr = jax.make_jaxpr(program.train_chunk(length))(
+        program.init(), on_device(spec), batches_of(spec, 0, length), program.keys
+    )
     (scan,) = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "scan"]
     return scan
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch_size, shuffle", [(4, True), (4, False), (16, True)], ids=["shuffled", "in_order", "full_batch"])
+@pytest.mark.parametrize(
+    "batch_size, shuffle", [(4, True), (4, False), (16, True)], ids=["shuffled", "in_order", "full_batch"]
+)
 def test_chunking_does_not_change_the_result(batch_size, shuffle):
     spec = checked(_minibatch_spec(batch_size, shuffle))
     program = compile_spec(spec)
@@ -234,7 +257,9 @@ def test_unrolled_scan_runs_the_same_steps(batch_size):
             assert tree_equal(other_state.params, state.params) and tree_equal(other_state.opt_state, state.opt_state)
     (state1, losses1, _), (state2, losses2, _) = results[1][0], results[2][0]
     np.testing.assert_allclose(losses2, losses1, rtol=1e-5)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state2.params, state1.params)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state2.params, state1.params
+    )
 
 
 def _step_body_size(on_nonfinite: str) -> int:
@@ -255,6 +280,7 @@ def test_stop_adds_nothing_to_the_step_skip_step_checks_every_step():
 
 
 # -- reproducible: same spec + seed => the same losses, bit for bit --------------------------------
+
 
 def _quick(seed: int = 777, every: int = 20) -> dict:
     spec = yaml.safe_load((SPECS / "xor_nn.yaml").read_text())

@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import all_eqns, checked, train_in_chunks, validate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from netspec.compile.program import compile_spec
 from netspec.compile.state import LOSS_SCALE_START
 from netspec.training.loop import run
-from support import all_eqns, checked, train_in_chunks, validate
 
 
 def _regression(compute: str, **precision) -> dict:
@@ -27,10 +27,13 @@ def _regression(compute: str, **precision) -> dict:
         "name": "precision",
         "seed": 0,
         "data": {"inline": {"x": x.tolist(), "y": y.round(3).tolist()}},
-        "model": {"input": [4], "layers": [
-            {"name": "layer1", "type": "dense", "units": 16, "activation": "relu"},
-            {"name": "output", "type": "dense", "units": 1},
-        ]},
+        "model": {
+            "input": [4],
+            "layers": [
+                {"name": "layer1", "type": "dense", "units": 16, "activation": "relu"},
+                {"name": "output", "type": "dense", "units": 1},
+            ],
+        },
         "loss": "mean_squared_error",
         "optimizer": {"type": "adam", "learning_rate": 0.5},
         "train": {"steps": 60, "batch_size": 8},
@@ -53,7 +56,9 @@ def test_layers_compute_in_the_chosen_dtype_and_parameters_stay_float32(compute)
     assert _dtypes_of_dots(spec) == {compute}
     state = compile_spec(spec).init()
     assert {str(a.dtype) for a in jax.tree.leaves(state.params)} == {"float32"}
-    assert {str(a.dtype) for a in jax.tree.leaves(state.opt_state) if jnp.issubdtype(a.dtype, jnp.floating)} == {"float32"}
+    assert {str(a.dtype) for a in jax.tree.leaves(state.opt_state) if jnp.issubdtype(a.dtype, jnp.floating)} == {
+        "float32"
+    }
     assert _dtypes_of_dots(checked(_regression("float32"))) == {"float32"}
 
 
@@ -93,10 +98,13 @@ def test_a_static_power_of_two_scale_changes_nothing_in_float32():
     np.testing.assert_allclose(jax.tree.leaves(b.params)[0], jax.tree.leaves(a.params)[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("auto", "expected one of dynamic; found 'auto'"),
-    (0, "expected a value > 0, found 0"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("auto", "expected one of dynamic; found 'auto'"),
+        (0, "expected a value > 0, found 0"),
+    ],
+)
 def test_bad_loss_scales_are_pointed_at(tmp_path, value, message):
     import yaml
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import validate
 
-from netspec.spec.check import check
-from netspec.errors import DataError
-from netspec.spec.load import load
 from netspec.data import arrays as D
 from netspec.data import download as datasets
-from support import validate
+from netspec.errors import DataError
+from netspec.spec.check import check
+from netspec.spec.load import load
 
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
 
@@ -34,10 +34,14 @@ def idx_dir(directory: Path, *, n_train=12, n_test=5, shape=(6, 5), test=True, g
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
-    write_idx(directory / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, *shape), dtype=np.uint8), gz=gz)
+    write_idx(
+        directory / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, *shape), dtype=np.uint8), gz=gz
+    )
     write_idx(directory / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_train, dtype=np.uint8), gz=gz)
     if test:
-        write_idx(directory / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, *shape), dtype=np.uint8), gz=gz)
+        write_idx(
+            directory / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, *shape), dtype=np.uint8), gz=gz
+        )
         write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_test, dtype=np.uint8), gz=gz)
     return directory
 
@@ -52,6 +56,7 @@ def csv_file(path: Path, *, rows: int = 9) -> Path:
 
 
 # -- describe ----------------------------------------------------------------------------------
+
 
 def test_describe_inline(tmp_path):
     info = D.describe({"inline": {"x": [[0, 0], [0, 1], [1, 0]], "y": [[0], [1], [1]]}}, tmp_path)
@@ -94,8 +99,13 @@ def test_describe_idx_missing_files(tmp_path, make):
 
 
 def test_describe_npz_split_keys(tmp_path):
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((20, 3, 4), np.float32), y_train=np.zeros(20, np.int64),
-             x_test=np.zeros((7, 3, 4), np.float32), y_test=np.zeros(7, np.int64))
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((20, 3, 4), np.float32),
+        y_train=np.zeros(20, np.int64),
+        x_test=np.zeros((7, 3, 4), np.float32),
+        y_test=np.zeros(7, np.int64),
+    )
     info = D.describe({"npz": {"path": "d.npz", "x_key": "x", "y_key": "y"}}, tmp_path)
     assert (info.source, info.num_train, info.num_test) == ("npz", 20, 7)
     assert info.x_shape == (3, 4) and info.x_dtype == "float32" and info.y_shape == ()
@@ -142,12 +152,20 @@ def test_describe_csv_problems(tmp_path):
 @pytest.mark.parametrize("source", ["fashion_mnist", "mnist"])
 def test_standard_datasets_are_known_without_their_files(tmp_path, source):
     spec = tmp_path / "s.yaml"
-    spec.write_text(f"name: s\ndata: {{{source}: {{dir: {tmp_path / 'nowhere'}, download: false}}}}\n"
-                    "model: {input: [28, 28], layers: [{name: f, type: flatten}, {name: out, type: dense, units: 10, activation: softmax}]}\n"
-                    "loss: sparse_categorical_crossentropy\noptimizer: {type: sgd, learning_rate: 0.1}\ntrain: {steps: 1, batch_size: 10}\n")
+    spec.write_text(
+        f"name: s\ndata: {{{source}: {{dir: {tmp_path / 'nowhere'}, download: false}}}}\n"
+        "model: {input: [28, 28], layers: [{name: f, type: flatten}, {name: out, type: dense, units: 10, activation: softmax}]}\n"
+        "loss: sparse_categorical_crossentropy\noptimizer: {type: sgd, learning_rate: 0.1}\ntrain: {steps: 1, batch_size: 10}\n"
+    )
     info = check(load(spec, [])).data_info
-    assert (info.num_train, info.num_test, info.x_shape, info.x_dtype, info.y_shape, info.classes) == \
-        (60000, 10000, (28, 28), "uint8", (), 10)
+    assert (info.num_train, info.num_test, info.x_shape, info.x_dtype, info.y_shape, info.classes) == (
+        60000,
+        10000,
+        (28, 28),
+        "uint8",
+        (),
+        10,
+    )
 
 
 # -- data problems through `netspec validate` ---------------------------------------------------
@@ -223,10 +241,14 @@ def test_validate_example_shape_does_not_fit_model_input(tmp_path):
     assert_problem_at_source(validate(path), path, "npz", "shape [12]", "model.input is [5]")
 
 
-@pytest.mark.parametrize("source, input, units, classes", [
-    ("csv: {path: t.csv, label: kind}", "[3]", 4, 3),
-    ("fashion_mnist: {download: false}", "[784]", 5, 10),
-], ids=["csv", "fashion_mnist"])
+@pytest.mark.parametrize(
+    "source, input, units, classes",
+    [
+        ("csv: {path: t.csv, label: kind}", "[3]", 4, 3),
+        ("fashion_mnist: {download: false}", "[784]", 5, 10),
+    ],
+    ids=["csv", "fashion_mnist"],
+)
 def test_validate_classes_do_not_match_output_units(tmp_path, source, input, units, classes):
     csv_file(tmp_path / "t.csv")
     path = write_spec(tmp_path, source, input=input, units=units)
@@ -234,14 +256,18 @@ def test_validate_classes_do_not_match_output_units(tmp_path, source, input, uni
     assert_problem_at_source(validate(path), path, name, f"{classes} classes", f"{units} units", f"units: {classes}")
 
 
-@pytest.mark.parametrize("source, input, units", [
-    ("npz: {path: d.npz}", "[12]", 3),
-    ("npz: {path: d.npz}", "[3, 4]", 3),  # another shape of the same number of values
-    ("csv: {path: t.csv, label: kind}", "[3]", 3),
-    ("csv: {path: t.csv, label: 2, features: [0, 3]}", "[2]", 3),
-    ("idx: {path: digits}", "[6, 5]", 10),
-    ("idx: {path: digits}", "[30]", 10),
-], ids=["npz", "npz-reshaped", "csv", "csv-indices", "idx", "idx-flat"])
+@pytest.mark.parametrize(
+    "source, input, units",
+    [
+        ("npz: {path: d.npz}", "[12]", 3),
+        ("npz: {path: d.npz}", "[3, 4]", 3),  # another shape of the same number of values
+        ("csv: {path: t.csv, label: kind}", "[3]", 3),
+        ("csv: {path: t.csv, label: 2, features: [0, 3]}", "[2]", 3),
+        ("idx: {path: digits}", "[6, 5]", 10),
+        ("idx: {path: digits}", "[30]", 10),
+    ],
+    ids=["npz", "npz-reshaped", "csv", "csv-indices", "idx", "idx-flat"],
+)
 def test_validate_file_sources_ok(tmp_path, source, input, units):
     good_npz(tmp_path)
     csv_file(tmp_path / "t.csv")
@@ -254,11 +280,18 @@ def test_validate_file_sources_ok(tmp_path, source, input, units):
 
 # -- load ----------------------------------------------------------------------------------------
 
+
 def npz_data(tmp_path: Path, n=100, features=4, **data) -> dict:
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(n, features)) * np.arange(1, features + 1) + np.arange(features) * 10).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(n))  # y identifies each example
-    return {"npz": {"path": "d.npz", "x_key": "x", "y_key": "y"}, "validation_split": 0.0, "scale": None, "limit": None, **data}
+    return {
+        "npz": {"path": "d.npz", "x_key": "x", "y_key": "y"},
+        "validation_split": 0.0,
+        "scale": None,
+        "limit": None,
+        **data,
+    }
 
 
 def test_validation_split_is_fixed_by_the_seed(tmp_path):
@@ -290,8 +323,13 @@ def test_no_validation_split_by_default(tmp_path):
 
 def test_limit_takes_the_first_examples_of_each_split(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_train=rng.normal(size=(50, 3)), y_train=np.arange(50),
-             x_test=rng.normal(size=(30, 3)), y_test=np.arange(100, 130))
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.normal(size=(50, 3)),
+        y_train=np.arange(50),
+        x_test=rng.normal(size=(30, 3)),
+        y_test=np.arange(100, 130),
+    )
     data = {"npz": {"path": "d.npz", "x_key": "x", "y_key": "y"}, "limit": 12, "validation_split": 0.25}
     arrays = D.load(data, tmp_path, seed=0)
     assert arrays.test.y.tolist() == list(range(100, 112))
@@ -383,6 +421,7 @@ def test_load_missing_file_is_a_data_error(tmp_path):
 
 # -- BatchOrder ------------------------------------------------------------------------------------
 
+
 def test_same_seed_same_batches():
     a = D.BatchOrder(50, 8, seed=7, shuffle=True).indices(0, 30)
     b = D.BatchOrder(50, 8, seed=7, shuffle=True).indices(0, 30)
@@ -415,7 +454,7 @@ def test_any_window_equals_the_rows_of_one_long_call():
         for length in (1, 5, 13):
             if start + length <= 60:
                 fresh = D.BatchOrder(n, batch, seed=2, shuffle=True)  # resumed at `start`: nothing cached
-                np.testing.assert_array_equal(fresh.indices(start, length), whole[start:start + length])
+                np.testing.assert_array_equal(fresh.indices(start, length), whole[start : start + length])
     late = D.BatchOrder(n, batch, seed=2, shuffle=True)
     late.indices(50, 10)  # later epochs first, then back to the start
     np.testing.assert_array_equal(late.indices(0, 60), whole)
@@ -430,7 +469,7 @@ def test_each_epoch_is_a_permutation_cut_into_batches(n, batch):
     for e, rows in enumerate(epochs):
         assert len(set(rows.tolist())) == per_epoch * batch  # no example twice in an epoch
         assert set(rows.tolist()) <= set(range(n))
-        np.testing.assert_array_equal(rows, order.epoch(e)[:per_epoch * batch])
+        np.testing.assert_array_equal(rows, order.epoch(e)[: per_epoch * batch])
         assert sorted(order.epoch(e).tolist()) == list(range(n))
     if n > batch or n > 2:
         assert not all(np.array_equal(epochs[0], epochs[e]) for e in range(1, 4))  # reshuffled every epoch

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import FASHION, ROOT, free_port
 
-
-from netspec.errors import DataError
 from netspec.data import download
 from netspec.data.download import cache_dir, load_standard, locate
 from netspec.data.formats import FILES, idx_header, load_csv, load_idx_dir, load_npz, read_idx
-from support import FASHION, ROOT, free_port
+from netspec.errors import DataError
 
-IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
-             np.float32: 0x0D, np.float64: 0x0E}
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
 
 def idx_bytes(array: np.ndarray, *, code: int | None = None) -> bytes:
@@ -72,14 +70,18 @@ def test_read_idx_one_dimensional_labels(tmp_path):
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
-@pytest.mark.parametrize("make, words", [
-    (lambda a: idx_bytes(a)[:-5], ["truncated", "only 19 bytes", "(2, 3, 4)"]),
-    (lambda a: idx_bytes(a) + b"\0" * 3, ["wrong element count", "3 extra"]),
-    (lambda a: b"\x01\x02" + idx_bytes(a)[2:], ["not an IDX file", "01 02 08 03"]),
-    (lambda a: idx_bytes(a, code=0x0A), ["unknown IDX dtype code 0x0A", "0x08 uint8"]),
-    (lambda a: idx_bytes(a)[:9], ["truncated IDX header"]),
-    (lambda a: b"\0\0", ["empty or truncated"]),
-], ids=["truncated", "extra-bytes", "magic", "dtype-code", "header", "tiny"])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda a: idx_bytes(a)[:-5], ["truncated", "only 19 bytes", "(2, 3, 4)"]),
+        (lambda a: idx_bytes(a) + b"\0" * 3, ["wrong element count", "3 extra"]),
+        (lambda a: b"\x01\x02" + idx_bytes(a)[2:], ["not an IDX file", "01 02 08 03"]),
+        (lambda a: idx_bytes(a, code=0x0A), ["unknown IDX dtype code 0x0A", "0x08 uint8"]),
+        (lambda a: idx_bytes(a)[:9], ["truncated IDX header"]),
+        (lambda a: b"\0\0", ["empty or truncated"]),
+    ],
+    ids=["truncated", "extra-bytes", "magic", "dtype-code", "header", "tiny"],
+)
 def test_read_idx_bad_files(tmp_path, make, words, gz):
     path = write(tmp_path / "bad.idx", make(np.zeros((2, 3, 4), np.uint8)), gz=gz)
     with pytest.raises(DataError) as info:
@@ -112,8 +114,7 @@ def fake_files(seed: int = 0) -> dict[str, bytes]:
     files = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         n = FAKE_COUNTS[split]
-        files[f"{prefix}-images-idx3-ubyte"] = idx_bytes(
-            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        files[f"{prefix}-images-idx3-ubyte"] = idx_bytes(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         files[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(rng.integers(0, 10, n, dtype=np.uint8))
     return files
 
@@ -285,8 +286,7 @@ def test_download_lands_verified_in_cache(tmp_path, monkeypatch, server, served)
 def test_download_falls_through_to_next_mirror(tmp_path, monkeypatch, server, served):
     for name, data in served.items():
         server.routes[f"/corrupt/{name}"] = data[:-1] + b"x"
-    mirrors = [f"http://127.0.0.1:{free_port()}/", server.url("missing"), server.url("corrupt"),
-               server.url("good")]
+    mirrors = [f"http://127.0.0.1:{free_port()}/", server.url("missing"), server.url("corrupt"), server.url("good")]
     monkeypatch.setattr(download, "MIRRORS", {"mnist": mirrors})
     locate("mnist")
     assert sorted(os.listdir(cache(tmp_path))) == sorted(served)
@@ -361,12 +361,13 @@ def test_offline_never_downloads(tmp_path, monkeypatch, server, served, how):
 
 
 def test_module_stays_light():
-    code = ("import sys, netspec.data.formats, netspec.data.download; "
-            "print(sorted(m for m in ('jax', 'click', 'urllib.request') if m in sys.modules))")
+    code = (
+        "import sys, netspec.data.formats, netspec.data.download; "
+        "print(sorted(m for m in ('jax', 'click', 'urllib.request') if m in sys.modules))"
+    )
     root = str(ROOT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
 
 
@@ -375,8 +376,7 @@ def test_module_stays_light():
 
 def test_npz_split_keys(tmp_path):
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=np.ones((4, 2)), y_train=np.arange(4), x_test=np.ones((2, 2)),
-             y_test=np.arange(2))
+    np.savez(path, x_train=np.ones((4, 2)), y_train=np.arange(4), x_test=np.ones((2, 2)), y_test=np.arange(2))
     splits = load_npz(path)
     assert splits.x_train.shape == (4, 2) and splits.y_test.shape == (2,)
 
@@ -388,13 +388,19 @@ def test_npz_plain_keys_have_no_test_split(tmp_path):
     assert splits.x_train.shape == (3, 5) and splits.x_test is None and splits.y_test is None
 
 
-@pytest.mark.parametrize("arrays, words", [
-    ({"a": np.ones(3)}, ["missing 'x', 'y'", "holds 'a'"]),
-    ({"x_train": np.ones(3), "y_train": np.ones(3), "x_test": np.ones(2)},
-     ["missing 'y_test'", "holds 'x_test', 'x_train', 'y_train'"]),
-    ({"x": np.ones((3, 2)), "y": np.ones(4)}, ["'x' has shape (3, 2)", "'y' has shape (4,)"]),
-    ({"x": np.array([{"a": 1}], dtype=object), "y": np.ones(1)}, ["Python objects", "'x'"]),
-], ids=["no-keys", "half-test-split", "lengths", "object-array"])
+@pytest.mark.parametrize(
+    "arrays, words",
+    [
+        ({"a": np.ones(3)}, ["missing 'x', 'y'", "holds 'a'"]),
+        (
+            {"x_train": np.ones(3), "y_train": np.ones(3), "x_test": np.ones(2)},
+            ["missing 'y_test'", "holds 'x_test', 'x_train', 'y_train'"],
+        ),
+        ({"x": np.ones((3, 2)), "y": np.ones(4)}, ["'x' has shape (3, 2)", "'y' has shape (4,)"]),
+        ({"x": np.array([{"a": 1}], dtype=object), "y": np.ones(1)}, ["Python objects", "'x'"]),
+    ],
+    ids=["no-keys", "half-test-split", "lengths", "object-array"],
+)
 def test_npz_bad(tmp_path, arrays, words):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
@@ -451,24 +457,39 @@ def test_csv_numeric_labels_and_feature_selection(tmp_path):
     np.testing.assert_array_equal(table.y, [1, 3])
 
 
-@pytest.mark.parametrize("text, kwargs, words", [
-    (IRIS, {"label": "specis"}, ["no column named 'specis'", "'sepal_width'",
-                                 "Did you mean 'species'?"]),
-    (IRIS, {"label": "species", "features": ["sepal_lenght"]}, ["Did you mean 'sepal_length'"]),
-    ("a,b\n1,2\nx,3\n", {"label": "b"}, ["t.csv:3: column 'a' (index 0) holds 'x'"]),
-    ("a,b\n1,2\n,1\n", {"label": "b"}, ["t.csv:3: column 'a' (index 0) holds an empty cell"]),
-    ("a,b\n1,2\nnan,1\n", {"label": "b"}, ["t.csv:3:", "finite number"]),
-    ("a,b\n1,2\n3,4,5\n", {"label": "b"}, ["t.csv:3: has 3 columns, but the header has 2"]),
-    ("a,b\n1,2\n3,cat\n", {"label": "b"}, ["mixes numbers ('2' on line 2)", "'cat' on line 3"]),
-    ("a,b\n1,2\n", {"label": 5}, ["column 5 does not exist", "0 to 1"]),
-    ("1,2\n", {"label": "b", "header": False}, ["without a header"]),
-    ("a,b\n1,2\n", {"label": "b", "features": ["a", "b"]}, ["both a feature and the label"]),
-    ("a\n1\n", {"label": "a"}, ["no feature columns"]),
-    ("a,b\n", {"label": "b"}, ["header but no rows"]),
-    ("", {"label": "b"}, ["is empty"]),
-], ids=["label-typo", "feature-typo", "non-numeric", "empty-cell", "nan", "ragged", "mixed-labels",
-        "index-range", "name-without-header", "label-as-feature", "no-features", "no-rows",
-        "empty"])
+@pytest.mark.parametrize(
+    "text, kwargs, words",
+    [
+        (IRIS, {"label": "specis"}, ["no column named 'specis'", "'sepal_width'", "Did you mean 'species'?"]),
+        (IRIS, {"label": "species", "features": ["sepal_lenght"]}, ["Did you mean 'sepal_length'"]),
+        ("a,b\n1,2\nx,3\n", {"label": "b"}, ["t.csv:3: column 'a' (index 0) holds 'x'"]),
+        ("a,b\n1,2\n,1\n", {"label": "b"}, ["t.csv:3: column 'a' (index 0) holds an empty cell"]),
+        ("a,b\n1,2\nnan,1\n", {"label": "b"}, ["t.csv:3:", "finite number"]),
+        ("a,b\n1,2\n3,4,5\n", {"label": "b"}, ["t.csv:3: has 3 columns, but the header has 2"]),
+        ("a,b\n1,2\n3,cat\n", {"label": "b"}, ["mixes numbers ('2' on line 2)", "'cat' on line 3"]),
+        ("a,b\n1,2\n", {"label": 5}, ["column 5 does not exist", "0 to 1"]),
+        ("1,2\n", {"label": "b", "header": False}, ["without a header"]),
+        ("a,b\n1,2\n", {"label": "b", "features": ["a", "b"]}, ["both a feature and the label"]),
+        ("a\n1\n", {"label": "a"}, ["no feature columns"]),
+        ("a,b\n", {"label": "b"}, ["header but no rows"]),
+        ("", {"label": "b"}, ["is empty"]),
+    ],
+    ids=[
+        "label-typo",
+        "feature-typo",
+        "non-numeric",
+        "empty-cell",
+        "nan",
+        "ragged",
+        "mixed-labels",
+        "index-range",
+        "name-without-header",
+        "label-as-feature",
+        "no-features",
+        "no-rows",
+        "empty",
+    ],
+)
 def test_csv_bad(tmp_path, text, kwargs, words):
     with pytest.raises(DataError) as info:
         load_csv(csv_file(tmp_path, text), **kwargs)

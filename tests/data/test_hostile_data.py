@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from netspec.errors import DataError
-from netspec.data import formats as datasets
 from support import netspec, validate
+
+from netspec.data import formats as datasets
+from netspec.errors import DataError
 
 MiB, GiB = 2**20, 2**30
 
@@ -48,6 +48,7 @@ train: {{steps: 2, batch_size: 2}}
 
 
 # -- making hostile files (independently of the module under test) -------------------------------
+
 
 def idx_header(shape, code=0x08) -> bytes:
     return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
@@ -69,7 +70,7 @@ def npy_header(shape, dtype="<f4") -> bytes:
 def zeros_into(f, n: int) -> None:
     block = bytes(16 * MiB)
     while n:
-        f.write(block[:min(n, len(block))])
+        f.write(block[: min(n, len(block))])
         n -= min(n, len(block))
 
 
@@ -110,7 +111,7 @@ def lying_zip(path: Path, inflated: int) -> Path:
         while (at := data.find(marker, start)) >= 0:
             start = at + 4
             name_len, extra_len = struct.unpack_from("<HH", data, at + name_len_at)
-            if bytes(data[at + name_at:at + name_at + name_len]) != b"x.npy":
+            if bytes(data[at + name_at : at + name_at + name_len]) != b"x.npy":
                 continue
             if struct.unpack_from("<I", data, at + size_at)[0] != 0xFFFFFFFF:
                 struct.pack_into("<I", data, at + size_at, len(small))
@@ -154,6 +155,7 @@ def write_spec(tmp: Path, data: str, width: int) -> Path:
 # id -> (make(tmp) -> (data section, input width), words the message holds). Each is refused by
 # validate; `run` (which checks first) refuses it the same way.
 
+
 def _csv(path) -> str:
     return f"  csv: {{path: {path}, label: 0, header: false}}"
 
@@ -179,35 +181,71 @@ NOT_REGULAR = "not a regular file. netspec reads data only from regular files"
 CASES = {
     "npz_dev_zero": (lambda tmp: ("  npz: {path: /dev/zero}", 2), ["/dev/zero: is a character device", NOT_REGULAR]),
     "csv_dev_zero": (lambda tmp: (_csv("/dev/zero"), 2), ["/dev/zero: is a character device", NOT_REGULAR]),
-    "npz_dev_urandom": (lambda tmp: ("  npz: {path: /dev/urandom}", 2), ["/dev/urandom: is a character device", NOT_REGULAR]),
+    "npz_dev_urandom": (
+        lambda tmp: ("  npz: {path: /dev/urandom}", 2),
+        ["/dev/urandom: is a character device", NOT_REGULAR],
+    ),
     "csv_dev_urandom": (lambda tmp: (_csv("/dev/urandom"), 2), ["/dev/urandom: is a character device", NOT_REGULAR]),
     "csv_fifo": (lambda tmp: (_csv(_make_fifo(tmp)), 2), ["pipe: is a FIFO (named pipe)", NOT_REGULAR]),
     "npz_fifo": (lambda tmp: (f"  npz: {{path: {_make_fifo(tmp)}}}", 2), ["pipe: is a FIFO (named pipe)", NOT_REGULAR]),
-    "csv_symlink_to_dev_zero": (lambda tmp: (_csv(_symlink(tmp, "/dev/zero", "data.csv")), 2),
-                                ["data.csv (a symlink to /dev/zero): is a character device", NOT_REGULAR]),
+    "csv_symlink_to_dev_zero": (
+        lambda tmp: (_csv(_symlink(tmp, "/dev/zero", "data.csv")), 2),
+        ["data.csv (a symlink to /dev/zero): is a character device", NOT_REGULAR],
+    ),
     "csv_directory": (lambda tmp: (_csv(tmp), 2), ["is a directory, but a CSV file was expected"]),
     "npz_directory": (lambda tmp: (f"  npz: {{path: {tmp}}}", 2), ["is a directory, but an .npz archive was expected"]),
-    "idx_path_is_a_device": (lambda tmp: ("  idx: {path: /dev/zero}", 784), ["/dev/zero: is a character device, not a directory"]),
-    "idx_images_symlink_to_dev_zero": (lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', images=linked('/dev/zero'))}}}", 784),
-                                       ["train-images-idx3-ubyte (a symlink to /dev/zero): is a character device", NOT_REGULAR]),
-    "idx_images_fifo": (lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', images=fifo)}}}", 784),
-                        ["train-images-idx3-ubyte: is a FIFO", NOT_REGULAR]),
-    "idx_labels_symlink_to_dev_urandom": (lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', labels=linked('/dev/urandom'))}}}", 784),
-                                          ["train-labels-idx1-ubyte (a symlink to /dev/urandom): is a character device"]),
-    "npz_header_claims_2^40_rows": (lambda tmp: (f"  npz: {{path: {_lying_npz(tmp)}}}", 2),
-                                    ["lying.npz: array 'x': its header says shape (1099511627776, 2) of float32, 8 TiB",
-                                     "the archive holds 16 bytes of data for it"]),
-    "npz_label_header_claims_2^40": (lambda tmp: (f"  npz: {{path: {_lying_npz(tmp, (2, 2), npy_header((2**40,), '<i4') + bytes(8))}}}", 2),
-                                     ["array 'y': its header says shape (1099511627776,) of int32, 4 TiB", "holds 8 bytes"]),
-    "npz_zip_bomb_lying_directory": (lambda tmp: (f"  npz: {{path: {lying_zip(tmp / 'bomb.npz', 64 * MiB)}}}", 2),
-                                     ["bomb.npz: array 'x' cannot be read", "Bad CRC-32"]),
-    "idx_gzip_header_claims_4GiB": (lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', images=lambda t: gzip_bomb(Path(str(t) + '.gz'), (2**22, 32, 32), MiB))}}}", 1024),
-                                    ["train-images-idx3-ubyte.gz: truncated or damaged", "4294967296 bytes of data",
-                                     "holds at most", "1032:1"]),
-    "idx_gzip_bomb_in_the_labels": (lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', labels=lambda t: gzip_bomb(Path(str(t) + '.gz'), (2,), 64 * MiB))}}}", 784),
-                                    ["train-labels-idx1-ubyte.gz: wrong element count", f"more than {2 + MiB} bytes follow it (reading stopped there)"]),
-    "csv_line_of_16M_columns": (lambda tmp: (_csv(_wide_csv(tmp / "wide.csv", 16 * MiB)), 2),
-                                ["wide.csv:1: a line of more than 8388608 characters (reading stopped there)", "one example per line"]),
+    "idx_path_is_a_device": (
+        lambda tmp: ("  idx: {path: /dev/zero}", 784),
+        ["/dev/zero: is a character device, not a directory"],
+    ),
+    "idx_images_symlink_to_dev_zero": (
+        lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', images=linked('/dev/zero'))}}}", 784),
+        ["train-images-idx3-ubyte (a symlink to /dev/zero): is a character device", NOT_REGULAR],
+    ),
+    "idx_images_fifo": (
+        lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', images=fifo)}}}", 784),
+        ["train-images-idx3-ubyte: is a FIFO", NOT_REGULAR],
+    ),
+    "idx_labels_symlink_to_dev_urandom": (
+        lambda tmp: (f"  idx: {{path: {idx_dir(tmp / 'd', labels=linked('/dev/urandom'))}}}", 784),
+        ["train-labels-idx1-ubyte (a symlink to /dev/urandom): is a character device"],
+    ),
+    "npz_header_claims_2^40_rows": (
+        lambda tmp: (f"  npz: {{path: {_lying_npz(tmp)}}}", 2),
+        [
+            "lying.npz: array 'x': its header says shape (1099511627776, 2) of float32, 8 TiB",
+            "the archive holds 16 bytes of data for it",
+        ],
+    ),
+    "npz_label_header_claims_2^40": (
+        lambda tmp: (f"  npz: {{path: {_lying_npz(tmp, (2, 2), npy_header((2**40,), '<i4') + bytes(8))}}}", 2),
+        ["array 'y': its header says shape (1099511627776,) of int32, 4 TiB", "holds 8 bytes"],
+    ),
+    "npz_zip_bomb_lying_directory": (
+        lambda tmp: (f"  npz: {{path: {lying_zip(tmp / 'bomb.npz', 64 * MiB)}}}", 2),
+        ["bomb.npz: array 'x' cannot be read", "Bad CRC-32"],
+    ),
+    "idx_gzip_header_claims_4GiB": (
+        lambda tmp: (
+            f"  idx: {{path: {idx_dir(tmp / 'd', images=lambda t: gzip_bomb(Path(str(t) + '.gz'), (2**22, 32, 32), MiB))}}}",
+            1024,
+        ),
+        ["train-images-idx3-ubyte.gz: truncated or damaged", "4294967296 bytes of data", "holds at most", "1032:1"],
+    ),
+    "idx_gzip_bomb_in_the_labels": (
+        lambda tmp: (
+            f"  idx: {{path: {idx_dir(tmp / 'd', labels=lambda t: gzip_bomb(Path(str(t) + '.gz'), (2,), 64 * MiB))}}}",
+            784,
+        ),
+        [
+            "train-labels-idx1-ubyte.gz: wrong element count",
+            f"more than {2 + MiB} bytes follow it (reading stopped there)",
+        ],
+    ),
+    "csv_line_of_16M_columns": (
+        lambda tmp: (_csv(_wide_csv(tmp / "wide.csv", 16 * MiB)), 2),
+        ["wide.csv:1: a line of more than 8388608 characters (reading stopped there)", "one example per line"],
+    ),
 }
 
 
@@ -259,7 +297,17 @@ def test_a_hostile_data_file_is_refused(case, command, tmp_path):
 
 def test_the_catalogue_covers_the_issue():
     kinds = " ".join(CASES)
-    for kind in ("dev_zero", "dev_urandom", "fifo", "symlink", "directory", "header_claims", "zip_bomb", "gzip", "csv_line"):
+    for kind in (
+        "dev_zero",
+        "dev_urandom",
+        "fifo",
+        "symlink",
+        "directory",
+        "header_claims",
+        "zip_bomb",
+        "gzip",
+        "csv_line",
+    ):
         assert kind in kinds, kind
 
 
@@ -284,6 +332,7 @@ def test_a_gzip_bomb_behind_an_honest_looking_header_is_read_only_to_its_size(tm
 
 
 # -- the readers themselves ------------------------------------------------------------------------
+
 
 def test_open_data_file_refuses_a_socket(tmp_path):
     import socket
@@ -313,7 +362,9 @@ def test_an_idx_header_over_the_read_limit_is_refused_before_allocating(tmp_path
     gzip_bomb(path, (1000, 100), 1000 * 100)
     monkeypatch.setattr(datasets, "MAX_DATA_BYTES", 50_000)
     for read in (datasets.idx_header, datasets.read_idx):
-        with pytest.raises(DataError, match=r"its header says shape \(1000, 100\) of uint8, 100000 bytes of data: 97.7 KiB"):
+        with pytest.raises(
+            DataError, match=r"its header says shape \(1000, 100\) of uint8, 100000 bytes of data: 97.7 KiB"
+        ):
             read(path)
 
 
@@ -323,7 +374,9 @@ def test_a_raw_idx_file_is_sized_from_its_header_without_reading(tmp_path):
     with pytest.raises(DataError, match="its header says shape"):  # 2 PiB: past the limit, not allocated
         datasets.idx_header(path)
     path.write_bytes(idx_header((3, 5)) + bytes(14))
-    with pytest.raises(DataError, match="truncated: the header says shape .3, 5. of uint8, 15 bytes of data, but only 14"):
+    with pytest.raises(
+        DataError, match="truncated: the header says shape .3, 5. of uint8, 15 bytes of data, but only 14"
+    ):
         datasets.idx_header(path)
 
 
@@ -338,7 +391,10 @@ def test_a_file_that_shrinks_while_it_is_read(tmp_path, monkeypatch):
         return real(f, buffer)
 
     monkeypatch.setattr(datasets, "_read_exactly", shrink_first)
-    with pytest.raises(DataError, match=r"truncated: the header says shape \(100, 1000\) of uint8, 100000 bytes of data, but only 49988"):
+    with pytest.raises(
+        DataError,
+        match=r"truncated: the header says shape \(100, 1000\) of uint8, 100000 bytes of data, but only 49988",
+    ):
         datasets.read_idx(path)
 
 
@@ -362,7 +418,9 @@ def test_an_npz_of_too_many_members_is_refused_before_its_directory_is_read(tmp_
         for i in range(20):
             archive.writestr(f"a{i}.npy", npy_bytes(np.zeros(1)))
     monkeypatch.setattr(datasets, "MAX_NPZ_MEMBERS", 10)
-    with pytest.raises(DataError, match="the archive says it holds 20 members; netspec reads .npz archives of at most 10"):
+    with pytest.raises(
+        DataError, match="the archive says it holds 20 members; netspec reads .npz archives of at most 10"
+    ):
         datasets.load_npz(path)
 
 
@@ -388,7 +446,9 @@ def test_csv_reads_as_a_stream_into_float32(tmp_path):
         tracemalloc.stop()
     assert table.x.shape == (rows, 3) and table.x.dtype == np.float32 and table.x.flags.writeable
     assert table.classes == ("cat", "dog") and table.y[:3].tolist() == [1, 0, 0]
-    assert peak < 4 * MiB, f"{peak / MiB:.1f} MiB for {rows * 3 * 4 / MiB:.2f} MiB of features"  # not a list of rows of strings
+    assert peak < 4 * MiB, (
+        f"{peak / MiB:.1f} MiB for {rows * 3 * 4 / MiB:.2f} MiB of features"
+    )  # not a list of rows of strings
 
 
 # -- under a memory cap, in a subprocess -----------------------------------------------------------
@@ -420,8 +480,13 @@ def capped(args: list[str], cap: int, timeout: float = 120) -> tuple[int | str, 
     report = Path(f"{base}.peak")
     with open(f"{base}.log", "w+b") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", WRAPPER, str(cap), str(report), *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRAPPER, str(cap), str(report), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         try:
             status = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -451,7 +516,9 @@ def assert_refused(result, *words, peak_mib: float, seconds: float) -> None:
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_validate_on_a_device_under_a_memory_cap(tmp_path, device):
     spec = write_spec(tmp_path, _csv(device), 2)  # before: 6 GB and a MemoryError traceback
-    assert_refused(capped(["validate", str(spec)], 1 * GiB), f"{device}: is a character device", peak_mib=150, seconds=20)
+    assert_refused(
+        capped(["validate", str(spec)], 1 * GiB), f"{device}: is a character device", peak_mib=150, seconds=20
+    )
 
 
 def test_validate_on_a_fifo_under_a_memory_cap(tmp_path):
@@ -463,9 +530,18 @@ def test_validate_on_a_fifo_under_a_memory_cap(tmp_path):
 def test_a_billion_columns_on_one_line_under_a_memory_cap(tmp_path):
     path = _wide_csv(tmp_path / "wide.csv", 10**9)  # before: MemoryError after 3.9 GB
     spec = write_spec(tmp_path, _csv(path), 2)
-    assert_refused(capped(["validate", str(spec)], 1 * GiB), "wide.csv:1: a line of more than 8388608 characters", peak_mib=150, seconds=30)
-    assert_refused(capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
-                   "wide.csv:1: a line of more than", peak_mib=400, seconds=60)
+    assert_refused(
+        capped(["validate", str(spec)], 1 * GiB),
+        "wide.csv:1: a line of more than 8388608 characters",
+        peak_mib=150,
+        seconds=30,
+    )
+    assert_refused(
+        capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
+        "wide.csv:1: a line of more than",
+        peak_mib=400,
+        seconds=60,
+    )
 
 
 @pytest.mark.slow  # compresses 1 GiB
@@ -475,10 +551,18 @@ def test_an_honest_zip_bomb_is_refused_by_the_memory_budget(tmp_path):
     path = zip_bomb(tmp_path / "bomb.npz", rows=2**18, width=1024)
     assert path.stat().st_size < 8 * MiB
     spec = write_spec(tmp_path, f"  npz: {{path: {path}}}", 1024)
-    words = ("training this spec needs at least", "more than the budget of 3 GiB (the process's address-space limit, ulimit -v;",
-             "the training data (262144 examples) 1 GiB")
+    words = (
+        "training this spec needs at least",
+        "more than the budget of 3 GiB (the process's address-space limit, ulimit -v;",
+        "the training data (262144 examples) 1 GiB",
+    )
     assert_refused(capped(["validate", str(spec)], 3 * GiB), *words, peak_mib=150, seconds=30)
-    assert_refused(capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB), *words, peak_mib=400, seconds=60)
+    assert_refused(
+        capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
+        *words,
+        peak_mib=400,
+        seconds=60,
+    )
 
 
 @pytest.mark.slow  # compresses 1 GiB, and runs
@@ -486,12 +570,21 @@ def test_an_idx_gzip_bomb_under_a_memory_cap(tmp_path):
     """1 GiB behind a header of 2 images: before, refused only after 2.2 GB of memory."""
     d = idx_dir(tmp_path / "d", images=lambda t: gzip_bomb(Path(str(t) + ".gz"), (2, 28, 28), GiB))
     spec = write_spec(tmp_path, f"  idx: {{path: {d}}}", 784)
-    assert_refused(capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
-                   "wrong element count", "(reading stopped there)", peak_mib=400, seconds=60)
+    assert_refused(
+        capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
+        "wrong element count",
+        "(reading stopped there)",
+        peak_mib=400,
+        seconds=60,
+    )
 
 
 @pytest.mark.slow  # runs
 def test_an_npz_header_of_2_to_the_40_rows_under_a_memory_cap(tmp_path):
     spec = write_spec(tmp_path, f"  npz: {{path: {_lying_npz(tmp_path)}}}", 2)  # before: "Unable to allocate 8.00 TiB"
-    assert_refused(capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
-                   "its header says shape (1099511627776, 2) of float32, 8 TiB", peak_mib=400, seconds=60)
+    assert_refused(
+        capped(["run", str(spec), "--logdir", str(tmp_path / "runs"), "--quiet"], 3 * GiB),
+        "its header says shape (1099511627776, 2) of float32, 8 TiB",
+        peak_mib=400,
+        seconds=60,
+    )

@@ -27,16 +27,27 @@ import jsonschema
 import pytest
 from support import BASE, LOSS, LR, ROOT, SHIPPED, STEPS, UNITS0, UNITS1, X, Y, edit, netspec
 
-from netspec.spec.check import check
+from netspec.data.sources import SOURCES
 from netspec.errors import SpecError
+from netspec.spec.check import check
+from netspec.spec.choices import (
+    ACTIVATIONS,
+    HISTOGRAMS,
+    INITIALIZERS,
+    LOSSES,
+    MATRIX_INITIALIZERS,
+    METRICS,
+    OPTIMIZERS,
+    SCHEDULES,
+)
+from netspec.spec.layers import LAYERS
 from netspec.spec.load import parse
 from netspec.spec.messages import schema_problems
 from netspec.spec.schema import BIAS_INITIALIZERS, SCHEMA, TAGS
-from netspec.data.sources import SOURCES
-from netspec.spec.choices import ACTIVATIONS, HISTOGRAMS, INITIALIZERS, LOSSES, MATRIX_INITIALIZERS, METRICS, OPTIMIZERS, SCHEDULES
-from netspec.spec.layers import LAYERS
 
-SERVER = os.environ.get("NETSPEC_YAML_LANGUAGE_SERVER") or str(ROOT / ".yls" / "node_modules" / ".bin" / "yaml-language-server")
+SERVER = os.environ.get("NETSPEC_YAML_LANGUAGE_SERVER") or str(
+    ROOT / ".yls" / "node_modules" / ".bin" / "yaml-language-server"
+)
 TIMEOUT = 30.0  # seconds for one reply; the server answers in milliseconds once started
 
 
@@ -45,20 +56,38 @@ class LanguageServer:
 
     def __init__(self, command: str, schema: Path, workdir: Path):
         self.workdir = workdir
-        self.process = subprocess.Popen([command, "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [command, "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         self.replies: queue.Queue = queue.Queue()
         self.published: dict[str, list] = {}
         self.changed = threading.Condition()
         self.next_id = 0
         self.documents = 0
         self.schema = schema
-        self.settings = {"validate": True, "completion": True, "hover": True, "format": {"enable": False},
-                         "schemas": {schema.as_uri(): "*.yaml"}}
+        self.settings = {
+            "validate": True,
+            "completion": True,
+            "hover": True,
+            "format": {"enable": False},
+            "schemas": {schema.as_uri(): "*.yaml"},
+        }
         threading.Thread(target=self._read, daemon=True).start()
-        self.request("initialize", {"processId": os.getpid(), "rootUri": workdir.as_uri(), "capabilities": {
-            "workspace": {"configuration": True},
-            "textDocument": {"completion": {"completionItem": {"snippetSupport": True}},
-                             "hover": {"contentFormat": ["markdown", "plaintext"]}, "publishDiagnostics": {}}}})
+        self.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": workdir.as_uri(),
+                "capabilities": {
+                    "workspace": {"configuration": True},
+                    "textDocument": {
+                        "completion": {"completionItem": {"snippetSupport": True}},
+                        "hover": {"contentFormat": ["markdown", "plaintext"]},
+                        "publishDiagnostics": {},
+                    },
+                },
+            },
+        )
         self.notify("initialized", {})
         self.notify("workspace/didChangeConfiguration", {"settings": {"yaml": self.settings}})
         self._wait_for_the_schema()
@@ -81,7 +110,11 @@ class LanguageServer:
                 headers[name.strip().lower()] = value.strip()
             message = json.loads(stream.read(int(headers["content-length"])))
             if "method" in message and "id" in message:  # the server asks the editor
-                result = [self.settings for _ in message["params"]["items"]] if message["method"] == "workspace/configuration" else None
+                result = (
+                    [self.settings for _ in message["params"]["items"]]
+                    if message["method"] == "workspace/configuration"
+                    else None
+                )
                 self._send({"jsonrpc": "2.0", "id": message["id"], "result": result})
             elif message.get("method") == "textDocument/publishDiagnostics":
                 with self.changed:
@@ -111,7 +144,9 @@ class LanguageServer:
         """Open `text` as a new document; its uri."""
         self.documents += 1
         uri = (self.workdir / f"spec{self.documents}{suffix}").as_uri()
-        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "yaml", "version": 1, "text": text}})
+        self.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "yaml", "version": 1, "text": text}}
+        )
         return uri
 
     def diagnostics(self, text: str, suffix: str = ".yaml") -> list[dict]:
@@ -123,18 +158,23 @@ class LanguageServer:
     def completions(self, text: str) -> tuple[str, int, int, list[dict]]:
         """`text` with '|' at the cursor: (text without it, line, character, completion items)."""
         at = text.index("|")
-        text = text[:at] + text[at + 1:]
+        text = text[:at] + text[at + 1 :]
         line, character = text.count("\n", 0, at), at - (text.rfind("\n", 0, at) + 1)
         uri = self.open(text)
-        result = self.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+        result = self.request(
+            "textDocument/completion",
+            {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}},
+        )
         return text, line, character, result["items"] if isinstance(result, dict) else result
 
     def hover(self, text: str) -> str:
         at = text.index("|")
-        text = text[:at] + text[at + 1:]
+        text = text[:at] + text[at + 1 :]
         line, character = text.count("\n", 0, at), at - (text.rfind("\n", 0, at) + 1)
         uri = self.open(text)
-        result = self.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+        result = self.request(
+            "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}
+        )
         return result["contents"]["value"] if result else ""
 
     def close(self) -> None:
@@ -142,7 +182,7 @@ class LanguageServer:
             self.request("shutdown", {})
             self.notify("exit", {})
             self.process.wait(timeout=5)
-        except Exception:  # noqa: BLE001 - a server that will not stop is stopped
+        except Exception:
             self.process.kill()
             self.process.wait()
 
@@ -170,10 +210,13 @@ def labels(items) -> set[str]:
 
 # -- diagnostics ----------------------------------------------------------------------------------
 
+
 def _messages(node) -> set[str]:
     """Every errorMessage in the schema."""
     if isinstance(node, dict):
-        return ({node["errorMessage"]} if "errorMessage" in node else set()) | set().union(*map(_messages, node.values()))
+        return ({node["errorMessage"]} if "errorMessage" in node else set()) | set().union(
+            *map(_messages, node.values())
+        )
     if isinstance(node, list):
         return set().union(*map(_messages, node))
     return set()
@@ -192,21 +235,73 @@ DIAGNOSED = [
     ("misspelt_name", edit(("{activation: sigmoid", "{activation: sigmod")), {9}, 9, "sigmoid"),
     ("steps_and_epochs", edit((STEPS, STEPS + "\n  epochs: 3")), {24}, 22, "give either steps or epochs, not both"),
     ("neither_steps_nor_epochs", edit((STEPS + "\n", "")), {22}, 22, "missing required key 'steps' (or 'epochs')"),
-    ("no_data_source", edit(("  inline:\n" + X + "\n" + Y + "\n", "  validation_split: 0.5\n")), {3}, 3, "data needs exactly one source"),
+    (
+        "no_data_source",
+        edit(("  inline:\n" + X + "\n" + Y + "\n", "  validation_split: 0.5\n")),
+        {3},
+        3,
+        "data needs exactly one source",
+    ),
     # the editor marks data and both sources; validate names data once
-    ("two_data_sources", edit(("  inline:\n", "  mnist: {download: false}\n  inline:\n")), {3, 4, 6}, 3, "data needs exactly one source"),
+    (
+        "two_data_sources",
+        edit(("  inline:\n", "  mnist: {download: false}\n  inline:\n")),
+        {3, 4, 6},
+        3,
+        "data needs exactly one source",
+    ),
     ("unroll_with_loop_steps", edit((STEPS, STEPS + "\n  loop: steps\n  unroll: 2")), {25}, 25, _rule("unroll sets")),
     ("fsdp_devices_without_fsdp", BASE + "distribute:\n  fsdp_devices: 2\n", {26}, 26, _rule("fsdp_devices groups")),
-    ("early_stopping_without_eval", BASE + "  early_stopping:\n    metric: accuracy\n", {26}, 26, _rule("early stopping needs")),
+    (
+        "early_stopping_without_eval",
+        BASE + "  early_stopping:\n    metric: accuracy\n",
+        {26},
+        26,
+        _rule("early stopping needs"),
+    ),
     ("validation_split_missing", BASE + "eval:\n  split: validation\n", {26}, 26, _rule("eval.split is validation")),
-    ("accuracy_with_a_regression_loss", edit((LOSS, "loss: mean_squared_error")), {18}, 18, _rule("accuracy needs a classification")),
-    ("top_k_with_binary_crossentropy", edit(("metrics: [accuracy]", "metrics: [accuracy, top_k_accuracy]")), {18}, 18, _rule("top_k_accuracy needs")),
-    ("matrix_bias_initializer", edit(("bias_init: random_normal}", "bias_init: glorot_uniform}")), {9}, 9, _rule("a bias is a vector")),
+    (
+        "accuracy_with_a_regression_loss",
+        edit((LOSS, "loss: mean_squared_error")),
+        {18},
+        18,
+        _rule("accuracy needs a classification"),
+    ),
+    (
+        "top_k_with_binary_crossentropy",
+        edit(("metrics: [accuracy]", "metrics: [accuracy, top_k_accuracy]")),
+        {18},
+        18,
+        _rule("top_k_accuracy needs"),
+    ),
+    (
+        "matrix_bias_initializer",
+        edit(("bias_init: random_normal}", "bias_init: glorot_uniform}")),
+        {9},
+        9,
+        _rule("a bias is a vector"),
+    ),
     ("input_as_a_layer_name", edit(("    - name: layer1", "    - name: input")), {11}, 11, _rule("other than 'input'")),
     ("text_in_x", edit((X, '    x: [[0, 0], [0, "a"], [1, 0], [1, 1]]')), {5}, 5, "expected a number in x"),
-    ("schedule_step_not_a_number", edit((LR, "  learning_rate:\n    type: piecewise_constant\n    init_value: 0.1\n    boundaries_and_scales:\n      abc: 0.5")),
-     {25}, 25, _rule("as the key")),
-    ("two_inferred_sizes", edit((UNITS0, UNITS0 + "\n    - name: r\n      type: reshape\n      shape: [-1, -1]")), {16}, 16, _rule("at most one -1")),
+    (
+        "schedule_step_not_a_number",
+        edit(
+            (
+                LR,
+                "  learning_rate:\n    type: piecewise_constant\n    init_value: 0.1\n    boundaries_and_scales:\n      abc: 0.5",
+            )
+        ),
+        {25},
+        25,
+        _rule("as the key"),
+    ),
+    (
+        "two_inferred_sizes",
+        edit((UNITS0, UNITS0 + "\n    - name: r\n      type: reshape\n      shape: [-1, -1]")),
+        {16},
+        16,
+        _rule("at most one -1"),
+    ),
     ("two_inputs_to_dense", edit((UNITS1, UNITS1 + "      inputs: [layer1, input]\n")), {17}, 17, ""),
 ]
 
@@ -226,7 +321,9 @@ def test_a_broken_spec_is_marked_where_validate_says(server, case, text, editor_
 
 def test_a_modeline_names_the_schema(server):
     """The README's way: the spec's first line names the schema file (here a .yml, which no setting maps)."""
-    marked = server.diagnostics(f"# yaml-language-server: $schema={server.schema.as_uri()}\n" + BASE.replace("seed: 777", "sead: 777"), ".yml")
+    marked = server.diagnostics(
+        f"# yaml-language-server: $schema={server.schema.as_uri()}\n" + BASE.replace("seed: 777", "sead: 777"), ".yml"
+    )
     assert [(d["range"]["start"]["line"], d["message"]) for d in marked] == [(2, "Property sead is not allowed.")]
 
 
@@ -236,6 +333,7 @@ def test_a_valid_spec_has_no_diagnostics(server):
 
 
 # -- completion -----------------------------------------------------------------------------------
+
 
 def test_the_top_level_offers_every_key(server):
     *_, items = server.completions("name: x\n|\n")
@@ -313,15 +411,19 @@ def expand(snippet: str) -> str:
 
 def insert(text: str, line: int, item: dict) -> tuple[str, range]:
     """`text` with the completion `item` applied as an editor applies it; the lines it wrote (1-based)."""
-    edit_ = item.get("textEdit") or {"range": {"start": {"line": line, "character": 0}, "end": {"line": line, "character": 0}},
-                                     "newText": item.get("insertText", item["label"])}
+    edit_ = item.get("textEdit") or {
+        "range": {"start": {"line": line, "character": 0}, "end": {"line": line, "character": 0}},
+        "newText": item.get("insertText", item["label"]),
+    }
     new = expand(edit_["newText"]) if item.get("insertTextFormat", 1) == 2 else edit_["newText"]
     lines = text.split("\n")
     start, end = edit_["range"]["start"], edit_["range"]["end"]
-    indent = re.match(r"[ \t]*", lines[start["line"]]).group()  # the editor indents a multi-line insert like its first line
+    indent = re.match(
+        r"[ \t]*", lines[start["line"]]
+    ).group()  # the editor indents a multi-line insert like its first line
     new = new.replace("\n", "\n" + indent)
-    before = "\n".join(lines[:start["line"]] + [lines[start["line"]][:start["character"]]])
-    after = "\n".join([lines[end["line"]][end["character"]:]] + lines[end["line"] + 1:])
+    before = "\n".join(lines[: start["line"]] + [lines[start["line"]][: start["character"]]])
+    after = "\n".join([lines[end["line"]][end["character"] :]] + lines[end["line"] + 1 :])
     return before + new + after, range(start["line"] + 1, start["line"] + new.count("\n") + 2)
 
 
@@ -384,8 +486,14 @@ def test_every_completion_inserts_a_valid_skeleton(server, where):
         # the mapping the completion writes into: completing one key of it does not write the others
         keys = [path for path, (_, at, _) in loaded.key_positions.items() if at in lines]
         around = loaded.problem(min(keys, key=len)[:-1], "").path if keys else None
-        wrong = [p for p in schema_problems(loaded) if p.line in lines and p.path != around
-                 and "nothing (null)" not in p.message and not any(m in p.message for m in allowed)]
+        wrong = [
+            p
+            for p in schema_problems(loaded)
+            if p.line in lines
+            and p.path != around
+            and "nothing (null)" not in p.message
+            and not any(m in p.message for m in allowed)
+        ]
         assert not wrong, f"{item['label']!r} inserts an invalid skeleton:\n{written}\n" + "\n".join(map(str, wrong))
 
 
@@ -393,9 +501,21 @@ def test_every_completion_inserts_a_valid_skeleton(server, where):
 
 HOVERS = [
     ("units", BASE.replace("      units: 2", "      un|its: 2"), LAYERS["dense"].fields["units"]["description"]),
-    ("steps", BASE.replace(STEPS, "  st|eps: 100"), SCHEMA["properties"]["train"]["properties"]["steps"]["description"]),
-    ("momentum", "name: x\nmodel:\n  layers:\n    - name: b\n      type: batch_norm\n      mome|ntum: 0.9\n", "momentum * running + (1 - momentum) * batch"),
-    ("layer_type", BASE.replace("      type: dense\n      units: 2", "      type: de|nse\n      units: 2"), "fully connected"),
+    (
+        "steps",
+        BASE.replace(STEPS, "  st|eps: 100"),
+        SCHEMA["properties"]["train"]["properties"]["steps"]["description"],
+    ),
+    (
+        "momentum",
+        "name: x\nmodel:\n  layers:\n    - name: b\n      type: batch_norm\n      mome|ntum: 0.9\n",
+        "momentum * running + (1 - momentum) * batch",
+    ),
+    (
+        "layer_type",
+        BASE.replace("      type: dense\n      units: 2", "      type: de|nse\n      units: 2"),
+        "fully connected",
+    ),
     ("optimizer_argument", "name: x\noptimizer:\n  type: adam\n  b|1: 0.9\n", OPTIMIZERS["adam"]["b1"]["description"]),
 ]
 
@@ -407,6 +527,7 @@ def test_hover_shows_what_a_key_means(server, key, text, words):
 
 
 # -- the schema itself (no server) ----------------------------------------------------------------
+
 
 def _properties(node, path="$"):
     """(path, property name, schema) of every key the schema describes; rule schemas left out."""
@@ -426,7 +547,11 @@ def _properties(node, path="$"):
 
 def test_every_key_has_a_description():
     # the conditions of if/then name keys only to test them; they are not where a key is written
-    missing = sorted(f"{path}/properties/{name}" for path, name, s in _properties(SCHEMA) if not s.get("description") and "/if" not in path)
+    missing = sorted(
+        f"{path}/properties/{name}"
+        for path, name, s in _properties(SCHEMA)
+        if not s.get("description") and "/if" not in path
+    )
     assert not missing, missing
 
 
@@ -440,6 +565,12 @@ def test_every_default_and_example_is_valid_for_its_key():
 
 def test_every_number_without_a_default_has_an_example():
     """An editor inserts the example as the value to type over; without one it writes 0, often out of range."""
-    missing = [(path, name) for path, name, s in _properties(SCHEMA)
-               if s.get("type") in ("integer", "number") and "default" not in s and not s.get("examples") and "/if/" not in path]
+    missing = [
+        (path, name)
+        for path, name, s in _properties(SCHEMA)
+        if s.get("type") in ("integer", "number")
+        and "default" not in s
+        and not s.get("examples")
+        and "/if/" not in path
+    ]
     assert not missing, missing

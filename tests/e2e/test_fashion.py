@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import FASHION, SPECS, accumulator, netspec, run_spec
 
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 if not all((FASHION / name).is_file() or (FASHION / f"{name}.gz").is_file() for name in FILES):
-    pytest.skip(f"Fashion-MNIST is not installed in {FASHION} (apt-get install dataset-fashion-mnist)", allow_module_level=True)
+    pytest.skip(
+        f"Fashion-MNIST is not installed in {FASHION} (apt-get install dataset-fashion-mnist)", allow_module_level=True
+    )
 
 from safetensors.numpy import load_file  # noqa: E402
 from tensorboard.plugins.hparams import metadata as hparams_metadata  # noqa: E402
@@ -29,8 +30,16 @@ from netspec.training.loop import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-MLP_SLICE = ["--set", "data.limit=3000", "--set", 'train={"steps": 300, "batch_size": 100}',
-             "--set", "summaries.every=100", "--set", "eval.every=100"]
+MLP_SLICE = [
+    "--set",
+    "data.limit=3000",
+    "--set",
+    'train={"steps": 300, "batch_size": 100}',
+    "--set",
+    "summaries.every=100",
+    "--set",
+    "eval.every=100",
+]
 MLP_TEST_ACCURACY_FLOOR = 0.7  # measured 0.822 (3000 examples, 300 steps, seed 777)
 
 
@@ -41,6 +50,7 @@ def parse_metrics(output: str) -> dict[str, float]:
 
 
 # -- fashion_mlp on a slice -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory) -> Path:
@@ -147,10 +157,31 @@ def test_eval_of_a_directory_that_is_no_run(tmp_path):
 
 # -- fashion_cnn ------------------------------------------------------------------------------------
 
+
 def test_cnn_runs_and_draws_its_layers(tmp_path):
-    narrow = ["--set", "model.layers[0].filters=8", "--set", "model.layers[2].filters=16", "--set", "model.layers[5].units=32"]
-    run_dir = run_spec("fashion_cnn", tmp_path, "--data-dir", FASHION, "--set", "data.limit=1000", "--set", 'train={"steps": 20, "batch_size": 50}',
-                       "--set", "summaries.every=10", "--set", "eval.every=null", *narrow)
+    narrow = [
+        "--set",
+        "model.layers[0].filters=8",
+        "--set",
+        "model.layers[2].filters=16",
+        "--set",
+        "model.layers[5].units=32",
+    ]
+    run_dir = run_spec(
+        "fashion_cnn",
+        tmp_path,
+        "--data-dir",
+        FASHION,
+        "--set",
+        "data.limit=1000",
+        "--set",
+        'train={"steps": 20, "batch_size": 50}',
+        "--set",
+        "summaries.every=10",
+        "--set",
+        "eval.every=null",
+        *narrow,
+    )
     final = json.loads((run_dir / "result.json").read_text())["final"]
     assert np.isfinite(final["loss"]) and 0 <= final["test_accuracy"] <= 1
     ea = accumulator(run_dir)
@@ -163,9 +194,16 @@ def test_cnn_runs_and_draws_its_layers(tmp_path):
 
 # -- streaming and reshuffling ------------------------------------------------------------------------
 
-SMALL = ["data.limit=500", 'train={"steps": 30, "batch_size": 50}',  # 10 steps an epoch: 3 epochs
-         "summaries.every=10", "eval.every=null", "summaries.graph=false", "summaries.histograms=[]",
-         "model.layers[0].units=32", "model.layers[1].units=32"]
+SMALL = [
+    "data.limit=500",
+    'train={"steps": 30, "batch_size": 50}',  # 10 steps an epoch: 3 epochs
+    "summaries.every=10",
+    "eval.every=null",
+    "summaries.graph=false",
+    "summaries.histograms=[]",
+    "model.layers[0].units=32",
+    "model.layers[1].units=32",
+]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from support import NETSPEC, accumulator, cli, result_of, run_netspec, start_netspec
 
 # Shuffled batches, dropout (per-step keys), Adam (optimizer state), a validation split that
@@ -131,7 +130,10 @@ def spec_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     """The subprocesses' environment: one JAX compilation cache for all of them (warm after the first)."""
-    return {**os.environ, "NETSPEC_JAX_CACHE": os.environ.get("NETSPEC_JAX_CACHE") or str(tmp_path_factory.mktemp("jax-cache"))}
+    return {
+        **os.environ,
+        "NETSPEC_JAX_CACHE": os.environ.get("NETSPEC_JAX_CACHE") or str(tmp_path_factory.mktemp("jax-cache")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +147,18 @@ def reference(spec_file, env, tmp_path_factory) -> Path:
 
 # -- a small disk that can be filled ----------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def small_disk(directory: Path):
     """A 4 MiB tmpfs at `directory` (True), or the directory as it is (False) when nothing can be mounted here."""
     directory.mkdir(parents=True, exist_ok=True)
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)],
-                                                     capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         yield mounted
     finally:
@@ -182,9 +190,19 @@ def free_disk(logdir: Path) -> None:
 
 # -- driving the paused process ------------------------------------------------------------------------
 
+
 def start(spec_file: Path, logdir: Path, env: dict, marker: Path, pause: str, *sets: str) -> subprocess.Popen:
-    return start_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "r", *(x for s in sets for x in ("--set", s)),
-                         env={**env, "NETSPEC_TEST_PAUSE": pause, "NETSPEC_TEST_PAUSE_FILE": str(marker)})
+    return start_netspec(
+        "run",
+        spec_file,
+        "--logdir",
+        logdir,
+        "--quiet",
+        "--run-name",
+        "r",
+        *(x for s in sets for x in ("--set", s)),
+        env={**env, "NETSPEC_TEST_PAUSE": pause, "NETSPEC_TEST_PAUSE_FILE": str(marker)},
+    )
 
 
 def wait_until(condition, process: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
@@ -227,6 +245,7 @@ def interrupt(process: subprocess.Popen, marker: Path, how: str, logdir: Path, m
 
 # -- reading runs back ---------------------------------------------------------------------------------
 
+
 def events_of(directory: Path, up_to: int | None = None) -> dict:
     """Every scalar, histogram, image and text of a TensorBoard run, as {(kind, tag): [(step,
     value)]}, in the order TensorBoard keeps them (steps_per_second: its steps only, a timing),
@@ -237,9 +256,19 @@ def events_of(directory: Path, up_to: int | None = None) -> dict:
     for tag in tags["scalars"]:
         out["scalar", tag] = [(e.step, None if tag == "steps_per_second" else e.value) for e in ea.Scalars(tag)]
     for tag in tags["histograms"]:
-        out["histogram", tag] = [(e.step, tuple(e.histogram_value.bucket), tuple(e.histogram_value.bucket_limit),
-                                  e.histogram_value.min, e.histogram_value.max, e.histogram_value.num, e.histogram_value.sum,
-                                  e.histogram_value.sum_squares) for e in ea.Histograms(tag)]
+        out["histogram", tag] = [
+            (
+                e.step,
+                tuple(e.histogram_value.bucket),
+                tuple(e.histogram_value.bucket_limit),
+                e.histogram_value.min,
+                e.histogram_value.max,
+                e.histogram_value.num,
+                e.histogram_value.sum,
+                e.histogram_value.sum_squares,
+            )
+            for e in ea.Histograms(tag)
+        ]
     for tag in tags["images"]:
         out["image", tag] = [(e.step, e.encoded_image_string) for e in ea.Images(tag)]
     for tag in tags["tensors"]:
@@ -254,7 +283,9 @@ def events_of(directory: Path, up_to: int | None = None) -> dict:
 SPLITS = ("validation", "test")
 
 
-def assert_same_events(got_dir: Path, want_dir: Path, up_to: int | None = None, splits_up_to: int | None = None) -> None:
+def assert_same_events(
+    got_dir: Path, want_dir: Path, up_to: int | None = None, splits_up_to: int | None = None
+) -> None:
     """The TensorBoard runs of `got_dir` (training, validation/, test/) hold what those of
     `want_dir` do, each step once: all of it, or the steps <= `up_to` (`splits_up_to` for the
     evaluation runs)."""
@@ -274,7 +305,9 @@ def assert_same_tensors(a: Path, b: Path) -> None:
     left, right = load_file(str(a)), load_file(str(b))
     assert left.keys() == right.keys()
     for key in left:
-        assert left[key].dtype == right[key].dtype and left[key].tobytes() == right[key].tobytes(), f"{a.name}: {key} differs"
+        assert left[key].dtype == right[key].dtype and left[key].tobytes() == right[key].tobytes(), (
+            f"{a.name}: {key} differs"
+        )
 
 
 def assert_finished_as(run_dir: Path, reference: Path, steps: int = STEPS) -> None:
@@ -286,7 +319,10 @@ def assert_finished_as(run_dir: Path, reference: Path, steps: int = STEPS) -> No
     assert_same_events(run_dir, reference)
     got, want = result_of(run_dir), result_of(reference)
     assert {k: v for k, v in got.items() if k not in TIMINGS} == {k: v for k, v in want.items() if k not in TIMINGS}
-    assert sorted(accumulator(run_dir).PluginTagToContent("hparams")) == ["_hparams_/session_end_info", "_hparams_/session_start_info"]
+    assert sorted(accumulator(run_dir).PluginTagToContent("hparams")) == [
+        "_hparams_/session_end_info",
+        "_hparams_/session_start_info",
+    ]
 
 
 def leftovers(run_dir: Path) -> list[str]:
@@ -300,6 +336,7 @@ def latest_step(run_dir: Path) -> int | None:
 
 # -- the matrix ---------------------------------------------------------------------------------------
 
+
 def _cells():
     for (phase, how), expected in EXPECTED.items():
         marks = [] if (phase, how) in FAST else [pytest.mark.slow]
@@ -307,7 +344,9 @@ def _cells():
 
 
 @pytest.mark.parametrize("phase, how, exit_code, kept", list(_cells()))
-def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exit_code, kept, spec_file, env, reference, tmp_path):
+def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(
+    phase, how, exit_code, kept, spec_file, env, reference, tmp_path
+):
     logdir, marker = tmp_path / "runs", tmp_path / "paused"
     with small_disk(logdir) if how == "full disk" else contextlib.nullcontext(False) as mounted:
         process = start(spec_file, logdir, env, marker, PHASES[phase][0])
@@ -324,7 +363,9 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exi
         else:
             assert message and "\n" not in message and "Traceback" not in message, err
         if how.startswith("SIG"):
-            assert message.startswith(("Ctrl-C" if how == "SIGINT" else "SIGTERM") + (" twice: " if how.endswith("twice") else ": ")), message
+            assert message.startswith(
+                ("Ctrl-C" if how == "SIGINT" else "SIGTERM") + (" twice: " if how.endswith("twice") else ": ")
+            ), message
         if how == "full disk":
             assert ("No space left on device" if mounted else "File too large") in message, message
 
@@ -332,7 +373,10 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exi
         if kept == "none":
             assert not run_dir.exists(), sorted(run_dir.rglob("*"))
             if how != "kill -9":
-                assert "No run directory was created" in message or "Nothing was kept (no run directory remains)" in message, message
+                assert (
+                    "No run directory was created" in message
+                    or "Nothing was kept (no run directory remains)" in message
+                ), message
             return
         step = latest_step(run_dir)
         if isinstance(kept, tuple):  # which of them a full disk let through
@@ -344,15 +388,26 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exi
             if kept is None:
                 assert "cannot be resumed" in message and "start again" in message, message
             elif kept == STEPS:
-                assert f"inish the run (final evaluation and result.json, no training) with: netspec resume {run_dir}" in message, message
+                assert (
+                    f"inish the run (final evaluation and result.json, no training) with: netspec resume {run_dir}"
+                    in message
+                ), message
             else:
-                assert f"ontinue with: netspec resume {run_dir}" in message and f"step {kept} of {STEPS}" in message, message
-            assert leftovers(run_dir) == [], leftovers(run_dir)  # a process that ended by itself removed its temporary files
+                assert f"ontinue with: netspec resume {run_dir}" in message and f"step {kept} of {STEPS}" in message, (
+                    message
+                )
+            assert leftovers(run_dir) == [], leftovers(
+                run_dir
+            )  # a process that ended by itself removed its temporary files
         # events complete: every summary step up to the kept checkpoint (when there is none, up
         # to the last one summarised), as the uninterrupted run wrote it; the closing's
         # evaluations only once written
-        assert_same_events(run_dir, reference, up_to=PHASES[phase][1] if kept is None else kept,
-                           splits_up_to=STEPS - 1 if phase == "closing-start" else None)
+        assert_same_events(
+            run_dir,
+            reference,
+            up_to=PHASES[phase][1] if kept is None else kept,
+            splits_up_to=STEPS - 1 if phase == "closing-start" else None,
+        )
 
         # the next command: resume finishes the run bit for bit, or says nothing was kept
         resumed, output = cli("resume", run_dir, "--quiet")
@@ -365,6 +420,7 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(phase, how, exi
 
 
 # -- one writer at a time -------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_second_resume_of_a_run_in_use_is_refused_naming_the_first(spec_file, env, reference, tmp_path):
@@ -424,7 +480,19 @@ EARLY = "train.early_stopping={metric: loss, patience: 1, min_delta: 10}"
 def test_an_early_stopped_run_killed_in_its_closing_is_finished_not_trained_on(spec_file, env, tmp_path):
     """Early stopping ends training before train.steps: the closing checkpoint says so, so a
     resume finishes the run at that step (not trains on to 60), as the uninterrupted run ended."""
-    done = run_netspec("run", spec_file, "--logdir", tmp_path / "ref", "--quiet", "--run-name", "r", "--set", EARLY, env=env, timeout=300)
+    done = run_netspec(
+        "run",
+        spec_file,
+        "--logdir",
+        tmp_path / "ref",
+        "--quiet",
+        "--run-name",
+        "r",
+        "--set",
+        EARLY,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     reference = tmp_path / "ref" / "survive" / "r"
     assert result_of(reference)["stopped"] == "early_stopping" and result_of(reference)["steps"] == 40
@@ -458,8 +526,13 @@ def test_a_resume_into_a_full_disk_changes_nothing_and_resumes_once_there_is_spa
             fill(logdir)
             resume_env = env
         else:  # every write that grows a file fails (the limit set before netspec starts); no compilation cache to write
-            command = [sys.executable, "-c", "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (0, "
-                       "resource.RLIM_INFINITY)); os.execv(sys.argv[1], sys.argv[1:])", *command]
+            command = [
+                sys.executable,
+                "-c",
+                "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (0, "
+                "resource.RLIM_INFINITY)); os.execv(sys.argv[1], sys.argv[1:])",
+                *command,
+            ]
             resume_env = {**env, "NETSPEC_JAX_CACHE": ""}
         full = subprocess.run(command, env=resume_env, capture_output=True, text=True, timeout=300)
         free_disk(logdir)

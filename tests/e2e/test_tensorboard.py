@@ -27,25 +27,40 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec, netspec_ok, result_of
 from tensorboard.util import tensor_util
 
 from netspec.data.sources import FASHION_CLASSES
 from netspec.training.summaries import HPARAMS_FILE, confusion_image
 
-from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec, netspec_ok, result_of
-
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 XOR_STEPS = 200
-FASHION_SLICE = ["--set", "data.limit=1000", "--set", "data.validation_split=0.1",
-                 "--set", "eval={split: validation, every: 20}", "--set", "train={steps: 40, batch_size: 50}",
-                 "--set", "summaries.every=20", "--set", "summaries.graph=false"]
+FASHION_SLICE = [
+    "--set",
+    "data.limit=1000",
+    "--set",
+    "data.validation_split=0.1",
+    "--set",
+    "eval={split: validation, every: 20}",
+    "--set",
+    "train={steps: 40, batch_size: 50}",
+    "--set",
+    "summaries.every=20",
+    "--set",
+    "summaries.graph=false",
+]
 RUNS = {  # TensorBoard's run name -> the run's result.json steps
-    "xor_nn/a": XOR_STEPS, "xor_nn/b": XOR_STEPS, "xor_nn/resumed": XOR_STEPS, "fashion_mlp/f": 40}
+    "xor_nn/a": XOR_STEPS,
+    "xor_nn/b": XOR_STEPS,
+    "xor_nn/resumed": XOR_STEPS,
+    "fashion_mlp/f": 40,
+}
 EVAL_RUNS = ["fashion_mlp/f/validation", "fashion_mlp/f/test"]
 
 
 # -- the logdir and the servers ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
@@ -55,10 +70,14 @@ def logdir(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs")
     xor = [SPECS / "xor_nn.yaml", "--logdir", logdir, "--quiet"]
     netspec_ok("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--run-name", "a")
-    netspec_ok("run", *xor, "--set", f"train.steps={XOR_STEPS}", "--set", "optimizer.learning_rate=0.5", "--run-name", "b")
+    netspec_ok(
+        "run", *xor, "--set", f"train.steps={XOR_STEPS}", "--set", "optimizer.learning_rate=0.5", "--run-name", "b"
+    )
     netspec_ok("run", *xor, "--set", "train.steps=100", "--run-name", "resumed")  # runs to its end, then trains longer
     netspec_ok("resume", logdir / "xor_nn" / "resumed", "--set", f"train.steps={XOR_STEPS}", "--quiet")
-    report = netspec_ok("run", SPECS / "fashion_mlp.yaml", "--logdir", logdir, "--run-name", "f", "--data-dir", FASHION, *FASHION_SLICE)
+    report = netspec_ok(
+        "run", SPECS / "fashion_mlp.yaml", "--logdir", logdir, "--run-name", "f", "--data-dir", FASHION, *FASHION_SLICE
+    )
     return logdir, report
 
 
@@ -70,8 +89,11 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._log_file = open(log, "w")
-        self.process = subprocess.Popen([str(TENSORBOARD), "--logdir", str(directory), "--host", "127.0.0.1", "--port", str(self.port)],
-                                        stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [str(TENSORBOARD), "--logdir", str(directory), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
 
     def get(self, route: str, **query):
         url = f"{self.base}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
@@ -81,8 +103,12 @@ class Server:
 
     def post(self, route: str, body: dict):
         """As the HParams dashboard sends its requests: POST, a JSON body."""
-        request = urllib.request.Request(f"{self.base}{route}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{self.base}{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
@@ -96,7 +122,9 @@ class Server:
                 if seen == runs:
                     return
             time.sleep(0.3)
-        raise AssertionError(f"TensorBoard did not load {runs} within {timeout} s (last seen {seen}): {self.log.read_text()}")
+        raise AssertionError(
+            f"TensorBoard did not load {runs} within {timeout} s (last seen {seen}): {self.log.read_text()}"
+        )
 
     def experiment(self) -> dict:
         return self.post("/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
@@ -106,8 +134,16 @@ class Server:
         names (the columns the dashboard asks for)."""
         columns = [{"hparam": h["name"], "includeInResult": True} for h in experiment["hparamInfos"]]
         columns += [{"metric": m["name"], "includeInResult": True} for m in experiment["metricInfos"]]
-        answer = self.post("/data/plugin/hparams/session_groups", {
-            "experimentName": "", "allowedStatuses": STATUSES, "colParams": columns, "startIndex": 0, "sliceSize": 1000})
+        answer = self.post(
+            "/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": STATUSES,
+                "colParams": columns,
+                "startIndex": 0,
+                "sliceSize": 1000,
+            },
+        )
         return {group["name"]: group for group in answer["sessionGroups"]}
 
     def close(self) -> None:
@@ -154,6 +190,7 @@ def displayed_by_default(experiment: dict) -> list[str]:
 
 # -- the run list -----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_each_run_is_listed_once(servers):
     whole, _ = servers
@@ -165,20 +202,29 @@ def test_each_run_is_listed_once(servers):
 
 # -- HParams ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_hparams_is_one_experiment_of_every_run(servers):
     whole, _ = servers
     experiment = whole.experiment()
     infos = {h["name"]: h for h in experiment["hparamInfos"]}
     # the union of both specs' hyperparameters: XOR's layers and the MLP's
-    assert {"hypothesis.units", "layer2.units", "optimizer.b1", "optimizer.learning_rate", "steps", "seed"} <= set(infos)
+    assert {"hypothesis.units", "layer2.units", "optimizer.b1", "optimizer.learning_rate", "steps", "seed"} <= set(
+        infos
+    )
     for name in ("optimizer.learning_rate", "optimizer.type", "batch_size", "layer1.units"):
         assert infos[name].get("differs") is True, infos[name]
     assert infos["hypothesis.activation"].get("differs", False) is False  # only XOR has it, always sigmoid
     shown = displayed_by_default(experiment)
     assert all(infos[name].get("differs") for name in shown), shown
     metrics = {(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]}
-    assert {("", "loss"), ("", "accuracy"), ("validation", "accuracy"), ("test", "accuracy"), ("test", "loss")} <= metrics
+    assert {
+        ("", "loss"),
+        ("", "accuracy"),
+        ("validation", "accuracy"),
+        ("test", "accuracy"),
+        ("test", "loss"),
+    } <= metrics
     assert not [tag for _, tag in metrics if tag.startswith("hparam")]
 
 
@@ -190,7 +236,11 @@ def test_a_learning_rate_sweep_shows_the_learning_rate_as_what_differs(servers):
     assert differing == ["optimizer.learning_rate"]
     assert displayed_by_default(experiment)[0] == "optimizer.learning_rate"
     groups = sweep.session_groups(experiment)
-    assert {name: g["hparams"]["optimizer.learning_rate"] for name, g in groups.items()} == {"a": 0.1, "b": 0.5, "resumed": 0.1}
+    assert {name: g["hparams"]["optimizer.learning_rate"] for name, g in groups.items()} == {
+        "a": 0.1,
+        "b": 0.5,
+        "resumed": 0.1,
+    }
 
 
 @pytest.mark.slow
@@ -206,11 +256,15 @@ def test_the_hparams_table_holds_every_runs_hyperparameters_and_final_metrics(se
         assert session["status"] == "STATUS_SUCCESS", run
         spec = yaml.safe_load((root / run / "spec.yaml").read_text())
         assert group["hparams"]["steps"] == steps == result["steps"], run
-        assert group["hparams"]["seed"] == spec["seed"] and group["hparams"]["batch_size"] == spec["train"]["batch_size"], run
+        assert (
+            group["hparams"]["seed"] == spec["seed"] and group["hparams"]["batch_size"] == spec["train"]["batch_size"]
+        ), run
         assert group["hparams"]["optimizer.learning_rate"] == pytest.approx(spec["optimizer"]["learning_rate"]), run
         values = metric_values(group)
-        expected = {key.replace("validation_", "validation/").replace("test_", "test/"): value
-                    for key, value in result["final"].items()}
+        expected = {
+            key.replace("validation_", "validation/").replace("test_", "test/"): value
+            for key, value in result["final"].items()
+        }
         assert set(expected) <= set(values), (run, sorted(values))
         for key, value in expected.items():
             assert values[key][0] == steps, (run, key)
@@ -246,13 +300,16 @@ def test_scalars_have_no_charts_of_one_point(servers):
     every_tag = {tag for run_tags in tags.values() for tag in run_tags}
     assert not [tag for tag in every_tag if tag.startswith("hparam")]
     for tag in every_tag:  # a chart of one point in every run is what hparam/<metric> was
-        points = max(len(whole.get("/data/plugin/scalars/scalars", run=run, tag=tag)) for run in tags if tag in tags[run])
+        points = max(
+            len(whole.get("/data/plugin/scalars/scalars", run=run, tag=tag)) for run in tags if tag in tags[run]
+        )
         assert points > 1, tag
     # the evaluations overlay the training curves: the same tags
     assert set(tags["fashion_mlp/f/validation"]) == set(tags["fashion_mlp/f/test"]) <= set(tags["fashion_mlp/f"])
 
 
 # -- the validation split chooses, the test split reports ---------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_run_evaluated_on_validation_also_reports_the_test_split_once(servers, logdir):
@@ -264,13 +321,16 @@ def test_a_run_evaluated_on_validation_also_reports_the_test_split_once(servers,
             printed = re.search(rf"\b{split}_{metric} (\S+)", report)
             assert printed, (split, metric, report)
             assert float(printed.group(1)) == pytest.approx(final[f"{split}_{metric}"], rel=1e-5)
-    steps = {run: [p[1] for p in whole.get("/data/plugin/scalars/scalars", run=run, tag="accuracy")] for run in EVAL_RUNS}
+    steps = {
+        run: [p[1] for p in whole.get("/data/plugin/scalars/scalars", run=run, tag="accuracy")] for run in EVAL_RUNS
+    }
     assert steps == {"fashion_mlp/f/validation": [20, 40], "fashion_mlp/f/test": [40]}  # test: once, at the end
     group = whole.session_groups(whole.experiment())["fashion_mlp/f"]
     assert metric_values(group)["test/accuracy"] == (40, pytest.approx(final["test_accuracy"], rel=1e-6))
 
 
 # -- text and images --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_text_tags_are_the_names_written(servers):
@@ -279,8 +339,10 @@ def test_text_tags_are_the_names_written(servers):
     resumed = [run for run in RUNS if "resumed" in run]
     assert resumed
     assert {run: sorted(t) for run, t in tags.items()} == {
-        **{run: ["spec"] for run in RUNS}, **{run: ["spec", "spec_changes"] for run in resumed},
-        **{run: ["confusion_counts"] for run in EVAL_RUNS}}
+        **{run: ["spec"] for run in RUNS},
+        **{run: ["spec", "spec_changes"] for run in resumed},
+        **{run: ["confusion_counts"] for run in EVAL_RUNS},
+    }
     (change,) = whole.get("/data/plugin/text/text", run=resumed[0], tag="spec_changes")
     assert "<code>$.train.steps</code>" in change["text"] and change["step"] == 101, change
     (spec,) = whole.get("/data/plugin/text/text", run="xor_nn/b", tag="spec")
@@ -290,7 +352,9 @@ def test_text_tags_are_the_names_written(servers):
 def _counts_table(run_dir: Path) -> tuple[list[str], np.ndarray]:
     """(class names, counts) from the final confusion_counts table, read with EventAccumulator."""
     (event,) = accumulator(run_dir).Tensors("confusion_counts")
-    rows = [line.strip("|").split("|") for line in tensor_util.make_ndarray(event.tensor_proto).item().decode().splitlines()]
+    rows = [
+        line.strip("|").split("|") for line in tensor_util.make_ndarray(event.tensor_proto).item().decode().splitlines()
+    ]
     names = [cell.strip() for cell in rows[0][1:]]
     counts = np.array([[int(cell) for cell in row[1:]] for row in rows[2:]])
     return names, counts
@@ -323,26 +387,47 @@ def test_a_confusion_image_is_labelled_rows_true_columns_predicted():
     def cell_colour(i, j):
         return image[top + i * cell + 3, left + j * cell + 3]
 
-    assert (cell_colour(0, 1) == [8, 48, 107]).all() and (cell_colour(1, 0) == 255).all()  # row: true; column: predicted
+    assert (cell_colour(0, 1) == [8, 48, 107]).all() and (
+        cell_colour(1, 0) == 255
+    ).all()  # row: true; column: predicted
     ink = image.min(axis=-1) < 128
     for i in range(n):  # each row's name ends just left of the matrix
-        assert ink[top + i * cell: top + (i + 1) * cell, left - 16: left - 4].any(), f"row {i} has no name"
+        assert ink[top + i * cell : top + (i + 1) * cell, left - 16 : left - 4].any(), f"row {i} has no name"
     for j in range(n):  # each column's name starts just above it
-        assert ink[top - 16: top - 4, left + j * cell: left + (j + 1) * cell].any(), f"column {j} has no name"
-    assert ink[:8 + 12, left:].any()  # "predicted class" above everything
-    assert ink[top:, :8 + 12].any()  # "true class" left of everything
-    assert not ink[:top - 20, :left - 20].any()  # and the corner is empty: the ink above is labels, not noise
+        assert ink[top - 16 : top - 4, left + j * cell : left + (j + 1) * cell].any(), f"column {j} has no name"
+    assert ink[: 8 + 12, left:].any()  # "predicted class" above everything
+    assert ink[top:, : 8 + 12].any()  # "true class" left of everything
+    assert not ink[: top - 20, : left - 20].any()  # and the corner is empty: the ink above is labels, not noise
 
 
 # -- NaN in histograms ------------------------------------------------------------------------------
 
+
 def test_nonfinite_histograms_are_one_line_not_library_warnings(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     result = netspec(
-        "run", SPECS / "xor_nn.yaml", "--logdir", tmp_path, "--quiet", "--run-name", "diverged",
-        "--set", "optimizer.learning_rate=10", "--set", "model.defaults.activation=linear", "--set", "loss=mean_squared_error",
-        "--set", "metrics=[]", "--set", "train.on_nonfinite=ignore", "--set", "train.steps=300",
-        "--set", "summaries.histograms=[weights, biases, gradients]")
+        "run",
+        SPECS / "xor_nn.yaml",
+        "--logdir",
+        tmp_path,
+        "--quiet",
+        "--run-name",
+        "diverged",
+        "--set",
+        "optimizer.learning_rate=10",
+        "--set",
+        "model.defaults.activation=linear",
+        "--set",
+        "loss=mean_squared_error",
+        "--set",
+        "metrics=[]",
+        "--set",
+        "train.on_nonfinite=ignore",
+        "--set",
+        "train.steps=300",
+        "--set",
+        "summaries.histograms=[weights, biases, gradients]",
+    )
     assert result.exit_code == 0, result.output
     output = result.output + "".join(r.getMessage() + "\n" for r in caplog.records)
     assert "found in input tensor" not in output  # tensorboardX's bare warning, once per NaN

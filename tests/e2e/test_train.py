@@ -14,14 +14,13 @@ import urllib.request
 import numpy as np
 import pytest
 import yaml
+from support import SPECS, accumulator, free_port, result_of, run_spec
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
-from netspec.spec.check import check
 from netspec.compile.program import compile_spec
+from netspec.spec.check import check
 from netspec.spec.load import load
-
-from support import SPECS, accumulator, free_port, result_of, run_spec
 
 # -- the lecture's results -------------------------------------------------------------------------
 
@@ -123,7 +122,10 @@ def test_only_the_histograms_asked_for(runs):
 
 @pytest.mark.slow  # the `runs` fixture trains two models
 def test_graph_is_scoped_by_the_spec_layer_names(runs):
-    for spec, layers in [("xor_tensorboard", ["layer1", "hypothesis"]), ("xor_wide", ["layer1", "layer2", "layer3", "hypothesis"])]:
+    for spec, layers in [
+        ("xor_tensorboard", ["layer1", "hypothesis"]),
+        ("xor_wide", ["layer1", "layer2", "layer3", "hypothesis"]),
+    ]:
         ea = accumulator(runs[spec])
         assert ea.Tags()["graph"]
         nodes = {n.name: n for n in ea.Graph().node}
@@ -134,7 +136,9 @@ def test_graph_is_scoped_by_the_spec_layer_names(runs):
             assert nodes[f"{layer}/kernel"].op == "VariableV2"
             assert nodes[f"{layer}/bias"].op == "VariableV2"
             # the forward matmul reads the layer's kernel, and its gradient box exists
-            assert any(n.startswith(f"{layer}/dot_general") and f"{layer}/kernel" in nodes[n].input for n in nodes), layer
+            assert any(n.startswith(f"{layer}/dot_general") and f"{layer}/kernel" in nodes[n].input for n in nodes), (
+                layer
+            )
         assert any(b.startswith("cost") for b in boxes) and any(b.startswith("train") for b in boxes)
         assert any(b.startswith("gradients/cost") for b in boxes)
         assert nodes["input/x"].op == "Placeholder" and nodes["input/y"].op == "Placeholder"
@@ -206,6 +210,7 @@ def test_run_name_is_never_reused(tmp_path):
 
 # -- the real TensorBoard server ---------------------------------------------------------------------
 
+
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
@@ -219,9 +224,21 @@ def test_tensorboard_serves_the_run(runs, tmp_path):
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "tensorboard.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-         "--port", str(port), "--load_fast=false"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline, tags = time.monotonic() + 60, {}
         while time.monotonic() < deadline:

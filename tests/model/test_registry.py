@@ -15,27 +15,31 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 import support
-from netspec.compile import optim as C
-from netspec.model import layers as L
+from support import LAYER_EXAMPLES, checked, probe_spec
 
+from netspec.compile import optim as C
 from netspec.errors import SpecError
+from netspec.model import layers as L
 from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, OPTAX_SKIPPED, OPTIMIZERS, SCHEDULES
 from netspec.spec.fields import defaults_of
 from netspec.spec.layers import LAYERS
-from support import LAYER_EXAMPLES, checked, probe_spec
 
 BATCH = 3
 
 
 # -- the JAX side has exactly the registry's keys -----------------------------------------------
 
-@pytest.mark.parametrize("jax_side, registry", [
-    (L.BUILDERS, LAYERS),
-    (L.ACTIVATIONS, ACTIVATIONS),
-    (L.INITIALIZERS, INITIALIZERS),
-], ids=["layers", "activations", "initializers"])
+
+@pytest.mark.parametrize(
+    "jax_side, registry",
+    [
+        (L.BUILDERS, LAYERS),
+        (L.ACTIVATIONS, ACTIVATIONS),
+        (L.INITIALIZERS, INITIALIZERS),
+    ],
+    ids=["layers", "activations", "initializers"],
+)
 def test_jax_side_has_the_registry_keys(jax_side, registry):
     assert sorted(jax_side) == sorted(registry)
 
@@ -51,7 +55,9 @@ def test_every_layer_has_examples():
     assert not stale, f"LAYER_EXAMPLES names layer types the registry no longer has: {stale}"
 
 
-LAYER_CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER_EXAMPLES.items()) for i in range(len(examples))]
+LAYER_CASES = [
+    pytest.param(t, i, id=f"{t}-{i}") for t, examples in sorted(LAYER_EXAMPLES.items()) for i in range(len(examples))
+]
 
 
 @pytest.mark.parametrize("layer_type, index", LAYER_CASES)
@@ -71,7 +77,9 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
     xs = [jax.ShapeDtypeStruct((BATCH, *s), jnp.float32) for s in probe.in_shapes]
     for train in (False, True):
         y, new_state = jax.eval_shape(lambda p, s, xs: apply(p, s, list(xs), train=train, key=key), params, state, xs)
-        assert y.shape == (BATCH, *probe.out_shape), f"train={train}: apply gives {y.shape[1:]}, the shape rule {probe.out_shape}"
+        assert y.shape == (BATCH, *probe.out_shape), (
+            f"train={train}: apply gives {y.shape[1:]}, the shape rule {probe.out_shape}"
+        )
         assert y.dtype == jnp.float32
         assert jax.tree.structure(new_state) == jax.tree.structure(state)
 
@@ -85,6 +93,7 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
 
 
 # -- activations and initializers ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_builds_with_its_defaults(name):
@@ -123,10 +132,14 @@ def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
 
 # -- optimizers: optax's own arguments and defaults ----------------------------------------------
 
+
 def _optax_arguments(fn, skipped=()) -> dict:
     """name -> default ('<required>' when it has none), in optax's order."""
-    return {k: (p.default if p.default is not inspect.Parameter.empty else "<required>")
-            for k, p in inspect.signature(fn).parameters.items() if k not in skipped}
+    return {
+        k: (p.default if p.default is not inspect.Parameter.empty else "<required>")
+        for k, p in inspect.signature(fn).parameters.items()
+        if k not in skipped
+    }
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -178,7 +191,9 @@ def test_optimizer_builds_and_steps(name, clip):
     # the whole state stays finite: on_nonfinite: stop takes a NaN or Inf anywhere in it for a bad chunk
     for leaf in jax.tree.leaves((p_jit, s_jit)):
         assert not jnp.issubdtype(leaf.dtype, jnp.floating) or np.all(np.isfinite(np.asarray(leaf)))
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_jit))), "params did not change"
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_jit))), (
+        "params did not change"
+    )
     assert float(loss(p_jit)) < float(loss(params)), "three steps did not lower a quadratic"
     # the learning rate is injected state, where train reads it for its scalar
     assert float(C.current_learning_rate(s_jit)) == pytest.approx(0.01)
@@ -196,8 +211,14 @@ def test_clip_global_norm_clips():
 # -- schedules ------------------------------------------------------------------------------------
 
 SCHEDULE_REQUIRED = {  # sensible values for each schedule's required arguments
-    "init_value": 0.1, "value": 0.1, "peak_value": 0.5, "end_value": 0.001,
-    "transition_steps": 100, "decay_rate": 0.5, "decay_steps": 500, "warmup_steps": 10,
+    "init_value": 0.1,
+    "value": 0.1,
+    "peak_value": 0.5,
+    "end_value": 0.001,
+    "transition_steps": 100,
+    "decay_rate": 0.5,
+    "decay_steps": 500,
+    "warmup_steps": 10,
 }
 
 
@@ -240,6 +261,7 @@ def test_a_number_is_a_constant_learning_rate():
 
 
 # -- the schema built from the registry ------------------------------------------------------------
+
 
 def test_unknown_optimizer_argument_names_the_valid_ones():
     spec = probe_spec([2], [], {"type": "dense", "units": 1})

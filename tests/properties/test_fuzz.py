@@ -10,21 +10,20 @@ About 3,450 cases in all (see EXAMPLES); the file runs in about 30 s on two core
 
 from __future__ import annotations
 
-import re
-
 import copy
 import math
+import re
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from netspec.spec.types import Spec
-from netspec.spec.check import check
-from netspec.errors import NetspecError, SpecError
-from netspec.spec.load import _Dumper, parse
 from support import SHIPPED
+
+from netspec.errors import NetspecError, SpecError
+from netspec.spec.check import check
+from netspec.spec.load import _Dumper, parse
+from netspec.spec.types import Spec
 
 TEXTS = {path.name: path.read_text() for path in SHIPPED}
 SOURCE = "fuzz/spec.yaml"  # relative data paths resolve under a directory that does not exist
@@ -33,8 +32,12 @@ EXAMPLES = {"text": 800, "tokens": 800, "bytes": 300, "dumped": 300, "data_mutat
 
 
 def fuzz_settings(name: str):
-    return settings(max_examples=EXAMPLES[name], deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    return settings(
+        max_examples=EXAMPLES[name],
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    )
 
 
 def lines_of(raw: str | bytes) -> list:
@@ -66,14 +69,89 @@ def parse_and_check(raw: str | bytes) -> Spec | None:
 
 # -- (a) random text ----------------------------------------------------------------------------
 
-YAML_CHARS = list(" \n\t:-[]{},&*!|>'\"#%@`?.\\+=~_/") + list("abkxyzAE0123456789") + ["\r", "\x00", "\ufeff", "é", "\x85", "\u2028", "\x07"]
+YAML_CHARS = (
+    list(" \n\t:-[]{},&*!|>'\"#%@`?.\\+=~_/")
+    + list("abkxyzAE0123456789")
+    + ["\r", "\x00", "\ufeff", "é", "\x85", "\u2028", "\x07"]
+)
 TOKENS = [
-    ": ", "- ", "\n", "\n  ", "\n    ", "  ", "[", "]", "{", "}", ", ", "&a ", "*a", "&b ", "*b", "<<: ", "? ", "---\n", "...\n",
-    "!!str ", "!!int ", "!!float ", "!!bool ", "!!map ", "!!seq ", "!!set ", "!!binary ", "!!timestamp ", "!!python/name:os.system ",
-    "!include ", "!<tag:yaml.org,2002:str> ", "%TAG !e! tag:e.com,2000:\n", "'", '"', "|\n", ">\n", "# c\n", "null", "~", "true", "no",
-    "0", "-1", "1.5", "1e5", "1.0e+400", ".nan", ".inf", "0x1F", "0o7", "1_000", "12:30", "2024-13-45", "9" * 30,
-    "name", "model", "layers", "data", "inline", "x", "y", "input", "type", "dense", "units", "loss", "optimizer", "train",
-    "steps", "batch_size", "sgd", "learning_rate", "binary_crossentropy", "activation", "sigmoid", "metrics", "accuracy",
+    ": ",
+    "- ",
+    "\n",
+    "\n  ",
+    "\n    ",
+    "  ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ", ",
+    "&a ",
+    "*a",
+    "&b ",
+    "*b",
+    "<<: ",
+    "? ",
+    "---\n",
+    "...\n",
+    "!!str ",
+    "!!int ",
+    "!!float ",
+    "!!bool ",
+    "!!map ",
+    "!!seq ",
+    "!!set ",
+    "!!binary ",
+    "!!timestamp ",
+    "!!python/name:os.system ",
+    "!include ",
+    "!<tag:yaml.org,2002:str> ",
+    "%TAG !e! tag:e.com,2000:\n",
+    "'",
+    '"',
+    "|\n",
+    ">\n",
+    "# c\n",
+    "null",
+    "~",
+    "true",
+    "no",
+    "0",
+    "-1",
+    "1.5",
+    "1e5",
+    "1.0e+400",
+    ".nan",
+    ".inf",
+    "0x1F",
+    "0o7",
+    "1_000",
+    "12:30",
+    "2024-13-45",
+    "9" * 30,
+    "name",
+    "model",
+    "layers",
+    "data",
+    "inline",
+    "x",
+    "y",
+    "input",
+    "type",
+    "dense",
+    "units",
+    "loss",
+    "optimizer",
+    "train",
+    "steps",
+    "batch_size",
+    "sgd",
+    "learning_rate",
+    "binary_crossentropy",
+    "activation",
+    "sigmoid",
+    "metrics",
+    "accuracy",
 ]
 
 
@@ -95,13 +173,24 @@ def test_random_bytes(raw):
     parse_and_check(raw)
 
 
-SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-           | st.sampled_from(["dense", "sigmoid", "sgd", "accuracy", "input", "1/255", "same", "1e-3", "2024-01-01", "x" * 100]))
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(
+        ["dense", "sigmoid", "sgd", "accuracy", "input", "1/255", "same", "1e-3", "2024-01-01", "x" * 100]
+    )
+)
 
 
 def nested(scalars=SCALARS):
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                        max_leaves=20)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    )
 
 
 def equal(a, b) -> bool:
@@ -129,10 +218,54 @@ def test_dumped_random_data(data, flow):
 
 # -- (b) mutations of the shipped specs ----------------------------------------------------------
 
-KEY_WORDS = sorted({"name", "seed", "data", "inline", "x", "y", "mnist", "fashion_mnist", "idx", "npz", "csv", "path", "dir", "scale",
-                    "validation_split", "limit", "model", "input", "defaults", "layers", "type", "units", "activation", "inputs",
-                    "filters", "kernel_size", "padding", "pool_size", "rate", "loss", "metrics", "optimizer", "learning_rate", "train",
-                    "steps", "epochs", "batch_size", "eval", "every", "summaries", "checkpoint", "histograms", "label", "from_logits"})
+KEY_WORDS = sorted(
+    {
+        "name",
+        "seed",
+        "data",
+        "inline",
+        "x",
+        "y",
+        "mnist",
+        "fashion_mnist",
+        "idx",
+        "npz",
+        "csv",
+        "path",
+        "dir",
+        "scale",
+        "validation_split",
+        "limit",
+        "model",
+        "input",
+        "defaults",
+        "layers",
+        "type",
+        "units",
+        "activation",
+        "inputs",
+        "filters",
+        "kernel_size",
+        "padding",
+        "pool_size",
+        "rate",
+        "loss",
+        "metrics",
+        "optimizer",
+        "learning_rate",
+        "train",
+        "steps",
+        "epochs",
+        "batch_size",
+        "eval",
+        "every",
+        "summaries",
+        "checkpoint",
+        "histograms",
+        "label",
+        "from_logits",
+    }
+)
 
 
 def paths_in(value, here=()):

@@ -28,7 +28,7 @@ from netspec.spec.schema import SCHEMA
 from netspec.spec.types import plain
 
 TEXT = README.read_text()
-REFERENCE = TEXT[TEXT.index(docs.BEGIN):TEXT.index(docs.END)]
+REFERENCE = TEXT[TEXT.index(docs.BEGIN) : TEXT.index(docs.END)]
 PROSE = TEXT.replace(REFERENCE, "")
 
 ABSENT = object()
@@ -100,16 +100,25 @@ def _files_spec(tmp_path: Path, source: str) -> str:
         (tmp_path / "d.csv").write_text("a,b,label\n0,0,0\n0,1,1\n1,0,1\n1,1,0\n")
         data = "csv: {path: d.csv, label: label}"
     else:
-        np.savez(tmp_path / "d.npz", x=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32), y=np.array([0, 1, 1, 0], np.float32))
+        np.savez(
+            tmp_path / "d.npz",
+            x=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32),
+            y=np.array([0, 1, 1, 0], np.float32),
+        )
         data = "npz: {path: d.npz}"
-    return BARE_XOR.replace(BARE_XOR[BARE_XOR.index("  inline:"):BARE_XOR.index("model:")], f"  {data}\n")
+    return BARE_XOR.replace(BARE_XOR[BARE_XOR.index("  inline:") : BARE_XOR.index("model:")], f"  {data}\n")
 
 
 def resolved_specs(tmp_path: Path) -> dict[str, tuple[Any, Mapping[str, Any]]]:
     """name -> (the spec as written, as resolved)."""
-    texts = {"xor": BARE_XOR, "early_stopping": EARLY, "mnist": MNIST.replace("SOURCE", "mnist"),
-             "fashion_mnist": MNIST.replace("SOURCE", "fashion_mnist"),
-             "csv": _files_spec(tmp_path, "csv"), "npz": _files_spec(tmp_path, "npz")}
+    texts = {
+        "xor": BARE_XOR,
+        "early_stopping": EARLY,
+        "mnist": MNIST.replace("SOURCE", "mnist"),
+        "fashion_mnist": MNIST.replace("SOURCE", "fashion_mnist"),
+        "csv": _files_spec(tmp_path, "csv"),
+        "npz": _files_spec(tmp_path, "npz"),
+    }
     out = {}
     for name, text in texts.items():
         path = tmp_path / f"{name}.yaml"
@@ -163,6 +172,7 @@ def test_the_metrics_default_depends_on_the_loss(tmp_path):
 
 # -- layers: every type's defaulted fields ------------------------------------------------------------
 
+
 def _image(n: int) -> list:
     return [[[[float((i + r + c + k) % 3) for k in range(2)] for c in range(4)] for r in range(4)] for i in range(n)]
 
@@ -198,7 +208,11 @@ train: {{steps: 2, batch_size: 4}}
 
 
 def _layer_schema(layer_type: str, field: str) -> Mapping[str, Any]:
-    branch = next(b["then"] for b in SCHEMA["$defs"]["layer"]["allOf"] if b["if"]["properties"]["type"]["pattern"] == f"^{layer_type}$")
+    branch = next(
+        b["then"]
+        for b in SCHEMA["$defs"]["layer"]["allOf"]
+        if b["if"]["properties"]["type"]["pattern"] == f"^{layer_type}$"
+    )
     return branch["properties"][field]
 
 
@@ -216,7 +230,10 @@ def test_every_layer_field_default_is_what_the_resolved_layer_holds():
 
 
 def test_model_defaults_replace_the_declared_defaults():
-    text = BARE_XOR.replace("defaults: {activation: sigmoid, kernel_init: random_normal, bias_init: random_normal}", "defaults: {use_bias: false}")
+    text = BARE_XOR.replace(
+        "defaults: {activation: sigmoid, kernel_init: random_normal, bias_init: random_normal}",
+        "defaults: {use_bias: false}",
+    )
     text = text.replace("loss: binary_crossentropy", "loss: mean_squared_error")
     for layer in plain(check(parse(text, "spec.yaml")).resolved)["model"]["layers"]:
         assert layer["use_bias"] is False
@@ -224,11 +241,14 @@ def test_model_defaults_replace_the_declared_defaults():
             assert layer[field]["type"] == DEFAULTABLE[field]["default"]
     for field, declared in DEFAULTABLE.items():  # model.defaults' own descriptions name the same built-in
         shown = declared["default"] if isinstance(declared["default"], str) else json.dumps(declared["default"])
-        assert SCHEMA["properties"]["model"]["properties"]["defaults"]["properties"][field]["description"].endswith(f"built-in: {shown}")
+        assert SCHEMA["properties"]["model"]["properties"]["defaults"]["properties"][field]["description"].endswith(
+            f"built-in: {shown}"
+        )
         assert "default" not in SCHEMA["properties"]["model"]["properties"]["defaults"]["properties"][field]
 
 
 # -- the choices' arguments: activations, initializers, losses, metrics, optimizers, schedules ---------
+
 
 def _with(text: str, key: str, value: str) -> str:
     lines = [line for line in text.splitlines() if not line.startswith(f"{key}:")]
@@ -238,27 +258,61 @@ def _with(text: str, key: str, value: str) -> str:
 def _choices() -> Iterator[tuple[str, str, Mapping[str, Any], str]]:
     """(registry, name, its arguments' schemas, the spec text that names it with no arguments)."""
     for name, args in ACTIVATIONS.items():
-        yield "activations", name, args, BARE_XOR.replace("defaults: {activation: sigmoid,", f"defaults: {{activation: {name},")
+        yield (
+            "activations",
+            name,
+            args,
+            BARE_XOR.replace("defaults: {activation: sigmoid,", f"defaults: {{activation: {name},"),
+        )
     for name, args in INITIALIZERS.items():
         yield "initializers", name, args, BARE_XOR.replace("kernel_init: random_normal", f"kernel_init: {name}")
     for name, args in LOSSES.items():
         yield "losses", name, args, _with(BARE_XOR, "loss", name)
     for name, args in METRICS.items():
-        yield "metrics", name, args, _with(BARE_XOR.replace("loss: binary_crossentropy", "loss: sparse_categorical_crossentropy"), "metrics", f"[{name}]")
+        yield (
+            "metrics",
+            name,
+            args,
+            _with(
+                BARE_XOR.replace("loss: binary_crossentropy", "loss: sparse_categorical_crossentropy"),
+                "metrics",
+                f"[{name}]",
+            ),
+        )
     for name, args in OPTIMIZERS.items():
         yield "optimizers", name, args, _with(BARE_XOR, "optimizer", f"{{type: {name}, learning_rate: 0.1}}")
     for name, (_, args, required) in SCHEDULES.items():
-        written = ", ".join(f"{k}: {json.dumps(v)}" for k, v in {"value": 0.1, "init_value": 0.1, "peak_value": 0.2, "end_value": 0.01,
-                                                                   "transition_steps": 10, "decay_steps": 10, "warmup_steps": 2,
-                                                                   "decay_rate": 0.5}.items() if k in required)
-        yield "schedules", name, args, _with(BARE_XOR, "optimizer", f"{{type: sgd, learning_rate: {{type: {name}, {written}}}}}")
+        written = ", ".join(
+            f"{k}: {json.dumps(v)}"
+            for k, v in {
+                "value": 0.1,
+                "init_value": 0.1,
+                "peak_value": 0.2,
+                "end_value": 0.01,
+                "transition_steps": 10,
+                "decay_steps": 10,
+                "warmup_steps": 2,
+                "decay_rate": 0.5,
+            }.items()
+            if k in required
+        )
+        yield (
+            "schedules",
+            name,
+            args,
+            _with(BARE_XOR, "optimizer", f"{{type: sgd, learning_rate: {{type: {name}, {written}}}}}"),
+        )
 
 
 def _chosen(registry: str, resolved: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {"activations": lambda: resolved["model"]["layers"][0]["activation"],
-            "initializers": lambda: resolved["model"]["layers"][0]["kernel_init"],
-            "losses": lambda: resolved["loss"], "metrics": lambda: resolved["metrics"][0],
-            "optimizers": lambda: resolved["optimizer"], "schedules": lambda: resolved["optimizer"]["learning_rate"]}[registry]()
+    return {
+        "activations": lambda: resolved["model"]["layers"][0]["activation"],
+        "initializers": lambda: resolved["model"]["layers"][0]["kernel_init"],
+        "losses": lambda: resolved["loss"],
+        "metrics": lambda: resolved["metrics"][0],
+        "optimizers": lambda: resolved["optimizer"],
+        "schedules": lambda: resolved["optimizer"]["learning_rate"],
+    }[registry]()
 
 
 CHOICES = list(_choices())
@@ -277,10 +331,11 @@ def test_every_argument_default_is_what_the_resolved_choice_holds(registry, name
 
 # -- the README: its reference tables and its prose ---------------------------------------------------
 
+
 def _table(title: str) -> list[str]:
     """The rows of the README reference's table under the heading that starts with `title`."""
-    section = REFERENCE[REFERENCE.index(f"### {title}"):]
-    section = section[:section.find("\n### ", 1)] if "\n### " in section[1:] else section
+    section = REFERENCE[REFERENCE.index(f"### {title}") :]
+    section = section[: section.find("\n### ", 1)] if "\n### " in section[1:] else section
     return [line for line in section.splitlines() if line.startswith("| `")]
 
 
@@ -298,11 +353,18 @@ def test_the_readme_key_table_states_each_schema_default():
     assert stated == {".".join(path) for path, _ in defaulted(SCHEMA)}
 
 
-@pytest.mark.parametrize("title, table", [
-    ("Layers", {name: kind.fields for name, kind in LAYERS.items()}), ("Activations", ACTIVATIONS), ("Initializers", INITIALIZERS),
-    ("Losses", LOSSES), ("Metrics", METRICS), ("Optimizers", OPTIMIZERS),
-    ("Learning-rate schedules", {name: args for name, (_, args, _) in SCHEDULES.items()}),
-])
+@pytest.mark.parametrize(
+    "title, table",
+    [
+        ("Layers", {name: kind.fields for name, kind in LAYERS.items()}),
+        ("Activations", ACTIVATIONS),
+        ("Initializers", INITIALIZERS),
+        ("Losses", LOSSES),
+        ("Metrics", METRICS),
+        ("Optimizers", OPTIMIZERS),
+        ("Learning-rate schedules", {name: args for name, (_, args, _) in SCHEDULES.items()}),
+    ],
+)
 def test_the_readme_tables_state_each_argument_default(title, table):
     rows = {re.match(r"\| `([^`]+)`", row).group(1): row for row in _table(title)}
     assert set(rows) == set(table)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-
-from netspec.spec.check import check
 from netspec.errors import SpecError
-from netspec.spec.load import json_path, parse
-from netspec.spec.schema import SCHEMA
+from netspec.spec.check import check
 from netspec.spec.choices import ACTIVATIONS, INITIALIZERS, LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from netspec.spec.fields import INT32
 from netspec.spec.layers import LAYERS
+from netspec.spec.load import json_path, parse
+from netspec.spec.schema import SCHEMA
 
 
 def _integer(schema) -> bool:
@@ -74,10 +73,18 @@ IDS = [f"{w}:{o if w == 'spec' else o + '.' + f}{'[]' * (m == 'items')}" for w, 
 
 def test_the_walk_finds_the_integer_fields():
     found = {(w, o, f) for w, o, f, _ in SITES}
-    for known in [("spec", "seed", "seed"), ("spec", "train.steps", "steps"), ("spec", "summaries.every", "every"),
-                  ("spec", "model.input", "input"), ("layer", "dense", "units"), ("layer", "conv2d", "kernel_size"),
-                  ("layer", "reshape", "shape"), ("optimizer", "adafactor", "min_dim_size_to_factor"),
-                  ("schedule", "exponential_decay", "transition_steps"), ("metric", "top_k_accuracy", "k")]:
+    for known in [
+        ("spec", "seed", "seed"),
+        ("spec", "train.steps", "steps"),
+        ("spec", "summaries.every", "every"),
+        ("spec", "model.input", "input"),
+        ("layer", "dense", "units"),
+        ("layer", "conv2d", "kernel_size"),
+        ("layer", "reshape", "shape"),
+        ("optimizer", "adafactor", "min_dim_size_to_factor"),
+        ("schedule", "exponential_decay", "transition_steps"),
+        ("metric", "top_k_accuracy", "k"),
+    ]:
         assert known in found, known
     assert len(SITES) >= 40
 
@@ -93,23 +100,46 @@ def _value(schema: dict, field: str) -> int:
 
 
 # A valid list for each integer list, where its example would not fit this spec's model.
-_LISTS = {("spec", "model.input"): [4, 4, 1], ("spec", "data.csv.features"): list(range(1, 17)), ("layer", "reshape"): [-1]}
+_LISTS = {
+    ("spec", "model.input"): [4, 4, 1],
+    ("spec", "data.csv.features"): list(range(1, 17)),
+    ("layer", "reshape"): [-1],
+}
 # Values and settings a field needs around it in this spec (8 examples of [4, 4, 1], 10 classes).
-_VALUES = {"data.limit": 8, "train.batch_size": 4, "eval.every": 10, "checkpoint.every": 10, "train.early_stopping.patience": 3,
-           "distribute.fsdp_devices": 1, "data.csv.label": 0}
+_VALUES = {
+    "data.limit": 8,
+    "train.batch_size": 4,
+    "eval.every": 10,
+    "checkpoint.every": 10,
+    "train.early_stopping.patience": 3,
+    "distribute.fsdp_devices": 1,
+    "data.csv.label": 0,
+}
 
 
 def _base() -> dict:
     return {
-        "name": "ints", "seed": 0,
-        "data": {"inline": {"x": [[[[float((i + r + c) % 2)] for c in range(4)] for r in range(4)] for i in range(8)], "y": list(range(8))}},
-        "model": {"input": [4, 4, 1], "layers": [
-            {"name": "conv", "type": "conv2d", "filters": 2, "kernel_size": 1},
-            {"name": "flat", "type": "flatten"},
-            {"name": "out", "type": "dense", "units": 10, "activation": "softmax"}]},
-        "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
+        "name": "ints",
+        "seed": 0,
+        "data": {
+            "inline": {
+                "x": [[[[float((i + r + c) % 2)] for c in range(4)] for r in range(4)] for i in range(8)],
+                "y": list(range(8)),
+            }
+        },
+        "model": {
+            "input": [4, 4, 1],
+            "layers": [
+                {"name": "conv", "type": "conv2d", "filters": 2, "kernel_size": 1},
+                {"name": "flat", "type": "flatten"},
+                {"name": "out", "type": "dense", "units": 10, "activation": "softmax"},
+            ],
+        },
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
         "optimizer": {"type": "sgd", "learning_rate": 0.1},
-        "train": {"steps": 2000, "batch_size": 4}, "summaries": {"every": 10, "graph": False},
+        "train": {"steps": 2000, "batch_size": 4},
+        "summaries": {"every": 10, "graph": False},
     }
 
 
@@ -238,7 +268,7 @@ def test_a_fraction_is_refused_at_its_line_and_column(tmp_path, where, owner, fi
     problems = [p for p in refused.value.problems if p.path == at]
     assert problems, refused.value
     line, col = problems[0].line, problems[0].col
-    assert text.splitlines()[line - 1][col - 1:].startswith(f"{values[0]}.5"), (text, problems[0])
+    assert text.splitlines()[line - 1][col - 1 :].startswith(f"{values[0]}.5"), (text, problems[0])
 
 
 def test_an_int_in_a_number_field_becomes_a_float():
@@ -259,7 +289,13 @@ optimizer: {type: adam, learning_rate: 1, clip_global_norm: 2147483648, b1: 0}
 train: {steps: 2, batch_size: 4}
 """
     spec = check(parse(text, "numbers.yaml"))
-    values = [spec.resolved["data"]["scale"], spec.optimizer["learning_rate"], spec.optimizer["clip_global_norm"],
-              spec.optimizer["b1"], spec.layers[0].args["rate"], spec.layers[1].args["kernel_init"]["stddev"]]
+    values = [
+        spec.resolved["data"]["scale"],
+        spec.optimizer["learning_rate"],
+        spec.optimizer["clip_global_norm"],
+        spec.optimizer["b1"],
+        spec.layers[0].args["rate"],
+        spec.layers[1].args["kernel_init"]["stddev"],
+    ]
     assert [type(v) for v in values] == [float] * len(values), values
     assert spec.optimizer["clip_global_norm"] == 2147483648.0 and spec.seed == 0 and type(spec.seed) is int

@@ -5,7 +5,6 @@ the line and column, the words of the cause and the fix, the number of problems,
 from __future__ import annotations
 
 import pytest
-
 from support import SPECS, cli, problem_lines, write
 
 IMAGES = """\
@@ -39,19 +38,31 @@ DENSE = "{name: hidden, type: dense, units: 5, activation: relu}"
 OUT = "{name: output, type: dense, units: 3, activation: softmax}"
 
 
-@pytest.mark.parametrize("layers, culprit, got", [
-    ([CONV, OUT], 1, "[4, 4, 2] from 'conv'"),
-    ([CONV, POOL, OUT], 2, "[2, 2, 2] from 'pool'"),
-    ([CONV, POOL, DENSE, OUT], 2, "[2, 2, 2] from 'pool'"),
-    (["{name: shape, type: reshape, shape: [16, 1]}", OUT], 1, "[16, 1] from 'shape'"),
-], ids=["conv-dense", "conv-pool-dense", "conv-pool-dense-dense", "reshape-dense"])
-@pytest.mark.parametrize("loss, y", [("sparse_categorical_crossentropy", None), ("categorical_crossentropy", None),
-                                     ("binary_crossentropy", "[[0], [1], [1], [0]]")])
+@pytest.mark.parametrize(
+    "layers, culprit, got",
+    [
+        ([CONV, OUT], 1, "[4, 4, 2] from 'conv'"),
+        ([CONV, POOL, OUT], 2, "[2, 2, 2] from 'pool'"),
+        ([CONV, POOL, DENSE, OUT], 2, "[2, 2, 2] from 'pool'"),
+        (["{name: shape, type: reshape, shape: [16, 1]}", OUT], 1, "[16, 1] from 'shape'"),
+    ],
+    ids=["conv-dense", "conv-pool-dense", "conv-pool-dense-dense", "reshape-dense"],
+)
+@pytest.mark.parametrize(
+    "loss, y",
+    [
+        ("sparse_categorical_crossentropy", None),
+        ("categorical_crossentropy", None),
+        ("binary_crossentropy", "[[0], [1], [1], [0]]"),
+    ],
+)
 def test_a_dense_layer_after_a_conv_says_a_flatten_is_missing(tmp_path, layers, culprit, got, loss, y):
     if loss == "binary_crossentropy":
         layers = [*layers[:-1], "{name: output, type: dense, units: 1, activation: sigmoid}"]
     outcome = validate(tmp_path, layers, loss, y)
-    outcome.assert_clean_failure("a flatten layer is missing before", got, "acts on the last axis only", "{name: flatten, type: flatten}")
+    outcome.assert_clean_failure(
+        "a flatten layer is missing before", got, "acts on the last axis only", "{name: flatten, type: flatten}"
+    )
     (problem,) = problem_lines(outcome.output)  # and not also a complaint about the labels or the units
     assert f"spec.yaml:{LAYER_LINE + culprit}:" in problem and f"$.model.layers[{culprit}]" in problem
     assert "units:" not in problem and "labels" not in problem
@@ -62,12 +73,27 @@ def test_with_the_flatten_the_same_model_is_valid(tmp_path):
     assert outcome.exit_code == 0, outcome.output
 
 
-@pytest.mark.parametrize("layers, line, words", [
-    # conv2d on flat input: one message; the pool after it is not checked against a made-up shape
-    (["{name: flat, type: flatten}", CONV, POOL, "{name: flat2, type: flatten}", OUT], 1, ("conv2d needs an input of shape [height, width, channels]",)),
-    (["{name: pool, type: max_pool, pool_size: 9, padding: valid}", "{name: flat, type: flatten}", OUT], 0, ("a 9x9 pool does not fit the 4x4 input",)),
-    ([CONV, "{name: add, type: add, inputs: [conv, nowhere]}", "{name: flat, type: flatten}", OUT], 1, ("no earlier layer is named 'nowhere'",)),
-])
+@pytest.mark.parametrize(
+    "layers, line, words",
+    [
+        # conv2d on flat input: one message; the pool after it is not checked against a made-up shape
+        (
+            ["{name: flat, type: flatten}", CONV, POOL, "{name: flat2, type: flatten}", OUT],
+            1,
+            ("conv2d needs an input of shape [height, width, channels]",),
+        ),
+        (
+            ["{name: pool, type: max_pool, pool_size: 9, padding: valid}", "{name: flat, type: flatten}", OUT],
+            0,
+            ("a 9x9 pool does not fit the 4x4 input",),
+        ),
+        (
+            [CONV, "{name: add, type: add, inputs: [conv, nowhere]}", "{name: flat, type: flatten}", OUT],
+            1,
+            ("no earlier layer is named 'nowhere'",),
+        ),
+    ],
+)
 def test_a_failed_layer_gives_one_message_not_one_per_later_layer(tmp_path, layers, line, words):
     outcome = validate(tmp_path, layers)
     outcome.assert_clean_failure(*words)
@@ -83,18 +109,24 @@ def test_one_class_in_the_labels_is_said_once_and_nothing_else_is_advised(tmp_pa
     assert "units" not in problem
 
 
-@pytest.mark.parametrize("setting, words", [
-    ("name=my run!", ("expected a run name of letters, digits", "the character U+0020 (a space) at position 3 is not allowed")),
-    ("name=-x", ("it may not start with '-'",)),
-    ("name=ab/c", ("the character '/' at position 3 is not allowed",)),
-    ("model.layers[0].name=la:yer", ("expected a layer name", "the character ':' at position 3 is not allowed")),
-    ("model.layers[0].name=input", ("other than 'input'", "'input' is reserved")),
-    ("model.layers[0].name=1st", ("starting with a letter or '_'", "it may not start with '1'")),
-    ("data.scale=1/0", ("1/N with N > 0",)),
-    ("data.scale=2/255", ("1/N with N > 0 such as 1/255", "found '2/255'")),
-    ("model.layers[0].units=0", ("expected a value >= 1, found 0",)),
-    ("data.validation_split=0.95", ("expected a value <= 0.9, found 0.95",)),
-])
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        (
+            "name=my run!",
+            ("expected a run name of letters, digits", "the character U+0020 (a space) at position 3 is not allowed"),
+        ),
+        ("name=-x", ("it may not start with '-'",)),
+        ("name=ab/c", ("the character '/' at position 3 is not allowed",)),
+        ("model.layers[0].name=la:yer", ("expected a layer name", "the character ':' at position 3 is not allowed")),
+        ("model.layers[0].name=input", ("other than 'input'", "'input' is reserved")),
+        ("model.layers[0].name=1st", ("starting with a letter or '_'", "it may not start with '1'")),
+        ("data.scale=1/0", ("1/N with N > 0",)),
+        ("data.scale=2/255", ("1/N with N > 0 such as 1/255", "found '2/255'")),
+        ("model.layers[0].units=0", ("expected a value >= 1, found 0",)),
+        ("data.validation_split=0.95", ("expected a value <= 0.9, found 0.95",)),
+    ],
+)
 def test_a_value_refused_by_a_pattern_or_range_says_which_part_and_the_rule(setting, words):
     outcome = cli("validate", SPECS / "xor_nn.yaml", "--set", setting)
     outcome.assert_clean_failure(f"--set {setting}: ", *words)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support import XOR, cli, write
+
 from netspec.spec.load import load
 
 EPOCHS = XOR.replace("train: {steps: 20, batch_size: 4}", "train: {epochs: 10, batch_size: 4}")
@@ -33,18 +33,28 @@ def test_a_data_source_replaces_the_other_sources(tmp_path):
 def test_null_removes_a_key_that_takes_no_null(tmp_path):
     assert "epochs" not in loaded(tmp_path, EPOCHS, "train.epochs=null")["train"]
     assert "metrics" not in loaded(tmp_path, XOR, "metrics=null")
-    assert [layer["name"] for layer in loaded(tmp_path, XOR, "model.layers[0]=null")["model"]["layers"]] == ["hypothesis"]
+    assert [layer["name"] for layer in loaded(tmp_path, XOR, "model.layers[0]=null")["model"]["layers"]] == [
+        "hypothesis"
+    ]
     assert "summaries" not in loaded(tmp_path, XOR, "summaries=null")
 
 
 def test_null_is_a_value_where_the_key_takes_null(tmp_path):
-    text = XOR.replace("optimizer: {type: sgd, learning_rate: 0.1}", "optimizer: {type: sgd, learning_rate: 0.1, momentum: 0.9}")
-    assert loaded(tmp_path, text, "optimizer.momentum=null")["optimizer"] == {"type": "sgd", "learning_rate": 0.1, "momentum": None}
+    text = XOR.replace(
+        "optimizer: {type: sgd, learning_rate: 0.1}", "optimizer: {type: sgd, learning_rate: 0.1, momentum: 0.9}"
+    )
+    assert loaded(tmp_path, text, "optimizer.momentum=null")["optimizer"] == {
+        "type": "sgd",
+        "learning_rate": 0.1,
+        "momentum": None,
+    }
     text = XOR.replace("optimizer: {type: sgd, learning_rate: 0.1}", "optimizer: {type: adafactor, learning_rate: 0.1}")
     assert loaded(tmp_path, text, "optimizer.clipping_threshold=null")["optimizer"]["clipping_threshold"] is None
 
 
-@pytest.mark.parametrize("sets, steps", [(["train.steps=7"], 7), (["train.epochs=null", "train.steps=6"], 6), (["train.epochs=2"], 2)])
+@pytest.mark.parametrize(
+    "sets, steps", [(["train.steps=7"], 7), (["train.epochs=null", "train.steps=6"], 6), (["train.epochs=2"], 2)]
+)
 def test_validate_says_what_the_command_line_said(tmp_path, sets, steps):
     spec = write(tmp_path / "spec.yaml", EPOCHS)
     outcome = cli("validate", spec, *[a for s in sets for a in ("--set", s)])

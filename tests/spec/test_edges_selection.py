@@ -9,9 +9,7 @@ import json
 
 import numpy as np
 import pytest
-
-from support import cli, write
-from support import accumulator
+from support import accumulator, cli, write
 
 SPEC = """\
 name: select
@@ -48,9 +46,12 @@ def data_dir(tmp_path):
 
 
 def spec(data_dir, *, validation=False, early=False, best=False, split=None):
-    text = SPEC.format(extra_data="  validation_split: 0.25\n" if validation else "",
-                       early="  early_stopping: {metric: accuracy, patience: 2}\n" if early else "",
-                       split=f"  split: {split}\n" if split else "", best="  best: loss\n" if best else "")
+    text = SPEC.format(
+        extra_data="  validation_split: 0.25\n" if validation else "",
+        early="  early_stopping: {metric: accuracy, patience: 2}\n" if early else "",
+        split=f"  split: {split}\n" if split else "",
+        best="  best: loss\n" if best else "",
+    )
     return write(data_dir / "spec.yaml", text)
 
 
@@ -58,7 +59,9 @@ def line_of(path, text: str) -> int:
     return next(i for i, l in enumerate(path.read_text().splitlines(), 1) if text in l)
 
 
-@pytest.mark.parametrize("early, best", [(True, False), (False, True), (True, True)], ids=["early_stopping", "best", "both"])
+@pytest.mark.parametrize(
+    "early, best", [(True, False), (False, True), (True, True)], ids=["early_stopping", "best", "both"]
+)
 def test_selecting_on_the_test_split_is_refused(data_dir, early, best):
     path = spec(data_dir, early=early, best=best)
     outcome = cli("validate", path)
@@ -97,9 +100,15 @@ def test_a_run_selects_on_validation_and_reports_test_once(data_dir):
     # the best checkpoint is the step whose *validation* loss was lowest; the test split was measured once, at the end
     validation = {e.step: e.value for e in accumulator(run_dir / "validation").Scalars("loss")}
     assert sorted(validation) == [0, 20, 40, 60] or sorted(validation) == [20, 40, 60], validation
-    assert result["best"]["best_step"] == min((s for s in validation if s), key=lambda s: (validation[s], s))  # the last step counts too
+    assert result["best"]["best_step"] == min(
+        (s for s in validation if s), key=lambda s: (validation[s], s)
+    )  # the last step counts too
     assert [e.step for e in accumulator(run_dir / "test").Scalars("loss")] == [60]
     # netspec eval reports the honest number: the test split, of the model chosen on validation
     outcome = cli("eval", run_dir)
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.output == cli("eval", run_dir, "--split", "test").output != cli("eval", run_dir, "--split", "validation").output
+    assert (
+        outcome.output
+        == cli("eval", run_dir, "--split", "test").output
+        != cli("eval", run_dir, "--split", "validation").output
+    )

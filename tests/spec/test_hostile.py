@@ -12,17 +12,17 @@ from __future__ import annotations
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from support import SHIPPED, billion_laughs, netspec, problem_lines, validate
 
-from netspec.spec import load as L
 from netspec.errors import SpecError
 from netspec.machine import BUDGET_ENV
+from netspec.spec import load as L
 from netspec.spec.cost import DEPTH_MEASURED, MAX_LAYERS, MAX_SUMMARY_POINTS
-from support import SHIPPED, billion_laughs, netspec, problem_lines, validate
 
 SPEC = """\
 name: hostile
@@ -84,7 +84,7 @@ TOO_LARGE = "a spec's numbers must be finite"
 class Case:
     id: str
     text: str | bytes | Callable[[Path], str | bytes]  # a callable gets tmp_path (for MARKER)
-    where: tuple[int, int] | None | str  # (line, col); None: the whole file; str: the --set source
+    where: tuple[int, int] | str | None  # (line, col); None: the whole file; str: the --set source
     path: str
     message: tuple[str, ...]
     args: tuple[str, ...] = ()
@@ -97,95 +97,371 @@ def marked(text: str) -> Callable[[Path], str]:
 
 CASES = [
     # -- code execution through tags: refused before any constructor could run -----------------
-    Case("python_object_apply_os_system", marked(edit("seed: 0", 'seed: !!python/object/apply:os.system ["touch MARKER"]')),
-         (2, 7), "$.seed", (TAG.format("python/object/apply:os.system"), "no Python objects")),
-    Case("python_object_apply_module_function", edit("seed: 0", f"seed: !!python/object/apply:{EVIL}.boom []"),
-         (2, 7), "$.seed", (TAG.format(f"python/object/apply:{EVIL}.boom"),)),
-    Case("python_name", edit("seed: 0", "seed: !!python/name:os.system"), (2, 7), "$.seed", (TAG.format("python/name:os.system"),)),
-    Case("python_name_imports", edit("seed: 0", f"seed: !!python/name:{EVIL}.boom"), (2, 7), "$.seed", (TAG.format(f"python/name:{EVIL}.boom"),)),
-    Case("python_module", edit("seed: 0", "seed: !!python/module:os"), (2, 7), "$.seed", (TAG.format("python/module:os"),)),
-    Case("python_module_imports", edit("seed: 0", f"seed: !!python/module:{EVIL}"), (2, 7), "$.seed", (TAG.format(f"python/module:{EVIL}"),)),
-    Case("python_object_new", edit("seed: 0", f"seed: !!python/object/new:{EVIL}.Thing [1]"), (2, 7), "$.seed",
-         (TAG.format(f"python/object/new:{EVIL}.Thing"),)),
-    Case("python_object_apply_subprocess", marked(edit("seed: 0", "seed: !!python/object/apply:subprocess.check_call [[touch, MARKER]]")),
-         (2, 7), "$.seed", (TAG.format("python/object/apply:subprocess.check_call"),)),
-    Case("python_object_state", edit("seed: 0", f"seed: !!python/object:{EVIL}.Thing {{a: 1}}"), (2, 7), "$.seed",
-         (TAG.format(f"python/object:{EVIL}.Thing"),)),
-    Case("python_tuple", edit("  input: [2]", "  input: !!python/tuple [2]"), (8, 10), "$.model.input", (TAG.format("python/tuple"),)),
-    Case("python_tag_on_a_nested_value", marked(edit("  learning_rate: 0.1", '  learning_rate: !!python/object/apply:os.system ["touch MARKER"]')),
-         (15, 18), "$.optimizer.learning_rate", (TAG.format("python/object/apply:os.system"),)),
-    Case("python_tag_on_a_key", edit("seed: 0", f"!!python/name:{EVIL}.boom : 0"), (2, 1), "$", (TAG.format(f"python/name:{EVIL}.boom"),)),
-    Case("verbatim_python_tag", marked(edit("seed: 0", 'seed: !<tag:yaml.org,2002:python/object/apply:os.system> ["touch MARKER"]')),
-         (2, 7), "$.seed", (TAG.format("python/object/apply:os.system"),)),
-    Case("tag_directive_to_python", marked("%TAG !py! tag:yaml.org,2002:python/\n---\n" + edit("seed: 0", 'seed: !py!object/apply:os.system ["touch MARKER"]')),
-         (4, 7), "$.seed", (TAG.format("python/object/apply:os.system"),)),
-    Case("custom_include_tag", edit("  input: [2]", "  input: !include other.yaml"), (8, 10), "$.model.input",
-         ("the YAML tag '!include' is not allowed", "no Python objects or custom tags")),
+    Case(
+        "python_object_apply_os_system",
+        marked(edit("seed: 0", 'seed: !!python/object/apply:os.system ["touch MARKER"]')),
+        (2, 7),
+        "$.seed",
+        (TAG.format("python/object/apply:os.system"), "no Python objects"),
+    ),
+    Case(
+        "python_object_apply_module_function",
+        edit("seed: 0", f"seed: !!python/object/apply:{EVIL}.boom []"),
+        (2, 7),
+        "$.seed",
+        (TAG.format(f"python/object/apply:{EVIL}.boom"),),
+    ),
+    Case(
+        "python_name",
+        edit("seed: 0", "seed: !!python/name:os.system"),
+        (2, 7),
+        "$.seed",
+        (TAG.format("python/name:os.system"),),
+    ),
+    Case(
+        "python_name_imports",
+        edit("seed: 0", f"seed: !!python/name:{EVIL}.boom"),
+        (2, 7),
+        "$.seed",
+        (TAG.format(f"python/name:{EVIL}.boom"),),
+    ),
+    Case(
+        "python_module",
+        edit("seed: 0", "seed: !!python/module:os"),
+        (2, 7),
+        "$.seed",
+        (TAG.format("python/module:os"),),
+    ),
+    Case(
+        "python_module_imports",
+        edit("seed: 0", f"seed: !!python/module:{EVIL}"),
+        (2, 7),
+        "$.seed",
+        (TAG.format(f"python/module:{EVIL}"),),
+    ),
+    Case(
+        "python_object_new",
+        edit("seed: 0", f"seed: !!python/object/new:{EVIL}.Thing [1]"),
+        (2, 7),
+        "$.seed",
+        (TAG.format(f"python/object/new:{EVIL}.Thing"),),
+    ),
+    Case(
+        "python_object_apply_subprocess",
+        marked(edit("seed: 0", "seed: !!python/object/apply:subprocess.check_call [[touch, MARKER]]")),
+        (2, 7),
+        "$.seed",
+        (TAG.format("python/object/apply:subprocess.check_call"),),
+    ),
+    Case(
+        "python_object_state",
+        edit("seed: 0", f"seed: !!python/object:{EVIL}.Thing {{a: 1}}"),
+        (2, 7),
+        "$.seed",
+        (TAG.format(f"python/object:{EVIL}.Thing"),),
+    ),
+    Case(
+        "python_tuple",
+        edit("  input: [2]", "  input: !!python/tuple [2]"),
+        (8, 10),
+        "$.model.input",
+        (TAG.format("python/tuple"),),
+    ),
+    Case(
+        "python_tag_on_a_nested_value",
+        marked(edit("  learning_rate: 0.1", '  learning_rate: !!python/object/apply:os.system ["touch MARKER"]')),
+        (15, 18),
+        "$.optimizer.learning_rate",
+        (TAG.format("python/object/apply:os.system"),),
+    ),
+    Case(
+        "python_tag_on_a_key",
+        edit("seed: 0", f"!!python/name:{EVIL}.boom : 0"),
+        (2, 1),
+        "$",
+        (TAG.format(f"python/name:{EVIL}.boom"),),
+    ),
+    Case(
+        "verbatim_python_tag",
+        marked(edit("seed: 0", 'seed: !<tag:yaml.org,2002:python/object/apply:os.system> ["touch MARKER"]')),
+        (2, 7),
+        "$.seed",
+        (TAG.format("python/object/apply:os.system"),),
+    ),
+    Case(
+        "tag_directive_to_python",
+        marked(
+            "%TAG !py! tag:yaml.org,2002:python/\n---\n"
+            + edit("seed: 0", 'seed: !py!object/apply:os.system ["touch MARKER"]')
+        ),
+        (4, 7),
+        "$.seed",
+        (TAG.format("python/object/apply:os.system"),),
+    ),
+    Case(
+        "custom_include_tag",
+        edit("  input: [2]", "  input: !include other.yaml"),
+        (8, 10),
+        "$.model.input",
+        ("the YAML tag '!include' is not allowed", "no Python objects or custom tags"),
+    ),
     Case("set_tag", edit("seed: 0", "seed: !!set {a, b}"), (2, 7), "$.seed", (TAG.format("set"),)),
-    Case("python_tag_in_set_override", SPEC, "--set seed=!!python/object/apply:os.system [true]", "$.seed",
-         ("cannot parse the value", TAG.format("python/object/apply:os.system")), args=("--set", "seed=!!python/object/apply:os.system [true]")),
-    Case("scalar_tag_on_a_list", edit("  input: [2]", "  input: !!float [2]"), (8, 10), "$.model.input",
-         ("the YAML tag 'tag:yaml.org,2002:float' does not fit a list",)),
+    Case(
+        "python_tag_in_set_override",
+        SPEC,
+        "--set seed=!!python/object/apply:os.system [true]",
+        "$.seed",
+        ("cannot parse the value", TAG.format("python/object/apply:os.system")),
+        args=("--set", "seed=!!python/object/apply:os.system [true]"),
+    ),
+    Case(
+        "scalar_tag_on_a_list",
+        edit("  input: [2]", "  input: !!float [2]"),
+        (8, 10),
+        "$.model.input",
+        ("the YAML tag 'tag:yaml.org,2002:float' does not fit a list",),
+    ),
     Case("impossible_bool", edit("seed: 0", "seed: !!bool maybe"), (2, 7), "$.seed", ("cannot read 'maybe' as bool",)),
     Case("impossible_int", edit("seed: 0", "seed: !!int seven"), (2, 7), "$.seed", ("cannot read 'seven' as int",)),
     # -- aliases: bombs and cycles --------------------------------------------------------------
-    Case("billion_laughs", billion_laughs(), (6, 7), "$.lol5", ("expands to 12345679021 values through YAML aliases", f"at most {L.MAX_VALUES}")),
-    Case("billion_laughs_of_mappings", mapping_laughs(), (24, 5), "$.m5", ("through YAML aliases", f"at most {L.MAX_VALUES}")),
-    Case("recursive_list_alias", edit("seed: 0", "seed: &s [*s]"), (2, 7), "$.seed[0]", ("a recursive alias: this list holds an alias to itself",)),
-    Case("recursive_mapping_alias", edit("seed: 0", "seed: &s {again: *s}"), (2, 7), "$.seed.again", ("a recursive alias: this mapping holds an alias to itself",)),
-    Case("mutually_recursive_aliases", edit("seed: 0", "seed: &a [&b [*a, *b]]"), (2, 7), "$.seed[0][0]", ("a recursive alias",)),
-    Case("recursive_alias_deep_inside", edit("  input: [2]", "  input: &i [1, [2, [3, {x: [*i]}]]]"), (8, 10), "$.model.input[1][1][1].x[0]", ("a recursive alias",)),
-    Case("alias_to_an_unknown_anchor", edit("seed: 0", "seed: *nowhere"), (2, 7), "$", ("YAML syntax error", "found undefined alias 'nowhere'")),
-    Case("merge_key", edit("  type: sgd\n", "  <<: {type: sgd}\n"), (14, 3), "$.optimizer", ("merge keys ('<<') are not supported", "write the keys out")),
-    Case("merge_key_through_an_alias", "base: &b {type: dense, units: 2}\n" + edit("    - {name: hidden, type: dense, units: 2, activation: sigmoid}",
-                                                                                   "    - {<<: *b, name: hidden, activation: sigmoid}"),
-         (11, 8), "$.model.layers[0]", ("merge keys ('<<') are not supported",)),
+    Case(
+        "billion_laughs",
+        billion_laughs(),
+        (6, 7),
+        "$.lol5",
+        ("expands to 12345679021 values through YAML aliases", f"at most {L.MAX_VALUES}"),
+    ),
+    Case(
+        "billion_laughs_of_mappings",
+        mapping_laughs(),
+        (24, 5),
+        "$.m5",
+        ("through YAML aliases", f"at most {L.MAX_VALUES}"),
+    ),
+    Case(
+        "recursive_list_alias",
+        edit("seed: 0", "seed: &s [*s]"),
+        (2, 7),
+        "$.seed[0]",
+        ("a recursive alias: this list holds an alias to itself",),
+    ),
+    Case(
+        "recursive_mapping_alias",
+        edit("seed: 0", "seed: &s {again: *s}"),
+        (2, 7),
+        "$.seed.again",
+        ("a recursive alias: this mapping holds an alias to itself",),
+    ),
+    Case(
+        "mutually_recursive_aliases",
+        edit("seed: 0", "seed: &a [&b [*a, *b]]"),
+        (2, 7),
+        "$.seed[0][0]",
+        ("a recursive alias",),
+    ),
+    Case(
+        "recursive_alias_deep_inside",
+        edit("  input: [2]", "  input: &i [1, [2, [3, {x: [*i]}]]]"),
+        (8, 10),
+        "$.model.input[1][1][1].x[0]",
+        ("a recursive alias",),
+    ),
+    Case(
+        "alias_to_an_unknown_anchor",
+        edit("seed: 0", "seed: *nowhere"),
+        (2, 7),
+        "$",
+        ("YAML syntax error", "found undefined alias 'nowhere'"),
+    ),
+    Case(
+        "merge_key",
+        edit("  type: sgd\n", "  <<: {type: sgd}\n"),
+        (14, 3),
+        "$.optimizer",
+        ("merge keys ('<<') are not supported", "write the keys out"),
+    ),
+    Case(
+        "merge_key_through_an_alias",
+        "base: &b {type: dense, units: 2}\n"
+        + edit(
+            "    - {name: hidden, type: dense, units: 2, activation: sigmoid}",
+            "    - {<<: *b, name: hidden, activation: sigmoid}",
+        ),
+        (11, 8),
+        "$.model.layers[0]",
+        ("merge keys ('<<') are not supported",),
+    ),
     # -- duplicate keys (PyYAML would keep the last one silently) -------------------------------
-    Case("duplicate_top_level_key", edit("loss: binary_crossentropy\n", "loss: binary_crossentropy\nloss: mean_squared_error\n"),
-         (13, 1), "$.loss", ("duplicate key 'loss' (also at line 12)", "a key may appear once")),
-    Case("duplicate_nested_key", edit("  learning_rate: 0.1\n", "  learning_rate: 0.1\n  learning_rate: 100\n"),
-         (16, 3), "$.optimizer.learning_rate", ("duplicate key 'learning_rate' (also at line 15)",)),
-    Case("duplicate_key_in_a_flow_mapping", edit("units: 1,", "units: 1, units: 9,"), (11, 42), "$.model.layers[1].units",
-         ("duplicate key 'units' (also at line 11)",)),
-    Case("duplicate_key_spelt_differently", edit("seed: 0", "seed: 0\n'seed': 1"), (3, 1), "$.seed", ("duplicate key 'seed' (also at line 2)",)),
+    Case(
+        "duplicate_top_level_key",
+        edit("loss: binary_crossentropy\n", "loss: binary_crossentropy\nloss: mean_squared_error\n"),
+        (13, 1),
+        "$.loss",
+        ("duplicate key 'loss' (also at line 12)", "a key may appear once"),
+    ),
+    Case(
+        "duplicate_nested_key",
+        edit("  learning_rate: 0.1\n", "  learning_rate: 0.1\n  learning_rate: 100\n"),
+        (16, 3),
+        "$.optimizer.learning_rate",
+        ("duplicate key 'learning_rate' (also at line 15)",),
+    ),
+    Case(
+        "duplicate_key_in_a_flow_mapping",
+        edit("units: 1,", "units: 1, units: 9,"),
+        (11, 42),
+        "$.model.layers[1].units",
+        ("duplicate key 'units' (also at line 11)",),
+    ),
+    Case(
+        "duplicate_key_spelt_differently",
+        edit("seed: 0", "seed: 0\n'seed': 1"),
+        (3, 1),
+        "$.seed",
+        ("duplicate key 'seed' (also at line 2)",),
+    ),
     # -- size, depth, count ---------------------------------------------------------------------
-    Case("over_the_size_limit", SPEC + "# " + "x" * L.MAX_FILE_BYTES + "\n", None, "$", (f"a spec may be at most {L.MAX_FILE_BYTES} bytes",)),
-    Case("nested_one_level_too_deep", edit("seed: 0", "seed: " + "[" * (L.MAX_DEPTH + 1) + "]" * (L.MAX_DEPTH + 1)), (2, 7 + L.MAX_DEPTH),
-         "$.seed" + "[0]" * L.MAX_DEPTH, (f"nests deeper than {L.MAX_DEPTH} levels",)),
-    Case("nested_ten_thousand_deep", edit("seed: 0", "seed: " + "[" * 10_000 + "]" * 10_000), (2, 7 + L.MAX_DEPTH + 1), "$",
-         (f"nests deeper than {L.MAX_DEPTH} levels",)),
-    Case("nested_block_mappings_deep", "".join("  " * i + f"k{i}:\n" for i in range(500)), (L.MAX_DEPTH + 2, 2 * L.MAX_DEPTH + 3), "$",
-         (f"nests deeper than {L.MAX_DEPTH} levels",)),
+    Case(
+        "over_the_size_limit",
+        SPEC + "# " + "x" * L.MAX_FILE_BYTES + "\n",
+        None,
+        "$",
+        (f"a spec may be at most {L.MAX_FILE_BYTES} bytes",),
+    ),
+    Case(
+        "nested_one_level_too_deep",
+        edit("seed: 0", "seed: " + "[" * (L.MAX_DEPTH + 1) + "]" * (L.MAX_DEPTH + 1)),
+        (2, 7 + L.MAX_DEPTH),
+        "$.seed" + "[0]" * L.MAX_DEPTH,
+        (f"nests deeper than {L.MAX_DEPTH} levels",),
+    ),
+    Case(
+        "nested_ten_thousand_deep",
+        edit("seed: 0", "seed: " + "[" * 10_000 + "]" * 10_000),
+        (2, 7 + L.MAX_DEPTH + 1),
+        "$",
+        (f"nests deeper than {L.MAX_DEPTH} levels",),
+    ),
+    Case(
+        "nested_block_mappings_deep",
+        "".join("  " * i + f"k{i}:\n" for i in range(500)),
+        (L.MAX_DEPTH + 2, 2 * L.MAX_DEPTH + 3),
+        "$",
+        (f"nests deeper than {L.MAX_DEPTH} levels",),
+    ),
     # the limits lowered, to keep it fast: the 1,001st node (root, name, hostile, seed, [, 996 items) stops the reading
-    Case("more_values_than_the_limit", edit("seed: 0", "seed: [" + ", ".join(["1"] * 100_000) + "]"), (2, 8 + 3 * 995), "$",
-         ("holds more than 1000 values", "large data belongs in a data file"), limits={"MAX_VALUES": 1000}),
-    Case("more_values_than_the_limit_through_aliases", edit("seed: 0", "seed: [&a [" + ", ".join(["1"] * 100) + "]" + ", *a" * 10 + "]"),
-         (2, 7), "$.seed", ("values through YAML aliases", "at most 1000"), limits={"MAX_VALUES": 1000}),
+    Case(
+        "more_values_than_the_limit",
+        edit("seed: 0", "seed: [" + ", ".join(["1"] * 100_000) + "]"),
+        (2, 8 + 3 * 995),
+        "$",
+        ("holds more than 1000 values", "large data belongs in a data file"),
+        limits={"MAX_VALUES": 1000},
+    ),
+    Case(
+        "more_values_than_the_limit_through_aliases",
+        edit("seed: 0", "seed: [&a [" + ", ".join(["1"] * 100) + "]" + ", *a" * 10 + "]"),
+        (2, 7),
+        "$.seed",
+        ("values through YAML aliases", "at most 1000"),
+        limits={"MAX_VALUES": 1000},
+    ),
     # -- encodings and characters ---------------------------------------------------------------
-    Case("latin1_bytes", edit("name: hostile", "name: hostilé").encode("latin-1"), (1, 13), "$", ("not UTF-8 text (byte 0xe9)", "save it as UTF-8")),
+    Case(
+        "latin1_bytes",
+        edit("name: hostile", "name: hostilé").encode("latin-1"),
+        (1, 13),
+        "$",
+        ("not UTF-8 text (byte 0xe9)", "save it as UTF-8"),
+    ),
     Case("random_binary", b"name: x\n" + bytes(range(128, 256)), (2, 1), "$", ("not UTF-8 text (byte 0x80)",)),
     Case("utf16_with_bom", SPEC.encode("utf-16"), (1, 1), "$", ("not UTF-8 text (byte 0xff)",)),
     Case("utf16_without_bom", SPEC.encode("utf-16-le"), (1, 2), "$", ("U+0000 is not allowed", "UTF-16 or binary")),
-    Case("nul_byte", edit("loss: binary_crossentropy", "loss: binary\0crossentropy").encode(), (12, 13), "$", ("U+0000 is not allowed",)),
+    Case(
+        "nul_byte",
+        edit("loss: binary_crossentropy", "loss: binary\0crossentropy").encode(),
+        (12, 13),
+        "$",
+        ("U+0000 is not allowed",),
+    ),
     Case("control_character", edit("name: hostile", "name: host\x07ile"), (1, 11), "$", ("U+0007 is not allowed",)),
     # -- numbers beyond any sense ---------------------------------------------------------------
     # YAML 1.2 reads 1e400 (no '.', no sign) as a number, as JSON does: too large, not text
-    Case("float_1e400", edit("  learning_rate: 0.1", "  learning_rate: 1e400"), (15, 18), "$.optimizer.learning_rate", ("1e400 is too large",)),
-    Case("float_with_sign_1e400", edit("  learning_rate: 0.1", "  learning_rate: 1.0e+400"), (15, 18), "$.optimizer.learning_rate", ("is too large",)),
-    Case("float_nan", edit("  learning_rate: 0.1", "  learning_rate: .nan"), (15, 18), "$.optimizer.learning_rate", ("the number .nan is not a number",)),
-    Case("float_inf", edit("  learning_rate: 0.1", "  learning_rate: .inf"), (15, 18), "$.optimizer.learning_rate", ("the number .inf is infinite",)),
-    Case("int_10000_digits", edit("  steps: 10", "  steps: " + "9" * 10_000), (17, 10), "$.train.steps", ("(10000 characters) is too large", TOO_LARGE)),
-    Case("int_past_64_bits", edit("seed: 0", f"seed: {2**64}"), (2, 7), "$.seed", (f"the number {2**64} is too large",)),
-    Case("int_in_a_set_override", SPEC, "--set train.steps=" + "9" * 5000, "$.train.steps", ("(5000 characters) is too large",),
-         args=("--set", "train.steps=" + "9" * 5000)),
-    Case("int_past_64_bits_in_data", edit("[0, 1], [1, 0]", f"[0, 1], [{2**70}, 0]"), (5, 26), "$.data.inline.x[2][0]", ("is too large",)),
+    Case(
+        "float_1e400",
+        edit("  learning_rate: 0.1", "  learning_rate: 1e400"),
+        (15, 18),
+        "$.optimizer.learning_rate",
+        ("1e400 is too large",),
+    ),
+    Case(
+        "float_with_sign_1e400",
+        edit("  learning_rate: 0.1", "  learning_rate: 1.0e+400"),
+        (15, 18),
+        "$.optimizer.learning_rate",
+        ("is too large",),
+    ),
+    Case(
+        "float_nan",
+        edit("  learning_rate: 0.1", "  learning_rate: .nan"),
+        (15, 18),
+        "$.optimizer.learning_rate",
+        ("the number .nan is not a number",),
+    ),
+    Case(
+        "float_inf",
+        edit("  learning_rate: 0.1", "  learning_rate: .inf"),
+        (15, 18),
+        "$.optimizer.learning_rate",
+        ("the number .inf is infinite",),
+    ),
+    Case(
+        "int_10000_digits",
+        edit("  steps: 10", "  steps: " + "9" * 10_000),
+        (17, 10),
+        "$.train.steps",
+        ("(10000 characters) is too large", TOO_LARGE),
+    ),
+    Case(
+        "int_past_64_bits", edit("seed: 0", f"seed: {2**64}"), (2, 7), "$.seed", (f"the number {2**64} is too large",)
+    ),
+    Case(
+        "int_in_a_set_override",
+        SPEC,
+        "--set train.steps=" + "9" * 5000,
+        "$.train.steps",
+        ("(5000 characters) is too large",),
+        args=("--set", "train.steps=" + "9" * 5000),
+    ),
+    Case(
+        "int_past_64_bits_in_data",
+        edit("[0, 1], [1, 0]", f"[0, 1], [{2**70}, 0]"),
+        (5, 26),
+        "$.data.inline.x[2][0]",
+        ("is too large",),
+    ),
     # -- very long keys -------------------------------------------------------------------------
-    Case("key_of_100k_characters", SPEC + "k" * 100_000 + ": 1\n", (19, 100_001), "$",
-         ("could not find expected ':'", "a key on one line may be at most 1024 characters")),
-    Case("explicit_key_of_100k_characters", SPEC + "? " + "k" * 100_000 + "\n: 1\n", (19, 3), "$.kkkkkkkkkkkkkkkkkkkk... (100000 characters)",
-         ("unknown key 'kkkkkkkkkkkkkkkkkkkkkk", "...")),
-    Case("quoted_key_of_1000_characters", edit("seed: 0", '"' + "s" * 1000 + '": 0'), (2, 1), "$.ssssssssssssssssssss... (1000 characters)",
-         ("unknown key",)),
+    Case(
+        "key_of_100k_characters",
+        SPEC + "k" * 100_000 + ": 1\n",
+        (19, 100_001),
+        "$",
+        ("could not find expected ':'", "a key on one line may be at most 1024 characters"),
+    ),
+    Case(
+        "explicit_key_of_100k_characters",
+        SPEC + "? " + "k" * 100_000 + "\n: 1\n",
+        (19, 3),
+        "$.kkkkkkkkkkkkkkkkkkkk... (100000 characters)",
+        ("unknown key 'kkkkkkkkkkkkkkkkkkkkkk", "..."),
+    ),
+    Case(
+        "quoted_key_of_1000_characters",
+        edit("seed: 0", '"' + "s" * 1000 + '": 0'),
+        (2, 1),
+        "$.ssssssssssssssssssss... (1000 characters)",
+        ("unknown key",),
+    ),
 ]
 
 
@@ -235,8 +511,15 @@ def test_hostile_spec_is_refused(case: Case, tmp_path, evil_module, monkeypatch)
     assert EVIL not in sys.modules
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("python_object_apply_os_system", "python_module_imports", "billion_laughs", "nul_byte")],
-                         ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c.id in ("python_object_apply_os_system", "python_module_imports", "billion_laughs", "nul_byte")
+    ],
+    ids=lambda c: c.id,
+)
 def test_run_refuses_it_too_and_writes_nothing(case: Case, tmp_path, evil_module):
     text = case.text(tmp_path) if callable(case.text) else case.text
     spec = tmp_path / "spec.yaml"
@@ -283,7 +566,12 @@ def test_aliases_within_the_limit_still_load():
 
 def test_a_fan_out_of_one_big_string_costs_no_memory(tmp_path):
     big = "x" * 50_000
-    text = SPEC.replace("name: hostile", "name: &n hostile") + f"description: &d {big}\nextra: [" + ", ".join(["*d"] * 2000) + "]\n"
+    text = (
+        SPEC.replace("name: hostile", "name: &n hostile")
+        + f"description: &d {big}\nextra: ["
+        + ", ".join(["*d"] * 2000)
+        + "]\n"
+    )
     tracemalloc.start()
     try:
         with pytest.raises(SpecError):
@@ -315,10 +603,11 @@ def test_a_date_that_does_not_exist_is_only_text(tmp_path):
 
 
 def test_the_largest_64_bit_integers_are_numbers():
-    assert L.parse(f"a: {2**63 - 1}\nb: {-2**63}\n", "s").data == {"a": 2**63 - 1, "b": -2**63}
+    assert L.parse(f"a: {2**63 - 1}\nb: {-(2**63)}\n", "s").data == {"a": 2**63 - 1, "b": -(2**63)}
 
 
 # -- what a spec may ask of the machine: the run plan and the model's size (netspec.cost) -----------
+
 
 def refused_at(spec: Path, path: str, *words: str, args: tuple = (), env: dict | None = None) -> str:
     """validate and run both refuse `spec` with one problem at `path` holding `words`; returns it."""
@@ -330,22 +619,50 @@ def refused_at(spec: Path, path: str, *words: str, args: tuple = (), env: dict |
         assert word in problem, problem
     runs = spec.parent / "runs"
     result = netspec("run", spec, *args, "--logdir", runs, "--quiet", env=env)
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output, (
+        result.output
+    )
     assert words[0] in result.output and not runs.exists()
     return problem
 
 
-@pytest.mark.parametrize("sets, path, words", [
-    (("train.steps=1000000000", "summaries.every=1"), "$.summaries.every",
-     ("1000000000 steps with a summary every 1 steps are 1000000001 summary points", f"at most {MAX_SUMMARY_POINTS}",
-      "Set summaries.every to 10001 or more")),
-    (("train.steps=9000000", "eval.every=100", "data.inline.x=[[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]]",
-      "data.inline.y=[[0], [1], [1], [0], [0]]", "data.validation_split=0.2"), "$.eval.every",
-     ("9000000 steps with eval.every 100 are 90000 evaluations; a run makes at most 10000", "Set eval.every to 900 or more")),
-    (("train.steps=2000000000", "summaries.every=50000", "checkpoint.every=50000"), "$.checkpoint.every",
-     ("2000000000 steps with checkpoint.every 50000 are 40000 checkpoints; a run makes at most 10000",
-      "Set checkpoint.every to 200000 or more")),
-], ids=["summaries", "evaluations", "checkpoints"])
+@pytest.mark.parametrize(
+    "sets, path, words",
+    [
+        (
+            ("train.steps=1000000000", "summaries.every=1"),
+            "$.summaries.every",
+            (
+                "1000000000 steps with a summary every 1 steps are 1000000001 summary points",
+                f"at most {MAX_SUMMARY_POINTS}",
+                "Set summaries.every to 10001 or more",
+            ),
+        ),
+        (
+            (
+                "train.steps=9000000",
+                "eval.every=100",
+                "data.inline.x=[[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]]",
+                "data.inline.y=[[0], [1], [1], [0], [0]]",
+                "data.validation_split=0.2",
+            ),
+            "$.eval.every",
+            (
+                "9000000 steps with eval.every 100 are 90000 evaluations; a run makes at most 10000",
+                "Set eval.every to 900 or more",
+            ),
+        ),
+        (
+            ("train.steps=2000000000", "summaries.every=50000", "checkpoint.every=50000"),
+            "$.checkpoint.every",
+            (
+                "2000000000 steps with checkpoint.every 50000 are 40000 checkpoints; a run makes at most 10000",
+                "Set checkpoint.every to 200000 or more",
+            ),
+        ),
+    ],
+    ids=["summaries", "evaluations", "checkpoints"],
+)
 def test_a_plan_past_what_a_run_may_write_is_refused(sets, path, words, tmp_path):
     """10**9 steps with summaries.every: 1 validated, then built a list of 10**9 chunk lengths."""
     spec = tmp_path / "spec.yaml"
@@ -357,7 +674,11 @@ def test_a_plan_at_the_bounds_is_valid(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
     steps = (MAX_SUMMARY_POINTS - 1) * 100
-    sets = [f"train.steps={steps}", "summaries.every=100", "checkpoint.every=1000"]  # 99,999 summary points, 9,999 checkpoints
+    sets = [
+        f"train.steps={steps}",
+        "summaries.every=100",
+        "checkpoint.every=1000",
+    ]  # 99,999 summary points, 9,999 checkpoints
     result = validate(spec, *(a for s in sets for a in ("--set", s)))
     assert result.exit_code == 0, result.output
 
@@ -372,8 +693,12 @@ def test_a_model_deeper_than_compiles_is_refused(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(deep_spec(MAX_LAYERS + 1))
     start = time.perf_counter()
-    problem = refused_at(spec, "$.model.layers", f"the model has {MAX_LAYERS + 1} layers; netspec compiles at most {MAX_LAYERS}",
-                         "Use fewer, wider layers")
+    problem = refused_at(
+        spec,
+        "$.model.layers",
+        f"the model has {MAX_LAYERS + 1} layers; netspec compiles at most {MAX_LAYERS}",
+        "Use fewer, wider layers",
+    )
     assert time.perf_counter() - start < 10
     assert DEPTH_MEASURED in problem
     spec.write_text(deep_spec(MAX_LAYERS))
@@ -392,36 +717,67 @@ def test_validate_of_a_deep_model_takes_milliseconds_a_layer(tmp_path):
 def test_a_model_too_large_for_the_memory_is_refused_at_its_largest_layer(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    layers = ("model.layers=[{name: a, type: dense, units: 100000}, {name: b, type: dense, units: 20000, activation: relu}, "
-              "{name: out, type: dense, units: 1, activation: sigmoid}]")
-    refused_at(spec, "$.model.layers[1]", "training this spec needs at least 14.9 GiB of memory, more than the budget of 12 GiB "
-               "(NETSPEC_MEMORY_BUDGET=12GiB)", "parameters (2 billion float32) 7.45 GiB, their gradients 7.45 GiB",
-               "The parameters take the most: layer 'b' (dense) alone holds 2000020000 (kernel [100000, 20000], bias [20000])",
-               args=("--set", layers), env={BUDGET_ENV: "12GiB"})
-    refused_at(spec, "$.model.layers[1]", "adam's state (2 x the parameters) 14.9 GiB", args=("--set", layers, "--set", "optimizer.type=adam"),
-               env={BUDGET_ENV: "16GiB"})  # what fits with sgd does not with adam's two more copies
+    layers = (
+        "model.layers=[{name: a, type: dense, units: 100000}, {name: b, type: dense, units: 20000, activation: relu}, "
+        "{name: out, type: dense, units: 1, activation: sigmoid}]"
+    )
+    refused_at(
+        spec,
+        "$.model.layers[1]",
+        "training this spec needs at least 14.9 GiB of memory, more than the budget of 12 GiB "
+        "(NETSPEC_MEMORY_BUDGET=12GiB)",
+        "parameters (2 billion float32) 7.45 GiB, their gradients 7.45 GiB",
+        "The parameters take the most: layer 'b' (dense) alone holds 2000020000 (kernel [100000, 20000], bias [20000])",
+        args=("--set", layers),
+        env={BUDGET_ENV: "12GiB"},
+    )
+    refused_at(
+        spec,
+        "$.model.layers[1]",
+        "adam's state (2 x the parameters) 14.9 GiB",
+        args=("--set", layers, "--set", "optimizer.type=adam"),
+        env={BUDGET_ENV: "16GiB"},
+    )  # what fits with sgd does not with adam's two more copies
 
 
-CONV = SPEC.replace("  inline:\n    x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n    y: [[0], [1], [1], [0]]\n", "  fashion_mnist: {}\n") \
-    .replace("input: [2]", "input: [784]").replace("binary_crossentropy", "sparse_categorical_crossentropy") \
-    .replace("    - {name: hidden, type: dense, units: 2, activation: sigmoid}\n    - {name: out, type: dense, units: 1, activation: sigmoid}\n",
-             "    - {name: image, type: reshape, shape: [28, 28, 1]}\n    - {name: conv, type: conv2d, filters: 64, kernel_size: 3, padding: same}\n"
-             "    - {name: flat, type: flatten}\n    - {name: out, type: dense, units: 10, activation: softmax}\n")
+CONV = (
+    SPEC.replace(
+        "  inline:\n    x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n    y: [[0], [1], [1], [0]]\n", "  fashion_mnist: {}\n"
+    )
+    .replace("input: [2]", "input: [784]")
+    .replace("binary_crossentropy", "sparse_categorical_crossentropy")
+    .replace(
+        "    - {name: hidden, type: dense, units: 2, activation: sigmoid}\n    - {name: out, type: dense, units: 1, activation: sigmoid}\n",
+        "    - {name: image, type: reshape, shape: [28, 28, 1]}\n    - {name: conv, type: conv2d, filters: 64, kernel_size: 3, padding: same}\n"
+        "    - {name: flat, type: flatten}\n    - {name: out, type: dense, units: 10, activation: softmax}\n",
+    )
+)
 
 
 def test_a_batch_too_large_for_the_memory_is_refused_at_the_batch_size(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(CONV)
-    refused_at(spec, "$.train.batch_size", "the activations of one batch of 10000 kept for the backward pass 1.9 GiB",
-               "each example keeps 196 KiB for the backward pass (layer 'conv' 196 KiB); use a smaller batch_size",
-               args=("--set", "train.batch_size=10000"), env={BUDGET_ENV: "2GiB"})
+    refused_at(
+        spec,
+        "$.train.batch_size",
+        "the activations of one batch of 10000 kept for the backward pass 1.9 GiB",
+        "each example keeps 196 KiB for the backward pass (layer 'conv' 196 KiB); use a smaller batch_size",
+        args=("--set", "train.batch_size=10000"),
+        env={BUDGET_ENV: "2GiB"},
+    )
 
 
 def test_data_too_large_for_the_memory_is_refused_at_the_data(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(CONV.replace("filters: 64", "filters: 1"))
-    refused_at(spec, "$.data.fashion_mnist", "the training data (60000 examples) 44.9 MiB", "The data takes the most",
-               "data.max_resident_mb", env={BUDGET_ENV: "40MiB"})
+    refused_at(
+        spec,
+        "$.data.fashion_mnist",
+        "the training data (60000 examples) 44.9 MiB",
+        "The data takes the most",
+        "data.max_resident_mb",
+        env={BUDGET_ENV: "40MiB"},
+    )
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from netspec.spec import load as L
-from netspec.errors import SpecError
-from netspec.spec.load import apply_override, json_path, load, parse, split_override
 from support import billion_laughs
+
+from netspec.errors import SpecError
+from netspec.spec import load as L
+from netspec.spec.load import apply_override, json_path, load, parse, split_override
 
 TEXT = """\
 name: demo
@@ -30,6 +30,7 @@ def only_problem(excinfo):
 
 
 # -- positions --------------------------------------------------------------------------------
+
 
 def test_positions_of_nested_keys_and_values():
     loaded = parse(TEXT, "s.yaml")
@@ -78,13 +79,17 @@ def test_small_aliases_are_allowed():
 
 # -- --set ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, path, value", [
-    ("a.b=1", ("a", "b"), "1"),
-    ("model.layers[0].units=5", ("model", "layers", 0, "units"), "5"),
-    ("model.layers.0.units=5", ("model", "layers", 0, "units"), "5"),
-    ("metrics=[accuracy]", ("metrics",), "[accuracy]"),
-    ("name=a=b", ("name",), "a=b"),
-])
+
+@pytest.mark.parametrize(
+    "text, path, value",
+    [
+        ("a.b=1", ("a", "b"), "1"),
+        ("model.layers[0].units=5", ("model", "layers", 0, "units"), "5"),
+        ("model.layers.0.units=5", ("model", "layers", 0, "units"), "5"),
+        ("metrics=[accuracy]", ("metrics",), "[accuracy]"),
+        ("name=a=b", ("name",), "a=b"),
+    ],
+)
 def test_split_override(text, path, value):
     assert split_override(text) == (path, value)
 
@@ -147,13 +152,20 @@ def test_set_replacing_a_subtree_forgets_its_old_positions():
     assert loaded.where(("model", "layers", 1, "units"), key=True) == origin
 
 
-@pytest.mark.parametrize("text, path, message", [
-    ("model.layers[5].units=3", "$.model.layers[5]", "there is no item 5 here: this is a list of 2 items (indices 0 to 1)"),
-    ("model.input.0.x=3", "$.model.input[0].x", "cannot set 'x' here: the value here is 2, not a mapping"),
-    ("name.first=x", "$.name.first", "not a mapping"),
-    ("train.steps=[1,", "$.train.steps", "cannot parse the value: YAML syntax error"),
-    ("train.steps=!!python/name:os.system", "$.train.steps", "is not allowed"),
-])
+@pytest.mark.parametrize(
+    "text, path, message",
+    [
+        (
+            "model.layers[5].units=3",
+            "$.model.layers[5]",
+            "there is no item 5 here: this is a list of 2 items (indices 0 to 1)",
+        ),
+        ("model.input.0.x=3", "$.model.input[0].x", "cannot set 'x' here: the value here is 2, not a mapping"),
+        ("name.first=x", "$.name.first", "not a mapping"),
+        ("train.steps=[1,", "$.train.steps", "cannot parse the value: YAML syntax error"),
+        ("train.steps=!!python/name:os.system", "$.train.steps", "is not allowed"),
+    ],
+)
 def test_bad_set(text, path, message):
     loaded = parse(TEXT, "s.yaml")
     with pytest.raises(SpecError) as excinfo:
@@ -172,6 +184,7 @@ def test_load_applies_overrides_in_order(tmp_path):
 
 
 # -- limits and safety ------------------------------------------------------------------------
+
 
 def test_billion_laughs_is_refused_quickly():
     text = billion_laughs()
@@ -199,10 +212,13 @@ def test_nesting_up_to_the_limit_loads():
     assert loaded.data["a"] == expected
 
 
-@pytest.mark.parametrize("text", [
-    "a: " + "[" * (L.MAX_DEPTH + 1) + "]" * (L.MAX_DEPTH + 1) + "\n",
-    "".join("  " * i + f"k{i}:\n" for i in range(L.MAX_DEPTH + 2)) + "  " * (L.MAX_DEPTH + 2) + "leaf: 1\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * (L.MAX_DEPTH + 1) + "]" * (L.MAX_DEPTH + 1) + "\n",
+        "".join("  " * i + f"k{i}:\n" for i in range(L.MAX_DEPTH + 2)) + "  " * (L.MAX_DEPTH + 2) + "leaf: 1\n",
+    ],
+)
 def test_nesting_deeper_than_the_limit_is_refused(text):
     with pytest.raises(SpecError) as excinfo:
         parse(text, "s")
@@ -221,11 +237,14 @@ def test_a_file_over_the_size_limit_is_refused(tmp_path):
     assert f"at most {L.MAX_FILE_BYTES} bytes" in problem.message
 
 
-@pytest.mark.parametrize("text, line, col, path", [
-    ("a: 1\nb: 2\na: 3\n", 3, 1, "$.a"),
-    ("m:\n  x: 1\n  y: 2\n  x: 3\n", 4, 3, "$.m.x"),
-    ("l:\n  - {k: 1, k: 2}\n", 2, 12, "$.l[0].k"),
-])
+@pytest.mark.parametrize(
+    "text, line, col, path",
+    [
+        ("a: 1\nb: 2\na: 3\n", 3, 1, "$.a"),
+        ("m:\n  x: 1\n  y: 2\n  x: 3\n", 4, 3, "$.m.x"),
+        ("l:\n  - {k: 1, k: 2}\n", 2, 12, "$.l[0].k"),
+    ],
+)
 def test_duplicate_keys_are_refused(text, line, col, path):
     with pytest.raises(SpecError) as excinfo:
         parse(text, "s")
@@ -242,12 +261,15 @@ def test_merge_keys_are_refused():
     assert "merge keys ('<<') are not supported" in problem.message
 
 
-@pytest.mark.parametrize("text", [
-    "a: !!python/object/apply:os.system ['echo hi']\n",
-    "a: !!python/name:os.system\n",
-    "a: !custom 1\n",
-    "!!set {a, b}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system ['echo hi']\n",
+        "a: !!python/name:os.system\n",
+        "a: !custom 1\n",
+        "!!set {a, b}\n",
+    ],
+)
 def test_non_standard_tags_are_refused(text):
     with pytest.raises(SpecError) as excinfo:
         parse(text, "s")

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from support import SPECS
 
-from netspec.training import checkpoint
 from netspec.compile.state import TrainState
 from netspec.errors import NetspecError
-from support import SPECS
+from netspec.training import checkpoint
 
 
 def train_state(seed: int = 0) -> TrainState:
@@ -40,8 +40,11 @@ def train_state(seed: int = 0) -> TrainState:
     opt_state = optax.inject_hyperparams(optax.adam)(learning_rate=0.01).init(params)
     # moments and counts that are not zeros, of the dtypes optax gave them
     opt_state = jax.tree_util.tree_map(
-        lambda leaf: np.asarray(rng.integers(1, 1000) if np.issubdtype(leaf.dtype, np.integer) else rng.normal(size=leaf.shape), leaf.dtype),
-        opt_state)
+        lambda leaf: np.asarray(
+            rng.integers(1, 1000) if np.issubdtype(leaf.dtype, np.integer) else rng.normal(size=leaf.shape), leaf.dtype
+        ),
+        opt_state,
+    )
     return TrainState(np.asarray(1234, np.int32), params, model_state, opt_state, np.asarray(2, np.int32))
 
 
@@ -71,6 +74,7 @@ def files_in(directory: Path) -> list[str]:
 
 # -- save / load ----------------------------------------------------------------------------------
 
+
 def test_round_trip_is_bit_exact(tmp_path):
     state = train_state()
     path = checkpoint.save(tmp_path / "ck" / "step-00001234.safetensors", state, {"step": 1234})
@@ -90,8 +94,8 @@ def test_round_trip_is_bit_exact(tmp_path):
 @pytest.mark.slow
 def test_round_trip_of_a_compiled_program_state(tmp_path):
     """The real thing: a spec's initial TrainState saved and loaded into a fresh init()."""
-    from netspec.spec.check import check
     from netspec.compile.program import compile_spec
+    from netspec.spec.check import check
     from netspec.spec.load import load
 
     spec_file = SPECS / "xor_wide.yaml"
@@ -111,8 +115,13 @@ def test_no_pickle_in_the_file(tmp_path):
 
 
 def test_metadata_round_trip(tmp_path):
-    meta = {"spec": "xor_wide", "step": 1200, "tracking": {"best": 0.875, "best_step": 600, "early_best": None, "bad_evals": 1},
-            "text": "ünïcode ✓", "list": [1, 2.5, "three"]}
+    meta = {
+        "spec": "xor_wide",
+        "step": 1200,
+        "tracking": {"best": 0.875, "best_step": 600, "early_best": None, "bad_evals": 1},
+        "text": "ünïcode ✓",
+        "list": [1, 2.5, "three"],
+    }
     path = checkpoint.save(tmp_path / "a.safetensors", train_state(), meta)
     assert checkpoint.metadata(path) == meta
     assert checkpoint.metadata(checkpoint.save(tmp_path / "b.safetensors", train_state())) == {}
@@ -141,6 +150,7 @@ def test_a_failed_write_leaves_no_temp_file_and_the_old_checkpoint_intact(tmp_pa
 
 def test_an_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch):
     """Ctrl-C (KeyboardInterrupt) in the middle of a write: the temp file goes too."""
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -152,10 +162,16 @@ def test_an_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch):
 
 # -- a checkpoint that does not fit ---------------------------------------------------------------
 
+
 def test_a_leaf_of_another_shape_is_named(tmp_path):
     path = checkpoint.save(tmp_path / "a.safetensors", train_state())
     template = train_state()
-    wider = template._replace(params={**template.params, "layer1": {"kernel": np.zeros((2, 12), np.float32), "bias": np.zeros((12,), np.float32)}})
+    wider = template._replace(
+        params={
+            **template.params,
+            "layer1": {"kernel": np.zeros((2, 12), np.float32), "bias": np.zeros((12,), np.float32)},
+        }
+    )
     with pytest.raises(NetspecError) as e:
         checkpoint.load(path, wider)
     message = str(e.value)
@@ -176,7 +192,12 @@ def test_a_missing_leaf_is_named(tmp_path):
 def test_a_leaf_of_another_dtype_is_refused(tmp_path):
     state = train_state()
     path = checkpoint.save(tmp_path / "a.safetensors", state)
-    as_int = state._replace(params={**state.params, "hypothesis": {"kernel": np.zeros((10, 1), np.int32), "bias": state.params["hypothesis"]["bias"]}})
+    as_int = state._replace(
+        params={
+            **state.params,
+            "hypothesis": {"kernel": np.zeros((10, 1), np.int32), "bias": state.params["hypothesis"]["bias"]},
+        }
+    )
     with pytest.raises(NetspecError, match=r"\['hypothesis'\]\['kernel'\] is float32, the model needs int32"):
         checkpoint.load(path, as_int)
 
@@ -216,6 +237,7 @@ def test_a_missing_file_is_a_netspec_error(tmp_path):
 
 
 # -- Checkpoints: the run's directory ---------------------------------------------------------------
+
 
 def tiny(step: int) -> dict:
     return {"w": np.full((3,), float(step), np.float32), "step": np.asarray(step, np.int32)}

@@ -15,9 +15,7 @@ from netspec.training.graph import _scope, step_graph, write_graph
 
 def _names(tree, prefix=""):
     """`{"layer1": {"kernel": ...}}` -> `{"layer1": {"kernel": "layer1/kernel"}}`."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: prefix + "/".join(str(key.key) for key in path), tree
-    )
+    return jax.tree_util.tree_map_with_path(lambda path, _: prefix + "/".join(str(key.key) for key in path), tree)
 
 
 def _dense(params, x, activation):

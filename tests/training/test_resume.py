@@ -17,21 +17,18 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import load_file
-
-from netspec.training import checkpoint
-
-from netspec.spec.check import check
-from netspec.compile.program import compile_spec
-from netspec.spec.load import load
-from netspec.training.interrupts import Stopped
-from netspec.training.rundir import LOCK_FILE
-
 from support import SPECS, accumulator, netspec, result_of, run_netspec, start_netspec
+
+from netspec.compile.program import compile_spec
 from netspec.inference import evaluate_run
-from netspec.training.feed import device_data, load_arrays
+from netspec.spec.check import check
+from netspec.spec.load import load
+from netspec.training import checkpoint
 from netspec.training.callbacks import nonfinite_error
+from netspec.training.feed import device_data, load_arrays
+from netspec.training.interrupts import Stopped
 from netspec.training.loop import RunResult, run
-from netspec.training.rundir import load_run_spec
+from netspec.training.rundir import LOCK_FILE, load_run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +85,7 @@ checkpoint: {every: 100}
 
 # -- helpers ------------------------------------------------------------------------------------------
 
+
 def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in accumulator(path).Scalars(tag)]
 
@@ -111,8 +109,11 @@ def only_run_dir(logdir: Path) -> Path:
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     """Every file under `directory` with its size and modification time (but the lock file, which
     names whoever last held the run, refused or not)."""
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")
-            if p.is_file() and p.name != LOCK_FILE}
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 def assert_bit_identical_files(a: Path, b: Path) -> None:
@@ -145,6 +146,7 @@ def run_in_process(spec_file: Path, logdir: Path, run_name: str, *overrides: str
 
 
 # -- 1. bit-exact resume, in process ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(shuffled_spec, tmp_path_factory) -> RunResult:
@@ -225,10 +227,16 @@ def test_a_resume_within_the_same_second_keeps_the_events(shuffled_spec, tmp_pat
 
     import netspec.training.summaries
 
-    monkeypatch.setattr(netspec.training.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0))  # one second for both
+    monkeypatch.setattr(
+        netspec.training.summaries, "time", types.SimpleNamespace(time=lambda: 1795000000.0)
+    )  # one second for both
     b = run_in_process(shuffled_spec, tmp_path, "B", "train.steps=30")
-    (b.run_dir / "checkpoints" / "step-00000030.safetensors").unlink()  # as if killed after step 30's events, before its checkpoint
-    monkeypatch.setattr(os, "getpid", lambda: 1)  # another process, whose pid sorts first in a file name of the same second
+    (
+        b.run_dir / "checkpoints" / "step-00000030.safetensors"
+    ).unlink()  # as if killed after step 30's events, before its checkpoint
+    monkeypatch.setattr(
+        os, "getpid", lambda: 1
+    )  # another process, whose pid sorts first in a file name of the same second
     run(load_run_spec(b.run_dir, ["train.steps=40"]), resume=b.run_dir, quiet=True)
     # the resumed file is read after the first (named so), so its purge hides the first's step 30
     points = scalars(b.run_dir, "loss")
@@ -357,6 +365,7 @@ def test_kill_9_leaves_a_run_that_loads_reads_back_and_resumes(tmp_path):
 
 # -- 4. NaN ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def diverging_spec(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("diverging") / "diverging.yaml"
@@ -390,18 +399,21 @@ def test_nan_stops_naming_the_step_and_layer_and_keeps_the_last_good_checkpoint(
     assert all(np.isfinite(v) for _, v in points)
 
 
-
 def _first_nonfinite(spec_path: Path, *sets: str) -> tuple[int, int]:
     """(step, layer index) of the first non-finite step, from one diagnosing chunk over the whole run."""
     spec = check(load(spec_path, list(sets)))
     program = compile_spec(spec)
     arrays = load_arrays(spec)
     assert spec.train["batch_size"] == spec.num_examples  # full batch: no indices
-    _, outputs = program.train_chunk(spec.steps, diagnose=True)(program.init(), device_data(arrays.train, arrays), None, program.keys)
+    _, outputs = program.train_chunk(spec.steps, diagnose=True)(
+        program.init(), device_data(arrays.train, arrays), None, program.keys
+    )
     return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
 
 
-@pytest.mark.parametrize("sets", [(), ("checkpoint.every=null", "summaries.every=20")], ids=["checkpoint-before", "no-checkpoint"])
+@pytest.mark.parametrize(
+    "sets", [(), ("checkpoint.every=null", "summaries.every=20")], ids=["checkpoint-before", "no-checkpoint"]
+)
 def test_nan_is_located_exactly_whatever_the_last_checkpoint(diverging_spec, tmp_path, sets):
     """The step and layer named are those a check at every step finds, whether the chunk is run
     again from a checkpoint just before it or from step 0 through many chunks."""
@@ -420,12 +432,17 @@ def test_nan_not_found_again_names_the_chunk_and_its_first_bad_loss(tmp_path):
     losses = np.array([1.0] * 41 + [np.inf] + [np.nan] * 58)
     spec = check(load(SPECS / "xor_wide.yaml", []))
     message = str(nonfinite_error(spec, tmp_path, -1, -1, None, 300, 100, losses))
-    assert message.startswith("Training stopped: a NaN or Inf appeared in steps 201-300 (the loss first at step 242), "
-                              "and running them again did not show the step and layer.")
+    assert message.startswith(
+        "Training stopped: a NaN or Inf appeared in steps 201-300 (the loss first at step 242), "
+        "and running them again did not show the step and layer."
+    )
     assert "No checkpoint had been written yet" in message and str(tmp_path) in message
 
+
 def test_nan_with_skip_step_completes_and_counts_the_skipped_steps(diverging_spec, tmp_path):
-    result = netspec("run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", "--set", "train.on_nonfinite=skip_step")
+    result = netspec(
+        "run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", "--set", "train.on_nonfinite=skip_step"
+    )
     assert result.exit_code == 0, result.output
     run_dir = only_run_dir(tmp_path)
     report = result_of(run_dir)
@@ -444,7 +461,9 @@ def test_nan_with_skip_step_completes_and_counts_the_skipped_steps(diverging_spe
 
 def test_nan_with_ignore_runs_to_the_end_unchecked(diverging_spec, tmp_path):
     """on_nonfinite: ignore checks nothing, as a hand-written loop: the run ends normally, NaN and all."""
-    result = netspec("run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", "--set", "train.on_nonfinite=ignore")
+    result = netspec(
+        "run", str(diverging_spec), "--logdir", str(tmp_path), "--quiet", "--set", "train.on_nonfinite=ignore"
+    )
     assert result.exit_code == 0, result.output
     report = result_of(only_run_dir(tmp_path))
     assert report["steps"] == 400 and report["final"]["loss"] is None  # NaN, written as null
@@ -455,8 +474,17 @@ def test_a_huge_learning_rate_without_nan_is_no_traceback(tmp_path):
     """xor_wide with learning rate 1e30: the fused sigmoid loss stays finite (no NaN), the
     weights become ~1e31 and nearly equal; their histograms must not crash the run (numpy cannot
     cut such a range into 30 bins)."""
-    result = netspec("run", str(SPECS / "xor_wide.yaml"), "--logdir", str(tmp_path), "--quiet",
-                     "--set", "train.steps=300", "--set", "optimizer.learning_rate=1.0e+30")
+    result = netspec(
+        "run",
+        str(SPECS / "xor_wide.yaml"),
+        "--logdir",
+        str(tmp_path),
+        "--quiet",
+        "--set",
+        "train.steps=300",
+        "--set",
+        "optimizer.learning_rate=1.0e+30",
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 0, result.output
     run_dir = only_run_dir(tmp_path)
@@ -465,14 +493,28 @@ def test_a_huge_learning_rate_without_nan_is_no_traceback(tmp_path):
 
 # -- 5. early stopping ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def early_stopped(shuffled_spec, tmp_path_factory) -> Path:
     logdir = tmp_path_factory.mktemp("early")
-    result = netspec("run", str(shuffled_spec), "--logdir", str(logdir), "--quiet",
-                     "--set", "train.steps=100", "--set", "eval.every=10", "--set", "data.validation_split=0.25",  # select on validation
-                     # after step 10 the learning rate jumps 1000-fold, so the validation loss at step 20 is worse than at 10
-                     "--set", "optimizer.learning_rate={type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1000}}",
-                     "--set", "train.early_stopping={metric: loss, patience: 1, min_delta: 0.5}")
+    result = netspec(
+        "run",
+        str(shuffled_spec),
+        "--logdir",
+        str(logdir),
+        "--quiet",
+        "--set",
+        "train.steps=100",
+        "--set",
+        "eval.every=10",
+        "--set",
+        "data.validation_split=0.25",  # select on validation
+        # after step 10 the learning rate jumps 1000-fold, so the validation loss at step 20 is worse than at 10
+        "--set",
+        "optimizer.learning_rate={type: piecewise_constant, init_value: 0.01, boundaries_and_scales: {10: 1000}}",
+        "--set",
+        "train.early_stopping={metric: loss, patience: 1, min_delta: 0.5}",
+    )
     assert result.exit_code == 0, result.output
     assert "Early stopping at step" in result.output
     return only_run_dir(logdir)
@@ -492,7 +534,10 @@ def test_early_stopping_stops_and_keeps_the_best(early_stopped):
     assert best_step == 10
     assert report["steps"] == 20  # it stops at the evaluation that decided it
     assert_each_step_once(scalars(early_stopped, "loss"))
-    assert checkpoint.Checkpoints(early_stopped / "checkpoints", keep=1).latest().name == f"step-{report['steps']:08d}.safetensors"
+    assert (
+        checkpoint.Checkpoints(early_stopped / "checkpoints", keep=1).latest().name
+        == f"step-{report['steps']:08d}.safetensors"
+    )
 
 
 def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
@@ -517,10 +562,20 @@ def test_early_stopping_evaluates_each_step_once(early_stopped):
 
 # -- 6. a checkpoint of another model ------------------------------------------------------------------
 
+
 @pytest.fixture
 def xor_run(tmp_path) -> Path:
-    result = netspec("run", str(SPECS / "xor_wide.yaml"), "--logdir", str(tmp_path / "runs"), "--quiet",
-                     "--set", "train.steps=200", "--set", "checkpoint.every=100")
+    result = netspec(
+        "run",
+        str(SPECS / "xor_wide.yaml"),
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--set",
+        "train.steps=200",
+        "--set",
+        "checkpoint.every=100",
+    )
     assert result.exit_code == 0, result.output
     return only_run_dir(tmp_path / "runs")
 
@@ -542,7 +597,9 @@ def test_resume_with_an_edited_spec_is_refused_before_training(xor_run):
 def test_resume_passes_over_another_runs_checkpoint(xor_run, tmp_path):
     """A checkpoint of another model in the run's place is passed over for the one before it, said
     in one line, and kept aside (no later save keeps it in place of a sound one)."""
-    other = netspec("run", str(SPECS / "xor_nn.yaml"), "--logdir", str(tmp_path / "other"), "--quiet", "--set", "train.steps=100")
+    other = netspec(
+        "run", str(SPECS / "xor_nn.yaml"), "--logdir", str(tmp_path / "other"), "--quiet", "--set", "train.steps=100"
+    )
     assert other.exit_code == 0, other.output
     foreign = checkpoint.Checkpoints(only_run_dir(tmp_path / "other") / "checkpoints", keep=1).latest()
     shutil.copy(foreign, xor_run / "checkpoints" / "step-00000300.safetensors")  # now the latest
@@ -552,4 +609,6 @@ def test_resume_passes_over_another_runs_checkpoint(xor_run, tmp_path):
     assert "using step-00000200.safetensors instead" in result.output
     assert (xor_run / "checkpoints" / "step-00000300.safetensors.damaged").read_bytes() == foreign.read_bytes()
     assert result_of(xor_run)["steps"] == 400
-    assert checkpoint.metadata(xor_run / "checkpoints" / "step-00000300.safetensors")["step"] == 300  # its own, trained again
+    assert (
+        checkpoint.metadata(xor_run / "checkpoints" / "step-00000300.safetensors")["step"] == 300
+    )  # its own, trained again

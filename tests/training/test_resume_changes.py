@@ -18,17 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from netspec.training import checkpoint
-from netspec.training import resumption
+from support import README, accumulator, assert_one_paragraph, cli, damage, netspec, write
 
 from netspec.spec.check import check
 from netspec.spec.load import load
-from netspec.training.rundir import LOCK_FILE
 from netspec.spec.schema import SCHEMA
-
-from support import README, accumulator, assert_one_paragraph, cli, damage, netspec, write
+from netspec.training import checkpoint, resumption
 from netspec.training import loop as T
+from netspec.training.rundir import LOCK_FILE
 
 # 8 examples in batches of 4 (so a validation split leaves a batch), SGD with momentum and
 # clipping (so changing their values is a setting, not a new optimizer state), a checkpoint at
@@ -58,7 +55,11 @@ LONGER = "train.steps=30"  # the base run finished its 20 steps: every resume he
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under `directory` with its content, but the lock (who last held the run)."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,10 @@ def set_learning_rate(spec):
 REFUSED = {
     "optimizer_type": (["optimizer.type=adam"], "$.optimizer.type: sgd -> adam"),
     "activation": (["model.layers[0].activation=tanh"], "$.model.layers[0].activation.type: sigmoid -> tanh"),
-    "added_dropout_layer": (add_dropout, "$.model.layers: [layer1 (dense), output (dense)] -> [layer1 (dense), drop (dropout), output (dense)]"),
+    "added_dropout_layer": (
+        add_dropout,
+        "$.model.layers: [layer1 (dense), output (dense)] -> [layer1 (dense), drop (dropout), output (dense)]",
+    ),
     "units": (["model.layers[0].units=5"], "$.model.layers[0].units: 4 -> 5"),
     "units_edited_by_hand": (set_units, "$.model.layers[0].units: 4 -> 5"),
     "kernel_init": (["model.layers[1].kernel_init=zeros"], "$.model.layers[1].kernel_init"),
@@ -158,7 +162,9 @@ def test_a_change_of_meaning_is_refused_with_the_difference_listed(run_dir, case
     args = change(run_dir, how, LONGER)
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, *args, "--allow-setting-changes")  # no flag lets these through
-    message = assert_one_paragraph(result, f"Cannot resume {run_dir}", shown, "Nothing in the run directory was changed")
+    message = assert_one_paragraph(
+        result, f"Cannot resume {run_dir}", shown, "Nothing in the run directory was changed"
+    )
     assert "netspec run" in message
     assert snapshot(run_dir) == before  # spec.yaml (as edited, if it was), the checkpoints, the events
 
@@ -198,7 +204,9 @@ def test_the_length_and_the_machine_may_change(run_dir, case):
 
 
 def test_the_changes_are_shown_in_tensorboard(run_dir):
-    result = netspec("resume", run_dir, "--set", LONGER, "--set", "optimizer.learning_rate=0.1", "--allow-setting-changes", "--quiet")
+    result = netspec(
+        "resume", run_dir, "--set", LONGER, "--set", "optimizer.learning_rate=0.1", "--allow-setting-changes", "--quiet"
+    )
     assert result.exit_code == 0, result.output
     ea = accumulator(run_dir)
     (event,) = ea.Tensors("spec_changes")
@@ -211,9 +219,13 @@ def test_a_setting_that_reshapes_the_optimizer_state_is_refused_by_the_checkpoin
     """A schedule in place of a number adds to what optax keeps: no checkpoint can be restored
     into it, which is said, and nothing is set aside or written."""
     before = snapshot(run_dir)
-    schedule = "optimizer.learning_rate={type: exponential_decay, init_value: 0.5, transition_steps: 10, decay_rate: 0.5}"
+    schedule = (
+        "optimizer.learning_rate={type: exponential_decay, init_value: 0.5, transition_steps: 10, decay_rate: 0.5}"
+    )
     result = netspec("resume", run_dir, "--set", LONGER, "--set", schedule, "--allow-setting-changes")
-    assert_one_paragraph(result, "None of the 2 checkpoints", "shapes the optimizer's state", "schedule in place of a number")
+    assert_one_paragraph(
+        result, "None of the 2 checkpoints", "shapes the optimizer's state", "schedule in place of a number"
+    )
     assert snapshot(run_dir) == before
 
 
@@ -232,7 +244,7 @@ def test_the_readme_says_what_each_rule_says():
     """Each rule of two keys or fewer is named in the README's Resume paragraph (the rules are
     stated in resumption.RULES; the README says them for a reader, and must not drift)."""
     readme = README.read_text()
-    section = readme[readme.index("- **Resume**"):readme.index("- **Damaged files**")]
+    section = readme[readme.index("- **Resume**") : readme.index("- **Damaged files**")]
     for rule in resumption.RULES:
         if rule.key.count(".") <= 1 and rule.key != "train":  # train's own keys are each named
             assert f"`{rule.key}`" in section, rule.key
@@ -240,13 +252,16 @@ def test_the_readme_says_what_each_rule_says():
         assert kind in section, kind
 
 
-@pytest.mark.parametrize("path, old, new, kind", [
-    (("checkpoint", "best"), None, "loss", resumption.SETTING),  # nothing chosen yet
-    (("checkpoint", "best"), "loss", "accuracy", resumption.MEANING),  # the best so far was chosen by loss
-    (("checkpoint", "best"), "loss", None, resumption.MEANING),
-    (("train", "early_stopping", "metric"), "loss", "accuracy", resumption.MEANING),
-    (("train", "early_stopping"), None, {"metric": "loss"}, resumption.SETTING),
-])
+@pytest.mark.parametrize(
+    "path, old, new, kind",
+    [
+        (("checkpoint", "best"), None, "loss", resumption.SETTING),  # nothing chosen yet
+        (("checkpoint", "best"), "loss", "accuracy", resumption.MEANING),  # the best so far was chosen by loss
+        (("checkpoint", "best"), "loss", None, resumption.MEANING),
+        (("train", "early_stopping", "metric"), "loss", "accuracy", resumption.MEANING),
+        (("train", "early_stopping"), None, {"metric": "loss"}, resumption.SETTING),
+    ],
+)
 def test_the_selection_metric_is_a_setting_until_it_has_chosen(path, old, new, kind):
     assert resumption.classify(path, old, new).kind == kind
 
@@ -255,21 +270,36 @@ def test_early_stopping_may_be_added_and_then_its_metric_is_fixed(run_dir, tmp_p
     """A resume may add early stopping (nothing was chosen yet); once its metric has chosen a
     best checkpoint, another metric is refused."""
     (tmp_path / "xor.yaml").write_text(XOR + "eval: {every: 10}\n")
-    held_out = T.run(check(load(tmp_path / "xor.yaml", ["data.validation_split=0.25"])), logdir=tmp_path / "runs", quiet=True).run_dir
-    added = netspec("resume", held_out, "--set", LONGER, "--set", "train.early_stopping={metric: loss, patience: 5}",
-                    "--allow-setting-changes", "--quiet")
+    held_out = T.run(
+        check(load(tmp_path / "xor.yaml", ["data.validation_split=0.25"])), logdir=tmp_path / "runs", quiet=True
+    ).run_dir
+    added = netspec(
+        "resume",
+        held_out,
+        "--set",
+        LONGER,
+        "--set",
+        "train.early_stopping={metric: loss, patience: 5}",
+        "--allow-setting-changes",
+        "--quiet",
+    )
     assert added.exit_code == 0, added.output
     (entry,) = json.loads((held_out / "changes.json").read_text())
     assert {c["key"] for c in entry["changes"]} == {"$.train.steps", "$.train.early_stopping", "$.checkpoint.best"}
-    other = netspec("resume", held_out, "--set", "train.steps=40", "--set", "checkpoint.best=accuracy", "--allow-setting-changes")
+    other = netspec(
+        "resume", held_out, "--set", "train.steps=40", "--set", "checkpoint.best=accuracy", "--allow-setting-changes"
+    )
     assert_one_paragraph(other, "$.checkpoint.best: loss -> accuracy", "best.safetensors was chosen")
 
 
 # -- the data: where it is may change, what it is may not ----------------------------------------------
 
-NPZ = XOR.replace("""  inline:
+NPZ = XOR.replace(
+    """  inline:
     x: [[0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [0, 1], [1, 0], [1, 1]]
-    y: [[0], [1], [1], [0], [0], [1], [1], [0]]""", "  npz: {path: data.npz}")
+    y: [[0], [1], [1], [0], [0], [1], [1], [0]]""",
+    "  npz: {path: data.npz}",
+)
 
 
 def xor_arrays(flip: bool = False) -> dict:
@@ -307,8 +337,13 @@ def test_predict_needs_only_the_run_directory(moved_npz_run, npz_run, tmp_path):
     assert result.exit_code == 0 and result.stderr == "", result.output
     assert result.stdout == netspec("predict", npz_run, "--input", points).stdout
     evaluated = netspec("eval", run_dir, "--split", "train")  # eval reads the split itself, so it needs the data
-    message = assert_one_paragraph(evaluated, "training data", str(tmp_path / "elsewhere" / "data.npz"), "Put the data back",
-                                   "netspec predict needs only the run directory")
+    message = assert_one_paragraph(
+        evaluated,
+        "training data",
+        str(tmp_path / "elsewhere" / "data.npz"),
+        "Put the data back",
+        "netspec predict needs only the run directory",
+    )
     assert "damaged" not in message
 
 
@@ -327,7 +362,9 @@ def test_other_data_at_the_same_place_is_refused(moved_npz_run):
     edit_spec(run_dir, lambda spec: spec["data"]["npz"].update(path=str(moved)))
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER)
-    assert_one_paragraph(result, "the training data found at the data paths", "other values", "which examples the parameters learn from")
+    assert_one_paragraph(
+        result, "the training data found at the data paths", "other values", "which examples the parameters learn from"
+    )
     assert snapshot(run_dir) == before
 
 
@@ -341,8 +378,15 @@ WORDS = {  # file -> what its paragraph says besides its name
 
 
 # (a missing ran.json is a run of an older netspec: test_a_run_without_ran_json_resumes_and_gets_one)
-@pytest.mark.parametrize("file, how", [(file, how) for file in sorted(WORDS) for how in ("missing", "truncated", "garbage", "incomplete")
-                                       if (file, how) != ("ran.json", "missing")])
+@pytest.mark.parametrize(
+    "file, how",
+    [
+        (file, how)
+        for file in sorted(WORDS)
+        for how in ("missing", "truncated", "garbage", "incomplete")
+        if (file, how) != ("ran.json", "missing")
+    ],
+)
 def test_a_damaged_run_directory_on_resume_is_one_paragraph(run_dir, file, how):
     damage(run_dir / file, how)
     before = snapshot(run_dir)
@@ -387,12 +431,15 @@ def test_a_set_that_does_not_fit_spec_yaml_is_the_sets_problem(run_dir):
     must be a multiple of summaries.every)."""
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER, "--set", "summaries.every=7", "--allow-setting-changes")
-    message = assert_one_paragraph(result, "The --set values do not fit the run's spec.yaml", "checkpoint.every", "Set that key too")
+    message = assert_one_paragraph(
+        result, "The --set values do not fit the run's spec.yaml", "checkpoint.every", "Set that key too"
+    )
     assert "damaged" not in message, message
     assert snapshot(run_dir) == before
 
 
 # -- a damaged latest checkpoint ---------------------------------------------------------------------
+
 
 def other_model_checkpoint(tmp_path: Path) -> Path:
     (tmp_path / "other.yaml").write_text(XOR.replace("units: 4", "units: 3").replace("name: xor", "name: other"))
@@ -432,7 +479,13 @@ def test_resume_with_no_checkpoint_that_loads_is_an_error(run_dir):
         damage(path, "truncated")
     before = snapshot(run_dir)
     result = netspec("resume", run_dir, "--set", LONGER)
-    assert_one_paragraph(result, "None of the 2 checkpoints", "step-00000020.safetensors: damaged", "step-00000010.safetensors: damaged", "netspec run")
+    assert_one_paragraph(
+        result,
+        "None of the 2 checkpoints",
+        "step-00000020.safetensors: damaged",
+        "step-00000010.safetensors: damaged",
+        "netspec run",
+    )
     assert snapshot(run_dir) == before
 
 
@@ -440,7 +493,10 @@ def test_resume_with_no_checkpoint_that_loads_is_an_error(run_dir):
 @pytest.mark.parametrize("how", ["truncated", "another_model"])
 def test_eval_and_predict_pass_over_a_damaged_latest_checkpoint(run_dir, command, how, foreign_checkpoint, tmp_path):
     np.save(tmp_path / "x.npy", xor_arrays()["x"][:4])
-    args = {"eval": ("eval", run_dir, "--split", "train"), "predict": ("predict", run_dir, "--input", tmp_path / "x.npy")}[command]
+    args = {
+        "eval": ("eval", run_dir, "--split", "train"),
+        "predict": ("predict", run_dir, "--input", tmp_path / "x.npy"),
+    }[command]
     (run_dir / "checkpoints" / "step-00000020.safetensors").unlink()  # the answer with step 10's parameters
     want = netspec(*args)
     assert want.exit_code == 0, want.output
@@ -455,7 +511,10 @@ def test_eval_and_predict_pass_over_a_damaged_latest_checkpoint(run_dir, command
     assert result.exit_code == 0, result.output
     assert result.stdout == want.stdout
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "step-00000020.safetensors does not load" in result.stderr and "using step-00000010.safetensors instead" in result.stderr
+    assert (
+        "step-00000020.safetensors does not load" in result.stderr
+        and "using step-00000010.safetensors instead" in result.stderr
+    )
     assert snapshot(tmp_path / "spoiled") == before  # eval and predict read; they set nothing aside
 
 
@@ -465,7 +524,10 @@ def test_a_change_is_shown_once_when_the_resume_is_resumed_again(tmp_path):
     resumed again from the same checkpoint replaces the first one's spec_changes, not adds to it."""
     from support import XOR  # support's XOR spec, not this module's
 
-    spec = write(tmp_path / "xor.yaml", XOR.replace("train: {steps: 20, batch_size: 4}", "train: {steps: 20, batch_size: 4}\ncheckpoint: {every: 10}"))
+    spec = write(
+        tmp_path / "xor.yaml",
+        XOR.replace("train: {steps: 20, batch_size: 4}", "train: {steps: 20, batch_size: 4}\ncheckpoint: {every: 10}"),
+    )
     assert cli("run", spec, "--logdir", tmp_path / "runs", "--quiet").exit_code == 0
     (run_dir,) = (tmp_path / "runs" / "xor").iterdir()
     for _ in range(2):  # the second resume starts from the same checkpoint (step 20) as the first

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import SPECS, assert_complete, assert_one_paragraph, netspec, run_dirs, start_netspec
 
 QUICK = ("--set", "train.steps=20", "--set", "summaries.every=10")
@@ -23,11 +22,15 @@ XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 
 def tree_digest(directory: Path) -> dict[str, str]:
     """Every file under `directory` (relative path -> SHA-256 of its bytes)."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 # -- a full disk ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory):
@@ -83,7 +86,10 @@ def test_a_full_disk_is_one_message_and_spares_earlier_runs(where, earlier_run, 
     assert not (run_dir / "result.json").exists()  # never looks finished
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left"
     if where == "result.json":  # training had ended: the closing checkpoint is kept, a resume finishes the run
-        assert f"Free some space, then finish the run (final evaluation and result.json, no training) with: netspec resume {run_dir}" in message
+        assert (
+            f"Free some space, then finish the run (final evaluation and result.json, no training) with: netspec resume {run_dir}"
+            in message
+        )
         finished = netspec("resume", run_dir, "--quiet")
         assert finished.exit_code == 0, finished.output
         assert_complete(run_dir, 20)
@@ -93,6 +99,7 @@ def test_a_full_disk_is_one_message_and_spares_earlier_runs(where, earlier_run, 
 
 
 # -- a logdir that cannot be -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("below", ["file.txt/runs", "file.txt/a/b"])
 def test_a_logdir_under_a_file_is_refused_before_training(tmp_path, below):
@@ -115,7 +122,9 @@ def test_a_logdir_that_is_a_file_is_a_bad_command_line(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../escaped", "..", "a/b", "/tmp/abs"])
 def test_a_run_name_cannot_leave_the_logdir(tmp_path, name):
-    result = netspec("run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", tmp_path / "logs" / "runs", "--quiet", "--run-name", name)
+    result = netspec(
+        "run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", tmp_path / "logs" / "runs", "--quiet", "--run-name", name
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "a run name is one directory name" in result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -123,9 +132,13 @@ def test_a_run_name_cannot_leave_the_logdir(tmp_path, name):
 
 # -- two runs racing for one name -------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_runs_started_together_get_two_complete_directories(tmp_path):
-    env = {**os.environ, "NETSPEC_JAX_CACHE": str(tmp_path / "jax-cache")}  # shared, empty: both compile and write it at once
+    env = {
+        **os.environ,
+        "NETSPEC_JAX_CACHE": str(tmp_path / "jax-cache"),
+    }  # shared, empty: both compile and write it at once
     command = ["run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", tmp_path / "runs", "--quiet", "--run-name", "x"]
     processes = [start_netspec(*command, env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
