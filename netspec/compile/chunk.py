@@ -7,7 +7,8 @@ Contract.
         -> jitted (TrainState, Data, batches, Keys) -> (TrainState, ChunkOutputs)
     stepwise_chunk(config, length, *, streamed, check) -> the same, one jitted call per step
     evaluate(config, classes, key) -> jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
-    loop_policy(train, layers, backend) -> (loop, unroll): how chunks run here, and why
+    conv_policy(choice, layers, ...) -> ({conv layer: lowering}, {layer: why native}): im2col or native
+    loop_policy(train, conv, backend) -> (loop, unroll): how chunks run here, and why
 
 `scan_chunk` runs K optimizer steps as one `lax.scan` inside one `jit`, the training data resident
 on the device and passed as an argument (never closed over), the TrainState buffers donated.
@@ -40,7 +41,10 @@ from netspec.compile.step import (
     prepare_batch,
     train_step,
 )
+from netspec.model.conv import Lowering, patches_bytes
 from netspec.model.network import Tree
+from netspec.spec.fields import as_pair
+from netspec.spec.types import Layer
 
 # What a chunk is given to say each step's batch: int32 example indices into resident data ([K,
 # batch] for a chunk, [batch] for a step), None (the whole set each step), or, streamed, the (x, y)
@@ -157,7 +161,9 @@ def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, 
     the scaling. It returns the state and `chunk_outputs`."""
 
     def chunk(state: TrainState, data: Data, batches: Batches, keys: Keys) -> tuple[TrainState, ChunkOutputs]:
-        body = lambda state, batch: one_step(config, state, data, batch, keys, streamed=streamed, check=check)
+        def body(state: TrainState, batch: Any) -> tuple[TrainState, Any]:
+            return one_step(config, state, data, batch, keys, streamed=streamed, check=check)
+
         if full_batch and not streamed:
             state, rows = jax.lax.scan(body, state, None, length=length, unroll=unroll)
         else:
@@ -186,7 +192,7 @@ class _StepwiseChunk:
     ) -> tuple[TrainState, ChunkOutputs]:
         rows = []
         for i in range(self.length):
-            batch = None if batches is None else jax.tree_util.tree_map(lambda a: a[i], batches)
+            batch = None if batches is None else jax.tree_util.tree_map(partial(_row, i), batches)
             state, row = self.step(state, data, batch, keys)
             rows.append(row)
         result: tuple[TrainState, ChunkOutputs] = self.outputs(state, jnp.stack(rows), data, _last(batches), keys)
@@ -198,6 +204,10 @@ class _StepwiseChunk:
         self.step.lower(state, data, first, keys).compile()
         self.outputs.lower(state, jnp.zeros((self.length, 2), jnp.float32), data, first, keys).compile()
         return _Compiled(self)
+
+
+def _row(i: int, a: jax.Array) -> jax.Array:
+    return a[i]
 
 
 class _Compiled:
@@ -249,15 +259,71 @@ def evaluate(
     return run
 
 
-def loop_policy(train: Mapping[str, Any], layer_types: Sequence[str], backend: str) -> tuple[str, int]:
+# The share of the memory budget the im2col patches of one training step may take; above it
+# `conv_policy` keeps the largest layers native. The patches of every conv2d layer live from the
+# forward pass to the backward (the kernel's gradient is patches^T @ dy), on top of what
+# validate's estimate counts, so they get a quarter: fashion_cnn's are 110 MB at batch 100.
+IM2COL_SHARE = 0.25
+
+
+def conv_policy(
+    choice: str, layers: Sequence[Layer], *, batch: int, itemsize: int, backend: str, budget: int
+) -> tuple[dict[str, Lowering], dict[str, str]]:
+    """({conv2d layer name: "native" or "im2col"}, {layer name: why it is native}): how each
+    convolution is computed on `backend`, the spec's `train.conv` (`choice`) resolved.
+
+    XLA:CPU's convolution is slow, and its gradient is slowest inside a while loop: fashion_cnn's
+    two convolutions trained 13x slower inside lax.scan than at the top level of a program, which
+    kept conv nets out of the fused scan on CPU (benchmarks/conv_scan_repro.py). im2col (slices
+    and one matrix multiply, `netspec.model.conv`) computes the same numbers at matrix-multiply
+    speed inside the scan (benchmarks/RESULTS.md, "Convolutions on CPU"), so `auto` is im2col on
+    CPU and native on GPU and TPU (cuDNN, the MXU). Its price is memory: patches of `batch`
+    examples at `itemsize` bytes, kernel area times the input; while their sum exceeds
+    `IM2COL_SHARE` of `budget` bytes, the layer with the largest patches stays native (and says
+    so). `native` and `im2col` force the choice for every layer."""
+    convs = [layer for layer in layers if layer.type == "conv2d"]
+    if choice != "auto":
+        return {layer.name: choice for layer in convs}, {}  # type: ignore[misc]  # choice is a Lowering here
+    if backend != "cpu":
+        return {layer.name: "native" for layer in convs}, {}
+    sizes = {layer.name: _patches_bytes(layer, batch, itemsize) for layer in convs}
+    lowering: dict[str, Lowering] = {layer.name: "im2col" for layer in convs}
+    reasons: dict[str, str] = {}
+    limit = int(IM2COL_SHARE * budget)
+    for name in sorted(sizes, key=lambda n: -sizes[n]):
+        total = sum(sizes[n] for n, how in lowering.items() if how == "im2col")
+        if total <= limit:
+            break
+        lowering[name] = "native"
+        reasons[name] = (
+            f"native: im2col patches of {sizes[name] / 2**20:.0f} MiB per step would take the conv layers' "
+            f"patches to {total / 2**20:.0f} MiB, over {IM2COL_SHARE:.0%} of the {budget / 2**30:.1f} GiB memory budget"
+        )
+    return lowering, reasons
+
+
+def _patches_bytes(layer: Layer, batch: int, itemsize: int) -> int:
+    args = layer.args
+    return patches_bytes(
+        layer.in_shapes[0],  # type: ignore[arg-type]  # a checked conv2d input is (height, width, channels)
+        as_pair(args["kernel_size"]),
+        as_pair(args["strides"]),
+        args["padding"],
+        as_pair(args["dilation"]),
+        batch,
+        itemsize,
+    )
+
+
+def loop_policy(train: Mapping[str, Any], conv: Mapping[str, Lowering], backend: str) -> tuple[str, int]:
     """(loop, unroll): how a chunk runs on `backend` ("cpu", "gpu", "tpu"), the spec's
-    `train.loop` and `train.unroll` resolved.
+    `train.loop` and `train.unroll` resolved, given how each conv2d is lowered (`conv_policy`).
 
     loop: "scan" fuses a chunk's steps into one lax.scan; "steps" calls one jitted step each.
-    XLA:CPU runs convolution gradients inside a while loop (lax.scan) about 5x slower than at the
-    top level of a program (measured on jax 0.10.2: 265 ms vs 54 ms for one conv2 kernel
-    gradient), so `auto` is "steps" for a model with a conv2d on a CPU, "scan" otherwise: the
-    same steps in the same order, and the per-call overhead is nothing beside a conv step.
+    XLA:CPU runs its native convolution's gradients inside a while loop (lax.scan) far slower
+    than at the top level of a program (fashion_cnn: 13x; one conv kernel's gradient 790 ms
+    against 24 ms, benchmarks/conv_scan_repro.py), so `auto` is "steps" on a CPU only for a model
+    with a conv2d left native; with im2col, conv nets run in the scan like every other model.
     unroll: steps per loop iteration. Unrolling the scan saves the loop's per-iteration cost (its
     counter, condition and, on GPU, a few kernel launches) once per extra step: fashion_mlp on an
     H200 ran 12 % faster with 2 steps per iteration (benchmarks/RESULTS.md). On CPU it buys
@@ -265,6 +331,6 @@ def loop_policy(train: Mapping[str, Any], layer_types: Sequence[str], backend: s
     on_cpu = backend == "cpu"
     loop = train["loop"]
     if loop == "auto":
-        loop = "steps" if on_cpu and "conv2d" in layer_types else "scan"
+        loop = "steps" if on_cpu and "native" in conv.values() else "scan"
     unroll: int = train["unroll"] or (1 if on_cpu else 2)
     return loop, unroll

@@ -13,6 +13,8 @@ Contract: `compile_spec(spec, mesh=None) -> Program` with
     evaluate(params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
     prepare_batch(Data, x, y) -> (x, y)           as stored -> as the model and the loss take them
     loop, unroll                                  how chunks run on this backend (recorded by the run)
+    conv, conv_reasons                            how each conv2d is computed here, and why a layer
+                                                  `auto` would lower by im2col stayed native
 
 This module only wires the pieces: the model (`netspec.model.network`), what the loss means
 (`netspec.model.losses`), the optimizer (`optim`), the step (`step`) and the chunk (`chunk`).
@@ -32,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from netspec.compile.chunk import Chunk, Evaluate, evaluate, loop_policy, scan_chunk, stepwise_chunk
+from netspec.compile.chunk import Chunk, Evaluate, conv_policy, evaluate, loop_policy, scan_chunk, stepwise_chunk
 from netspec.compile.optim import optimizer
 from netspec.compile.state import LOSS_SCALE_START, Data, HostOrDevice, Keys, LossScale, TrainState
 from netspec.compile.step import Batch, StepConfig, loss_and_metrics, prepare_batch, train_step
+from netspec.machine import memory_budget
+from netspec.model.conv import Lowering
 from netspec.model.losses import encode_labels, label_class, loss_fn, metric_fns, num_classes, predicted_class
 from netspec.model.network import NetworkApply, Tree, network
 from netspec.spec.types import Spec
@@ -91,6 +95,8 @@ class Program(NamedTuple):
     init_key: jax.Array
     state_sharding: Any  # with a mesh: where each TrainState leaf lives (the chunk keeps it there); else None
     loop: str  # "scan" or "steps": train.loop as resolved for this backend (`chunk.loop_policy`)
+    conv: dict[str, Lowering]  # {conv2d layer: "native" or "im2col"}: train.conv as resolved (`chunk.conv_policy`)
+    conv_reasons: dict[str, str]  # {conv2d layer: why `auto` left it native}, for the run directory
     unroll: int  # steps per scan iteration, as resolved
 
 
@@ -136,7 +142,16 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every
     batch is split over its devices and XLA's partitioner inserts the collectives (data
     parallelism); where the parameters live is the spec's `distribute.params`."""
-    net_init, net_apply = network(spec.layers)
+    backend = jax.default_backend()
+    conv, conv_reasons = conv_policy(
+        spec.train["conv"],
+        spec.layers,
+        batch=max(spec.train["batch_size"], spec.eval["batch_size"]),
+        itemsize=jnp.dtype(spec.precision.compute).itemsize,
+        backend=backend,
+        budget=memory_budget().bytes,
+    )
+    net_init, net_apply = network(spec.layers, conv=conv)
     tx = optimizer(spec.optimizer, seed=spec.seed)
     init_key, _, step_key = jax.random.split(
         jax.random.key(spec.seed), 3
@@ -176,7 +191,7 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     ) -> jax.Array:
         return net_apply(params, model_state, x, train=train, key=key, collect=collect)[0]
 
-    loop, unroll = loop_policy(spec.train, [layer.type for layer in spec.layers], jax.default_backend())
+    loop, unroll = loop_policy(spec.train, conv, backend)
     full_batch = spec.train["batch_size"] == spec.num_examples
     cache: dict[tuple[int, bool, bool], Chunk] = {}
 
@@ -211,5 +226,7 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         init_key=init_key,
         state_sharding=state_sharding,
         loop=loop,
+        conv=conv,
+        conv_reasons=conv_reasons,
         unroll=unroll,
     )

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from netspec.model.conv import Lowering, convolve
 from netspec.spec.fields import as_pair
 from netspec.spec.types import Layer
 
@@ -202,26 +203,24 @@ def conv2d(
     use_bias: bool,
     kernel_init: Mapping[str, Any],
     bias_init: Mapping[str, Any],
+    lowering: Lowering = "native",
 ) -> tuple[Init, Apply]:
     """2-D convolution of x [N, height, width, channels] with a kernel [kh, kw, channels / groups,
-    filters] (NHWC / HWIO, `lax.conv_general_dilated`; 'same' padding as XLA and TensorFlow pad)."""
-    (h, w, c) = in_shapes[0]
+    filters] (NHWC / HWIO, as `lax.conv_general_dilated`; 'same' padding as XLA and TensorFlow pad).
+    `lowering` is not a field of the layer but how this backend computes it: "native" (XLA's
+    convolution) or "im2col" (slices and one matrix multiply; `netspec.model.conv`), chosen by
+    `compile.chunk.conv_policy`; the parameters are the same either way."""
+    c = in_shapes[0][-1]
     kh, kw = as_pair(kernel_size)
     window_strides, rhs_dilation = as_pair(strides), as_pair(dilation)
-    xla_padding = padding.upper()
 
     def apply(
         params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
     ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
-        y = jax.lax.conv_general_dilated(
-            x,
-            params["kernel"].astype(x.dtype),
-            window_strides=window_strides,
-            padding=xla_padding,
-            rhs_dilation=rhs_dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups,
+        kernel = params["kernel"].astype(x.dtype)
+        y = convolve(
+            x, kernel, strides=window_strides, padding=padding, dilation=rhs_dilation, groups=groups, lowering=lowering
         )
         return _plus_bias(params, y), state
 
@@ -422,8 +421,10 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
-def build(layer: Layer) -> tuple[Init, Apply]:
-    """(init, apply) of a checked layer: its builder with its spec fields as keyword arguments."""
-    return BUILDERS[layer.type](
-        layer.in_shapes, layer.out_shape, **{k: v for k, v in layer.args.items() if k != "activation"}
-    )
+def build(layer: Layer, *, lowering: Lowering | None = None) -> tuple[Init, Apply]:
+    """(init, apply) of a checked layer: its builder with its spec fields as keyword arguments;
+    `lowering` ("native" or "im2col"), for a conv2d only, says how this backend computes it."""
+    fields = {k: v for k, v in layer.args.items() if k != "activation"}
+    if lowering is not None:
+        fields["lowering"] = lowering
+    return BUILDERS[layer.type](layer.in_shapes, layer.out_shape, **fields)

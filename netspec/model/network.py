@@ -16,11 +16,12 @@ layer's output (the activation histograms). Layer `i` draws its randomness from
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
 
+from netspec.model.conv import Lowering
 from netspec.model.layers import Activation, Arrays, Init, activation, build
 from netspec.spec.types import Layer, plain
 
@@ -43,9 +44,18 @@ class NetworkApply(Protocol):
     ) -> tuple[jax.Array, Tree]: ...
 
 
-def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, Tree]], NetworkApply]:
-    """`(init, apply)` of the model the checked `layers` describe (see the module docstring)."""
-    built = [(layer, *build(layer)) for layer in layers]
+def network(
+    layers: Sequence[Layer], *, conv: Mapping[str, Lowering] | None = None
+) -> tuple[Callable[[jax.Array], tuple[Tree, Tree]], NetworkApply]:
+    """`(init, apply)` of the model the checked `layers` describe (see the module docstring).
+    `conv`: {conv2d layer name: "native" or "im2col"}, how each convolution is computed on this
+    backend (`netspec.compile.chunk.conv_policy`); a layer not named is native. The parameters
+    (and so `init`) are the same whichever lowering is chosen."""
+    conv = conv or {}
+    built = [
+        (layer, *build(layer, lowering=conv.get(layer.name, "native") if layer.type == "conv2d" else None))
+        for layer in layers
+    ]
     activations: list[Activation | None] = [
         activation(layer.args["activation"]) if "activation" in layer.args else None for layer in layers
     ]
@@ -66,7 +76,7 @@ def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, 
     def init(key: jax.Array) -> tuple[Tree, Tree]:
         params: Tree = {}
         state: Tree = {}
-        for i, ((layer, _, _), layer_init) in enumerate(zip(built, inits)):
+        for i, ((layer, _, _), layer_init) in enumerate(zip(built, inits, strict=True)):
             with jax.named_scope(layer.name):
                 params[layer.name], state[layer.name] = layer_init(jax.random.fold_in(key, i))
         return params, state
@@ -86,7 +96,7 @@ def network(layers: Sequence[Layer]) -> tuple[Callable[[jax.Array], tuple[Tree, 
         values = {"input": x}
         new_state: Tree = {}
         last = len(built) - 1
-        for i, ((layer, _, layer_apply), act) in enumerate(zip(built, activations)):
+        for i, ((layer, _, layer_apply), act) in enumerate(zip(built, activations, strict=True)):
             with jax.named_scope(layer.name):
                 y, new_state[layer.name] = layer_apply(
                     params[layer.name],

@@ -623,7 +623,12 @@ def _train_schema() -> Schema:
             "loop": choice(
                 ["auto", "scan", "steps"],
                 "auto",
-                "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan except for convolutions on CPU, where XLA runs conv gradients inside loops much slower",
+                "how a chunk of steps runs: `scan` fuses them in one lax.scan; `steps` calls one jitted step each; `auto` is scan, except on CPU for a model with a conv2d computed natively (`train.conv`), whose gradients XLA:CPU runs 13x slower inside a loop",
+            ),
+            "conv": choice(
+                ["auto", "native", "im2col"],
+                "auto",
+                "how conv2d layers are computed: `native` is XLA's convolution (cuDNN on GPU); `im2col` is slices of the input and one matrix multiply, the same numbers to float32 rounding, which XLA:CPU runs inside the fused scan at matrix-multiply speed but which holds kernel-area copies of each conv layer's input; `auto` is im2col on CPU (native for the largest layers while their copies would exceed a quarter of the memory budget) and native on GPU and TPU. result.json's `ran.conv` records the choice per layer",
             ),
             "unroll": integer(
                 None,

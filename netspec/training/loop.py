@@ -100,7 +100,7 @@ def use_compilation_cache() -> None:
 
     default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netspec" / "jax"
     directory = os.environ.get("NETSPEC_JAX_CACHE", str(default))
-    if directory and not jax.config.jax_compilation_cache_dir:
+    if directory and not jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]  # jax's Config declares no option attributes
         jax.config.update("jax_compilation_cache_dir", directory)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
@@ -229,7 +229,11 @@ def _open(
         latest, state = restored
         meta = checkpoint.metadata(latest)
         closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
-        run_dir = Path(resume) if writer else make_run_dir(scratch, spec.name, run_name)
+        if writer:
+            run_dir = Path(resume)
+        else:
+            assert scratch is not None  # a process that does not write has its scratch directory
+            run_dir = make_run_dir(scratch, spec.name, run_name)
         _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
         if writer:
             record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
@@ -274,8 +278,9 @@ def _new_run(spec: Spec, where: Sitting, signals, arrays, logdir, run_name) -> P
 def _resume_kind(spec: Spec, resume: Path, meta: dict, at: int) -> tuple[dict | None, bool, bool]:
     """(the closing to finish or None, finishing, reclosing) of a resume from a checkpoint at step
     `at`; raises NetspecError for a run that already finished."""
-    closing = meta.get("closing")
-    ended = closing is not None and (at >= spec.steps or closing["stopped"] == "early_stopping")
+    closing: dict | None = meta.get("closing")
+    stopped_early = closing is not None and closing["stopped"] == "early_stopping"
+    ended = closing is not None and (at >= spec.steps or stopped_early)
     results = (resume / "result.json").is_file()
     if ended and not results and at <= spec.steps:
         return (
@@ -283,7 +288,7 @@ def _resume_kind(spec: Spec, resume: Path, meta: dict, at: int) -> tuple[dict | 
             True,
             False,
         )  # interrupted between its closing checkpoint and result.json: finish it, no training
-    if ended and closing["stopped"] == "early_stopping" and at < spec.steps:
+    if ended and stopped_early and at < spec.steps:
         raise NetspecError(
             f"{resume} already finished: early stopping ended it at step {at} of {spec.steps} (its result.json "
             f"says so). Its best checkpoint is what netspec eval and predict use."
@@ -548,7 +553,8 @@ def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, 
     needs = [callback.needs(end) for callback in callbacks]
     keep_state = any(n.state for n in needs)
     snapshot = copy(state) if keep_state else None
-    params = snapshot.params if keep_state else (copy(state.params) if any(n.params for n in needs) else None)
+    wants_params = any(n.params for n in needs)
+    params = snapshot.params if snapshot is not None else (copy(state.params) if wants_params else None)
     work = {}
     for callback in callbacks:
         started = callback.dispatch(state, end)
@@ -592,7 +598,7 @@ def _locate_nonfinite(
         echo(
             f"A NaN or Inf appeared in steps {begin + 1}-{end}; running them again from step {at} to find the step and layer."
         )
-    for start, n in zip(starts, lengths):
+    for start, n in zip(starts, lengths, strict=True):
         if start >= at and start + n <= begin:
             if signals.requested:  # Ctrl-C: stop looking
                 return -1, -1
@@ -659,6 +665,8 @@ def _close(
         "unroll": opened.program.unroll if opened.program.loop == "scan" else None,
         "devices": inputs.n_devices,
         "loss_scale": spec.precision.loss_scale,
+        "conv": opened.program.conv or None,  # {conv2d layer: "im2col" or "native"}
+        **({"conv_fallbacks": opened.program.conv_reasons} if opened.program.conv_reasons else {}),
     }
     train_seconds, steps_run = closing["train_seconds"], step - closing["start_step"]
     result = RunResult(

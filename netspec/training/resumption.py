@@ -17,7 +17,7 @@ is MEANING, so a key added to the schema is refused until someone decides otherw
 - LENGTH: how long the run trains (train.steps, train.epochs): allowed.
 - PLACE: where the same data is found (a data file's path, a data set's directory): allowed,
   as the data found there is compared with the record and must be what the run trained on.
-- MACHINE: how the same computation is laid out (distribute, train.loop, train.unroll,
+- MACHINE: how the same computation is laid out (distribute, train.loop, train.unroll, train.conv,
   data.max_resident_mb): allowed, as `--devices` is; the last bit of a float may differ.
 - SETTING: how training goes on from here (the learning rate and its schedule, the optimizer's
   arguments and clipping, on_nonfinite, early stopping, evaluation, checkpoints, summaries,
@@ -102,6 +102,7 @@ RULES: tuple[Rule, ...] = (
     Rule("train.shuffle", MEANING, "the batch order"),
     Rule("train.loop", MACHINE, "how the compiled steps are looped: the same steps"),
     Rule("train.unroll", MACHINE, "how the compiled steps are looped: the same steps"),
+    Rule("train.conv", MACHINE, "how a convolution is computed (native or im2col): the same model, to float32 rounding"),
     Rule("train.early_stopping.metric", SELECTION, "the measure of the best evaluation so far"),
     Rule("train.early_stopping.mode", SELECTION, "the measure of the best evaluation so far"),
     Rule("checkpoint", SETTING, "when checkpoints are written and how many are kept"),
@@ -182,7 +183,7 @@ def differences(old, new, path: tuple = ()) -> list[Difference]:
             out += differences(old.get(key, ABSENT), new.get(key, ABSENT), path + (key,))
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, path + (i,))]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, path + (i,))]
     return [] if _same(old, new) else [classify(path, old, new)]
 
 

@@ -142,6 +142,7 @@ ALLOWED = {
     "devices": ([LONGER, "distribute.devices=1"], "$.distribute.devices: null -> 1"),
     "unroll": ([LONGER, "train.unroll=2"], "$.train.unroll: null -> 2"),
     "loop": ([LONGER, "train.loop=steps"], "$.train.loop: auto -> steps"),
+    "conv": ([LONGER, "train.conv=native"], "$.train.conv: auto -> native"),
     "resident": ([LONGER, "data.max_resident_mb=1"], "$.data.max_resident_mb: 2048.0 -> 1.0"),
 }
 
