@@ -27,6 +27,7 @@ machine info; --raw FILE writes every run's numbers as JSON.
 
 import argparse
 import datetime
+import functools
 import glob
 import json
 import os
@@ -269,9 +270,9 @@ def main():
     for _ in range(a.runs):
         for model in models:
             for m in modes:
-                attempt(model, m, lambda: run_baseline(pythons[m], m, model, a.steps, a.batch, envs[m]))
+                attempt(model, m, functools.partial(run_baseline, pythons[m], m, model, a.steps, a.batch, envs[m]))
             if model in specs:
-                attempt(model, "netspec", lambda: run_netspec(commands[model], base_env))
+                attempt(model, "netspec", functools.partial(run_netspec, commands[model], base_env))
 
     lines = []
     for model in models:
@@ -337,7 +338,7 @@ def main():
         cpu = platform.processor() or platform.machine()
         try:
             with open("/proc/cpuinfo") as f:
-                cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+                cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
         info = [

@@ -21,6 +21,7 @@ The netspec spec uses the defaults a user gets (summaries with the graph and wei
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -69,7 +70,7 @@ def hand(depth: int) -> None:
     sizes = [2] + [4] * depth + [1]
     params = []
     init = jax.nn.initializers.glorot_uniform()
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         params.append((init(jax.random.fold_in(key, i), (a, b), jnp.float32), jnp.zeros((b,), jnp.float32)))
 
     def loss(params, x, y):
@@ -189,7 +190,10 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.markdown:
-        fmt = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+        def fmt(v):
+            return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
         with open(args.markdown, "w") as f:
             f.write(
                 f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, nproc {os.cpu_count()}, "

@@ -50,13 +50,15 @@ import time
 
 T0 = time.perf_counter()  # "process start": Python's own interpreter startup is before this and excluded
 
-import argparse
-import gzip
-import json
-import os
-import resource
+# The imports below come after T0 on purpose: first_step_seconds and setup_seconds count them.
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 DATA_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 SEED = 0
@@ -71,7 +73,10 @@ def read_idx(path, offset):
 
 def load_fashion(data_dir=DATA_DIR):
     """(x_train uint8 [60000, 784], y_train int32, x_test uint8 [10000, 784], y_test int32)."""
-    p = lambda name: os.path.join(data_dir, name)
+
+    def p(name):
+        return os.path.join(data_dir, name)
+
     x_train = read_idx(p("train-images-idx3-ubyte.gz"), 16).reshape(-1, 784)
     y_train = read_idx(p("train-labels-idx1-ubyte.gz"), 8).astype(np.int32)
     x_test = read_idx(p("t10k-images-idx3-ubyte.gz"), 16).reshape(-1, 784)
@@ -109,7 +114,7 @@ def _jax_setup(model):
 
     def init(key):
         params = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in itertools.pairwise(sizes):
             key, k = jax.random.split(key)
             w = jnp.zeros((n_in, n_out), jnp.float32) if model == "softmax" else glorot(k, (n_in, n_out), jnp.float32)
             params.append((w, jnp.zeros((n_out,), jnp.float32)))
@@ -169,7 +174,7 @@ def run_jax_jit(model, steps, batch):
 
 
 def run_jax_scan(model, steps, batch):
-    jax, jnp, params, opt_state, update, accuracy = _jax_setup(model)
+    jax, _, params, opt_state, update, accuracy = _jax_setup(model)
     x_train, y_train, x_test, y_test = load_fashion()
     idx = batch_indices(steps, batch, len(x_train))
     x, y, idx = jax.device_put(x_train), jax.device_put(y_train), jax.device_put(idx)
@@ -281,7 +286,10 @@ def run_keras(model, steps, batch):
     net.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     ready = time.perf_counter()
-    fit = lambda a, b: net.fit(xs[a:b], ys[a:b], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+
+    def fit(a, b):
+        return net.fit(xs[a:b], ys[a:b], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+
     fit(0, batch)  # step 1: trace + compile + run
     first = time.perf_counter()
     hist = fit(batch, steps * batch)  # steps 2..steps

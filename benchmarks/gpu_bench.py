@@ -162,7 +162,7 @@ def bench_handwritten(spec, steps: int, *, unroll: int = 1) -> Side:
 
     def forward(params, x, key):
         x = x.astype(dtype)
-        for i, ((kind, act), p) in enumerate(zip(kinds, params)):
+        for i, ((kind, act), p) in enumerate(zip(kinds, params, strict=True)):
             if kind == "dense":
                 x = x @ p["w"].astype(dtype) + p["b"].astype(dtype)
             elif kind == "conv2d":

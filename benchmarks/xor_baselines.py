@@ -14,6 +14,7 @@ final_loss is the loss computed in the last step (before its update).
 """
 
 import argparse
+import itertools
 import json
 import time
 
@@ -34,7 +35,7 @@ def _jax_setup():
 
     def init(key):
         params = []
-        for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+        for n_in, n_out in itertools.pairwise(SIZES):
             key, kw, kb = jax.random.split(key, 3)
             params.append(
                 (jax.random.normal(kw, (n_in, n_out), jnp.float32), jax.random.normal(kb, (n_out,), jnp.float32))
@@ -117,7 +118,7 @@ def run_torch(steps):
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     layers = []
-    for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+    for n_in, n_out in itertools.pairwise(SIZES):
         layers += [nn.Linear(n_in, n_out), nn.Sigmoid()]
     model = nn.Sequential(*layers[:-1])  # last sigmoid is inside the loss
     for m in model:

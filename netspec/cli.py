@@ -116,6 +116,11 @@ def _load_and_check(path: str, overrides):
     return load_spec(path, overrides)
 
 
+def _dims(shape) -> str:
+    """(28, 28, 1) -> 28x28x1"""
+    return "x".join(map(str, shape))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netspec")
 def main():
@@ -160,9 +165,8 @@ def validate(specs, overrides):
             failed = True
             click.echo(f"{path}: {e}", err=True)
             continue
-        shape = lambda s: "x".join(map(str, s))
         click.echo(
-            f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {shape(spec.input_shape)} -> {shape(spec.output_shape)}, "
+            f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {_dims(spec.input_shape)} -> {_dims(spec.output_shape)}, "
             f"{spec.loss['type']}, {spec.optimizer['type']}, {spec.steps} steps)"
         )
     sys.exit(1 if failed else 0)

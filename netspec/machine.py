@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import suppress
 from typing import NamedTuple
 
 
@@ -92,13 +93,12 @@ def host_memory() -> Budget:
     if "host" in _cached:
         return _cached["host"]
     options = []
-    try:
+    with suppress(ValueError, OSError, AttributeError):
         options.append(Budget(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's memory"))
-    except (ValueError, OSError, AttributeError):
-        pass
     for path in _cgroup_limit_files():
         try:
-            text = open(path).read().strip()
+            with open(path) as f:
+                text = f.read().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 2**60:  # v1 says 'no limit' with a huge number, v2 with 'max'
@@ -124,7 +124,9 @@ def _cgroup_limit_files() -> list[str]:
     """The memory-limit files of this process's cgroup (v2 and v1), where they exist."""
     files = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
     try:
-        for line in open("/proc/self/cgroup").read().splitlines():
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+        for line in lines:
             _, controllers, path = line.split(":", 2)
             if path not in ("", "/") and controllers == "":
                 files.append(f"/sys/fs/cgroup{path}/memory.max")

@@ -42,7 +42,7 @@ def test_validate_every_shipped_spec():
     assert result.exit_code == 0, result.output
     ok = [line for line in result.output.splitlines() if ": ok (" in line]
     assert len(ok) == len(SHIPPED), result.output
-    for spec, line in zip(SHIPPED, ok):
+    for spec, line in zip(SHIPPED, ok, strict=True):
         assert line.startswith(f"{spec}: ok ("), line
 
 

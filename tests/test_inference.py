@@ -452,11 +452,11 @@ def test_evaluation_predict_and_the_report_agree(tmp_path, case):
 
     if not classification:  # a regression model's prediction is its output; there are no classes
         assert decide is None and classes is None
-        for row, out in zip(reported, outputs):
+        for row, out in zip(reported, outputs, strict=True):
             np.testing.assert_allclose(row, out.reshape(-1), rtol=1e-5)
         return
     expected = decide(outputs)
-    for row, want in zip(reported, expected):  # the report says what predict's rule says
+    for row, want in zip(reported, expected, strict=True):  # the report says what predict's rule says
         np.testing.assert_array_equal(row, np.reshape(want, -1))
     if num_classes(spec):
         np.testing.assert_array_equal(classes, expected.reshape(-1))

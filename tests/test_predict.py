@@ -45,7 +45,7 @@ def predicted_csv(text: str) -> tuple[list[int], np.ndarray]:
 
 def assert_matches_report(classes, outputs, report, points=XOR):
     assert classes == [0, 1, 1, 0]
-    for point, cls, out in zip(points, classes, outputs):
+    for point, cls, out in zip(points, classes, outputs, strict=True):
         h, pred = report[tuple(int(v) for v in point)]
         assert cls == pred and abs(out - h) < 1e-4, (point, out, h)
 

@@ -207,7 +207,7 @@ def load(data: Mapping, base_dir: Path, *, seed: int, data_dir: str | None = Non
     fraction = data.get("validation_split", 0.0)
     if fraction:
         order = np.random.default_rng(seed).permutation(len(train.x))
-        n_val = max(1, int(round(fraction * len(train.x))))
+        n_val = max(1, round(fraction * len(train.x)))
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         validation = Split(train.x[val_idx], train.y[val_idx])
         train = Split(train.x[train_idx], train.y[train_idx])

@@ -40,7 +40,7 @@ import struct
 import zipfile
 import zlib
 from array import array
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -97,7 +97,7 @@ def _named(path: Path) -> str:
 
 
 def _too_large(path, size: int, what: str) -> DataError:
-    limit, why = read_limit()
+    _, why = read_limit()
     return DataError(
         f"{_named(path)}: {what} {format_bytes(size)} of data ({size} bytes), more than netspec reads from "
         f"one data file ({why}). Use a smaller file (fewer examples, or a smaller dtype such as uint8 "
@@ -118,10 +118,8 @@ def open_data_file(path: str | os.PathLike, what: str = "a data file") -> Binary
     except FileNotFoundError:
         raise DataError(f"{_named(path)}: file not found. Check the path, or put the file there.") from None
     except OSError as e:
-        try:  # a socket cannot be opened at all: say what it is
+        with suppress(OSError):  # a socket cannot be opened at all: say what it is
             _refuse_irregular(path, os.stat(path).st_mode, what)
-        except OSError:
-            pass
         raise DataError(f"{_named(path)}: cannot open it ({e.strerror or e}).") from None
     try:
         info = os.fstat(fd)
@@ -489,11 +487,11 @@ def _npz_headers(archive: zipfile.ZipFile, path: Path) -> dict[str, NpyHeader]:
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
                 elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
                 else:  # (3, 0): a UTF-8 header; numpy reads it only through its private helper
-                    shape, fortran, dtype = np.lib.format._read_array_header(member, version)
+                    shape, _fortran, dtype = np.lib.format._read_array_header(member, version)
                 header_bytes = member.tell()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
             raise DataError(
@@ -592,7 +590,7 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "x", y_key: str = "y") -> 
                 f"{path}: missing {', '.join(map(repr, missing))}: {rule}. The "
                 f"archive holds {', '.join(map(repr, keys)) or 'no arrays'}."
             )
-        for x_name, y_name in zip(wanted[::2], wanted[1::2]):  # before reading: the headers say it
+        for x_name, y_name in zip(wanted[::2], wanted[1::2], strict=True):  # before reading: the headers say it
             x, y = headers[x_name].shape, headers[y_name].shape
             if len(x) == 0 or len(y) == 0 or x[0] != y[0]:
                 raise DataError(

@@ -114,7 +114,7 @@ def _meaning(
         if data["data"]["limit"]:
             num_examples = min(num_examples, data["data"]["limit"])
         if data["data"]["validation_split"]:
-            num_examples -= max(1, int(round(data["data"]["validation_split"] * num_examples)))
+            num_examples -= max(1, round(data["data"]["validation_split"] * num_examples))
     metrics = tuple(data["metrics"])
     _check_metrics(loaded, metrics, loss, layers[-1].out_shape, problems)
     steps = _check_plan(loaded, data, info, num_examples, problems)
@@ -180,7 +180,7 @@ def _check_layers(
         for j, ref in enumerate(inputs):
             ref_at = at + ("inputs",) if isinstance(layer.get("inputs"), str) else at + ("inputs", j)
             if ref not in shapes:
-                later = [l["name"] for l in model["layers"][i:]]
+                later = [other["name"] for other in model["layers"][i:]]
                 if ref in later:
                     problems.append(
                         loaded.problem(
@@ -189,7 +189,7 @@ def _check_layers(
                         )
                     )
                 else:
-                    earlier = ["input", *[l["name"] for l in model["layers"][:i]]]
+                    earlier = ["input", *[other["name"] for other in model["layers"][:i]]]
                     problems.append(
                         loaded.problem(
                             ref_at,
@@ -379,7 +379,8 @@ def _check_data(
 
 
 def _data_file(data: dict[str, Any], source: str) -> str:
-    return data["data"][source]["path"] if "path" in data["data"][source] else source
+    path: str = data["data"][source].get("path", source)
+    return path
 
 
 def _describe_data(loaded: Loaded, data: dict[str, Any], source: str, problems: list[Problem]) -> DataInfo | None:

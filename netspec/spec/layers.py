@@ -188,7 +188,7 @@ def _concat_shape(layer: Fields, in_shapes: Sequence[Sequence[int]]) -> Shape:
         raise ShapeMismatch(f"axis {axis} is out of range for inputs of rank {rank} (batch axis not counted)", "axis")
     axis %= rank
     for s in in_shapes[1:]:
-        if len(s) != rank or any(a != b for i, (a, b) in enumerate(zip(s, in_shapes[0])) if i != axis):
+        if len(s) != rank or any(a != b for i, (a, b) in enumerate(zip(s, in_shapes[0], strict=True)) if i != axis):
             raise ShapeMismatch(
                 f"concat along axis {layer['axis']} needs the other axes equal, found {' and '.join(str(list(x)) for x in in_shapes)}",
                 "inputs",

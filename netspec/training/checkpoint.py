@@ -231,7 +231,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"{failed[0]} It is the run's only checkpoint. {then}", failed[0].reason, misfit=misfit
             )
-        every = "; ".join(f"{p.name}: {e.reason}" for p, e in zip(candidates, failed))
+        every = "; ".join(f"{p.name}: {e.reason}" for p, e in zip(candidates, failed, strict=True))
         raise CheckpointError(
             f"None of the {len(failed)} checkpoints in {self.directory} loads ({every}). {then}",
             failed[0].reason,

@@ -102,7 +102,7 @@ def step_graph(fn: Callable, *args: Any, arg_names: Any) -> GraphDef:
 
     closed = jax.make_jaxpr(fn)(*args)
     builder = _Builder()
-    inputs = [builder.add_input(name, var.aval) for name, var in zip(names, closed.jaxpr.invars)]
+    inputs = [builder.add_input(name, var.aval) for name, var in zip(names, closed.jaxpr.invars, strict=True)]
     builder.inline(closed.jaxpr, closed.consts, inputs, scope=())
     return GraphDef(node=builder.nodes, versions=VersionDef(producer=22))
 
@@ -160,9 +160,9 @@ class _Builder:
 
     def inline(self, jaxpr: Any, consts: Any, inputs: list[str], scope: Scope) -> list[str]:
         """Add the equations of `jaxpr` fed by `inputs`; returns the references to its outputs."""
-        env: dict[Any, Any] = dict(zip(jaxpr.invars, inputs))
+        env: dict[Any, Any] = dict(zip(jaxpr.invars, inputs, strict=True))
         # Closed-over constants get their node on first use, so it lands in its user's box.
-        env.update((var, _Pending(value)) for var, value in zip(jaxpr.constvars, consts))
+        env.update((var, _Pending(value)) for var, value in zip(jaxpr.constvars, consts, strict=True))
         for eqn in jaxpr.eqns:
             eqn_scope = (*scope, *_scope(eqn.source_info.name_stack))
             ins = [self._resolve(env, v, eqn_scope) for v in eqn.invars]
@@ -173,7 +173,7 @@ class _Builder:
                 avals = [v.aval for v in eqn.outvars]
                 name = self._add_op(eqn_scope, eqn.primitive.name, ins, avals, _param_attrs(eqn.params))
                 outs = [_ref(name, k) for k in range(len(avals))]
-            for var, out in zip(eqn.outvars, outs):
+            for var, out in zip(eqn.outvars, outs, strict=True):
                 if not isinstance(var, jcore.DropVar):
                     env[var] = out
         return [self._resolve(env, v, scope) for v in jaxpr.outvars]

@@ -64,7 +64,7 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
         decide = output_class(spec)
         pred = h if decide is None else decide(h)  # a regression model's prediction is its output
         echo(f"{'input':<20} {'hypothesis':<24} {'prediction':<12} target")
-        for xi, hi, pi, yi in zip(x, h, pred, y):
+        for xi, hi, pi, yi in zip(x, h, pred, y, strict=True):
             echo(f"{_fmt(xi):<20} {_fmt(hi, 4):<24} {_fmt(pi):<12} {_fmt(yi)}")
     metrics = "  ".join(f"{k} {v:.6g}" for k, v in result.final.items())
     ran = (
@@ -80,8 +80,5 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
 
 def _fmt(v, digits=None) -> str:
     arr = np.asarray(v).reshape(-1)
-    if digits is None:
-        items = [f"{a:g}" for a in arr]
-    else:
-        items = [f"{a:.{digits}f}" for a in arr]
+    items = [f"{a:g}" for a in arr] if digits is None else [f"{a:.{digits}f}" for a in arr]
     return "[" + " ".join(items) + "]" if len(items) > 1 else (items[0] if items else "")

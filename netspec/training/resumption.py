@@ -102,7 +102,9 @@ RULES: tuple[Rule, ...] = (
     Rule("train.shuffle", MEANING, "the batch order"),
     Rule("train.loop", MACHINE, "how the compiled steps are looped: the same steps"),
     Rule("train.unroll", MACHINE, "how the compiled steps are looped: the same steps"),
-    Rule("train.conv", MACHINE, "how a convolution is computed (native or im2col): the same model, to float32 rounding"),
+    Rule(
+        "train.conv", MACHINE, "how a convolution is computed (native or im2col): the same model, to float32 rounding"
+    ),
     Rule("train.early_stopping.metric", SELECTION, "the measure of the best evaluation so far"),
     Rule("train.early_stopping.mode", SELECTION, "the measure of the best evaluation so far"),
     Rule("checkpoint", SETTING, "when checkpoints are written and how many are kept"),

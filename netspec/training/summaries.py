@@ -52,6 +52,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -157,10 +158,8 @@ class EventFile:
             )  # named as it will be: a temporary name would mean nothing to a reader
         except BaseException:
             # a write cut off part way (a full disk) leaves no half record for a reader to stop at
-            try:
+            with suppress(OSError):
                 os.ftruncate(self._fd, self._size)
-            except OSError:
-                pass
             raise
         self._size += len(record)
 
@@ -567,7 +566,7 @@ def confusion_image(counts: np.ndarray, class_names=None) -> np.ndarray:
     for i in range(n):
         for j in range(n):
             x0, y0 = left + j * cell, top + i * cell
-            fill = tuple(int(round(c)) for c in white + share[i, j] * (blue - white))
+            fill = tuple(round(c) for c in (white + share[i, j] * (blue - white)).tolist())
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
             text = str(int(counts[i, j]))
             w, h = size(text)

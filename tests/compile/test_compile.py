@@ -19,7 +19,7 @@ from netspec.training.loop import run
 
 def tree_equal(a, b) -> bool:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))
 
 
 # -- the stable logits form ---------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_saturated_outputs_give_finite_loss_and_gradients(loss):
     value, grads = loss_and_grad(state.params)
     naive_value, naive_grads = naive_and_grad(state.params)
     np.testing.assert_allclose(value, naive_value, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(naive_grads)):
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(naive_grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
     # Saturated: h is exactly 0 or 1 in float32, log(h) is -inf; the compiled loss stays finite.

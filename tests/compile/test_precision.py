@@ -4,6 +4,8 @@ of good steps) whose state is checkpointed, so a resumed run continues it exactl
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,9 +68,9 @@ def test_float16_gets_a_dynamic_scale_that_backs_off_on_overflow_and_then_trains
     spec = checked(_regression("float16"))
     assert spec.resolved["precision"]["loss_scale"] is None  # unset: dynamic, for float16
     program = compile_spec(spec)
-    state, losses, initial = train_in_chunks(spec, program, [10] * 6)
+    state, losses, _ = train_in_chunks(spec, program, [10] * 6)
     scale = float(state.scaler.scale)
-    halvings = int(round(np.log2(LOSS_SCALE_START / scale)))
+    halvings = round(math.log2(LOSS_SCALE_START / scale))
     assert 3 <= halvings <= 12, scale  # it came down, and not to nothing
     assert int(state.skipped) == halvings  # one skipped step per halving, and no other
     assert all(np.isfinite(jax.tree.leaves(state.params)[0]).ravel())

@@ -126,7 +126,7 @@ def test_describe_npz_problems(tmp_path):
         D.describe({"npz": {"path": "d.npz", "x_key": "x", "y_key": "y"}}, tmp_path)
     assert "no array 'x'" in str(e.value) and "a, b" in str(e.value) and "x_key" in str(e.value)
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="cannot be read as a .npz archive"):
+    with pytest.raises(DataError, match=re.escape("cannot be read as a .npz archive")):
         D.describe({"npz": {"path": "junk.npz", "x_key": "x", "y_key": "y"}}, tmp_path)
 
 
@@ -201,7 +201,7 @@ def assert_problem_at_source(result, path: Path, source: str, *words: str) -> st
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     text = path.read_text().splitlines()
-    line = next(i for i, l in enumerate(text, 1) if l.lstrip().startswith(f"{source}:"))
+    line = next(i for i, row in enumerate(text, 1) if row.lstrip().startswith(f"{source}:"))
     key_col = text[line - 1].index(source) + 1
     value_col = key_col + len(source) + 2
     m = re.search(rf"^  {re.escape(str(path))}:(\d+):(\d+): \$\.data\.{source}: (.+)$", result.output, re.M)

@@ -46,7 +46,7 @@ MLP_TEST_ACCURACY_FLOOR = 0.7  # measured 0.822 (3000 examples, 300 steps, seed 
 def parse_metrics(output: str) -> dict[str, float]:
     """`accuracy 0.822  loss 0.509  ...` -> {"accuracy": 0.822, ...}"""
     words = output.split()
-    return {k: float(v) for k, v in zip(words[::2], words[1::2])}
+    return {k: float(v) for k, v in zip(words[::2], words[1::2], strict=True)}
 
 
 # -- fashion_mlp on a slice -----------------------------------------------------------------------
@@ -206,6 +206,17 @@ SMALL = [
 ]
 
 
+def spy_feed(made: list[Feed]) -> type[Feed]:
+    """A Feed that appends each instance to `made`."""
+
+    class SpyFeed(Feed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    return SpyFeed
+
+
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
     """Short fashion_mlp runs through `netspec.training.run`, keyed by what differs; each (result, streamed)."""
@@ -220,15 +231,9 @@ def small_runs(tmp_path_factory):
     out = {}
     for key, more in variants.items():
         spec = check(load(SPECS / "fashion_mlp.yaml", SMALL + more))
-        feeds = []
-
-        class SpyFeed(Feed):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                feeds.append(self)
-
+        feeds: list[Feed] = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(feed_module, "Feed", SpyFeed)
+            mp.setattr(feed_module, "Feed", spy_feed(feeds))
             result = run(spec, logdir=logdir, run_name=key, quiet=True, data_dir=str(FASHION))
         (feed,) = feeds
         out[key] = (result, feed.streamed)

@@ -237,7 +237,7 @@ def interrupt(process: subprocess.Popen, marker: Path, how: str, logdir: Path, m
         signum = signal.SIGINT if how == "SIGINT" else signal.SIGTERM
         for n in range(2 if how.endswith("twice") else 1):
             process.send_signal(signum)
-            wait_until(lambda: signals_seen(marker) > n, process, f"signal {n + 1} to arrive")
+            wait_until(lambda n=n: signals_seen(marker) > n, process, f"signal {n + 1} to arrive")
     marker.unlink(missing_ok=True)  # go on
     out, err = process.communicate(timeout=240)
     return process.returncode, out, err

@@ -88,7 +88,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self._log_file = open(log, "w")
+        self._log_file = open(log, "w")  # noqa: SIM115  # held for the server's life, closed in close()
         self.process = subprocess.Popen(
             [str(TENSORBOARD), "--logdir", str(directory), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self._log_file,

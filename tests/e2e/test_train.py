@@ -117,7 +117,7 @@ def test_histograms_are_scoped_by_layer_and_hold_the_parameters(runs):
 def test_only_the_histograms_asked_for(runs):
     ea = accumulator(runs["xor_wide"])
     layers = ["layer1", "layer2", "layer3", "hypothesis"]
-    assert set(ea.Tags()["histograms"]) == {f"{l}/{p}" for l in layers for p in ("kernel", "bias")}
+    assert set(ea.Tags()["histograms"]) == {f"{layer}/{p}" for layer in layers for p in ("kernel", "bias")}
 
 
 @pytest.mark.slow  # the `runs` fixture trains two models
@@ -222,51 +222,50 @@ def test_tensorboard_serves_the_run(runs, tmp_path):
     run = run_dir.relative_to(logdir).as_posix()  # the training run is the run directory
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "tensorboard.log", "w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load_fast=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline, tags = time.monotonic() + 60, {}
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
-            try:
-                tags = json.loads(_get(f"{base}/data/plugin/scalars/tags"))
-                if run in tags and "loss" in tags[run]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert run in tags, f"TensorBoard did not list {run} within 60 s: {tags}"
-        assert {"loss", "accuracy", "learning_rate", "steps_per_second"} <= set(tags[run])
-
-        query = urllib.parse.urlencode({"run": run, "tag": "loss"})
-        points = json.loads(_get(f"{base}/data/plugin/scalars/scalars?{query}"))  # [wall_time, step, value]
-        assert [p[1] for p in points] == [0, 100, 200, STEPS]
-        assert points[-1][2] == pytest.approx(result_of(run_dir)["final"]["loss"])
-
-        graph = _get(f"{base}/data/plugin/graphs/graph?{urllib.parse.urlencode({'run': run})}")
-        assert 'name: "layer1/kernel"' in graph
-        assert 'name: "gradients/layer1/' in graph
-        assert 'op: "dot_general"' in graph
-    finally:
-        server.terminate()
+    with open(tmp_path / "tensorboard.log", "w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--load_fast=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            deadline, tags = time.monotonic() + 60, {}
+            while time.monotonic() < deadline:
+                assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
+                try:
+                    tags = json.loads(_get(f"{base}/data/plugin/scalars/tags"))
+                    if run in tags and "loss" in tags[run]:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            assert run in tags, f"TensorBoard did not list {run} within 60 s: {tags}"
+            assert {"loss", "accuracy", "learning_rate", "steps_per_second"} <= set(tags[run])
+
+            query = urllib.parse.urlencode({"run": run, "tag": "loss"})
+            points = json.loads(_get(f"{base}/data/plugin/scalars/scalars?{query}"))  # [wall_time, step, value]
+            assert [p[1] for p in points] == [0, 100, 200, STEPS]
+            assert points[-1][2] == pytest.approx(result_of(run_dir)["final"]["loss"])
+
+            graph = _get(f"{base}/data/plugin/graphs/graph?{urllib.parse.urlencode({'run': run})}")
+            assert 'name: "layer1/kernel"' in graph
+            assert 'name: "gradients/layer1/' in graph
+            assert 'op: "dot_general"' in graph
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

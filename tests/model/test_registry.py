@@ -66,7 +66,7 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
         pytest.fail(f"{layer_type} has examples but is not in the registry")
     input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
     spec = checked(probe_spec(input_shape, before, layer))
-    (probe,) = [l for l in spec.layers if l.name == "probe"]
+    (probe,) = [layer for layer in spec.layers if layer.name == "probe"]
     assert probe.type == layer_type
     # check() computed out_shape with the registry's pure-Python rule; say so, then compare with jax.
     assert probe.out_shape == tuple(LAYERS[layer_type].shape(dict(probe.args), [list(s) for s in probe.in_shapes]))
@@ -76,7 +76,9 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
     params, state = jax.eval_shape(init, key)
     xs = [jax.ShapeDtypeStruct((BATCH, *s), jnp.float32) for s in probe.in_shapes]
     for train in (False, True):
-        y, new_state = jax.eval_shape(lambda p, s, xs: apply(p, s, list(xs), train=train, key=key), params, state, xs)
+        y, new_state = jax.eval_shape(
+            lambda p, s, xs, train=train: apply(p, s, list(xs), train=train, key=key), params, state, xs
+        )
         assert y.shape == (BATCH, *probe.out_shape), (
             f"train={train}: apply gives {y.shape[1:]}, the shape rule {probe.out_shape}"
         )
@@ -85,7 +87,10 @@ def test_layer_shape_rule_equals_eval_shape(layer_type, index):
 
     # and it really runs (on random numbers of those shapes: numpy's, so no PRNG kernels to compile)
     rng = np.random.default_rng(0)
-    real = lambda s: rng.normal(size=s.shape).astype(s.dtype)
+
+    def real(s):
+        return rng.normal(size=s.shape).astype(s.dtype)
+
     params, state = jax.tree.map(real, params), jax.tree.map(lambda s: np.abs(real(s)) + 0.5, state)  # e.g. a variance
     y, _ = apply(params, state, [real(x) for x in xs], train=False, key=key)
     assert y.shape == (BATCH, *probe.out_shape)
@@ -123,7 +128,7 @@ def test_every_initializer_a_spec_may_give_as_bias_init_runs(name):
         checked_spec = checked(spec)
     except SpecError:
         return  # refused with a clear error: fine too
-    (probe,) = [l for l in checked_spec.layers if l.name == "probe"]
+    (probe,) = [layer for layer in checked_spec.layers if layer.name == "probe"]
     init, _ = L.build(probe)
     params, _ = init(jax.random.key(0))
     assert params["bias"].shape == (7,)
@@ -186,14 +191,14 @@ def test_optimizer_builds_and_steps(name, clip):
     (p_first, _), (p_jit, s_jit) = three_steps(params, tx.init(params))
     if clip is None:  # jitted and not: the same optimizer
         p_eager, _ = step(params, tx.init(params))
-        for a, b in zip(jax.tree.leaves(p_eager), jax.tree.leaves(p_first)):
+        for a, b in zip(jax.tree.leaves(p_eager), jax.tree.leaves(p_first), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the whole state stays finite: on_nonfinite: stop takes a NaN or Inf anywhere in it for a bad chunk
     for leaf in jax.tree.leaves((p_jit, s_jit)):
         assert not jnp.issubdtype(leaf.dtype, jnp.floating) or np.all(np.isfinite(np.asarray(leaf)))
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_jit))), (
-        "params did not change"
-    )
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(p_jit), strict=True)
+    ), "params did not change"
     assert float(loss(p_jit)) < float(loss(params)), "three steps did not lower a quadratic"
     # the learning rate is injected state, where train reads it for its scalar
     assert float(C.current_learning_rate(s_jit)) == pytest.approx(0.01)

@@ -48,7 +48,7 @@ CASES = [
 def test_cost_rule_names_the_arrays_the_layer_creates(layer_type, index):
     input_shape, before, layer = LAYER_EXAMPLES[layer_type][index]
     spec = checked(probe_spec(input_shape, before, layer))
-    (probe,) = [l for l in spec.layers if l.name == "probe"]
+    (probe,) = [layer for layer in spec.layers if layer.name == "probe"]
     params, state = jax.eval_shape(L.build(probe)[0], jax.random.key(0))
     cost = layer_cost(probe)
     assert cost.params == {k: v.shape for k, v in params.items()}

@@ -51,7 +51,10 @@ def source_text(tmp_path: Path, source: str, y: np.ndarray, *, text_labels: bool
     if source == "csv":
         names = ["setosa", "versicolor", "virginica"]
         cells = [names[int(v)] if text_labels else f"{v:g}" for v in y.reshape(-1)]
-        write(tmp_path / "d.csv", "a,b,label\n" + "".join(f"{a:g},{b:g},{c}\n" for (a, b), c in zip(x, cells)))
+        write(
+            tmp_path / "d.csv",
+            "a,b,label\n" + "".join(f"{a:g},{b:g},{c}\n" for (a, b), c in zip(x, cells, strict=True)),
+        )
         return "  csv: {path: d.csv, label: label}"
     if source == "idx":
         idx_labels(tmp_path / "digits", y)
@@ -77,7 +80,7 @@ def assert_one_problem(outcome, source: str, *words: str) -> str:
     """Exit 1, exactly one problem, at the labels (inline: the y row named; files: the source's line), no traceback."""
     outcome.assert_clean_failure(*words)
     assert "1 problem\n" in outcome.output, outcome.output
-    (line,) = [l for l in outcome.output.splitlines() if l.startswith("  ")]
+    (line,) = [row for row in outcome.output.splitlines() if row.startswith("  ")]
     if source == "inline":
         assert "$.data.inline.y" in line, line
     else:

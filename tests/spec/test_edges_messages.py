@@ -26,7 +26,7 @@ LAYER_LINE = 9  # the line of the first layer
 
 
 def validate(tmp_path, layers: list[str], loss: str = "sparse_categorical_crossentropy", y: str | None = None):
-    text = IMAGES.format(x=X, layers="\n".join(f"    - {l}" for l in layers), loss=loss)
+    text = IMAGES.format(x=X, layers="\n".join(f"    - {layer}" for layer in layers), loss=loss)
     if y is not None:
         text = text.replace("y: [0, 1, 2, 1]", f"y: {y}")
     return cli("validate", write(tmp_path / "spec.yaml", text))

@@ -103,7 +103,7 @@ CASES = [
 def test_a_schedule_that_cannot_be_right_is_refused_at_its_argument(tmp_path, schedule, steps, path, words):
     outcome = validate(tmp_path, schedule, steps)
     outcome.assert_clean_failure(*words)
-    (line,) = [l for l in outcome.output.splitlines() if l.startswith("  ")]
+    (line,) = [row for row in outcome.output.splitlines() if row.startswith("  ")]
     assert f"spec.yaml:{LINE}:" in line and f": {path}: " in line, line
 
 

@@ -56,7 +56,7 @@ def spec(data_dir, *, validation=False, early=False, best=False, split=None):
 
 
 def line_of(path, text: str) -> int:
-    return next(i for i, l in enumerate(path.read_text().splitlines(), 1) if text in l)
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_selecting_on_the_test_split_is_refused(data_dir, early, best):
     path = spec(data_dir, early=early, best=best)
     outcome = cli("validate", path)
     outcome.assert_clean_failure("no validation split", "test split", "overstate", "data.validation_split: 0.1")
-    (problem,) = [l for l in outcome.output.splitlines() if l.startswith("  ")]
+    (problem,) = [row for row in outcome.output.splitlines() if row.startswith("  ")]
     key = "early_stopping:" if early else "best:"
     assert f"spec.yaml:{line_of(path, key)}:" in problem, problem
 

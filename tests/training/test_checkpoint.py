@@ -24,7 +24,10 @@ def train_state(seed: int = 0) -> TrainState:
     state with 0-d int32 counts, 0-d step/skipped, and model state holding other dtypes and a
     typed PRNG key. Host arrays (no device work): these tests are about the file, not jax."""
     rng = np.random.default_rng(seed)
-    normal = lambda *shape, dtype=np.float32: rng.normal(size=shape).astype(dtype)
+
+    def normal(*shape, dtype=np.float32):
+        return rng.normal(size=shape).astype(dtype)
+
     params = {
         "layer1": {"kernel": normal(2, 10), "bias": normal(10)},
         "hypothesis": {"kernel": normal(10, 1), "bias": normal(1)},

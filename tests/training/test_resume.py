@@ -340,7 +340,7 @@ def test_kill_9_leaves_a_run_that_loads_reads_back_and_resumes(tmp_path):
     run_dir = wait_for_checkpoint(process, tmp_path)
     time.sleep(0.5)  # somewhere in the middle of later chunks, summaries or checkpoint writes
     process.kill()
-    code, _, err = finish(process)
+    code, _, _ = finish(process)
     assert code == -signal.SIGKILL
 
     latest = checkpoint.Checkpoints(run_dir / "checkpoints", keep=1).latest()
@@ -550,7 +550,7 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
     result = netspec("eval", str(early_stopped), "--split", "validation")
     assert result.exit_code == 0, result.output
     words = result.output.split()
-    printed = {k: float(v) for k, v in zip(words[::2], words[1::2])}
+    printed = {k: float(v) for k, v in zip(words[::2], words[1::2], strict=True)}
     assert printed == pytest.approx(at_best, rel=1e-5)
     exact = evaluate_run(early_stopped, split="validation")
     assert {k: np.float32(v) for k, v in exact.items()} == {k: np.float32(v) for k, v in at_best.items()}

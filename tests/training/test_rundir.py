@@ -142,7 +142,7 @@ def test_two_runs_started_together_get_two_complete_directories(tmp_path):
     command = ["run", SPECS / "xor_nn.yaml", *QUICK, "--logdir", tmp_path / "runs", "--quiet", "--run-name", "x"]
     processes = [start_netspec(*command, env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for p, (out, err) in zip(processes, outputs):
+    for p, (out, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, (out, err)
         assert "Traceback" not in err
     runs = run_dirs(tmp_path / "runs")
