@@ -149,7 +149,8 @@ def rows_from_host(mesh: Mesh, array: np.ndarray, indices: np.ndarray) -> jax.Ar
     axis: each process gathers on its host only the examples its own devices train on."""
 
     def fetch(index):
-        return array[indices[index[:2]]][(slice(None), slice(None), *index[2:])]
+        rest = (slice(None), slice(None), *index[2:])  # every example's own axes, whole
+        return array[indices[index[:2]]][rest]
 
     return from_host(mesh, (*indices.shape, *array.shape[1:]), fetch, axis=1)
 

@@ -180,13 +180,13 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
             raise ValueError(f"not a CSV file ({e})") from None
     if not rows:
         raise NetspecError(f"{path} holds no rows; give one example per row, one column per feature.")
-    first, header = rows[0][0], [cell.strip() for cell in rows[0][1]]
-    if not any(_is_number(cell) for cell in header) or (feature_names and set(feature_names) <= set(header)):
+    first, cells = rows[0][0], [cell.strip() for cell in rows[0][1]]
+    header: list[str] | None = None  # the first row, when it names the columns
+    if not any(_is_number(cell) for cell in cells) or (feature_names and set(feature_names) <= set(cells)):
+        header = cells
         rows = rows[1:]
         if not rows:
             raise NetspecError(f"{path} has a header but no rows of examples.")
-    else:
-        header = None
     width = len(header) if header is not None else len(rows[0][1])
     for line, row in rows:
         if len(row) != width:
@@ -298,5 +298,6 @@ def predict_run(
     )  # labels as stored: none
     inputs, _ = program.prepare_batch(data, data.x, data.y)
     outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
-    classes = output_class(spec)(outputs).reshape(len(x)) if num_classes(spec) else None
+    decide = output_class(spec)  # None only for a regression loss, which has no classes either
+    classes = decide(outputs).reshape(len(x)) if num_classes(spec) and decide is not None else None
     return outputs, classes, pre.class_names

@@ -98,11 +98,11 @@ def describe(data: Mapping, base_dir: Path) -> DataInfo:
                 f"(plain or .gz; t10k-* for the test split). Missing: {', '.join(missing) or 'the directory itself'}."
             )
         x_dtype, x_shape = idx_header(files["train_images"])
-        labels = read_idx(files["train_labels"])  # small: one number per example
+        y_train = read_idx(files["train_labels"])  # small: one number per example
         n_test = idx_header(files["test_images"])[1][0] if "test_images" in files else None
         test = _labels(read_idx(files["test_labels"])) if "test_labels" in files else None
         return DataInfo(
-            source, x_shape[0], n_test, x_shape[1:], x_dtype.name, labels.shape[1:], None, _labels(labels), test
+            source, x_shape[0], n_test, x_shape[1:], x_dtype.name, y_train.shape[1:], None, _labels(y_train), test
         )
     if source == "npz":
         path = _path(cfg["path"], base_dir)
@@ -173,8 +173,8 @@ def scale_factor(value) -> float | None:
     """`1/255` -> 1/255; a number -> itself; None or 'standardize' -> None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, str) and _RATIO.match(value):
-        return 1.0 / float(_RATIO.match(value).group(1))
+    if isinstance(value, str) and (ratio := _RATIO.match(value)):
+        return 1.0 / float(ratio.group(1))
     return None
 
 

@@ -244,6 +244,7 @@ def _progress(total: int | None, label: str):
 def load_standard(dataset: str, *, data_dir: str | os.PathLike | None = None, download: bool = True) -> Splits:
     """Loads mnist or fashion_mnist: uint8 images [N, 28, 28] and uint8 labels [N]."""
     splits = _load_roles(locate(dataset, data_dir=data_dir, download=download))
+    assert splits.x_test is not None  # locate finds all four files: the test split is there
     for x, path in ((splits.x_train, "train_images"), (splits.x_test, "test_images")):
         if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
             raise DataError(

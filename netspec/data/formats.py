@@ -491,7 +491,7 @@ def _npz_headers(archive: zipfile.ZipFile, path: Path) -> dict[str, NpyHeader]:
                 elif version == (2, 0):
                     shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
                 else:  # (3, 0): a UTF-8 header; numpy reads it only through its private helper
-                    shape, _fortran, dtype = np.lib.format._read_array_header(member, version)
+                    shape, _fortran, dtype = np.lib.format._read_array_header(member, version)  # type: ignore[attr-defined]  # private: not in numpy's stubs
                 header_bytes = member.tell()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as e:
             raise DataError(
@@ -598,8 +598,9 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "x", y_key: str = "y") -> 
                     f"{y}; they need the same first dimension (one label per "
                     "example)."
                 )
-        arrays = [read_npz_array(archive, headers[k], path) for k in wanted]
-    return Splits(*(arrays + [None, None])[:4])
+        x_train, y_train, *test = [read_npz_array(archive, headers[k], path) for k in wanted]
+    x_test, y_test = test if test else (None, None)
+    return Splits(x_train, y_train, x_test, y_test)
 
 
 class Table(NamedTuple):

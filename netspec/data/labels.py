@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeGuard
+
+if TYPE_CHECKING:  # for the annotations only: no numpy import at run time
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,17 @@ class Labels:
         return index // self.per_example
 
 
-def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequence[str] | None = None) -> Labels:
+def _is_array(values: object) -> TypeGuard[np.ndarray]:
+    """A numpy array (or anything with its methods), told by its dtype."""
+    return hasattr(values, "dtype")
+
+
+def summarize(values: Sequence[float] | np.ndarray, per_example: int = 1, names: Sequence[str] | None = None) -> Labels:
     """The `Labels` of `values`: a flat list of numbers, or a numpy array of any shape (flattened;
     its methods are used, so no numpy import here). `per_example` values make one example's target."""
     names = tuple(names) if names is not None else None
     classes = len(names) if names is not None else None
-    if hasattr(values, "dtype"):  # a numpy array: vectorised, files may hold millions of labels
+    if _is_array(values):  # a numpy array: vectorised, files may hold millions of labels
         flat = values.reshape(-1)
         if flat.size == 0:
             return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
@@ -72,16 +80,16 @@ def summarize(values: Sequence[float] | Any, per_example: int = 1, names: Sequen
             names,
             classes,
         )
-    flat = [float(v) for v in values]
-    if not flat:
+    floats = [float(v) for v in values]
+    if not floats:
         return Labels(0, per_example, math.nan, 0, math.nan, 0, None, None, (), names, classes)
-    nonfinite_at = next((i for i, v in enumerate(flat) if not math.isfinite(v)), None)
-    safe = [v if math.isfinite(v) else 0.0 for v in flat]
+    nonfinite_at = next((i for i, v in enumerate(floats) if not math.isfinite(v)), None)
+    safe = [v if math.isfinite(v) else 0.0 for v in floats]
     fraction_at = next((i for i, v in enumerate(safe) if v != round(v)), None)
     low = min(range(len(safe)), key=safe.__getitem__)
     high = max(range(len(safe)), key=safe.__getitem__)
     return Labels(
-        len(flat),
+        len(floats),
         per_example,
         safe[low],
         low,

@@ -242,7 +242,7 @@ class Evaluation(Callback):
         )
         self.every = spec.eval["every"]
         self.best_tag = spec.checkpoint["best"]
-        self.best_mode = metric_mode(self.best_tag) if self.best_tag else None
+        self.best_mode: str | None = metric_mode(self.best_tag) if self.best_tag else None  # set with best_tag
         self.early = spec.train["early_stopping"]
         self.tracking = tracking or {"best": None, "best_step": None, "early_best": None, "bad_evals": 0}
 
@@ -253,11 +253,16 @@ class Evaluation(Callback):
         return Needs(state=self.due(end) and self.best_tag is not None)
 
     def dispatch(self, state, end):
-        return self.evaluate(state) if self.due(end) else None
+        if self.evaluate is None or not self.due(end):  # (due is False without evaluate)
+            return None
+        return self.evaluate(state)
 
     def keep_best(self, value: float, step: int, state) -> None:
         """Save `state` as the best checkpoint when `value` of the best tag beats the best so far."""
-        if self.best_tag and better(value, self.tracking["best"], self.best_mode):
+        if not self.best_tag:
+            return
+        assert self.best_mode is not None  # set with best_tag
+        if better(value, self.tracking["best"], self.best_mode):
             self.tracking.update(best=value, best_step=step)
             self.checkpoints.save_best(state, step, {"spec": self.spec.name, self.best_tag: value})
 
@@ -327,7 +332,9 @@ class Timing:
     before), and the time to the first step since the process started."""
 
     def __init__(self, started: float):
-        self.started, self.previous, self.first = started, None, None
+        self.started = started
+        self.previous: float | None = None  # when the last chunk ended
+        self.first: float | None = None  # seconds to the first step
 
     def steps_per_second(self, dispatched: float, length: int) -> float | None:
         now = time.perf_counter()

@@ -139,7 +139,8 @@ def load(path: str | Path, template):
         )
         if value.dtype != want_dtype:
             raise _misfit(path, f"{key} is {value.dtype}, the model needs {want_dtype}.")
-        out.append(jax.random.wrap_key_data(value) if is_key else value)
+        # jax annotates the key data as a jax.Array; it takes any array (numpy here: it stays on the host)
+        out.append(jax.random.wrap_key_data(value) if is_key else value)  # type: ignore[arg-type]
     extra = sorted(set(stored) - {jax.tree_util.keystr(key_path) for key_path, _ in leaves})
     if extra:  # e.g. a layer this model does not have: the weights are another model's
         raise _misfit(

@@ -90,7 +90,7 @@ def step_graph(fn: Callable, *args: Any, arg_names: Any) -> GraphDef:
     """GraphDef of `jax.make_jaxpr(fn)(*args)`, nodes scoped by jax.named_scope names."""
     tree = jax.tree.structure(args)
     names, names_tree = jax.tree.flatten(tuple(arg_names))
-    if names_tree != tree:
+    if names_tree != tree:  # type: ignore[operator]  # jaxlib has no stub for PyTreeDef (C++), which has ==
         raise ValueError(
             f"arg_names must have the structure of args, one name per array;\n"
             f"  args:      {tree}\n  arg_names: {names_tree}"

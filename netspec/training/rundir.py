@@ -137,7 +137,8 @@ class RunLock:
     """This process's hold on a run directory; `release()` (or the process's end) lets it go."""
 
     def __init__(self, fd: int, run_dir: Path):
-        self._fd, self.run_dir = fd, run_dir
+        self._fd: int | None = fd  # None once released
+        self.run_dir = run_dir
 
     def release(self) -> None:
         """Let the run go (the lock file stays: deleting it would race with a process opening it)."""
@@ -188,9 +189,11 @@ def lock(run_dir: Path) -> RunLock:
     try:
         held, holder = _try(run_dir)
         if held is not None:
+            fd = held._fd
+            assert fd is not None  # taken just now: not released
             try:
-                os.ftruncate(held._fd, 0)
-                os.pwrite(held._fd, _holder_text().encode(), 0)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, _holder_text().encode(), 0)
             except OSError:  # a full disk: the lock holds all the same; a refusal then names no holder
                 pass
             return held

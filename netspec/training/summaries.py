@@ -132,7 +132,9 @@ class EventFile:
             # the same pid long ago is written over
             fresh = os.O_TRUNC if pending else os.O_EXCL
             try:
-                self._fd = os.open(written, os.O_WRONLY | os.O_CREAT | fresh | os.O_APPEND | os.O_CLOEXEC, 0o666)
+                self._fd: int | None = os.open(
+                    written, os.O_WRONLY | os.O_CREAT | fresh | os.O_APPEND | os.O_CLOEXEC, 0o666
+                )
                 break
             except FileExistsError:
                 continue
@@ -152,14 +154,14 @@ class EventFile:
         if not event.wall_time:
             event.wall_time = time.time()
         record = _record(event.SerializeToString())
+        fd = self._fd
+        assert fd is not None, "an event after close"
         try:
-            write_all(
-                self._fd, record, self.path
-            )  # named as it will be: a temporary name would mean nothing to a reader
+            write_all(fd, record, self.path)  # named as it will be: a temporary name would mean nothing to a reader
         except BaseException:
             # a write cut off part way (a full disk) leaves no half record for a reader to stop at
             with suppress(OSError):
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(fd, self._size)
             raise
         self._size += len(record)
 
