@@ -351,74 +351,93 @@ def _at(path: str, schema: Schema) -> Schema:
     return schema
 
 
+def _early_stopping_needs_eval() -> Schema:
+    """Early stopping only with `eval.every`."""
+    return {
+        "if": {
+            "properties": {"eval": {"properties": {"every": {"type": "integer"}}, "required": ["every"]}},
+            "required": ["eval"],
+        },
+        "else": _at(
+            "train.early_stopping",
+            must_be_null("early stopping needs evaluations during training: set eval.every (e.g. 600)"),
+        ),
+    }
+
+
+def _validation_needs_split() -> Schema:
+    """`eval.split: validation` only with a `data.validation_split` above 0."""
+    return {
+        "if": {
+            "properties": {
+                "data": {
+                    "properties": {"validation_split": {"exclusiveMinimum": 0}},
+                    "required": ["validation_split"],
+                }
+            },
+            "required": ["data"],
+        },
+        "else": _at(
+            "eval.split",
+            {
+                "enum": ["test", None],
+                "doNotSuggest": True,
+                "errorMessage": "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1",
+            },
+        ),
+    }
+
+
+def _accuracy_needs_classification() -> Schema:
+    """The accuracy metric only with a classification loss."""
+    classification = ", ".join(CLASSIFICATION_LOSSES)
+    return {
+        "if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
+        "then": _at(
+            "metrics",
+            {
+                "items": _metrics_in(
+                    sorted(set(METRICS) - {"accuracy"}),
+                    f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error",
+                ),
+                "type": "array",
+                "doNotSuggest": True,
+            },
+        ),
+    }
+
+
+def _top_k_needs_categorical() -> Schema:
+    """The top_k_accuracy metric only with a loss over several classes."""
+    return {
+        "if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
+        "then": _at(
+            "metrics",
+            {
+                "items": _metrics_in(
+                    sorted(set(METRICS) - {"top_k_accuracy"}),
+                    "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)",
+                ),
+                "type": "array",
+                "doNotSuggest": True,
+            },
+        ),
+    }
+
+
 def _rules() -> list[Schema]:
     """Rules between top-level sections, each failing on the key to change."""
-    classification = ", ".join(CLASSIFICATION_LOSSES)
     return [
-        {
-            "if": {
-                "properties": {"eval": {"properties": {"every": {"type": "integer"}}, "required": ["every"]}},
-                "required": ["eval"],
-            },
-            "else": _at(
-                "train.early_stopping",
-                must_be_null("early stopping needs evaluations during training: set eval.every (e.g. 600)"),
-            ),
-        },
-        {
-            "if": {
-                "properties": {
-                    "data": {
-                        "properties": {"validation_split": {"exclusiveMinimum": 0}},
-                        "required": ["validation_split"],
-                    }
-                },
-                "required": ["data"],
-            },
-            "else": _at(
-                "eval.split",
-                {
-                    "enum": ["test", None],
-                    "doNotSuggest": True,
-                    "errorMessage": "eval.split is validation but data.validation_split is 0; set it, e.g. data.validation_split: 0.1",
-                },
-            ),
-        },
-        {
-            "if": {"properties": {"loss": _loss_is(REGRESSION_LOSSES)}, "required": ["loss"]},
-            "then": _at(
-                "metrics",
-                {
-                    "items": _metrics_in(
-                        sorted(set(METRICS) - {"accuracy"}),
-                        f"accuracy needs a classification loss ({classification}); with a regression loss measure mean_squared_error or mean_absolute_error",
-                    ),
-                    "type": "array",
-                    "doNotSuggest": True,
-                },
-            ),
-        },
-        {
-            "if": {"properties": {"loss": _loss_is([*REGRESSION_LOSSES, "binary_crossentropy"])}, "required": ["loss"]},
-            "then": _at(
-                "metrics",
-                {
-                    "items": _metrics_in(
-                        sorted(set(METRICS) - {"top_k_accuracy"}),
-                        "top_k_accuracy needs a loss over several classes (categorical_crossentropy or sparse_categorical_crossentropy)",
-                    ),
-                    "type": "array",
-                    "doNotSuggest": True,
-                },
-            ),
-        },
+        _early_stopping_needs_eval(),
+        _validation_needs_split(),
+        _accuracy_needs_classification(),
+        _top_k_needs_categorical(),
     ]
 
 
-def _data_schema() -> Schema:
-    """`data`: where the examples come from."""
-    sources = ", ".join(SOURCES)
-    inline = {
+def _inline_source() -> Schema:
+    """`data.inline`: examples written in the spec."""
+    return {
         "type": "object",
         "additionalProperties": False,
         "required": ["x", "y"],
@@ -440,78 +459,98 @@ def _data_schema() -> Schema:
             },
         },
     }
+
+
+def _idx_source() -> Schema:
+    """`data.idx`: a directory of IDX files named like MNIST's."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "description": "a directory of IDX files named like MNIST's",
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec",
+            }
+        },
+    }
+
+
+def _npz_source() -> Schema:
+    """`data.npz`: a NumPy .npz file."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "description": "a NumPy .npz file",
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec",
+            },
+            "x_key": {
+                "type": "string",
+                "default": "x",
+                "description": "the inputs' array when the file has no x_train",
+            },
+            "y_key": {
+                "type": "string",
+                "default": "y",
+                "description": "the labels' array when the file has no y_train",
+            },
+        },
+    }
+
+
+def _csv_source() -> Schema:
+    """`data.csv`: a table with one example per row."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path", "label"],
+        "description": "a table with one example per row",
+        "properties": {
+            "path": {"type": "string", "description": "the CSV file; relative to the spec"},
+            "label": {
+                "type": ["string", "integer"],
+                "description": "the label column: header name or 0-based index",
+                "examples": ["label"],
+            },
+            "features": {
+                "type": ["null", "array"],
+                "items": {"type": ["string", "integer"]},
+                "default": None,
+                "description": "feature columns (names or 0-based indices); default: every column but the label",
+            },
+            "header": boolean(True, "the first row names the columns"),
+            # not `default`: yaml-language-server writes a default into its completions unquoted,
+            # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
+            "delimiter": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1,
+                "x-default": ",",
+                "description": "the character between columns (default ,)",
+            },
+        },
+    }
+
+
+def _data_schema() -> Schema:
+    """`data`: where the examples come from."""
+    sources = ", ".join(SOURCES)
     return {
         "type": "object",
         "additionalProperties": False,
         "description": f"where the examples come from: exactly one source ({sources}), and how they are split and scaled",
         "properties": {
-            "inline": inline,
+            "inline": _inline_source(),
             "mnist": _standard("MNIST"),
             "fashion_mnist": _standard("Fashion-MNIST"),
-            "idx": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["path"],
-                "description": "a directory of IDX files named like MNIST's",
-                "properties": {
-                    "path": {
-                        "type": "string",
-                        "description": "directory with train-images-idx3-ubyte, train-labels-idx1-ubyte (and t10k-*), plain or .gz; relative to the spec",
-                    }
-                },
-            },
-            "npz": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["path"],
-                "description": "a NumPy .npz file",
-                "properties": {
-                    "path": {
-                        "type": "string",
-                        "description": "a .npz with x_train, y_train (x_test, y_test), or x_key/y_key; relative to the spec",
-                    },
-                    "x_key": {
-                        "type": "string",
-                        "default": "x",
-                        "description": "the inputs' array when the file has no x_train",
-                    },
-                    "y_key": {
-                        "type": "string",
-                        "default": "y",
-                        "description": "the labels' array when the file has no y_train",
-                    },
-                },
-            },
-            "csv": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["path", "label"],
-                "description": "a table with one example per row",
-                "properties": {
-                    "path": {"type": "string", "description": "the CSV file; relative to the spec"},
-                    "label": {
-                        "type": ["string", "integer"],
-                        "description": "the label column: header name or 0-based index",
-                        "examples": ["label"],
-                    },
-                    "features": {
-                        "type": ["null", "array"],
-                        "items": {"type": ["string", "integer"]},
-                        "default": None,
-                        "description": "feature columns (names or 0-based indices); default: every column but the label",
-                    },
-                    "header": boolean(True, "the first row names the columns"),
-                    # not `default`: yaml-language-server writes a default into its completions unquoted,
-                    # and a bare , is not YAML; fill_defaults and the docs read x-default as a default
-                    "delimiter": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": 1,
-                        "x-default": ",",
-                        "description": "the character between columns (default ,)",
-                    },
-                },
-            },
+            "idx": _idx_source(),
+            "npz": _npz_source(),
+            "csv": _csv_source(),
             "validation_split": number(
                 0.0,
                 minimum=0,
@@ -773,6 +812,28 @@ def _summaries_schema() -> Schema:
     }
 
 
+def _defs() -> Schema:
+    """`$defs`: the schemas that several keys refer to."""
+    return {
+        "activation": _choice_of_names(ACTIVATIONS, "an activation", ACTIVATION_DOCS),
+        "metric": _choice_of_names(METRICS, "a metric", METRIC_DOCS),
+        "initializer": _choice_of_names(INITIALIZERS, "an initializer", INITIALIZER_DOCS),
+        "bias_initializer": _choice_of_names(
+            INITIALIZERS,
+            "a bias initializer",
+            INITIALIZER_DOCS,
+            names=BIAS_INITIALIZERS,
+            error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(MATRIX_INITIALIZERS))}) "
+            f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}",
+        ),
+        "x": _values("x"),
+        "y": _values("y"),
+        "layer": _layer_schema(),
+        "optimizer": _optimizer_schema(),
+        "learning_rate": _schedule_schema(),
+    }
+
+
 def build() -> Schema:
     """The whole schema."""
     return {
@@ -818,24 +879,7 @@ def build() -> Schema:
             "summaries": _summaries_schema(),
         },
         "allOf": _rules(),
-        "$defs": {
-            "activation": _choice_of_names(ACTIVATIONS, "an activation", ACTIVATION_DOCS),
-            "metric": _choice_of_names(METRICS, "a metric", METRIC_DOCS),
-            "initializer": _choice_of_names(INITIALIZERS, "an initializer", INITIALIZER_DOCS),
-            "bias_initializer": _choice_of_names(
-                INITIALIZERS,
-                "a bias initializer",
-                INITIALIZER_DOCS,
-                names=BIAS_INITIALIZERS,
-                error=f"a bias is a vector: initializers that scale by fan-in/fan-out ({', '.join(sorted(MATRIX_INITIALIZERS))}) "
-                f"need a weight matrix; for a bias use one of {', '.join(BIAS_INITIALIZERS)}",
-            ),
-            "x": _values("x"),
-            "y": _values("y"),
-            "layer": _layer_schema(),
-            "optimizer": _optimizer_schema(),
-            "learning_rate": _schedule_schema(),
-        },
+        "$defs": _defs(),
     }
 
 
