@@ -301,10 +301,28 @@ def _check_data(
     sources = [k for k in SOURCES if k in data["data"]]
     source = sources[0]
     at = ("data", source)
-    input_shape, out_shape = tuple(data["model"]["input"]), layers[-1].out_shape
     info = data_info if data_info is not None else _describe_data(loaded, data, source, problems)
     if info is None:
         return None
+    _check_input_shape(loaded, source, info, tuple(data["model"]["input"]), problems)
+    if not output_ok:
+        return info  # the output's own problem comes first; its labels' would follow from it
+    kind = data["loss"]["type"]
+    y_at: Key = at + ("y",) if source == "inline" else at
+    out_shape = layers[-1].out_shape
+    class_indices = kind == "sparse_categorical_crossentropy" or (
+        kind == "categorical_crossentropy" and info.y_shape in ((), (1,)) and info.y_shape != out_shape
+    )
+    if _check_target_shape(loaded, layers, kind, info, y_at, class_indices, problems):
+        _check_labels(loaded, data, source, info, out_shape, activation, class_indices, y_at, problems)
+    return info
+
+
+def _check_input_shape(
+    loaded: Loaded, source: str, info: DataInfo, input_shape: Shape, problems: list[Problem]
+) -> None:
+    """Each example has model.input's number of values (inline data: its very shape)."""
+    at = ("data", source)
     if _prod(info.x_shape) != _prod(input_shape) or (source == "inline" and info.x_shape != input_shape):
         problems.append(
             loaded.problem(
@@ -317,13 +335,20 @@ def _check_data(
                 ),
             )
         )
-    if not output_ok:
-        return info  # the output's own problem comes first; its labels' would follow from it
-    kind = data["loss"]["type"]
-    y_at: Key = at + ("y",) if source == "inline" else at
-    class_indices = kind == "sparse_categorical_crossentropy" or (
-        kind == "categorical_crossentropy" and info.y_shape in ((), (1,)) and info.y_shape != out_shape
-    )
+
+
+def _check_target_shape(
+    loaded: Loaded,
+    layers: list[Layer],
+    kind: str,
+    info: DataInfo,
+    y_at: Key,
+    class_indices: bool,
+    problems: list[Problem],
+) -> bool:
+    """Each target's shape fits the loss and the output: one class index, or the output's shape;
+    False (with the problem) where it does not, so that its labels are not checked."""
+    out_shape = layers[-1].out_shape
     if kind == "sparse_categorical_crossentropy" and info.y_shape not in ((), (1,)):
         problems.append(
             loaded.problem(
@@ -331,7 +356,7 @@ def _check_data(
                 f"sparse_categorical_crossentropy needs one integer class per example (y of shape [{info.num_train}]), found labels of shape {list(info.y_shape)}",
             )
         )
-        return info
+        return False
     if not class_indices and info.y_shape != out_shape and not (info.y_shape == () and out_shape == (1,)):
         flatten = (
             _flatten_message(loaded, layers, f"{list(info.y_shape)}, the shape of one target")
@@ -345,7 +370,24 @@ def _check_data(
                 f"each target of y has shape {list(info.y_shape)}, but the model's output has shape {list(out_shape)} and {kind} needs them equal",
             )
         )
-        return info
+        return False
+    return True
+
+
+def _check_labels(
+    loaded: Loaded,
+    data: dict[str, Any],
+    source: str,
+    info: DataInfo,
+    out_shape: Shape,
+    activation: Mapping[str, Any],
+    class_indices: bool,
+    y_at: Key,
+    problems: list[Problem],
+) -> None:
+    """The training labels, then the test split's, fit the loss and the output (`label_rules`), and
+    the data's classes are the output's units."""
+    kind = data["loss"]["type"]
     where = (
         "the labels (y)"
         if source == "inline"
@@ -375,7 +417,6 @@ def _check_data(
                 f"the data has {info.classes} classes but the model's output has {out_shape[0]} units; make the last layer units: {info.classes}",
             )
         )
-    return info
 
 
 def _data_file(data: dict[str, Any], source: str) -> str:
@@ -445,42 +486,68 @@ def _check_plan(
     split, early stopping and the best checkpoint (which select on a validation split, never on
     the test split). Resolves `eval.split`, `early_stopping.mode` and `checkpoint.best` in `data`;
     returns the number of steps (None when the data could not be described)."""
-    train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
-    steps: int | None = train.get("steps")
+    steps: int | None = data["train"].get("steps")
     if num_examples is not None:
-        devices = data["distribute"]["devices"]
-        if devices:  # the rule a run checks again for --devices, worded once (netspec.machine)
-            for key, why in device_split_problems(train["batch_size"], devices, data["distribute"]["fsdp_devices"]):
-                problems.append(loaded.problem(tuple(key.split(".")), f"{why} (distribute.devices is {devices})"))
-        if train["batch_size"] > num_examples:
-            problems.append(
-                loaded.problem(
-                    ("train", "batch_size"),
-                    f"batch_size {train['batch_size']} is larger than the {num_examples} training examples",
-                )
-            )
-        elif steps is None:
-            steps = train["epochs"] * (num_examples // train["batch_size"])
-            if steps >= INT32:
-                problems.append(
-                    loaded.problem(
-                        ("train", "epochs"),
-                        f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {INT32 - 1}",
-                    )
-                )
-                steps = None
-    has_validation = data["data"]["validation_split"] > 0
-    chosen = evaluation["split"]
+        steps = _plan_steps(loaded, data, num_examples, steps, problems)
     if info is not None:
-        if chosen is None:  # the validation split when there is one: evaluations during training may steer the run
-            evaluation["split"] = "validation" if has_validation else ("test" if info.num_test else None)
-        elif chosen == "test" and not info.num_test:
+        _resolve_eval_split(loaded, data, info, problems)
+    _check_intervals(loaded, data, info, problems)
+    _check_selection(loaded, data, info, problems)
+    if steps is not None:
+        _check_plan_bounds(loaded, data, steps, problems)
+    return steps
+
+
+def _plan_steps(
+    loaded: Loaded, data: dict[str, Any], num_examples: int, steps: int | None, problems: list[Problem]
+) -> int | None:
+    """The batch against the devices and the training examples; the number of steps: `steps`, or
+    train.epochs over the examples (None where that count is past a 32-bit integer)."""
+    train = data["train"]
+    devices = data["distribute"]["devices"]
+    if devices:  # the rule a run checks again for --devices, worded once (netspec.machine)
+        for key, why in device_split_problems(train["batch_size"], devices, data["distribute"]["fsdp_devices"]):
+            problems.append(loaded.problem(tuple(key.split(".")), f"{why} (distribute.devices is {devices})"))
+    if train["batch_size"] > num_examples:
+        problems.append(
+            loaded.problem(
+                ("train", "batch_size"),
+                f"batch_size {train['batch_size']} is larger than the {num_examples} training examples",
+            )
+        )
+    elif steps is None:
+        steps = train["epochs"] * (num_examples // train["batch_size"])
+        if steps >= INT32:
             problems.append(
                 loaded.problem(
-                    ("eval", "split"),
-                    f"this {info.source} data has no test split; use eval.split: validation with data.validation_split (e.g. 0.1)",
+                    ("train", "epochs"),
+                    f"{train['epochs']} epochs of {num_examples // train['batch_size']} steps are {steps} steps; the step count is a 32-bit integer in the compiled program, so a run may take at most {INT32 - 1}",
                 )
             )
+            steps = None
+    return steps
+
+
+def _resolve_eval_split(loaded: Loaded, data: dict[str, Any], info: DataInfo, problems: list[Problem]) -> None:
+    """Resolves an unset eval.split (validation when there is one, else test when there is one);
+    a chosen test split must exist."""
+    evaluation = data["eval"]
+    chosen = evaluation["split"]
+    if chosen is None:  # the validation split when there is one: evaluations during training may steer the run
+        has_validation = data["data"]["validation_split"] > 0
+        evaluation["split"] = "validation" if has_validation else ("test" if info.num_test else None)
+    elif chosen == "test" and not info.num_test:
+        problems.append(
+            loaded.problem(
+                ("eval", "split"),
+                f"this {info.source} data has no test split; use eval.split: validation with data.validation_split (e.g. 0.1)",
+            )
+        )
+
+
+def _check_intervals(loaded: Loaded, data: dict[str, Any], info: DataInfo | None, problems: list[Problem]) -> None:
+    """Evaluations and checkpoints fall between compiled chunks, and evaluations have a split to run on."""
+    evaluation, ckpt = data["eval"], data["checkpoint"]
     every = evaluation["every"]
     if every is not None and every % data["summaries"]["every"]:
         problems.append(
@@ -503,10 +570,6 @@ def _check_plan(
                 f"checkpoint.every ({ckpt['every']}) must be a multiple of summaries.every ({data['summaries']['every']}): checkpoints are written between compiled chunks",
             )
         )
-    _check_selection(loaded, data, info, problems)
-    if steps is not None:
-        _check_plan_bounds(loaded, data, steps, problems)
-    return steps
 
 
 def _check_plan_bounds(loaded: Loaded, data: dict[str, Any], steps: int, problems: list[Problem]) -> None:
@@ -704,9 +767,26 @@ def _check_selection(loaded: Loaded, data: dict[str, Any], info: DataInfo | None
     """Early stopping and the best checkpoint choose a model by its evaluations: on the validation
     split, never silently on the test split, whose metrics would then overstate how the chosen
     model does on new data."""
-    train, evaluation, ckpt = data["train"], data["eval"], data["checkpoint"]
+    early, ckpt = data["train"]["early_stopping"], data["checkpoint"]
+    _check_selection_tags(loaded, data, problems)
+    selector = (
+        ("train", "early_stopping")
+        if early is not None
+        else ("checkpoint", "best")
+        if ckpt["best"] is not None
+        else None
+    )
+    if early is not None and ckpt["best"] is None:
+        ckpt["best"] = early["metric"]
+    if selector is None or info is None or data["eval"]["split"] == "validation":
+        return
+    problems.append(_selection_problem(loaded, data, selector))
+
+
+def _check_selection_tags(loaded: Loaded, data: dict[str, Any], problems: list[Problem]) -> None:
+    """Early stopping's metric and checkpoint.best name eval scalars; resolves early stopping's `auto` mode."""
+    early, ckpt = data["train"]["early_stopping"], data["checkpoint"]
     tags = ["loss", *(metric_name(m) for m in data["metrics"])]
-    early = train["early_stopping"]
     if early is not None:
         if early["metric"] not in tags:
             problems.append(
@@ -724,51 +804,40 @@ def _check_selection(loaded: Loaded, data: dict[str, Any], info: DataInfo | None
                 f"expected an eval scalar ({', '.join(tags)}); found {ckpt['best']!r}{did_you_mean(ckpt['best'], tags)}",
             )
         )
-    selector = (
-        ("train", "early_stopping")
-        if early is not None
-        else ("checkpoint", "best")
-        if ckpt["best"] is not None
-        else None
-    )
-    if early is not None and ckpt["best"] is None:
-        ckpt["best"] = early["metric"]
-    if selector is None or info is None or evaluation["split"] == "validation":
-        return
+
+
+def _selection_problem(loaded: Loaded, data: dict[str, Any], selector: Key) -> Problem:
+    """The problem with a selection (by `selector`) that is not made on a validation split."""
     what = "early stopping" if selector[0] == "train" else "checkpoint.best"
     if data["data"]["validation_split"] > 0:
-        problems.append(
-            loaded.problem(
-                ("eval", "split"),
-                (
-                    f"{what} chooses the model by the evaluations of eval.split, and eval.split is test: the test metrics of the "
-                    "chosen model would overstate how it does on new data. Use eval.split: validation (the test split is still "
-                    "evaluated once, at the end)"
-                ),
-            )
+        return loaded.problem(
+            ("eval", "split"),
+            (
+                f"{what} chooses the model by the evaluations of eval.split, and eval.split is test: the test metrics of the "
+                "chosen model would overstate how it does on new data. Use eval.split: validation (the test split is still "
+                "evaluated once, at the end)"
+            ),
         )
-    elif evaluation["split"] is None:
-        problems.append(
-            loaded.problem(
-                selector,
-                f"{what} needs evaluations, and this data has no test or validation split: "
-                "hold out a validation split, e.g. data.validation_split: 0.1",
-                key=True,
-            )
+    if data["eval"]["split"] is None:
+        return loaded.problem(
+            selector,
+            f"{what} needs evaluations, and this data has no test or validation split: "
+            "hold out a validation split, e.g. data.validation_split: 0.1",
+            key=True,
         )
-    else:
-        problems.append(
-            loaded.problem(
-                selector,
-                (
-                    f"{what} chooses the model by its evaluations, and this spec has no validation split, so it would choose on the "
-                    "test split, whose metrics would then overstate how the chosen model does on new data. Hold out a validation "
-                    "split: data.validation_split: 0.1 (evaluations during training run on it; the test split is evaluated once, at "
-                    "the end)"
-                ),
-                key=True,
-            )
-        )
+    return loaded.problem(
+        selector,
+        (
+            f"{what} chooses the model by its evaluations, and this spec has no validation split, so it would choose on the "
+            "test split, whose metrics would then overstate how the chosen model does on new data. Hold out a validation "
+            "split: data.validation_split: 0.1 (evaluations during training run on it; the test split is evaluated once, at "
+            "the end)"
+        ),
+        key=True,
+    )
+
+
+_RATE: Key = ("optimizer", "learning_rate")
 
 
 def _check_schedule(loaded: Loaded, rate: float | Mapping[str, Any], steps: int, problems: list[Problem]) -> None:
@@ -777,82 +846,108 @@ def _check_schedule(loaded: Loaded, rate: float | Mapping[str, Any], steps: int,
     of the run, and a phase the run never reaches."""
     if not isinstance(rate, dict):
         return  # a number: the schema requires it > 0
-    at = ("optimizer", "learning_rate")
     kind = rate["type"]
     last = steps - 1  # optax counts steps from 0: step k of the run uses schedule(k - 1)
-    if kind == "warmup_cosine_decay":
-        if rate["decay_steps"] <= rate["warmup_steps"]:
-            problems.append(
-                loaded.problem(
-                    at + ("decay_steps",),
-                    (
-                        f"decay_steps ({rate['decay_steps']}) is the length of the whole schedule, warmup included (optax's "
-                        f"warmup_cosine_decay_schedule), so it must be larger than warmup_steps ({rate['warmup_steps']}); e.g. "
-                        f"decay_steps: {rate['warmup_steps'] + max(steps - rate['warmup_steps'], 1)} decays over the rest of the run"
-                    ),
-                )
-            )
-            return
-        if rate["warmup_steps"] >= steps:
-            problems.append(
-                loaded.problem(
-                    at + ("warmup_steps",),
-                    f"warmup_steps ({rate['warmup_steps']}) is not shorter than the run ({steps} steps): the learning rate would never reach peak_value",
-                )
-            )
-    if kind == "exponential_decay" and rate["decay_rate"] <= 0:
+    if kind == "warmup_cosine_decay" and not _check_warmup(loaded, rate, steps, problems):
+        return
+    if kind == "exponential_decay" and not _check_decay_rate(loaded, rate, problems):
+        return
+    if kind in ("exponential_decay", "linear") and rate["transition_begin"] > last:
         problems.append(
             loaded.problem(
-                at + ("decay_rate",),
+                _RATE + ("transition_begin",),
+                f"the schedule starts changing at step {rate['transition_begin']}, after the run's last step ({steps}): the learning rate would stay init_value",
+            )
+        )
+    points = {0, last, *(round(last * i / 256) for i in range(257))}
+    if kind == "piecewise_constant":
+        points |= _check_boundaries(loaded, rate, steps, problems)
+        if problems and problems[-1].path.startswith("$.optimizer.learning_rate"):
+            return
+    for name in ("warmup_steps", "decay_steps", "transition_begin"):
+        if isinstance(rate.get(name), int):
+            points |= {rate[name] - 1, rate[name], rate[name] + rate.get("transition_steps", 0)}
+    _check_rate_values(loaded, rate, sorted(p for p in points if 0 <= p <= last), problems)
+
+
+def _check_warmup(loaded: Loaded, rate: Mapping[str, Any], steps: int, problems: list[Problem]) -> bool:
+    """warmup_cosine_decay: decay_steps (warmup included) longer than the warmup, and the warmup
+    shorter than the run; False where the schedule has no decay at all, so nothing more is checked."""
+    if rate["decay_steps"] <= rate["warmup_steps"]:
+        problems.append(
+            loaded.problem(
+                _RATE + ("decay_steps",),
+                (
+                    f"decay_steps ({rate['decay_steps']}) is the length of the whole schedule, warmup included (optax's "
+                    f"warmup_cosine_decay_schedule), so it must be larger than warmup_steps ({rate['warmup_steps']}); e.g. "
+                    f"decay_steps: {rate['warmup_steps'] + max(steps - rate['warmup_steps'], 1)} decays over the rest of the run"
+                ),
+            )
+        )
+        return False
+    if rate["warmup_steps"] >= steps:
+        problems.append(
+            loaded.problem(
+                _RATE + ("warmup_steps",),
+                f"warmup_steps ({rate['warmup_steps']}) is not shorter than the run ({steps} steps): the learning rate would never reach peak_value",
+            )
+        )
+    return True
+
+
+def _check_decay_rate(loaded: Loaded, rate: Mapping[str, Any], problems: list[Problem]) -> bool:
+    """exponential_decay: a positive decay_rate; False (with the problem) where it is 0 or less."""
+    if rate["decay_rate"] <= 0:
+        problems.append(
+            loaded.problem(
+                _RATE + ("decay_rate",),
                 (
                     f"decay_rate must be positive: {'0 makes optax return a constant schedule' if rate['decay_rate'] == 0 else 'a negative rate flips the sign of the learning rate'}"
                     "; e.g. 0.96 multiplies the rate by 0.96 every transition_steps"
                 ),
             )
         )
-        return
-    if kind in ("exponential_decay", "linear") and rate["transition_begin"] > last:
-        problems.append(
-            loaded.problem(
-                at + ("transition_begin",),
-                f"the schedule starts changing at step {rate['transition_begin']}, after the run's last step ({steps}): the learning rate would stay init_value",
+        return False
+    return True
+
+
+def _check_boundaries(loaded: Loaded, rate: Mapping[str, Any], steps: int, problems: list[Problem]) -> set[int]:
+    """piecewise_constant: each boundary a step of the run, each scale >= 0; returns the steps
+    around the good boundaries, where the rate is to be sampled."""
+    points: set[int] = set()
+    for key, scale in (rate["boundaries_and_scales"] or {}).items():
+        boundary = int(key) if str(key).lstrip("+").isdigit() else None
+        if boundary is None:
+            problems.append(
+                loaded.problem(
+                    _RATE + ("boundaries_and_scales", key),
+                    f"a boundary is a step number (a whole number >= 0), found {key!r}",
+                    key=True,
+                )
             )
-        )
-    points = {0, last, *(round(last * i / 256) for i in range(257))}
-    if kind == "piecewise_constant":
-        for key, scale in (rate["boundaries_and_scales"] or {}).items():
-            boundary = int(key) if str(key).lstrip("+").isdigit() else None
-            if boundary is None:
-                problems.append(
-                    loaded.problem(
-                        at + ("boundaries_and_scales", key),
-                        f"a boundary is a step number (a whole number >= 0), found {key!r}",
-                        key=True,
-                    )
+        elif scale < 0:
+            problems.append(
+                loaded.problem(
+                    _RATE + ("boundaries_and_scales", key),
+                    f"a scale must be >= 0 (optax refuses negative ones), found {scale:g}",
                 )
-            elif scale < 0:
-                problems.append(
-                    loaded.problem(
-                        at + ("boundaries_and_scales", key),
-                        f"a scale must be >= 0 (optax refuses negative ones), found {scale:g}",
-                    )
+            )
+        elif boundary > steps - 1:
+            problems.append(
+                loaded.problem(
+                    _RATE + ("boundaries_and_scales", key),
+                    f"the boundary at step {boundary} is after the run's last step ({steps}): its scale would never apply",
+                    key=True,
                 )
-            elif boundary > last:
-                problems.append(
-                    loaded.problem(
-                        at + ("boundaries_and_scales", key),
-                        f"the boundary at step {boundary} is after the run's last step ({steps}): its scale would never apply",
-                        key=True,
-                    )
-                )
-            else:
-                points |= {boundary - 1, boundary}
-        if problems and problems[-1].path.startswith("$.optimizer.learning_rate"):
-            return
-    for name in ("warmup_steps", "decay_steps", "transition_begin"):
-        if isinstance(rate.get(name), int):
-            points |= {rate[name] - 1, rate[name], rate[name] + rate.get("transition_steps", 0)}
-    values = [(t, _schedule_value(rate, t)) for t in sorted(p for p in points if 0 <= p <= last)]
+            )
+        else:
+            points |= {boundary - 1, boundary}
+    return points
+
+
+def _check_rate_values(loaded: Loaded, rate: Mapping[str, Any], counts: list[int], problems: list[Problem]) -> None:
+    """The rate at each of `counts` (optax's step counts) is finite and >= 0, and not 0 at all of them."""
+    values = [(t, _schedule_value(rate, t)) for t in counts]
     bad = next(((t, v) for t, v in values if not (v >= 0 and v < math.inf)), None)
     if bad is not None:
         t, v = bad
@@ -863,13 +958,15 @@ def _check_schedule(loaded: Loaded, rate: float | Mapping[str, Any], steps: int,
         )
         problems.append(
             loaded.problem(
-                at,
+                _RATE,
                 f"this schedule gives a learning rate of {v:g} at step {t + 1} of the run, which is {why}; check init_value, end_value, alpha and exponent",
             )
         )
     elif all(v == 0 for _, v in values):
         problems.append(
-            loaded.problem(at, "this schedule gives a learning rate of 0 at every step of the run: nothing would train")
+            loaded.problem(
+                _RATE, "this schedule gives a learning rate of 0 at every step of the run: nothing would train"
+            )
         )
 
 
