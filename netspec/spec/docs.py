@@ -98,26 +98,34 @@ def _rows(prefix: str, schema: Schema, required: Sequence[str] = ()) -> list[str
     return rows
 
 
-def render() -> str:
-    out = [
-        BEGIN,
-        "",
+def _editor_intro() -> list[str]:
+    """How to have an editor check a spec as it is typed."""
+    return [
         "In an editor: `netspec schema > netspec.schema.json`, then start a spec with the line "
         "`# yaml-language-server: $schema=netspec.schema.json` (or map the file in the YAML extension's `yaml.schemas`). "
         "The editor (yaml-language-server: VS Code, Neovim, Helix, ...) then completes every key and name, shows what a key "
         "means on hover, and marks as you type the mistakes `netspec validate` reports, rules between keys included; "
         "tests/e2e/test_editor.py drives the real server to check this.",
-        "",
+    ]
+
+
+def _top_level_table() -> list[str]:
+    """The table of every key, top-level sections and the keys within them."""
+    out = [
         "### Top-level keys",
         "",
         "| key | type | required | default | meaning |",
         "|---|---|---|---|---|",
     ]
     out += _rows("", SCHEMA, SCHEMA["required"])
-    out += ["", "`train` takes `steps` or `epochs`, not both.", ""]
+    return [*out, "", "`train` takes `steps` or `epochs`, not both.", ""]
+
+
+def _layers_table() -> list[str]:
+    """The table of layer types, with their fields and `model.defaults`."""
     pushed = ", ".join(f"`{field}`" for field in DEFAULTABLE)
     built_in = ", ".join(f"`{_shown(field['default'])}`" for field in DEFAULTABLE.values())
-    out += [
+    out = [
         "### Layers (`model.layers[]`)",
         "",
         "Every layer has `name` (unique; its TensorBoard scope), `type`, and optional `inputs` "
@@ -130,6 +138,27 @@ def render() -> str:
     for name in sorted(LAYERS):
         kind = LAYERS[name]
         out.append(f"| `{name}` | {_args(kind.fields, kind.required)} | {_cell(kind.doc)} |")
+    return out
+
+
+def _choice_table(
+    title: str, table: Mapping[str, Mapping[str, Schema]], docs: Mapping[str, str], intro: str
+) -> list[str]:
+    """The table of one choice of names (activations, initializers, ...), with their arguments."""
+    out = [
+        "",
+        f"### {title}",
+        "",
+        intro,
+        "",
+        "| name | arguments (defaults) | what it computes |",
+        "|---|---|---|",
+    ]
+    return out + [f"| `{name}` | {_args(args)} | {_cell(docs[name])} |" for name, args in sorted(table.items())]
+
+
+def _choice_tables() -> list[str]:
+    """The tables of activations, initializers, losses and metrics."""
     sections = [
         ("Activations (`activation:`)", ACTIVATIONS, ACTIVATION_DOCS, "A name, or a mapping `{type: name, args...}`."),
         (
@@ -150,18 +179,12 @@ def render() -> str:
         ),
         ("Metrics (`metrics:`)", METRICS, METRIC_DOCS, "A list of names, or mappings `{type: name, args...}`."),
     ]
-    for title, table, docs, intro in sections:
-        out += [
-            "",
-            f"### {title}",
-            "",
-            intro,
-            "",
-            "| name | arguments (defaults) | what it computes |",
-            "|---|---|---|",
-        ]
-        out += [f"| `{name}` | {_args(args)} | {_cell(docs[name])} |" for name, args in sorted(table.items())]
-    out += [
+    return [line for title, table, docs, intro in sections for line in _choice_table(title, table, docs, intro)]
+
+
+def _optimizers_table() -> list[str]:
+    """The table of optimizers, with their optax arguments."""
+    out = [
         "",
         "### Optimizers (`optimizer:`)",
         "",
@@ -173,8 +196,12 @@ def render() -> str:
         "| type | arguments (defaults) |",
         "|---|---|",
     ]
-    out += [f"| `{name}` | {_args(args)} |" for name, args in sorted(OPTIMIZERS.items())]
-    out += [
+    return out + [f"| `{name}` | {_args(args)} |" for name, args in sorted(OPTIMIZERS.items())]
+
+
+def _schedules_table() -> list[str]:
+    """The table of learning-rate schedules, with their optax functions and arguments."""
+    out = [
         "",
         "### Learning-rate schedules (`optimizer.learning_rate:`)",
         "",
@@ -186,6 +213,17 @@ def render() -> str:
     for name, (fn, args, required) in sorted(SCHEDULES.items()):
         parts = [f"**`{a}`**" if a in required else f"`{a}={json.dumps(s.get('default'))}`" for a, s in args.items()]
         out.append(f"| `{name}` | `optax.{fn}` | {', '.join(parts)} |")
+    return out
+
+
+def render() -> str:
+    """The README's reference section, its markers included."""
+    out = [BEGIN, "", *_editor_intro(), ""]
+    out += _top_level_table()
+    out += _layers_table()
+    out += _choice_tables()
+    out += _optimizers_table()
+    out += _schedules_table()
     out += ["", END]
     return "\n".join(out)
 
