@@ -106,6 +106,23 @@ def label_problems(
             LabelProblem(f"{what} hold a NaN or an infinity; every target must be a finite number", labels.nonfinite_at)
         ]
     span = f"{what} go from {_name(labels, labels.minimum)} to {_name(labels, labels.maximum)}"
+    one_class = _one_class(labels, loss, class_indices=class_indices, what=what, training=training)
+    if one_class is not None:
+        return [one_class]
+    problem: LabelProblem | None
+    if loss == "binary_crossentropy":
+        problem = _binary_targets(labels, span)
+    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and class_indices:
+        problem = _class_numbers(labels, loss, out_shape, what, span)
+    elif loss == "categorical_crossentropy":
+        problem = _per_class_targets(labels, span)
+    else:
+        problem = _within_output(labels, loss, activation, span)
+    return [] if problem is None else [problem]
+
+
+def _one_class(labels: Labels, loss: str, *, class_indices: bool, what: str, training: bool) -> LabelProblem | None:
+    """Rule 2: training labels of a classification loss hold at least two classes."""
     if (
         training
         and loss in CLASSIFICATION
@@ -113,75 +130,76 @@ def label_problems(
         and len(labels.distinct) == 1
     ):
         only = _name(labels, labels.distinct[0])
-        return [
-            LabelProblem(
-                f"{what} hold one class: every label is {only}; a classifier learns nothing from one class. "
-                "Give it examples of at least two classes (check data.limit, the label column, and that the data is not sorted by class)"
-            )
-        ]
-    problems = []
-    if loss == "binary_crossentropy":
-        bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
-        if bad is not None:
-            hint = ""
-            if labels.fraction_at is None and labels.minimum >= 0:
-                n = int(labels.maximum) + 1
-                hint = f"; for {n} classes use loss: sparse_categorical_crossentropy with units: {n} and activation: softmax in the last layer"
-            problems.append(
-                LabelProblem(
-                    f"binary_crossentropy needs targets between 0 and 1 (class 0 or 1, or a probability), but {span}{hint}",
-                    bad,
-                )
-            )
-    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and class_indices:
-        units = out_shape[-1] if out_shape else 1
-        if labels.fraction_at is not None:
-            problems.append(
-                LabelProblem(
-                    f"{loss} needs one whole class number per example, but {what} hold fractions; "
-                    "for targets given per class (one-hot or probabilities) give y one value per output unit",
-                    labels.fraction_at,
-                )
-            )
-        elif labels.minimum < 0:
-            problems.append(LabelProblem(f"class numbers start at 0, but {span}", labels.argmin))
-        elif labels.maximum >= units:
-            classes = labels.classes
-            named = f" ({', '.join(labels.names)})" if labels.names else ""
-            counted = (
-                f"{what} hold {classes} classes{named}"
-                if classes
-                else f"{what} go up to class {_value(labels.maximum)}"
-            )
-            problems.append(
-                LabelProblem(
-                    f"{counted}, but the model's output has {units} units; make the last layer units: "
-                    f"{classes or int(labels.maximum) + 1}",
-                    labels.argmax,
-                )
-            )
-    elif loss == "categorical_crossentropy":
-        bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
-        if bad is not None:
-            problems.append(
-                LabelProblem(
-                    f"categorical_crossentropy with one target per class needs values between 0 and 1 "
-                    f"(one-hot or probabilities), but {span}",
-                    bad,
-                )
-            )
-    else:
-        low, high = output_range(activation)
-        if labels.minimum < low or labels.maximum > high:
-            bad = labels.argmin if labels.minimum < low else labels.argmax
-            problems.append(
-                LabelProblem(
-                    f"the model's output goes through {activation['type']}, whose values lie in [{_value(low)}, {_value(high)}], "
-                    f"but {span}: {loss} can never reach them; use activation: linear in the last layer (or scale the targets into that range)",
-                    bad,
-                )
-            )
-    return problems
+        return LabelProblem(
+            f"{what} hold one class: every label is {only}; a classifier learns nothing from one class. "
+            "Give it examples of at least two classes (check data.limit, the label column, and that the data is not sorted by class)"
+        )
+    return None
+
+
+def _binary_targets(labels: Labels, span: str) -> LabelProblem | None:
+    """Rule 3: binary_crossentropy targets lie in [0, 1]."""
+    bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
+    if bad is None:
+        return None
+    hint = ""
+    if labels.fraction_at is None and labels.minimum >= 0:
+        n = int(labels.maximum) + 1
+        hint = f"; for {n} classes use loss: sparse_categorical_crossentropy with units: {n} and activation: softmax in the last layer"
+    return LabelProblem(
+        f"binary_crossentropy needs targets between 0 and 1 (class 0 or 1, or a probability), but {span}{hint}",
+        bad,
+    )
+
+
+def _class_numbers(labels: Labels, loss: str, out_shape: tuple[int, ...], what: str, span: str) -> LabelProblem | None:
+    """Rule 4: class-index labels are whole numbers from 0 to units - 1."""
+    units = out_shape[-1] if out_shape else 1
+    if labels.fraction_at is not None:
+        return LabelProblem(
+            f"{loss} needs one whole class number per example, but {what} hold fractions; "
+            "for targets given per class (one-hot or probabilities) give y one value per output unit",
+            labels.fraction_at,
+        )
+    if labels.minimum < 0:
+        return LabelProblem(f"class numbers start at 0, but {span}", labels.argmin)
+    if labels.maximum >= units:
+        classes = labels.classes
+        named = f" ({', '.join(labels.names)})" if labels.names else ""
+        counted = (
+            f"{what} hold {classes} classes{named}" if classes else f"{what} go up to class {_value(labels.maximum)}"
+        )
+        return LabelProblem(
+            f"{counted}, but the model's output has {units} units; make the last layer units: "
+            f"{classes or int(labels.maximum) + 1}",
+            labels.argmax,
+        )
+    return None
+
+
+def _per_class_targets(labels: Labels, span: str) -> LabelProblem | None:
+    """Rule 5: categorical_crossentropy targets given per class lie in [0, 1]."""
+    bad = labels.argmin if labels.minimum < 0 else labels.argmax if labels.maximum > 1 else None
+    if bad is None:
+        return None
+    return LabelProblem(
+        f"categorical_crossentropy with one target per class needs values between 0 and 1 "
+        f"(one-hot or probabilities), but {span}",
+        bad,
+    )
+
+
+def _within_output(labels: Labels, loss: str, activation: Mapping[str, Any], span: str) -> LabelProblem | None:
+    """Rule 6: a regression loss's targets lie within what the output activation can produce."""
+    low, high = output_range(activation)
+    if labels.minimum < low or labels.maximum > high:
+        bad = labels.argmin if labels.minimum < low else labels.argmax
+        return LabelProblem(
+            f"the model's output goes through {activation['type']}, whose values lie in [{_value(low)}, {_value(high)}], "
+            f"but {span}: {loss} can never reach them; use activation: linear in the last layer (or scale the targets into that range)",
+            bad,
+        )
+    return None
 
 
 def output_problems(loss: Mapping[str, Any], activation: Mapping[str, Any]) -> list[str]:
