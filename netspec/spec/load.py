@@ -172,29 +172,53 @@ def load(path: str | Path, overrides: Sequence[str] = (), rules: OverrideRules |
 
 def parse(raw: bytes | str, source: str) -> Loaded:
     """Parse YAML text into a `Loaded`. Raises SpecError with the position of the first syntax error."""
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line, col = _line_col(raw[: e.start].decode("utf-8"))  # the text before the bad byte is valid
-            raise SpecError(
-                [
-                    Problem(
-                        source,
-                        line,
-                        col,
-                        "$",
-                        f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8",
-                    )
-                ]
-            ) from None
-    else:
-        text = raw
+    text = _decode(raw, source) if isinstance(raw, bytes) else raw
+    node = _compose(text, source)
+    if node is None:
+        raise SpecError(
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    "$",
+                    "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train",
+                )
+            ]
+        )
     loaded = Loaded(source, None)
+    builder = _Builder(loaded)
+    builder.check_expansion(node)
+    loaded.data = builder.build(node, (), 0)
+    return loaded
+
+
+def _decode(raw: bytes, source: str) -> str:
+    """The file's bytes as UTF-8 text. Raises SpecError at the first byte that is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _line_col(raw[: e.start].decode("utf-8"))  # the text before the bad byte is valid
+        raise SpecError(
+            [
+                Problem(
+                    source,
+                    line,
+                    col,
+                    "$",
+                    f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def _compose(text: str, source: str) -> yaml.Node | None:
+    """The YAML node graph of `text` (None for an empty document), composed within the bounds.
+    Raises SpecError with the position of the first syntax error."""
     try:
         loader = _BoundedLoader(text)  # PyYAML's reader checks every character here
         try:
-            node = loader.get_single_node()
+            return loader.get_single_node()
         finally:
             loader.dispose()
     except _Refused as e:
@@ -219,22 +243,6 @@ def parse(raw: bytes | str, source: str) -> Loaded:
         raise SpecError([Problem(source, *at, "$", f"YAML syntax error: {_syntax_message(e)}")]) from None
     except yaml.YAMLError as e:
         raise SpecError([Problem(source, None, None, "$", f"YAML syntax error: {e}")]) from None
-    if node is None:
-        raise SpecError(
-            [
-                Problem(
-                    source,
-                    1,
-                    1,
-                    "$",
-                    "the file is empty; a spec is a mapping with name, model, data, loss, optimizer and train",
-                )
-            ]
-        )
-    builder = _Builder(loaded)
-    builder.check_expansion(node)
-    loaded.data = builder.build(node, (), 0)
-    return loaded
 
 
 def _line_col(before: str) -> tuple[int, int]:
@@ -360,6 +368,23 @@ class _Builder:
         )
 
     def build(self, node: yaml.Node, path: Key, depth: int) -> Any:
+        """The plain data of `node` at `path`, its position and its keys' recorded."""
+        self.admit(node, path, depth)
+        self.open.add(id(node))
+        self.loaded.positions[path] = (self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out = self.build_mapping(node, path, depth)
+            self.open.discard(id(node))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items = [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+            self.open.discard(id(node))
+            return items
+        return self.build_scalar(node, path)
+
+    def admit(self, node: yaml.Node, path: Key, depth: int) -> None:
+        """Refuse a node past the limits (values, depth), with a tag other than the standard ones
+        or its kind's, or a collection that holds an alias to itself."""
         self.count += 1
         if self.count > MAX_VALUES:
             self.fail(
@@ -380,37 +405,35 @@ class _Builder:
             self.fail(node, path, f"the YAML tag {node.tag!r} does not fit a {kind}")
         if kind and id(node) in self.open:
             self.fail(node, path, f"a recursive alias: this {kind} holds an alias to itself, so it would never end")
-        self.open.add(id(node))
-        self.loaded.positions[path] = (self.loaded.source, node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.fail(key_node, path, "YAML merge keys ('<<') are not supported in a spec; write the keys out")
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.fail(key_node, path, "a key must be a plain scalar, not a list or mapping")
-                key = self.build(key_node, path + ("<key>",), depth + 1)
-                if not isinstance(key, str):  # a spec is JSON data: its keys are strings (`5:` is the key "5")
-                    key = str(key).lower() if isinstance(key, bool) else str(key)
-                if key in out:
-                    self.fail(
-                        key_node,
-                        path + (key,),
-                        f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once",
-                    )
-                self.loaded.key_positions[path + (key,)] = (
-                    self.loaded.source,
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
+
+    def build_mapping(self, node: yaml.MappingNode, path: Key, depth: int) -> dict[str, Any]:
+        """A mapping's plain data: string keys, each once, with their positions."""
+        out = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.fail(key_node, path, "YAML merge keys ('<<') are not supported in a spec; write the keys out")
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, path, "a key must be a plain scalar, not a list or mapping")
+            key = self.build(key_node, path + ("<key>",), depth + 1)
+            if not isinstance(key, str):  # a spec is JSON data: its keys are strings (`5:` is the key "5")
+                key = str(key).lower() if isinstance(key, bool) else str(key)
+            if key in out:
+                self.fail(
+                    key_node,
+                    path + (key,),
+                    f"duplicate key {key!r} (also at line {self.loaded.key_positions[path + (key,)][1]}); a key may appear once",
                 )
-                out[key] = self.build(value_node, path + (key,), depth + 1)
-            self.loaded.positions.pop(path + ("<key>",), None)
-            self.open.discard(id(node))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            items = [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
-            self.open.discard(id(node))
-            return items
+            self.loaded.key_positions[path + (key,)] = (
+                self.loaded.source,
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
+            out[key] = self.build(value_node, path + (key,), depth + 1)
+        self.loaded.positions.pop(path + ("<key>",), None)
+        return out
+
+    def build_scalar(self, node: yaml.Node, path: Key) -> Any:
+        """A scalar's value under the YAML 1.2 core schema: a finite number, integers within 64 bits."""
         try:
             value = _scalar(node)
         except ValueError:  # `!!int x`, `!!bool yes`, an empty `!!float`, or more digits than Python converts
