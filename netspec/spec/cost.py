@@ -341,10 +341,31 @@ def training_memory(
     CPU, so the data as read on the host, the JAX runtime and the host's record of the loss of
     each of the run's `steps` (a Python float in a list: 32 bytes a step; netspec.training) count too.
     """
+    per_device = -(-batch_size // (devices or 1))
+    example = example_bytes + label_bytes
+    parts = _model_parts(costs, optimizer)
+    saved = sum(c.saved_bytes for c in costs) + prod(input_shape) * 4  # the scaled float32 input too
+    parts.append(
+        Part(
+            f"the activations of one batch of {per_device} kept for the backward pass",
+            per_device * saved,
+            ("train", "batch_size"),
+        )
+    )
+    if num_train is not None:
+        parts += _training_data_parts(num_train, batch_size, per_device, example, chunk_steps, max_resident_bytes)
+    if num_eval:
+        parts.append(_eval_part(costs, num_eval, eval_batch_size, example))
+    if budget_kind in ("host", "address space"):  # a CPU device: the host's own copies share its memory
+        parts += _host_parts(budget_kind, num_train, num_eval, example, steps, steps_key)
+    return parts
+
+
+def _model_parts(costs: list[LayerCost], optimizer: Mapping[str, Any]) -> list[Part]:
+    """The parameters, their gradients, the optimizer's state and the layers' running statistics."""
     shapes = [s for c in costs for s in c.params.values()]
     n_params = sum(prod(s) for s in shapes)
     n_state = sum(c.state_count for c in costs)
-    per_device = -(-batch_size // (devices or 1))
     parts = [
         Part(f"parameters ({_count(n_params)} float32)", n_params * PARAM_BYTES, ("model", "layers")),
         Part("their gradients", n_params * PARAM_BYTES, ("model", "layers")),
@@ -362,28 +383,26 @@ def training_memory(
         )
     if n_state:
         parts.append(Part("the layers' running statistics", n_state * PARAM_BYTES, ("model", "layers")))
-    saved = sum(c.saved_bytes for c in costs) + prod(input_shape) * 4  # the scaled float32 input too
-    parts.append(
-        Part(
-            f"the activations of one batch of {per_device} kept for the backward pass",
-            per_device * saved,
-            ("train", "batch_size"),
-        )
-    )
-    example = example_bytes + label_bytes
-    if num_train is not None:
-        data = num_train * example
-        if data <= max_resident_bytes:
-            parts.append(Part(f"the training data ({num_train} examples)", data, ("data",)))
-        else:  # streamed: the host gathers each chunk's batches, the next chunk's while this one runs
-            parts.append(
-                Part(
-                    f"two chunks of streamed batches ({chunk_steps} steps of {per_device})",
-                    2 * chunk_steps * per_device * example,
-                    ("summaries", "every"),
-                )
+    return parts
+
+
+def _training_data_parts(
+    num_train: int, batch_size: int, per_device: int, example: int, chunk_steps: int, max_resident_bytes: float
+) -> list[Part]:
+    """The training data on the device (or two chunks of streamed batches), and a chunk's batch indices."""
+    parts = []
+    data = num_train * example
+    if data <= max_resident_bytes:
+        parts.append(Part(f"the training data ({num_train} examples)", data, ("data",)))
+    else:  # streamed: the host gathers each chunk's batches, the next chunk's while this one runs
+        parts.append(
+            Part(
+                f"two chunks of streamed batches ({chunk_steps} steps of {per_device})",
+                2 * chunk_steps * per_device * example,
+                ("summaries", "every"),
             )
-    if batch_size and num_train is not None and batch_size < num_train:
+        )
+    if batch_size and batch_size < num_train:
         parts.append(
             Part(
                 f"the batch indices of one chunk ({chunk_steps} steps)",
@@ -391,34 +410,47 @@ def training_memory(
                 ("summaries", "every"),
             )
         )
-    if num_eval:
-        eval_batch = min(eval_batch_size, num_eval)
-        padded = -(-num_eval // eval_batch) * eval_batch
-        biggest = max((c.activation_bytes for c in costs), default=0)
+    return parts
+
+
+def _eval_part(costs: list[LayerCost], num_eval: int, eval_batch_size: int, example: int) -> Part:
+    """The evaluated split, padded to whole batches, and one evaluation batch's activations."""
+    eval_batch = min(eval_batch_size, num_eval)
+    padded = -(-num_eval // eval_batch) * eval_batch
+    biggest = max((c.activation_bytes for c in costs), default=0)
+    return Part(
+        f"the evaluated split ({num_eval} examples) and one evaluation batch",
+        padded * example + eval_batch * 2 * biggest,
+        ("eval", "batch_size"),
+    )
+
+
+def _host_parts(
+    budget_kind: str,
+    num_train: int | None,
+    num_eval: int | None,
+    example: int,
+    steps: int | None,
+    steps_key: tuple[str, ...],
+) -> list[Part]:
+    """What a CPU device's host holds besides: the data as read, the JAX runtime, the loss record."""
+    parts = []
+    if num_train is not None:
+        # measured (jax 0.10, CPU): 256 MiB of data read, then put on the device, took the
+        # process from 296 MB to 953 MB: one more copy than the device's while it moves there
         parts.append(
             Part(
-                f"the evaluated split ({num_eval} examples) and one evaluation batch",
-                padded * example + eval_batch * 2 * biggest,
-                ("eval", "batch_size"),
+                "the data as read, on the host, and its copy on the way to the device",
+                2 * (num_train + (num_eval or 0)) * example,
+                ("data",),
             )
         )
-    if budget_kind in ("host", "address space"):  # a CPU device: the host's own copies share its memory
-        if num_train is not None:
-            # measured (jax 0.10, CPU): 256 MiB of data read, then put on the device, took the
-            # process from 296 MB to 953 MB: one more copy than the device's while it moves there
-            parts.append(
-                Part(
-                    "the data as read, on the host, and its copy on the way to the device",
-                    2 * (num_train + (num_eval or 0)) * example,
-                    ("data",),
-                )
-            )
-        runtime = RUNTIME_ADDRESS_SPACE if budget_kind == "address space" else RUNTIME_RESIDENT
-        parts.append(Part("the JAX runtime", runtime, ("model",)))
-        if steps:
-            parts.append(
-                Part(f"the loss of each of the {steps} steps, kept on the host", steps * LOSS_RECORD_BYTES, steps_key)
-            )
+    runtime = RUNTIME_ADDRESS_SPACE if budget_kind == "address space" else RUNTIME_RESIDENT
+    parts.append(Part("the JAX runtime", runtime, ("model",)))
+    if steps:
+        parts.append(
+            Part(f"the loss of each of the {steps} steps, kept on the host", steps * LOSS_RECORD_BYTES, steps_key)
+        )
     return parts
 
 
