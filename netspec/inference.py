@@ -161,16 +161,27 @@ def read_inputs(
 
 def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | None, notice) -> np.ndarray:
     """float32 [N, F] from a CSV file, its columns chosen as `read_inputs` says."""
-    import csv
-
     from netspec.data.arrays import source_of
-    from netspec.data.formats import _numbered_rows
 
     source = source_of(spec.data)
     delimiter = spec.data["csv"]["delimiter"] if source == "csv" else ","
+    rows = _read_csv_rows(path, delimiter)
+    first = rows[0][0]
+    header, rows, width = _csv_header(path, rows, feature_names)
+    if header is not None and feature_names:
+        columns = _columns_by_name(path, header, feature_names)
+    else:
+        columns = list(range(width))
+        _note_columns_in_order(path, spec, source, header, width, feature_names, notice)
+    return _csv_values(path, rows, columns, first=first, header=header)
+
+
+def _read_csv_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
+    """The rows of a CSV file, each with its line number; at least one."""
+    import csv
     import io
 
-    from netspec.data.formats import _bounded_lines, open_data_file
+    from netspec.data.formats import _bounded_lines, _numbered_rows, open_data_file
 
     # -sig: a spreadsheet's byte-order mark is not part of a name; lines are bounded as the training CSV's are
     with io.TextIOWrapper(open_data_file(path, "a CSV file"), encoding="utf-8-sig", newline="") as f:
@@ -180,6 +191,14 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
             raise ValueError(f"not a CSV file ({e})") from None
     if not rows:
         raise NetspecError(f"{path} holds no rows; give one example per row, one column per feature.")
+    return rows
+
+
+def _csv_header(
+    path: Path, rows: list[tuple[int, list[str]]], feature_names: tuple[str, ...] | None
+) -> tuple[list[str] | None, list[tuple[int, list[str]]], int]:
+    """(the header when the first row names the columns, else None; the rows of examples; their
+    width), every row of the same width."""
     first, cells = rows[0][0], [cell.strip() for cell in rows[0][1]]
     header: list[str] | None = None  # the first row, when it names the columns
     if not any(_is_number(cell) for cell in cells) or (feature_names and set(feature_names) <= set(cells)):
@@ -193,23 +212,39 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
             raise NetspecError(
                 f"{path}: row {line} has {len(row)} cells, but row {first} has {width}; every row needs the same number."
             )
-    columns = list(range(width))
-    if header is not None and feature_names:
-        missing = [name for name in feature_names if name not in header]
-        if missing:
-            raise NetspecError(
-                f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
-                f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
-                f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match."
-            )
-        twice = next((name for name in feature_names if header.count(name) > 1), None)
-        if twice is not None:
-            raise NetspecError(
-                f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
-                "must be one column. Rename or remove the others."
-            )
-        columns = [header.index(name) for name in feature_names]
-    elif header is not None:
+    return header, rows, width
+
+
+def _columns_by_name(path: Path, header: list[str], feature_names: tuple[str, ...]) -> list[int]:
+    """The columns of the training features, in training order, picked by the header's names."""
+    missing = [name for name in feature_names if name not in header]
+    if missing:
+        raise NetspecError(
+            f"{path} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}: the model "
+            f"takes the features {', '.join(map(repr, feature_names))} (by name, in any order; other columns are "
+            f"ignored), and the header names {', '.join(map(repr, header))}. Rename the columns to match."
+        )
+    twice = next((name for name in feature_names if header.count(name) > 1), None)
+    if twice is not None:
+        raise NetspecError(
+            f"{path}: the header names {twice!r} {header.count(twice)} times; the model's feature {twice!r} "
+            "must be one column. Rename or remove the others."
+        )
+    return [header.index(name) for name in feature_names]
+
+
+def _note_columns_in_order(
+    path: Path,
+    spec: Spec,
+    source: str,
+    header: list[str] | None,
+    width: int,
+    feature_names: tuple[str, ...] | None,
+    notice,
+) -> None:
+    """Says to `notice` why the columns are taken in order where that is a guess (a header with no
+    names to match, or no header); refuses a headerless file of another width than the features."""
+    if header is not None:
         if source != "csv":
             why = f"it trained on {source} data, which names no features"
         elif not spec.data["csv"]["header"]:
@@ -229,6 +264,12 @@ def _read_csv_numbers(path: Path, spec: Spec, feature_names: tuple[str, ...] | N
         notice(
             f"{path} has no header, so its {width} columns are taken in the training order: {', '.join(feature_names)}."
         )
+
+
+def _csv_values(
+    path: Path, rows: list[tuple[int, list[str]]], columns: list[int], *, first: int, header: list[str] | None
+) -> np.ndarray:
+    """float32 [N, F]: the cells of `columns`, each a number."""
     for line, row in rows:
         bad = next((row[c] for c in columns if not _is_number(row[c])), None)
         if bad is not None:
