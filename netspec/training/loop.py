@@ -185,7 +185,7 @@ def _open(
 ) -> Opened:
     """Load the data, compile, and claim a new run directory or reopen `resume` at its checkpoint."""
     from netspec.compile.program import compile_spec
-    from netspec.training import checkpoint, resumption
+    from netspec.training import resumption
 
     writer = distribute.is_writer()
     if resume is not None and writer:
@@ -199,13 +199,7 @@ def _open(
     )
     pause("before-run-dir")
     use_compilation_cache()
-    asked = spec.resolved["distribute"]
-    mesh = distribute.mesh_for(
-        devices or asked["devices"],
-        batch_size=spec.train["batch_size"],
-        params=asked["params"],
-        fsdp_devices=asked["fsdp_devices"],
-    )
+    mesh = _mesh(spec, devices)
     program = signals.wait_for(lambda: compile_spec(spec, mesh))
     state = signals.wait_for(program.init)
     scratch = where.scratch = (
@@ -217,44 +211,90 @@ def _open(
             run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer
         )
     else:
-        signals.begin_graceful()
-        # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
-        restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(
-            state, notice=echo, set_aside=writer
-        )
-        if restored is None:
-            raise NetspecError(
-                f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run."
-            )
-        latest, state = restored
-        meta = checkpoint.metadata(latest)
-        closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
-        if writer:
-            run_dir = Path(resume)
-        else:
-            assert scratch is not None  # a process that does not write has its scratch directory
-            run_dir = make_run_dir(scratch, spec.name, run_name)
-        _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
-        if writer:
-            record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
-        opened = Opened(
-            run_dir,
-            program,
-            state,
-            int(state.step),
-            arrays,
-            mesh,
-            changes,
-            meta,
-            closing,
-            finishing,
-            reclosing,
-            None,
-            writer,
+        opened = _reopen(
+            spec,
+            signals,
+            resume,
+            program=program,
+            state=state,
+            arrays=arrays,
+            mesh=mesh,
+            changes=changes,
+            writer=writer,
+            scratch=scratch,
+            run_name=run_name,
+            echo=echo,
         )
     if mesh is not None:  # a checkpoint holds whole arrays, so it restores on any device count
         opened = opened._replace(state=distribute.place(opened.state, program.state_sharding))
     return opened
+
+
+def _mesh(spec: Spec, devices: int | None):
+    """The device mesh of the spec's distribute section (`devices`: --devices in its place), or None for one device."""
+    asked = spec.resolved["distribute"]
+    return distribute.mesh_for(
+        devices or asked["devices"],
+        batch_size=spec.train["batch_size"],
+        params=asked["params"],
+        fsdp_devices=asked["fsdp_devices"],
+    )
+
+
+def _reopen(
+    spec: Spec,
+    signals,
+    resume,
+    *,
+    program,
+    state,
+    arrays,
+    mesh,
+    changes: list,
+    writer: bool,
+    scratch: Path | None,
+    run_name,
+    echo,
+) -> Opened:
+    """Reopen the run `resume` at its newest checkpoint that loads (`state`: the initial state to
+    restore into) and record the resume."""
+    from netspec.training import checkpoint
+
+    signals.begin_graceful()
+    # the newest checkpoint that loads (one damaged or of another model is set aside, said in one line)
+    restored = checkpoint.Checkpoints(Path(resume) / "checkpoints", keep=1).restore(
+        state, notice=echo, set_aside=writer
+    )
+    if restored is None:
+        raise NetspecError(
+            f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run."
+        )
+    latest, state = restored
+    meta = checkpoint.metadata(latest)
+    closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
+    if writer:
+        run_dir = Path(resume)
+    else:
+        assert scratch is not None  # a process that does not write has its scratch directory
+        run_dir = make_run_dir(scratch, spec.name, run_name)
+    _write_atomically(run_dir / "spec.yaml", spec_yaml(spec))  # what runs from here, --set overrides included
+    if writer:
+        record_resume(run_dir, spec, arrays, changes, int(state.step), echo)
+    return Opened(
+        run_dir,
+        program,
+        state,
+        int(state.step),
+        arrays,
+        mesh,
+        changes,
+        meta,
+        closing,
+        finishing,
+        reclosing,
+        None,
+        writer,
+    )
 
 
 def _new_run(spec: Spec, where: Sitting, signals, arrays, logdir, run_name) -> Path:
@@ -388,18 +428,7 @@ def _train_and_close(
     inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
     summaries = _summaries(spec, opened, inputs)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
-    wanted_hist = set(spec.summaries["histograms"])
-    extras = partial(_extras_fn(program), sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
-    scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
-    evaluation = Evaluation(
-        spec,
-        summaries,
-        checkpoints,
-        None if inputs.eval_data is None else lambda s: program.evaluate(s.params, s.model_state, *inputs.eval_data),
-        opened.arrays.class_names,
-        opened.meta.get("tracking"),
-    )
-    saver = Checkpointing(spec, summaries, checkpoints, lambda: evaluation.tracking)
+    scalars, histograms, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
     _first_summaries(spec, opened, inputs, summaries, scalars, histograms)
     lengths = _plan(spec, opened)
     pause("compiling")
@@ -439,7 +468,35 @@ def _train_and_close(
         saver.save(trained.state, trained.step)
         summaries.close()
         raise _stopped(signals, trained.step, spec, run_dir)
-    closing = opened.closing or {
+    closing = opened.closing or _closing(opened, trained, compile_seconds)
+    return _close(
+        spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo
+    )
+
+
+def _writers(
+    spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, checkpoints
+) -> tuple[Scalars, Histograms, Evaluation, Checkpointing]:
+    """The callbacks that write the run: scalars, histograms, evaluations and checkpoints."""
+    program = opened.program
+    wanted_hist = set(spec.summaries["histograms"])
+    extras = partial(_extras_fn(program), sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
+    scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
+    evaluation = Evaluation(
+        spec,
+        summaries,
+        checkpoints,
+        None if inputs.eval_data is None else lambda s: program.evaluate(s.params, s.model_state, *inputs.eval_data),
+        opened.arrays.class_names,
+        opened.meta.get("tracking"),
+    )
+    saver = Checkpointing(spec, summaries, checkpoints, lambda: evaluation.tracking)
+    return scalars, histograms, evaluation, saver
+
+
+def _closing(opened: Opened, trained: Trained, compile_seconds: float) -> dict:
+    """How this sitting's training ended, as the closing checkpoint records it."""
+    return {
         "stopped": trained.stop_reason,
         "last": trained.last,
         "start_step": opened.start_step,
@@ -447,9 +504,6 @@ def _train_and_close(
         "compile_seconds": compile_seconds,
         "first_step_seconds": trained.first_step_seconds,
     }
-    return _close(
-        spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo
-    )
 
 
 def _stopped(signals, step: int, spec: Spec, run_dir: Path) -> Stopped:
