@@ -230,7 +230,7 @@ def child_netspec(net: str, steps: int, conv: str) -> dict:
             "train.epochs=null",
             "eval=null",
             f"summaries.every={steps}",
-            "summaries.histograms=false",
+            "summaries.histograms=[]",
             f"train.conv={conv}",
         ]
         netspec = os.path.join(os.path.dirname(sys.executable), "netspec")

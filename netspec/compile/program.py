@@ -138,12 +138,10 @@ def step_config(
     )
 
 
-def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
-    """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every
-    batch is split over its devices and XLA's partitioner inserts the collectives (data
-    parallelism); where the parameters live is the spec's `distribute.params`."""
-    backend = jax.default_backend()
-    conv, conv_reasons = conv_policy(
+def conv_lowerings(spec: Spec, backend: str) -> tuple[dict[str, Lowering], dict[str, str]]:
+    """`chunk.conv_policy` for this spec: the larger of its training and evaluation batches, its
+    compute dtype and this machine's memory budget."""
+    return conv_policy(
         spec.train["conv"],
         spec.layers,
         batch=max(spec.train["batch_size"], spec.eval["batch_size"]),
@@ -151,17 +149,21 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
         backend=backend,
         budget=memory_budget().bytes,
     )
-    net_init, net_apply = network(spec.layers, conv=conv)
-    tx = optimizer(spec.optimizer, seed=spec.seed)
-    init_key, _, step_key = jax.random.split(
-        jax.random.key(spec.seed), 3
-    )  # the middle key is unused (kept: the keys stay as they were)
-    keys = Keys(step=step_key)
-    dynamic_scale = spec.precision.dynamic_scale
+
+
+def initializer(
+    net_init: Callable[[jax.Array], tuple[Tree, Tree]],
+    tx: optax.GradientTransformation,
+    *,
+    dynamic_scale: bool,
+    default_key: jax.Array,
+) -> Callable[..., TrainState]:
+    """init(key=default_key) -> the TrainState at step 0: the network's parameters and state (one
+    compiled initializer per kind of layer, `network`), the optimizer's state, the loss scale."""
     opt_init = jax.jit(tx.init)
 
-    def init(key: jax.Array = init_key) -> TrainState:
-        params, model_state = net_init(key)  # one compiled initializer per kind of layer (`network`)
+    def init(key: jax.Array = default_key) -> TrainState:
+        params, model_state = net_init(key)
         scaler = (
             LossScale(jnp.full((), LOSS_SCALE_START, jnp.float32), jnp.zeros((), jnp.int32)) if dynamic_scale else None
         )
@@ -169,15 +171,53 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
             jnp.zeros((), jnp.int32), params, model_state, opt_init(params), jnp.zeros((), jnp.int32), scaler
         )
 
-    state_sharding: Any = None  # a TrainState-shaped tree of shardings
-    batch_sharding: jax.sharding.Sharding | None = None
-    if mesh is not None:
-        from netspec import distribute
+    return init
 
-        state_sharding = distribute.state_shardings(
-            jax.eval_shape(init, init_key), mesh, spec.resolved["distribute"]["params"]
-        )
-        batch_sharding = jax.sharding.NamedSharding(mesh, distribute.batch_spec())
+
+def shardings(
+    spec: Spec, mesh: jax.sharding.Mesh | None, init: Callable[..., TrainState], init_key: jax.Array
+) -> tuple[Any, jax.sharding.Sharding | None]:
+    """(where each TrainState leaf lives, how a batch is split) on `mesh`; (None, None) without one."""
+    if mesh is None:
+        return None, None
+    from netspec import distribute
+
+    state = distribute.state_shardings(jax.eval_shape(init, init_key), mesh, spec.resolved["distribute"]["params"])
+    return state, jax.sharding.NamedSharding(mesh, distribute.batch_spec())
+
+
+def chunk_maker(config: StepConfig, *, loop: str, unroll: int, full_batch: bool) -> Callable[..., Chunk]:
+    """train_chunk(length, *, streamed=False, diagnose=False) -> the jitted chunk of `length`
+    steps, compiled once per (length, streamed, check); `diagnose`: with the per-step check
+    whatever the spec says, so its outputs name the first non-finite step and layer."""
+    cache: dict[tuple[int, bool, bool], Chunk] = {}
+
+    def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk:
+        check = config.check_each_step or diagnose
+        if (length, streamed, check) not in cache:
+            cache[length, streamed, check] = (
+                scan_chunk(config, length, streamed=streamed, check=check, full_batch=full_batch, unroll=unroll)
+                if loop == "scan"
+                else stepwise_chunk(config, length, streamed=streamed, check=check)
+            )
+        return cache[length, streamed, check]
+
+    return train_chunk
+
+
+def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
+    """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every
+    batch is split over its devices and XLA's partitioner inserts the collectives (data
+    parallelism); where the parameters live is the spec's `distribute.params`."""
+    backend = jax.default_backend()
+    conv, conv_reasons = conv_lowerings(spec, backend)
+    net_init, net_apply = network(spec.layers, conv=conv)
+    tx = optimizer(spec.optimizer, seed=spec.seed)
+    # the middle key is unused (kept: the keys stay as they were)
+    init_key, _, step_key = jax.random.split(jax.random.key(spec.seed), 3)
+    keys = Keys(step=step_key)
+    init = initializer(net_init, tx, dynamic_scale=spec.precision.dynamic_scale, default_key=init_key)
+    state_sharding, batch_sharding = shardings(spec, mesh, init, init_key)
     config = step_config(spec, net_apply, tx, batch_sharding=batch_sharding, state_sharding=state_sharding)
 
     def apply(
@@ -193,25 +233,11 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
 
     loop, unroll = loop_policy(spec.train, conv, backend)
     full_batch = spec.train["batch_size"] == spec.num_examples
-    cache: dict[tuple[int, bool, bool], Chunk] = {}
-
-    def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk:
-        """The jitted chunk of `length` steps; `diagnose`: with the per-step check whatever the
-        spec says, so its outputs name the first non-finite step and layer."""
-        check = config.check_each_step or diagnose
-        if (length, streamed, check) not in cache:
-            cache[length, streamed, check] = (
-                scan_chunk(config, length, streamed=streamed, check=check, full_batch=full_batch, unroll=unroll)
-                if loop == "scan"
-                else stepwise_chunk(config, length, streamed=streamed, check=check)
-            )
-        return cache[length, streamed, check]
-
     return Program(
         init=init,
         apply=apply,
         loss_and_metrics=partial(loss_and_metrics, config),
-        train_chunk=train_chunk,
+        train_chunk=chunk_maker(config, loop=loop, unroll=unroll, full_batch=full_batch),
         train_step=partial(train_step, config),
         evaluate=evaluate(
             config,

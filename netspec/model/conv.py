@@ -92,6 +92,20 @@ def _im2col(
         for j in range(kw)
     ]
     accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    if groups == 1 and c == 1:
+        # One input channel (a grey image): each tap times its row of the kernel, summed. With
+        # one column per tap the concatenated matrix multiply has an inner dimension of only
+        # kh * kw, which XLA:CPU runs 2x slower than these kh * kw rank-1 products (fashion_cnn's
+        # first layer, forward and backward in a scan: 2.6 ms against 5.0 ms a step).
+        rows = kernel.reshape(kh * kw, 1, f)
+        y = sum(
+            (
+                lax.dot_general(tap, rows[t], (((3,), (0,)), ((), ())), preferred_element_type=accumulate)
+                for t, tap in enumerate(taps[1:], 1)
+            ),
+            lax.dot_general(taps[0], rows[0], (((3,), (0,)), ((), ())), preferred_element_type=accumulate),
+        )
+        return y.astype(x.dtype)
     if groups == 1:
         patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # [N, OH, OW, kh*kw*C]
         y = lax.dot_general(
