@@ -160,15 +160,26 @@ class Interrupts:
         instructions. If a signal raises meanwhile, the worker is left to finish on its own
         (the process then ends with `os._exit`, see `workers_left`). Returns fn's result or
         raises its error."""
+        return self.begin(fn)()
+
+    def begin(self, fn):
+        """Start fn() on the worker thread now and return `finish()`, which waits for it as
+        `wait_for` does (ready for signals) and returns its result or raises its error: the main
+        thread does other work meanwhile (the run's first summaries while its chunks compile)."""
         if threading.current_thread() is not threading.main_thread() or not self._previous:
-            return fn()
+            value = fn()
+            return lambda: value
         job = _Job(fn)
         _worker().put(job)
-        while not job.done.wait(0.05):
-            pass
-        if job.error is not None:
-            raise job.error
-        return job.value
+
+        def finish():
+            while not job.done.wait(0.05):
+                pass
+            if job.error is not None:
+                raise job.error
+            return job.value
+
+        return finish
 
 
 class _Job:
