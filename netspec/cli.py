@@ -111,9 +111,10 @@ _OUT_OF_MEMORY = (
 
 
 def _load_and_check(path: str, overrides):
-    from netspec.spec import load_spec
+    """The checked Spec of a plain spec, the checked Sweep (every member's Spec) of a sweep spec."""
+    from netspec.spec.sweep import load_checked
 
-    return load_spec(path, overrides)
+    return load_checked(path, overrides)
 
 
 def _dims(shape) -> str:
@@ -164,6 +165,9 @@ def validate(specs, overrides):
         except NetspecError as e:
             failed = True
             click.echo(f"{path}: {e}", err=True)
+            continue
+        if not hasattr(spec, "layers"):  # a sweep: every member was checked
+            click.echo(f"{path}: ok ({len(spec.members)} members)")
             continue
         click.echo(
             f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {_dims(spec.input_shape)} -> {_dims(spec.output_shape)}, "

@@ -4,7 +4,8 @@
 it); the CLI prints it as is and exits with its `exit_code` (1; a stop by a signal: 130 or 143).
 `DataError` is a data file that is missing, unreadable, malformed or fails its checksum.
 `SpecError` collects every `Problem` found in a spec, each with its position (file:line:col, or
-the `--set` it came from, and the key path), so `validate` can report them all at once.
+the `--set` it came from, and the key path), so `validate` can report them all at once; a problem
+of one member of a sweep names that member too (`Problem.member`).
 
 The bottom of the package: it imports nothing of netspec's, and every room may raise these.
 """
@@ -33,10 +34,12 @@ class Problem:
     col: int | None  # 1-based
     path: str  # JSONPath-like key path, e.g. $.model.layers[2].units
     message: str
+    member: str | None = None  # the sweep member it is in (netspec.spec.sweep), when not in every member
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}:{self.col}"
-        return f"{where}: {self.path}: {self.message}"
+        member = f"sweep member {self.member}: " if self.member is not None else ""
+        return f"{where}: {member}{self.path}: {self.message}"
 
 
 class SpecError(NetspecError):

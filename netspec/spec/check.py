@@ -63,6 +63,18 @@ def check(loaded: Loaded, *, data_info: DataInfo | None = None) -> Spec:
     too_deep = _depth_problem(loaded)
     if too_deep is not None:  # before the schema walks every layer (10,000 layers: seconds)
         raise SpecError([too_deep])
+    if isinstance(loaded.data, dict) and "sweep" in loaded.data:  # many runs, not one: netspec.spec.sweep
+        raise SpecError(
+            [
+                loaded.problem(
+                    ("sweep",),
+                    "this spec is a sweep, whose members are each a spec of their own: check it with "
+                    "netspec.load_sweep (netspec validate and netspec run take it as it is), or give "
+                    "--set sweep=null for the plain spec",
+                    key=True,
+                )
+            ]
+        )
     problems = schema_problems(loaded)
     if problems:
         raise SpecError(problems)

@@ -77,6 +77,10 @@ def choice(names: Iterable[str], default: str | None = None, doc: str = "") -> S
     return s
 
 
+# A dotted key path, as --set (load.split_override) and a sweep's keys write it: model.layers[0].units.
+KEY_PATH = r"[A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*"
+
+
 MAX_WIDTH = 1 << 20  # units or filters per layer: a typo of a few zeros is an error, not an hour of allocation
 
 

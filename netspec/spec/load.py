@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, NoReturn
 import yaml
 
 from netspec.errors import Problem, SpecError
+from netspec.spec.fields import KEY_PATH
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -128,7 +129,12 @@ def json_path(path: Key) -> str:
     """`("model", "layers", 2, "units")` -> `$.model.layers[2].units`."""
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{_cut(str(part))}"  # a hostile key stays one short line
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "." in str(part):  # a sweep's dotted key is one key: $.sweep['optimizer.learning_rate']
+            out += f"[{_cut(str(part))!r}]"
+        else:
+            out += f".{_cut(str(part))}"  # a hostile key stays one short line
     return out
 
 
@@ -517,7 +523,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
-_OVERRIDE = re.compile(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*)=(.*)$", re.S)
+_OVERRIDE = re.compile(rf"^({KEY_PATH})=(.*)$", re.S)
 
 
 def split_override(text: str) -> tuple[Key, str]:

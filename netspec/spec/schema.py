@@ -53,7 +53,7 @@ from netspec.spec.choices import (
     SCALARS,
     SCHEDULES,
 )
-from netspec.spec.fields import SHAPE, Schema, boolean, choice, integer, number
+from netspec.spec.fields import KEY_PATH, SHAPE, Schema, boolean, choice, integer, number
 from netspec.spec.layers import DEFAULTABLE, LAYERS, LayerKind
 
 CLASSIFICATION_LOSSES = tuple(FUSED_ACTIVATION)
@@ -66,6 +66,14 @@ BIAS_INITIALIZERS = tuple(sorted(set(INITIALIZERS) - MATRIX_INITIALIZERS))
 
 
 TAGS = ("loss", "accuracy", "mean_squared_error", "mean_absolute_error")  # eval scalars; also top_<k>_accuracy
+
+
+# The most members a sweep may have. Each member is a run directory of its own and a row of
+# TensorBoard's runs list and HParams table, which stop being readable (and load slowly) in the
+# thousands; validate checks every member (a few milliseconds each for inline data: a second or
+# two at this bound); and the vmapped form holds every member's parameters and optimizer state at
+# once. A larger search is several sweeps, or a random one.
+MAX_MEMBERS = 1024
 
 
 def forbidden(message: str) -> Schema:
@@ -812,6 +820,79 @@ def _summaries_schema() -> Schema:
     }
 
 
+def _sweep_schema() -> Schema:
+    """`sweep`: many members of this spec, a grid or a random search (`netspec.spec.sweep`)."""
+    key = {
+        "type": "string",
+        "pattern": f"^{KEY_PATH}$",
+        "errorMessage": "a sweep key is a dotted key path as --set takes it, e.g. optimizer.learning_rate or model.layers[0].units",
+    }
+    bounds = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+    axis = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+        "errorMessage": "an axis is one of {log_uniform: [lo, hi]}, {uniform: [lo, hi]} or {choice: [values]}",
+        "description": "how this key's value is drawn: one of log_uniform, uniform, choice",
+        "properties": {
+            "log_uniform": {
+                **bounds,
+                "description": "[lo, hi] with 0 < lo < hi: exp of a uniform draw between ln lo and ln hi (learning rates, weight decay)",
+            },
+            "uniform": {**bounds, "description": "[lo, hi] with lo < hi: a uniform draw between them (dropout rates)"},
+            "choice": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_MEMBERS,
+                "description": "values, one drawn with equal chances (integers, names, mappings)",
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "description": "train many members of this spec, each an ordinary run named by its values: a grid "
+        "`{KEY: [values], ...}` (every combination is a member) or a random search `{samples: N, axes: {KEY: "
+        "{log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {choice: [values]}}}` drawn from the spec's seed; KEY is "
+        f"a dotted key as --set takes it (optimizer.learning_rate, model.layers[0].units); at most {MAX_MEMBERS} "
+        "members; `--set sweep=null` is the plain spec (see Sweeps in the README)",
+        "propertyNames": key,
+        "properties": {
+            "samples": integer(
+                minimum=1,
+                maximum=MAX_MEMBERS,
+                doc=f"random search: how many members to draw (at most {MAX_MEMBERS})",
+                example=16,
+            ),
+            "axes": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": key,
+                "additionalProperties": axis,
+                "description": "random search: KEY -> how its value is drawn: {log_uniform: [lo, hi]}, "
+                "{uniform: [lo, hi]} or {choice: [values]}",
+            },
+        },
+        "additionalProperties": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_MEMBERS,
+            "description": "a grid axis: the values this key takes, one member per combination",
+        },
+        "if": {"anyOf": [{"required": ["samples"]}, {"required": ["axes"]}]},
+        "then": {
+            "doNotSuggest": True,
+            "required": ["samples", "axes"],
+            "properties": {"samples": {}, "axes": {}},
+            "additionalProperties": forbidden(
+                "a random search (samples, axes) names its keys under axes; a grid lists KEY: [values] "
+                "without samples and axes"
+            ),
+        },
+    }
+
+
 def _defs() -> Schema:
     """`$defs`: the schemas that several keys refer to."""
     return {
@@ -877,6 +958,7 @@ def build() -> Schema:
             "precision": _precision_schema(),
             "checkpoint": _checkpoint_schema(),
             "summaries": _summaries_schema(),
+            "sweep": _sweep_schema(),
         },
         "allOf": _rules(),
         "$defs": _defs(),

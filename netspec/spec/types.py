@@ -70,6 +70,7 @@ class Spec:
     checkpoint: Mapping[str, Any]  # every, keep, best (an eval scalar or None)
     summaries: Mapping[str, Any]
     resolved: Mapping[str, Any]  # the whole spec as it ran (plain data; see `plain`)
+    swept: tuple[str, ...] = ()  # a sweep member's: the keys its sweep set (netspec.spec.sweep), shown in HParams
 
     @property
     def output_shape(self) -> tuple[int, ...]:
