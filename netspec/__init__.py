@@ -5,12 +5,14 @@ The Python API, the same steps the command line takes (each name is imported on 
 `import netspec` stays light: validating a spec never imports jax):
 
     load_spec(path, overrides=()) -> Spec           read and check a spec (SpecError: every problem, with file:line:col)
+    load_sweep(path, overrides=()) -> Sweep         a spec with a sweep: every member's name, values and checked Spec
     compile_spec(spec, mesh=None) -> Program         the pure JAX functions and the jitted train chunk
     train(spec, *, logdir="runs", ...) -> RunResult  train it and write its run directory (netspec run)
+    train_sweep(sweep, *, logdir="runs", ...) -> SweepResult   train every member, rank them (netspec run)
     evaluate_run(run_dir, *, split=None) -> dict     {metric tag: mean} on a split (netspec eval)
     predict_run(run_dir, input_path) -> (outputs, classes, class_names)   (netspec predict)
 
-    Spec, Program, TrainState, RunResult              what flows between them
+    Spec, Program, TrainState, RunResult, Sweep, SweepResult   what flows between them
     NetspecError, SpecError, DataError, Problem       what they raise: a message a person can act on
 
 Example:
@@ -33,6 +35,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 _API = {  # public name -> the module that defines it
     "load_spec": "netspec.spec",
+    "load_sweep": "netspec.spec",
+    "train_sweep": ("netspec.training.sweep", "run_sweep"),
     "compile_spec": "netspec.compile.program",
     "train": ("netspec.training.loop", "run"),
     "evaluate_run": "netspec.inference",
@@ -41,6 +45,8 @@ _API = {  # public name -> the module that defines it
     "Program": "netspec.compile.program",
     "TrainState": "netspec.compile.state",
     "RunResult": "netspec.training.loop",
+    "Sweep": "netspec.spec.sweep",
+    "SweepResult": "netspec.training.sweep",
     "NetspecError": "netspec.errors",
     "SpecError": "netspec.errors",
     "DataError": "netspec.errors",

@@ -16,6 +16,7 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -245,7 +246,8 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 
     The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/, eval/),
     checkpoints/ and result.json with the final metrics. Ctrl-C (or SIGTERM) finishes the
-    current chunk, saves a checkpoint and says how to resume.
+    current chunk, saves a checkpoint and says how to resume. A spec with a sweep trains each
+    member as its own run in <logdir>/<name>/<run-id>/<member>/ and ranks them at the end.
 
     \b
     Example:
@@ -278,13 +280,14 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 @_training_options
 @_one_error_policy
 def resume(run_dir, overrides, allow_setting_changes, **training):
-    """Continue a stopped run in its own directory, from its latest checkpoint that loads.
+    """Continue a stopped run (or sweep) in its own directory, from its latest checkpoint that loads.
 
     Summaries continue at the right steps; a run stopped and resumed ends exactly as if it
     had never stopped. A resume continues the same run: changes to spec.yaml or by --set that
     alter what the parameters mean or which data they learn from are refused, with the
     differences listed; the run's length (train.steps, train.epochs) may change; training
-    settings only with --allow-setting-changes.
+    settings only with --allow-setting-changes. A sweep directory resumes each member that has
+    not finished, and starts those that had not started.
 
     \b
     Example:
@@ -337,10 +340,19 @@ def _start(
             from netspec.distribute import initialize
 
             initialize(coordinator, num_processes, process_id)
+        from netspec.spec.sweep import Sweep
         from netspec.training.loop import run as train_run
-        from netspec.training.rundir import load_run_spec
+        from netspec.training.rundir import SWEEP_FILE, load_run_spec
+        from netspec.training.sweep import resume_sweep, run_sweep
 
+        options = dict(quiet=quiet, data_dir=data_dir, echo=click.echo, devices=devices, started=STARTED)
+        if resume_dir is not None and (Path(resume_dir) / SWEEP_FILE).is_file():  # a sweep directory
+            resume_sweep(resume_dir, overrides, allow_setting_changes=allow_setting_changes, **options)
+            return
         checked = _load_and_check(spec_path, overrides) if resume_dir is None else load_run_spec(resume_dir, overrides)
+        if isinstance(checked, Sweep):  # its members, one after another
+            run_sweep(checked, logdir=logdir, run_name=run_name, **options)
+            return
         train_run(
             checked,
             logdir=logdir,

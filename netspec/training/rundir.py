@@ -22,7 +22,9 @@ feature names, for `netspec predict`), `record_resume` (ran.json and changes.jso
 *, recorded_data)` checks a run's spec.yaml again, relative data paths starting where run.json
 says the spec was, and with `recorded_data` (eval, predict) against the data as ran.json recorded
 it, so a run whose data has moved can still be used. A missing or damaged file is a NetspecError
-naming it and saying what can still be done.
+naming it and saying what can still be done. A run directory may be a member of a sweep: its
+parent, the sweep directory, then holds `SWEEP_FILE` (`netspec.training.sweep`), and
+`load_run_spec` gives the member's spec the keys its sweep set (`swept_keys`), for its HParams.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import socket
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +47,9 @@ from netspec.errors import NetspecError
 from netspec.spec.types import Spec, plain
 
 LOCK_FILE = ".lock"
+
+
+SWEEP_FILE = "sweep.json"  # in a sweep directory: its members, each a run directory beside it (training/sweep.py)
 
 
 _SUBDIRS = ("checkpoints", "test", "validation")  # where a run writes besides its root
@@ -259,6 +265,18 @@ def _write_atomically(path: Path, text: str) -> None:
     write_atomically(path, text)
 
 
+def swept_keys(run_dir: Path) -> tuple[str, ...]:
+    """The keys set by the sweep whose member `run_dir` is (its parent's `SWEEP_FILE` lists it),
+    so that a member resumed on its own keeps them in HParams; () for a run of its own."""
+    try:
+        record = json.loads((run_dir.parent / SWEEP_FILE).read_text())
+        if run_dir.name in {m["name"] for m in record["members"]}:
+            return tuple(str(key) for key in record["keys"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no sweep here (or a damaged record, which `netspec resume` of the sweep reports)
+    return ()
+
+
 def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = False, notice=None) -> Spec:
     """The checked spec of an existing run directory: its resolved spec.yaml, relative data paths
     starting where the original spec was (run.json's base_dir). With `recorded_data` (eval,
@@ -296,7 +314,7 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
     try:
         loaded = load(spec_file, list(overrides))
         loaded.source = str(Path(base_dir) / spec_file.name)  # relative data paths start where the spec was
-        return check(loaded, data_info=data_info)
+        return replace(check(loaded, data_info=data_info), swept=swept_keys(run_dir))
     except SpecError as e:
         # Problems from --set are the user's to fix, as for any spec; the rest are in the file,
         # which the run wrote itself, so something changed it (or its data) since.

@@ -48,6 +48,7 @@ EventAccumulator purges scalars, histograms and images at a purge step, but not 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -60,6 +61,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import masked_crc32c
 
+from netspec.spec.load import split_override
 from netspec.spec.types import Spec, plain
 from netspec.training.rundir import sync_directory, write_all
 
@@ -79,7 +81,10 @@ SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 
 
 def hparams_of(spec: Spec) -> dict:
-    """The spec's hyperparameters flattened to `section.key` -> number/string/bool (what HParams shows)."""
+    """The spec's hyperparameters flattened to `section.key` -> number/string/bool (what HParams
+    shows); a sweep member's also each key its sweep set (`spec.swept`), named as the sweep writes
+    it, a value that is a list or mapping as JSON text, so that the HParams dashboard lists every
+    swept key as differing between the members."""
     resolved = plain(spec.resolved)
     out: dict = {
         "seed": spec.seed,
@@ -101,7 +106,21 @@ def hparams_of(spec: Spec) -> dict:
             if key in layer.args:
                 value = layer.args[key]
                 out[f"{layer.name}.{key}"] = value["type"] if hasattr(value, "get") else value
+    for key in spec.swept:
+        found, value = _at(resolved, split_override(f"{key}=")[0])
+        if found:
+            out[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return out
+
+
+def _at(data, path) -> tuple[bool, object]:
+    """(True, the value at key path `path` of plain data), or (False, None) where there is none."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, data
 
 
 class EventFile:

@@ -1,0 +1,464 @@
+"""Train a sweep: its members one after another, each an ordinary run, in one sweep directory.
+
+Contract. `run_sweep(sweep, *, logdir="runs", run_name=None, quiet=False, data_dir=None,
+echo=print, devices=None, started=None) -> SweepResult` (`netspec run` of a sweep spec; the
+public `netspec.train_sweep`) claims the sweep directory `<logdir>/<name>/<run-id>/`
+(`rundir.make_run_dir`; `run_name` names it) and writes there, before any member starts:
+
+    sweep.yaml     the sweep's spec as loaded (--set applied): what a resume expands again
+    sweep.json     `rundir.SWEEP_FILE`: the kind, the swept keys, each member's name, values and
+                   `--set` arguments, and where relative data paths start (base_dir)
+    <member>/      one ordinary run directory per member, named by its values (`Member.name`), so
+                   `tensorboard --logdir runs` lists each member as a run of its own; its HParams
+                   hold the swept keys (`Spec.swept`, `summaries.hparams_of`)
+    result.json    at the end: the members ranked by the selection metric (`rank`)
+    .lock          held (flock, `rundir.lock`) while a process writes the sweep
+
+`resume_sweep(sweep_dir, overrides=(), ...)` (`netspec resume SWEEP_DIR`) continues it: a member
+whose run has finished (its result.json written) is skipped, one with a checkpoint is resumed as
+any run is (`loop.run` with `resume`: it ends bit for bit as if never stopped), the rest start
+(a member directory without a checkpoint, which nothing can resume, is removed first). The
+members are sweep.yaml expanded again, which must give the members sweep.json lists.
+
+Members train one after another today: `train_members` runs each through `loop.run` exactly as
+the plain run of its spec, so every member equals its own run bit for bit. `train_members` is
+the one function the vmapped form replaces: members that share every array shape trained in one
+compiled program over their stacked states (issue 14, part 2).
+
+The selection metric (`selection`, `value_of`): a member is judged on its eval split when that is
+the validation split (`data.validation_split` holds one out): on `checkpoint.best`'s tag (else
+`loss`), its best value when it kept a best checkpoint by that tag, else its final one; otherwise
+on the training data: that tag's final value (its last step's). Never on the test split: a member
+chosen by its test figure would leave no test figure. Where swept keys make members select
+differently (a validation split in some only, another `checkpoint.best`), every member is judged
+on its training loss. A member without a finite value ranks after those with one, a failed
+member last.
+
+Stops. A signal while a member trains stops that member as it stops a plain run, with that run's
+own paragraph (what was kept), to which the sweep adds which members finished and that `netspec
+resume SWEEP_DIR` goes on; between members it stops at once, saying the same. A member that fails
+(a NaN with `train.on_nonfinite: stop`, say) is reported and the sweep goes on to the next: once
+all have run, result.json ranks it last and the command ends with exit 1, naming it. The test-only
+pause phase `sweep-member:<name>` (`interrupts.pause`) comes before each member starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from netspec.errors import NetspecError
+from netspec.spec.sweep import Member, Sweep
+from netspec.spec.types import Spec, metric_mode
+from netspec.training import interrupts
+from netspec.training.interrupts import SIGNAL_EXIT, Stopped, describe, pause
+from netspec.training.rundir import SWEEP_FILE, _json, load_run_spec, lock, make_run_dir, write_atomically
+
+SWEEP_SPEC = "sweep.yaml"
+
+
+RESULT = "result.json"  # a member's (loop) and the sweep's (`rank`): the same name, one level apart
+
+
+class Planned(NamedTuple):
+    """A member to train in this sitting: where, on which spec, and whether it resumes."""
+
+    member: Member
+    run_dir: Path  # <sweep dir>/<member name>
+    spec: Spec  # the member's spec; a resumed member's is its run directory's (`load_run_spec`)
+    resume: bool  # continue run_dir from its latest checkpoint
+
+
+class Outcome(NamedTuple):
+    """How a member's training in this sitting ended: finished (error None) or failed."""
+
+    member: Member
+    run_dir: Path
+    error: str | None
+
+
+@dataclass
+class SweepResult:
+    """A sweep's closing: its directory, how members were judged, and the ranked table."""
+
+    sweep_dir: Path
+    selection: dict  # {"split": "validation" or "train", "tag": "loss", ..., "mode": "min" or "max"}
+    members: list  # result.json's rows, best first
+    failed: list  # the names of the members that failed
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    logdir: str | Path = "runs",
+    run_name: str | None = None,
+    quiet: bool = False,
+    data_dir: str | None = None,
+    echo: Callable[[str], Any] = print,
+    devices: int | None = None,
+    started: float | None = None,
+) -> SweepResult:
+    """Train every member of `sweep` in a new sweep directory, then rank them (see the module
+    docstring). Raises `Stopped` for SIGINT / SIGTERM (what was kept and how to go on) and
+    NetspecError when a member failed (after ranking the others) or the sweep cannot start."""
+    _one_process()
+    sweep_dir: Path | None = None
+    held = None
+    with interrupts.watch() as signals:
+        try:
+            with signals.deferred():  # the directory and its records whole: a resume needs both
+                sweep_dir = make_run_dir(logdir, sweep.name, run_name)
+                held = lock(sweep_dir)
+                write_atomically(sweep_dir / SWEEP_SPEC, sweep.text)
+                write_atomically(sweep_dir / SWEEP_FILE, _json(_record(sweep)))
+            plan = [Planned(m, sweep_dir / m.name, m.spec, False) for m in sweep.members]
+            return _train_and_rank(
+                sweep, sweep_dir, plan, quiet=quiet, data_dir=data_dir, echo=echo, devices=devices, started=started
+            )
+        except interrupts.Interrupted as e:
+            if sweep_dir is None:  # nothing written: the command's own words say so
+                raise
+            raise Stopped(f"{describe(e.signum, e.count)}: {_sweep_note(sweep, sweep_dir)}", e.signum) from None
+        finally:
+            if held is not None:
+                held.release()
+
+
+def resume_sweep(
+    sweep_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    allow_setting_changes: bool = False,
+    quiet: bool = False,
+    data_dir: str | None = None,
+    echo: Callable[[str], Any] = print,
+    devices: int | None = None,
+    started: float | None = None,
+) -> SweepResult:
+    """Continue the sweep in `sweep_dir`: skip its finished members, resume the stopped ones,
+    start the rest, then rank them all. `overrides` (`--set`) and `allow_setting_changes` apply
+    to every member that trains, as `netspec resume` of its run would. Raises as `run_sweep`."""
+    _one_process()
+    sweep_dir = Path(sweep_dir)
+    with interrupts.watch():
+        held = lock(sweep_dir)
+        try:
+            sweep = _expanded_again(sweep_dir, overrides)
+        except interrupts.Interrupted as e:
+            held.release()
+            raise Stopped(
+                f"{describe(e.signum, e.count)}: stopped before the resume started. Nothing in {sweep_dir} was "
+                f"changed. Continue it with: netspec resume {sweep_dir}",
+                e.signum,
+            ) from None
+        except BaseException:
+            held.release()
+            raise
+        try:
+            plan = [_plan(member, sweep_dir, overrides, echo) for member in sweep.members]
+            to_train = [p for p in plan if p is not None]
+            if not to_train:
+                echo(f"Every member of {sweep_dir} had finished; they are ranked again.")
+            return _train_and_rank(
+                sweep,
+                sweep_dir,
+                to_train,
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                devices=devices,
+                allow_setting_changes=allow_setting_changes,
+                started=started,
+            )
+        except interrupts.Interrupted as e:
+            raise Stopped(f"{describe(e.signum, e.count)}: {_sweep_note(sweep, sweep_dir)}", e.signum) from None
+        finally:
+            held.release()
+
+
+def train_members(
+    plan: Sequence[Planned],
+    *,
+    quiet: bool,
+    data_dir: str | None,
+    echo: Callable[[str], Any],
+    devices: int | None,
+    allow_setting_changes: bool = False,
+    started: float | None = None,
+) -> Iterator[Outcome]:
+    """Train the planned members one after another, each exactly as its plain run (`loop.run`),
+    yielding each one's outcome as it ends; a member that fails is yielded with its paragraph,
+    and the next one starts. `Stopped` (a signal) ends it, the member's own paragraph in it.
+
+    This is the one function the vmapped form replaces (issue 14, part 2): group the plan by
+    the members' array shapes and train each group as one compiled program over stacked
+    states, yielding the same outcomes; everything around it (the sweep directory, resume, the
+    ranking) stays as it is."""
+    from netspec.training.loop import run
+
+    for i, planned in enumerate(plan):
+        member, run_dir = planned.member, planned.run_dir
+        pause(f"sweep-member:{member.name}")
+        if not quiet:
+            echo(f"{'Resuming' if planned.resume else 'Training'} member {member.name} ({i + 1} of {len(plan)})")
+        try:
+            result = run(
+                planned.spec,
+                logdir=run_dir.parent.parent.parent,  # make_run_dir puts it at <logdir>/<name>/<run-id>/<member>
+                run_name=f"{run_dir.parent.name}/{run_dir.name}",
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                resume=run_dir if planned.resume else None,
+                devices=devices,
+                allow_setting_changes=allow_setting_changes,
+                started=started if i == 0 else None,
+            )
+        except Stopped:
+            raise
+        except NetspecError as e:
+            echo(f"Member {member.name} failed: {e}")
+            yield Outcome(member, run_dir, str(e))
+            continue
+        yield Outcome(member, Path(result.run_dir), None)
+
+
+def _train_and_rank(
+    sweep: Sweep,
+    sweep_dir: Path,
+    plan: Sequence[Planned],
+    *,
+    quiet: bool,
+    data_dir: str | None,
+    echo: Callable[[str], Any],
+    devices: int | None,
+    allow_setting_changes: bool = False,
+    started: float | None,
+) -> SweepResult:
+    """Train the plan, then write and print the ranking; a signal's `Stopped` gains the sweep's note."""
+    current = plan[0] if plan else None  # the member training: the one a signal stops
+    failed: dict[str, str] = {}
+    try:
+        outcomes = train_members(
+            plan,
+            quiet=quiet,
+            data_dir=data_dir,
+            echo=echo,
+            devices=devices,
+            allow_setting_changes=allow_setting_changes,
+            started=started,
+        )
+        for i, outcome in enumerate(outcomes):
+            if outcome.error is not None:
+                failed[outcome.member.name] = outcome.error
+            current = plan[i + 1] if i + 1 < len(plan) else None
+    except Stopped as e:
+        signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
+        stopped = current.member.name if current is not None else None
+        note = _sweep_note(sweep, sweep_dir, stopped)
+        raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own: both end in a command
+    result = rank(sweep, sweep_dir, failed)
+    write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
+    for line in ranking_lines(sweep, result):
+        echo(line)
+    if result.failed:
+        n = len(result.failed)
+        raise NetspecError(
+            f"{n} of {len(sweep.members)} members of the sweep {sweep_dir} failed ({', '.join(result.failed)}): "
+            f"{'each says' if n > 1 else 'it says'} why above; the others are ranked in {sweep_dir / RESULT}."
+        )
+    return result
+
+
+def _sweep_note(sweep: Sweep, sweep_dir: Path, stopped: str | None = None) -> str:
+    """What a stop leaves of the sweep and how to go on (no full stop after the command)."""
+    finished = [m.name for m in sweep.members if (sweep_dir / m.name / RESULT).is_file()]
+    started = [
+        m.name for m in sweep.members if m.name not in finished and m.name != stopped and (sweep_dir / m.name).is_dir()
+    ]
+    waiting = len(sweep.members) - len(finished) - len(started) - (stopped is not None)
+    parts = [f"{len(finished)} finished" + (f" ({_names(finished)})" if finished else "")]
+    if stopped is not None:
+        parts.append(f"{stopped} stopped")
+    if started:
+        parts.append(f"{len(started)} to resume ({_names(started)})")
+    parts.append(f"{waiting} not started")
+    return (
+        f"the sweep {sweep_dir} stopped with {len(sweep.members)} members: {', '.join(parts)}. "
+        f"Continue the sweep with: netspec resume {sweep_dir}"
+    )
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+# -- resuming ----------------------------------------------------------------------------------------
+
+
+def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
+    """The sweep of sweep.yaml, its relative data paths starting where the spec was; refused
+    when it no longer gives the members sweep.json lists."""
+    from netspec.spec.load import load
+    from netspec.spec.sweep import sweep_of
+
+    record = _read_record(sweep_dir)
+    spec_file = sweep_dir / SWEEP_SPEC
+    if not spec_file.is_file():
+        raise NetspecError(
+            f"{sweep_dir} has no {SWEEP_SPEC}, the sweep's spec, so its members cannot be rebuilt; each member's "
+            f"run directory in it can still be resumed on its own (netspec resume {sweep_dir}/<member>)."
+        )
+    loaded = load(spec_file, list(overrides))
+    loaded.source = str(Path(record["base_dir"]) / SWEEP_SPEC)  # relative data paths start where the spec was
+    sweep = sweep_of(loaded)
+    listed = [(m["name"], m["values"]) for m in record["members"]]
+    if [(m.name, json.loads(json.dumps(dict(m.values)))) for m in sweep.members] != listed:
+        raise NetspecError(
+            f"{spec_file} no longer gives the members {sweep_dir / SWEEP_FILE} lists (was it edited, or does a "
+            "--set change the sweep?); a sweep resumes with the members it started with. Train another sweep "
+            "as a new run."
+        )
+    return sweep
+
+
+def _read_record(sweep_dir: Path) -> dict:
+    try:
+        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        if not isinstance(record, dict) or not {"base_dir", "members", "keys"} <= set(record):
+            raise ValueError("keys missing")
+        return record
+    except (OSError, ValueError) as e:
+        raise NetspecError(
+            f"{sweep_dir / SWEEP_FILE}, the sweep's list of its members, is missing or damaged ({e}); each member's "
+            f"run directory in {sweep_dir} can still be resumed on its own (netspec resume {sweep_dir}/<member>)."
+        ) from None
+
+
+def _plan(member: Member, sweep_dir: Path, overrides: Sequence[str], echo: Callable[[str], Any]) -> Planned | None:
+    """What a resume does with `member`: None (finished), resume it, or start it."""
+    run_dir = sweep_dir / member.name
+    if (run_dir / RESULT).is_file():
+        return None
+    if any((run_dir / "checkpoints").glob("step-*.safetensors")):
+        return Planned(member, run_dir, load_run_spec(run_dir, overrides), True)
+    if sweep_dir.parent.name != member.spec.name:  # make_run_dir places it at <logdir>/<name>/<run-id>/<member>
+        raise NetspecError(
+            f"The sweep {sweep_dir} has members still to start, and starts them in place only under a directory named "
+            f"after its spec ({member.spec.name}/), as netspec run made it; move it back under such a directory, then "
+            "resume it again."
+        )
+    if run_dir.exists():
+        echo(f"{run_dir} holds no checkpoint to resume from (it was stopped before its first one); it starts again.")
+        shutil.rmtree(run_dir)
+    return Planned(member, run_dir, member.spec, False)
+
+
+# -- the ranking --------------------------------------------------------------------------------------
+
+
+def selection(specs: Sequence[Spec]) -> dict:
+    """How the members are judged: {"split", "tag", "mode"} (see the module docstring)."""
+    choices = {
+        ("validation" if s.eval["split"] == "validation" else "train", s.checkpoint["best"] or "loss") for s in specs
+    }
+    split, tag = choices.pop() if len(choices) == 1 else ("train", "loss")
+    return {"split": split, "tag": tag, "mode": metric_mode(tag)}
+
+
+def value_of(spec: Spec, result: dict, chosen: dict) -> float | None:
+    """A finished member's selection value from its result.json (None when it has none, or not a finite one)."""
+    final = result.get("final") or {}
+    if chosen["split"] == "validation":
+        best = result.get("best") or {}
+        if spec.checkpoint["best"] == chosen["tag"] and best.get("best") is not None:
+            value = best["best"]
+        else:
+            value = final.get(f"validation_{chosen['tag']}")
+    else:
+        value = final.get(chosen["tag"])
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def rank(sweep: Sweep, sweep_dir: Path, failed: dict[str, str]) -> SweepResult:
+    """Every member's row, best first: finished ones by their selection value (those without one
+    after), then those that did not finish."""
+    chosen = selection([m.spec for m in sweep.members])
+    rows = []
+    for member in sweep.members:
+        run_dir = sweep_dir / member.name
+        row: dict[str, Any] = {"member": member.name, "values": dict(member.values), "run_dir": str(run_dir)}
+        try:
+            result = json.loads((run_dir / RESULT).read_text())
+        except (OSError, ValueError):
+            error = failed.get(member.name, "it did not finish")
+            rows.append({**row, "status": "failed", "selection": None, "final": None, "error": error})
+            continue
+        value = value_of(member.spec, result, chosen)
+        final, steps = result.get("final"), result.get("steps")
+        rows.append({**row, "status": "finished", "selection": value, "final": final, "steps": steps})
+    sign = 1.0 if chosen["mode"] == "min" else -1.0
+    rows.sort(key=lambda r: (r["status"] != "finished", r["selection"] is None, sign * (r["selection"] or 0.0)))
+    rows = [{"rank": i, **row} for i, row in enumerate(rows, 1)]
+    names = [r["member"] for r in rows if r["status"] != "finished"]
+    return SweepResult(sweep_dir, chosen, rows, names)
+
+
+def _table(sweep: Sweep, result: SweepResult) -> dict:
+    """The sweep's result.json."""
+    return {
+        "name": sweep.name,
+        "kind": sweep.kind,
+        "keys": list(sweep.keys),
+        "selection": result.selection,
+        "members": result.members,
+    }
+
+
+def ranking_lines(sweep: Sweep, result: SweepResult) -> list[str]:
+    """The console's table: rank, selection value, member, best first."""
+    chosen = result.selection
+    where = "validation split's" if chosen["split"] == "validation" else "training data's"
+    better = "lower" if chosen["mode"] == "min" else "higher"
+    lines = [
+        f"Sweep {sweep.name}: {len(sweep.members)} members ranked by the {where} {chosen['tag']} "
+        f"({better} is better), in {result.sweep_dir}:"
+    ]
+    for row in result.members:
+        value = (
+            "failed" if row["status"] != "finished" else "-" if row["selection"] is None else f"{row['selection']:.6g}"
+        )
+        lines.append(f"  {row['rank']:>4}  {value:>12}  {row['member']}")
+    lines.append(
+        f"The table is in {result.sweep_dir / RESULT}; tensorboard --logdir {result.sweep_dir} shows every member."
+    )
+    return lines
+
+
+def _record(sweep: Sweep) -> dict:
+    """sweep.json: what a resume and `rundir.swept_keys` read back."""
+    return {
+        "name": sweep.name,
+        "kind": sweep.kind,
+        "keys": list(sweep.keys),
+        "source": sweep.source,
+        "base_dir": sweep.members[0].spec.base_dir,
+        "members": [{"name": m.name, "values": dict(m.values), "set": list(m.overrides)} for m in sweep.members],
+    }
+
+
+def _one_process() -> None:
+    """A sweep trains in one process for now; many processes (--coordinator) take a plain spec."""
+    import jax
+
+    if jax.process_count() > 1:
+        raise NetspecError(
+            "A sweep trains in one process, its members one after another; a run of many processes "
+            "(--coordinator) takes a plain spec. Train each member that way with its --set values "
+            "(netspec validate --set sweep=null checks the plain spec)."
+        )

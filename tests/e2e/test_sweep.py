@@ -1,0 +1,204 @@
+"""End to end: a sweep through the real CLI. A 2x2 XOR grid (learning rate x seed) trains its four
+members, each an ordinary run directory named by its values that TensorBoard lists as a run of
+its own, with the swept values in its HParams; each member equals the plain `netspec run` with its
+`--set` values bit for bit; the members are ranked on the console and in result.json; a sweep
+stopped by a signal (in a member, or between two) and resumed ends as one never stopped; a member
+that fails is ranked last while the others finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from support import XOR, accumulator, netspec, result_of, start_netspec, write
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+pytestmark = pytest.mark.slow  # every test here trains
+
+SPEC = XOR.replace("seed: 0\n", "seed: 0\nsweep:\n  optimizer.learning_rate: [0.1, 1.0]\n  seed: [0, 1]\n").replace(
+    "train: {steps: 20, batch_size: 4}\nsummaries: {every: 10, graph: false}",
+    "train: {steps: 40, batch_size: 4}\nsummaries: {every: 10, graph: false}\ncheckpoint: {every: 20}",
+)
+MEMBERS = ["learning_rate=0.1,seed=0", "learning_rate=0.1,seed=1", "learning_rate=1,seed=0", "learning_rate=1,seed=1"]
+TIMING = "steps_per_second"  # the one scalar that is a measurement, not a result
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory) -> Path:
+    return write(tmp_path_factory.mktemp("sweep") / "grid.yaml", SPEC)
+
+
+@pytest.fixture(scope="module")
+def swept(spec_file, tmp_path_factory) -> tuple[Path, str]:
+    """The sweep, never interrupted: (its directory, what the command printed)."""
+    logdir = tmp_path_factory.mktemp("runs")
+    result = netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "s")
+    assert result.exit_code == 0, result.output
+    return logdir / "xor" / "s", result.output
+
+
+@pytest.fixture(scope="module")
+def plain_runs(spec_file, swept, tmp_path_factory) -> dict[str, Path]:
+    """Each member as a plain run: `netspec run` with the member's --set values (sweep.json's)."""
+    logdir = tmp_path_factory.mktemp("plain")
+    runs = {}
+    for member in json.loads((swept[0] / "sweep.json").read_text())["members"]:
+        sets = [x for s in member["set"] for x in ("--set", s)]
+        result = netspec("run", spec_file, *sets, "--logdir", logdir, "--quiet", "--run-name", member["name"])
+        assert result.exit_code == 0, result.output
+        runs[member["name"]] = logdir / "xor" / member["name"]
+    return runs
+
+
+def curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar at every step, of the training run and its evaluation runs, as TensorBoard reads them."""
+    ea = accumulator(run_dir)
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"] if tag != TIMING}
+
+
+def parameters(run_dir: Path) -> dict[str, np.ndarray]:
+    (last,) = sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1:]
+    return load_file(last)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories that trained the same: every scalar, the final state, the final metrics."""
+    assert curves(a) == curves(b)
+    pa, pb = parameters(a), parameters(b)
+    assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert result_of(a)["final"] == result_of(b)["final"]
+
+
+def test_each_member_is_a_run_directory_named_by_its_values(swept):
+    sweep_dir, _ = swept
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == MEMBERS
+    assert {"sweep.yaml", "sweep.json", "result.json"} <= {p.name for p in sweep_dir.iterdir()}
+    for name in MEMBERS:
+        assert result_of(sweep_dir / name)["steps"] == 40
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(sweep_dir.parent.parent))  # tensorboard --logdir runs
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == [f"xor/s/{name}" for name in MEMBERS]
+
+
+def test_each_member_equals_its_plain_run_bit_for_bit(swept, plain_runs):
+    for name in MEMBERS:
+        assert_same_run(swept[0] / name, plain_runs[name])
+
+
+def test_each_members_hparams_hold_the_swept_values(swept):
+    for name in MEMBERS:
+        content = accumulator(swept[0] / name).PluginTagToContent("hparams")
+        start = hparams_metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
+        lr, seed = name.removeprefix("learning_rate=").split(",seed=")
+        assert start.hparams["optimizer.learning_rate"].number_value == pytest.approx(float(lr))
+        assert start.hparams["seed"].number_value == int(seed)
+
+
+def test_the_members_are_ranked_by_the_training_loss_on_the_console_and_in_result_json(swept):
+    sweep_dir, output = swept
+    table = json.loads((sweep_dir / "result.json").read_text())
+    assert table["selection"] == {"split": "train", "tag": "loss", "mode": "min"}  # no validation split here
+    rows = table["members"]
+    losses = [result_of(sweep_dir / r["member"])["final"]["loss"] for r in rows]
+    assert losses == sorted(losses) and [r["selection"] for r in rows] == losses
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4] and {r["member"] for r in rows} == set(MEMBERS)
+    for r in rows:
+        assert r["status"] == "finished" and r["run_dir"] == str(sweep_dir / r["member"])
+        assert r["final"] == result_of(sweep_dir / r["member"])["final"]
+        assert (
+            r["values"]
+            == json.loads((sweep_dir / "sweep.json").read_text())["members"][MEMBERS.index(r["member"])]["values"]
+        )
+    lines = output.splitlines()
+    assert lines[0] == f"Sweep xor: 4 members ranked by the training data's loss (lower is better), in {sweep_dir}:"
+    assert [line.split() for line in lines[1:5]] == [
+        [str(r["rank"]), f"{r['selection']:.6g}", r["member"]] for r in rows
+    ]
+
+
+# -- stopped and resumed -------------------------------------------------------------------------------
+
+
+def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int) -> tuple[int, str]:
+    """Start the sweep paused at `phase`, send `signum` there, let it go on: (exit code, stderr)."""
+    env = {**os.environ, "NETSPEC_TEST_PAUSE": phase, "NETSPEC_TEST_PAUSE_FILE": str(marker)}
+    process = start_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "s", env=env)
+    deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
+    while not (marker.is_file() and marker.read_text().strip()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the sweep never reached its pause"
+        time.sleep(0.02)
+    process.send_signal(signum)
+    while "signal" not in marker.read_text():
+        time.sleep(0.02)
+    marker.unlink()
+    _, err = process.communicate(timeout=240)
+    return process.returncode, err
+
+
+@pytest.mark.parametrize(
+    "phase, signum, kept",
+    [
+        ("chunk:10", signal.SIGINT, []),  # the first member checkpoints step 20 and stops
+        ("sweep-member:learning_rate=1,seed=0", signal.SIGTERM, MEMBERS[:2]),  # between members
+    ],
+    ids=["in_a_member", "between_members"],
+)
+def test_a_stopped_sweep_resumes_to_the_same_results(spec_file, swept, tmp_path, phase, signum, kept):
+    code, err = stop(spec_file, tmp_path, tmp_path / "pause", phase, signum)
+    sweep_dir = tmp_path / "xor" / "s"
+    assert code == (130 if signum == signal.SIGINT else 143), err
+    assert err.strip().endswith(f"Continue the sweep with: netspec resume {sweep_dir}"), err
+    assert "Traceback" not in err and "\n\n" not in err.strip()
+    finished = [name for name in MEMBERS if (sweep_dir / name / "result.json").is_file()]
+    assert finished == kept
+    assert f"{len(kept)} finished" in err
+    if not kept:  # the member's own paragraph first: what it kept, and how it alone goes on
+        assert f"saved in {sweep_dir / MEMBERS[0]}" in err and f"{MEMBERS[0]} stopped" in err
+    result = netspec("resume", sweep_dir, "--quiet")
+    assert result.exit_code == 0, result.output
+    for name in MEMBERS:
+        assert_same_run(sweep_dir / name, swept[0] / name)
+    resumed, whole = (json.loads((d / "result.json").read_text()) for d in (sweep_dir, swept[0]))
+    assert [(r["member"], r["selection"], r["final"]) for r in resumed["members"]] == [
+        (r["member"], r["selection"], r["final"]) for r in whole["members"]
+    ]
+
+
+def test_resuming_a_finished_sweep_ranks_it_again(swept, tmp_path):
+    import shutil
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    result = netspec("resume", copy, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"Every member of {copy} had finished" in result.output
+    assert [r["member"] for r in json.loads((copy / "result.json").read_text())["members"]] == [
+        r["member"] for r in json.loads((swept[0] / "result.json").read_text())["members"]
+    ]
+
+
+def test_a_member_that_fails_is_ranked_last_and_the_others_finish(tmp_path):
+    diverging = XOR.replace("seed: 0\n", "seed: 0\nsweep:\n  optimizer.learning_rate: [1.0e+20, 0.1]\n").replace(
+        "loss: binary_crossentropy\nmetrics: [accuracy]", "loss: mean_squared_error\nmetrics: []"
+    )
+    diverging = diverging.replace("activation: sigmoid, ", "activation: linear, ")
+    result = netspec("run", write(tmp_path / "nan.yaml", diverging), "--logdir", tmp_path, "--quiet", "--run-name", "s")
+    sweep_dir = tmp_path / "xor" / "s"
+    assert result.exit_code == 1, result.output
+    assert "Member learning_rate=1e+20 failed: Training stopped at step" in result.output
+    assert f"1 of 2 members of the sweep {sweep_dir} failed (learning_rate=1e+20)" in result.stderr
+    rows = json.loads((sweep_dir / "result.json").read_text())["members"]
+    assert [(r["member"], r["status"]) for r in rows] == [
+        ("learning_rate=0.1", "finished"),
+        ("learning_rate=1e+20", "failed"),
+    ]
+    assert "NaN or Inf" in rows[1]["error"]
