@@ -293,6 +293,11 @@ def load_run_spec(run_dir: str | Path, overrides=(), *, recorded_data: bool = Fa
     run_dir = Path(run_dir)
     spec_file, info_file = run_dir / "spec.yaml", run_dir / "run.json"
     if not spec_file.is_file() and not info_file.is_file():
+        if (run_dir / SWEEP_FILE).is_file():
+            raise NetspecError(
+                f"{run_dir} is a sweep, whose members are run directories of their own: give one of them "
+                f"({run_dir}/<member>; {run_dir}/result.json ranks them)."
+            )
         raise NetspecError(f"{run_dir} is not a netspec run directory (it has no spec.yaml and run.json).")
     if not spec_file.is_file():
         raise NetspecError(

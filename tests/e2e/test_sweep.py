@@ -173,6 +173,13 @@ def test_a_stopped_sweep_resumes_to_the_same_results(spec_file, swept, tmp_path,
     ]
 
 
+def test_eval_of_a_sweep_directory_says_to_give_a_member(swept):
+    result = netspec("eval", swept[0])
+    assert result.exit_code == 1 and "is a sweep, whose members are run directories of their own" in result.stderr
+    first = json.loads((swept[0] / "result.json").read_text())["members"][0]["run_dir"]
+    assert netspec("eval", first, "--split", "train").exit_code == 0
+
+
 def test_resuming_a_finished_sweep_ranks_it_again(swept, tmp_path):
     import shutil
 
