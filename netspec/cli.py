@@ -171,7 +171,7 @@ def validate(specs, overrides):
             click.echo(f"{path}: ok ({len(spec.members)} members)")
             continue
         click.echo(
-            f"{path}: ok ({spec.name}: {len(spec.layers)} layers, {_dims(spec.input_shape)} -> {_dims(spec.output_shape)}, "
+            f"{path}: ok ({spec.name}: {len(spec.layers)} layer{'s' if len(spec.layers) != 1 else ''}, {_dims(spec.input_shape)} -> {_dims(spec.output_shape)}, "
             f"{spec.loss['type']}, {spec.optimizer['type']}, {spec.steps} steps)"
         )
     sys.exit(1 if failed else 0)

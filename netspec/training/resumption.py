@@ -75,6 +75,7 @@ RULES: tuple[Rule, ...] = (
     Rule("name", MEANING, "the run's name: its place in the logdir and its name in TensorBoard"),
     Rule("description", SETTING, "free text shown with the spec"),
     Rule("seed", MEANING, "the initial parameters, the batch order and every random key"),
+    Rule("sweep", MEANING, "a sweep is many runs: a member's run directory holds one of them, without it"),
     Rule("data", MEANING, "which examples the parameters learn from, and how they are scaled"),
     *(
         Rule(f"data.{source}.{key}", PLACE, _WHERE_DATA)
