@@ -151,13 +151,29 @@ def gradients(
     return (loss, new_state), grads
 
 
+# Leaves of at most this many elements are probed together, stacked by (shape, dtype): XLA compiles
+# one reduction per operand, and a deep model has thousands of small leaves (400 dense layers of 4
+# units: 802 parameters, 1.6 s to compile one reduction each, 0.4 s stacked in groups). Larger
+# leaves are reduced in place: stacking them would copy them. The copies made are at most
+# MAX_LAYERS * 4 (parameters and optimizer moments) * 4096 elements, 64 MB in float32.
+PROBE_STACKED_SIZE = 4096
+
+
 def nonfinite_probe(tree: Any) -> jax.Array:
-    """NaN when any element of `tree` is inf or NaN, else 0: one reduction per array, which XLA
-    can fuse with the optimizer's own pass over it (0 * x is 0 for every finite x, NaN for inf
-    and NaN, and a sum of zeros cannot overflow, as a plain sum of large gradients could)."""
+    """NaN when any element of `tree` is inf or NaN, else 0 (float32 scalar): 0 * x is 0 for every
+    finite x and NaN for inf and NaN, and a sum of zeros cannot overflow, as a plain sum of large
+    gradients could. Large arrays are reduced one by one (XLA can fuse that with the optimizer's own
+    pass over them); small ones stacked by shape and dtype first (see PROBE_STACKED_SIZE)."""
     total = jnp.zeros((), jnp.float32)
+    small: dict[tuple[tuple[int, ...], Any], list[jax.Array]] = {}
     for x in jax.tree_util.tree_leaves(tree):
-        total = total + jnp.sum(x * 0, dtype=jnp.float32)
+        if x.size <= PROBE_STACKED_SIZE:
+            small.setdefault((tuple(x.shape), x.dtype), []).append(x)
+        else:
+            total = total + jnp.sum(x * 0, dtype=jnp.float32)
+    for group in small.values():
+        stacked = group[0] if len(group) == 1 else jnp.stack(group)
+        total = total + jnp.sum(stacked * 0, dtype=jnp.float32)
     return total
 
 
