@@ -112,3 +112,41 @@ def test_auto_on_this_cpu_lowers_by_im2col_inside_the_fused_scan(data_dir, tmp_p
     ran = result_of(result.run_dir)["ran"]
     assert ran["conv"] == {"conv1": "im2col", "conv2": "im2col"} and ran["loop"] == "scan"
     assert "conv_fallbacks" not in ran
+
+
+BIG_INPUT = """\
+name: big_input
+seed: 0
+data:
+  npz: {path: big.npz}
+model:
+  input: [32, 32, 8]
+  layers:
+    - {name: conv1, type: conv2d, filters: 4, kernel_size: 3, padding: same, activation: relu}
+    - {name: pool1, type: max_pool, pool_size: 4}
+    - {name: conv2, type: conv2d, filters: 4, kernel_size: 3, padding: same, activation: relu}
+    - {name: flatten, type: flatten}
+    - {name: output, type: dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+optimizer: {type: sgd, learning_rate: 0.01}
+train: {steps: 4, batch_size: 8}
+summaries: {every: 2, graph: false}
+"""
+
+
+@pytest.mark.slow
+def test_a_layer_whose_patches_exceed_the_budget_stays_native_and_the_run_says_so(tmp_path, monkeypatch):
+    """conv1's im2col patches at the evaluation batch (1,000 examples of 32x32x8, 3x3): 295 MB, over
+    a quarter of a 600 MB budget; conv2's (8x8x4 after the pool): 9 MB, within it. The run keeps
+    conv1 native, lowers conv2 by im2col, says why in result.json, and (a conv left native on CPU)
+    runs one call per step."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the rule under test is the CPU's")
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "big.npz", x=rng.normal(size=(24, 32, 32, 8)).astype(np.float32), y=rng.integers(0, 2, 24))
+    monkeypatch.setenv("NETSPEC_MEMORY_BUDGET", "600MB")
+    result = run(check(load(write(tmp_path / "big.yaml", BIG_INPUT))), logdir=tmp_path, run_name="r", quiet=True)
+    ran = result_of(result.run_dir)["ran"]
+    assert ran["conv"] == {"conv1": "native", "conv2": "im2col"}
+    assert list(ran["conv_fallbacks"]) == ["conv1"] and "memory budget" in ran["conv_fallbacks"]["conv1"]
+    assert ran["loop"] == "steps"
