@@ -25,11 +25,12 @@ import itertools
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from capped import run_capped
 
 START = time.perf_counter()
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,43 +100,8 @@ def hand(depth: int) -> None:
 
 
 def run_child(cmd: list[str], cap: str, timeout: float) -> dict:
-    """Runs `cmd` under `prlimit --as=cap`; returns exit status, wall seconds, peak RSS MiB, output."""
-    start = time.perf_counter()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()
-        os.dup2(write, 1)
-        os.dup2(write, 2)
-        os.close(read)
-        os.chdir(ROOT)
-        os.execvpe("prlimit", ["prlimit", f"--as={cap}", *cmd], ENV)
-    os.close(write)
-    os.set_blocking(read, False)
-    chunks = []
-    while True:
-        try:
-            while piece := os.read(read, 1 << 16):
-                chunks.append(piece)
-        except BlockingIOError:
-            pass
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            break
-        if time.perf_counter() - start > timeout:
-            os.killpg(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            code = "timeout"
-            break
-        time.sleep(0.05)
-    os.close(read)
-    return {
-        "exit": code,
-        "seconds": time.perf_counter() - start,
-        "peak_mib": usage.ru_maxrss / 1024,
-        "output": b"".join(chunks).decode("utf-8", "replace"),
-    }
+    """Runs `cmd` under `prlimit --as=cap` (`capped.run_capped`): exit status, wall seconds, peak RSS MiB, output."""
+    return run_capped(cmd, cap, timeout, ENV)
 
 
 def main() -> None:

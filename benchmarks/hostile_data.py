@@ -17,15 +17,14 @@ import argparse
 import gzip
 import io
 import os
-import signal
 import struct
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from capped import run_capped
 
 ROOT = Path(__file__).resolve().parent.parent
 GiB = 2**30
@@ -202,51 +201,17 @@ def make_cases(tmp: Path) -> dict[str, tuple[str, int]]:
 
 
 def run_one(cmd: list[str], cap: int, timeout: float) -> dict:
-    """Runs `cmd` in a child and reports its own peak RSS (wait4), so children don't mix."""
+    """Runs `cmd` in a capped child (`capped.run_capped`, at most 1 MiB of its output kept) and
+    reports its exit, wall seconds, own peak RSS and the first line that says what happened."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", NETSPEC_OFFLINE="1")
-    start = time.perf_counter()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()
-        os.dup2(write, 1)
-        os.dup2(write, 2)
-        os.close(read)
-        os.chdir(ROOT)
-        os.execvpe("prlimit", ["prlimit", f"--as={cap}", *cmd], env)
-    os.close(write)
-    chunks = []
-    deadline = start + timeout
-    os.set_blocking(read, False)
-    status = None
-    rusage = None
-    while status is None:
-        try:
-            while piece := os.read(read, 1 << 16):
-                if sum(map(len, chunks)) < 1 << 20:
-                    chunks.append(piece)
-        except BlockingIOError:
-            pass
-        done, code, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            status, rusage = code, usage
-            break
-        if time.perf_counter() > deadline:
-            os.killpg(pid, signal.SIGKILL)
-            _, code, rusage = os.wait4(pid, 0)
-            status = "timeout"
-            break
-        time.sleep(0.02)
-    os.close(read)
-    elapsed = time.perf_counter() - start
-    text = b"".join(chunks).decode("utf-8", "replace")
-    exit_code = status if status == "timeout" else os.waitstatus_to_exitcode(status)
+    done = run_capped(cmd, cap, timeout, env, keep=1 << 20)
+    text = done["output"]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if "Traceback" in text:
         first = "Traceback ... " + (lines[-1] if lines else "")
     else:
         first = next((line for line in lines if "problem" not in line or len(lines) == 1), "")
-    return {"exit": exit_code, "seconds": elapsed, "peak_mib": rusage.ru_maxrss / 1024, "message": first[:200]}
+    return {"exit": done["exit"], "seconds": done["seconds"], "peak_mib": done["peak_mib"], "message": first[:200]}
 
 
 def main() -> None:
