@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -283,7 +283,8 @@ def conv_policy(
     so). `native` and `im2col` force the choice for every layer."""
     convs = [layer for layer in layers if layer.type == "conv2d"]
     if choice != "auto":
-        return {layer.name: choice for layer in convs}, {}  # type: ignore[misc]  # choice is a Lowering here
+        forced = cast(Lowering, choice)  # the schema admits auto, native and im2col
+        return {layer.name: forced for layer in convs}, {}
     if backend != "cpu":
         return {layer.name: "native" for layer in convs}, {}
     sizes = {layer.name: _patches_bytes(layer, batch, itemsize) for layer in convs}
@@ -304,8 +305,9 @@ def conv_policy(
 
 def _patches_bytes(layer: Layer, batch: int, itemsize: int) -> int:
     args = layer.args
+    height, width, channels = layer.in_shapes[0]  # a checked conv2d's input
     return patches_bytes(
-        layer.in_shapes[0],  # type: ignore[arg-type]  # a checked conv2d input is (height, width, channels)
+        (height, width, channels),
         as_pair(args["kernel_size"]),
         as_pair(args["strides"]),
         args["padding"],
