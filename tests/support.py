@@ -3,15 +3,21 @@
 Fixtures live in conftest.py (pytest finds them by name); everything a test imports by name lives
 here. Sections: where things are; specs to start from; the command in this process (`cli`,
 `netspec`, `validate` and the assertions on what they did); the command as a process; files; run
-directories read back; the network; every layer type's examples; compiled programs.
+directories read back; the network (a free port, a TensorBoard server and its HTTP API); every
+layer type's examples; compiled programs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,6 +286,95 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+HPARAMS_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+class TensorBoardServer:
+    """A running `tensorboard --logdir DIR` on 127.0.0.1 and its HTTP API, asked as its dashboards
+    ask (the HParams plugin's requests are POSTs of JSON). `close()` stops it; so does leaving a
+    `with` block."""
+
+    def __init__(self, directory: Path, log: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = open(log, "w")  # noqa: SIM115  # held for the server's life, closed in close()
+        self.process = subprocess.Popen(
+            [str(TENSORBOARD), "--logdir", str(directory), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def __enter__(self) -> TensorBoardServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def get(self, route: str, **query):
+        """GET `route`: its JSON answer, or the bytes of an image (`individualImage`)."""
+        url = f"{self.base}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read()
+        return body if route.endswith("individualImage") else json.loads(body)
+
+    def post(self, route: str, body: dict):
+        """As the HParams dashboard sends its requests: POST, a JSON body."""
+        request = urllib.request.Request(
+            f"{self.base}{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def wait_until(self, loaded: Callable[[TensorBoardServer], object], expected: object, timeout: float = 120) -> None:
+        """Until `loaded(self)` (what the server shows so far) equals `expected`; a server that
+        has not started yet (refused, half an answer) is asked again."""
+        deadline, seen = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            with contextlib.suppress(OSError, ValueError, LookupError):
+                seen = loaded(self)
+                if seen == expected:
+                    return
+            time.sleep(0.3)
+        raise AssertionError(
+            f"TensorBoard did not show {expected} within {timeout} s (last seen {seen}): {self.log.read_text()}"
+        )
+
+    def experiment(self) -> dict:
+        """The HParams experiment as the dashboard asks for it (at most 1,000 hyperparameters)."""
+        return self.post("/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
+
+    def session_groups(self, experiment: dict) -> dict[str, dict]:
+        """Every session group by name, with every hyperparameter and metric the experiment
+        names (the columns the dashboard asks for)."""
+        columns = [{"hparam": h["name"], "includeInResult": True} for h in experiment["hparamInfos"]]
+        columns += [{"metric": m["name"], "includeInResult": True} for m in experiment["metricInfos"]]
+        answer = self.post(
+            "/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": HPARAMS_STATUSES,
+                "colParams": columns,
+                "startIndex": 0,
+                "sliceSize": 1000,
+            },
+        )
+        return {group["name"]: group for group in answer["sessionGroups"]}
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
 
 
 # -- every layer type's examples (model/test_registry.py, spec/test_cost.py) ----------------------------------

@@ -82,35 +82,72 @@ SPLITS = ("test", "validation")  # the evaluation runs beside the training run
 
 def hparams_of(spec: Spec) -> dict:
     """The spec's hyperparameters flattened to `section.key` -> number/string/bool (what HParams
-    shows); a sweep member's also each key its sweep set (`spec.swept`), named as the sweep writes
-    it, a value that is a list or mapping as JSON text, so that the HParams dashboard lists every
-    swept key as differing between the members."""
+    shows). A sweep member's also holds each key its sweep set (`spec.swept`), named as the sweep
+    writes it (a mapping of only a `type`, as `activation: tanh` resolves to, as that type; another
+    list or mapping as JSON text), in place of the names this flattening gives the same value
+    (`model.layers[0].units` is not also `hidden.units`, `train.batch_size` not also `batch_size`,
+    `model.defaults.activation` not also the activation of each layer that took it): so what
+    differs between a sweep's members is its keys, once each. The HParams dashboard shows five
+    hyperparameters before anyone picks (TensorBoard 2.21's tf-hparams-query-pane): those that
+    differ first, by name; a second name for a swept value would take one of the five and push a
+    swept key out of view."""
     resolved = plain(spec.resolved)
-    out: dict = {
-        "seed": spec.seed,
-        "steps": spec.steps,
-        "batch_size": spec.train["batch_size"],
-        "loss": spec.loss["type"],
-    }
+    out: dict = {}
+    source: dict[str, tuple] = {}  # a name -> where its value is in `resolved`
 
-    def walk(prefix, value):
+    def put(name, value, at):
+        out[name], source[name] = value, at
+
+    put("seed", spec.seed, ("seed",))
+    put("steps", spec.steps, ("train", "steps"))
+    put("batch_size", spec.train["batch_size"], ("train", "batch_size"))
+    put("loss", spec.loss["type"], ("loss", "type"))
+
+    def walk(prefix, value, at):
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
+                walk(f"{prefix}.{k}" if prefix else str(k), v, (*at, k))
         elif isinstance(value, (int, float, str, bool)):
-            out[prefix] = value
+            put(prefix, value, at)
 
-    walk("optimizer", resolved["optimizer"])
-    for layer in spec.layers:
+    walk("optimizer", resolved["optimizer"], ("optimizer",))
+    for i, layer in enumerate(spec.layers):
         for key in ("units", "activation", "rate"):
             if key in layer.args:
                 value = layer.args[key]
-                out[f"{layer.name}.{key}"] = value["type"] if hasattr(value, "get") else value
+                put(
+                    f"{layer.name}.{key}",
+                    value["type"] if hasattr(value, "get") else value,
+                    ("model", "layers", i, key),
+                )
     for key in spec.swept:
-        found, value = _at(resolved, split_override(f"{key}=")[0])
-        if found:
-            out[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        path = split_override(f"{key}=")[0]
+        found, value = _at(resolved, path)
+        if not found:
+            continue
+        for name in [n for n in source if n != key and _sets(path, source[n], resolved)]:
+            del out[name], source[name]
+        if isinstance(value, dict) and set(value) == {"type"}:
+            value = value["type"]
+        out[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return out
+
+
+def _sets(swept: tuple, at: tuple, resolved) -> bool:
+    """Whether a sweep key at key path `swept` sets the value at `at` (both paths in `resolved`):
+    one path holds the other, or `swept` is (in) `model.defaults.<k>` and `at` is a layer's `<k>`
+    that equals it (a layer that does not set `<k>` takes the default; one that sets the same
+    value is taken for one that does not, and only differs from it in name)."""
+    n = min(len(swept), len(at))
+    if swept[:n] == at[:n]:
+        return True
+    if swept[:2] != ("model", "defaults") or len(at) != 4 or at[:2] != ("model", "layers"):
+        return False
+    default = ("model", "defaults", at[3])
+    if swept[: len(default)] != default[: len(swept)]:
+        return False
+    found, value = _at(resolved, default)
+    return found and _at(resolved, at) == (True, value)
 
 
 def _at(data, path) -> tuple[bool, object]:
