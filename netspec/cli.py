@@ -374,6 +374,54 @@ def _start(
         ) from None
 
 
+MEMBER_HELP = (
+    "Which member of a sweep directory to use: best (rank 1 of its result.json, chosen on the validation "
+    "or training figure, never the test split's; the default for a sweep), K (the K-th member in sweep.json's "
+    "order, counting from 1: a grid's order, its last key varying fastest; not the rank), NAME (a member's "
+    "directory name), or ensemble (every finished member, their predicted probabilities averaged). Only for a "
+    "sweep directory."
+)
+
+
+def _member_option(command):
+    return click.option("--member", default=None, metavar="best|K|NAME|ensemble", help=MEMBER_HELP)(command)
+
+
+def _chosen_run(command: str, run_dir: str, member: str | None, notice):
+    """The run directory `eval` or `predict` uses: `run_dir` itself, or the member of the sweep in
+    it that `member` names (said in one line to `notice`), or None for `--member ensemble`."""
+    from netspec.inference import ENSEMBLE, is_sweep, sweep_member
+
+    if not is_sweep(run_dir):
+        if member is None:
+            return run_dir
+        own = (Path(run_dir) / "spec.yaml").is_file()
+        parent = Path(run_dir).parent if Path(run_dir).name not in ("", ".", "..") else Path(run_dir).resolve().parent
+        hint = ""
+        if own and is_sweep(parent):
+            name = Path(run_dir).resolve().name
+            hint = f" It is the member {name} of the sweep {parent}: netspec {command} {parent} --member {name} is the same run."
+        raise NetspecError(
+            f"--member chooses a member of a sweep directory (one holding sweep.json, as netspec run of a spec "
+            f"with a sweep writes it), and {run_dir} is {'a run directory of its own' if own else 'not a sweep directory'}. "
+            f"Drop --member to use {run_dir} as it is.{hint}"
+        )
+    if member is not None and member.strip().lower() == ENSEMBLE:
+        return None
+    chosen = sweep_member(run_dir, "best" if member is None else member)
+    ranked = f"rank {chosen.rank} of {chosen.total} by {chosen.ranked_by}" if chosen.rank is not None else "unranked"
+    if member is None:
+        notice(
+            f"{run_dir} is a sweep: using its best member, {chosen.name} ({ranked}); --member K, NAME or "
+            f"{ENSEMBLE} chooses another."
+        )
+    else:
+        notice(
+            f"Using member {chosen.name} of the sweep {run_dir}: {chosen.position} of {chosen.total} in sweep.json's order, {ranked}."
+        )
+    return chosen.run_dir
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
@@ -388,18 +436,44 @@ def _start(
     type=click.Path(file_okay=False),
     help="Where to look first for mnist / fashion_mnist files.",
 )
+@_member_option
 @_one_error_policy
-def evaluate(run_dir, split, data_dir):
+def evaluate(run_dir, split, data_dir, member):
     """Evaluate a finished run's final parameters on a split and print the metrics.
+
+    RUN_DIR may be a sweep directory: --member chooses its best member (the default), the K-th
+    (from 1) or one by name, printed as for a run. --member ensemble averages every finished
+    member's predicted probabilities (outputs, for regression) and prints the ensemble's
+    figures on them (loss: the members' loss of the average, its cross-entropy or regression
+    loss; accuracy: the class of the average), the mean of the members' own figures, then
+    each member's.
 
     \b
     Example:
       netspec eval runs/fashion_mlp/20261127-101500 --split test
+      netspec eval runs/xor_nn/20261130-101500 --member ensemble
     """
-    from netspec.inference import evaluate_run
+    from netspec.inference import evaluate_ensemble, evaluate_run
 
-    values = evaluate_run(run_dir, split=split, data_dir=data_dir, notice=lambda text: click.echo(text, err=True))
-    click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
+    def notice(text):
+        click.echo(text, err=True)
+
+    chosen = _chosen_run("eval", run_dir, member, notice)
+    if chosen is not None:
+        values = evaluate_run(chosen, split=split, data_dir=data_dir, notice=notice)
+        click.echo("  ".join(f"{k} {v:.6g}" for k, v in values.items()))
+        return
+    result = evaluate_ensemble(run_dir, split=split, data_dir=data_dir, notice=notice)
+    notice(
+        f"Evaluated an ensemble of {len(result.members)} members of the sweep {run_dir} on the {result.split} "
+        "split: the figures of their averaged probabilities (outputs, for regression), then the mean of the members' "
+        "own figures, then each member's."
+    )
+    rows = [(f"ensemble of {len(result.members)}", result.ensemble), ("mean of members", result.mean)]
+    rows += list(result.members.items())
+    width = max(len(label) for label, _ in rows)
+    for label, values in rows:
+        click.echo(f"{label:<{width}}  " + "  ".join(f"{k} {v:.6g}" for k, v in values.items()))
 
 
 @main.command()
@@ -418,23 +492,39 @@ def evaluate(run_dir, split, data_dir):
     type=click.Path(dir_okay=False),
     help="Write .csv or .npy (default: CSV on stdout).",
 )
+@_member_option
 @_one_error_policy
-def predict(run_dir, input_path, output_path):
+def predict(run_dir, input_path, output_path, member):
     """Predict with a finished run's parameters (its best checkpoint if it kept one).
 
     Inputs are scaled as the training data was. CSV output: the predicted class (its name when
-    the data set names classes) and the model's output for each example.
+    the data set names classes) and the model's output for each example. RUN_DIR may be a sweep
+    directory: --member chooses its best member (the default), the K-th (from 1) or one by
+    name; --member ensemble averages every finished member's probabilities (outputs, for
+    regression) and predicts the class of the average.
 
     \b
     Example:
       netspec predict runs/fashion_cnn/20261127-101500 --input shoe.png
       netspec predict runs/xor_wide/20261127-101500 --input points.csv --output predictions.csv
+      netspec predict runs/xor_nn/20261130-101500 --member ensemble --input points.csv
     """
     import numpy as np
 
-    from netspec.inference import predict_run
+    from netspec.inference import predict_ensemble, predict_run
 
-    outputs, classes, names = predict_run(run_dir, input_path, notice=lambda text: click.echo(text, err=True))
+    def notice(text):
+        click.echo(text, err=True)
+
+    chosen = _chosen_run("predict", run_dir, member, notice)
+    if chosen is not None:
+        outputs, classes, names = predict_run(chosen, input_path, notice=notice)
+    else:
+        outputs, classes, names = predict_ensemble(run_dir, input_path, notice=notice)
+        notice(
+            f"Predicted with an ensemble of the finished members of the sweep {run_dir}: the mean of their "
+            "probabilities (outputs, for regression)" + ("" if classes is None else " and the class of that mean") + "."
+        )
     flat = outputs.reshape(len(outputs), -1)
     try:
         if output_path and output_path.endswith(".npy"):
