@@ -6,7 +6,8 @@ Contract.
     scan_chunk(config, length, *, streamed, check, full_batch, unroll)
         -> jitted (TrainState, Data, batches, Keys) -> (TrainState, ChunkOutputs)
     stepwise_chunk(config, length, *, streamed, check) -> the same, one jitted call per step
-    evaluate(config, classes, key) -> jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
+    scan_steps(config, length, ...) -> the same chunk, not jitted (`netspec.compile.members` vmaps it)
+    evaluate(configure, classes, key) -> jitted (hyper, params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
     conv_policy(choice, layers, ...) -> ({conv layer: lowering}, {layer: why native}): im2col or native
     loop_policy(train, conv, backend) -> (loop, unroll): how chunks run here, and why
 
@@ -153,12 +154,10 @@ def _last(batches: Batches) -> Batches:
     return None if batches is None else jax.tree_util.tree_map(lambda a: a[-1], batches)
 
 
-def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, full_batch: bool, unroll: int) -> Chunk:
-    """`length` steps as one `lax.scan` in one `jit` (`unroll` steps per loop iteration). The
-    returned function takes (state, data, batches, keys); `batches`: resident data: int32
-    [length, batch] example indices into `data` (None: the whole set each step); streamed data:
-    the (x, y) of every step, [length, batch, ...], gathered by the host, with `data` holding only
-    the scaling. It returns the state and `chunk_outputs`."""
+def scan_steps(
+    config: StepConfig, length: int, *, streamed: bool, check: bool, full_batch: bool, unroll: int
+) -> Callable[[TrainState, Data, Batches, Keys], tuple[TrainState, ChunkOutputs]]:
+    """`scan_chunk`'s function before `jit`: (state, data, batches, keys) -> (state, outputs)."""
 
     def chunk(state: TrainState, data: Data, batches: Batches, keys: Keys) -> tuple[TrainState, ChunkOutputs]:
         def body(state: TrainState, batch: Any) -> tuple[TrainState, Any]:
@@ -170,39 +169,58 @@ def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, 
             state, rows = jax.lax.scan(body, state, batches, unroll=unroll)
         return chunk_outputs(config, state, rows, data, _last(batches), keys, streamed=streamed, check=check)
 
-    return jax.jit(chunk, donate_argnums=0)
+    return chunk
+
+
+def scan_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool, full_batch: bool, unroll: int) -> Chunk:
+    """`length` steps as one `lax.scan` in one `jit` (`unroll` steps per loop iteration). The
+    returned function takes (state, data, batches, keys); `batches`: resident data: int32
+    [length, batch] example indices into `data` (None: the whole set each step); streamed data:
+    the (x, y) of every step, [length, batch, ...], gathered by the host, with `data` holding only
+    the scaling. It returns the state and `chunk_outputs`."""
+    chunk = scan_steps(config, length, streamed=streamed, check=check, full_batch=full_batch, unroll=unroll)
+    return cast(Chunk, jax.jit(chunk, donate_argnums=0))
 
 
 def stepwise_chunk(config: StepConfig, length: int, *, streamed: bool, check: bool) -> Chunk:
     """The same steps as `scan_chunk`, one jitted call each (see `loop_policy`); it offers
     `.lower(...).compile()` as a jitted function does, compiling the step and the outputs once."""
-    return _StepwiseChunk(config, length, streamed=streamed, check=check)
+    return StepwiseChunk(
+        jax.jit(partial(one_step, config, streamed=streamed, check=check), donate_argnums=0),
+        jax.jit(partial(chunk_outputs, config, streamed=streamed, check=check), donate_argnums=0),
+        length,
+    )
 
 
-class _StepwiseChunk:
-    """`stepwise_chunk`'s chunk: a jitted step called `length` times, then the jitted outputs."""
+class StepwiseChunk:
+    """A chunk of `length` calls of a jitted `step(state, data, batch, keys) -> (state, row)`,
+    then the jitted `outputs(state, rows [length, ...], data, last batch, keys)`; step i takes
+    row i of the chunk's `batches` (a sweep group's too: [length, members, batch])."""
 
-    def __init__(self, config: StepConfig, length: int, *, streamed: bool, check: bool) -> None:
-        self.length = length
-        self.step = jax.jit(partial(one_step, config, streamed=streamed, check=check), donate_argnums=0)
-        self.outputs = jax.jit(partial(chunk_outputs, config, streamed=streamed, check=check), donate_argnums=0)
+    def __init__(self, step: Any, outputs: Any, length: int) -> None:  # jitted functions (their .lower)
+        self.step, self.outputs, self.length = step, outputs, length
+
+    def _batch(self, batches: Batches, i: int) -> Batches:
+        return None if batches is None else jax.tree_util.tree_map(partial(_row, i), batches)
 
     def __call__(
         self, state: TrainState, data: Data, batches: Batches, keys: Keys, /
     ) -> tuple[TrainState, ChunkOutputs]:
         rows = []
         for i in range(self.length):
-            batch = None if batches is None else jax.tree_util.tree_map(partial(_row, i), batches)
-            state, row = self.step(state, data, batch, keys)
+            state, row = self.step(state, data, self._batch(batches, i), keys)
             rows.append(row)
-        result: tuple[TrainState, ChunkOutputs] = self.outputs(state, jnp.stack(rows), data, _last(batches), keys)
+        last = self._batch(batches, self.length - 1)
+        result: tuple[TrainState, ChunkOutputs] = self.outputs(state, jnp.stack(rows), data, last, keys)
         return result
 
     def lower(self, state: TrainState, data: Data, batches: Batches, keys: Keys, /) -> Lowered:
         """The interface of a jitted function: compiles the step and the outputs once."""
-        first = None if batches is None else jax.tree_util.tree_map(lambda a: a[0], batches)
+        first = self._batch(batches, 0)
+        _, row = jax.eval_shape(self.step, state, data, first, keys)
         self.step.lower(state, data, first, keys).compile()
-        self.outputs.lower(state, jnp.zeros((self.length, 2), jnp.float32), data, first, keys).compile()
+        rows = jnp.zeros((self.length, *row.shape), row.dtype)
+        self.outputs.lower(state, rows, data, first, keys).compile()
         return _Compiled(self)
 
 
@@ -211,32 +229,35 @@ def _row(i: int, a: jax.Array) -> jax.Array:
 
 
 class _Compiled:
-    """`_StepwiseChunk.lower(...)`: its `compile()` is the chunk itself (its parts compiled already)."""
+    """`StepwiseChunk.lower(...)`: its `compile()` is the chunk itself (its parts compiled already)."""
 
-    def __init__(self, chunk: _StepwiseChunk) -> None:
+    def __init__(self, chunk: StepwiseChunk) -> None:
         self.chunk = chunk
 
-    def compile(self) -> _StepwiseChunk:
+    def compile(self) -> StepwiseChunk:
         return self.chunk
 
 
 def evaluate(
-    config: StepConfig,
+    configure: Callable[[Any], StepConfig],
     *,
     classes: int | None,
     label_class: Callable[[jax.Array], jax.Array],
     predicted_class: Callable[[jax.Array], jax.Array] | None,
     key: jax.Array,
 ) -> Evaluate:
-    """Jitted (params, model_state, Data, mask) -> ({tag: sum over the split}, count, confusion
-    [classes, classes] or None): a split stored as [batches, batch, ...] with a 0/1 mask for
-    padding, in evaluation mode (dropout off, batch_norm's running statistics); confusion rows
-    are the true class, columns the predicted one."""
+    """Jitted (hyper, params, model_state, Data, mask) -> ({tag: sum over the split}, count,
+    confusion [classes, classes] or None): a split stored as [batches, batch, ...] with a 0/1 mask
+    for padding, in evaluation mode (dropout off, batch_norm's running statistics), the step
+    config `configure(hyper)` (`hyper`: a sweep member's traced values, {} for a plain run);
+    confusion rows are the true class, columns the predicted one."""
 
     @jax.jit
     def run(
-        params: Tree, model_state: Tree, data: Data, mask: jax.Array
+        hyper: Any, params: Tree, model_state: Tree, data: Data, mask: jax.Array
     ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array | None]:
+        config = configure(hyper)
+
         def one(
             carry: None, batch: tuple[HostOrDevice, HostOrDevice, jax.Array]
         ) -> tuple[None, tuple[dict[str, jax.Array], jax.Array | None]]:

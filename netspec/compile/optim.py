@@ -20,11 +20,11 @@ import optax
 from netspec.spec.choices import OPTIMIZERS, SCHEDULES
 
 
-def learning_rate(value: float | Mapping[str, Any]) -> float | optax.Schedule:
+def learning_rate(value: float | jax.Array | Mapping[str, Any]) -> float | jax.Array | optax.Schedule:
     """A number, or the optax schedule a `{type, args}` mapping names (`SCHEDULES`: spec name ->
     optax function)."""
     if not isinstance(value, Mapping):
-        return float(value)
+        return value  # a checked spec's number, or a sweep member's traced one (netspec.compile.members)
     fn_name, fields, _ = SCHEDULES[value["type"]]
     args = {k: v for k, v in value.items() if k != "type" and k in fields}
     if value["type"] == "piecewise_constant":
@@ -51,7 +51,7 @@ def optimizer(spec_optimizer: Mapping[str, Any], *, seed: int = 0) -> optax.Grad
         learning_rate=learning_rate(spec_optimizer["learning_rate"]), **args
     )
     clip = spec_optimizer["clip_global_norm"]
-    return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+    return optax.chain(optax.clip_by_global_norm(clip), tx) if clip is not None else tx
 
 
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array:

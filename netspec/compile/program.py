@@ -6,7 +6,8 @@ Contract: `compile_spec(spec, mesh=None) -> Program` with
     apply(params, model_state, x, *, train=False, key, collect=None) -> y
                                                   the model's output (probabilities etc.) of a
                                                   prepared batch x [N, *model.input]
-    loss_and_metrics(params, model_state, batch, *, train, key) -> (loss, (metrics, model_state))
+    loss_and_metrics(params, model_state, batch, *, train, key) -> (loss, (metrics, model_state))  (jitted)
+    extras(params, model_state, sample) -> ({layer: activations}, gradients)   on a sample batch (jitted)
     train_chunk(length, *, streamed=False, diagnose=False)
         -> jitted (TrainState, Data, batches, Keys) -> (TrainState, ChunkOutputs)
     train_step(state, batch, key) -> (state, outputs)   one unjitted step (the graph draws it)
@@ -15,6 +16,10 @@ Contract: `compile_spec(spec, mesh=None) -> Program` with
     loop, unroll                                  how chunks run on this backend (recorded by the run)
     conv, conv_reasons                            how each conv2d is computed here, and why a layer
                                                   `auto` would lower by im2col stayed native
+
+The jitted functions are made once per spec by `functions(spec, configure, key)`, each taking
+`hyper` first: the values a sweep member traces (`netspec.compile.members`: {} for a plain run,
+whose Program binds it), so every member of a sweep group shares one compiled function.
 
 This module only wires the pieces: the model (`netspec.model.network`), what the loss means
 (`netspec.model.losses`), the optimizer (`optim`), the step (`step`) and the chunk (`chunk`).
@@ -62,6 +67,9 @@ class Apply(Protocol):
     ) -> jax.Array: ...
 
 
+Hyper = dict[str, jax.Array]  # a sweep member's traced values by key (`netspec.compile.members`); {} for a plain run
+
+
 class LossAndMetrics(Protocol):
     def __call__(
         self, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array
@@ -87,6 +95,7 @@ class Program(NamedTuple):
     train_chunk: TrainChunk
     train_step: TrainStep  # one unjitted step, (state, batch, key) -> (state, outputs); for the graph
     evaluate: Evaluate  # jitted (params, model_state, Data, mask) -> ({tag: sum}, count, confusion)
+    extras: Callable[..., Any]  # jitted (params, model_state, sample) -> ({layer: activations}, gradients)
     prepare_batch: Callable[
         [Data, HostOrDevice, HostOrDevice], Batch
     ]  # (Data, x, y) -> the batch as the model and loss take it
@@ -157,10 +166,12 @@ def initializer(
     *,
     dynamic_scale: bool,
     default_key: jax.Array,
+    opt_init: Callable[[Tree], Any] | None = None,
 ) -> Callable[..., TrainState]:
     """init(key=default_key) -> the TrainState at step 0: the network's parameters and state (one
-    compiled initializer per kind of layer, `network`), the optimizer's state, the loss scale."""
-    opt_init = jax.jit(tx.init)
+    compiled initializer per kind of layer, `network`), the optimizer's state (`opt_init(params)`,
+    by default `tx.init` jitted), the loss scale."""
+    opt_init = opt_init or jax.jit(tx.init)
 
     def init(key: jax.Array = default_key) -> TrainState:
         params, model_state = net_init(key)
@@ -205,6 +216,45 @@ def chunk_maker(config: StepConfig, *, loop: str, unroll: int, full_batch: bool)
     return train_chunk
 
 
+class Functions(NamedTuple):
+    """A spec's jitted functions, each taking `hyper` (the traced values, `Hyper`) first; one
+    compilation serves every member of a sweep group (`netspec.compile.members`)."""
+
+    loss_and_metrics: Callable[..., Any]  # (hyper, params, model_state, batch, *, train, key)
+    evaluate: Callable[..., Any]  # (hyper, params, model_state, Data, mask)
+    extras: Callable[..., Any]  # (hyper, params, model_state, sample)
+
+
+def functions(spec: Spec, configure: Callable[[Hyper], StepConfig], key: jax.Array) -> Functions:
+    """The jitted functions of `spec` whose StepConfig `configure(hyper)` makes (for a plain run
+    it ignores `hyper`); `key` is the evaluation's (dropout is off there; kept for the signature)."""
+
+    def loss_and_metrics_of(
+        hyper: Hyper, params: Tree, model_state: Tree, batch: Batch, *, train: bool, key: jax.Array
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Tree]]:
+        return loss_and_metrics(configure(hyper), params, model_state, batch, train=train, key=key)
+
+    def extras(hyper: Hyper, params: Tree, model_state: Tree, sample: Batch) -> tuple[dict[str, jax.Array], Tree]:
+        """({layer: activations}, gradients of the loss) on the sample batch, in evaluation mode."""
+        config = configure(hyper)
+        collect: dict[str, jax.Array] = {}
+        config.net_apply(params, model_state, sample[0], train=False, key=key, collect=collect)
+        grads = jax.grad(lambda p: loss_and_metrics(config, p, model_state, sample, train=False, key=key)[0])(params)
+        return collect, grads
+
+    return Functions(
+        loss_and_metrics=jax.jit(loss_and_metrics_of, static_argnames=("train",)),
+        evaluate=evaluate(
+            configure,
+            classes=num_classes(spec),
+            label_class=label_class(spec),
+            predicted_class=predicted_class(spec),
+            key=key,
+        ),
+        extras=jax.jit(extras),
+    )
+
+
 def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
     """Spec -> Program (see the module docstring). With a `mesh` (`netspec.distribute`), every
     batch is split over its devices and XLA's partitioner inserts the collectives (data
@@ -233,19 +283,15 @@ def compile_spec(spec: Spec, mesh: jax.sharding.Mesh | None = None) -> Program:
 
     loop, unroll = loop_policy(spec.train, conv, backend)
     full_batch = spec.train["batch_size"] == spec.num_examples
+    jitted = functions(spec, lambda hyper: config, keys.step)
     return Program(
         init=init,
         apply=apply,
-        loss_and_metrics=partial(loss_and_metrics, config),
+        loss_and_metrics=partial(jitted.loss_and_metrics, {}),
         train_chunk=chunk_maker(config, loop=loop, unroll=unroll, full_batch=full_batch),
         train_step=partial(train_step, config),
-        evaluate=evaluate(
-            config,
-            classes=num_classes(spec),
-            label_class=label_class(spec),
-            predicted_class=predicted_class(spec),
-            key=keys.step,
-        ),
+        evaluate=partial(jitted.evaluate, {}),
+        extras=partial(jitted.extras, {}),
         prepare_batch=partial(prepare_batch, config),
         tx=tx,
         keys=keys,

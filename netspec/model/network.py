@@ -44,6 +44,20 @@ class NetworkApply(Protocol):
     ) -> tuple[jax.Array, Tree]: ...
 
 
+_INITIALIZERS: dict[tuple[Any, ...], Init] = {}  # (type, arguments, shapes) -> its jitted initializer
+
+
+def _initializer(layer: Layer, layer_init: Init) -> Init:
+    """The jitted initializer of layers like `layer` (its own `layer_init` for the first one);
+    one whose arguments are traced (a sweep member's, under jit) is jitted on its own."""
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(plain(layer.args))):
+        return jax.jit(layer_init)
+    key = (layer.type, json.dumps(plain(layer.args), sort_keys=True, default=str), layer.in_shapes, layer.out_shape)
+    if key not in _INITIALIZERS:
+        _INITIALIZERS[key] = jax.jit(layer_init)
+    return _INITIALIZERS[key]
+
+
 def network(
     layers: Sequence[Layer], *, conv: Mapping[str, Lowering] | None = None
 ) -> tuple[Callable[[jax.Array], tuple[Tree, Tree]], NetworkApply]:
@@ -62,15 +76,9 @@ def network(
     # One compiled initializer per kind of layer (type, arguments, shapes), shared by the layers
     # alike: XLA compiles one program holding every layer's random initializers in time that grows
     # faster than the depth (100 dense layers of 4 units: 17.5 s, against 1.1 s this way, the
-    # values bit for bit the same; benchmarks/compile_depth.py).
-    compiled: dict[tuple[Any, ...], Init] = {}
-    inits = [
-        compiled.setdefault(
-            (layer.type, json.dumps(plain(layer.args), sort_keys=True, default=str), layer.in_shapes, layer.out_shape),
-            jax.jit(layer_init),
-        )
-        for layer, layer_init, _ in built
-    ]
+    # values bit for bit the same; benchmarks/compile_depth.py). Shared by every network of the
+    # process too (`_INITIALIZERS`): a sweep's 16 members compile each kind once, not 16 times.
+    inits = [_initializer(layer, layer_init) for layer, layer_init, _ in built]
     output = layers[-1].name
 
     def init(key: jax.Array) -> tuple[Tree, Tree]:

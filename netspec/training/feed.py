@@ -130,14 +130,21 @@ class TrainingInputs(NamedTuple):
     n_devices: int
 
 
+def batch_order(spec: Spec, arrays) -> BatchOrder:
+    """The spec's batch order over the training split of `arrays` (shuffled by its seed unless
+    `train.shuffle` is off or every step takes the whole set)."""
+    full_batch = spec.train["batch_size"] == spec.num_examples
+    return BatchOrder(
+        len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch
+    )
+
+
 def training_inputs(spec: Spec, arrays, program, mesh) -> TrainingInputs:
     """Place `arrays` for training `spec` with `program` over `mesh` (None: one device)."""
     import jax
 
     full_batch = spec.train["batch_size"] == spec.num_examples
-    order = BatchOrder(
-        len(arrays.train.x), spec.train["batch_size"], seed=spec.seed, shuffle=spec.train["shuffle"] and not full_batch
-    )
+    order = batch_order(spec, arrays)
     # Across processes each one feeds its own shard of every batch (streamed), rather than every
     # device holding the whole set.
     streamed = (

@@ -360,11 +360,18 @@ def _summaries(spec: Spec, opened: Opened, inputs: TrainingInputs):
 
 
 def _first_summaries(
-    spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, scalars: Scalars, histograms: Histograms
+    spec: Spec,
+    opened: Opened,
+    inputs: TrainingInputs,
+    summaries,
+    scalars: Scalars,
+    histograms: Histograms,
+    graphs: dict | None = None,
 ) -> None:
     """What a sitting writes before training: a resume's changes; a new run's spec text, sample
     images, graph and the untrained model at step 0 (its loss and metrics on the sample batch, the
-    rate step 1 uses)."""
+    rate step 1 uses). `graphs`: where the members of a sweep group keep the step's graph, drawn
+    once for them all (their steps differ only in numbers)."""
     import jax
 
     from netspec.compile.optim import current_learning_rate
@@ -380,16 +387,16 @@ def _first_summaries(
     if config["graph"]:
         from netspec.training.graph import step_graph
 
-        summaries.graph(
-            step_graph(program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state))
-        )
+        graphs = {} if graphs is None else graphs
+        if "step" not in graphs:
+            graphs["step"] = step_graph(
+                program.train_step, state, inputs.sample, program.keys.step, arg_names=_graph_names(state)
+            )
+        summaries.graph(graphs["step"])
     # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
-    eval_fn = jax.jit(
-        lambda params, mstate, batch: program.loss_and_metrics(
-            params, mstate, batch, train=False, key=program.keys.step
-        )
+    loss0, (metrics0, _) = jax.device_get(
+        program.loss_and_metrics(state.params, state.model_state, inputs.sample, train=False, key=program.keys.step)
     )
-    loss0, (metrics0, _) = jax.device_get(eval_fn(state.params, state.model_state, inputs.sample))
     scalars.write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}, None)
     histograms.write(0, state.params, histograms.dispatch(state, 0))
 
@@ -486,7 +493,7 @@ def _writers(
     """The callbacks that write the run: scalars, histograms, evaluations and checkpoints."""
     program = opened.program
     wanted_hist = set(spec.summaries["histograms"])
-    extras = partial(_extras_fn(program), sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
+    extras = partial(program.extras, sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
     scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
     evaluation = Evaluation(
         spec,
@@ -701,16 +708,20 @@ def _close(
     *,
     quiet: bool,
     echo,
+    ran: dict | None = None,
 ) -> RunResult:
     """The closing: its evaluations first, then the closing checkpoint recording how training
     ended; what is written after it (the final evaluations' events, the HParams status,
-    result.json, the report) a resume that finds it writes again (see the module docstring)."""
+    result.json, the report) a resume that finds it writes again (see the module docstring).
+    `signals` None: a sweep member closing while its group trains on (signals stay graceful);
+    `ran`: more of what ran, for result.json (a sweep group's size)."""
     state, step = trained.state, trained.step
     measured = _final_evaluations(spec, opened, inputs, state, step, evaluation)
     if not opened.finishing:
         saver.save(state, step, closing=closing)
     where.phase = "closing"
-    signals.end_graceful()  # from here a signal stops at once: a resume finishes the run
+    if signals is not None:
+        signals.end_graceful()  # from here a signal stops at once: a resume finishes the run
     pause("closing")
     final = dict(closing["last"])
     for split, (values, confusion) in measured:
@@ -727,6 +738,7 @@ def _close(
         "loss_scale": spec.precision.loss_scale,
         "conv": opened.program.conv or None,  # {conv2d layer: "im2col" or "native"}
         **({"conv_fallbacks": opened.program.conv_reasons} if opened.program.conv_reasons else {}),
+        **(ran or {}),
     }
     train_seconds, steps_run = closing["train_seconds"], step - closing["start_step"]
     result = RunResult(
@@ -777,21 +789,6 @@ def _announce(
         )
         if opened.writer:
             report(spec, opened.program, table, int(step), opened.arrays, result, echo)
-
-
-def _extras_fn(program):
-    """Jitted (params, state, sample) -> (activations per layer, gradients per param) on a sample batch."""
-    import jax
-
-    def extras(params, mstate, sample):
-        collect: dict = {}
-        program.apply(params, mstate, sample[0], collect=collect)
-        grads = jax.grad(lambda p: program.loss_and_metrics(p, mstate, sample, train=False, key=program.keys.step)[0])(
-            params
-        )
-        return collect, grads
-
-    return jax.jit(extras)
 
 
 def _graph_names(state):

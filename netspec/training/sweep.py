@@ -50,36 +50,20 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from netspec.errors import NetspecError
 from netspec.spec.sweep import Member, Sweep
 from netspec.spec.types import Spec, metric_mode
 from netspec.training import interrupts
 from netspec.training.interrupts import SIGNAL_EXIT, Stopped, describe, pause
+from netspec.training.members import Outcome, Planned, train_group
 from netspec.training.rundir import SWEEP_FILE, _json, load_run_spec, lock, make_run_dir, write_atomically
 
 SWEEP_SPEC = "sweep.yaml"
 
 
 RESULT = "result.json"  # a member's (loop) and the sweep's (`rank`): the same name, one level apart
-
-
-class Planned(NamedTuple):
-    """A member to train in this sitting: where, on which spec, and whether it resumes."""
-
-    member: Member
-    run_dir: Path  # <sweep dir>/<member name>
-    spec: Spec  # the member's spec; a resumed member's is its run directory's (`load_run_spec`)
-    resume: bool  # continue run_dir from its latest checkpoint
-
-
-class Outcome(NamedTuple):
-    """How a member's training in this sitting ended: finished (error None) or failed."""
-
-    member: Member
-    run_dir: Path
-    error: str | None
 
 
 @dataclass
@@ -191,21 +175,34 @@ def train_members(
     allow_setting_changes: bool = False,
     started: float | None = None,
 ) -> Iterator[Outcome]:
-    """Train the planned members one after another, each exactly as its plain run (`loop.run`),
-    yielding each one's outcome as it ends; a member that fails is yielded with its paragraph,
-    and the next one starts. `Stopped` (a signal) ends it, the member's own paragraph in it.
-
-    This is the one function the vmapped form replaces (issue 14, part 2): group the plan by
-    the members' array shapes and train each group as one compiled program over stacked
-    states, yielding the same outcomes; everything around it (the sweep directory, resume, the
-    ranking) stays as it is."""
+    """Train the planned members, yielding each one's outcome as its group ends. Members that
+    `netspec.compile.members.groups` puts together (equal but for traced numbers and seeds, at
+    one start step) train as one vmapped program (`netspec.training.members.train_group`); a
+    member alone in its group trains as its plain run (`loop.run`), exactly. A member that fails
+    is yielded with its paragraph and the others go on; `Stopped` (a signal) ends it, with what
+    was kept."""
+    from netspec.compile.members import groups
     from netspec.training.loop import run
 
-    for i, planned in enumerate(plan):
+    for number, indices in enumerate(groups([p.spec for p in plan], [_start_step(p) for p in plan])):
+        members = [plan[i] for i in indices]
+        for planned in members:
+            pause(f"sweep-member:{planned.member.name}")
+        first = started if number == 0 else None
+        if len(members) > 1:
+            yield from train_group(
+                members,
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                allow_setting_changes=allow_setting_changes,
+                started=first,
+            )
+            continue
+        (planned,) = members
         member, run_dir = planned.member, planned.run_dir
-        pause(f"sweep-member:{member.name}")
         if not quiet:
-            echo(f"{'Resuming' if planned.resume else 'Training'} member {member.name} ({i + 1} of {len(plan)})")
+            echo(f"{'Resuming' if planned.resume else 'Training'} member {member.name} alone (its shapes are its own)")
         try:
             result = run(
                 planned.spec,
@@ -217,7 +214,7 @@ def train_members(
                 resume=run_dir if planned.resume else None,
                 devices=devices,
                 allow_setting_changes=allow_setting_changes,
-                started=started if i == 0 else None,
+                started=first,
             )
         except Stopped:
             raise
@@ -226,6 +223,14 @@ def train_members(
             yield Outcome(member, run_dir, str(e))
             continue
         yield Outcome(member, Path(result.run_dir), None)
+
+
+def _start_step(planned: Planned) -> int:
+    """The step a planned member starts from: 0, or a resumed one's latest checkpoint's (by name)."""
+    if not planned.resume:
+        return 0
+    steps = [int(p.stem.split("-")[-1]) for p in (planned.run_dir / "checkpoints").glob("step-*.safetensors")]
+    return max(steps, default=0)
 
 
 def _train_and_rank(
@@ -241,7 +246,6 @@ def _train_and_rank(
     started: float | None,
 ) -> SweepResult:
     """Train the plan, then write and print the ranking; a signal's `Stopped` gains the sweep's note."""
-    current = plan[0] if plan else None  # the member training: the one a signal stops
     failed: dict[str, str] = {}
     try:
         outcomes = train_members(
@@ -253,14 +257,12 @@ def _train_and_rank(
             allow_setting_changes=allow_setting_changes,
             started=started,
         )
-        for i, outcome in enumerate(outcomes):
+        for outcome in outcomes:
             if outcome.error is not None:
                 failed[outcome.member.name] = outcome.error
-            current = plan[i + 1] if i + 1 < len(plan) else None
     except Stopped as e:
         signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
-        stopped = current.member.name if current is not None else None
-        note = _sweep_note(sweep, sweep_dir, stopped)
+        note = _sweep_note(sweep, sweep_dir)
         raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own: both end in a command
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
@@ -275,16 +277,12 @@ def _train_and_rank(
     return result
 
 
-def _sweep_note(sweep: Sweep, sweep_dir: Path, stopped: str | None = None) -> str:
+def _sweep_note(sweep: Sweep, sweep_dir: Path) -> str:
     """What a stop leaves of the sweep and how to go on (no full stop after the command)."""
     finished = [m.name for m in sweep.members if (sweep_dir / m.name / RESULT).is_file()]
-    started = [
-        m.name for m in sweep.members if m.name not in finished and m.name != stopped and (sweep_dir / m.name).is_dir()
-    ]
-    waiting = len(sweep.members) - len(finished) - len(started) - (stopped is not None)
+    started = [m.name for m in sweep.members if m.name not in finished and (sweep_dir / m.name).is_dir()]
+    waiting = len(sweep.members) - len(finished) - len(started)
     parts = [f"{len(finished)} finished" + (f" ({_names(finished)})" if finished else "")]
-    if stopped is not None:
-        parts.append(f"{stopped} stopped")
     if started:
         parts.append(f"{len(started)} to resume ({_names(started)})")
     parts.append(f"{waiting} not started")

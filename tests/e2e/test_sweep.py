@@ -1,9 +1,10 @@
 """End to end: a sweep through the real CLI. A 2x2 XOR grid (learning rate x seed) trains its four
-members, each an ordinary run directory named by its values that TensorBoard lists as a run of
-its own, with the swept values in its HParams; each member equals the plain `netspec run` with its
-`--set` values bit for bit; the members are ranked on the console and in result.json; a sweep
-stopped by a signal (in a member, or between two) and resumed ends as one never stopped; a member
-that fails is ranked last while the others finish."""
+members together (one vmapped program), each an ordinary run directory named by its values that
+TensorBoard lists as a run of its own, with the swept values in its HParams; each member equals
+the plain `netspec run` with its `--set` values (to float32 rounding: XLA vectorizes the group's
+arithmetic over the members); the members are ranked on the console and in result.json; a sweep
+stopped by a signal (while its group trains, or between two groups) and resumed ends bit for bit
+as one never stopped; a member that fails is ranked last while the others finish."""
 
 from __future__ import annotations
 
@@ -68,12 +69,20 @@ def parameters(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(last)
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    """Two run directories that trained the same: every scalar, the final state, the final metrics."""
-    assert curves(a) == curves(b)
+def assert_same_run(a: Path, b: Path, *, rtol: float = 0.0) -> None:
+    """Two run directories that trained the same, bit for bit (`rtol` 0) or to `rtol`: every
+    scalar, the final state, the final metrics."""
+    ca, cb = curves(a), curves(b)
+    assert ca.keys() == cb.keys()
+    for tag in ca:
+        assert [s for s, _ in ca[tag]] == [s for s, _ in cb[tag]], tag
+        np.testing.assert_allclose([v for _, v in ca[tag]], [v for _, v in cb[tag]], rtol=rtol, atol=0, err_msg=tag)
     pa, pb = parameters(a), parameters(b)
-    assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-    assert result_of(a)["final"] == result_of(b)["final"]
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=rtol * 1e-3, err_msg=k)
+    fa, fb = result_of(a)["final"], result_of(b)["final"]
+    assert fa.keys() == fb.keys() and all(fa[k] == pytest.approx(fb[k], rel=rtol, abs=rtol * 1e-3) for k in fa)
 
 
 def test_each_member_is_a_run_directory_named_by_its_values(swept):
@@ -88,9 +97,10 @@ def test_each_member_is_a_run_directory_named_by_its_values(swept):
     assert sorted(multiplexer.Runs()) == [f"xor/s/{name}" for name in MEMBERS]
 
 
-def test_each_member_equals_its_plain_run_bit_for_bit(swept, plain_runs):
+def test_each_member_equals_its_plain_run(swept, plain_runs):
+    """To float32 rounding (the README says why not bit for bit); the issue's bound over 40 steps."""
     for name in MEMBERS:
-        assert_same_run(swept[0] / name, plain_runs[name])
+        assert_same_run(swept[0] / name, plain_runs[name], rtol=1e-5)
 
 
 def test_each_members_hparams_hold_the_swept_values(swept):
@@ -144,40 +154,59 @@ def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int) -
     return process.returncode, err
 
 
-@pytest.mark.parametrize(
-    "phase, signum, kept",
-    [
-        ("chunk:10", signal.SIGINT, []),  # the first member checkpoints step 20 and stops
-        ("sweep-member:learning_rate=1,seed=0", signal.SIGTERM, MEMBERS[:2]),  # between members
-    ],
-    ids=["in_a_member", "between_members"],
+# Two groups (units 2 and 3 cannot share a program), each of two learning rates.
+TWO_GROUPS = XOR.replace(
+    "seed: 0\n", "seed: 0\nsweep:\n  model.layers[0].units: [2, 3]\n  optimizer.learning_rate: [0.1, 1.0]\n"
+).replace(
+    "train: {steps: 20, batch_size: 4}\nsummaries: {every: 10, graph: false}",
+    "train: {steps: 40, batch_size: 4}\nsummaries: {every: 10, graph: false}\ncheckpoint: {every: 20}",
 )
-def test_a_stopped_sweep_resumes_to_the_same_results(spec_file, swept, tmp_path, phase, signum, kept):
+GROUPED = [
+    "units=2,learning_rate=0.1",
+    "units=2,learning_rate=1",
+    "units=3,learning_rate=0.1",
+    "units=3,learning_rate=1",
+]
+
+
+@pytest.mark.parametrize(
+    "spec_text, members, phase, signum, kept",
+    [
+        (SPEC, MEMBERS, "chunk:10", signal.SIGINT, []),  # the group checkpoints step 20 and stops
+        (TWO_GROUPS, GROUPED, "sweep-member:units=3,learning_rate=0.1", signal.SIGTERM, GROUPED[:2]),
+    ],
+    ids=["in_a_group", "between_groups"],
+)
+def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, members, phase, signum, kept):
+    spec_file = write(tmp_path / "grid.yaml", spec_text)
+    whole = tmp_path / "whole"
+    assert netspec("run", spec_file, "--logdir", whole, "--quiet", "--run-name", "s").exit_code == 0
     code, err = stop(spec_file, tmp_path, tmp_path / "pause", phase, signum)
     sweep_dir = tmp_path / "xor" / "s"
     assert code == (130 if signum == signal.SIGINT else 143), err
     assert err.strip().endswith(f"Continue the sweep with: netspec resume {sweep_dir}"), err
     assert "Traceback" not in err and "\n\n" not in err.strip()
-    finished = [name for name in MEMBERS if (sweep_dir / name / "result.json").is_file()]
+    finished = [name for name in members if (sweep_dir / name / "result.json").is_file()]
     assert finished == kept
     assert f"{len(kept)} finished" in err
-    if not kept:  # the member's own paragraph first: what it kept, and how it alone goes on
-        assert f"saved in {sweep_dir / MEMBERS[0]}" in err and f"{MEMBERS[0]} stopped" in err
+    if not kept:  # the group's paragraph first: where it stopped, what it kept
+        assert "stopped after step 20 of 40; the checkpoints and events of the 4 members training together" in err
+        assert "4 to resume" in err
     result = netspec("resume", sweep_dir, "--quiet")
     assert result.exit_code == 0, result.output
-    for name in MEMBERS:
-        assert_same_run(sweep_dir / name, swept[0] / name)
-    resumed, whole = (json.loads((d / "result.json").read_text()) for d in (sweep_dir, swept[0]))
+    for name in members:
+        assert_same_run(sweep_dir / name, whole / "xor" / "s" / name)
+    resumed, uninterrupted = (json.loads((d / "result.json").read_text()) for d in (sweep_dir, whole / "xor" / "s"))
     assert [(r["member"], r["selection"], r["final"]) for r in resumed["members"]] == [
-        (r["member"], r["selection"], r["final"]) for r in whole["members"]
+        (r["member"], r["selection"], r["final"]) for r in uninterrupted["members"]
     ]
 
 
-def test_eval_of_a_sweep_directory_says_to_give_a_member(swept):
-    result = netspec("eval", swept[0])
-    assert result.exit_code == 1 and "is a sweep, whose members are run directories of their own" in result.stderr
-    first = json.loads((swept[0] / "result.json").read_text())["members"][0]["run_dir"]
-    assert netspec("eval", first, "--split", "train").exit_code == 0
+def test_eval_of_a_sweep_directory_takes_its_best_member(swept):
+    result = netspec("eval", swept[0], "--split", "train")
+    first = json.loads((swept[0] / "result.json").read_text())["members"][0]
+    assert result.exit_code == 0 and f"using its best member, {first['member']}" in result.stderr
+    assert result.stdout == netspec("eval", first["run_dir"], "--split", "train").stdout
 
 
 def test_resuming_a_finished_sweep_ranks_it_again(swept, tmp_path):

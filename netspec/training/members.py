@@ -1,0 +1,511 @@
+"""Train a group of a sweep's members together: one compiled program, one run directory each.
+
+Contract. `train_group(plan, *, quiet, data_dir, echo, allow_setting_changes=False, started=None)
+-> [Outcome]` trains the planned members (`Planned`: the member, its run directory, its spec,
+whether it resumes) that `netspec.compile.members.groups` put together: their data is loaded and
+placed on the device once, their chunk compiled once (`compile_group`: vmapped over the members'
+stacked states), and each member is written as the ordinary run its plain `netspec run` writes
+(`netspec.training.loop`'s pieces, one set per member: spec.yaml, run.json, events, checkpoints,
+evaluations, result.json), so `netspec eval`, `predict` and `resume` take a member's directory as
+they take any run's.
+
+Per member, as its own run would: its callbacks (`netspec.training.callbacks`) see its slice of
+each chunk's outputs and state; its evaluations, best checkpoint and early stopping are its own.
+A member that stops early, or whose loss or gradients go non-finite (`train.on_nonfinite: stop`),
+is frozen (`MemberStates.active`: its state stays as it was while the others train on): an early
+stop closes its run at once (its final evaluation, result.json), a non-finite one is reported with
+its own paragraph (the step and layer, found by running its chunk again alone) and ends as a
+failed member (`Outcome.error`); the others go on.
+
+Resuming: members resume from their latest checkpoints, all at one step (`groups` puts members of
+different steps apart); one whose checkpoint could not be read at that step (it fell back to an
+older one) or whose run only needs finishing is left to `loop.run` after the group, as its plain
+resume.
+
+Stops. A first SIGINT/SIGTERM finishes the chunk, checkpoints every member still training and
+raises `Stopped` (the sweep adds which members finished and how to resume); a second stops at
+once, each member keeping its last checkpoint. A full disk ends the group with one paragraph.
+`pause("chunk:<step>")` is reached after each chunk, as in a plain run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from netspec.errors import NetspecError
+from netspec.spec.sweep import Member
+from netspec.spec.types import Spec
+from netspec.training import interrupts
+from netspec.training.callbacks import FinishedChunk, NonfiniteGuard, Timing, chunk_values
+from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
+from netspec.training.interrupts import Stopped, describe, pause
+from netspec.training.loop import (
+    Opened,
+    Trained,
+    _close,
+    _closing,
+    _first_summaries,
+    _locate_nonfinite,
+    _new_run,
+    _plan,
+    _reopen,
+    _summaries,
+    _writers,
+    use_compilation_cache,
+)
+from netspec.training.report import Progress
+from netspec.training.rundir import spec_yaml
+from netspec.training.sitting import Sitting
+
+
+class Planned(NamedTuple):
+    """A member to train in this sitting: where, on which spec, and whether it resumes."""
+
+    member: Member
+    run_dir: Path  # <sweep dir>/<member name>
+    spec: Spec  # the member's spec; a resumed member's is its run directory's (`load_run_spec`)
+    resume: bool  # continue run_dir from its latest checkpoint
+
+
+class Outcome(NamedTuple):
+    """How a member's training in this sitting ended: finished (error None) or failed."""
+
+    member: Member
+    run_dir: Path
+    error: str | None
+
+
+class _Member:
+    """One member's host side: its sitting, run, writers and callbacks, what it trained."""
+
+    def __init__(self, slot: int, planned: Planned):
+        self.slot, self.planned, self.spec = slot, planned, planned.spec
+        self.where = Sitting(planned.spec, planned.run_dir if planned.resume else None)
+        self.run_dir = planned.run_dir
+        self.opened: Opened  # set once its run directory is claimed or reopened (`_open_member`)
+        self.inputs: Any = None
+        self.checkpoints: Any = None
+        self.summaries: Any = None
+        self.callbacks: list = []
+        self.evaluation: Any = None
+        self.saver: Any = None
+        self.losses: list[float] = []
+        self.last: dict = {}
+        self.training = True  # not frozen
+        self.outcome: Outcome | None = None
+
+    def ended(self, error: str | None) -> None:
+        self.training = False
+        self.outcome = Outcome(self.planned.member, self.run_dir, error)
+
+
+class _LazyChunks(dict):
+    """A member's own plain chunks, compiled when first asked for (only to find a non-finite step)."""
+
+    def __init__(self, program, streamed: bool):
+        super().__init__()
+        self.program, self.streamed = program, streamed
+
+    def __missing__(self, length: int):
+        self[length] = self.program.train_chunk(length, streamed=self.streamed)
+        return self[length]
+
+
+class _GroupFeed:
+    """The group chunk's `batches`: the members' shared batches, or each member's stacked."""
+
+    def __init__(self, feeds: list[Feed], shared: bool):
+        self.feeds, self.shared, self.streamed = feeds, shared, feeds[0].streamed
+
+    def batches(self, start: int, n: int):
+        from netspec.compile.members import member_batches
+
+        if self.shared:
+            return self.feeds[0].batches(start, n)
+        return member_batches([feed.batches(start, n) for feed in self.feeds])
+
+    def prefetch(self, start: int, n: int) -> None:
+        for feed in self.feeds[:1] if self.shared else self.feeds:
+            feed.prefetch(start, n)
+
+    def close(self) -> None:
+        for feed in self.feeds:
+            feed.close()
+
+
+def train_group(
+    plan: Sequence[Planned],
+    *,
+    quiet: bool,
+    data_dir: str | None,
+    echo: Callable[[str], Any],
+    allow_setting_changes: bool = False,
+    started: float | None = None,
+) -> list[Outcome]:
+    """Train the planned members together (see the module docstring); each member's outcome, in
+    plan order. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for a full disk or data
+    that cannot be read, each saying what was kept."""
+    members = [_Member(i, p) for i, p in enumerate(plan)]
+    with interrupts.watch() as signals, signals.modes():
+        try:
+            left = _train(
+                members,
+                signals,
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                allow=allow_setting_changes,
+                started=time.perf_counter() if started is None else started,
+            )
+        except interrupts.Interrupted as e:
+            what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
+            raise Stopped(
+                f"{describe(e.signum, e.count)}: the {len(members)} members training together {what}; each keeps its "
+                "last checkpoint and the events up to it.",
+                e.signum,
+            ) from None
+        except OSError as e:  # a full disk, a read-only or vanished directory
+            raise NetspecError(
+                f"Cannot write the members' runs ({e.filename or 'a file'}): {e.strerror or e}. Each member keeps its "
+                "last checkpoint and the events up to it: free some space, then resume the sweep (netspec resume "
+                "SWEEP_DIR)."
+            ) from None
+        finally:
+            with signals.deferred():
+                for m in members:
+                    m.where.release(m.outcome is None or m.outcome.error is not None)
+    for m in left:  # after the group: each as its plain resume would
+        members[m.slot].outcome = _plain_resume(
+            m, quiet=quiet, data_dir=data_dir, echo=echo, allow=allow_setting_changes
+        )
+    return [m.outcome for m in members if m.outcome is not None]
+
+
+def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
+    from netspec.training.loop import run
+
+    try:
+        result = run(m.spec, quiet=quiet, data_dir=data_dir, echo=echo, resume=m.run_dir, allow_setting_changes=allow)
+    except Stopped:
+        raise
+    except NetspecError as e:
+        echo(f"Member {m.planned.member.name} failed: {e}")
+        return Outcome(m.planned.member, m.run_dir, str(e))
+    return Outcome(m.planned.member, Path(result.run_dir), None)
+
+
+def _train(members: list[_Member], signals, *, quiet, data_dir, echo, allow, started: float) -> list[_Member]:
+    """Open, compile, train and close the group; returns the members left to a plain resume."""
+    from netspec.compile.members import compile_group
+    from netspec.training import resumption
+
+    for m in members:
+        if m.planned.resume:
+            m.where.hold(m.planned.run_dir)  # first: a member in use elsewhere is refused before anything loads
+    specs = [m.spec for m in members]
+    arrays = load_arrays(specs[0], data_dir)
+    changes = [
+        resumption.accepted_changes(m.run_dir, m.spec, arrays, allow_setting_changes=allow) if m.planned.resume else []
+        for m in members
+    ]
+    pause("before-run-dir")
+    use_compilation_cache()
+    group = signals.wait_for(lambda: compile_group(specs))
+    for m, program, change in zip(members, group.members, changes, strict=True):
+        state = signals.wait_for(program.init)
+        m.opened = _open_member(m, program, state, change, arrays, signals, echo)
+        m.run_dir = m.opened.run_dir
+    start = Counter(m.opened.start_step for m in members if not m.opened.finishing).most_common(1)
+    left = [m for m in members if m.opened.finishing or not start or m.opened.start_step != start[0][0]]
+    for m in left:
+        m.where.release(False)
+    live = [m for m in members if m not in left]
+    if not live:
+        return left
+    if left:  # the group is the others: compiled for them alone (nothing is compiled yet)
+        group = signals.wait_for(lambda: compile_group([m.spec for m in live]))
+        for m, program in zip(live, group.members, strict=True):
+            m.opened = m.opened._replace(program=program)
+    for slot, m in enumerate(live):
+        m.slot = slot
+    if not quiet:
+        echo(f"Training {len(live)} members together in one program: {', '.join(m.planned.member.name for m in live)}")
+    _train_live(live, group, arrays, signals, quiet=quiet, echo=echo, started=started)
+    return left
+
+
+def _open_member(m: _Member, program, state, changes: list, arrays, signals, echo) -> Opened:
+    """A member's run directory, claimed (a new member) or reopened at its checkpoint."""
+    run_dir = m.planned.run_dir
+    if m.planned.resume:
+        return _reopen(
+            m.spec,
+            signals,
+            run_dir,
+            program=program,
+            state=state,
+            arrays=arrays,
+            mesh=None,
+            changes=changes,
+            writer=True,
+            scratch=None,
+            run_name=None,
+            echo=echo,
+        )
+    # make_run_dir puts it at <logdir>/<name>/<run-id>/<member>, as the sweep's own directory is
+    made = _new_run(
+        m.spec, m.where, signals, arrays, run_dir.parent.parent.parent, f"{run_dir.parent.name}/{run_dir.name}"
+    )
+    return Opened(made, program, state, 0, arrays, None, changes, {}, None, False, False, spec_yaml(m.spec), True)
+
+
+def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, echo, started: float) -> None:
+    """Train the members of `live` (opened, all at one step) together, then close each."""
+    from netspec.training import checkpoint
+
+    first = live[0]
+    inputs = training_inputs(first.spec, arrays, first.opened.program, None)
+    feeds = [
+        Feed(
+            arrays.train, batch_order(m.spec, arrays), streamed=inputs.feed.streamed, full_batch=inputs.feed.full_batch
+        )
+        for m in live
+    ]
+    feed = _GroupFeed(feeds, group.shared_batches)
+    graphs: dict = {}
+    for m, member_feed in zip(live, feeds, strict=True):
+        opened = m.opened
+        m.inputs = inputs._replace(feed=member_feed)
+        m.summaries = _summaries(m.spec, opened, m.inputs)
+        checkpoints = checkpoint.Checkpoints(opened.run_dir / "checkpoints", keep=m.spec.checkpoint["keep"])
+        scalars, histograms, m.evaluation, m.saver = _writers(m.spec, opened, m.inputs, m.summaries, checkpoints)
+        guard = NonfiniteGuard(m.spec, opened.run_dir, checkpoints.latest, locate=_unset)  # its replay: set below
+        m.callbacks = [guard, scalars, histograms, m.evaluation, m.saver]
+        m.checkpoints = checkpoints
+    states = group.states([m.opened.state for m in live])
+    start = first.opened.start_step
+    lengths = _plan(first.spec, first.opened)
+
+    def compile_all() -> tuple[dict, float]:
+        began = time.perf_counter()
+        compiled = {
+            n: group.train_chunk(n, streamed=feed.streamed)
+            .lower(states, inputs.data, feed.batches(start, n), group.keys)
+            .compile()
+            for n in sorted(set(lengths))
+        }
+        return compiled, time.perf_counter() - began
+
+    compiling = signals.begin(compile_all)
+    for m in live:
+        scalars, histograms = m.callbacks[1], m.callbacks[2]
+        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, scalars, histograms, graphs)
+    pause("compiling")
+    compiled, compile_seconds = compiling()
+    for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks
+        m.callbacks[0].locate = partial(
+            _locate_nonfinite,
+            m.opened,
+            m.inputs,
+            _LazyChunks(m.opened.program, feed.streamed),
+            lengths,
+            m.checkpoints,
+            signals,
+            echo if not quiet else None,
+        )
+    if signals.requested:  # Ctrl-C while setting up: new members keep their step 0, to resume from
+        for m in live:
+            if m.opened.spec_text is not None:
+                m.saver.save(m.opened.state, start)
+            m.summaries.close()
+        raise _stopped(signals, start, first.spec, len(live))
+    _Loop(live, group, inputs, feed, signals, compiled, compile_seconds, quiet=quiet, echo=echo, started=started).run(
+        start, lengths
+    )
+
+
+def _stopped(signals, step: int, spec: Spec, count: int) -> Stopped:
+    return Stopped(
+        f"{describe(signals.signum)}: stopped after step {step} of {spec.steps}; the checkpoints and events of the "
+        f"{count} members training together are saved.",
+        signals.signum,
+    )
+
+
+class _GroupChunk(NamedTuple):
+    """A group chunk dispatched: its outputs on the device, and each training member's dispatch."""
+
+    end: int
+    length: int
+    dispatched: float
+    outputs: Any  # ChunkOutputs, each field [members, ...]
+    members: dict[int, dict]  # slot -> {callback name: the device work it started}
+    snapshot: Any  # a copy of the stacked TrainState, when a member reads it on the host, else None
+
+
+class _Loop:
+    """The group's loop over chunks, and each member's closing."""
+
+    def __init__(self, live, group, inputs, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
+        import jax
+        import jax.numpy as jnp
+
+        from netspec.compile.members import take
+
+        self.live, self.group, self.inputs, self.feed, self.signals = live, group, inputs, feed, signals
+        self.compiled, self.compile_seconds, self.quiet, self.echo = compiled, compile_seconds, quiet, echo
+        self.spec = live[0].spec
+        self.timing = Timing(started)
+        self.progress = Progress(self.spec.steps - live[0].opened.start_step, quiet)
+        count = len(live)
+        self.unstack = jax.jit(lambda tree: [take(tree, i) for i in range(count)])
+        self.copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
+        self.states: Any = None
+        self.loop_start = time.perf_counter()
+        self.ran = {"members": count}
+
+    def training(self) -> list[_Member]:
+        return [m for m in self.live if m.training]
+
+    def run(self, start: int, lengths: list[int]) -> None:
+        self.states = self.group.states([m.opened.state for m in self.live])
+        step, pending, stopping = start, None, False
+        early = any(m.spec.train["early_stopping"] is not None for m in self.live)
+        self.loop_start = time.perf_counter()
+        try:
+            for i, n in enumerate(lengths):
+                end = step + n
+                batches = self.feed.batches(step, n)
+                if i + 1 < len(lengths):
+                    self.feed.prefetch(end, lengths[i + 1])
+                dispatched = time.perf_counter()
+                self.states, outputs = self.compiled[n](self.states, self.inputs.data, batches, self.group.keys)
+                chunk = self._dispatch(end, n, dispatched, outputs)
+                if pending is not None:
+                    self._finish(pending)
+                pending = chunk
+                if early and any(m.evaluation.due(end) for m in self.training()):
+                    self._finish(chunk)  # early stopping decides before the next chunk runs
+                    pending = None
+                step = end
+                if self.signals.requested:
+                    stopping = True
+                if stopping or not self.training():
+                    break
+            if pending is not None:
+                self._finish(pending)
+        finally:
+            self.progress.close()
+            self.feed.close()
+        training = self.training()
+        if stopping and step < self.spec.steps and training:
+            final = self.unstack(self.states.train)
+            for m in training:
+                m.saver.save(final[m.slot], step)
+                m.summaries.close()
+            raise _stopped(self.signals, step, self.spec, len(training))
+        if training:
+            final = self.unstack(self.states.train)
+            for m in training:
+                self._close(m, final[m.slot], step, "signal" if stopping else None)
+
+    def _dispatch(self, end: int, length: int, dispatched: float, outputs) -> _GroupChunk:
+        """Start each training member's device work (its evaluation, histogram extras) on its
+        slice of the state, unstacked on the device, and copy the stacked state when a member
+        will read it on the host (a checkpoint, histograms, an early stop's closing): the next
+        chunk donates it, and `_finish` reads the copy once for all while that chunk runs."""
+        training = self.training()
+        due = [m for m in training if m.evaluation.due(end)]
+        on_device = bool(due) or any(m.callbacks[2].extras is not None for m in training)
+        per_member = self.unstack(self.states.train) if on_device else [None] * len(self.live)
+        on_host = bool(due) or any(c.needs(end).state or c.needs(end).params for m in training for c in m.callbacks)
+        started = {m.slot: _started(m.callbacks, per_member[m.slot], end) for m in training}
+        snapshot = self.copy(self.states.train) if on_host else None
+        return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
+
+    def _finish(self, chunk: _GroupChunk) -> None:
+        """Read the chunk's outputs once, then run each member's callbacks on its slice."""
+        import jax
+
+        from netspec.compile.members import take
+
+        outputs, states = jax.device_get((chunk.outputs, chunk.snapshot))
+        steps_per_second = self.timing.steps_per_second(chunk.dispatched, chunk.length)
+        for m in self.live:
+            if not m.training or m.slot not in chunk.members:
+                continue
+            mine = take(outputs, m.slot)
+            state = None if states is None else take(states, m.slot)
+            finished = FinishedChunk(
+                chunk.end,
+                chunk.length,
+                mine,
+                chunk_values(m.spec, mine),
+                steps_per_second,
+                state,
+                None if state is None else state.params,
+                chunk.members[m.slot],
+            )
+            try:
+                reason = None
+                for callback in m.callbacks:
+                    if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
+                        m.losses.extend(float(v) for v in mine.loss)
+                        m.last = finished.values
+                    reason = callback.on_chunk_end(finished, reason) or reason
+            except NetspecError as e:  # its loss or gradients went non-finite: it alone stops
+                self._freeze(m)
+                self.echo(f"Member {m.planned.member.name} failed: {e}")
+                m.summaries.close()
+                m.ended(str(e))
+                continue
+            if reason == "early_stopping":
+                self._freeze(m)
+                self._close(m, state, chunk.end, reason)
+        self.progress.update(chunk.length, f"{len(self.training())} of {len(self.live)} members training")
+        pause(f"chunk:{chunk.end}")
+
+    def _freeze(self, m: _Member) -> None:
+        m.training = False
+        self.states = self.states._replace(active=self.states.active.at[m.slot].set(False))
+
+    def _close(self, m: _Member, state, step: int, reason: str | None) -> None:
+        trained = Trained(
+            state, step, reason, m.last, m.losses, time.perf_counter() - self.loop_start, self.timing.first
+        )
+        closing = m.opened.closing or _closing(m.opened, trained, self.compile_seconds)
+        _close(
+            m.spec,
+            m.opened,
+            m.inputs,
+            trained,
+            closing,
+            m.summaries,
+            m.evaluation,
+            m.saver,
+            m.where,
+            None,
+            quiet=True,
+            echo=self.echo,
+            ran=self.ran,
+        )
+        m.ended(None)
+
+
+def _unset(end: int, length: int) -> tuple[int, int]:
+    raise AssertionError("a member's non-finite replay is set once its chunks are compiled")
+
+
+def _started(callbacks: list, state, end: int) -> dict:
+    """{callback name: the device work its `dispatch` started on `state` at `end`} (as `loop._dispatch`)."""
+    work = {}
+    for callback in callbacks:
+        begun = callback.dispatch(state, end)
+        if begun is not None:
+            work[callback.name] = begun
+    return work
