@@ -140,6 +140,60 @@ def traced_keys(specs: Sequence[Spec]) -> dict[str, Path]:
     return {".".join(map(str, path)): path for path, seen in values.items() if len(seen) > 1}
 
 
+# What jax raises when a traced number meets Python that needs a concrete one (an `if` on it).
+TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+
+
+def untraceable(specs: Sequence[Spec], sample: Any) -> list[str]:
+    """The keys of `traced_keys(specs)` that the step cannot take traced: optax decides something
+    in Python on a few numbers (exponential_decay's clip direction on decay_rate with an
+    end_value, warmup_cosine_decay's alpha on peak_value, piecewise_constant's check of its
+    scales). Found by tracing the step (`jax.eval_shape`, nothing compiled) on `sample`, a
+    prepared batch (x, y) of the members' data: all keys at once, then, only if that fails, each
+    alone. Members that differ in such a key train in groups of their own (`split`)."""
+    from netspec.compile.step import train_step
+
+    keys = traced_keys(specs)
+    if not keys:
+        return []
+    template = specs[0]
+    conv, _ = conv_lowerings(template, jax.default_backend())
+    plain = compile_spec(template)
+    state = jax.eval_shape(plain.init)
+
+    def traces(names: Sequence[str]) -> bool:
+        configure = configurer(template, {k: keys[k] for k in names}, conv)
+
+        def probe(hyper: Hyper, state: TrainState, sample: Any) -> Any:
+            config = configure(hyper)
+            return train_step(config, state, sample, plain.keys.step), config.tx.init(state.params)
+
+        try:
+            scalars = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in names}  # type: ignore[no-untyped-call]  # jax leaves it unannotated
+            jax.eval_shape(probe, scalars, state, sample)
+        except TRACE_ERRORS:
+            return False
+        return True
+
+    if traces(list(keys)):
+        return []
+    return [k for k in keys if not traces([k])]
+
+
+def split(specs: Sequence[Spec], names: Sequence[str]) -> list[list[int]]:
+    """The members (indices into `specs`) grouped by their values at the keys `names` (`untraceable`'s)."""
+    paths = [traced_keys(specs)[k] for k in names]
+    found: dict[tuple[Any, ...], list[int]] = {}
+    for i, spec in enumerate(specs):
+        found.setdefault(tuple(_get(spec, path) for path in paths), []).append(i)
+    return list(found.values())
+
+
 def _put(value: Any, path: Path, leaf: Any) -> Any:
     """`value` with the field at `path` replaced by `leaf` (copies along the path, nothing mutated)."""
     if not path:

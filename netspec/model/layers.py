@@ -56,6 +56,13 @@ class Apply(Protocol):
 Builder = Callable[..., tuple[Init, Apply]]  # builder(in_shapes, out_shape, **the type's spec fields) -> (init, apply)
 
 
+def known_zero(value: Any) -> bool:
+    """Whether a spec's number is 0 as a Python number: a shortcut that skips work. A sweep member's
+    traced number (`netspec.compile.members`) is never known to be 0, so the work is done, and done
+    right for 0 too."""
+    return isinstance(value, (int, float)) and value == 0
+
+
 def _shifted(normal: Callable[[float], Initializer]) -> Callable[..., Initializer]:
     """jax's zero-mean `normal(stddev)` initializer with a `mean` too (Keras' arguments)."""
 
@@ -301,7 +308,7 @@ def dropout(in_shapes: Sequence[Shape], out_shape: Shape, *, rate: float) -> tup
         params: Arrays, state: Arrays, inputs: Sequence[jax.Array], *, train: bool, key: jax.Array
     ) -> tuple[jax.Array, Arrays]:
         (x,) = inputs
-        if not train or rate == 0:
+        if not train or known_zero(rate):
             return x, state
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)), state

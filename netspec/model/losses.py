@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from netspec.model.layers import activation
+from netspec.model.layers import activation, known_zero
 from netspec.spec.choices import LOSS_KINDS
 from netspec.spec.types import Spec, metric_name
 
@@ -56,7 +56,9 @@ def loss_fn(spec: Spec) -> PerExample:
         return lambda z, y: per_example_mean(optax.sigmoid_binary_cross_entropy(z, y))
     if kind == "categorical_crossentropy":
         smoothing = loss["label_smoothing"]
-        return lambda z, y: optax.softmax_cross_entropy(z, optax.smooth_labels(y, smoothing) if smoothing else y)
+        return lambda z, y: optax.softmax_cross_entropy(
+            z, optax.smooth_labels(y, smoothing) if not known_zero(smoothing) else y
+        )
     if kind == "sparse_categorical_crossentropy":
         return lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y)
     if kind == "mean_squared_error":

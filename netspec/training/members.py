@@ -150,12 +150,27 @@ def train_group(
     """Train the planned members together (see the module docstring); each member's outcome, in
     plan order. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for a full disk or data
     that cannot be read, each saying what was kept."""
+    arrays = load_arrays(plan[0].spec, data_dir)
+    parts = _traceable_parts(plan, arrays)
+    if len(parts) > 1:  # a number optax cannot take traced differs: a program per value of it
+        outcomes = []
+        for part in parts:
+            outcomes += train_group(
+                part,
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                allow_setting_changes=allow_setting_changes,
+                started=started if part is parts[0] else None,
+            )
+        return outcomes
     members = [_Member(i, p) for i, p in enumerate(plan)]
     with interrupts.watch() as signals, signals.modes():
         try:
             left = _train(
                 members,
                 signals,
+                arrays,
                 quiet=quiet,
                 data_dir=data_dir,
                 echo=echo,
@@ -186,6 +201,20 @@ def train_group(
     return [m.outcome for m in members if m.outcome is not None]
 
 
+def _traceable_parts(plan: Sequence[Planned], arrays) -> list[list[Planned]]:
+    """`plan` in parts that can each train as one program (`netspec.compile.members.untraceable`);
+    a part of one member runs as a group of one."""
+    from netspec.compile.members import split, untraceable
+    from netspec.compile.program import compile_spec
+    from netspec.training.feed import device_data
+
+    specs = [p.spec for p in plan]
+    program = compile_spec(specs[0])
+    sample = program.prepare_batch(device_data(arrays.train, arrays), arrays.train.x[:2], arrays.train.y[:2])
+    names = untraceable(specs, sample)
+    return [[plan[i] for i in part] for part in split(specs, names)] if names else [list(plan)]
+
+
 def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
     from netspec.training.loop import run
 
@@ -199,7 +228,7 @@ def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
     return Outcome(m.planned.member, Path(result.run_dir), None)
 
 
-def _train(members: list[_Member], signals, *, quiet, data_dir, echo, allow, started: float) -> list[_Member]:
+def _train(members: list[_Member], signals, arrays, *, quiet, data_dir, echo, allow, started: float) -> list[_Member]:
     """Open, compile, train and close the group; returns the members left to a plain resume."""
     from netspec.compile.members import compile_group
     from netspec.training import resumption
@@ -208,7 +237,6 @@ def _train(members: list[_Member], signals, *, quiet, data_dir, echo, allow, sta
         if m.planned.resume:
             m.where.hold(m.planned.run_dir)  # first: a member in use elsewhere is refused before anything loads
     specs = [m.spec for m in members]
-    arrays = load_arrays(specs[0], data_dir)
     changes = [
         resumption.accepted_changes(m.run_dir, m.spec, arrays, allow_setting_changes=allow) if m.planned.resume else []
         for m in members
