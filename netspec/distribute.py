@@ -4,7 +4,8 @@ Contract. Plain values in, no Spec: `mesh_for(devices, *, batch_size, params="re
 fsdp_devices=None) -> Mesh | None` makes a two-axis mesh `("data", "fsdp")` over the devices the
 spec's `distribute` section or `--devices` asks for (all by default; None for one device, the
 plain path), refusing a batch that does not split over them in `netspec.machine`'s one wording.
-Every batch is split over both axes (`BATCH`, `batch_spec`). `state_shardings(state, mesh, mode)`
+Every batch is split over both axes (`BATCH`, `batch_spec`). A sweep group's mesh
+(`members_mesh`) is ("members", "data"): its stacked members split over the first axis. `state_shardings(state, mesh, mode)`
 says where each TrainState leaf lives: `replicated` (the `fsdp` axis has size 1: every device
 holds the parameters and optimizer state, XLA all-reduces the gradients) or `fsdp` (each array of
 at least `FSDP_MIN_SIZE` elements is also split along the `fsdp` axis on its largest divisible
@@ -22,6 +23,8 @@ communication: the compiled step says what is sharded and XLA's partitioner does
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import numpy as np
@@ -95,6 +98,29 @@ def mesh_for(
         return None
     # consecutive devices (those of one host come together) share the parameters
     return Mesh(np.array(available[:n]).reshape(n // group, group), ("data", "fsdp"))
+
+
+def members_mesh(devices: int | None, members: int, *, batch_size: int) -> Mesh | None:
+    """The mesh of a sweep group of `members` (`netspec.compile.members`) over `devices` local
+    devices (None: all): axes ("members", "data"). The members spread over the first axis, as many
+    devices as divide the member count (gcd), and each member's batch is split over the rest when
+    it divides (else those devices stay idle); None when one device does the work. Raises
+    NetspecError when the devices are not there."""
+    available = jax.devices()
+    n = devices or len(available)
+    if n > len(available):
+        raise NetspecError(
+            f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
+            f"Use --devices {len(available)} or fewer."
+        )
+    across = math.gcd(members, n)
+    within = n // across if batch_size % (n // across) == 0 else 1
+    if across * within == 1:
+        return None
+    return Mesh(np.array(available[: across * within]).reshape(across, within), ("members", "data"))
+
+
+MEMBERS = "members"  # the mesh axis a sweep group's stacked members are split over
 
 
 BATCH = ("data", "fsdp")  # the mesh axes a batch is split over: all of them

@@ -6,6 +6,7 @@ Contract.
     traced_keys(specs) -> {key: path}                        what varies within a group, traced
     substitute(spec, {path: value}) -> Spec                  the spec with those values put in
     compile_group(specs, mesh=None) -> Group                 the members' views and the group's chunk
+    untraceable(specs, sample) -> [key], split(specs, keys)  numbers optax cannot take traced: apart
 
 Members share a program when their specs are equal except in number fields (floats) of the
 sections the compiled step reads (`TRACED_SECTIONS`: the optimizer and its learning-rate schedule,
@@ -28,7 +29,9 @@ order are its own arguments.
 The group's chunk is `jax.vmap` of the plain chunk (`chunk.scan_steps`, or a stepwise chunk's
 step and outputs) over the members' stacked TrainStates, traced values, keys and, when their
 batch orders differ (different seeds), their batches; the training data is one argument shared
-by all (resident once). A member can be frozen: `MemberStates.active` False keeps its state as
+by all (resident once). With a mesh (`netspec.distribute.members_mesh`: axes "members" and
+"data") the members' states, traced values and keys are split over the "members" axis, each
+device training its members, the data replicated; XLA's partitioner does the rest. A member can be frozen: `MemberStates.active` False keeps its state as
 it was (an early-stopped member, or one whose loss went non-finite), while the others train on.
 
 Each member also gets a Program of its own (`Group.members`): its spec's plain Program, whose
@@ -236,15 +239,31 @@ class Group(NamedTuple):
     keys: Keys  # each member's, stacked [members]
     train_chunk: Callable[..., Chunk]  # (length, *, streamed=False) -> chunk over MemberStates
     shared_batches: bool  # every member sees the same batches (one seed, or the whole set each step)
+    mesh: jax.sharding.Mesh | None  # ("members", "data"), or None on one device
 
     def states(self, states: Sequence[TrainState]) -> MemberStates:
-        """The members' states stacked, all of them training."""
+        """The members' states stacked, all of them training, placed on the mesh."""
         stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
-        return MemberStates(stacked, self.hyper, jnp.ones((len(states),), bool))
+        placed: MemberStates = self.place(MemberStates(stacked, self.hyper, jnp.ones((len(states),), bool)))
+        return placed
+
+    def place(self, tree: Any) -> Any:
+        """A tree of stacked [members, ...] arrays split over the mesh's "members" axis (as it is
+        without a mesh): where the compiled chunk takes them."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, _member_sharding(self.mesh))
 
 
-def compile_group(specs: Sequence[Spec]) -> Group:
-    """Compile the members `specs` (one group's, `groups`) as one program (see the module docstring)."""
+def _member_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    from netspec.distribute import MEMBERS
+
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(MEMBERS))  # type: ignore[no-untyped-call]  # jax leaves it unannotated
+
+
+def compile_group(specs: Sequence[Spec], mesh: jax.sharding.Mesh | None = None) -> Group:
+    """Compile the members `specs` (one group's, `groups`) as one program (see the module
+    docstring); `mesh`: `netspec.distribute.members_mesh`'s, or None for one device."""
     template = specs[0]
     keys = traced_keys(specs)
     conv, _ = conv_lowerings(template, jax.default_backend())
@@ -285,11 +304,13 @@ def compile_group(specs: Sequence[Spec]) -> Group:
                 loop=first.loop,
                 unroll=first.unroll,
                 shared_batches=shared_batches,
+                mesh=mesh,
             )
         return cache[length, streamed, check]
 
     stacked_keys = Keys(step=jnp.stack([p.keys.step for p in plains]))
-    return Group(members, hyper, stacked_keys, train_chunk, shared_batches)
+    group = Group(members, hyper, stacked_keys, train_chunk, shared_batches, mesh)
+    return group._replace(keys=group.place(stacked_keys))
 
 
 def _get(spec: Spec, path: Path) -> Any:
@@ -313,6 +334,7 @@ def group_chunk(
     loop: str,
     unroll: int,
     shared_batches: bool,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Chunk:
     """The group's chunk: (MemberStates, data, batches, keys) -> (MemberStates, ChunkOutputs with
     a leading [members] axis), the plain chunk vmapped (see the module docstring). `batches`:
@@ -321,6 +343,13 @@ def group_chunk(
 
     def frozen(active: jax.Array, new: TrainState, old: TrainState) -> TrainState:
         return cast(TrainState, jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, old))
+
+    def kept(states: MemberStates) -> MemberStates:
+        """On a mesh, the states stay split over its members axis, where the next chunk takes them."""
+        if mesh is None:
+            return states
+        placed: MemberStates = jax.lax.with_sharding_constraint(states, _member_sharding(mesh))  # type: ignore[no-untyped-call]  # jax leaves it unannotated
+        return placed
 
     if loop == "scan":
 
@@ -337,7 +366,7 @@ def group_chunk(
 
         def chunk(states: MemberStates, data: Data, batches: Batches, keys: Keys) -> tuple[MemberStates, ChunkOutputs]:
             train, outputs = vmapped(states.hyper, states.train, states.active, data, batches, keys)
-            return states._replace(train=train), outputs
+            return kept(states._replace(train=train)), outputs
 
         return cast(Chunk, jax.jit(chunk, donate_argnums=0))
 
@@ -360,13 +389,13 @@ def group_chunk(
 
     def group_step(states: MemberStates, data: Data, batch: Batches, keys: Keys) -> tuple[MemberStates, jax.Array]:
         train, row = vstep(states.hyper, states.train, states.active, data, batch, keys)
-        return states._replace(train=train), row
+        return kept(states._replace(train=train)), row
 
     def group_outputs(
         states: MemberStates, rows: jax.Array, data: Data, last: Batches, keys: Keys
     ) -> tuple[MemberStates, ChunkOutputs]:
         train, out = voutputs(states.hyper, states.train, rows, data, last, keys)
-        return states._replace(train=train), out
+        return kept(states._replace(train=train)), out
 
     return cast(
         Chunk,

@@ -146,9 +146,11 @@ def train_group(
     echo: Callable[[str], Any],
     allow_setting_changes: bool = False,
     started: float | None = None,
+    devices: int | None = None,
 ) -> list[Outcome]:
     """Train the planned members together (see the module docstring); each member's outcome, in
-    plan order. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for a full disk or data
+    plan order. `devices` (--devices; default the spec's distribute.devices, else all): the
+    members spread over them (`netspec.distribute.members_mesh`). Raises `Stopped` for SIGINT / SIGTERM and NetspecError for a full disk or data
     that cannot be read, each saying what was kept."""
     arrays = load_arrays(plan[0].spec, data_dir)
     parts = _traceable_parts(plan, arrays)
@@ -162,6 +164,7 @@ def train_group(
                 echo=echo,
                 allow_setting_changes=allow_setting_changes,
                 started=started if part is parts[0] else None,
+                devices=devices,
             )
         return outcomes
     members = [_Member(i, p) for i, p in enumerate(plan)]
@@ -176,6 +179,7 @@ def train_group(
                 echo=echo,
                 allow=allow_setting_changes,
                 started=time.perf_counter() if started is None else started,
+                devices=devices,
             )
         except interrupts.Interrupted as e:
             what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
@@ -228,9 +232,12 @@ def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
     return Outcome(m.planned.member, Path(result.run_dir), None)
 
 
-def _train(members: list[_Member], signals, arrays, *, quiet, data_dir, echo, allow, started: float) -> list[_Member]:
+def _train(
+    members: list[_Member], signals, arrays, *, quiet, data_dir, echo, allow, started: float, devices: int | None
+) -> list[_Member]:
     """Open, compile, train and close the group; returns the members left to a plain resume."""
     from netspec.compile.members import compile_group
+    from netspec.distribute import members_mesh
     from netspec.training import resumption
 
     for m in members:
@@ -255,14 +262,20 @@ def _train(members: list[_Member], signals, arrays, *, quiet, data_dir, echo, al
     live = [m for m in members if m not in left]
     if not live:
         return left
-    if left:  # the group is the others: compiled for them alone (nothing is compiled yet)
-        group = signals.wait_for(lambda: compile_group([m.spec for m in live]))
+    spec = live[0].spec
+    mesh = members_mesh(
+        devices or spec.resolved["distribute"]["devices"], len(live), batch_size=spec.train["batch_size"]
+    )
+    if left or mesh is not None:  # the group of these members on these devices (nothing is compiled yet)
+        group = signals.wait_for(lambda: compile_group([m.spec for m in live], mesh))
         for m, program in zip(live, group.members, strict=True):
             m.opened = m.opened._replace(program=program)
     for slot, m in enumerate(live):
         m.slot = slot
     if not quiet:
-        echo(f"Training {len(live)} members together in one program: {', '.join(m.planned.member.name for m in live)}")
+        where = "" if mesh is None else f" on {mesh.devices.size} devices ({dict(mesh.shape)})"
+        names = ", ".join(m.planned.member.name for m in live)
+        echo(f"Training {len(live)} members together in one program{where}: {names}")
     _train_live(live, group, arrays, signals, quiet=quiet, echo=echo, started=started)
     return left
 
@@ -305,6 +318,11 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
         for m in live
     ]
     feed = _GroupFeed(feeds, group.shared_batches)
+    chunk_data = inputs.data  # the chunk's copy of the training data: on a mesh, on every device
+    if group.mesh is not None:
+        from netspec import distribute
+
+        chunk_data = distribute.place(chunk_data, distribute.replicated(chunk_data, group.mesh))
     graphs: dict = {}
     for m, member_feed in zip(live, feeds, strict=True):
         opened = m.opened
@@ -352,9 +370,9 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
                 m.saver.save(m.opened.state, start)
             m.summaries.close()
         raise _stopped(signals, start, first.spec, len(live))
-    _Loop(live, group, inputs, feed, signals, compiled, compile_seconds, quiet=quiet, echo=echo, started=started).run(
-        start, lengths
-    )
+    _Loop(
+        live, group, chunk_data, feed, signals, compiled, compile_seconds, quiet=quiet, echo=echo, started=started
+    ).run(start, lengths)
 
 
 def _stopped(signals, step: int, spec: Spec, count: int) -> Stopped:
@@ -379,19 +397,21 @@ class _GroupChunk(NamedTuple):
 class _Loop:
     """The group's loop over chunks, and each member's closing."""
 
-    def __init__(self, live, group, inputs, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
+    def __init__(self, live, group, data, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
         import jax
         import jax.numpy as jnp
 
         from netspec.compile.members import take
 
-        self.live, self.group, self.inputs, self.feed, self.signals = live, group, inputs, feed, signals
+        self.live, self.group, self.data, self.feed, self.signals = live, group, data, feed, signals
         self.compiled, self.compile_seconds, self.quiet, self.echo = compiled, compile_seconds, quiet, echo
         self.spec = live[0].spec
         self.timing = Timing(started)
         self.progress = Progress(self.spec.steps - live[0].opened.start_step, quiet)
         count = len(live)
-        self.unstack = jax.jit(lambda tree: [take(tree, i) for i in range(count)])
+        unstack = jax.jit(lambda tree: [take(tree, i) for i in range(count)])
+        # each member's slice on one device, where its evaluation's data is (on a mesh too)
+        self.unstack = unstack if group.mesh is None else lambda tree: jax.device_put(unstack(tree), jax.devices()[0])
         self.copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
         self.states: Any = None
         self.loop_start = time.perf_counter()
@@ -412,7 +432,7 @@ class _Loop:
                 if i + 1 < len(lengths):
                     self.feed.prefetch(end, lengths[i + 1])
                 dispatched = time.perf_counter()
-                self.states, outputs = self.compiled[n](self.states, self.inputs.data, batches, self.group.keys)
+                self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
                 chunk = self._dispatch(end, n, dispatched, outputs)
                 if pending is not None:
                     self._finish(pending)
@@ -500,7 +520,7 @@ class _Loop:
 
     def _freeze(self, m: _Member) -> None:
         m.training = False
-        self.states = self.states._replace(active=self.states.active.at[m.slot].set(False))
+        self.states = self.states._replace(active=self.group.place(self.states.active.at[m.slot].set(False)))
 
     def _close(self, m: _Member, state, step: int, reason: str | None) -> None:
         trained = Trained(

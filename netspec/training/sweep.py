@@ -197,6 +197,7 @@ def train_members(
                 echo=echo,
                 allow_setting_changes=allow_setting_changes,
                 started=first,
+                devices=devices,
             )
             continue
         (planned,) = members

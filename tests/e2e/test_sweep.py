@@ -238,3 +238,83 @@ def test_a_member_that_fails_is_ranked_last_and_the_others_finish(tmp_path):
         ("learning_rate=1e+20", "failed"),
     ]
     assert "NaN or Inf" in rows[1]["error"]
+
+
+# -- many devices, early stopping ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seeds, mesh", [([0, 1], "{'members': 4, 'data': 1}"), ([0], "{'members': 2, 'data': 2}")])
+def test_members_spread_over_four_devices_train_as_on_one(tmp_path, seeds, mesh):
+    """4 forced CPU devices: the members split over a `members` axis (and, two members, each batch
+    over a `data` axis) end where they end on one device."""
+    text = SPEC.replace("seed: [0, 1]", f"seed: {seeds}")
+    spec_file = write(tmp_path / "grid.yaml", text)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    process = start_netspec("run", spec_file, "--logdir", tmp_path / "four", "--run-name", "s", env=env)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert f"on 4 devices ({mesh})" in out
+    one = netspec("run", spec_file, "--logdir", tmp_path / "one", "--quiet", "--run-name", "s")
+    assert one.exit_code == 0, one.output
+    names = [m["name"] for m in json.loads((tmp_path / "one" / "xor" / "s" / "sweep.json").read_text())["members"]]
+    assert len(names) == 2 * len(seeds)
+    for name in names:
+        assert_same_run(tmp_path / "four" / "xor" / "s" / name, tmp_path / "one" / "xor" / "s" / name, rtol=1e-6)
+
+
+LINE = """\
+name: line
+seed: 0
+data:
+  validation_split: 0.25
+  inline:
+    x: [[0.0], [0.1], [0.2], [0.3], [0.4], [0.5], [0.6], [0.7], [0.8], [0.9], [1.0], [1.1]]
+    y: [[1.0], [1.2], [1.4], [1.6], [1.8], [2.0], [2.2], [2.4], [2.6], [2.8], [3.0], [3.2]]
+model:
+  input: [1]
+  layers: [{name: out, type: dense, units: 1}]
+loss: mean_squared_error
+optimizer: {type: sgd, learning_rate: 0.1}
+train: {steps: 60, batch_size: 9, early_stopping: {metric: loss, patience: 1, min_delta: 0.001}}
+eval: {every: 10}
+checkpoint: {best: loss}
+summaries: {every: 10, graph: false}
+sweep:
+  optimizer.learning_rate: [1.0e-6, 0.05]
+"""
+
+
+def test_a_member_that_stops_early_ends_as_its_plain_run_while_the_others_train_on(tmp_path):
+    """Learning rate 1e-6 does not improve the validation loss by min_delta: early stopping ends it
+    at its second evaluation, frozen from there, as its plain run ends; the member that learns
+    trains on."""
+    spec_file = write(tmp_path / "line.yaml", LINE)
+    result = netspec("run", spec_file, "--logdir", tmp_path, "--run-name", "s")
+    assert result.exit_code == 0, result.output
+    assert "Training 2 members together in one program" in result.output
+    sweep_dir = tmp_path / "line" / "s"
+    stopped, learned = result_of(sweep_dir / "learning_rate=1e-06"), result_of(sweep_dir / "learning_rate=0.05")
+    assert (stopped["stopped"], stopped["steps"]) == ("early_stopping", 20)
+    assert learned["steps"] > 20
+    assert (sweep_dir / "learning_rate=1e-06" / "checkpoints" / "best.safetensors").is_file()
+    assert "Early stopping at step 20" in result.output
+    for name, sets in [
+        ("learning_rate=1e-06", "optimizer.learning_rate=1e-6"),
+        ("learning_rate=0.05", "optimizer.learning_rate=0.05"),
+    ]:
+        plain = netspec(
+            "run",
+            spec_file,
+            "--set",
+            "sweep=null",
+            "--set",
+            sets,
+            "--logdir",
+            tmp_path / "plain",
+            "--quiet",
+            "--run-name",
+            name,
+        )
+        assert plain.exit_code == 0, plain.output
+        assert result_of(tmp_path / "plain" / "line" / name)["steps"] == result_of(sweep_dir / name)["steps"]
+        assert_same_run(sweep_dir / name, tmp_path / "plain" / "line" / name, rtol=1e-5)
