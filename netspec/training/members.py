@@ -408,19 +408,25 @@ class _Loop:
         self.spec = live[0].spec
         self.timing = Timing(started)
         self.progress = Progress(self.spec.steps - live[0].opened.start_step, quiet)
-        count = len(live)
-        unstack = jax.jit(lambda tree: [take(tree, i) for i in range(count)])
-        # each member's slice on one device, where its evaluation's data is (on a mesh too)
-        self.unstack = unstack if group.mesh is None else lambda tree: jax.device_put(unstack(tree), jax.devices()[0])
+        # a member's slice (one compiled program whatever the member), on the device where its
+        # evaluation's data is (on a mesh too)
+        member = jax.jit(take)
+        self.member = (
+            member if group.mesh is None else lambda tree, i: jax.device_put(member(tree, i), jax.devices()[0])
+        )
         self.copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
         self.states: Any = None
         self.loop_start = time.perf_counter()
-        self.ran = {"members": count}
+        self.ran = {"members": len(live)}
 
     def training(self) -> list[_Member]:
         return [m for m in self.live if m.training]
 
     def run(self, start: int, lengths: list[int]) -> None:
+        import jax
+
+        from netspec.compile.members import take
+
         self.states = self.group.states([m.opened.state for m in self.live])
         step, pending, stopping = start, None, False
         early = any(m.spec.train["early_stopping"] is not None for m in self.live)
@@ -452,15 +458,15 @@ class _Loop:
             self.feed.close()
         training = self.training()
         if stopping and step < self.spec.steps and training:
-            final = self.unstack(self.states.train)
+            final = jax.device_get(self.states.train)
             for m in training:
-                m.saver.save(final[m.slot], step)
+                m.saver.save(take(final, m.slot), step)
                 m.summaries.close()
             raise _stopped(self.signals, step, self.spec, len(training))
         if training:
-            final = self.unstack(self.states.train)
+            final = jax.device_get(self.states.train)
             for m in training:
-                self._close(m, final[m.slot], step, "signal" if stopping else None)
+                self._close(m, take(final, m.slot), step, "signal" if stopping else None)
 
     def _dispatch(self, end: int, length: int, dispatched: float, outputs) -> _GroupChunk:
         """Start each training member's device work (its evaluation, histogram extras) on its
@@ -470,9 +476,11 @@ class _Loop:
         training = self.training()
         due = [m for m in training if m.evaluation.due(end)]
         on_device = bool(due) or any(m.callbacks[2].extras is not None for m in training)
-        per_member = self.unstack(self.states.train) if on_device else [None] * len(self.live)
         on_host = bool(due) or any(c.needs(end).state or c.needs(end).params for m in training for c in m.callbacks)
-        started = {m.slot: _started(m.callbacks, per_member[m.slot], end) for m in training}
+        started = {
+            m.slot: _started(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
+            for m in training
+        }
         snapshot = self.copy(self.states.train) if on_host else None
         return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
 

@@ -55,6 +55,7 @@ import time
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -324,48 +325,43 @@ class Summaries:
         writer.add_summary(summary, step)
 
     def histograms(self, step: int, params, *, activations=None, gradients=None) -> None:
-        """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array."""
+        """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array,
+        as one event (one record for all of them: a sweep writes one per member and chunk)."""
         wanted = set(self.config["histograms"])
-        for layer, tensors in params.items():
-            for name, value in tensors.items():
+        tensors: list[tuple[str, Any]] = []
+        for layer, arrays in params.items():
+            for name, value in arrays.items():
                 kind = "biases" if name in _BIAS_NAMES else "weights"
                 if kind in wanted:
-                    self._histogram(f"{layer}/{name}", value, step)
+                    tensors.append((f"{layer}/{name}", value))
         if activations and "activations" in wanted:
-            for layer, value in activations.items():
-                self._histogram(f"{layer}/activations", value, step)
+            tensors += [(f"{layer}/activations", value) for layer, value in activations.items()]
         if gradients and "gradients" in wanted:
-            for layer, tensors in gradients.items():
-                for name, value in tensors.items():
-                    self._histogram(f"{layer}/{name}/gradients", value, step)
+            tensors += [
+                (f"{layer}/{name}/gradients", value)
+                for layer, arrays in gradients.items()
+                for name, value in arrays.items()
+            ]
+        values = [
+            Summary.Value(tag=tag, histo=histo)
+            for tag, value in tensors
+            if (histo := self._histogram(tag, value, step))
+        ]
+        if values:
+            self.train.add_summary(Summary(value=values), step)
 
-    def _histogram(self, tag: str, value, step: int) -> None:
-        """A histogram of the finite values: a diverging run (on_nonfinite: ignore) is still
-        summarised; what was left out is recorded in `dropped` for `dropped_note`."""
-        from tensorboardX.proto.summary_pb2 import HistogramProto
-        from tensorboardX.summary import make_histogram
-
+    def _histogram(self, tag: str, value, step: int):
+        """A HistogramProto of the finite values, or None when there are none: a diverging run
+        (on_nonfinite: ignore) is still summarised; what was left out is recorded in `dropped`
+        for `dropped_note`."""
         values = np.asarray(value, np.float64).reshape(-1)
         finite = np.isfinite(values)
         if not finite.all():
             self.dropped.setdefault(tag, []).append(step)
             values = values[finite]
         if values.size == 0:
-            return
-        with np.errstate(over="ignore", invalid="ignore"):  # huge finite values: a sum of squares of inf is what it is
-            try:
-                histogram = make_histogram(values, HISTOGRAM_BINS)
-            except ValueError:  # a range too narrow (or too wide) to cut into bins at this magnitude: one bucket
-                histogram = HistogramProto(
-                    min=float(values.min()),
-                    max=float(values.max()),
-                    num=int(values.size),
-                    sum=float(values.sum()),
-                    sum_squares=float(np.square(values).sum()),
-                    bucket_limit=[float(values.max())],
-                    bucket=[int(values.size)],
-                )
-        self.train.add_summary(Summary(value=[Summary.Value(tag=tag, histo=histogram)]), step)
+            return None
+        return histogram_proto(values, HISTOGRAM_BINS)
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;
@@ -523,6 +519,44 @@ class Summaries:
         finally:
             for writer in self._files:
                 writer.close()
+
+
+def histogram_proto(values: np.ndarray, bins: int):
+    """TensorBoard's HistogramProto of `values` (float64 [n], finite, n > 0) in `bins` equal-width
+    buckets over [min, max], as tensorboardX's `make_histogram(values, bins)` builds it (the
+    buckets from the first to the last non-empty one, after an empty one on the left: TensorBoard
+    reads only right limits), in a few numpy calls: that one took 37 us, most of a sweep member's
+    histogram cost. A range too narrow to cut at its magnitude is one bucket."""
+    from tensorboardX.proto.summary_pb2 import HistogramProto
+
+    lo, hi = float(values.min()), float(values.max())
+    first, last = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)  # np.histogram's range for equal values
+    width = (last - first) / bins
+    with np.errstate(over="ignore", invalid="ignore"):  # huge finite values: a sum of squares of inf is what it is
+        total, squares = float(values.sum()), float(values.dot(values))
+    if not (width > 0 and first + width > first and np.isfinite(width * bins)):
+        return HistogramProto(
+            min=lo, max=hi, num=values.size, sum=total, sum_squares=squares, bucket_limit=[hi], bucket=[values.size]
+        )
+    edges = np.linspace(first, last, bins + 1)
+    index = ((values - first) / width).astype(np.intp)
+    np.minimum(index, bins - 1, out=index)  # the maximum belongs to the last bucket (np.histogram's closed right edge)
+    index -= values < edges[index]  # np.histogram's corrections where rounding put a value one bucket off
+    index += (values >= edges[index + 1]) & (index != bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    used = np.flatnonzero(counts)
+    start, end = int(used[0]), int(used[-1]) + 1
+    edges = edges[start : end + 1]
+    shown = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
+    return HistogramProto(
+        min=lo,
+        max=hi,
+        num=values.size,
+        sum=total,
+        sum_squares=squares,
+        bucket_limit=edges.tolist(),
+        bucket=shown.tolist(),
+    )
 
 
 def masked_crc32c(data: bytes) -> int:
