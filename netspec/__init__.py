@@ -9,10 +9,11 @@ The Python API, the same steps the command line takes (each name is imported on 
     compile_spec(spec, mesh=None) -> Program         the pure JAX functions and the jitted train chunk
     train(spec, *, logdir="runs", ...) -> RunResult  train it and write its run directory (netspec run)
     train_sweep(sweep, *, logdir="runs", ...) -> SweepResult   train every member, rank them (netspec run)
+    lr_find(path, overrides=(), *, min_lr, max_lr, members, steps, ...) -> LRFindResult   a learning-rate range test (netspec lr-find)
     evaluate_run(run_dir, *, split=None) -> dict     {metric tag: mean} on a split (netspec eval)
     predict_run(run_dir, input_path) -> (outputs, classes, class_names)   (netspec predict)
 
-    Spec, Program, TrainState, RunResult, Sweep, SweepResult   what flows between them
+    Spec, Program, TrainState, RunResult, Sweep, SweepResult, LRFindResult   what flows between them
     NetspecError, SpecError, DataError, Problem       what they raise: a message a person can act on
 
 Example:
@@ -37,6 +38,7 @@ _API = {  # public name -> the module that defines it
     "load_spec": "netspec.spec",
     "load_sweep": "netspec.spec",
     "train_sweep": ("netspec.training.sweep", "run_sweep"),
+    "lr_find": "netspec.training.lr_find",
     "compile_spec": "netspec.compile.program",
     "train": ("netspec.training.loop", "run"),
     "evaluate_run": "netspec.inference",
@@ -47,6 +49,7 @@ _API = {  # public name -> the module that defines it
     "RunResult": "netspec.training.loop",
     "Sweep": "netspec.spec.sweep",
     "SweepResult": "netspec.training.sweep",
+    "LRFindResult": "netspec.training.lr_find",
     "NetspecError": "netspec.errors",
     "SpecError": "netspec.errors",
     "DataError": "netspec.errors",

@@ -1,4 +1,4 @@
-"""The `netspec` command: validate, run, resume, eval, predict, schema.
+"""The `netspec` command: validate, run, resume, eval, predict, lr-find, schema.
 
 Each command is a thin function whose docstring is its help, under one error policy
 (`_one_error_policy`): a user's mistake (a bad spec, a missing or damaged file) is a
@@ -372,6 +372,86 @@ def _start(
         raise NetspecError(
             f"Cannot write the run{where}: {e.strerror or e}. Free some space or choose another --logdir; earlier runs are untouched."
         ) from None
+
+
+@main.command("lr-find")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--min-lr", type=float, default=1e-6, show_default=True, help="The smallest learning rate tried.")
+@click.option("--max-lr", type=float, default=1.0, show_default=True, help="The largest learning rate tried.")
+@click.option(
+    "--members", type=int, default=16, show_default=True, help="How many rates, log-spaced from --min-lr to --max-lr."
+)
+@click.option(
+    "--steps",
+    type=int,
+    default=None,
+    help="Steps each rate trains (default: 300, or the spec's own steps when fewer).",
+)
+@click.option(
+    "--logdir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Root directory of runs."
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to look first for mnist / fashion_mnist files.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the suggestion and where the test is.")
+@_one_error_policy
+def lr_find(spec, overrides, min_lr, max_lr, members, steps, logdir, data_dir, quiet):
+    """A learning-rate range test: train N constant rates together, plot the loss, suggest a rate.
+
+    The rates are log-spaced from --min-lr to --max-lr; a schedule in the spec is replaced by each
+    constant rate. They train together, one vmapped program, as the members of a sweep of the
+    spec over optimizer.learning_rate, into <logdir>/<name>/lr-find-<time>/ with lr_find.png (the
+    loss of each rate: the mean over the last fifth of its steps; a rate whose loss went NaN or
+    Inf is drawn as diverged), the same image in TensorBoard and lr_find.json. The suggestion is
+    fastai's minimum rule: the rate of the lowest loss divided by 10. A spec with a sweep is
+    refused: --set sweep=null tests its plain spec.
+
+    \b
+    Example:
+      netspec lr-find specs/fashion_mlp.yaml
+      netspec lr-find specs/xor_nn.yaml --min-lr 1e-4 --max-lr 10 --members 24 --steps 500
+      tensorboard --logdir runs/fashion_mlp/lr-find-20261130-101500
+    """
+    from netspec.training.interrupts import Interrupted, Interrupts, Stopped, describe
+    from netspec.training.lr_find import lr_find as find
+    from netspec.training.lr_find import validate_options
+
+    validate_options(min_lr, max_lr, members, steps)  # before jax loads: a mistyped option answers at once
+    with Interrupts():
+        try:
+            result = find(
+                spec,
+                overrides,
+                min_lr=min_lr,
+                max_lr=max_lr,
+                members=members,
+                steps=steps,
+                logdir=logdir,
+                data_dir=data_dir,
+                quiet=quiet,
+                echo=click.echo,
+                started=STARTED,
+            )
+        except Interrupted as e:  # before the test's directory existed (the sweep's own stops say more)
+            raise Stopped(
+                f"{describe(e.signum, e.count)}: stopped before the learning-rate test started. Nothing was written; "
+                "run the same netspec lr-find command to start again.",
+                e.signum,
+            ) from None
+    if not quiet:
+        click.echo(f"Each rate's loss after {result.steps} steps (the mean over the last fifth of them):")
+        for rate, loss in zip(result.rates, result.losses, strict=True):
+            shown = f"{loss:.6g}" if loss != float("inf") else "diverged"
+            mark = "  <- lowest" if rate == result.minimum else ""
+            click.echo(f"  {rate:>10.3g}  {shown:>12}{mark}")
+    click.echo(f"Suggested learning rate: {result.suggestion:g} ({result.reason}).")
+    click.echo(
+        f"The curve is {result.image}; tensorboard --logdir {result.directory} shows it beside every rate's run."
+    )
 
 
 MEMBER_HELP = (
