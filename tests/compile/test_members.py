@@ -197,3 +197,14 @@ def test_a_frozen_member_keeps_its_state_while_the_others_train(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(before), strict=True):
         np.testing.assert_array_equal(a[1], b[1])  # frozen: as it was, step count included
     assert int(after.step[0]) == 3 and int(after.step[1]) == 0
+
+
+@pytest.mark.slow  # a step and outputs compiled for the group and each member
+def test_a_group_of_steps_chunks_trains_as_its_members_plain_runs(tmp_path):
+    """`train.loop: steps` (one jitted call per step: a native conv2d on a CPU): the group's step
+    and outputs vmapped as the scan's are."""
+    text = CLASSIFIER.replace("train: {steps: 12, batch_size: 4}", "train: {steps: 12, batch_size: 4, loop: steps}")
+    spec = spec_with(tmp_path, {"type": "adam", "learning_rate": 0.01}, text)
+    assert compile_spec(spec).loop == "steps"
+    specs = [spec, other_numbers(spec), substitute(spec, {("seed",): 3})]
+    assert_members_equal_their_plain_runs(specs, steps=4)
