@@ -74,6 +74,7 @@ class FinishedChunk(NamedTuple):
     state: Any
     params: Any
     work: dict[str, Any]
+    histograms: dict | None = None  # {tag: HistogramProto} made already for this run (a sweep group's)
 
 
 class Callback:
@@ -207,13 +208,15 @@ class Histograms(Callback):
     def dispatch(self, state, end):
         return self.extras(state.params, state.model_state) if self.extras is not None else None
 
-    def write(self, step: int, params, extras) -> None:
+    def write(self, step: int, params, extras, protos: dict | None = None) -> None:
         if self.wanted:
             activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
-            self.summaries.histograms(step, distribute.gather(params), activations=activations, gradients=gradients)
+            self.summaries.histograms(
+                step, distribute.gather(params), activations=activations, gradients=gradients, protos=protos
+            )
 
     def on_chunk_end(self, chunk, stopping):
-        self.write(chunk.end, chunk.params, chunk.work.get(self.name))
+        self.write(chunk.end, chunk.params, chunk.work.get(self.name), chunk.histograms)
 
 
 def better(value: float, than: float | None, mode: str, min_delta: float = 0.0) -> bool:

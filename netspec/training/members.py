@@ -383,6 +383,12 @@ def _stopped(signals, step: int, spec: Spec, count: int) -> Stopped:
     )
 
 
+class _Params(NamedTuple):
+    """A copy of the stacked parameters alone, when no member needs the whole state at a step."""
+
+    params: Any
+
+
 class _GroupChunk(NamedTuple):
     """A group chunk dispatched: its outputs on the device, and each training member's dispatch."""
 
@@ -391,7 +397,7 @@ class _GroupChunk(NamedTuple):
     dispatched: float
     outputs: Any  # ChunkOutputs, each field [members, ...]
     members: dict[int, dict]  # slot -> {callback name: the device work it started}
-    snapshot: Any  # a copy of the stacked TrainState, when a member reads it on the host, else None
+    snapshot: Any  # a copy of the stacked TrainState (or its `_Params`) a member reads on the host, else None
 
 
 class _Loop:
@@ -476,12 +482,17 @@ class _Loop:
         training = self.training()
         due = [m for m in training if m.evaluation.due(end)]
         on_device = bool(due) or any(m.callbacks[2].extras is not None for m in training)
-        on_host = bool(due) or any(c.needs(end).state or c.needs(end).params for m in training for c in m.callbacks)
+        needs = [c.needs(end) for m in training for c in m.callbacks]
         started = {
             m.slot: _started(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
             for m in training
         }
-        snapshot = self.copy(self.states.train) if on_host else None
+        if due or any(n.state for n in needs):
+            snapshot = self.copy(self.states.train)
+        elif any(n.params for n in needs):  # the parameters alone (histograms): less to copy and read
+            snapshot = _Params(self.copy(self.states.train.params))
+        else:
+            snapshot = None
         return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
 
     def _finish(self, chunk: _GroupChunk) -> None:
@@ -489,14 +500,19 @@ class _Loop:
         import jax
 
         from netspec.compile.members import take
+        from netspec.compile.state import TrainState
+        from netspec.training.summaries import stacked_histograms
 
-        outputs, states = jax.device_get((chunk.outputs, chunk.snapshot))
+        outputs, snapshot = jax.device_get((chunk.outputs, chunk.snapshot))
         steps_per_second = self.timing.steps_per_second(chunk.dispatched, chunk.length)
+        wanted = self.live[0].callbacks[2].wanted  # the members' summaries are alike (`groups`)
+        stacked = None if snapshot is None else snapshot.params
+        protos = stacked_histograms(stacked, wanted) if stacked is not None and wanted else None
         for m in self.live:
             if not m.training or m.slot not in chunk.members:
                 continue
             mine = take(outputs, m.slot)
-            state = None if states is None else take(states, m.slot)
+            state = take(snapshot, m.slot) if isinstance(snapshot, TrainState) else None
             finished = FinishedChunk(
                 chunk.end,
                 chunk.length,
@@ -504,14 +520,15 @@ class _Loop:
                 chunk_values(m.spec, mine),
                 steps_per_second,
                 state,
-                None if state is None else state.params,
+                None if stacked is None else take(stacked, m.slot),
                 chunk.members[m.slot],
+                None if protos is None else protos[m.slot],
             )
             try:
                 reason = None
                 for callback in m.callbacks:
                     if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
-                        m.losses.extend(float(v) for v in mine.loss)
+                        m.losses.extend(mine.loss.tolist())
                         m.last = finished.values
                     reason = callback.on_chunk_end(finished, reason) or reason
             except NetspecError as e:  # its loss or gradients went non-finite: it alone stops

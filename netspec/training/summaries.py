@@ -324,9 +324,10 @@ class Summaries:
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
         writer.add_summary(summary, step)
 
-    def histograms(self, step: int, params, *, activations=None, gradients=None) -> None:
+    def histograms(self, step: int, params, *, activations=None, gradients=None, protos=None) -> None:
         """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array,
-        as one event (one record for all of them: a sweep writes one per member and chunk)."""
+        as one event (one record for all of them: a sweep writes one per member and chunk).
+        `protos`: {tag: HistogramProto} made already (a sweep group's, `histogram_protos`)."""
         wanted = set(self.config["histograms"])
         tensors: list[tuple[str, Any]] = []
         for layer, arrays in params.items():
@@ -342,10 +343,11 @@ class Summaries:
                 for layer, arrays in gradients.items()
                 for name, value in arrays.items()
             ]
+        made = protos or {}
         values = [
             Summary.Value(tag=tag, histo=histo)
             for tag, value in tensors
-            if (histo := self._histogram(tag, value, step))
+            if (histo := made.get(tag) or self._histogram(tag, value, step))
         ]
         if values:
             self.train.add_summary(Summary(value=values), step)
@@ -557,6 +559,76 @@ def histogram_proto(values: np.ndarray, bins: int):
         bucket_limit=edges.tolist(),
         bucket=shown.tolist(),
     )
+
+
+def stacked_histograms(params, wanted) -> list[dict]:
+    """For each member of stacked host parameters (layer -> name -> [members, ...]), {tag:
+    HistogramProto} of the weights and biases `wanted` asks for (`summaries.histograms`), made for
+    all members at once (`histogram_protos`); a tag left out of a member's (a NaN in it) is made
+    by its own `Summaries.histograms`."""
+    rows = len(next(iter(v for arrays in params.values() for v in arrays.values()), []))
+    made: list[dict] = [{} for _ in range(rows)]
+    for layer, arrays in params.items():
+        for name, value in arrays.items():
+            if ("biases" if name in _BIAS_NAMES else "weights") not in wanted:
+                continue
+            values = np.asarray(value, np.float64).reshape(rows, -1)
+            for member, proto in zip(made, histogram_protos(values, HISTOGRAM_BINS), strict=True):
+                if proto is not None:
+                    member[f"{layer}/{name}"] = proto
+    return made
+
+
+def histogram_protos(values: np.ndarray, bins: int) -> list:
+    """`histogram_proto` of each row of `values` (float64 [members, n]) computed for all rows at
+    once, the same protos (a sweep group's parameters: one numpy pass per tensor instead of one
+    per member); None for a row with a NaN or Inf, or one too narrow to cut, for the caller to make
+    alone."""
+    from tensorboardX.proto.summary_pb2 import HistogramProto
+
+    rows, n = values.shape
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = values.min(axis=1), values.max(axis=1)
+        equal = lo == hi
+        first, last = np.where(equal, lo - 0.5, lo), np.where(equal, hi + 0.5, hi)
+        width = (last - first) / bins
+        ok = np.isfinite(lo) & np.isfinite(hi) & (width > 0) & (first + width > first) & np.isfinite(width * bins)
+        if not ok.all():  # rows made alone: cut as [0, bins] of zeros here, so none spills into another's buckets
+            width = np.where(ok, width, 1.0)
+            first = np.where(ok, first, 0.0)
+            last = np.where(ok, last, float(bins))
+            values = np.where(ok[:, None], values, 0.0)
+        edges = np.linspace(first, last, bins + 1, axis=1)
+        index = ((values - first[:, None]) / width[:, None]).astype(np.intp)
+        np.clip(index, 0, bins - 1, out=index)
+        index -= values < np.take_along_axis(edges, index, axis=1)
+        index += (values >= np.take_along_axis(edges, index + 1, axis=1)) & (index != bins - 1)
+        counts = np.bincount((index + bins * np.arange(rows)[:, None]).reshape(-1), minlength=rows * bins)
+        counts = counts.reshape(rows, bins)
+        totals = values.sum(axis=1)
+        nonempty = counts > 0
+        starts = nonempty.argmax(axis=1)
+        ends = bins - nonempty[:, ::-1].argmax(axis=1)
+        # an empty bucket on the left of the first non-empty one (TensorBoard reads right limits)
+        padded = np.concatenate([np.zeros((rows, 1), counts.dtype), counts], axis=1)
+    protos: list = []
+    for r in range(rows):
+        if not ok[r]:
+            protos.append(None)
+            continue
+        start, end = int(starts[r]), int(ends[r])
+        protos.append(
+            HistogramProto(
+                min=float(lo[r]),
+                max=float(hi[r]),
+                num=n,
+                sum=float(totals[r]),
+                sum_squares=float(values[r].dot(values[r])),  # as histogram_proto adds them, to the bit
+                bucket_limit=edges[r, start : end + 1].tolist(),
+                bucket=padded[r, start : end + 1].tolist(),
+            )
+        )
+    return protos
 
 
 def masked_crc32c(data: bytes) -> int:

@@ -10,7 +10,7 @@ import pytest
 from tensorboardX.record_writer import masked_crc32c as tensorboardx_crc
 from tensorboardX.summary import make_histogram
 
-from netspec.training.summaries import HISTOGRAM_BINS, histogram_proto, masked_crc32c
+from netspec.training.summaries import HISTOGRAM_BINS, histogram_proto, histogram_protos, masked_crc32c
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 100, 4096])
@@ -39,3 +39,22 @@ def test_the_masked_crc_is_tfrecords():
     for n in [0, 1, 7, 8, 12, 100, 4099]:
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert masked_crc32c(data) == tensorboardx_crc(data)
+
+
+def test_a_groups_histograms_are_each_members_own():
+    """`histogram_protos` makes every row's at once: the same protos as `histogram_proto` of each
+    row; None for a row with a NaN or Inf (its member makes that one, noting what it left out)."""
+    rng = np.random.default_rng(0)
+    for size in [1, 2, 4, 7, 100]:
+        for trial in range(30):
+            values = rng.standard_normal((16, size)) * rng.choice([1e-3, 1.0, 1e3])
+            if trial % 3 == 1:
+                values = np.round(values, 1)
+            values[3] = values[3, 0]  # all equal
+            made = histogram_protos(values, HISTOGRAM_BINS)
+            assert made == [histogram_proto(row, HISTOGRAM_BINS) for row in values]
+    values = rng.standard_normal((3, 4))
+    values[1, 2] = np.nan
+    values[2, 0] = np.inf
+    made = histogram_protos(values, HISTOGRAM_BINS)
+    assert made[0] == histogram_proto(values[0], HISTOGRAM_BINS) and made[1] is None and made[2] is None
