@@ -259,8 +259,9 @@ def lr_find(
                 run_name=time.strftime("lr-find-%Y%m%d-%H%M%S"),
                 quiet=True,
                 data_dir=data_dir,
-                echo=_WithoutRanking(echo, sweep.name),
+                echo=echo,
                 started=started,
+                ranking=False,  # ranked by the last step's loss, which is not this test's figure
             )
         except Stopped as e:
             signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
@@ -277,22 +278,6 @@ def lr_find(
                 f"the members are in {result.sweep_dir}. Run netspec lr-find again for the curve and the suggestion.",
                 e.signum,
             ) from None
-
-
-class _WithoutRanking:
-    """`run_sweep`'s echo without its ranking table (by the last step's loss, which is not this
-    test's figure): the lines from 'Sweep <name>: N members ranked' to 'The table is in'."""
-
-    def __init__(self, echo: Callable[[str], Any], name: str):
-        self.echo, self.head, self.skipping = echo, f"Sweep {name}: ", False
-
-    def __call__(self, line: str) -> None:
-        if line.startswith(self.head) and " members ranked by " in line:
-            self.skipping = True
-        if not self.skipping:
-            self.echo(line)
-        elif line.startswith("The table is in "):
-            self.skipping = False
 
 
 def _conclude(name: str, sweep, directory: Path, rates: list[float], steps: int) -> LRFindResult:

@@ -86,9 +86,11 @@ def run_sweep(
     echo: Callable[[str], Any] = print,
     devices: int | None = None,
     started: float | None = None,
+    ranking: bool = True,
 ) -> SweepResult:
     """Train every member of `sweep` in a new sweep directory, then rank them (see the module
-    docstring). Raises `Stopped` for SIGINT / SIGTERM (what was kept and how to go on) and
+    docstring); `ranking` False leaves the ranked table out of what `echo` is given (lr-find
+    draws its own figure). Raises `Stopped` for SIGINT / SIGTERM (what was kept and how to go on) and
     NetspecError when a member failed (after ranking the others) or the sweep cannot start."""
     _one_process()
     sweep_dir: Path | None = None
@@ -102,7 +104,15 @@ def run_sweep(
                 write_atomically(sweep_dir / SWEEP_FILE, _json(_record(sweep)))
             plan = [Planned(m, sweep_dir / m.name, m.spec, False) for m in sweep.members]
             return _train_and_rank(
-                sweep, sweep_dir, plan, quiet=quiet, data_dir=data_dir, echo=echo, devices=devices, started=started
+                sweep,
+                sweep_dir,
+                plan,
+                quiet=quiet,
+                data_dir=data_dir,
+                echo=echo,
+                devices=devices,
+                started=started,
+                ranking=ranking,
             )
         except interrupts.Interrupted as e:
             if sweep_dir is None:  # nothing written: the command's own words say so
@@ -245,8 +255,10 @@ def _train_and_rank(
     devices: int | None,
     allow_setting_changes: bool = False,
     started: float | None,
+    ranking: bool = True,
 ) -> SweepResult:
-    """Train the plan, then write and print the ranking; a signal's `Stopped` gains the sweep's note."""
+    """Train the plan, then write and print the ranking (unless not `ranking`); a signal's
+    `Stopped` gains the sweep's note."""
     failed: dict[str, str] = {}
     try:
         outcomes = train_members(
@@ -267,7 +279,7 @@ def _train_and_rank(
         raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own: both end in a command
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
-    for line in ranking_lines(sweep, result):
+    for line in ranking_lines(sweep, result) if ranking else []:
         echo(line)
     if result.failed:
         n = len(result.failed)
