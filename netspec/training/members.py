@@ -150,8 +150,9 @@ def train_group(
 ) -> list[Outcome]:
     """Train the planned members together (see the module docstring); each member's outcome, in
     plan order. `devices` (--devices; default the spec's distribute.devices, else all): the
-    members spread over them (`netspec.distribute.members_mesh`). Raises `Stopped` for SIGINT / SIGTERM and NetspecError for a full disk or data
-    that cannot be read, each saying what was kept."""
+    members spread over them (`netspec.distribute.members_mesh`). Raises `Stopped` for SIGINT /
+    SIGTERM and NetspecError for a full disk or data that cannot be read, each saying what was
+    kept."""
     arrays = load_arrays(plan[0].spec, data_dir)
     parts = _traceable_parts(plan, arrays)
     if len(parts) > 1:  # a number optax cannot take traced differs: a program per value of it
@@ -199,9 +200,7 @@ def train_group(
                 for m in members:
                     m.where.release(m.outcome is None or m.outcome.error is not None)
     for m in left:  # after the group: each as its plain resume would
-        members[m.slot].outcome = _plain_resume(
-            m, quiet=quiet, data_dir=data_dir, echo=echo, allow=allow_setting_changes
-        )
+        m.outcome = _plain_resume(m, quiet=quiet, data_dir=data_dir, echo=echo, allow=allow_setting_changes)
     return [m.outcome for m in members if m.outcome is not None]
 
 
