@@ -77,12 +77,9 @@ def gather(tree):
     return jax.device_get(tree)
 
 
-def mesh_for(
-    devices: int | None, *, batch_size: int, params: str = "replicated", fsdp_devices: int | None = None
-) -> Mesh | None:
-    """The data-parallel mesh over `devices` local devices (None: all), or None when one device does
-    the work. `params` ("replicated" or "fsdp") and `fsdp_devices` set the `fsdp` axis. Raises
-    NetspecError when the devices are not there or the batch does not split over them."""
+def _devices(devices: int | None) -> tuple[list, int]:
+    """(this process's devices, how many the run asks for: `devices`, else all); NetspecError when
+    it asks for more than there are."""
     available = jax.devices()
     n = devices or len(available)
     if n > len(available):
@@ -90,6 +87,16 @@ def mesh_for(
             f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
             f"Use --devices {len(available)} or fewer."
         )
+    return available, n
+
+
+def mesh_for(
+    devices: int | None, *, batch_size: int, params: str = "replicated", fsdp_devices: int | None = None
+) -> Mesh | None:
+    """The data-parallel mesh over `devices` local devices (None: all), or None when one device does
+    the work. `params` ("replicated" or "fsdp") and `fsdp_devices` set the `fsdp` axis. Raises
+    NetspecError when the devices are not there or the batch does not split over them."""
+    available, n = _devices(devices)
     group = fsdp_devices or (n if params == "fsdp" else 1)
     problems = device_split_problems(batch_size, n, group if n > 1 else None)
     if problems:
@@ -106,13 +113,7 @@ def members_mesh(devices: int | None, members: int, *, batch_size: int) -> Mesh 
     devices as divide the member count (gcd), and each member's batch is split over the rest when
     it divides (else those devices stay idle); None when one device does the work. Raises
     NetspecError when the devices are not there."""
-    available = jax.devices()
-    n = devices or len(available)
-    if n > len(available):
-        raise NetspecError(
-            f"The run asks for {n} devices but JAX sees {len(available)} ({available[0].platform}). "
-            f"Use --devices {len(available)} or fewer."
-        )
+    available, n = _devices(devices)
     across = math.gcd(members, n)
     within = n // across if batch_size % (n // across) == 0 else 1
     if across * within == 1:

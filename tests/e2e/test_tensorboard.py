@@ -12,14 +12,9 @@ confusion matrices are labelled, and NaN in histograms is one line.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
-import subprocess
-import time
 import urllib.parse
-import urllib.request
 from io import BytesIO
 from pathlib import Path
 
@@ -27,13 +22,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from support import FASHION, SPECS, TENSORBOARD, accumulator, free_port, netspec, netspec_ok, result_of
+from support import FASHION, SPECS, TensorBoardServer, accumulator, netspec, netspec_ok, result_of
 from tensorboard.util import tensor_util
 
 from netspec.data.sources import FASHION_CLASSES
 from netspec.training.summaries import HPARAMS_FILE, confusion_image
-
-STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 XOR_STEPS = 200
 FASHION_SLICE = [
@@ -81,79 +74,13 @@ def logdir(tmp_path_factory):
     return logdir, report
 
 
-class Server:
-    """A running `tensorboard --logdir DIR` and its HTTP API."""
-
-    def __init__(self, directory: Path, log: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_file = open(log, "w")  # noqa: SIM115  # held for the server's life, closed in close()
-        self.process = subprocess.Popen(
-            [str(TENSORBOARD), "--logdir", str(directory), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(self, route: str, **query):
-        url = f"{self.base}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = response.read()
-        return body if route.endswith("individualImage") else json.loads(body)
-
-    def post(self, route: str, body: dict):
-        """As the HParams dashboard sends its requests: POST, a JSON body."""
-        request = urllib.request.Request(
-            f"{self.base}{route}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def wait_for(self, runs: dict[str, int], timeout: float = 60) -> None:
-        """Until every run's `loss` is loaded up to its last step (`runs`: run -> step)."""
-        deadline, seen = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            with contextlib.suppress(OSError, ValueError):
-                seen = {run: self.get("/data/plugin/scalars/scalars", run=run, tag="loss")[-1][1] for run in runs}
-                if seen == runs:
-                    return
-            time.sleep(0.3)
-        raise AssertionError(
-            f"TensorBoard did not load {runs} within {timeout} s (last seen {seen}): {self.log.read_text()}"
-        )
-
-    def experiment(self) -> dict:
-        return self.post("/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
-
-    def session_groups(self, experiment: dict) -> dict[str, dict]:
-        """Every session group by name, with every hyperparameter and metric the experiment
-        names (the columns the dashboard asks for)."""
-        columns = [{"hparam": h["name"], "includeInResult": True} for h in experiment["hparamInfos"]]
-        columns += [{"metric": m["name"], "includeInResult": True} for m in experiment["metricInfos"]]
-        answer = self.post(
-            "/data/plugin/hparams/session_groups",
-            {
-                "experimentName": "",
-                "allowedStatuses": STATUSES,
-                "colParams": columns,
-                "startIndex": 0,
-                "sliceSize": 1000,
-            },
-        )
-        return {group["name"]: group for group in answer["sessionGroups"]}
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log_file.close()
+def wait_for(server: TensorBoardServer, runs: dict[str, int], timeout: float = 60) -> None:
+    """Until every run's `loss` is loaded up to its last step (`runs`: run -> step)."""
+    server.wait_until(
+        lambda s: {run: s.get("/data/plugin/scalars/scalars", run=run, tag="loss")[-1][1] for run in runs},
+        runs,
+        timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +88,13 @@ def servers(logdir, tmp_path_factory):
     """TensorBoard over the whole logdir, and over the XOR runs alone (a learning-rate sweep)."""
     root, _ = logdir
     logs = tmp_path_factory.mktemp("tensorboard")
-    whole, sweep = Server(root, logs / "whole.log"), Server(root / "xor_nn", logs / "sweep.log")
+    whole = TensorBoardServer(root, logs / "whole.log")
+    sweep = TensorBoardServer(root / "xor_nn", logs / "sweep.log")
     try:
-        whole.wait_for(RUNS)
-        sweep.wait_for({run.removeprefix("xor_nn/"): steps for run, steps in RUNS.items() if run.startswith("xor_nn/")})
+        wait_for(whole, RUNS)
+        wait_for(
+            sweep, {run.removeprefix("xor_nn/"): steps for run, steps in RUNS.items() if run.startswith("xor_nn/")}
+        )
         yield whole, sweep
     finally:
         whole.close()
