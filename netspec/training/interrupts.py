@@ -122,6 +122,12 @@ class Interrupts:
         self._graceful -= 1
         self._maybe_raise()
 
+    def immediate(self) -> None:
+        """Back to immediate however many graceful stretches began (a sweep group's closing: each
+        member's opening began one); raises `Interrupted` for a signal the program did not act on."""
+        self._graceful = 0
+        self._maybe_raise()
+
     @contextlib.contextmanager
     def graceful(self):
         """`begin_graceful` for the block, `end_graceful` after it."""

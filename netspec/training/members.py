@@ -470,6 +470,9 @@ class _Loop:
             raise _stopped(self.signals, step, self.spec, len(training))
         if training:
             final = jax.device_get(self.states.train)
+            # from here a signal stops at once, as in a plain run's closing: a resume finishes
+            # the members whose closing checkpoint is written and trains the others on
+            self.signals.immediate()
             for m in training:
                 self._close(m, take(final, m.slot), step, "signal" if stopping else None)
 

@@ -174,8 +174,9 @@ GROUPED = [
     [
         (SPEC, MEMBERS, "chunk:10", signal.SIGINT, []),  # the group checkpoints step 20 and stops
         (TWO_GROUPS, GROUPED, "sweep-member:units=3,learning_rate=0.1", signal.SIGTERM, GROUPED[:2]),
+        (SPEC, MEMBERS, "closing", signal.SIGTERM, []),  # the first member's closing: it is finished alone
     ],
-    ids=["in_a_group", "between_groups"],
+    ids=["in_a_group", "between_groups", "in_the_closing"],
 )
 def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, members, phase, signum, kept):
     spec_file = write(tmp_path / "grid.yaml", spec_text)
@@ -189,9 +190,11 @@ def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, member
     finished = [name for name in members if (sweep_dir / name / "result.json").is_file()]
     assert finished == kept
     assert f"{len(kept)} finished" in err
-    if not kept:  # the group's paragraph first: where it stopped, what it kept
+    if phase.startswith("chunk"):  # the group's paragraph first: where it stopped, what it kept
         assert "stopped after step 20 of 40; the checkpoints and events of the 4 members training together" in err
         assert "4 to resume" in err
+    if phase == "closing":
+        assert "the 4 members training together stopped; each keeps its last checkpoint" in err
     result = netspec("resume", sweep_dir, "--quiet")
     assert result.exit_code == 0, result.output
     for name in members:
