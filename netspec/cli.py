@@ -7,7 +7,7 @@ OSError nobody explained is "cannot read or write <file>"; Ctrl-C is exit 130; a
 the "bug in netspec" paragraph. `run` and `resume` handle SIGINT and SIGTERM themselves, from
 their first line (`_train`): a `Stopped` paragraph saying what was kept, exit 130 / 143. A bad
 command line is click's own UsageError (exit 2).
-`validate` and `schema` never import jax.
+`validate`, `summary` and `schema` never import jax.
 """
 
 from __future__ import annotations
@@ -175,6 +175,52 @@ def validate(specs, overrides):
             f"{spec.loss['type']}, {spec.optimizer['type']}, {spec.steps} steps)"
         )
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "json"]),
+    default="table",
+    show_default=True,
+    help="An aligned text table, a Markdown table, or JSON (exact counts, every field).",
+)
+@_one_error_policy
+def summary(spec, overrides, fmt):
+    """What a model costs, without training it: per layer its output shape, parameters,
+    multiply-accumulates (MACs), forward FLOPs and activation bytes per example; then the
+    parameters and their bytes, the optimizer's state, training FLOPs per step (3 x forward x
+    batch) and steps per epoch.
+
+    FLOPs are counted as XLA's cost analysis counts them (2 per MAC, 1 per elementwise
+    operation; exp, log and tanh apart). A spec with a sweep gets one table per group of members
+    whose tables agree, naming them. A spec that does not validate: validate's messages, exit 1.
+    Never imports jax.
+
+    \b
+    Example:
+      netspec summary specs/fashion_cnn.yaml
+      netspec summary specs/xor_wide.yaml --set model.layers[0].units=32 --format markdown
+    """
+    from netspec.errors import SpecError
+    from netspec.spec.summary import render, summarize, summarize_sweep
+    from netspec.spec.sweep import Sweep
+
+    try:
+        checked = _load_and_check(spec, overrides)
+    except SpecError as e:
+        n = len(e.problems)
+        click.echo(f"{spec}: {n} problem{'s' if n != 1 else ''}", err=True)
+        for p in e.problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+    except NetspecError as e:
+        click.echo(f"{spec}: {e}", err=True)
+        sys.exit(1)
+    click.echo(render(summarize_sweep(checked) if isinstance(checked, Sweep) else [summarize(checked)], fmt))
 
 
 def _training_options(command):

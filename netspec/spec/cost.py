@@ -5,8 +5,8 @@ a model too deep to compile, a run plan past what a run may write, and a model w
 cannot fit the memory budget (the budget itself is `netspec.machine`'s: a device's or this
 host's memory). It only counts; the messages are `check`'s.
 
-    layer_cost(layer, compute_bytes) -> LayerCost   one checked layer (netspec.spec.types.Layer)
-    model_costs(layers, compute_bytes) -> [LayerCost]
+    layer_cost(layer, compute_bytes, *, conv="im2col") -> LayerCost   one checked layer (netspec.spec.types.Layer)
+    model_costs(layers, compute_bytes, conv=None) -> [LayerCost]      conv: {conv2d layer: "native" or "im2col"}
     optimizer_state_elements(optimizer, param_shapes) -> int
     training_memory(...) -> [Part]                   what one training process holds at least
     MAX_LAYERS, MAX_SUMMARY_POINTS, MAX_EVALUATIONS, MAX_CHECKPOINTS   the bounds, with their measured reasons
@@ -17,11 +17,20 @@ A layer's cost, per example (no batch axis):
   running `mean` and `var`). A registry test walks every layer type to prove they agree.
 - `macs`: multiply-accumulates of its matrix products and convolutions (dense:
   positions x inputs x units; conv2d: output positions x filters x kernel area x channels per
-  group), 0 for every other layer.
-- `flops`: forward floating-point operations, 2 per multiply-accumulate plus one per output
-  value for a bias, an activation function, a normalisation's few elementwise steps, and one per
-  window element for pooling (the convention of Keras-style summaries and of the FLOP counts in
-  papers; XLA may fuse or count differently).
+  group, the padding's zeros included: the matrix multiply im2col does), 0 for every other layer.
+  A conv2d computed natively (`layer_cost(..., conv="native")`) counts only the taps inside the
+  input, as XLA's own count of a convolution does (fashion_cnn's padded 3x3 convolutions: 8 %
+  fewer).
+- `flops` and `transcendentals`: the forward pass at evaluation (dropout the identity, batch_norm
+  with its running statistics), counted as XLA's cost analysis (`HloCostAnalysis`, the
+  `cost_analysis()` of a compiled function) counts them: 2 per multiply-accumulate, 1 per
+  elementwise add, multiply, compare or select (a bias, max(x, 0), the steps of a
+  normalisation, one comparison or sum per pooling window element), and every exp, log, tanh or
+  rsqrt not among the flops but among the transcendentals. An activation function costs what
+  XLA:CPU expands it to (`ACTIVATION_OPS`: sigmoid is -x, exp, +1, 1/: 3 flops and 1
+  transcendental). Work done once per batch, not per example (batch_norm's rsqrt of its running
+  variance), is left out. tests/spec/test_summary.py holds every layer example and activation
+  to XLA's count.
 - `activation_bytes`: its output in the compute dtype; `saved_bytes`: what training keeps of it
   for the backward pass (0 for flatten and reshape, which XLA does as a view of their input).
 
@@ -44,8 +53,8 @@ from netspec.spec.types import Layer
 
 Shape = tuple[int, ...]
 Arrays = dict[str, Shape]  # array name -> shape
-# a layer type's rule: (its fields, in_shapes, out_shape) -> (params, state, macs, flops)
-Rule = Callable[[Mapping[str, Any], Sequence[Shape], Shape], tuple[Arrays, Arrays, int, int]]
+# a layer type's rule: (its fields, in_shapes, out_shape) -> (params, state, macs, flops, transcendentals)
+Rule = Callable[[Mapping[str, Any], Sequence[Shape], Shape], tuple[Arrays, Arrays, int, int, int]]
 
 
 DTYPE_BYTES = {
@@ -123,6 +132,7 @@ class LayerCost(NamedTuple):
     flops: int
     activation_bytes: int
     saved_bytes: int
+    transcendentals: int = 0
 
     @property
     def param_count(self) -> int:
@@ -133,80 +143,163 @@ class LayerCost(NamedTuple):
         return sum(prod(s) for s in self.state.values())
 
 
-def _has_activation(args: Mapping[str, Any]) -> bool:
-    act = args.get("activation")
-    return act is not None and (act if isinstance(act, str) else act["type"]) != "linear"
+def _elementwise_ops(flops: int, transcendentals: int = 0) -> Callable[[Mapping[str, Any], int], tuple[int, int]]:
+    """An activation applied value by value: (flops, transcendentals) per row of `width` values."""
+    return lambda args, width: (flops * width, transcendentals * width)
 
 
-def _dense(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+# activation -> (its arguments, the width of a row: the last axis) -> (flops, transcendentals) per
+# row, as XLA:CPU expands the jax function and HloCostAnalysis counts it (jax 0.10): sigmoid
+# 1 / (1 + exp(-x)); leaky_relu a compare, a multiply and a select; softmax a max and a sum over
+# the row (width - 1 each), a subtraction and a division per value (XLA counts one more per row),
+# an exp per value; exact gelu's erf a rational polynomial of 60-odd operations. XLA:CPU counts
+# reductions over wider rows somewhat higher (softmax over 100 values: 4.55 per value, not 3.99).
+ACTIVATION_OPS: dict[str, Callable[[Mapping[str, Any], int], tuple[int, int]]] = {
+    "linear": _elementwise_ops(0),
+    "sigmoid": _elementwise_ops(3, 1),
+    "tanh": _elementwise_ops(0, 1),
+    "relu": _elementwise_ops(1),
+    "relu6": _elementwise_ops(1),  # a clamp
+    "leaky_relu": _elementwise_ops(3),
+    "elu": lambda args, width: ((3 + (args.get("alpha", 1.0) != 1.0)) * width, width),
+    "selu": _elementwise_ops(5, 1),
+    "gelu": lambda args, width: ((8 if args.get("approximate", True) else 64) * width, width),
+    "softplus": _elementwise_ops(6, 2),  # log1p(exp(-|x|)) + max(x, 0)
+    "swish": _elementwise_ops(4, 1),
+    "silu": _elementwise_ops(4, 1),
+    "softmax": lambda args, width: (4 * width - 1, width),
+    "log_softmax": lambda args, width: (5 * width - 2, width + 1),  # x - max - log(sum(exp(x - max)))
+}
+
+
+def activation_ops(choice: Mapping[str, Any] | str | None, out_shape: Shape) -> tuple[int, int]:
+    """(flops, transcendentals) of an activation (a checked {type, args} mapping, a name, or None:
+    none) over one example's output of `out_shape` (`ACTIVATION_OPS`)."""
+    if choice is None:
+        return 0, 0
+    name, args = (choice, {}) if isinstance(choice, str) else (choice["type"], choice)
+    width = out_shape[-1] if out_shape else 1
+    flops, transcendentals = ACTIVATION_OPS[name](args, width)
+    rows = prod(out_shape) // width if width else 0
+    return rows * flops, rows * transcendentals
+
+
+def _dense(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int, int]:
     (shape,) = in_shapes
     inputs, units = shape[-1], args["units"]
     params = {"kernel": (inputs, units), **({"bias": (units,)} if args["use_bias"] else {})}
     macs = prod(shape[:-1]) * inputs * units
-    return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
+    act, trans = activation_ops(args.get("activation"), out_shape)
+    return params, {}, macs, 2 * macs + prod(out_shape) * bool(args["use_bias"]) + act, trans
 
 
-def _conv2d(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
+def _conv2d(
+    args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+) -> tuple[Arrays, Arrays, int, int, int]:
     (_, _, channels) = in_shapes[0]
     kh, kw = as_pair(args["kernel_size"])
     per_group, filters = channels // args["groups"], args["filters"]
     params = {"kernel": (kh, kw, per_group, filters), **({"bias": (filters,)} if args["use_bias"] else {})}
     macs = prod(out_shape) * kh * kw * per_group
-    return params, {}, macs, 2 * macs + prod(out_shape) * (bool(args["use_bias"]) + _has_activation(args))
+    act, trans = activation_ops(args.get("activation"), out_shape)
+    return params, {}, macs, 2 * macs + prod(out_shape) * bool(args["use_bias"]) + act, trans
+
+
+def _taps_inside(size: int, window: int, stride: int, dilation: int, padding: str) -> int:
+    """Along one axis: the (output position, kernel tap) pairs whose input lies inside the input,
+    not in the padding (XLA's SAME rule: the extra padding at the end)."""
+    out = -(-size // stride) if padding == "same" else (size - dilation * (window - 1) - 1) // stride + 1
+    before = max((out - 1) * stride + dilation * (window - 1) + 1 - size, 0) // 2 if padding == "same" else 0
+    inside = 0
+    for tap in range(window):  # output o reads input o * stride + shift: inside for o in [first, last]
+        shift = tap * dilation - before
+        first, last = max(0, -(shift // stride)), min(out - 1, (size - 1 - shift) // stride)
+        inside += max(0, last - first + 1)
+    return inside
+
+
+def conv_macs_inside(layer: Layer) -> int:
+    """A checked conv2d's multiply-accumulates over the taps inside its input only: what XLA's
+    native convolution is counted as (`layer_cost(..., conv="native")`)."""
+    height, width, channels = layer.in_shapes[0]
+    args = layer.args
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(args["kernel_size"]), as_pair(args["strides"]), as_pair(args["dilation"])
+    taps = _taps_inside(height, kh, sh, dh, args["padding"]) * _taps_inside(width, kw, sw, dw, args["padding"])
+    per_group, filters = channels // int(args["groups"]), int(args["filters"])
+    return taps * per_group * filters
 
 
 def _norm_params(args: Mapping[str, Any], size: int) -> Arrays:
     return {**({"scale": (size,)} if args["scale"] else {}), **({"offset": (size,)} if args["center"] else {})}
 
 
+def _affine_ops(args: Mapping[str, Any]) -> int:
+    return bool(args["scale"]) + bool(args["center"])
+
+
 def _batch_norm(
     args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
-) -> tuple[Arrays, Arrays, int, int]:
+) -> tuple[Arrays, Arrays, int, int, int]:
     size = in_shapes[0][-1]
-    return _norm_params(args, size), {"mean": (size,), "var": (size,)}, 0, 4 * prod(out_shape)
+    # at evaluation (x - mean) * rsqrt(var + epsilon), then scale and offset; the rsqrt is per batch
+    return _norm_params(args, size), {"mean": (size,), "var": (size,)}, 0, (2 + _affine_ops(args)) * prod(out_shape), 0
 
 
 def _layer_norm(
     args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
-) -> tuple[Arrays, Arrays, int, int]:
-    return _norm_params(args, in_shapes[0][-1]), {}, 0, 6 * prod(out_shape)  # mean, variance, normalise, scale, shift
+) -> tuple[Arrays, Arrays, int, int, int]:
+    # per value: the mean's sum, x - mean and its square and their sum (the variance), x - mean
+    # again and the rsqrt's product, then scale and offset; per row: two divisions and one rsqrt
+    rows = prod(out_shape) // out_shape[-1]
+    flops = (6 + _affine_ops(args)) * prod(out_shape) + 2 * rows
+    return _norm_params(args, in_shapes[0][-1]), {}, 0, flops, rows
 
 
-def _pool(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
-    ph, pw = as_pair(args["pool_size"])
-    return {}, {}, 0, prod(out_shape) * ph * pw
+def _pool(kind: str) -> Rule:
+    def rule(
+        args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+    ) -> tuple[Arrays, Arrays, int, int, int]:
+        ph, pw = as_pair(args["pool_size"])
+        # max: window - 1 comparisons per output; avg: window - 1 sums and one division
+        return {}, {}, 0, prod(out_shape) * (ph * pw - (kind == "max")), 0
+
+    return rule
 
 
 def _elementwise(ops: int) -> Rule:
-    def rule(args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape) -> tuple[Arrays, Arrays, int, int]:
-        return {}, {}, 0, ops * prod(out_shape) if ops >= 0 else sum(prod(s) for s in in_shapes) - prod(out_shape)
+    def rule(
+        args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
+    ) -> tuple[Arrays, Arrays, int, int, int]:
+        return {}, {}, 0, ops * prod(out_shape) if ops >= 0 else sum(prod(s) for s in in_shapes) - prod(out_shape), 0
 
     return rule
 
 
 def _activation(
     args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
-) -> tuple[Arrays, Arrays, int, int]:
-    return {}, {}, 0, prod(out_shape) * _has_activation(args)
+) -> tuple[Arrays, Arrays, int, int, int]:
+    return {}, {}, 0, *activation_ops(args.get("activation"), out_shape)
 
 
 def _global_pool(
     args: Mapping[str, Any], in_shapes: Sequence[Shape], out_shape: Shape
-) -> tuple[Arrays, Arrays, int, int]:
-    return {}, {}, 0, prod(in_shapes[0])
+) -> tuple[Arrays, Arrays, int, int, int]:
+    return {}, {}, 0, prod(in_shapes[0]), 0  # the sums and one division per channel
 
 
-# type -> rule(args, in_shapes, out_shape) -> (params {name: shape}, state {name: shape}, macs, flops)
+# type -> rule(args, in_shapes, out_shape) -> (params, state, macs, flops, transcendentals)
 RULES: dict[str, Rule] = {
     "dense": _dense,
     "conv2d": _conv2d,
     "batch_norm": _batch_norm,
     "layer_norm": _layer_norm,
-    "max_pool": _pool,
-    "avg_pool": _pool,
+    "max_pool": _pool("max"),
+    "avg_pool": _pool("avg"),
     "global_avg_pool": _global_pool,
     "activation": _activation,
-    "dropout": _elementwise(1),
+    "dropout": _elementwise(0),  # the identity at evaluation
     "add": _elementwise(-1),  # (inputs - 1) additions per output value
     "concat": _elementwise(0),
     "flatten": _elementwise(0),
@@ -217,20 +310,29 @@ RULES: dict[str, Rule] = {
 VIEWS = {"flatten", "reshape"}  # no new buffer: XLA reshapes in place
 
 
-def layer_cost(layer: Layer, compute_bytes: int = 4) -> LayerCost:
+def layer_cost(layer: Layer, compute_bytes: int = 4, *, conv: str = "im2col") -> LayerCost:
     """The cost of one checked layer (`netspec.spec.types.Layer`: type, args, in_shapes, out_shape),
-    its activations in a compute dtype of `compute_bytes` bytes per value."""
-    params, state, macs, flops = RULES[layer.type](layer.args, layer.in_shapes, layer.out_shape)
+    its activations in a compute dtype of `compute_bytes` bytes per value; a conv2d computed as
+    `conv` ("im2col": its matrix multiply, every tap; "native": the taps inside the input)."""
+    params, state, macs, flops, transcendentals = RULES[layer.type](layer.args, layer.in_shapes, layer.out_shape)
+    if layer.type == "conv2d" and conv == "native":  # XLA's convolution skips the padding's taps
+        skipped = macs - conv_macs_inside(layer)
+        macs, flops = macs - skipped, flops - 2 * skipped
     out = prod(layer.out_shape) * compute_bytes
     saved = (
         0 if layer.type in VIEWS else out + (prod(layer.out_shape) if layer.type == "dropout" else 0)
     )  # dropout keeps its mask
-    return LayerCost(layer.name, layer.type, tuple(layer.out_shape), params, state, macs, flops, out, saved)
+    return LayerCost(
+        layer.name, layer.type, tuple(layer.out_shape), params, state, macs, flops, out, saved, transcendentals
+    )
 
 
-def model_costs(layers: Iterable[Layer], compute_bytes: int = 4) -> list[LayerCost]:
-    """`layer_cost` of every layer, in order."""
-    return [layer_cost(layer, compute_bytes) for layer in layers]
+def model_costs(
+    layers: Iterable[Layer], compute_bytes: int = 4, conv: Mapping[str, str] | None = None
+) -> list[LayerCost]:
+    """`layer_cost` of every layer, in order; `conv`: {conv2d layer: "native" or "im2col"} (a layer
+    not named: "im2col")."""
+    return [layer_cost(layer, compute_bytes, conv=(conv or {}).get(layer.name, "im2col")) for layer in layers]
 
 
 def _factored(shape: Shape, args: Mapping[str, Any]) -> bool:

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 from netspec import distribute
 from netspec.errors import NetspecError
+from netspec.spec.summary import as_json, summarize
 from netspec.spec.types import Spec
 from netspec.training import interrupts
 from netspec.training.callbacks import (
@@ -383,6 +384,7 @@ def _first_summaries(
     if opened.spec_text is None:
         return
     summaries.spec_text(opened.spec_text)
+    summaries.model_summary_text(program.conv)
     summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
     if config["graph"]:
         from netspec.training.graph import step_graph
@@ -761,6 +763,7 @@ def _close(
                 "us_per_step": 1e6 * train_seconds / max(steps_run, 1),
                 "first_step_seconds": closing["first_step_seconds"],
                 "steps_per_second": steps_run / train_seconds if train_seconds else None,
+                "summary": as_json(summarize(spec, opened.program.conv)),
             }
         ),
     )

@@ -476,6 +476,14 @@ class Summaries:
         if self.config["text"]:
             self.text("spec", "```yaml\n" + yaml_text + "\n```", 0)
 
+    def model_summary_text(self, conv=None) -> None:
+        """The model's summary (`netspec.spec.summary`, as `netspec summary --format markdown`
+        prints it; `conv`: the Program's lowering of each conv2d) as text, tag `model_summary`."""
+        if self.config["text"]:
+            from netspec.spec.summary import render, summarize
+
+            self.text("model_summary", render([summarize(self.spec, conv)], "markdown"), 0)
+
     def graph(self, graph_def) -> None:
         # an Event with graph_def set is what TensorBoard's Graphs tab reads (as graph.write_graph writes it)
         self.train.add_event(Event(graph_def=graph_def.SerializeToString()))

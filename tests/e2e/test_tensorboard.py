@@ -269,8 +269,8 @@ def test_text_tags_are_the_names_written(servers):
     resumed = [run for run in RUNS if "resumed" in run]
     assert resumed
     assert {run: sorted(t) for run, t in tags.items()} == {
-        **{run: ["spec"] for run in RUNS},
-        **{run: ["spec", "spec_changes"] for run in resumed},
+        **{run: ["model_summary", "spec"] for run in RUNS},
+        **{run: ["model_summary", "spec", "spec_changes"] for run in resumed},
         **{run: ["confusion_counts"] for run in EVAL_RUNS},
     }
     (change,) = whole.get("/data/plugin/text/text", run=resumed[0], tag="spec_changes")
