@@ -1,4 +1,4 @@
-"""The `netspec` command: validate, run, resume, eval, predict, lr-find, schema.
+"""The `netspec` command: validate, run, resume, eval, predict, export, lr-find, schema.
 
 Each command is a thin function whose docstring is its help, under one error policy
 (`_one_error_policy`): a user's mistake (a bad spec, a missing or damaged file) is a
@@ -673,6 +673,62 @@ def predict(run_dir, input_path, output_path, member):
             click.echo(text, nl=False)
     except OSError as e:
         raise NetspecError(f"Cannot write {e.filename or output_path}: {e.strerror or e}.") from None
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["stablehlo", "onnx"]),
+    default="stablehlo",
+    show_default=True,
+    help="stablehlo: jax.export's serialized StableHLO, loaded by jax alone; onnx: through jax2onnx, for "
+    "onnxruntime and other ONNX runtimes (needs pip install 'netspec[onnx]').",
+)
+@click.option(
+    "--output",
+    "output_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where to write the model (default: RUN_DIR/export/model.stablehlo or model.onnx); its manifest is "
+    "written beside it, PATH.json.",
+)
+@_member_option
+@_one_error_policy
+def export_(run_dir, format_, output_path, member):
+    """Export a finished run's model for serving without netspec: StableHLO or ONNX.
+
+    The model as predict meets it: raw inputs (float32 [batch, *model.input], as predict reads
+    them) -> the training scaling -> the model in evaluation mode -> probabilities (values, for
+    regression), with a symbolic batch axis, from the best checkpoint (else the latest). Beside
+    it, PATH.json: input and output shapes and dtypes, class names, the scaling, the versions,
+    the date. RUN_DIR may be a sweep directory: --member as for predict (ensemble: the mean of
+    every finished member's probabilities, as one model).
+
+    \b
+    Example:
+      netspec export runs/fashion_cnn/20261127-101500
+      netspec export runs/fashion_cnn/20261127-101500 --format onnx --output fashion_cnn.onnx
+      netspec export runs/xor_nn/20261130-101500 --member ensemble
+    """
+    from netspec.export import export_ensemble, export_run, require_format
+
+    def notice(text):
+        click.echo(text, err=True)
+
+    require_format(format_)  # before jax loads: a missing extra answers at once
+    chosen = _chosen_run("export", run_dir, member, notice)
+    if chosen is not None:
+        done = export_run(chosen, format=format_, output=output_path, notice=notice)
+    else:
+        done = export_ensemble(run_dir, format=format_, output=output_path, notice=notice)
+    size = done.size / 2**20
+    click.echo(
+        f"Wrote {done.path} ({size:.2f} MiB, {format_}, input {done.manifest['input']['shape']}, output "
+        f"{done.manifest['output']['shape']} {done.manifest['output']['is']}) and its manifest {done.manifest_path} "
+        f"in {done.seconds:.1f} s."
+    )
 
 
 @main.command()

@@ -1,5 +1,5 @@
 """The rooms and the one way imports run between them (ARCHITECTURE.md): errors and machine at the
-bottom, then data and distribute, spec, model, compile, train, inference, cli. No import cycle;
+bottom, then data and distribute, spec, model, compile, train, inference, export, cli. No import cycle;
 spec/ and data/ never import jax (validate runs them and must stay fast), which a fresh process
 checks too."""
 
@@ -26,7 +26,8 @@ RANKS = {
     "compile": 4,
     "training": 5,
     "inference": 6,
-    "cli": 7,
+    "export": 7,
+    "cli": 8,
 }
 HEAVY = ("jax", "jaxlib", "optax", "tensorboardX", "tensorboard")
 
