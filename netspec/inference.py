@@ -382,7 +382,9 @@ def _predicted(
         x, np.zeros((len(x), *spec.data_info.y_shape), np.float32), pre.shift, pre.scale
     )  # labels as stored: none
     inputs, _ = program.prepare_batch(data, data.x, data.y)
-    outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, inputs)))
+    # on the device: numpy inputs would make the first layer's matrix product numpy's, rounded
+    # otherwise than XLA's (training's, evaluation's and an exported model's) by a few ulps
+    outputs = np.asarray(jax.device_get(program.apply(state.params, state.model_state, jax.numpy.asarray(inputs))))
     decide = output_class(spec)  # None only for a regression loss, which has no classes either
     classes = decide(outputs).reshape(len(x)) if num_classes(spec) and decide is not None else None
     return outputs, classes, pre.class_names

@@ -32,12 +32,8 @@ STEPS = ["--set", "train.steps=3", "--set", "train.epochs=null"]
 IMAGES = ("fashion_", "mnist_")  # specs of 28x28 images: trained on 1,000 examples, asked about the test images
 BATCHES = (1, 1000)
 
-# How close the StableHLO must be to `netspec predict`: 1e-6, except where predict is not that
-# precise itself. It feeds the scaled inputs to the model as a numpy array, so a first dense layer's
-# matrix product is numpy's (OpenBLAS), not XLA's, rounded differently by a few float32 ulps; on the
-# softmax regressions' logits (up to 30, where an ulp is 1.9e-6) that moves a probability by up to
-# 2e-6, and predict's own answer for one example alone and in a batch of 1,000 differs by 1.5e-6.
-STABLEHLO_TOLERANCE = {"fashion_softmax": 5e-6, "mnist_softmax": 5e-6}
+# How close the StableHLO must be to `netspec predict`: 1e-6 for every shipped spec.
+STABLEHLO_TOLERANCE: dict[str, float] = {}
 ONNX_TOLERANCE = 1e-5
 
 # -- specs that use every layer type and every activation, for the ONNX converter ------------------------
