@@ -27,7 +27,8 @@ by its own spec's initializer (its plain run's, the same numbers), its per-step 
 order are its own arguments.
 
 The group's chunk is `jax.vmap` of the plain chunk (`chunk.scan_steps`, or a stepwise chunk's
-step and outputs) over the members' stacked TrainStates, traced values, keys and, when their
+step and outputs) over the members' stacked TrainStates (on a CPU, a model with a conv2d loops
+over its members inside the program instead, `jax.lax.map`: `members_loop` says why), traced values, keys and, when their
 batch orders differ (different seeds), their batches; the training data is one argument shared
 by all (resident once). With a mesh (`netspec.distribute.members_mesh`: axes "members" and
 "data") the members' states, traced values and keys are split over the "members" axis, each
@@ -240,6 +241,7 @@ class Group(NamedTuple):
     train_chunk: Callable[..., Chunk]  # (length, *, streamed=False) -> chunk over MemberStates
     shared_batches: bool  # every member sees the same batches (one seed, or the whole set each step)
     mesh: jax.sharding.Mesh | None  # ("members", "data"), or None on one device
+    across: str  # "vmap" or "map": how the chunk runs its members (`members_loop`)
 
     def states(self, states: Sequence[TrainState]) -> MemberStates:
         """The members' states stacked, all of them training, placed on the mesh."""
@@ -290,6 +292,7 @@ def compile_group(specs: Sequence[Spec], mesh: jax.sharding.Mesh | None = None) 
     full_batch = template.train["batch_size"] == template.num_examples
     shared_batches = full_batch or len({s.seed for s in specs}) == 1
     first = plains[0]
+    across = members_loop(template, jax.default_backend())
     cache: dict[tuple[int, bool, bool], Chunk] = {}
 
     def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk:
@@ -305,11 +308,12 @@ def compile_group(specs: Sequence[Spec], mesh: jax.sharding.Mesh | None = None) 
                 unroll=first.unroll,
                 shared_batches=shared_batches,
                 mesh=mesh,
+                across=across,
             )
         return cache[length, streamed, check]
 
     stacked_keys = Keys(step=jnp.stack([p.keys.step for p in plains]))
-    group = Group(members, hyper, stacked_keys, train_chunk, shared_batches, mesh)
+    group = Group(members, hyper, stacked_keys, train_chunk, shared_batches, mesh, across)
     return group._replace(keys=group.place(stacked_keys))
 
 
@@ -335,6 +339,7 @@ def group_chunk(
     unroll: int,
     shared_batches: bool,
     mesh: jax.sharding.Mesh | None = None,
+    across: str = "vmap",
 ) -> Chunk:
     """The group's chunk: (MemberStates, data, batches, keys) -> (MemberStates, ChunkOutputs with
     a leading [members] axis), the plain chunk vmapped (see the module docstring). `batches`:
@@ -362,7 +367,7 @@ def group_chunk(
             new, outputs = run(state, data, batches, keys)
             return frozen(active, new, state), outputs
 
-        vmapped = jax.vmap(member, in_axes=(0, 0, 0, None, batch_axis, 0))
+        vmapped = over_members(member, (0, 0, 0, None, batch_axis, 0), across)
 
         def chunk(states: MemberStates, data: Data, batches: Batches, keys: Keys) -> tuple[MemberStates, ChunkOutputs]:
             train, outputs = vmapped(states.hyper, states.train, states.active, data, batches, keys)
@@ -378,14 +383,14 @@ def group_chunk(
         new, row = one_step(configure(hyper), state, data, batch, keys, streamed=streamed, check=check)
         return frozen(active, new, state), row
 
-    vstep = jax.vmap(step, in_axes=(0, 0, 0, None, step_axis, 0))
+    vstep = over_members(step, (0, 0, 0, None, step_axis, 0), across)
 
     def outputs(
         hyper: Hyper, state: TrainState, rows: jax.Array, data: Data, last: Batches, keys: Keys
     ) -> tuple[TrainState, ChunkOutputs]:
         return chunk_outputs(configure(hyper), state, rows, data, last, keys, streamed=streamed, check=check)
 
-    voutputs = jax.vmap(outputs, in_axes=(0, 0, 1, None, step_axis, 0))
+    voutputs = over_members(outputs, (0, 0, 1, None, step_axis, 0), across)
 
     def group_step(states: MemberStates, data: Data, batch: Batches, keys: Keys) -> tuple[MemberStates, jax.Array]:
         train, row = vstep(states.hyper, states.train, states.active, data, batch, keys)
@@ -405,6 +410,40 @@ def group_chunk(
             length,
         ),
     )
+
+
+def over_members(fn: Callable[..., Any], in_axes: Sequence[int | None], across: str) -> Callable[..., Any]:
+    """`fn` applied to each member: `jax.vmap(fn, in_axes)` ("vmap"), or ("map") `jax.lax.map`,
+    a loop over the members inside the program, each member's arithmetic unbatched, the outputs
+    stacked on a leading axis as vmap's are. An argument with axis None is shared by all."""
+    if across == "vmap":
+        return jax.vmap(fn, in_axes=tuple(in_axes))
+
+    def mapped(*args: Any) -> Any:
+        per_member = tuple(
+            jax.tree_util.tree_map(lambda a, axis=axis: jnp.moveaxis(a, axis, 0), arg)
+            for arg, axis in zip(args, in_axes, strict=True)
+            if axis is not None
+        )
+
+        def one(sliced: tuple[Any, ...]) -> Any:
+            parts = iter(sliced)
+            return fn(*(arg if axis is None else next(parts) for arg, axis in zip(args, in_axes, strict=True)))
+
+        return jax.lax.map(one, per_member)
+
+    return mapped
+
+
+def members_loop(spec: Spec, backend: str) -> str:
+    """How a group runs its members: "vmap" (batched: one kernel over every member) or "map" (a
+    loop over them inside the program). XLA:CPU runs a convolution's batched matrix products (its
+    im2col's, or a native conv vmapped into a grouped one) far slower than one member's: 2
+    members of fashion_cnn's first layer took 5x one member's time, forward and backward. So a
+    model with a conv2d loops over its members on a CPU; everything else, and every model on a
+    GPU or TPU, is vmapped."""
+    conv = any(layer.type == "conv2d" for layer in spec.layers)
+    return "map" if backend == "cpu" and conv else "vmap"
 
 
 def member_batches(per_member: Sequence[Any]) -> Any:

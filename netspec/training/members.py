@@ -422,7 +422,7 @@ class _Loop:
         self.copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
         self.states: Any = None
         self.loop_start = time.perf_counter()
-        self.ran = {"members": len(live)}
+        self.ran = {"members": len(live), "members_loop": group.across}
 
     def training(self) -> list[_Member]:
         return [m for m in self.live if m.training]

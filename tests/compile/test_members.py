@@ -208,3 +208,37 @@ def test_a_group_of_steps_chunks_trains_as_its_members_plain_runs(tmp_path):
     assert compile_spec(spec).loop == "steps"
     specs = [spec, other_numbers(spec), substitute(spec, {("seed",): 3})]
     assert_members_equal_their_plain_runs(specs, steps=4)
+
+
+CONV = """\
+name: tiles
+seed: 0
+data:
+  inline:
+    x: X
+    y: Y
+model:
+  input: [6, 6, 1]
+  layers:
+    - {name: conv, type: conv2d, filters: 4, kernel_size: 3, padding: same, activation: relu}
+    - {name: pool, type: max_pool, pool_size: 2}
+    - {name: conv2, type: conv2d, filters: 3, kernel_size: 2, activation: tanh}
+    - {name: flat, type: flatten}
+    - {name: output, type: dense, units: 2, activation: softmax}
+loss: sparse_categorical_crossentropy
+metrics: [accuracy]
+optimizer: {type: adam, learning_rate: 0.01}
+train: {steps: 8, batch_size: 4}
+summaries: {every: 4, graph: false}
+"""
+
+
+def test_a_conv_group_on_a_cpu_loops_over_its_members_and_trains_each_as_its_plain_run(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.round(rng.random((8, 6, 6, 1)), 2).tolist()
+    text = CONV.replace("x: X", f"x: {json.dumps(x)}").replace("y: Y", f"y: {[i % 2 for i in range(8)]}")
+    spec = load_spec(write(tmp_path / "tiles.yaml", text))
+    specs = [spec, other_numbers(spec), substitute(spec, {("seed",): 2})]
+    group = compile_group(specs)
+    assert group.across == ("map" if jax.default_backend() == "cpu" else "vmap")
+    assert_members_equal_their_plain_runs(specs, steps=4)
