@@ -11,6 +11,7 @@ runs are trained once per module.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -26,7 +27,10 @@ from support import FASHION, NETSPEC, README, SHIPPED, assert_one_paragraph, net
 from netspec.spec.choices import ACTIVATIONS
 from netspec.spec.layers import LAYERS
 
-pytest.importorskip("jax2onnx", reason="the onnx extra: pip install -e '.[onnx]' (CI installs it)")
+# The ONNX tests need the onnx extra (pip install -e '.[onnx]'; CI installs it); the StableHLO ones do not.
+needs_onnx = pytest.mark.skipif(
+    importlib.util.find_spec("jax2onnx") is None, reason="the onnx extra: pip install -e '.[onnx]' (CI installs it)"
+)
 
 STEPS = ["--set", "train.steps=3", "--set", "train.epochs=null"]
 IMAGES = ("fashion_", "mnist_")  # specs of 28x28 images: trained on 1,000 examples, asked about the test images
@@ -279,6 +283,7 @@ def test_stablehlo_reproduces_predict_in_a_process_with_jax_alone(runs, cases, t
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_onnx_matches_predict_for_every_layer_and_activation(runs, cases, tmp_path):
     import onnx
     import onnxruntime
@@ -299,6 +304,7 @@ def test_onnx_matches_predict_for_every_layer_and_activation(runs, cases, tmp_pa
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_the_readme_serves_an_onnx_export_with_onnxruntime(runs, tmp_path):
     out = netspec_ok("export", runs["fashion_cnn"], "--format", "onnx", "--output", tmp_path / "model.onnx")
     assert "model.onnx" in out and "probabilities" in out
@@ -318,6 +324,7 @@ def test_the_readme_serves_an_onnx_export_with_onnxruntime(runs, tmp_path):
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_the_manifest_says_what_goes_in_and_comes_out(runs, tmp_path):
     import jax
     import jaxlib
@@ -439,7 +446,7 @@ def test_an_artifact_of_another_jax_names_both_versions(runs, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("format", ["stablehlo", "onnx"])
+@pytest.mark.parametrize("format", ["stablehlo", pytest.param("onnx", marks=needs_onnx)])
 def test_a_fashion_cnn_export_takes_under_10_s(runs, tmp_path, format):
     """The whole `netspec export` process, jax's import included (5 s for onnx, 4 s for stablehlo,
     measured on 2 cores)."""
@@ -486,6 +493,7 @@ def test_member_on_a_plain_run_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_a_layer_onnx_cannot_express_is_named(runs, tmp_path, monkeypatch):
     """jax2onnx expresses every operation netspec uses; one it cannot (random bits of a symbolic
     shape, put into the tanh activation here) is named with its layer, after a second try with
