@@ -6,6 +6,7 @@ Contract.
     traced_keys(specs) -> {key: path}                        what varies within a group, traced
     substitute(spec, {path: value}) -> Spec                  the spec with those values put in
     compile_group(specs, mesh=None) -> Group                 the members' views and the group's chunk
+    members_loop(spec, backend) -> "vmap" | "map"            how the chunk runs its members here
     untraceable(specs, sample) -> [key], split(specs, keys)  numbers optax cannot take traced: apart
 
 Members share a program when their specs are equal except in number fields (floats) of the
@@ -27,13 +28,14 @@ by its own spec's initializer (its plain run's, the same numbers), its per-step 
 order are its own arguments.
 
 The group's chunk is `jax.vmap` of the plain chunk (`chunk.scan_steps`, or a stepwise chunk's
-step and outputs) over the members' stacked TrainStates (on a CPU, a model with a conv2d loops
-over its members inside the program instead, `jax.lax.map`: `members_loop` says why), traced values, keys and, when their
+step and outputs) over the members' stacked TrainStates, traced values, keys and, when their
 batch orders differ (different seeds), their batches; the training data is one argument shared
-by all (resident once). With a mesh (`netspec.distribute.members_mesh`: axes "members" and
-"data") the members' states, traced values and keys are split over the "members" axis, each
-device training its members, the data replicated; XLA's partitioner does the rest. A member can be frozen: `MemberStates.active` False keeps its state as
-it was (an early-stopped member, or one whose loss went non-finite), while the others train on.
+by all (resident once). On a CPU a model with a conv2d loops over its members inside the program
+instead (`jax.lax.map`; `members_loop` says why). With a mesh (`netspec.distribute.members_mesh`:
+axes "members" and "data") the members' states, traced values and keys are split over the
+"members" axis, each device training its members, the data replicated; XLA's partitioner does
+the rest. A member can be frozen: `MemberStates.active` False keeps its state as it was (an
+early-stopped member, or one whose loss went non-finite), while the others train on.
 
 Each member also gets a Program of its own (`Group.members`): its spec's plain Program, whose
 evaluation, step-0 metrics and histogram extras are the group's one compiled function applied
