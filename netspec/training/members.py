@@ -207,13 +207,15 @@ def train_group(
 def _traceable_parts(plan: Sequence[Planned], arrays) -> list[list[Planned]]:
     """`plan` in parts that can each train as one program (`netspec.compile.members.untraceable`);
     a part of one member runs as a group of one."""
-    from netspec.compile.members import split, untraceable
+    from netspec.compile.members import split, traced_keys, untraceable
     from netspec.compile.program import compile_spec
     from netspec.training.feed import device_data
 
     specs = [p.spec for p in plan]
-    program = compile_spec(specs[0])
-    sample = program.prepare_batch(device_data(arrays.train, arrays), arrays.train.x[:2], arrays.train.y[:2])
+    if not traced_keys(specs):
+        return [list(plan)]
+    two = type(arrays.train)(arrays.train.x[:2], arrays.train.y[:2])  # a sample to trace on, not the whole split
+    sample = compile_spec(specs[0]).prepare_batch(device_data(two, arrays), two.x, two.y)
     names = untraceable(specs, sample)
     return [[plan[i] for i in part] for part in split(specs, names)] if names else [list(plan)]
 
