@@ -54,6 +54,26 @@ def optimizer(spec_optimizer: Mapping[str, Any], *, seed: int = 0) -> optax.Grad
     return optax.chain(optax.clip_by_global_norm(clip), tx) if clip is not None else tx
 
 
+def with_spec_rate(restored: optax.OptState, fresh: optax.OptState) -> optax.OptState:
+    """`restored` (an optimizer state read from a checkpoint) with the constant learning rate of
+    `fresh` (the state the resuming spec's optimizer starts with). optax.inject_hyperparams keeps
+    a constant rate in its state and reads it from there at every update, so a checkpoint would
+    bring back the rate it was written with, whatever `--set optimizer.learning_rate` a resume
+    asks for. A schedule is recomputed from the spec at every update and is left as restored;
+    the same rate (an unchanged spec) gives the same state bit for bit."""
+
+    def is_injected(node: Any) -> bool:
+        return isinstance(node, optax.InjectStatefulHyperparamsState)
+
+    def pick(old: Any, new: Any) -> Any:
+        if not is_injected(old) or "learning_rate" in old.hyperparams_states:
+            return old
+        return old._replace(hyperparams={**old.hyperparams, "learning_rate": new.hyperparams["learning_rate"]})
+
+    picked: optax.OptState = jax.tree_util.tree_map(pick, restored, fresh, is_leaf=is_injected)
+    return picked
+
+
 def current_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The learning rate the optimizer used at its last step (inject_hyperparams keeps it)."""
     # With a schedule, inject_hyperparams also keeps the schedule's own state under the same name.

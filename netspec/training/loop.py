@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from netspec import distribute
+from netspec.compile.optim import with_spec_rate
 from netspec.errors import NetspecError
 from netspec.spec.summary import as_json, summarize
 from netspec.spec.types import Spec
@@ -270,7 +271,9 @@ def _reopen(
         raise NetspecError(
             f"{resume} has no checkpoint to resume from (checkpoints/step-*.safetensors); start it again with netspec run."
         )
-    latest, state = restored
+    latest, restored_state = restored
+    # the rate this spec asks for, not the one the checkpoint was written with (`with_spec_rate`)
+    state = restored_state._replace(opt_state=with_spec_rate(restored_state.opt_state, state.opt_state))
     meta = checkpoint.metadata(latest)
     closing, finishing, reclosing = _resume_kind(spec, Path(resume), meta, int(state.step))
     if writer:
@@ -655,7 +658,7 @@ def _locate_nonfinite(
     begin = end - length
     latest = checkpoints.latest()
     replay = (
-        program.init() if latest is None else checkpoint.load(latest, program.init())
+        program.init() if latest is None else _restored(checkpoint.load(latest, program.init()), program.init())
     )  # no checkpoint: the run began at 0
     if opened.mesh is not None:
         replay = distribute.place(replay, program.state_sharding)
@@ -675,6 +678,11 @@ def _locate_nonfinite(
     diagnose = program.train_chunk(length, streamed=inputs.feed.streamed, diagnose=True)
     _, outputs = jax.device_get(diagnose(replay, inputs.data, inputs.feed.batches(begin, length), program.keys))
     return int(outputs.nonfinite_step), int(outputs.nonfinite_layer)
+
+
+def _restored(state, fresh):
+    """A checkpoint's state with the rate the sitting's spec asks for (`optim.with_spec_rate`)."""
+    return state._replace(opt_state=with_spec_rate(state.opt_state, fresh.opt_state))
 
 
 def _final_evaluations(

@@ -216,6 +216,23 @@ def test_the_changes_are_shown_in_tensorboard(run_dir):
     assert "`$.optimizer.learning_rate`" in text and "`0.5`" in text and "`0.1`" in text and "after step 20" in text
 
 
+def test_a_changed_learning_rate_is_the_one_that_trains(run_dir, tmp_path):
+    """optax keeps a constant rate in the optimizer state the checkpoint holds; the resume trains
+    with the rate its spec asks for, not the checkpoint's (a newcomer found the old one kept)."""
+    import shutil
+
+    unchanged = tmp_path / "unchanged"
+    shutil.copytree(run_dir, unchanged)
+    for directory, sets in [(run_dir, ["--set", "optimizer.learning_rate=0.1"]), (unchanged, [])]:
+        result = netspec("resume", directory, "--set", LONGER, *sets, "--allow-setting-changes", "--quiet")
+        assert result.exit_code == 0, result.output
+    rates = {e.step: e.value for e in accumulator(run_dir).Scalars("learning_rate")}
+    assert rates[20] == pytest.approx(0.5) and rates[30] == pytest.approx(0.1)
+    changed, kept = (json.loads((d / "result.json").read_text())["final"] for d in (run_dir, unchanged))
+    assert changed["learning_rate"] == pytest.approx(0.1) and kept["learning_rate"] == pytest.approx(0.5)
+    assert changed["loss"] != kept["loss"]
+
+
 def test_a_setting_that_reshapes_the_optimizer_state_is_refused_by_the_checkpoints(run_dir):
     """A schedule in place of a number adds to what optax keeps: no checkpoint can be restored
     into it, which is said, and nothing is set aside or written."""
