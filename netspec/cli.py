@@ -290,8 +290,9 @@ def _training_options(command):
 def run(spec, overrides, logdir, run_name, resume_dir, **training):
     """Train a spec and write its run directory <logdir>/<name>/<run-id>/.
 
-    The run directory holds the resolved spec (spec.yaml), TensorBoard events (train/, eval/),
-    checkpoints/ and result.json with the final metrics. Ctrl-C (or SIGTERM) finishes the
+    The run directory holds the resolved spec (spec.yaml), TensorBoard events (training's at its
+    top, each evaluated split's in test/ or validation/), checkpoints/ and result.json with the
+    final metrics. Ctrl-C (or SIGTERM) finishes the
     current chunk, saves a checkpoint and says how to resume. A spec with a sweep trains each
     member as its own run in <logdir>/<name>/<run-id>/<member>/ and ranks them at the end.
 
@@ -565,7 +566,7 @@ def _chosen_run(command: str, run_dir: str, member: str | None, notice):
 @_member_option
 @_one_error_policy
 def evaluate(run_dir, split, data_dir, member):
-    """Evaluate a finished run's final parameters on a split and print the metrics.
+    """Evaluate a finished run (its best checkpoint, else its latest) on a split and print the metrics.
 
     RUN_DIR may be a sweep directory: --member chooses its best member (the default), the K-th
     (from 1) or one by name, printed as for a run. --member ensemble averages every finished

@@ -167,8 +167,8 @@ def sweep_of(loaded: Loaded) -> Sweep:
 
 def sweep_problems(loaded: Loaded) -> list[Problem]:
     """The problems of the `sweep` section itself: the schema's, then what the schema cannot state
-    (a key given twice or inside another, `name` or `sweep` swept, lo < hi, 0 < lo for
-    log_uniform, at most MAX_MEMBERS members)."""
+    (a key given twice or inside another, `name` or `sweep` swept, a `--set` of a swept key, lo <
+    hi, 0 < lo for log_uniform, at most MAX_MEMBERS members)."""
     problems = [
         p for p in schema_problems(loaded) if p.path == "$.sweep" or p.path.startswith(("$.sweep.", "$.sweep["))
     ]
@@ -185,6 +185,17 @@ def sweep_problems(loaded: Loaded) -> list[Problem]:
         if problem is not None:
             problems.append(loaded.problem(where + (key,), problem, key=True))
         seen[path] = key
+        overridden = _set_at(loaded, path)
+        if overridden is not None:
+            problems.append(
+                loaded.problem(
+                    where + (key,),
+                    f"{overridden} sets a key this sweep varies ({key}): every member takes the sweep's value "
+                    "instead, so it would change nothing; drop it, or take the key out of the sweep "
+                    "(--set sweep=null trains the plain spec)",
+                    key=True,
+                )
+            )
         if random_search:
             problems += _bounds_problems(loaded, where + (key,), axes[key])
     if not random_search:
@@ -199,6 +210,16 @@ def sweep_problems(loaded: Loaded) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _set_at(loaded: Loaded, path: Key) -> str | None:
+    """The `--set KEY=VALUE` that set the value at `path` or at a key inside it (its origin, as the
+    loader records it), or None. One that sets a key holding it (`--set optimizer={...}`) sets
+    more than the sweep replaces, and is left alone."""
+    for at, (origin, _, _) in loaded.key_positions.items():
+        if at[: len(path)] == path and str(origin).startswith("--set "):
+            return str(origin)
+    return None
 
 
 def _key_problem(key: str, path: Key, seen: Mapping[Key, str]) -> str | None:

@@ -119,12 +119,14 @@ def run(
     devices: int | None = None,
     allow_setting_changes: bool = False,
     started: float | None = None,
+    report: bool = True,
 ) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint that loads (or, when its training had ended, finish it
     without training); what a resume may change of the spec is `netspec.training.resumption`'s
     (`allow_setting_changes`: the training settings too). `started`: when the process started
-    (time.perf_counter(); result.json's first_step_seconds counts from it). See the module
+    (time.perf_counter(); result.json's first_step_seconds counts from it). `report` False
+    leaves the closing report out (a sweep's member: the sweep ranks them all). See the module
     docstring. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends
     it early (a full disk included), each one paragraph saying what was kept and how to go on."""
     where = Sitting(spec, resume)
@@ -151,6 +153,7 @@ def run(
                 quiet=quiet,
                 echo=echo,
                 started=time.perf_counter() if started is None else started,
+                report=report,
             )
             failed = False
             return result
@@ -438,7 +441,7 @@ def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], 
 
 
 def _train_and_close(
-    spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float
+    spec: Spec, opened: Opened, where: Sitting, signals, *, quiet: bool, echo, started: float, report: bool = True
 ) -> RunResult:
     """Train the sitting's chunks with the callbacks, then close the run (see the module docstring)."""
     from netspec.training import checkpoint
@@ -488,7 +491,18 @@ def _train_and_close(
         raise _stopped(signals, trained.step, spec, run_dir)
     closing = opened.closing or _closing(opened, trained, compile_seconds)
     return _close(
-        spec, opened, inputs, trained, closing, summaries, evaluation, saver, where, signals, quiet=quiet, echo=echo
+        spec,
+        opened,
+        inputs,
+        trained,
+        closing,
+        summaries,
+        evaluation,
+        saver,
+        where,
+        signals,
+        quiet=quiet or not report,
+        echo=echo,
     )
 
 

@@ -224,7 +224,15 @@ def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
     from netspec.training.loop import run
 
     try:
-        result = run(m.spec, quiet=quiet, data_dir=data_dir, echo=echo, resume=m.run_dir, allow_setting_changes=allow)
+        result = run(
+            m.spec,
+            quiet=quiet,
+            data_dir=data_dir,
+            echo=echo,
+            resume=m.run_dir,
+            allow_setting_changes=allow,
+            report=False,
+        )
     except Stopped:
         raise
     except NetspecError as e:

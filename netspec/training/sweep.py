@@ -226,6 +226,7 @@ def train_members(
                 devices=devices,
                 allow_setting_changes=allow_setting_changes,
                 started=first,
+                report=False,  # as a group's members: the sweep ranks them all at the end
             )
         except Stopped:
             raise

@@ -330,3 +330,15 @@ def test_validate_of_a_sweep_loads_no_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "ok (16 members)" in out.stdout and "exit 0" in out.stdout, out.stdout + out.stderr
     assert "heavy []" in out.stdout, out.stdout
+
+
+def test_a_set_of_a_swept_key_is_refused_at_the_sweep_key(tmp_path):
+    """Every member would take the sweep's value: the --set would change nothing (a newcomer's
+    `netspec validate grid.yaml --set optimizer.learning_rate=0.5` said ok). A --set of a key
+    holding it (the whole optimizer) sets more than the sweep replaces, and is kept."""
+    found = problems(tmp_path, GRID, "optimizer.learning_rate=0.5")
+    assert len(found) == 1 and "--set optimizer.learning_rate=0.5 sets a key this sweep varies" in found[0]
+    assert re.match(r"spec\.yaml:\d+:3: ", found[0]), found[0]  # at the sweep's key
+    assert len(sweep_of(tmp_path, GRID, "optimizer={type: adam, learning_rate: 0.01}").members) == 16
+    assert problems(tmp_path, GRID, "seed=5")
+    assert len(sweep_of(tmp_path, GRID, "train.steps=5").members) == 16
