@@ -304,7 +304,11 @@ _WORDINGS: dict[str, Callable[[_Error], list[Problem] | None]] = {
     "maxItems": _items,
     "minLength": _length,
     "maxLength": _length,
-    "minProperties": lambda e: [e.problem(f"expected a mapping with at least {e.expected} key(s), found an empty one")],
+    "minProperties": lambda e: [
+        e.problem(
+            f"expected a mapping with at least {e.expected} {'key' if e.expected == 1 else 'keys'}, found an empty one"
+        )
+    ],
     "uniqueItems": lambda e: [e.problem("expected each item once; this list repeats an item")],
     "pattern": _pattern,
     "contains": _contains,

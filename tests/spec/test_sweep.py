@@ -166,7 +166,7 @@ def test_names_are_one_safe_directory_name_each_and_unique():
     [
         ("sweep:\n  seed: []\n", "spec.yaml:4:9: $.sweep.seed: expected a list of at least 1 item, found 0"),
         ("sweep:\n  seed: 3\n", "spec.yaml:4:9: $.sweep.seed: expected a list, found 3 (integer)"),
-        ("sweep: {}\n", "spec.yaml:3:8: $.sweep: expected a mapping with at least 1 key(s), found an empty one"),
+        ("sweep: {}\n", "spec.yaml:3:8: $.sweep: expected a mapping with at least 1 key, found an empty one"),
         ("sweep: [1, 2]\n", "spec.yaml:3:8: $.sweep: expected a mapping, found list"),
         (
             "sweep:\n  samples: 4\n  axes:\n    seed: {normal: [0, 1]}\n",
