@@ -296,9 +296,10 @@ def compile_group(specs: Sequence[Spec], mesh: jax.sharding.Mesh | None = None) 
     first = plains[0]
     across = members_loop(template, jax.default_backend())
     cache: dict[tuple[int, bool, bool], Chunk] = {}
+    checks = configure({}).check_each_step  # the spec's: every member's alike
 
     def train_chunk(length: int, *, streamed: bool = False, diagnose: bool = False) -> Chunk:
-        check = configure({}).check_each_step or diagnose
+        check = checks or diagnose
         if (length, streamed, check) not in cache:
             cache[length, streamed, check] = group_chunk(
                 configure,

@@ -95,6 +95,17 @@ class Callback:
         return None
 
 
+def start_work(callbacks: list, state, end: int) -> dict[str, Any]:
+    """{callback name: the device work its `dispatch` started on `state` at `end`}, for the callbacks
+    that started any (a run's loop, and each member of a sweep group's)."""
+    work = {}
+    for callback in callbacks:
+        started = callback.dispatch(state, end)
+        if started is not None:
+            work[callback.name] = started
+    return work
+
+
 def chunk_values(spec: Spec, outputs: ChunkOutputs) -> dict[str, float]:
     """The scalars of a finished chunk, in the order they are written: the last step's loss, the
     metrics, the learning rate, and with a dynamic loss scale (or skip_step) the scale and the

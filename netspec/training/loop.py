@@ -63,6 +63,7 @@ from netspec.training.callbacks import (
     Scalars,
     Timing,
     chunk_values,
+    start_work,
 )
 from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
 from netspec.training.interrupts import Stopped, pause
@@ -641,12 +642,7 @@ def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, 
     snapshot = copy(state) if keep_state else None
     wants_params = any(n.params for n in needs)
     params = snapshot.params if snapshot is not None else (copy(state.params) if wants_params else None)
-    work = {}
-    for callback in callbacks:
-        started = callback.dispatch(state, end)
-        if started is not None:
-            work[callback.name] = started
-    return DispatchedChunk(end, length, dispatched, outputs, snapshot, params, work)
+    return DispatchedChunk(end, length, dispatched, outputs, snapshot, params, start_work(callbacks, state, end))
 
 
 def _locate_nonfinite(

@@ -41,7 +41,7 @@ from netspec.errors import NetspecError
 from netspec.spec.sweep import Member
 from netspec.spec.types import Spec
 from netspec.training import interrupts
-from netspec.training.callbacks import FinishedChunk, NonfiniteGuard, Timing, chunk_values
+from netspec.training.callbacks import FinishedChunk, NonfiniteGuard, Timing, chunk_values, start_work
 from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
 from netspec.training.interrupts import Stopped, describe, pause
 from netspec.training.loop import (
@@ -90,6 +90,9 @@ class _Member:
         self.opened: Opened  # set once its run directory is claimed or reopened (`_open_member`)
         self.inputs: Any = None
         self.checkpoints: Any = None
+        self.guard: Any = None  # its NonfiniteGuard, Scalars and Histograms (also in `callbacks`)
+        self.scalars: Any = None
+        self.histograms: Any = None
         self.summaries: Any = None
         self.callbacks: list = []
         self.evaluation: Any = None
@@ -339,8 +342,9 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
         m.summaries = _summaries(m.spec, opened, m.inputs)
         checkpoints = checkpoint.Checkpoints(opened.run_dir / "checkpoints", keep=m.spec.checkpoint["keep"])
         scalars, histograms, m.evaluation, m.saver = _writers(m.spec, opened, m.inputs, m.summaries, checkpoints)
-        guard = NonfiniteGuard(m.spec, opened.run_dir, checkpoints.latest, locate=_unset)  # its replay: set below
-        m.callbacks = [guard, scalars, histograms, m.evaluation, m.saver]
+        m.guard = NonfiniteGuard(m.spec, opened.run_dir, checkpoints.latest, locate=_unset)  # its replay: set below
+        m.scalars, m.histograms = scalars, histograms
+        m.callbacks = [m.guard, scalars, histograms, m.evaluation, m.saver]
         m.checkpoints = checkpoints
     states = group.states([m.opened.state for m in live])
     start = first.opened.start_step
@@ -358,12 +362,11 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
 
     compiling = signals.begin(compile_all)
     for m in live:
-        scalars, histograms = m.callbacks[1], m.callbacks[2]
-        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, scalars, histograms, graphs)
+        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.scalars, m.histograms, graphs)
     pause("compiling")
     compiled, compile_seconds = compiling()
     for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks
-        m.callbacks[0].locate = partial(
+        m.guard.locate = partial(
             _locate_nonfinite,
             m.opened,
             m.inputs,
@@ -493,10 +496,10 @@ class _Loop:
         chunk donates it, and `_finish` reads the copy once for all while that chunk runs."""
         training = self.training()
         due = [m for m in training if m.evaluation.due(end)]
-        on_device = bool(due) or any(m.callbacks[2].extras is not None for m in training)
+        on_device = bool(due) or any(m.histograms.extras is not None for m in training)
         needs = [c.needs(end) for m in training for c in m.callbacks]
         started = {
-            m.slot: _started(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
+            m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
             for m in training
         }
         if due or any(n.state for n in needs):
@@ -517,7 +520,7 @@ class _Loop:
 
         outputs, snapshot = jax.device_get((chunk.outputs, chunk.snapshot))
         steps_per_second = self.timing.steps_per_second(chunk.dispatched, chunk.length)
-        wanted = self.live[0].callbacks[2].wanted  # the members' summaries are alike (`groups`)
+        wanted = self.live[0].histograms.wanted  # the members' summaries are alike (`groups`)
         stacked = None if snapshot is None else snapshot.params
         protos = stacked_histograms(stacked, wanted) if stacked is not None and wanted else None
         for m in self.live:
@@ -584,13 +587,3 @@ class _Loop:
 
 def _unset(end: int, length: int) -> tuple[int, int]:
     raise AssertionError("a member's non-finite replay is set once its chunks are compiled")
-
-
-def _started(callbacks: list, state, end: int) -> dict:
-    """{callback name: the device work its `dispatch` started on `state` at `end`} (as `loop._dispatch`)."""
-    work = {}
-    for callback in callbacks:
-        begun = callback.dispatch(state, end)
-        if begun is not None:
-            work[callback.name] = begun
-    return work
