@@ -458,3 +458,14 @@ def member_batches(per_member: Sequence[Any]) -> Any:
 def take(tree: Any, i: int) -> Any:
     """Member `i`'s slice of a stacked tree (numpy or device arrays)."""
     return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def unstack(tree: Any, n: int) -> list[Any]:
+    """Each of the `n` members' slices of a stacked tree ([n, ...] leaves), as `take` gives them,
+    made in one pass over the leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (
+        [jax.tree_util.tree_unflatten(treedef, row) for row in zip(*(list(leaf) for leaf in leaves), strict=True)]
+        if leaves
+        else [tree] * n
+    )

@@ -4,6 +4,7 @@ loop.py        run(spec, ...) -> RunResult: the sitting, the chunk loop, the clo
 callbacks.py   what the host does between chunks: scalars, histograms, evaluation, checkpoints
 feed.py        the data on the device and each chunk's batches (resident or streamed)
 summaries.py   TensorBoard event files; graph.py draws the step as a TensorBoard graph
+histograms.py  TensorBoard histograms of many tensors and runs in one numpy pass
 checkpoint.py  safetensors checkpoints, written atomically, restored past damaged ones
 rundir.py      the run directory: claimed, locked, written whole, reopened
 resumption.py  what a resume may change, and ran.json / changes.json

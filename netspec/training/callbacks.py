@@ -16,8 +16,9 @@ of this step is then the closing one). The callbacks, in the order they run:
 
     NonfiniteGuard   on_nonfinite: stop: a NaN or Inf noticed in the chunk ends the run, naming the
                      step and layer (found by running the chunk again with the per-step check)
-    Scalars          loss, metrics, learning rate, steps/s (and loss scale, skipped steps)
-    Histograms       weights, biases; activations and gradients on the sample batch
+    TrainingSummaries  one event a chunk: loss, metrics, learning rate, steps/s (and loss scale,
+                     skipped steps); histograms of the weights, biases, and the activations and
+                     gradients on the sample batch
     Evaluation       the eval split every eval.every steps; the best checkpoint; early stopping
     Checkpointing    a checkpoint every checkpoint.every steps, the events up to it on disk first
     ProgressBar      the terminal's progress bar
@@ -74,7 +75,7 @@ class FinishedChunk(NamedTuple):
     state: Any
     params: Any
     work: dict[str, Any]
-    histograms: dict | None = None  # {tag: HistogramProto} made already for this run (a sweep group's)
+    histograms: dict | None = None  # {tag: Histogram} made already for this run (a sweep group's)
 
 
 class Callback:
@@ -179,55 +180,50 @@ def nonfinite_error(
     )
 
 
-class Scalars(Callback):
-    """The training scalars at every chunk's end: `summaries.scalars` of the spec (loss, metrics,
-    learning_rate, steps_per_second), plus the loss scale and skipped steps where they exist."""
+class TrainingSummaries(Callback):
+    """The training run's summaries at every chunk's end, one event for them all: the scalars
+    `summaries.scalars` asks for (loss, metrics, learning_rate, steps_per_second, plus the loss
+    scale and skipped steps where they exist) and the histograms `summaries.histograms` asks for
+    (the parameters, and with activations or gradients asked, those of the sample batch:
+    `extras(params, model_state)`, started on the device by `dispatch`)."""
 
-    name = "scalars"
-
-    def __init__(self, spec: Spec, summaries):
-        self.wanted, self.summaries = set(spec.summaries["scalars"]), summaries
-
-    def write(self, step: int, values: dict[str, float], steps_per_second: float | None) -> None:
-        scalars = {}
-        if "loss" in self.wanted:
-            scalars["loss"] = values["loss"]
-        if "metrics" in self.wanted:
-            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
-        if "learning_rate" in self.wanted:
-            scalars["learning_rate"] = values["learning_rate"]
-        if "steps_per_second" in self.wanted and steps_per_second is not None:
-            scalars["steps_per_second"] = steps_per_second
-        self.summaries.scalars(step, scalars)
-
-    def on_chunk_end(self, chunk, stopping):
-        self.write(chunk.end, chunk.values, chunk.steps_per_second)
-
-
-class Histograms(Callback):
-    """Histograms at every chunk's end (`summaries.histograms`): the parameters, and with
-    activations or gradients asked, those of the sample batch (`extras(params, model_state)`)."""
-
-    name = "histograms"
+    name = "summaries"
 
     def __init__(self, spec: Spec, summaries, extras: Callable | None):
-        self.wanted, self.summaries, self.extras = set(spec.summaries["histograms"]), summaries, extras
+        self.scalars, self.histograms = set(spec.summaries["scalars"]), set(spec.summaries["histograms"])
+        self.summaries, self.extras = summaries, extras
 
     def needs(self, end):
-        return Needs(params=bool(self.wanted))
+        return Needs(params=bool(self.histograms & {"weights", "biases"}))
 
     def dispatch(self, state, end):
         return self.extras(state.params, state.model_state) if self.extras is not None else None
 
-    def write(self, step: int, params, extras, protos: dict | None = None) -> None:
-        if self.wanted:
-            activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
-            self.summaries.histograms(
-                step, distribute.gather(params), activations=activations, gradients=gradients, protos=protos
-            )
+    def write(
+        self, step: int, values: dict[str, float], steps_per_second: float | None, params, extras, made=None
+    ) -> None:
+        """Write step `step`: `values` as `chunk_values` gives them, `params` (on the device or the
+        host; None with `made`, the parameters' {tag: Histogram} made already: a sweep group's) and
+        what `dispatch` started."""
+        wanted = self.scalars
+        scalars = {}
+        if "loss" in wanted:
+            scalars["loss"] = values["loss"]
+        if "metrics" in wanted:
+            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
+        if "learning_rate" in wanted:
+            scalars["learning_rate"] = values["learning_rate"]
+        if "steps_per_second" in wanted and steps_per_second is not None:
+            scalars["steps_per_second"] = steps_per_second
+        activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
+        if made is None and params is not None:
+            params = distribute.gather(params)
+        self.summaries.training(step, scalars, params, activations=activations, gradients=gradients, made=made)
 
     def on_chunk_end(self, chunk, stopping):
-        self.write(chunk.end, chunk.params, chunk.work.get(self.name), chunk.histograms)
+        self.write(
+            chunk.end, chunk.values, chunk.steps_per_second, chunk.params, chunk.work.get(self.name), chunk.histograms
+        )
 
 
 def better(value: float, than: float | None, mode: str, min_delta: float = 0.0) -> bool:

@@ -57,11 +57,10 @@ from netspec.training.callbacks import (
     DispatchedChunk,
     Evaluation,
     FinishedChunk,
-    Histograms,
     NonfiniteGuard,
     ProgressBar,
-    Scalars,
     Timing,
+    TrainingSummaries,
     chunk_values,
     start_work,
 )
@@ -372,8 +371,7 @@ def _first_summaries(
     opened: Opened,
     inputs: TrainingInputs,
     summaries,
-    scalars: Scalars,
-    histograms: Histograms,
+    writer: TrainingSummaries,
     graphs: dict | None = None,
 ) -> None:
     """What a sitting writes before training: a resume's changes; a new run's spec text, sample
@@ -406,8 +404,8 @@ def _first_summaries(
     loss0, (metrics0, _) = jax.device_get(
         program.loss_and_metrics(state.params, state.model_state, inputs.sample, train=False, key=program.keys.step)
     )
-    scalars.write(0, {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}, None)
-    histograms.write(0, state.params, histograms.dispatch(state, 0))
+    values = {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}
+    writer.write(0, values, None, state.params, writer.dispatch(state, 0))
 
 
 def _plan(spec: Spec, opened: Opened) -> list[int]:
@@ -451,10 +449,10 @@ def _train_and_close(
     inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
     summaries = _summaries(spec, opened, inputs)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
-    scalars, histograms, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
+    writer, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
     lengths = _plan(spec, opened)
     compiling = _compile_chunks(opened, inputs, lengths, signals)
-    _first_summaries(spec, opened, inputs, summaries, scalars, histograms)
+    _first_summaries(spec, opened, inputs, summaries, writer)
     pause("compiling")
     compiled, compile_seconds = compiling()
     if (
@@ -476,8 +474,7 @@ def _train_and_close(
     )
     callbacks = [
         NonfiniteGuard(spec, run_dir, checkpoints.latest, locate),
-        scalars,
-        histograms,
+        writer,
         evaluation,
         saver,
         ProgressBar(progress := Progress(spec.steps - opened.start_step, quiet)),
@@ -509,12 +506,12 @@ def _train_and_close(
 
 def _writers(
     spec: Spec, opened: Opened, inputs: TrainingInputs, summaries, checkpoints
-) -> tuple[Scalars, Histograms, Evaluation, Checkpointing]:
-    """The callbacks that write the run: scalars, histograms, evaluations and checkpoints."""
+) -> tuple[TrainingSummaries, Evaluation, Checkpointing]:
+    """The callbacks that write the run: its training summaries, evaluations and checkpoints."""
     program = opened.program
     wanted_hist = set(spec.summaries["histograms"])
     extras = partial(program.extras, sample=inputs.sample) if wanted_hist & {"activations", "gradients"} else None
-    scalars, histograms = Scalars(spec, summaries), Histograms(spec, summaries, extras)
+    writer = TrainingSummaries(spec, summaries, extras)
     evaluation = Evaluation(
         spec,
         summaries,
@@ -524,7 +521,7 @@ def _writers(
         opened.meta.get("tracking"),
     )
     saver = Checkpointing(spec, summaries, checkpoints, lambda: evaluation.tracking)
-    return scalars, histograms, evaluation, saver
+    return writer, evaluation, saver
 
 
 def _closing(opened: Opened, trained: Trained, compile_seconds: float) -> dict:
@@ -596,7 +593,7 @@ def _train_chunks(
         )
         reason = None
         for callback in callbacks:
-            if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
+            if callback.name == "summaries":  # the chunk is good (the guard ran): its steps count
                 losses.extend(float(v) for v in outputs.loss)
                 last = finished.values
             reason = callback.on_chunk_end(finished, reason) or reason

@@ -90,9 +90,8 @@ class _Member:
         self.opened: Opened  # set once its run directory is claimed or reopened (`_open_member`)
         self.inputs: Any = None
         self.checkpoints: Any = None
-        self.guard: Any = None  # its NonfiniteGuard, Scalars and Histograms (also in `callbacks`)
-        self.scalars: Any = None
-        self.histograms: Any = None
+        self.guard: Any = None  # its NonfiniteGuard and TrainingSummaries (also in `callbacks`)
+        self.writer: Any = None
         self.summaries: Any = None
         self.callbacks: list = []
         self.evaluation: Any = None
@@ -341,10 +340,9 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
         m.inputs = inputs._replace(feed=member_feed)
         m.summaries = _summaries(m.spec, opened, m.inputs)
         checkpoints = checkpoint.Checkpoints(opened.run_dir / "checkpoints", keep=m.spec.checkpoint["keep"])
-        scalars, histograms, m.evaluation, m.saver = _writers(m.spec, opened, m.inputs, m.summaries, checkpoints)
+        m.writer, m.evaluation, m.saver = _writers(m.spec, opened, m.inputs, m.summaries, checkpoints)
         m.guard = NonfiniteGuard(m.spec, opened.run_dir, checkpoints.latest, locate=_unset)  # its replay: set below
-        m.scalars, m.histograms = scalars, histograms
-        m.callbacks = [m.guard, scalars, histograms, m.evaluation, m.saver]
+        m.callbacks = [m.guard, m.writer, m.evaluation, m.saver]
         m.checkpoints = checkpoints
     states = group.states([m.opened.state for m in live])
     start = first.opened.start_step
@@ -362,7 +360,7 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
 
     compiling = signals.begin(compile_all)
     for m in live:
-        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.scalars, m.histograms, graphs)
+        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs)
     pause("compiling")
     compiled, compile_seconds = compiling()
     for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks
@@ -483,11 +481,12 @@ class _Loop:
             raise _stopped(self.signals, step, self.spec, len(training))
         if training:
             final = jax.device_get(self.states.train)
+            seconds = time.perf_counter() - self.loop_start  # every member's: not counting the others' closings
             # from here a signal stops at once, as in a plain run's closing: a resume finishes
             # the members whose closing checkpoint is written and trains the others on
             self.signals.immediate()
             for m in training:
-                self._close(m, take(final, m.slot), step, "signal" if stopping else None)
+                self._close(m, take(final, m.slot), step, "signal" if stopping else None, seconds)
 
     def _dispatch(self, end: int, length: int, dispatched: float, outputs) -> _GroupChunk:
         """Start each training member's device work (its evaluation, histogram extras) on its
@@ -496,7 +495,7 @@ class _Loop:
         chunk donates it, and `_finish` reads the copy once for all while that chunk runs."""
         training = self.training()
         due = [m for m in training if m.evaluation.due(end)]
-        on_device = bool(due) or any(m.histograms.extras is not None for m in training)
+        on_device = bool(due) or any(m.writer.extras is not None for m in training)
         needs = [c.needs(end) for m in training for c in m.callbacks]
         started = {
             m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
@@ -514,19 +513,20 @@ class _Loop:
         """Read the chunk's outputs once, then run each member's callbacks on its slice."""
         import jax
 
-        from netspec.compile.members import take
+        from netspec.compile.members import take, unstack
         from netspec.compile.state import TrainState
-        from netspec.training.summaries import stacked_histograms
+        from netspec.training.histograms import member_histograms
 
         outputs, snapshot = jax.device_get((chunk.outputs, chunk.snapshot))
         steps_per_second = self.timing.steps_per_second(chunk.dispatched, chunk.length)
-        wanted = self.live[0].histograms.wanted  # the members' summaries are alike (`groups`)
+        wanted = self.live[0].writer.histograms  # the members' summaries are alike (`groups`)
         stacked = None if snapshot is None else snapshot.params
-        protos = stacked_histograms(stacked, wanted) if stacked is not None and wanted else None
+        made = member_histograms(stacked, wanted, len(self.live)) if stacked is not None else None
+        each = unstack(outputs, len(self.live))
         for m in self.live:
             if not m.training or m.slot not in chunk.members:
                 continue
-            mine = take(outputs, m.slot)
+            mine = each[m.slot]
             state = take(snapshot, m.slot) if isinstance(snapshot, TrainState) else None
             finished = FinishedChunk(
                 chunk.end,
@@ -535,14 +535,14 @@ class _Loop:
                 chunk_values(m.spec, mine),
                 steps_per_second,
                 state,
-                None if stacked is None else take(stacked, m.slot),
+                None,  # the histograms of its parameters are made (`made`)
                 chunk.members[m.slot],
-                None if protos is None else protos[m.slot],
+                None if made is None else made[m.slot],
             )
             try:
                 reason = None
                 for callback in m.callbacks:
-                    if callback.name == "scalars":  # the chunk is good (the guard ran): its steps count
+                    if callback.name == "summaries":  # the chunk is good (the guard ran): its steps count
                         m.losses.extend(mine.loss.tolist())
                         m.last = finished.values
                     reason = callback.on_chunk_end(finished, reason) or reason
@@ -562,10 +562,11 @@ class _Loop:
         m.training = False
         self.states = self.states._replace(active=self.group.place(self.states.active.at[m.slot].set(False)))
 
-    def _close(self, m: _Member, state, step: int, reason: str | None) -> None:
-        trained = Trained(
-            state, step, reason, m.last, m.losses, time.perf_counter() - self.loop_start, self.timing.first
-        )
+    def _close(self, m: _Member, state, step: int, reason: str | None, seconds: float | None = None) -> None:
+        """Close member `m`'s run (its final evaluation, result.json); `seconds`: its training
+        time, the loop's until now unless given."""
+        seconds = time.perf_counter() - self.loop_start if seconds is None else seconds
+        trained = Trained(state, step, reason, m.last, m.losses, seconds, self.timing.first)
         closing = m.opened.closing or _closing(m.opened, trained, self.compile_seconds)
         _close(
             m.spec,

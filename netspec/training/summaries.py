@@ -55,7 +55,6 @@ import time
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -64,13 +63,8 @@ from tensorboardX.proto.summary_pb2 import Summary
 
 from netspec.spec.load import split_override
 from netspec.spec.types import Spec, plain
+from netspec.training import histograms
 from netspec.training.rundir import sync_directory, write_all
-
-_BIAS_NAMES = {"bias", "beta", "offset"}
-
-
-HISTOGRAM_BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow") costs 20x more per call
-
 
 # The session's event file. A fixed name, so a resume replaces it; "0" sorts before every
 # timestamped file: TensorBoard's Python loader reads a run's files once each, in name order, so
@@ -324,46 +318,29 @@ class Summaries:
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
         writer.add_summary(summary, step)
 
-    def histograms(self, step: int, params, *, activations=None, gradients=None, protos=None) -> None:
-        """The histograms `summaries.histograms` asks for, of host arrays keyed layer -> name -> array,
-        as one event (one record for all of them: a sweep writes one per member and chunk).
-        `protos`: {tag: HistogramProto} made already (a sweep group's, `histogram_protos`)."""
-        wanted = set(self.config["histograms"])
-        tensors: list[tuple[str, Any]] = []
-        for layer, arrays in params.items():
-            for name, value in arrays.items():
-                kind = "biases" if name in _BIAS_NAMES else "weights"
-                if kind in wanted:
-                    tensors.append((f"{layer}/{name}", value))
-        if activations and "activations" in wanted:
-            tensors += [(f"{layer}/activations", value) for layer, value in activations.items()]
-        if gradients and "gradients" in wanted:
-            tensors += [
-                (f"{layer}/{name}/gradients", value)
-                for layer, arrays in gradients.items()
-                for name, value in arrays.items()
-            ]
-        made = protos or {}
-        values = [
-            Summary.Value(tag=tag, histo=histo)
-            for tag, value in tensors
-            if (histo := made.get(tag) or self._histogram(tag, value, step))
-        ]
+    def training(
+        self, step: int, scalars: Mapping[str, float], params, *, activations=None, gradients=None, made=None
+    ) -> None:
+        """The training run's summaries of step `step` as one event (a sweep writes one per member
+        and chunk): the `scalars` (written as `scalars` writes them), and the histograms
+        `summaries.histograms` asks for, of host arrays keyed layer -> name -> array. `made`: the
+        parameters' {tag: Histogram} made already, in place of `params` (a sweep group's, for all
+        its members at once: `netspec.training.histograms.member_histograms`). NaN or Inf values
+        are left out of histograms, and recorded in `dropped` for `dropped_note`."""
+        found = histograms.tensors(
+            None if made is not None else params, self.config["histograms"], activations, gradients
+        )
+        made = dict(made or {})
+        if found:  # a plain run's, and a sweep member's activations and gradients: made together
+            made.update(histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0])
+        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        for tag, histogram in made.items():
+            if histogram.dropped:
+                self.dropped.setdefault(tag, []).append(step)
+            if histogram.proto is not None:
+                values.append(Summary.Value(tag=tag, histo=histogram.proto))
         if values:
             self.train.add_summary(Summary(value=values), step)
-
-    def _histogram(self, tag: str, value, step: int):
-        """A HistogramProto of the finite values, or None when there are none: a diverging run
-        (on_nonfinite: ignore) is still summarised; what was left out is recorded in `dropped`
-        for `dropped_note`."""
-        values = np.asarray(value, np.float64).reshape(-1)
-        finite = np.isfinite(values)
-        if not finite.all():
-            self.dropped.setdefault(tag, []).append(step)
-            values = values[finite]
-        if values.size == 0:
-            return None
-        return histogram_proto(values, HISTOGRAM_BINS)
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;
@@ -529,114 +506,6 @@ class Summaries:
         finally:
             for writer in self._files:
                 writer.close()
-
-
-def histogram_proto(values: np.ndarray, bins: int):
-    """TensorBoard's HistogramProto of `values` (float64 [n], finite, n > 0) in `bins` equal-width
-    buckets over [min, max], as tensorboardX's `make_histogram(values, bins)` builds it (the
-    buckets from the first to the last non-empty one, after an empty one on the left: TensorBoard
-    reads only right limits), in a few numpy calls: that one took 37 us, most of a sweep member's
-    histogram cost. A range too narrow to cut at its magnitude is one bucket."""
-    from tensorboardX.proto.summary_pb2 import HistogramProto
-
-    lo, hi = float(values.min()), float(values.max())
-    first, last = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)  # np.histogram's range for equal values
-    width = (last - first) / bins
-    with np.errstate(over="ignore", invalid="ignore"):  # huge finite values: a sum of squares of inf is what it is
-        total, squares = float(values.sum()), float(values.dot(values))
-    if not (width > 0 and first + width > first and np.isfinite(width * bins)):
-        return HistogramProto(
-            min=lo, max=hi, num=values.size, sum=total, sum_squares=squares, bucket_limit=[hi], bucket=[values.size]
-        )
-    edges = np.linspace(first, last, bins + 1)
-    index = ((values - first) / width).astype(np.intp)
-    np.minimum(index, bins - 1, out=index)  # the maximum belongs to the last bucket (np.histogram's closed right edge)
-    index -= values < edges[index]  # np.histogram's corrections where rounding put a value one bucket off
-    index += (values >= edges[index + 1]) & (index != bins - 1)
-    counts = np.bincount(index, minlength=bins)
-    used = np.flatnonzero(counts)
-    start, end = int(used[0]), int(used[-1]) + 1
-    edges = edges[start : end + 1]
-    shown = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
-    return HistogramProto(
-        min=lo,
-        max=hi,
-        num=values.size,
-        sum=total,
-        sum_squares=squares,
-        bucket_limit=edges.tolist(),
-        bucket=shown.tolist(),
-    )
-
-
-def stacked_histograms(params, wanted) -> list[dict]:
-    """For each member of stacked host parameters (layer -> name -> [members, ...]), {tag:
-    HistogramProto} of the weights and biases `wanted` asks for (`summaries.histograms`), made for
-    all members at once (`histogram_protos`); a tag left out of a member's (a NaN in it) is made
-    by its own `Summaries.histograms`."""
-    rows = len(next(iter(v for arrays in params.values() for v in arrays.values()), []))
-    made: list[dict] = [{} for _ in range(rows)]
-    for layer, arrays in params.items():
-        for name, value in arrays.items():
-            if ("biases" if name in _BIAS_NAMES else "weights") not in wanted:
-                continue
-            values = np.asarray(value, np.float64).reshape(rows, -1)
-            for member, proto in zip(made, histogram_protos(values, HISTOGRAM_BINS), strict=True):
-                if proto is not None:
-                    member[f"{layer}/{name}"] = proto
-    return made
-
-
-def histogram_protos(values: np.ndarray, bins: int) -> list:
-    """`histogram_proto` of each row of `values` (float64 [members, n]) computed for all rows at
-    once, the same protos (a sweep group's parameters: one numpy pass per tensor instead of one
-    per member); None for a row with a NaN or Inf, or one too narrow to cut, for the caller to make
-    alone."""
-    from tensorboardX.proto.summary_pb2 import HistogramProto
-
-    rows, n = values.shape
-    with np.errstate(over="ignore", invalid="ignore"):
-        lo, hi = values.min(axis=1), values.max(axis=1)
-        equal = lo == hi
-        first, last = np.where(equal, lo - 0.5, lo), np.where(equal, hi + 0.5, hi)
-        width = (last - first) / bins
-        ok = np.isfinite(lo) & np.isfinite(hi) & (width > 0) & (first + width > first) & np.isfinite(width * bins)
-        if not ok.all():  # rows made alone: cut as [0, bins] of zeros here, so none spills into another's buckets
-            width = np.where(ok, width, 1.0)
-            first = np.where(ok, first, 0.0)
-            last = np.where(ok, last, float(bins))
-            values = np.where(ok[:, None], values, 0.0)
-        edges = np.linspace(first, last, bins + 1, axis=1)
-        index = ((values - first[:, None]) / width[:, None]).astype(np.intp)
-        np.clip(index, 0, bins - 1, out=index)
-        index -= values < np.take_along_axis(edges, index, axis=1)
-        index += (values >= np.take_along_axis(edges, index + 1, axis=1)) & (index != bins - 1)
-        counts = np.bincount((index + bins * np.arange(rows)[:, None]).reshape(-1), minlength=rows * bins)
-        counts = counts.reshape(rows, bins)
-        totals = values.sum(axis=1)
-        nonempty = counts > 0
-        starts = nonempty.argmax(axis=1)
-        ends = bins - nonempty[:, ::-1].argmax(axis=1)
-        # an empty bucket on the left of the first non-empty one (TensorBoard reads right limits)
-        padded = np.concatenate([np.zeros((rows, 1), counts.dtype), counts], axis=1)
-    protos: list = []
-    for r in range(rows):
-        if not ok[r]:
-            protos.append(None)
-            continue
-        start, end = int(starts[r]), int(ends[r])
-        protos.append(
-            HistogramProto(
-                min=float(lo[r]),
-                max=float(hi[r]),
-                num=n,
-                sum=float(totals[r]),
-                sum_squares=float(values[r].dot(values[r])),  # as histogram_proto adds them, to the bit
-                bucket_limit=edges[r, start : end + 1].tolist(),
-                bucket=padded[r, start : end + 1].tolist(),
-            )
-        )
-    return protos
 
 
 def masked_crc32c(data: bytes) -> int:

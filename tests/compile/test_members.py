@@ -23,7 +23,9 @@ from netspec.compile.members import (
     member_batches,
     split,
     substitute,
+    take,
     traced_keys,
+    unstack,
     untraceable,
 )
 from netspec.compile.program import compile_spec
@@ -242,3 +244,15 @@ def test_a_conv_group_on_a_cpu_loops_over_its_members_and_trains_each_as_its_pla
     group = compile_group(specs)
     assert group.across == ("map" if jax.default_backend() == "cpu" else "vmap")
     assert_members_equal_their_plain_runs(specs, steps=4)
+
+
+def test_unstack_gives_each_members_slice():
+    tree = {"a": np.arange(6.0).reshape(3, 2), "b": (np.arange(3), None), "c": {"d": np.ones((3, 1, 2))}}
+    each = unstack(tree, 3)
+    assert len(each) == 3
+    for i, member in enumerate(each):
+        expected = take(tree, i)
+        assert jax.tree_util.tree_structure(member) == jax.tree_util.tree_structure(expected)
+        for got, want in zip(jax.tree_util.tree_leaves(member), jax.tree_util.tree_leaves(expected), strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert unstack({"x": None}, 2) == [{"x": None}, {"x": None}]

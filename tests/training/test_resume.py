@@ -158,14 +158,14 @@ def _stop_by_sigint_after(step: int, monkeypatch):
     after the chunk it is running then, as it does for a person's Ctrl-C)."""
     from netspec.training.summaries import Summaries
 
-    original = Summaries.scalars
+    original = Summaries.training
 
-    def scalars_then_sigint(self, at, values, writer=None):
-        original(self, at, values, writer)
-        if writer is None and at == step:
+    def training_then_sigint(self, at, *args, **kwargs):
+        original(self, at, *args, **kwargs)
+        if at == step:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(Summaries, "scalars", scalars_then_sigint)
+    monkeypatch.setattr(Summaries, "training", training_then_sigint)
 
 
 @pytest.mark.parametrize("how", ["finished_on_the_grid", "finished_off_the_grid", "stopped_by_sigint"])
