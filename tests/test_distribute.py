@@ -330,3 +330,32 @@ def test_each_device_is_fed_only_its_own_rows():
     assert got["whole"] == got["expected"]
     assert got["reads"] == [4, 4, 4, 4]
     assert [start for start, _ in got["shards"]] == [0, 2, 4, 6]
+
+
+def test_to_host_reads_what_device_get_reads():
+    """The per-chunk read (`to_host`) gives what jax.device_get gives, for every kind of leaf a
+    chunk's outputs or state hold: float and integer arrays, booleans, a PRNG key, Python numbers, None."""
+    import jax
+    import jax.numpy as jnp
+
+    from netspec.distribute import to_host
+
+    tree = {
+        "loss": jnp.arange(6.0).reshape(2, 3),
+        "step": jnp.int32(7),
+        "flags": jnp.array([True, False]),
+        "key": jax.random.key(3),
+        "number": 1.5,
+        "nothing": None,
+    }
+    read, expected = to_host(tree), jax.device_get(tree)
+    assert jax.tree_util.tree_structure(read) == jax.tree_util.tree_structure(expected)
+    for got, want in zip(jax.tree_util.tree_leaves(read), jax.tree_util.tree_leaves(expected), strict=True):
+        if isinstance(want, jax.Array) and jax.dtypes.issubdtype(want.dtype, jax.dtypes.extended):
+            assert jnp.array_equal(jax.random.key_data(got), jax.random.key_data(want))
+        else:
+            assert (
+                type(got) is type(want)
+                and np.array_equal(got, want)
+                and np.asarray(got).dtype == np.asarray(want).dtype
+            )

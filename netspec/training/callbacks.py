@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from netspec import distribute
@@ -94,6 +95,19 @@ class Callback:
     def on_chunk_end(self, chunk: FinishedChunk, stopping: str | None) -> str | None:
         """Act on a finished chunk's results; a reason to stop the run, or None."""
         return None
+
+
+@jax.jit
+def device_copy(tree):
+    """A copy of `tree` on the device, taken before the next chunk donates it (jitted once for the
+    process; `warm_copies` compiles it before training)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def warm_copies(state) -> None:
+    """Compile `device_copy` for `state` and its parameters (what `Needs` asks for), so that its
+    first use in the training loop is not a compilation counted in the training time."""
+    jax.block_until_ready((device_copy(state), device_copy(state.params)))
 
 
 def start_work(callbacks: list, state, end: int) -> dict[str, Any]:
@@ -215,7 +229,7 @@ class TrainingSummaries(Callback):
             scalars["learning_rate"] = values["learning_rate"]
         if "steps_per_second" in wanted and steps_per_second is not None:
             scalars["steps_per_second"] = steps_per_second
-        activations, gradients = jax.device_get(extras) if extras is not None else (None, None)
+        activations, gradients = distribute.to_host(extras) if extras is not None else (None, None)
         if made is None and params is not None:
             params = distribute.gather(params)
         self.summaries.training(step, scalars, params, activations=activations, gradients=gradients, made=made)

@@ -6,7 +6,7 @@ Contract.
         the tensors `summaries.histograms` asks for (`wanted`: "weights", "biases",
         "activations", "gradients"), tagged as TensorBoard shows them: `<layer>/<param>`,
         `<layer>/activations`, `<layer>/<param>/gradients`
-    tagged({tag: array [rows, ...]}, bins=BINS) -> [{tag: Histogram(proto, dropped)}], one per row
+    tagged({tag: array [rows, ...]}, bins=BINS) -> [{tag: Histogram(fields, dropped)}], one per row
         a row is one run's: a plain run has one, a sweep group one per member
     member_histograms(stacked params, wanted, members) -> tagged(tensors(params, wanted))
 
@@ -41,11 +41,19 @@ BIAS_NAMES = frozenset({"bias", "beta", "offset"})  # parameters shown as biases
 
 
 class Histogram(NamedTuple):
-    """One row's histogram: the HistogramProto (None when no value was finite) and whether NaN or
-    Inf values were left out of it."""
+    """One row's histogram: the fields of its HistogramProto (None when no value was finite) and
+    whether NaN or Inf values were left out of it. The fields, not the message: an event builds
+    its own HistogramProto from them in place, in less time than it copies one in."""
 
-    proto: Any  # tensorboardX.proto.summary_pb2.HistogramProto | None
+    fields: dict[str, Any] | None  # min, max, num, sum, sum_squares, bucket_limit, bucket
     dropped: bool
+
+    @property
+    def proto(self) -> Any:
+        """The HistogramProto (tensorboardX.proto.summary_pb2), or None."""
+        from tensorboardX.proto.summary_pb2 import HistogramProto
+
+        return None if self.fields is None else HistogramProto(**self.fields)
 
 
 def tensors(
@@ -102,26 +110,24 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
     made = [Histogram(None, False)] * lengths.size  # an empty tensor has nothing to draw
     live = np.flatnonzero(lengths)
-    protos = _protos(flat, lengths[live], bins) if live.size else []
+    found = _fields(flat, lengths[live], bins) if live.size else []
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    for r, proto in zip(live.tolist(), protos, strict=True):
-        if proto is None:  # a NaN or Inf, or a range float32 cannot divide: this row alone, in float64
+    for r, fields in zip(live.tolist(), found, strict=True):
+        if fields is None:  # a NaN or Inf, or a range float32 cannot divide: this row alone, in float64
             row = flat[starts[r] : starts[r + 1]].astype(np.float64)
             finite = np.isfinite(row)
             kept = row if finite.all() else row[finite]
-            made[r] = Histogram(_protos(kept, np.array([kept.size]), bins)[0] if kept.size else None, not finite.all())
+            made[r] = Histogram(_fields(kept, np.array([kept.size]), bins)[0] if kept.size else None, not finite.all())
         else:
-            made[r] = Histogram(proto, False)
+            made[r] = Histogram(fields, False)
     return made
 
 
-def _protos(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
-    """HistogramProto of each row of `flat` (the rows one after another, float32 or float64;
+def _fields(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
+    """The HistogramProto fields of each row of `flat` (the rows one after another, float32 or float64;
     `lengths` [rows] > 0); None for a row with a NaN or Inf, and in float32 for one whose range it
     cannot divide into `bins`. A finite float64 row that cannot be divided (too narrow or too wide
     a range at its magnitude) is one bucket."""
-    from tensorboardX.proto.summary_pb2 import HistogramProto
-
     rows = lengths.size
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     dtype = flat.dtype.type
@@ -158,7 +164,10 @@ def _protos(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
     # an empty bucket on the left of the first non-empty one (TensorBoard reads right limits); as
     # floats, the proto's type: protobuf takes a list of Python ints 2.5x slower
     shown = np.concatenate([np.zeros((rows, 1)), counts], axis=1).tolist()
-    limits = np.linspace(np.where(cut, first, 0.0), np.where(cut, last, 1.0), bins + 1, axis=1).tolist()
+    # np.linspace's edges (as np.histogram's), in fewer calls: start + i * step, the last one exact
+    edges = np.where(cut, first, 0.0)[:, None] + np.where(cut, width, 1.0)[:, None] * np.arange(bins + 1)
+    edges[:, -1] = np.where(cut, last, bins)
+    limits = edges.tolist()
     alone = dtype is np.float64  # a row that float64 cannot divide is one bucket; float32 leaves it to float64
     made: list = []
     columns = (lengths.astype(np.float64), lo, hi, total, squares, cut, finite)
@@ -170,14 +179,14 @@ def _protos(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
             continue
         start, end = (begins[r], ends[r]) if divided else (0, 0)
         made.append(
-            HistogramProto(
-                min=lowest,
-                max=highest,
-                num=n,
-                sum=summed,
-                sum_squares=squared,
-                bucket_limit=limits[r][start : end + 1] if divided else [highest],
-                bucket=shown[r][start : end + 1] if divided else [n],
-            )
+            {
+                "min": lowest,
+                "max": highest,
+                "num": n,
+                "sum": summed,
+                "sum_squares": squared,
+                "bucket_limit": limits[r][start : end + 1] if divided else [highest],
+                "bucket": shown[r][start : end + 1] if divided else [n],
+            }
         )
     return made

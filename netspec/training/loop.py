@@ -62,7 +62,9 @@ from netspec.training.callbacks import (
     Timing,
     TrainingSummaries,
     chunk_values,
+    device_copy,
     start_work,
+    warm_copies,
 )
 from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
 from netspec.training.interrupts import Stopped, pause
@@ -434,6 +436,7 @@ def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], 
             .compile()
             for n in sorted(set(lengths))
         }
+        warm_copies(state)
         return compiled, time.perf_counter() - start
 
     return signals.begin(compile_all)
@@ -569,17 +572,14 @@ def _train_chunks(
 ) -> Trained:
     """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
     checkpoints) while this one runs; stop at a callback's reason or a signal."""
-    import jax
-    import jax.numpy as jnp
 
-    copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
     losses: list[float] = []
     state, step, pending, stop_reason, last = opened.state, opened.start_step, None, None, {}
     evaluation = next(c for c in callbacks if c.name == "evaluation")
 
     def finish(chunk: DispatchedChunk) -> str | None:
         nonlocal last
-        outputs = jax.device_get(chunk.outputs)
+        outputs = distribute.to_host(chunk.outputs)
         steps_per_second = timing.steps_per_second(chunk.dispatched, chunk.length)
         finished = FinishedChunk(
             chunk.end,
@@ -608,7 +608,7 @@ def _train_chunks(
                 inputs.feed.prefetch(end, lengths[i + 1])
             dispatched = time.perf_counter()
             state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
-            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs, copy)
+            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
             pending = chunk
@@ -630,15 +630,15 @@ def _train_chunks(
     return Trained(state, step, stop_reason, last, losses, time.perf_counter() - loop_start, timing.first)
 
 
-def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, outputs, copy) -> DispatchedChunk:
+def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, outputs) -> DispatchedChunk:
     """What the host needs of this state is copied on the device now, before the next chunk takes
     (donates) it, and the callbacks' device work is started; the host reads both while the next
     chunk runs."""
     needs = [callback.needs(end) for callback in callbacks]
     keep_state = any(n.state for n in needs)
-    snapshot = copy(state) if keep_state else None
+    snapshot = device_copy(state) if keep_state else None
     wants_params = any(n.params for n in needs)
-    params = snapshot.params if snapshot is not None else (copy(state.params) if wants_params else None)
+    params = snapshot.params if snapshot is not None else (device_copy(state.params) if wants_params else None)
     return DispatchedChunk(end, length, dispatched, outputs, snapshot, params, start_work(callbacks, state, end))
 
 

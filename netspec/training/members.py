@@ -41,7 +41,15 @@ from netspec.errors import NetspecError
 from netspec.spec.sweep import Member
 from netspec.spec.types import Spec
 from netspec.training import interrupts
-from netspec.training.callbacks import FinishedChunk, NonfiniteGuard, Timing, chunk_values, start_work
+from netspec.training.callbacks import (
+    FinishedChunk,
+    NonfiniteGuard,
+    Timing,
+    chunk_values,
+    device_copy,
+    start_work,
+    warm_copies,
+)
 from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
 from netspec.training.interrupts import Stopped, describe, pause
 from netspec.training.loop import (
@@ -356,6 +364,7 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
             .compile()
             for n in sorted(set(lengths))
         }
+        warm_copies(states.train)
         return compiled, time.perf_counter() - began
 
     compiling = signals.begin(compile_all)
@@ -415,7 +424,6 @@ class _Loop:
 
     def __init__(self, live, group, data, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
         import jax
-        import jax.numpy as jnp
 
         from netspec.compile.members import take
 
@@ -430,7 +438,6 @@ class _Loop:
         self.member = (
             member if group.mesh is None else lambda tree, i: jax.device_put(member(tree, i), jax.devices()[0])
         )
-        self.copy = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
         self.states: Any = None
         self.loop_start = time.perf_counter()
         self.ran = {"members": len(live), "members_loop": group.across}
@@ -496,28 +503,27 @@ class _Loop:
         training = self.training()
         due = [m for m in training if m.evaluation.due(end)]
         on_device = bool(due) or any(m.writer.extras is not None for m in training)
-        needs = [c.needs(end) for m in training for c in m.callbacks]
-        started = {
-            m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot) if on_device else None, end)
+        needs = [c.needs(end) for c in training[0].callbacks] if training else []  # members alike (`groups`)
+        started = {  # without a state to work on, no callback starts anything
+            m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot), end) if on_device else {}
             for m in training
         }
         if due or any(n.state for n in needs):
-            snapshot = self.copy(self.states.train)
+            snapshot = device_copy(self.states.train)
         elif any(n.params for n in needs):  # the parameters alone (histograms): less to copy and read
-            snapshot = _Params(self.copy(self.states.train.params))
+            snapshot = _Params(device_copy(self.states.train.params))
         else:
             snapshot = None
         return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
 
     def _finish(self, chunk: _GroupChunk) -> None:
         """Read the chunk's outputs once, then run each member's callbacks on its slice."""
-        import jax
-
+        from netspec import distribute
         from netspec.compile.members import take, unstack
         from netspec.compile.state import TrainState
         from netspec.training.histograms import member_histograms
 
-        outputs, snapshot = jax.device_get((chunk.outputs, chunk.snapshot))
+        outputs, snapshot = distribute.to_host((chunk.outputs, chunk.snapshot))
         steps_per_second = self.timing.steps_per_second(chunk.dispatched, chunk.length)
         wanted = self.live[0].writer.histograms  # the members' summaries are alike (`groups`)
         stacked = None if snapshot is None else snapshot.params

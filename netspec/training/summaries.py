@@ -333,14 +333,17 @@ class Summaries:
         made = dict(made or {})
         if found:  # a plain run's, and a sweep member's activations and gradients: made together
             made.update(histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0])
-        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        event = Event(step=int(step))  # built in place: a Summary (or HistogramProto) built first is copied in
+        add = event.summary.value.add
+        for tag, value in scalars.items():
+            add(tag=tag, simple_value=float(value))
         for tag, histogram in made.items():
             if histogram.dropped:
                 self.dropped.setdefault(tag, []).append(step)
-            if histogram.proto is not None:
-                values.append(Summary.Value(tag=tag, histo=histogram.proto))
-        if values:
-            self.train.add_summary(Summary(value=values), step)
+            if histogram.fields is not None:
+                add(tag=tag, histo=histogram.fields)
+        if event.summary.value:
+            self.train.add_event(event)
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;
