@@ -475,6 +475,19 @@ def test_a_run_without_a_checkpoint_is_one_paragraph(runs, tmp_path):
     assert not (run_dir / "export").exists()
 
 
+@pytest.mark.slow
+def test_an_output_that_cannot_be_written_says_why_without_blaming_the_disk(runs, tmp_path):
+    """A path under a file: the message says to choose another --output, not to free space (that
+    is for a full disk), and nothing is written."""
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_file" / "model.stablehlo"
+    message = assert_one_paragraph(
+        netspec("export", runs["xor_nn"], "--output", target), "Cannot write", "Choose another --output"
+    )
+    assert "space" not in message
+    assert not (runs["xor_nn"] / "export").exists() or not any((runs["xor_nn"] / "export").glob("*.tmp"))
+
+
 def test_a_bad_format_is_a_usage_error(tmp_path):
     result = netspec("export", tmp_path, "--format", "tflite")
     assert result.exit_code == 2 and "'stablehlo'" in result.output and "'onnx'" in result.output

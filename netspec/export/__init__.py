@@ -37,6 +37,7 @@ Both are written whole or not at all. Problems are NetspecErrors naming the file
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import platform
 import time
@@ -172,9 +173,9 @@ def _write(path: Path, data: bytes | str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)
     except OSError as e:
-        raise NetspecError(
-            f"Cannot write {e.filename or path}: {e.strerror or e}. Choose another --output, or free some space."
-        ) from None
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        advice = "Free some space, or choose another --output." if full else "Choose another --output."
+        raise NetspecError(f"Cannot write {e.filename or path}: {e.strerror or e}. {advice}") from None
 
 
 def _versions() -> dict[str, str]:

@@ -814,7 +814,7 @@ def _summaries_schema() -> Schema:
                 "description": "histograms to write, per layer",
             },
             "graph": boolean(True, "write the train step's graph, one box per layer"),
-            "text": boolean(True, "write the resolved spec as text"),
+            "text": boolean(True, "write the resolved spec and the model summary as text"),
             "hparams": boolean(True, "write hyperparameters with the final metrics"),
         },
     }

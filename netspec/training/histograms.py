@@ -30,6 +30,7 @@ values, in float64.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -104,32 +105,55 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram
     their own), block after block; see the module docstring."""
     wide = all(block.dtype == np.float64 for block in blocks)
     dtype = np.float64 if wide else np.float32
-    lengths = np.repeat([block.shape[1] for block in blocks], [block.shape[0] for block in blocks])
-    if not lengths.size:
-        return []
+    layout = _layout(tuple(block.shape for block in blocks), bins)
+    made = [Histogram(None, False)] * layout.rows  # an empty tensor has nothing to draw
+    if not layout.live:
+        return made
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
-    made = [Histogram(None, False)] * lengths.size  # an empty tensor has nothing to draw
-    live = np.flatnonzero(lengths)
-    found = _fields(flat, lengths[live], bins) if live.size else []
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    for r, fields in zip(live.tolist(), found, strict=True):
+    for r, start, fields in zip(layout.live, layout.starts.tolist(), _fields(flat, layout, bins), strict=True):
         if fields is None:  # a NaN or Inf, or a range float32 cannot divide: this row alone, in float64
-            row = flat[starts[r] : starts[r + 1]].astype(np.float64)
+            row = flat[start : start + layout.sizes[r]].astype(np.float64)
             finite = np.isfinite(row)
             kept = row if finite.all() else row[finite]
-            made[r] = Histogram(_fields(kept, np.array([kept.size]), bins)[0] if kept.size else None, not finite.all())
+            alone = _layout(((1, kept.size),), bins)
+            made[r] = Histogram(_fields(kept, alone, bins)[0] if kept.size else None, not finite.all())
         else:
             made[r] = Histogram(fields, False)
     return made
 
 
-def _fields(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
-    """The HistogramProto fields of each row of `flat` (the rows one after another, float32 or float64;
-    `lengths` [rows] > 0); None for a row with a NaN or Inf, and in float32 for one whose range it
-    cannot divide into `bins`. A finite float64 row that cannot be divided (too narrow or too wide
-    a range at its magnitude) is one bucket."""
+class _Layout(NamedTuple):
+    """Where each row of a list of blocks lies in their values one after another: what a chunk's
+    histograms share with the last chunk's (the same shapes), made once (`_layout`)."""
+
+    rows: int  # every row, empty ones too
+    sizes: list[int]  # each row's length
+    live: list[int]  # the rows that are not empty
+    lengths: np.ndarray  # int64 [live]: their lengths
+    starts: np.ndarray  # int64 [live]: where each begins
+    buckets: np.ndarray  # int32 [values]: the first bucket's index of each value's row (row * bins)
+    num: list[float]  # [live]: the lengths as HistogramProto's num
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(shapes: tuple[tuple[int, ...], ...], bins: int) -> _Layout:
+    """The `_Layout` of blocks of these shapes ([rows, n] each)."""
+    sizes = [int(n) for rows, n in shapes for _ in range(rows)]
+    live = [r for r, n in enumerate(sizes) if n]
+    lengths = np.array([sizes[r] for r in live], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    buckets = np.repeat(np.arange(len(live), dtype=np.int32) * bins, lengths)
+    buckets.flags.writeable = False  # shared by every chunk's call
+    return _Layout(len(sizes), sizes, live, lengths, starts, buckets, lengths.astype(np.float64).tolist())
+
+
+def _fields(flat: np.ndarray, layout: _Layout, bins: int) -> list:
+    """The HistogramProto fields of each live row of `flat` (the rows one after another, float32
+    or float64, as `layout` says); None for a row with a NaN or Inf, and in float32 for one whose
+    range it cannot divide into `bins`. A finite float64 row that cannot be divided (too narrow or
+    too wide a range at its magnitude) is one bucket."""
+    lengths, starts = layout.lengths, layout.starts
     rows = lengths.size
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     dtype = flat.dtype.type
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # what cannot be cut is left out below
         lo, hi = np.minimum.reduceat(flat, starts), np.maximum.reduceat(flat, starts)
@@ -140,53 +164,60 @@ def _fields(flat: np.ndarray, lengths: np.ndarray, bins: int) -> list:
         first, last = np.where(equal, low - 0.5, low), np.where(equal, high + 0.5, high)
         width = (last - first) / bins
         scale = (1 / width).astype(dtype)
-        finite = np.isfinite(low) & np.isfinite(high)
-        cut = finite & (width > 0) & (first + width > first) & np.isfinite(width * bins)
-        cut &= np.isfinite(scale) & np.isfinite((hi - lo) * dtype(bins))  # and in this dtype's arithmetic
+        # a finite width, wide enough at its magnitude, that this dtype can divide by (a NaN or
+        # Inf in the row makes the width NaN or Inf)
+        cut = np.isfinite(width * bins) & (width > 0) & (first + width > first) & np.isfinite(scale)
+        cut &= np.isfinite((hi - lo) * dtype(bins))
         origin = first.astype(dtype)  # at or below every value of its row, as `first` is
-        if not cut.all():  # those rows are bucketed as [0, bins] of zeros here, so none spills into another's
+        every = bool(cut.all())
+        if not every:  # those rows are bucketed as [0, bins] of zeros here, so none spills into another's
             flat = np.where(np.repeat(cut, lengths), flat, dtype(0))
             origin, scale = np.where(cut, origin, dtype(0)), np.where(cut, scale, dtype(1))
         shifted = flat - np.repeat(origin, lengths)
         shifted *= np.repeat(scale, lengths)
     index = shifted.astype(np.int32)  # >= 0: `origin` is at or below every value
     np.minimum(index, bins - 1, out=index)  # the maximum belongs to the last bucket
-    index += np.repeat(np.arange(rows, dtype=np.int32) * bins, lengths)
+    index += layout.buckets
     counts = np.bincount(index, minlength=rows * bins).reshape(rows, bins)
-    for alike in np.flatnonzero(
-        equal & cut
-    ):  # every value is at the middle edge: its right bucket, whatever the rounding
-        counts[alike] = 0
-        counts[alike, bins // 2] = lengths[alike]
+    if equal.any():
+        for alike in np.flatnonzero(equal & cut):  # all at the middle edge: its right bucket, whatever the rounding
+            counts[alike] = 0
+            counts[alike, bins // 2] = lengths[alike]
     nonempty = counts > 0
     begins = nonempty.argmax(axis=1).tolist()
-    ends = (bins - nonempty[:, ::-1].argmax(axis=1)).tolist()
+    ends = (bins + 1 - nonempty[:, ::-1].argmax(axis=1)).tolist()  # one past the last limit shown
     # an empty bucket on the left of the first non-empty one (TensorBoard reads right limits); as
     # floats, the proto's type: protobuf takes a list of Python ints 2.5x slower
     shown = np.concatenate([np.zeros((rows, 1)), counts], axis=1).tolist()
     # np.linspace's edges (as np.histogram's), in fewer calls: start + i * step, the last one exact
-    edges = np.where(cut, first, 0.0)[:, None] + np.where(cut, width, 1.0)[:, None] * np.arange(bins + 1)
-    edges[:, -1] = np.where(cut, last, bins)
+    if not every:
+        first, width, last = np.where(cut, first, 0.0), np.where(cut, width, 1.0), np.where(cut, last, bins)
+    edges = first[:, None] + width[:, None] * np.arange(bins + 1)
+    edges[:, -1] = last
     limits = edges.tolist()
-    alone = dtype is np.float64  # a row that float64 cannot divide is one bucket; float32 leaves it to float64
-    made: list = []
-    columns = (lengths.astype(np.float64), lo, hi, total, squares, cut, finite)
-    for r, (n, lowest, highest, summed, squared, divided, drawable) in enumerate(
-        zip(*(column.tolist() for column in columns), strict=True)
-    ):
-        if not (divided or (alone and drawable)):
-            made.append(None)
-            continue
-        start, end = (begins[r], ends[r]) if divided else (0, 0)
-        made.append(
-            {
-                "min": lowest,
-                "max": highest,
-                "num": n,
-                "sum": summed,
-                "sum_squares": squared,
-                "bucket_limit": limits[r][start : end + 1] if divided else [highest],
-                "bucket": shown[r][start : end + 1] if divided else [n],
-            }
-        )
+    columns = zip(
+        layout.num, lo.tolist(), hi.tolist(), total.tolist(), squares.tolist(), limits, shown, begins, ends, strict=True
+    )
+    made: list = [
+        {
+            "min": lowest,
+            "max": highest,
+            "num": n,
+            "sum": summed,
+            "sum_squares": squared,
+            "bucket_limit": limit[begin:end],
+            "bucket": count[begin:end],
+        }
+        for n, lowest, highest, summed, squared, limit, count, begin, end in columns
+    ]
+    if not every:
+        alone = dtype is np.float64  # a row that float64 cannot divide is one bucket; float32 leaves it to float64
+        drawable = (np.isfinite(low) & np.isfinite(high)).tolist()
+        for r in np.flatnonzero(~cut).tolist():
+            fields = made[r]
+            made[r] = (
+                {**fields, "bucket_limit": [fields["max"]], "bucket": [fields["num"]]}
+                if alone and drawable[r]
+                else None
+            )
     return made

@@ -430,25 +430,30 @@ def plot(
     for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if y0 is not None and y1 is not None:
             draw.line([(x0, y0), (x1, y1)], fill=blue, width=2)
+    drawn: set[str] = set()  # the markers the chart shows, which the legend names
     for (px, py), loss in zip(points, losses, strict=True):
         if py is None:  # diverged: a cross on the top edge
             draw.line([(px - 4, top + 2), (px + 4, top + 10)], fill=red, width=2)
             draw.line([(px - 4, top + 10), (px + 4, top + 2)], fill=red, width=2)
+            drawn.add("cross")
         elif loss > hi_y:  # off the chart: a triangle on the top edge
             draw.polygon([(px, top + 1), (px - 4, top + 8), (px + 4, top + 8)], fill=blue)
+            drawn.add("triangle")
         else:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=blue)
+            drawn.add("dot")
     if minimum is not None:
         mx, my = points[list(rates).index(minimum)]
         if my is not None:
             draw.ellipse([mx - 7, my - 7, mx + 7, my + 7], outline=green, width=2)
+            drawn.add("ring")
     if suggestion is not None and lo_x <= math.log10(suggestion) <= hi_x:
         sx = x_of(suggestion)
         for dash in range(top, bottom, 8):
             draw.line([(sx, dash), (sx, min(dash + 4, bottom))], fill=red, width=2)
         label((sx + 5, top + 12), f"suggested {_rate_text(suggestion)}", fill="rgb(214,39,40)")
 
-    # the legend, under the axis title: each marker, then its words
+    # the legend, under the axis title: each marker drawn, then its words
     ly, lx = HEIGHT - 10, 16
     for marker, words in (
         ("dot", "loss over the last fifth of the steps"),
@@ -456,6 +461,8 @@ def plot(
         ("cross", "diverged (NaN or Inf)"),
         ("triangle", "above the chart"),
     ):
+        if marker not in drawn:
+            continue
         if marker == "dot":
             draw.ellipse([lx + 1, ly - 3, lx + 7, ly + 3], fill=blue)
         elif marker == "ring":

@@ -330,9 +330,12 @@ class Summaries:
         found = histograms.tensors(
             None if made is not None else params, self.config["histograms"], activations, gradients
         )
-        made = dict(made or {})
         if found:  # a plain run's, and a sweep member's activations and gradients: made together
-            made.update(histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0])
+            made = {
+                **(made or {}),
+                **histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0],
+            }
+        made = made or {}
         event = Event(step=int(step))  # built in place: a Summary (or HistogramProto) built first is copied in
         add = event.summary.value.add
         for tag, value in scalars.items():

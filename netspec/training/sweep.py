@@ -439,7 +439,8 @@ def ranking_lines(sweep: Sweep, result: SweepResult) -> list[str]:
     better = "lower" if chosen["mode"] == "min" else "higher"
     lines = [
         f"Sweep {sweep.name}: {len(sweep.members)} members ranked by the {where} {chosen['tag']} "
-        f"({better} is better), in {result.sweep_dir}:"
+        f"({better} is better), in {result.sweep_dir}:",
+        f"  {'rank':>4}  {chosen['tag']:>12}  member",
     ]
     for row in result.members:
         value = (

@@ -129,7 +129,8 @@ def test_the_members_are_ranked_by_the_training_loss_on_the_console_and_in_resul
         )
     lines = output.splitlines()
     assert lines[0] == f"Sweep xor: 4 members ranked by the training data's loss (lower is better), in {sweep_dir}:"
-    assert [line.split() for line in lines[1:5]] == [
+    assert lines[1].split() == ["rank", "loss", "member"]
+    assert [line.split() for line in lines[2:6]] == [
         [str(r["rank"]), f"{r['selection']:.6g}", r["member"]] for r in rows
     ]
 

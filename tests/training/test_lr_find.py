@@ -226,3 +226,7 @@ def test_the_plot_is_a_png_of_the_documented_size_whatever_the_losses(losses):
     png = plot(rates, losses, minimum=minimum, suggestion=minimum and minimum / 10, title="t")
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (WIDTH, HEIGHT)
+    # the legend (the bottom band) names only the markers drawn: a red cross for a diverged rate
+    legend = np.asarray(image.convert("RGB"))[HEIGHT - 16 : HEIGHT - 3]
+    red = (np.abs(legend.astype(int) - (214, 39, 40)).sum(axis=-1) < 60).any()
+    assert red == (not all(math.isfinite(loss) for loss in losses)), losses
