@@ -74,15 +74,15 @@ def gather(tree):
         from jax.experimental import multihost_utils
 
         return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
+    return to_host(tree)
 
 
 def to_host(tree):
     """`tree` as `jax.device_get` gives it, read faster on a CPU: there each array of a numeric
     dtype is `np.asarray` of it (read-only), its memory being the host's already (device_get's
     per-leaf transfer bookkeeping took 5x as long for a chunk's dozen small outputs); elsewhere
-    device_get, which starts every transfer before waiting for the first. For the values a loop
-    reads each chunk; sharded arrays of a multi-process run need `gather`."""
+    device_get, which starts every transfer before waiting for the first. Sharded arrays of a
+    multi-process run need `gather`."""
     if jax.default_backend() != "cpu":
         return jax.device_get(tree)
 

@@ -30,6 +30,7 @@ once, each member keeping its last checkpoint. A full disk ends the group with o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -48,7 +49,6 @@ from netspec.training.callbacks import (
     chunk_values,
     device_copy,
     start_work,
-    warm_copies,
 )
 from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
 from netspec.training.interrupts import Stopped, describe, pause
@@ -64,6 +64,7 @@ from netspec.training.loop import (
     _reopen,
     _summaries,
     _writers,
+    compile_lowered,
     use_compilation_cache,
 )
 from netspec.training.report import Progress
@@ -356,20 +357,21 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
     start = first.opened.start_step
     lengths = _plan(first.spec, first.opened)
 
+    lowered = threading.Event()
+
     def compile_all() -> tuple[dict, float]:
-        began = time.perf_counter()
-        compiled = {
-            n: group.train_chunk(n, streamed=feed.streamed)
-            .lower(states, inputs.data, feed.batches(start, n), group.keys)
-            .compile()
-            for n in sorted(set(lengths))
-        }
-        warm_copies(states.train)
-        return compiled, time.perf_counter() - began
+        return compile_lowered(
+            lambda n: group.train_chunk(n, streamed=feed.streamed).lower(
+                states, inputs.data, feed.batches(start, n), group.keys
+            ),
+            lengths,
+            lowered,
+            states.train,
+        )
 
     compiling = signals.begin(compile_all)
     for m in live:
-        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs)
+        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs, lowered)
     pause("compiling")
     compiled, compile_seconds = compiling()
     for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks
