@@ -104,3 +104,11 @@ def exclusive_with(data: Any, path: Key) -> tuple[str, ...]:
             if group and all(len(r) == 1 for r in group) and [key] in group:
                 others.update(r[0] for r in group if r[0] != key)
     return tuple(sorted(others))
+
+
+def takes_whole_numbers_only(data: Any, path: Key) -> bool:
+    """Whether the key at `path` takes whole numbers and no fractions (`units`, `batch_size`): a
+    random search's uniform draw (floats) cannot give it a value."""
+    schemas = [{**_resolved(s), "$defs": SCHEMA["$defs"]} for s in _schemas_at(path, data)]
+    validators = [VALIDATOR.evolve(schema=s) for s in schemas]
+    return any(v.is_valid(2) for v in validators) and not any(v.is_valid(2.5) for v in validators)

@@ -197,7 +197,11 @@ def sweep_problems(loaded: Loaded) -> list[Problem]:
                 )
             )
         if random_search:
-            problems += _bounds_problems(loaded, where + (key,), axes[key])
+            problems += _bounds_problems(loaded, where + (key,), axes[key]) or _whole_problems(
+                loaded, where + (key,), key, path, axes[key]
+            )
+        else:
+            problems += _repeated_values(loaded, where + (key,), key, axes[key])
     if not random_search:
         sizes = [len(values) for values in axes.values()]
         if math.prod(sizes) > MAX_MEMBERS:
@@ -207,6 +211,54 @@ def sweep_problems(loaded: Loaded) -> list[Problem]:
                     f"this grid has {math.prod(sizes)} members ({' x '.join(map(str, sizes))}); a sweep may have at "
                     f"most {MAX_MEMBERS}: give fewer values, or draw a random search (sweep: {{samples: N, axes: ...}})",
                     key=True,
+                )
+            )
+    return problems
+
+
+def _whole_problems(loaded: Loaded, at: Key, key: str, path: Key, axis: Mapping[str, Any]) -> list[Problem]:
+    """A uniform or log_uniform axis of a key that takes whole numbers: every member would draw a
+    fraction and be refused alone; said once, with a `choice` to write instead."""
+    from netspec.spec.overrides import takes_whole_numbers_only
+
+    ((kind, bounds),) = axis.items()
+    if kind == "choice" or not takes_whole_numbers_only(loaded.data, path):
+        return []
+    lo, hi = math.ceil(bounds[0]), math.floor(bounds[1])
+    if kind == "log_uniform" and lo >= 1:  # powers of two between the bounds, and the bounds
+        wanted = sorted({lo, hi, *(2**i for i in range(64) if lo <= 2**i <= hi)})
+    else:
+        wanted = list(range(lo, hi + 1))
+    if len(wanted) > 8:
+        wanted = sorted({round(lo + (hi - lo) * i / 7) for i in range(8)})
+    return [
+        loaded.problem(
+            at + (kind,),
+            f"{key} takes a whole number and {kind} draws fractions, so every member would be refused; "
+            f"draw from whole numbers instead, e.g. {{choice: {wanted}}}",
+        )
+    ]
+
+
+def _repeated_values(loaded: Loaded, at: Key, key: str, values: Sequence[Any]) -> list[Problem]:
+    """A grid axis that lists a value twice (numbers compared as numbers: 1 and 1.0 are one value)
+    would train the same members twice, under names told apart only by a counter."""
+
+    def canonical(value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return repr(float(value))
+        return json.dumps(value, sort_keys=True, default=str)
+
+    first: dict[str, int] = {}
+    problems = []
+    for i, value in enumerate(values):
+        seen = first.setdefault(canonical(value), i)
+        if seen != i:
+            problems.append(
+                loaded.problem(
+                    at + (i,),
+                    f"{key} lists {_shown(value)} again (as value {seen + 1} and {i + 1}): each value is its own "
+                    "members, so this would train them twice; give each value once",
                 )
             )
     return problems

@@ -214,6 +214,21 @@ def test_names_are_one_safe_directory_name_each_and_unique():
             "sweep:\n  model.layers[0].units: [2]\n  model.layers.0.units: [4]\n",
             "model.layers.0.units is the key model.layers[0].units again, written another way",
         ),
+        (
+            "sweep:\n  optimizer.learning_rate: [0.1, 0.3, 0.10]\n",
+            "spec.yaml:4:39: $.sweep['optimizer.learning_rate'][2]: optimizer.learning_rate lists 0.1 again (as value 1 and 3)",
+        ),
+        ("sweep:\n  model.layers[0].units: [2, 4, 2.0]\n", "model.layers[0].units lists 2 again (as value 1 and 3)"),
+        (
+            "sweep:\n  samples: 3\n  axes:\n    model.layers[0].units: {uniform: [2, 8]}\n",
+            "$.sweep.axes['model.layers[0].units'].uniform: model.layers[0].units takes a whole number and uniform "
+            "draws fractions, so every member would be refused; draw from whole numbers instead, e.g. "
+            "{choice: [2, 3, 4, 5, 6, 7, 8]}",
+        ),
+        (
+            "sweep:\n  samples: 3\n  axes:\n    train.batch_size: {log_uniform: [2, 64]}\n",
+            "e.g. {choice: [2, 4, 8, 16, 32, 64]}",
+        ),
     ],
     ids=[
         "empty_list",
@@ -232,6 +247,10 @@ def test_names_are_one_safe_directory_name_each_and_unique():
         "name",
         "key_inside_another",
         "same_key_twice",
+        "a_value_twice",
+        "a_number_twice_written_two_ways",
+        "uniform_on_a_whole_number_key",
+        "log_uniform_on_a_whole_number_key",
     ],
 )
 def test_the_sweep_section_is_refused_at_its_line(tmp_path, block, expected):
