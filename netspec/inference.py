@@ -86,14 +86,18 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, data_dir: str
     said in one line to `notice`). The spec is checked against the data as the run recorded it;
     the split itself is read from the data files. Raises NetspecError for a damaged run
     directory (naming the file), data that is missing or no longer of the shapes the run
-    trained on, or a split the data does not have."""
+    trained on, or a split the data does not have. Once evaluated, `notice` is told the split and
+    its size in one line."""
     spec = load_run_spec(run_dir, recorded_data=True, notice=notice)
     run_dir = Path(run_dir)
     rundir.tidy(run_dir)  # leftovers of cut-off writes go, unless another process holds the run
     arrays = _run_arrays(spec, run_dir, data_dir)
-    _, chosen = _split_of(spec, arrays, split)
+    name, chosen = _split_of(spec, arrays, split)
     program, state = finished_state(spec, run_dir, notice=notice)
-    return _evaluated(spec, program, state, chosen, arrays)
+    values = _evaluated(spec, program, state, chosen, arrays)
+    if notice is not None:  # which figures these are: the default split depends on the data
+        notice(f"Evaluated {run_dir} on the {name} split ({len(chosen.x):,} examples).")
+    return values
 
 
 def _run_arrays(spec: Spec, run_dir: Path, data_dir: str | None):

@@ -155,8 +155,9 @@ def test_a_sweep_without_member_is_its_best_member_said_in_one_line(binary):
     best = ranked(binary)[0]
     stdout, stderr = ok("eval", binary)
     assert stdout == ok("eval", binary / best)[0]
-    (line,) = stderr.strip().splitlines()
+    line, evaluated = stderr.strip().splitlines()
     assert f"using its best member, {best} (rank 1 of 3 by the training data's loss)" in line
+    assert evaluated == f"Evaluated {binary / best} on the train split (4 examples)."
     assert ok("eval", binary, "--member", "best")[0] == stdout
     member = sweep_member(binary)
     assert (member.name, member.run_dir, member.rank, member.total) == (best, binary / best, 1, 3)

@@ -225,7 +225,16 @@ def _required(e: _Error) -> list[Problem]:
         keys = [k for k in keys if k not in _typos(e.value, e.schema)]
     if e.custom:
         return [e.problem(e.custom, key=True)] if keys else []
-    return [e.problem(f"missing required key {k!r}", key=True) for k in keys]
+    # a key the schema does not name, close to a missing one, is likely it misspelt (`axis` for
+    # `axes` in a sweep, whose other keys may be anything)
+    others = [k for k in e.value if isinstance(k, str) and k not in e.schema.get("properties", {})]
+    return [e.problem(f"missing required key {k!r}{_written_as(k, others)}", key=True) for k in keys]
+
+
+def _written_as(key: str, others: list[str]) -> str:
+    """' (found 'x': misspelt?)' when one of `others` is close to `key`, else ''."""
+    close = closest(key, others)
+    return f" (found {close!r}: misspelt?)" if close else ""
 
 
 def _one_of_names(e: _Error) -> list[Problem]:

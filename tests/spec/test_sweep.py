@@ -226,6 +226,10 @@ def test_names_are_one_safe_directory_name_each_and_unique():
             "{choice: [2, 3, 4, 5, 6, 7, 8]}",
         ),
         (
+            "sweep:\n  samples: 4\n  axis:\n    optimizer.learning_rate: {log_uniform: [0.01, 1]}\n",
+            "spec.yaml:3:1: $.sweep: missing required key 'axes' (found 'axis': misspelt?)",
+        ),
+        (
             "sweep:\n  samples: 3\n  axes:\n    train.batch_size: {log_uniform: [2, 64]}\n",
             "e.g. {choice: [2, 4, 8, 16, 32, 64]}",
         ),
@@ -249,6 +253,7 @@ def test_names_are_one_safe_directory_name_each_and_unique():
         "same_key_twice",
         "a_value_twice",
         "a_number_twice_written_two_ways",
+        "axes_misspelt",
         "uniform_on_a_whole_number_key",
         "log_uniform_on_a_whole_number_key",
     ],
