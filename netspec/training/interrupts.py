@@ -232,6 +232,18 @@ def _worker():
     return _jobs
 
 
+def settle() -> None:
+    """Wait until every job given to the worker thread so far has ended: an error (not a signal)
+    that ends a sitting while a job it began still runs (a new run's chunks compile from before
+    its run directory is claimed) leaves none behind, so the process ends normally and an
+    in-process caller goes on with no job of the failed run running."""
+    if _jobs is None:
+        return
+    marker = _Job(lambda: None)  # the queue is served in order: once it has run, so has every job before it
+    _jobs.put(marker)
+    marker.done.wait()
+
+
 def workers_left() -> bool:
     """Whether a `wait_for` job a signal left behind is still running. Then the process must end
     with os._exit: at a normal exit Python stops daemon threads, and one inside XLA aborts the

@@ -135,7 +135,7 @@ def run(
     it early (a full disk included), each one paragraph saying what was kept and how to go on."""
     where = Sitting(spec, resume)
     with interrupts.watch() as signals, signals.modes():
-        failed = True
+        failed, signalled = True, False
         try:
             opened = _open(
                 spec,
@@ -162,6 +162,7 @@ def run(
             failed = False
             return result
         except interrupts.Interrupted as e:
+            signalled = True
             raise where.stopped(e) from None
         except OSError as e:  # a full disk, a read-only or vanished run directory
             where.abandon_if_empty()
@@ -169,6 +170,8 @@ def run(
         finally:
             with signals.deferred():  # the clean-up runs whole; a signal meanwhile changes nothing
                 where.release(failed)
+                if failed and not signalled:  # a new run's compile, begun before the error, ends first
+                    interrupts.settle()
 
 
 class Opened(NamedTuple):
@@ -187,6 +190,7 @@ class Opened(NamedTuple):
     reclosing: bool  # a resume that trains on after an unfinished closing (what it wrote is replaced)
     spec_text: str | None  # spec.yaml as a new run wrote it (None on resume)
     writer: bool  # this process writes the run (process 0)
+    early: Any = None  # a new run's (TrainingInputs, compiling, lowered): its chunks began compiling before init
 
 
 def _open(
@@ -210,14 +214,26 @@ def _open(
     use_compilation_cache()
     mesh = _mesh(spec, devices)
     program = signals.wait_for(lambda: compile_spec(spec, mesh))
-    state = signals.wait_for(program.init)
+    early = None
+    if resume is None:  # its chunks compile while its parameters are initialized (a resume's step is its checkpoint's)
+        inputs = training_inputs(spec, arrays, program, mesh)
+        lengths = chunk_lengths(spec.steps, spec.summaries["every"])
+        early = (inputs, *_compile_chunks(program, _state_shapes(program), 0, inputs, lengths, signals))
+        # the initializers' many small calls wait for the chunks' lowering, as the first summaries do
+        # (`_first_summaries`): beside it each would wait its turn at the GIL (3.8 s at 400 layers, 0.5 s after);
+        # then they run here, while the worker thread compiles
+        while not early[2].wait(0.05):
+            pass
+        state = program.init()
+    else:
+        state = signals.wait_for(program.init)
     scratch = where.scratch = (
         None if writer else Path(tempfile.mkdtemp(prefix="netspec-process-"))
     )  # other processes write nothing real
     if resume is None:
         run_dir = _new_run(spec, where, signals, arrays, logdir if writer else scratch, run_name)
         opened = Opened(
-            run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer
+            run_dir, program, state, 0, arrays, mesh, changes, {}, None, False, False, spec_yaml(spec), writer, early
         )
     else:
         opened = _reopen(
@@ -429,40 +445,51 @@ def _plan(spec: Spec, opened: Opened) -> list[int]:
     return ([head] if head else []) + chunk_lengths(spec.steps - start - head, every)
 
 
-def _compile_chunks(opened: Opened, inputs: TrainingInputs, lengths: list[int], signals):
+def _compile_chunks(program, state, start_step: int, inputs: TrainingInputs, lengths: list[int], signals):
     """Start compiling the sitting's chunks on the worker thread (a signal can stop the wait) and
     return (`finish() -> ({length: the compiled chunk}, seconds the compilation took)`, `lowered`:
-    a threading.Event set once the chunks are traced and lowered, when XLA's compile begins): XLA
-    compiles while the main thread writes the first summaries (the step-0 metrics and histograms,
-    the graph), so the two overlap instead of adding up."""
-    program, state = opened.program, opened.state
+    a threading.Event set once the chunks are traced and lowered, when XLA's compile begins).
+    `state`: the state to train, or its shapes (`_state_shapes`: a new run compiles while its
+    parameters are initialized). XLA compiles while the main thread initializes and writes the
+    first summaries (the step-0 metrics and histograms, the graph), so they overlap instead of
+    adding up."""
     lowered = threading.Event()
 
     def compile_all() -> tuple[dict, float]:
         return compile_lowered(
             lambda n: program.train_chunk(n, streamed=inputs.feed.streamed).lower(
-                state, inputs.data, inputs.feed.batches(opened.start_step, n), program.keys
+                state, inputs.data, inputs.feed.batches(start_step, n), program.keys
             ),
             lengths,
             lowered,
-            state,
         )
 
     return signals.begin(compile_all), lowered
 
 
-def compile_lowered(
-    lower: Callable[[int], Any], lengths: list[int], lowered: threading.Event, state
-) -> tuple[dict, float]:
+def _state_shapes(program):
+    """The shapes, dtypes and placements of `program.init()`'s TrainState, without computing it."""
+    import jax
+
+    shapes = jax.eval_shape(program.init)
+    if program.state_sharding is None:
+        return shapes
+    return jax.tree_util.tree_map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+        shapes,
+        program.state_sharding,
+    )
+
+
+def compile_lowered(lower: Callable[[int], Any], lengths: list[int], lowered: threading.Event) -> tuple[dict, float]:
     """({length: `lower(length)` compiled}, seconds): every chunk lowered first, then `lowered`
-    set (also when lowering fails), then compiled, and `device_copy` compiled for `state`."""
+    set (also when lowering fails), then compiled."""
     start = time.perf_counter()
     try:
         ready = {n: lower(n) for n in sorted(set(lengths))}
     finally:
         lowered.set()
     compiled = {n: chunk.compile() for n, chunk in ready.items()}
-    warm_copies(state)
     return compiled, time.perf_counter() - start
 
 
@@ -473,13 +500,17 @@ def _train_and_close(
     from netspec.training import checkpoint
 
     program, run_dir = opened.program, opened.run_dir
-    inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
+    lengths = _plan(spec, opened)
+    if opened.early is not None:  # a new run's chunks, compiling since before its init (`_open`)
+        inputs, compiling, lowered = opened.early
+    else:
+        inputs = training_inputs(spec, opened.arrays, program, opened.mesh)
+        compiling, lowered = _compile_chunks(program, opened.state, opened.start_step, inputs, lengths, signals)
     summaries = _summaries(spec, opened, inputs)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
     writer, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
-    lengths = _plan(spec, opened)
-    compiling, lowered = _compile_chunks(opened, inputs, lengths, signals)
     _first_summaries(spec, opened, inputs, summaries, writer, lowered=lowered)
+    warm_copies(opened.state)  # beside XLA's compile of the chunks, not in the training time
     pause("compiling")
     compiled, compile_seconds = compiling()
     if (

@@ -49,6 +49,7 @@ from netspec.training.callbacks import (
     chunk_values,
     device_copy,
     start_work,
+    warm_copies,
 )
 from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
 from netspec.training.interrupts import Stopped, describe, pause
@@ -366,12 +367,12 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
             ),
             lengths,
             lowered,
-            states.train,
         )
 
     compiling = signals.begin(compile_all)
     for m in live:
         _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs, lowered)
+    warm_copies(states.train)  # beside XLA's compile of the chunk, not in the training time
     pause("compiling")
     compiled, compile_seconds = compiling()
     for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks

@@ -126,7 +126,7 @@ def test_mlp_hparams_hold_the_final_test_accuracy(mlp_run, mlp_result):
 def test_eval_reproduces_the_final_test_accuracy(mlp_run, mlp_result):
     result = netspec("eval", str(mlp_run), "--data-dir", str(FASHION))
     assert result.exit_code == 0, result.output
-    values = parse_metrics(result.output)
+    values = parse_metrics(result.stdout)
     assert set(values) == {"accuracy", "loss", "top_3_accuracy"}
     assert values["accuracy"] == pytest.approx(mlp_result["final"]["test_accuracy"], abs=1e-6)
     assert values["loss"] == pytest.approx(mlp_result["final"]["test_loss"], rel=1e-5)
@@ -135,7 +135,7 @@ def test_eval_reproduces_the_final_test_accuracy(mlp_run, mlp_result):
 def test_eval_on_the_train_split(mlp_run, mlp_result):
     result = netspec("eval", str(mlp_run), "--split", "train", "--data-dir", str(FASHION))
     assert result.exit_code == 0, result.output
-    values = parse_metrics(result.output)
+    values = parse_metrics(result.stdout)
     assert values["accuracy"] > MLP_TEST_ACCURACY_FLOOR
     assert values["accuracy"] != pytest.approx(mlp_result["final"]["test_accuracy"], abs=1e-6)  # another split
 

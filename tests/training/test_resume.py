@@ -549,7 +549,7 @@ def test_eval_of_an_early_stopped_run_uses_the_best_checkpoint(early_stopped):
 
     result = netspec("eval", str(early_stopped), "--split", "validation")
     assert result.exit_code == 0, result.output
-    words = result.output.split()
+    words = result.stdout.split()
     printed = {k: float(v) for k, v in zip(words[::2], words[1::2], strict=True)}
     assert printed == pytest.approx(at_best, rel=1e-5)
     exact = evaluate_run(early_stopped, split="validation")
