@@ -50,6 +50,10 @@ the tables give medians over the repeats.
 3. Memory: peak RSS of the fashion sweep's process against one plain fashion_mlp run (the median
    over the members' plain runs).
 
+On a GPU (`--platform default`, JAX chooses the device): `--fashion-members 32 --skip xor
+--plain-runs 2` gives the sweep's member-steps/s against one member's (a plain run's steps/s) and
+against the hand-written vmapped loop of the same 32 rates, without 32 plain runs one after another.
+
 The sweep's training seconds. Each member's run directory has its own result.json with
 `train_seconds`. While members train one after another (today) the sweep's training wall time is
 their sum. When members train together in one vmapped program, each member's train_seconds is
@@ -151,11 +155,17 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace, tmp: Path):
         self.args, self.tmp = args, tmp
-        self.netspec = str(Path(sys.executable).with_name("netspec"))
+        script = Path(sys.executable).with_name("netspec")  # the installed command, else the module (a device
+        # machine with netspec on PYTHONPATH only)
+        self.netspec = (
+            [str(script)] if script.exists() else [sys.executable, "-c", "from netspec.cli import main; main()"]
+        )
         self.count = 0
 
     def env(self, cache_dir: Path | None) -> dict:
-        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        env = dict(os.environ)
+        if self.args.platform != "default":
+            env["JAX_PLATFORMS"] = self.args.platform
         env["NETSPEC_JAX_CACHE"] = "" if cache_dir is None else str(cache_dir)
         return env
 
@@ -236,7 +246,7 @@ def sweep_training(train_seconds: list[float], process_seconds: float, rule: str
 
 
 def run_sweep(runner: Runner, spec: str, base: list[str], values: dict[str, list], what: str) -> dict:
-    cmd = with_sets([runner.netspec, "run", spec, "--quiet", "--logdir", "{logdir}"], [*base, sweep_override(values)])
+    cmd = with_sets([*runner.netspec, "run", spec, "--quiet", "--logdir", "{logdir}"], [*base, sweep_override(values)])
     record, logdir = runner.child(cmd, what)
     tables = list(logdir.glob("*/*/result.json"))
     table = read_json(tables[0]) if len(tables) == 1 else None
@@ -277,7 +287,7 @@ def run_sweep(runner: Runner, spec: str, base: list[str], values: dict[str, list
 
 
 def run_plain(runner: Runner, spec: str, base: list[str], values: dict, what: str) -> dict:
-    cmd = with_sets([runner.netspec, "run", spec, "--quiet", "--logdir", "{logdir}"], [*base, *member_sets(values)])
+    cmd = with_sets([*runner.netspec, "run", spec, "--quiet", "--logdir", "{logdir}"], [*base, *member_sets(values)])
     record, logdir = runner.child(cmd, what)
     results = list(logdir.glob("*/*/result.json"))
     result = (read_json(results[0]) if len(results) == 1 else None) or {}
@@ -388,7 +398,7 @@ def fashion_repeat(runner: Runner, args: argparse.Namespace, r: int) -> dict:
     sweep = run_sweep(runner, FASHION_SPEC, base, values, f"[{r}] fashion sweep")
     plains = [
         run_plain(runner, FASHION_SPEC, base, member, f"[{r}] fashion plain {json.dumps(member)}")
-        for member in grid(values)
+        for member in grid(values)[: args.plain_runs]
     ]
     cmd = [sys.executable, __file__, "--hand-child", json.dumps({"lrs": args.fashion_lrs, "steps": args.steps})]
     record, logdir = runner.child(cmd, f"[{r}] fashion hand-written vmapped scan")
@@ -523,8 +533,8 @@ def xor_summary(reps: list[dict]) -> dict:
     return s
 
 
-def fashion_summary(reps: list[dict], steps: int) -> dict:
-    n = len(reps[0]["plain"])
+def fashion_summary(reps: list[dict], steps: int, members: int) -> dict:
+    n = members
     trains = [r["sweep"]["training"]["seconds"] for r in reps if r["sweep"]["training"]]
     s = {
         "members": n,
@@ -534,9 +544,15 @@ def fashion_summary(reps: list[dict], steps: int) -> dict:
         "sweep_rule": reps[-1]["sweep"]["training"]["rule"] if reps[-1]["sweep"]["training"] else None,
         "sweep_peak_mib": median([r["sweep"]["peak_mib"] for r in reps]),
         "sweep_member_steps": median([n * steps / t for t in trains]),
-        "plains_seconds": median([sum(p["seconds"] for p in r["plain"]) for r in reps]),
-        "plains_train": median([sum(p["train_seconds"] or 0.0 for p in r["plain"]) for r in reps]),
-        "plains_member_steps": median([n * steps / sum(p["train_seconds"] or 0.0 for p in r["plain"]) for r in reps]),
+        # with --plain-runs K < members: the K runs' figures scaled to all the members
+        "plains_seconds": median([sum(p["seconds"] for p in r["plain"]) * n / len(r["plain"]) for r in reps]),
+        "plains_train": median(
+            [sum(p["train_seconds"] or 0.0 for p in r["plain"]) * n / len(r["plain"]) for r in reps]
+        ),
+        "plains_member_steps": median(
+            [len(r["plain"]) * steps / sum(p["train_seconds"] or 0.0 for p in r["plain"]) for r in reps]
+        ),
+        "plains_measured": len(reps[0]["plain"]),
         "plain_seconds": median([p["seconds"] for r in reps for p in r["plain"]]),
         "plain_train": median([p["train_seconds"] for r in reps for p in r["plain"]]),
         "plain_peak_mib": median([p["peak_mib"] for r in reps for p in r["plain"]]),
@@ -549,8 +565,15 @@ def fashion_summary(reps: list[dict], steps: int) -> dict:
     }
     s["whole_speedup"] = ratio(s["plains_seconds"], s["sweep_seconds"])
     s["throughput_ratio"] = ratio(s["sweep_member_steps"], s["hand_member_steps"])
+    s["one_member_ratio"] = ratio(s["sweep_member_steps"], s["plains_member_steps"])
     s["rss_ratio"] = ratio(s["sweep_peak_mib"], s["plain_peak_mib"])
     return s
+
+
+def _scaled(fashion: dict) -> str:
+    """The row's note when only some members' plain runs were measured (--plain-runs)."""
+    k, n = fashion["plains_measured"], fashion["members"]
+    return "" if k >= n else f" (the first {k} measured, scaled to {n})"
 
 
 def markdown(args: argparse.Namespace, facts: dict, xor: dict | None, fashion: dict | None, notes: list[str]) -> str:
@@ -568,7 +591,8 @@ def markdown(args: argparse.Namespace, facts: dict, xor: dict | None, fashion: d
         "",
         f"processor `{facts['cpu']}`, nproc {facts['nproc']}, {facts['kernel']}  ",
         f"{versions}  ",
-        f"JAX_PLATFORMS=cpu, repeats {args.repeats} (medians), interleaved; every process fresh, {cache}",
+        f"JAX_PLATFORMS={'(unset)' if args.platform == 'default' else args.platform}, repeats {args.repeats} "
+        f"(medians), interleaved; every process fresh, {cache}",
     ]
     if xor:
         n = xor["members"]
@@ -617,7 +641,7 @@ def markdown(args: argparse.Namespace, facts: dict, xor: dict | None, fashion: d
             "|---|---:|---:|---:|---:|---:|",
             f"| sweep, one `netspec run` | 1 | {fmt(fashion['sweep_seconds'])} | {fmt(fashion['sweep_train'])} "
             f"| {fmt(fashion['sweep_member_steps'], '.0f')} | {fmt(fashion['sweep_peak_mib'], '.0f')} |",
-            f"| {n} plain runs, one after another | {n} | {fmt(fashion['plains_seconds'])} "
+            f"| {n} plain runs, one after another{_scaled(fashion)} | {n} | {fmt(fashion['plains_seconds'])} "
             f"| {fmt(fashion['plains_train'])} | {fmt(fashion['plains_member_steps'], '.0f')} "
             f"| {fmt(fashion['plain_peak_mib'], '.0f')} (one) |",
             f"| hand-written vmapped lax.scan | 1 | {fmt(fashion['hand_seconds'])} | {fmt(fashion['hand_train'])} "
@@ -627,6 +651,7 @@ def markdown(args: argparse.Namespace, facts: dict, xor: dict | None, fashion: d
             "|---|---:|---|",
             f"| {n} plain runs whole s / sweep whole s | {fmt(fashion['whole_speedup'])} | ≥ 1.5 |",
             f"| sweep member-steps/s / hand-written's | {fmt(fashion['throughput_ratio'])} | ≥ 0.9 |",
+            f"| sweep member-steps/s / one plain run's steps/s | {fmt(fashion['one_member_ratio'])} | (info; on a GPU ≫ 10) |",
             f"| sweep peak RSS / one plain run's | {fmt(fashion['rss_ratio'])} | (info) |",
             "",
             f"Sweep training s: {fashion['sweep_rule']} of the members' train_seconds. Hand-written: compiled ahead "
@@ -670,6 +695,17 @@ def main() -> None:
     parser.add_argument("--fashion-members", type=int, default=8, help="learning rates log-spaced over 1e-4..3e-2")
     parser.add_argument("--fashion-lrs", type=float, nargs="+", default=None, help="the learning rates themselves")
     parser.add_argument("--skip", nargs="*", default=[], choices=["xor", "optuna", "fashion"])
+    parser.add_argument(
+        "--platform",
+        default="cpu",
+        help="JAX_PLATFORMS for every child (default cpu; 'default': jax chooses, e.g. a GPU)",
+    )
+    parser.add_argument(
+        "--plain-runs",
+        type=int,
+        default=None,
+        help="fashion: run only the first K members' plain runs (the K-run figures scaled to all the members)",
+    )
     parser.add_argument("--cache", choices=["empty", "off"], default="empty")
     parser.add_argument("--sweep-train", choices=["auto", "sum", "max"], default="auto")
     parser.add_argument("--cap", default=f"{16 * 2**30}", help="prlimit --as for every child (bytes)")
@@ -704,7 +740,7 @@ def main() -> None:
             if "fashion" not in args.skip:
                 fashion_reps.append(fashion_repeat(runner, args, r))
     xor = xor_summary(xor_reps) if xor_reps else None
-    fashion = fashion_summary(fashion_reps, args.steps) if fashion_reps else None
+    fashion = fashion_summary(fashion_reps, args.steps, len(args.fashion_lrs)) if fashion_reps else None
     for name, reps in (("xor", xor_reps), ("fashion", fashion_reps)):
         failed = sorted({m for rep in reps for m in rep["sweep"]["failed"]})
         failed_plain = sorted({json.dumps(p["values"]) for rep in reps for p in rep["plain"] if p["exit"] != 0})
