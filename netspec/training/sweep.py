@@ -155,6 +155,8 @@ def resume_sweep(
             raise
         try:
             plan = [_plan(member, sweep_dir, overrides, echo) for member in sweep.members]
+            if overrides:  # what a later resume expands: the sweep as this one asks for it (more steps, ...)
+                write_atomically(sweep_dir / SWEEP_SPEC, sweep.text)
             to_train = [p for p in plan if p is not None]
             if not to_train:
                 echo(f"Every member of {sweep_dir} had finished; they are ranked again.")
@@ -353,10 +355,18 @@ def _read_record(sweep_dir: Path) -> dict:
 
 
 def _plan(member: Member, sweep_dir: Path, overrides: Sequence[str], echo: Callable[[str], Any]) -> Planned | None:
-    """What a resume does with `member`: None (finished), resume it, or start it."""
+    """What a resume does with `member`: None (finished), resume it, or start it. A finished member
+    resumes when `overrides` give it more steps, as `netspec resume` of its run would train on."""
     run_dir = sweep_dir / member.name
     if (run_dir / RESULT).is_file():
-        return None
+        if not overrides:
+            return None
+        spec = load_run_spec(run_dir, overrides)
+        try:
+            ran = int(json.loads((run_dir / RESULT).read_text())["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            ran = spec.steps  # an unreadable result.json: left as finished, as without overrides
+        return Planned(member, run_dir, spec, True) if spec.steps > ran else None
     if any((run_dir / "checkpoints").glob("step-*.safetensors")):
         return Planned(member, run_dir, load_run_spec(run_dir, overrides), True)
     if sweep_dir.parent.name != member.spec.name:  # make_run_dir places it at <logdir>/<name>/<run-id>/<member>

@@ -226,6 +226,29 @@ def test_resuming_a_finished_sweep_ranks_it_again(swept, tmp_path):
     ]
 
 
+def test_a_resume_that_sets_more_steps_keeps_them_in_sweep_yaml(swept, tmp_path):
+    """`resume --set train.steps=N` trains every member on to N, and sweep.yaml (what a later resume
+    expands) says N: a later resume finds every member finished."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    result = netspec("resume", copy, "--quiet", "--set", "train.steps=60")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((copy / "sweep.yaml").read_text())["train"]["steps"] == 60
+    for name in MEMBERS:
+        assert json.loads((copy / name / "result.json").read_text())["steps"] == 60
+    again = netspec("resume", copy, "--quiet")
+    assert again.exit_code == 0 and f"Every member of {copy} had finished" in again.output, again.output
+    whole = tmp_path / "whole"  # as a sweep of 60 steps from the start
+    spec_file = write(tmp_path / "grid60.yaml", SPEC.replace("steps: 40", "steps: 60"))
+    assert netspec("run", spec_file, "--logdir", whole, "--quiet", "--run-name", "s").exit_code == 0
+    for name in MEMBERS:
+        assert_same_run(copy / name, whole / "xor" / "s" / name)
+
+
 def test_a_member_that_fails_is_ranked_last_and_the_others_finish(tmp_path):
     diverging = XOR.replace("seed: 0\n", "seed: 0\nsweep:\n  optimizer.learning_rate: [1.0e+20, 0.1]\n").replace(
         "loss: binary_crossentropy\nmetrics: [accuracy]", "loss: mean_squared_error\nmetrics: []"
