@@ -482,9 +482,12 @@ def test_an_output_that_cannot_be_written_says_why_without_blaming_the_disk(runs
     (tmp_path / "a_file").write_text("")
     target = tmp_path / "a_file" / "model.stablehlo"
     message = assert_one_paragraph(
-        netspec("export", runs["xor_nn"], "--output", target), "Cannot write", "Choose another --output"
+        netspec("export", runs["xor_nn"], "--output", target),
+        f"Cannot write {target}: {tmp_path / 'a_file'} is a file, not a folder. Choose another --output.",
     )
     assert "space" not in message
+    deeper = tmp_path / "a_file" / "sub" / "model.stablehlo"  # the file named, not the folder mkdir stopped at
+    assert_one_paragraph(netspec("export", runs["xor_nn"], "--output", deeper), f"{tmp_path / 'a_file'} is a file")
     assert not (runs["xor_nn"] / "export").exists() or not any((runs["xor_nn"] / "export").glob("*.tmp"))
 
 

@@ -169,6 +169,9 @@ def _export(
 def _write(path: Path, data: bytes | str) -> None:
     from netspec.training.rundir import write_atomically
 
+    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would say "File exists" or "Not a directory" of another path
+        raise NetspecError(f"Cannot write {path}: {blocking} is a file, not a folder. Choose another --output.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)

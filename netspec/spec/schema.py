@@ -820,6 +820,11 @@ def _summaries_schema() -> Schema:
     }
 
 
+RANDOM_KEYS_UNDER_AXES = (
+    "a random search (samples, axes) names its keys under axes; a grid lists KEY: [values] without samples and axes"
+)
+
+
 def _sweep_schema() -> Schema:
     """`sweep`: many members of this spec, a grid or a random search (`netspec.spec.sweep`)."""
     key = {
@@ -885,10 +890,7 @@ def _sweep_schema() -> Schema:
             "doNotSuggest": True,
             "required": ["samples", "axes"],
             "properties": {"samples": {}, "axes": {}},
-            "additionalProperties": forbidden(
-                "a random search (samples, axes) names its keys under axes; a grid lists KEY: [values] "
-                "without samples and axes"
-            ),
+            "additionalProperties": forbidden(RANDOM_KEYS_UNDER_AXES),
         },
     }
 

@@ -63,10 +63,20 @@ from typing import Any
 from netspec.data.sources import DataInfo
 from netspec.errors import Problem, SpecError
 from netspec.spec.check import check
-from netspec.spec.load import Key, Loaded, OverrideRules, Position, apply_override, dump, load, split_override
+from netspec.spec.load import (
+    Key,
+    Loaded,
+    OverrideRules,
+    Position,
+    apply_override,
+    dump,
+    json_path,
+    load,
+    split_override,
+)
 from netspec.spec.messages import schema_problems
 from netspec.spec.overrides import accepts_null, exclusive_with
-from netspec.spec.schema import MAX_MEMBERS
+from netspec.spec.schema import MAX_MEMBERS, RANDOM_KEYS_UNDER_AXES
 from netspec.spec.types import Spec
 
 NAME_LIMIT = 200  # characters of a member's name: one directory name, well within 255 bytes
@@ -172,6 +182,19 @@ def sweep_problems(loaded: Loaded) -> list[Problem]:
     problems = [
         p for p in schema_problems(loaded) if p.path == "$.sweep" or p.path.startswith(("$.sweep.", "$.sweep["))
     ]
+    section = loaded.data.get("sweep")
+    if problems and isinstance(section, Mapping) and ("samples" in section or "axes" in section):
+        # a random search: a key beside samples and axes is told where it goes (not, as a grid axis, that it wants a list)
+        stray = {json_path(("sweep", k)) for k in section if k not in ("samples", "axes")}
+        problems = [
+            replace(
+                p,
+                message=RANDOM_KEYS_UNDER_AXES,
+            )
+            if p.path in stray
+            else p
+            for p in problems
+        ]
     if problems:
         return problems
     section = loaded.data["sweep"]
@@ -225,12 +248,16 @@ def _whole_problems(loaded: Loaded, at: Key, key: str, path: Key, axis: Mapping[
     if kind == "choice" or not takes_whole_numbers_only(loaded.data, path):
         return []
     lo, hi = math.ceil(bounds[0]), math.floor(bounds[1])
+    if lo > hi:  # no whole number inside: the two around the range
+        lo, hi = math.floor(bounds[0]), math.ceil(bounds[1])
     if kind == "log_uniform" and lo >= 1:  # powers of two between the bounds, and the bounds
         wanted = sorted({lo, hi, *(2**i for i in range(64) if lo <= 2**i <= hi)})
+        if len(wanted) > 8:  # 8 of them, evenly spaced on the log scale
+            wanted = sorted({_round2(lo * (hi / lo) ** (i / 7)) for i in range(8)})
     else:
         wanted = list(range(lo, hi + 1))
-    if len(wanted) > 8:
-        wanted = sorted({round(lo + (hi - lo) * i / 7) for i in range(8)})
+        if len(wanted) > 8:
+            wanted = sorted({_round2(lo + (hi - lo) * i / 7) for i in range(8)})
     return [
         loaded.problem(
             at + (kind,),
@@ -238,6 +265,13 @@ def _whole_problems(loaded: Loaded, at: Key, key: str, path: Key, axis: Mapping[
             f"draw from whole numbers instead, e.g. {{choice: {wanted}}}",
         )
     ]
+
+
+def _round2(value: float) -> int:
+    """`value` as a whole number of at most two significant digits (a choice a person would write)."""
+    whole = round(value)
+    digits = len(str(abs(whole)))
+    return whole if digits <= 2 else round(whole, 2 - digits)
 
 
 def _repeated_values(loaded: Loaded, at: Key, key: str, values: Sequence[Any]) -> list[Problem]:

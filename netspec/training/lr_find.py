@@ -191,8 +191,8 @@ def suggest(rates: Sequence[float], losses: Sequence[float], steps: int) -> tupl
         reason += f"; the loss was still falling at --max-lr {rates[-1]:g}, so a larger --max-lr may move it"
     elif best == 0:
         reason += f"; the loss was lowest at --min-lr {rates[0]:g}, so a smaller --min-lr may move it"
-    first = losses[0]
-    if math.isfinite(first) and first > 0 and losses[best] > 0.99 * first:
+    lowest, highest = losses[best], max(losses[i] for i in finite)
+    if lowest > 0 and highest <= 1.01 * lowest:  # every finite loss within 1 % of the lowest: a flat curve
         reason += "; the loss hardly changed with the rate (less than 1 %), so train longer (--steps)"
     return minimum, suggestion, reason
 
@@ -410,6 +410,7 @@ def plot(
     grid, axis = (225, 225, 225), (90, 90, 90)
     # ticks and grid: powers of 10 on x (the end rates when the range holds fewer than two), 5 on y
     decades = list(range(math.ceil(lo_x), math.floor(hi_x) + 1))
+    decades = decades[:: max(1, math.ceil(len(decades) / 8))]  # at most 8 labels: they overlap beyond that
     x_ticks = [10.0**k for k in decades] if len(decades) >= 2 else [min(rates), max(rates)]
     for rate in x_ticks:
         x = x_of(rate)

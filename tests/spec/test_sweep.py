@@ -233,6 +233,22 @@ def test_names_are_one_safe_directory_name_each_and_unique():
             "sweep:\n  samples: 3\n  axes:\n    train.batch_size: {log_uniform: [2, 64]}\n",
             "e.g. {choice: [2, 4, 8, 16, 32, 64]}",
         ),
+        (
+            "sweep:\n  samples: 3\n  axes:\n    train.batch_size: {uniform: [2.2, 2.8]}\n",
+            "e.g. {choice: [2, 3]}",
+        ),
+        (
+            "sweep:\n  samples: 3\n  axes:\n    train.batch_size: {log_uniform: [1, 1000]}\n",
+            "e.g. {choice: [1, 3, 7, 19, 52, 140, 370, 1000]}",
+        ),
+        (
+            "sweep:\n  samples: 3\n  axes:\n    train.steps: {uniform: [100, 100000]}\n",
+            "e.g. {choice: [100, 14000, 29000, 43000, 57000, 71000, 86000, 100000]}",
+        ),
+        (
+            "sweep:\n  samples: 4\n  axes:\n    seed: {choice: [0, 1]}\n  seed: [0, 1]\n",
+            "spec.yaml:7:3: $.sweep.seed: a random search (samples, axes) names its keys under axes",
+        ),
     ],
     ids=[
         "empty_list",
@@ -256,6 +272,10 @@ def test_names_are_one_safe_directory_name_each_and_unique():
         "axes_misspelt",
         "uniform_on_a_whole_number_key",
         "log_uniform_on_a_whole_number_key",
+        "uniform_between_two_whole_numbers",
+        "log_uniform_over_three_decades",
+        "uniform_over_a_wide_range",
+        "grid_key_beside_samples_and_axes",
     ],
 )
 def test_the_sweep_section_is_refused_at_its_line(tmp_path, block, expected):

@@ -210,6 +210,9 @@ def test_the_rule_names_a_minimum_at_either_end_of_the_range():
     assert (minimum, suggestion) == (1e-1, 1e-2) and "--m" not in reason
     assert "larger --max-lr" in suggest(rates, [3.0, 2.0, 1.5, 1.0], 50)[2]
     assert "smaller --min-lr" in suggest(rates, [1.0, 2.0, 3.0, math.inf], 50)[2]
+    # a flat curve says so; one that rises steeply from its lowest point does not
+    assert "hardly changed" in suggest(rates, [1.0, 1.005, 1.002, 1.009], 50)[2]
+    assert "hardly changed" not in suggest(rates, [0.76, 5.0, 1e10, 1.3e37], 50)[2]
     with pytest.raises(NetspecError, match="Every rate"):
         suggest(rates, [math.inf] * 4, 50)
 
