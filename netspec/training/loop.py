@@ -222,8 +222,7 @@ def _open(
         # the initializers' many small calls wait for the chunks' lowering, as the first summaries do
         # (`_first_summaries`): beside it each would wait its turn at the GIL (3.8 s at 400 layers, 0.5 s after);
         # then they run here, while the worker thread compiles
-        while not early[2].wait(0.05):
-            pass
+        wait_lowered(early[2])
         state = program.init()
     else:
         state = signals.wait_for(program.init)
@@ -415,8 +414,7 @@ def _first_summaries(
     summaries.spec_text(opened.spec_text)
     summaries.model_summary_text(program.conv)
     summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
-    while lowered is not None and not lowered.wait(0.05):  # as interruptible as the compile's own wait
-        pass
+    wait_lowered(lowered)
     # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
     loss0, (metrics0, _) = jax.device_get(
         program.loss_and_metrics(state.params, state.model_state, inputs.sample, train=False, key=program.keys.step)
@@ -446,25 +444,15 @@ def _plan(spec: Spec, opened: Opened) -> list[int]:
 
 
 def _compile_chunks(program, state, start_step: int, inputs: TrainingInputs, lengths: list[int], signals):
-    """Start compiling the sitting's chunks on the worker thread (a signal can stop the wait) and
-    return (`finish() -> ({length: the compiled chunk}, seconds the compilation took)`, `lowered`:
-    a threading.Event set once the chunks are traced and lowered, when XLA's compile begins).
-    `state`: the state to train, or its shapes (`_state_shapes`: a new run compiles while its
-    parameters are initialized). XLA compiles while the main thread initializes and writes the
-    first summaries (the step-0 metrics and histograms, the graph), so they overlap instead of
-    adding up."""
-    lowered = threading.Event()
-
-    def compile_all() -> tuple[dict, float]:
-        return compile_lowered(
-            lambda n: program.train_chunk(n, streamed=inputs.feed.streamed).lower(
-                state, inputs.data, inputs.feed.batches(start_step, n), program.keys
-            ),
-            lengths,
-            lowered,
-        )
-
-    return signals.begin(compile_all), lowered
+    """`begin_compile` of the sitting's chunks. `state`: the state to train, or its shapes
+    (`_state_shapes`: a new run compiles while its parameters are initialized)."""
+    return begin_compile(
+        signals,
+        lambda n: program.train_chunk(n, streamed=inputs.feed.streamed).lower(
+            state, inputs.data, inputs.feed.batches(start_step, n), program.keys
+        ),
+        lengths,
+    )
 
 
 def _state_shapes(program):
@@ -481,16 +469,33 @@ def _state_shapes(program):
     )
 
 
-def compile_lowered(lower: Callable[[int], Any], lengths: list[int], lowered: threading.Event) -> tuple[dict, float]:
-    """({length: `lower(length)` compiled}, seconds): every chunk lowered first, then `lowered`
-    set (also when lowering fails), then compiled."""
-    start = time.perf_counter()
-    try:
-        ready = {n: lower(n) for n in sorted(set(lengths))}
-    finally:
-        lowered.set()
-    compiled = {n: chunk.compile() for n, chunk in ready.items()}
-    return compiled, time.perf_counter() - start
+def begin_compile(signals, lower: Callable[[int], Any], lengths: list[int]):
+    """Start compiling a sitting's chunks, `lower(length)` for each length, on the worker thread (a
+    signal can stop the wait) and return (`finish() -> ({length: the compiled chunk}, seconds the
+    compilation took)`, `lowered`: a threading.Event set once every chunk is traced and lowered,
+    also when lowering fails, when XLA's compile begins). XLA compiles while the main thread
+    initializes and writes the first summaries (the step-0 metrics and histograms, the graph), so
+    they overlap instead of adding up; the main thread's Python waits for `lowered` first
+    (`wait_lowered`)."""
+    lowered = threading.Event()
+
+    def compile_all() -> tuple[dict, float]:
+        start = time.perf_counter()
+        try:
+            ready = {n: lower(n) for n in sorted(set(lengths))}
+        finally:
+            lowered.set()
+        compiled = {n: chunk.compile() for n, chunk in ready.items()}
+        return compiled, time.perf_counter() - start
+
+    return signals.begin(compile_all), lowered
+
+
+def wait_lowered(lowered: threading.Event | None) -> None:
+    """Wait for `begin_compile`'s `lowered` (None: nothing to wait for), as interruptibly as the
+    compile's own wait: Python beside the chunks' tracing takes turns with it at the GIL."""
+    while lowered is not None and not lowered.wait(0.05):
+        pass
 
 
 def _train_and_close(

@@ -30,7 +30,6 @@ once, each member keeping its last checkpoint. A full disk ends the group with o
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -65,7 +64,7 @@ from netspec.training.loop import (
     _reopen,
     _summaries,
     _writers,
-    compile_lowered,
+    begin_compile,
     use_compilation_cache,
 )
 from netspec.training.report import Progress
@@ -358,18 +357,13 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
     start = first.opened.start_step
     lengths = _plan(first.spec, first.opened)
 
-    lowered = threading.Event()
-
-    def compile_all() -> tuple[dict, float]:
-        return compile_lowered(
-            lambda n: group.train_chunk(n, streamed=feed.streamed).lower(
-                states, inputs.data, feed.batches(start, n), group.keys
-            ),
-            lengths,
-            lowered,
-        )
-
-    compiling = signals.begin(compile_all)
+    compiling, lowered = begin_compile(
+        signals,
+        lambda n: group.train_chunk(n, streamed=feed.streamed).lower(
+            states, inputs.data, feed.batches(start, n), group.keys
+        ),
+        lengths,
+    )
     for m in live:
         _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs, lowered)
     warm_copies(states.train)  # beside XLA's compile of the chunk, not in the training time
