@@ -137,6 +137,22 @@ def chunk_values(spec: Spec, outputs: ChunkOutputs) -> dict[str, float]:
     return values
 
 
+def member_values(spec: Spec, outputs: ChunkOutputs) -> list[dict[str, float]]:
+    """`chunk_values` of each member of a sweep group's chunk (`outputs` stacked: [members, ...]
+    each field), read in one `tolist` a field rather than one float() a value."""
+    columns = {
+        "loss": outputs.loss[:, -1].tolist(),
+        **{k: np.asarray(v, np.float64).tolist() for k, v in outputs.metrics.items()},
+        "learning_rate": np.asarray(outputs.learning_rate, np.float64).tolist(),
+    }
+    if outputs.loss_scale is not None:
+        columns["loss_scale"] = np.asarray(outputs.loss_scale, np.float64).tolist()
+    if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
+        columns["skipped_steps"] = np.asarray(outputs.skipped_steps, np.float64).tolist()
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
 class NonfiniteGuard(Callback):
     """on_nonfinite: stop. A chunk whose per-step check named a bad step, or whose losses or final
     state hold a NaN or Inf, ends the run with an error naming the step and the first layer (spec

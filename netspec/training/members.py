@@ -45,8 +45,8 @@ from netspec.training.callbacks import (
     FinishedChunk,
     NonfiniteGuard,
     Timing,
-    chunk_values,
     device_copy,
+    member_values,
     start_work,
     warm_copies,
 )
@@ -526,16 +526,18 @@ class _Loop:
         stacked = None if snapshot is None else snapshot.params
         made = member_histograms(stacked, wanted, len(self.live)) if stacked is not None else None
         each = unstack(outputs, len(self.live))
+        values, losses = member_values(self.spec, outputs), outputs.loss.tolist()
+        whole = isinstance(snapshot, TrainState)
         for m in self.live:
             if not m.training or m.slot not in chunk.members:
                 continue
             mine = each[m.slot]
-            state = take(snapshot, m.slot) if isinstance(snapshot, TrainState) else None
+            state = take(snapshot, m.slot) if whole else None
             finished = FinishedChunk(
                 chunk.end,
                 chunk.length,
                 mine,
-                chunk_values(m.spec, mine),
+                values[m.slot],
                 steps_per_second,
                 state,
                 None,  # the histograms of its parameters are made (`made`)
@@ -546,7 +548,7 @@ class _Loop:
                 reason = None
                 for callback in m.callbacks:
                     if callback.name == "summaries":  # the chunk is good (the guard ran): its steps count
-                        m.losses.extend(mine.loss.tolist())
+                        m.losses.extend(losses[m.slot])
                         m.last = finished.values
                     reason = callback.on_chunk_end(finished, reason) or reason
             except NetspecError as e:  # its loss or gradients went non-finite: it alone stops

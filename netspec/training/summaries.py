@@ -1,4 +1,5 @@
-"""What a run shows in TensorBoard, written through tensorboardX's writers and protos.
+"""What a run shows in TensorBoard, as tensorboardX's protos (the training event of each chunk
+encoded by `netspec.training.wire`, to the same bytes).
 
 Contract: `Summaries(run_dir, spec)` owns the event files of one run. The run directory is one
 TensorBoard run, with one more beside it for each split it evaluates:
@@ -63,7 +64,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 
 from netspec.spec.load import split_override
 from netspec.spec.types import Spec, plain
-from netspec.training import histograms
+from netspec.training import histograms, wire
 from netspec.training.rundir import sync_directory, write_all
 
 # The session's event file. A fixed name, so a resume replaces it; "0" sorts before every
@@ -204,7 +205,11 @@ class EventFile:
         """Append one event (stamped now unless it has a wall time) as one whole record."""
         if not event.wall_time:
             event.wall_time = time.time()
-        record = _record(event.SerializeToString())
+        self.add_serialized(event.SerializeToString())
+
+    def add_serialized(self, event: bytes) -> None:
+        """Append one serialized Event (`netspec.training.wire.event`) as one whole record."""
+        record = _record(event)
         fd = self._fd
         assert fd is not None, "an event after close"
         try:
@@ -327,26 +332,23 @@ class Summaries:
         parameters' {tag: Histogram} made already, in place of `params` (a sweep group's, for all
         its members at once: `netspec.training.histograms.member_histograms`). NaN or Inf values
         are left out of histograms, and recorded in `dropped` for `dropped_note`."""
-        found = histograms.tensors(
-            None if made is not None else params, self.config["histograms"], activations, gradients
-        )
-        if found:  # a plain run's, and a sweep member's activations and gradients: made together
-            made = {
-                **(made or {}),
-                **histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0],
-            }
-        made = made or {}
-        event = Event(step=int(step))  # built in place: a Summary (or HistogramProto) built first is copied in
-        add = event.summary.value.add
-        for tag, value in scalars.items():
-            add(tag=tag, simple_value=float(value))
-        for tag, histogram in made.items():
+        if made is None or activations is not None or gradients is not None:
+            found = histograms.tensors(
+                None if made is not None else params, self.config["histograms"], activations, gradients
+            )
+            if found:  # a plain run's, and a sweep member's activations and gradients: made together
+                made = {
+                    **(made or {}),
+                    **histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0],
+                }
+        values = [wire.scalar_value(tag, value) for tag, value in scalars.items()]
+        for tag, histogram in (made or {}).items():
             if histogram.dropped:
                 self.dropped.setdefault(tag, []).append(step)
-            if histogram.fields is not None:
-                add(tag=tag, histo=histogram.fields)
-        if event.summary.value:
-            self.train.add_event(event)
+            if histogram.encoded is not None:
+                values.append(wire.histogram_value(tag, histogram.encoded))
+        if values:
+            self.train.add_serialized(wire.event(time.time(), int(step), values))
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;

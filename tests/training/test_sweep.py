@@ -94,3 +94,37 @@ def test_a_member_run_directory_knows_its_sweep_keys(tmp_path, listed):
     name = "learning_rate=0.1,seed=0" if listed else "other"
     assert swept_keys(tmp_path / name) == (("optimizer.learning_rate", "seed") if listed else ())
     assert swept_keys(tmp_path / "nowhere" / "run") == ()
+
+
+@pytest.mark.parametrize("on_nonfinite, loss_scale", [("stop", False), ("skip_step", False), ("stop", True)])
+def test_a_groups_values_are_each_members_chunk_values(tmp_path, on_nonfinite, loss_scale):
+    """`member_values` reads a group's stacked outputs at once; each member's dict is what
+    `chunk_values` gives for its slice, in the same order (the order the scalars are written)."""
+    import numpy as np
+
+    from netspec.compile.members import unstack
+    from netspec.compile.state import ChunkOutputs
+    from netspec.spec import load_spec
+    from netspec.training.callbacks import chunk_values, member_values
+
+    text = XOR.replace(
+        "train: {steps: 20, batch_size: 4}", f"train: {{steps: 20, batch_size: 4, on_nonfinite: {on_nonfinite}}}"
+    )
+    spec = load_spec(write(tmp_path / "s.yaml", text))
+    rng = np.random.default_rng(0)
+    members = 5
+    outputs = ChunkOutputs(
+        loss=rng.standard_normal((members, 7)).astype(np.float32),
+        metrics={"accuracy": rng.random(members).astype(np.float32), "mae": rng.random(members).astype(np.float32)},
+        learning_rate=rng.random(members).astype(np.float32),
+        skipped_steps=rng.integers(0, 9, members).astype(np.int32),
+        loss_scale=rng.random(members).astype(np.float32) if loss_scale else None,
+        nonfinite_layer=np.full(members, -1, np.int32),
+        nonfinite_step=np.zeros(members, np.int32),
+        nonfinite=None,
+    )
+    each = unstack(outputs, members)
+    got = member_values(spec, outputs)
+    for m in range(members):
+        expected = chunk_values(spec, each[m])
+        assert got[m] == expected and list(got[m]) == list(expected)
