@@ -267,10 +267,13 @@ def _syntax_message(e: yaml.MarkedYAMLError) -> str:
     context, problem = e.context or "", e.problem or ""
     if "'\\t'" in problem:
         message += "; YAML indents with spaces only: replace the tab with spaces"
-    elif "flow sequence" in context:
-        message += "; is a closing ']' or a ',' missing?"
-    elif "flow mapping" in context:
-        message += "; is a closing '}' or a ',' missing?"
+    elif "flow sequence" in context or "flow mapping" in context:
+        message += "; is a closing " + ("']'" if "flow sequence" in context else "'}'") + " or a ',' missing?"
+        if re.search(r"but got '[\[\]{}]'", problem):  # a bracket where a plain key or value went on
+            message += (
+                " Inside [ ] or { }, a key or value that holds brackets or commas must be quoted, "
+                "as in {'model.layers[0].units': [2, 4]}"
+            )
     elif "quoted scalar" in context:
         message += "; is a closing quote missing?"
     elif "expected ':'" in problem and "simple key" in context:

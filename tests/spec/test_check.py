@@ -29,6 +29,13 @@ class Case:
 CASES = [
     # -- YAML syntax and encoding ---------------------------------------------------------------
     Case("yaml_unclosed_bracket", edit((X, X[:-1])), (6, 5), "$", "is a closing ']' or a ',' missing?"),
+    Case(
+        "yaml_unquoted_brackets_in_a_flow_key",
+        edit(("seed: 777", "seed: 777\nsweep: {model.layers[0].units: [2, 4]}")),
+        (3, 21),
+        "$",
+        ("is a closing '}' or a ',' missing?", "must be quoted, as in {'model.layers[0].units': [2, 4]}"),
+    ),
     Case("yaml_bad_indentation", edit(("  input: [2]", "   input: [2]")), (9, 3), "$", "check the indentation"),
     Case("yaml_tab", edit(("  input: [2]", "\tinput: [2]")), (8, 1), "$", "replace the tab with spaces"),
     Case(
