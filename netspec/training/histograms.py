@@ -114,7 +114,10 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram
     if not layout.live:
         return made
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
-    for r, start, encoded in zip(layout.live, layout.starts.tolist(), _encoded(flat, layout, bins), strict=True):
+    encoded_rows = _encoded(flat, layout, bins)
+    if len(layout.live) == layout.rows and None not in encoded_rows:  # the usual case: every row drawn
+        return [Histogram(encoded, False) for encoded in encoded_rows]
+    for r, start, encoded in zip(layout.live, layout.starts.tolist(), encoded_rows, strict=True):
         if encoded is None:  # a NaN or Inf, or a range float32 cannot divide: this row alone, in float64
             row = flat[start : start + layout.sizes[r]].astype(np.float64)
             finite = np.isfinite(row)
@@ -185,10 +188,10 @@ def _encoded(flat: np.ndarray, layout: _Layout, bins: int) -> list:
     np.minimum(index, bins - 1, out=index)  # the maximum belongs to the last bucket
     index += layout.buckets
     counts = np.bincount(index, minlength=rows * bins).reshape(rows, bins)
-    if equal.any():
-        for alike in np.flatnonzero(equal & cut):  # all at the middle edge: its right bucket, whatever the rounding
-            counts[alike] = 0
-            counts[alike, bins // 2] = lengths[alike]
+    alike = np.flatnonzero(equal & cut)  # all at the middle edge: its right bucket, whatever the rounding
+    if alike.size:
+        counts[alike] = 0
+        counts[alike, bins // 2] = lengths[alike]
     nonempty = counts > 0
     begins = nonempty.argmax(axis=1)
     ends = bins + 1 - nonempty[:, ::-1].argmax(axis=1)  # one past the last limit shown

@@ -86,6 +86,8 @@ def write_all(fd: int, data: bytes, path: Path | str) -> None:
     while view:
         try:
             written = os.write(fd, view)
+            if written == len(data):  # the usual case, in one call
+                return
         except OSError as e:  # os.write's error names no file
             raise OSError(e.errno, e.strerror, str(path)) from None
         if written == 0:
