@@ -30,7 +30,7 @@ count) is saved inside every checkpoint, so a resume continues it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +42,7 @@ from netspec import distribute
 from netspec.compile.state import ChunkOutputs
 from netspec.errors import NetspecError
 from netspec.spec.types import Spec, metric_mode
+from netspec.training import wire
 from netspec.training.feed import split_means
 from netspec.training.interrupts import pause
 
@@ -137,9 +138,9 @@ def chunk_values(spec: Spec, outputs: ChunkOutputs) -> dict[str, float]:
     return values
 
 
-def member_values(spec: Spec, outputs: ChunkOutputs) -> list[dict[str, float]]:
-    """`chunk_values` of each member of a sweep group's chunk (`outputs` stacked: [members, ...]
-    each field), read in one `tolist` a field rather than one float() a value."""
+def member_columns(spec: Spec, outputs: ChunkOutputs) -> dict[str, list[float]]:
+    """`chunk_values` of a sweep group's chunk as columns, {name: [one value a member]} (`outputs`
+    stacked: [members, ...] each field), read in one `tolist` a field rather than one float() a value."""
     columns = {
         "loss": outputs.loss[:, -1].tolist(),
         **{k: np.asarray(v, np.float64).tolist() for k, v in outputs.metrics.items()},
@@ -149,8 +150,27 @@ def member_values(spec: Spec, outputs: ChunkOutputs) -> list[dict[str, float]]:
         columns["loss_scale"] = np.asarray(outputs.loss_scale, np.float64).tolist()
     if spec.train["on_nonfinite"] == "skip_step" or outputs.loss_scale is not None:
         columns["skipped_steps"] = np.asarray(outputs.skipped_steps, np.float64).tolist()
+    return columns
+
+
+def member_values(spec: Spec, outputs: ChunkOutputs) -> list[dict[str, float]]:
+    """`chunk_values` of each member of a sweep group's chunk (`member_columns` by rows)."""
+    columns = member_columns(spec, outputs)
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def nonfinite_noticed(spec: Spec, outputs: ChunkOutputs) -> np.ndarray:
+    """bool, the shape of `outputs.nonfinite_layer` ([] for a run's chunk, [members] for a group's):
+    whether `NonfiniteGuard` has to act on the chunk (on_nonfinite: stop, and its per-step check
+    named a layer, or it noticed a NaN or Inf)."""
+    layer = np.asarray(outputs.nonfinite_layer)
+    if spec.train["on_nonfinite"] != "stop":
+        return np.zeros(layer.shape, bool)
+    noticed = layer >= 0
+    if outputs.nonfinite is not None:
+        noticed = noticed | np.asarray(outputs.nonfinite, bool)
+    return noticed
 
 
 class NonfiniteGuard(Callback):
@@ -165,13 +185,10 @@ class NonfiniteGuard(Callback):
         self.spec, self.run_dir, self.latest_checkpoint, self.locate = spec, run_dir, latest_checkpoint, locate
 
     def on_chunk_end(self, chunk, stopping):
-        if self.spec.train["on_nonfinite"] != "stop":
-            return None
         outputs = chunk.outputs
-        layer, step = int(outputs.nonfinite_layer), int(outputs.nonfinite_step)
-        noticed = outputs.nonfinite is not None and bool(outputs.nonfinite)
-        if layer < 0 and not noticed:
+        if not nonfinite_noticed(self.spec, outputs):
             return None
+        layer, step = int(outputs.nonfinite_layer), int(outputs.nonfinite_step)
         if layer < 0:
             step, layer = self.locate(chunk.end, chunk.length)
         raise nonfinite_error(
@@ -229,26 +246,62 @@ class TrainingSummaries(Callback):
     def dispatch(self, state, end):
         return self.extras(state.params, state.model_state) if self.extras is not None else None
 
+    def scalar_tags(self, names: Sequence[str], steps_per_second: bool) -> list[str]:
+        """The tags written of the values named `names` (`chunk_values`' keys, in their order), as
+        `summaries.scalars` asks: loss, the metrics, learning_rate, steps_per_second."""
+        wanted = self.scalars
+        tags = ["loss"] if "loss" in wanted else []
+        if "metrics" in wanted:
+            tags += [k for k in names if k not in ("loss", "learning_rate")]
+        if "learning_rate" in wanted:
+            tags.append("learning_rate")
+        if "steps_per_second" in wanted and steps_per_second:
+            tags.append("steps_per_second")
+        return tags
+
     def write(
         self, step: int, values: dict[str, float], steps_per_second: float | None, params, extras, made=None
     ) -> None:
         """Write step `step`: `values` as `chunk_values` gives them, `params` (on the device or the
         host; None with `made`, the parameters' {tag: Histogram} made already: a sweep group's) and
         what `dispatch` started."""
-        wanted = self.scalars
-        scalars = {}
-        if "loss" in wanted:
-            scalars["loss"] = values["loss"]
-        if "metrics" in wanted:
-            scalars.update({k: v for k, v in values.items() if k not in ("loss", "learning_rate")})
-        if "learning_rate" in wanted:
-            scalars["learning_rate"] = values["learning_rate"]
-        if "steps_per_second" in wanted and steps_per_second is not None:
-            scalars["steps_per_second"] = steps_per_second
+        every = {**values, "steps_per_second": steps_per_second}
+        scalars = {tag: every[tag] for tag in self.scalar_tags(list(values), steps_per_second is not None)}
         activations, gradients = distribute.to_host(extras) if extras is not None else (None, None)
         if made is None and params is not None:
             params = distribute.gather(params)
         self.summaries.training(step, scalars, params, activations=activations, gradients=gradients, made=made)
+
+    @staticmethod
+    def write_members(
+        writers: Sequence[TrainingSummaries],
+        slots: Sequence[int],
+        step: int,
+        columns: Mapping[str, list[float]],
+        steps_per_second: float | None,
+        made: list[dict] | None,
+        work: Mapping[int, dict],
+    ) -> None:
+        """`write` for members of a sweep group at once: `writers[i]` is the member in slot
+        `slots[i]` of `columns` (`member_columns`), `made` (`member_histograms`) and `work` (each
+        slot's dispatched work); the writers alike (`groups` puts only members of one
+        `summaries` block together). Their scalars are encoded in one numpy pass
+        (`wire.scalar_rows`): 16 members' events, one at a time, cost more host time than the
+        chunk that trains them."""
+        if not writers:
+            return
+        tags = writers[0].scalar_tags(list(columns), steps_per_second is not None)
+        if writers[0].extras is not None:  # each member's own activations and gradients: one at a time
+            for writer, slot in zip(writers, slots, strict=True):
+                values = {name: column[slot] for name, column in columns.items()}
+                mine = None if made is None else made[slot]
+                writer.write(step, values, steps_per_second, None, work[slot].get(writer.name), mine)
+            return
+        every = {**columns, "steps_per_second": [steps_per_second] * len(next(iter(columns.values())))}
+        table = np.array([every[tag] for tag in tags], np.float64).T  # [members, tags]
+        fields = wire.scalar_rows(tags, table[list(slots)])
+        for writer, slot, scalars in zip(writers, slots, fields, strict=True):
+            writer.summaries.training_event(step, scalars, {} if made is None else made[slot])
 
     def on_chunk_end(self, chunk, stopping):
         self.write(

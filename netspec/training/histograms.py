@@ -6,7 +6,7 @@ Contract.
         the tensors `summaries.histograms` asks for (`wanted`: "weights", "biases",
         "activations", "gradients"), tagged as TensorBoard shows them: `<layer>/<param>`,
         `<layer>/activations`, `<layer>/<param>/gradients`
-    tagged({tag: array [rows, ...]}, bins=BINS) -> [{tag: Histogram(encoded, dropped)}], one per row
+    tagged({tag: array [rows, ...]}, bins=BINS) -> [{tag: Histogram(value, dropped)}], one per row
         a row is one run's: a plain run has one, a sweep group one per member
     member_histograms(stacked params, wanted, members) -> tagged(tensors(params, wanted))
 
@@ -16,8 +16,8 @@ A histogram is what `tf.summary.histogram` and tensorboardX's `make_histogram(va
 maximum in the last bucket, written from the bucket before the first non-empty one (TensorBoard
 reads right limits only) to the last non-empty one; its min, max, num, sum and sum_squares. A NaN
 or Inf cannot be drawn: such values are left out and the row says so (`dropped`); a row of no
-finite value has no histogram (`encoded` None). A histogram is made as its serialized
-HistogramProto (`netspec.training.wire`), what the event that holds it is built of.
+finite value has no histogram (`value` None). A histogram is made as the serialized Summary field
+that holds it (`netspec.training.wire`), what the event is built of.
 
 Why not tensorboardX's function. It cost 37 us a tensor, and a sweep of 16 members writes 64
 histograms a chunk; over fashion_mlp's 8 members' parameters (2.2 M values) the float64 numpy
@@ -46,19 +46,19 @@ BIAS_NAMES = frozenset({"bias", "beta", "offset"})  # parameters shown as biases
 
 
 class Histogram(NamedTuple):
-    """One row's histogram: its serialized HistogramProto (None when no value was finite) and
-    whether NaN or Inf values were left out of it. Serialized: an event is built of the bytes
-    (`netspec.training.wire.histogram_value`), with no message made."""
+    """One row's histogram, serialized as the Summary field that holds it (a Summary.Value of its
+    tag and HistogramProto: what an event is built of, `netspec.training.wire`; None when no value
+    was finite), and whether NaN or Inf values were left out of it."""
 
-    encoded: bytes | None  # HistogramProto: min, max, num, sum, sum_squares, bucket_limit, bucket
+    value: bytes | None  # Summary field 1: Summary.Value{tag, histo: min, max, num, sum, sum_squares, buckets}
     dropped: bool
 
     @property
     def proto(self) -> Any:
         """The HistogramProto (tensorboardX.proto.summary_pb2), or None."""
-        from tensorboardX.proto.summary_pb2 import HistogramProto
+        from tensorboardX.proto.summary_pb2 import Summary
 
-        return None if self.encoded is None else HistogramProto.FromString(self.encoded)
+        return None if self.value is None else Summary.FromString(self.value).value[0].histo
 
 
 def tensors(
@@ -99,14 +99,15 @@ def tagged(found: Mapping[str, Any], bins: int = BINS) -> list[dict[str, Histogr
     if not blocks:
         return []
     rows = blocks[0].shape[0]
-    made = histograms([block.reshape(rows, -1) for block in blocks], bins)
     tags = list(found)
+    made = histograms([block.reshape(rows, -1) for block in blocks], bins, tags)
     return [{tag: made[t * rows + r] for t, tag in enumerate(tags)} for r in range(rows)]
 
 
-def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram]:
+def histograms(blocks: Sequence[np.ndarray], bins: int = BINS, tags: Sequence[str] | None = None) -> list[Histogram]:
     """The histogram of each row of each block (a list of float arrays [rows, n], rows and n
-    their own), block after block; see the module docstring."""
+    their own), block after block, each block's rows tagged `tags[block]` (none: untagged); see
+    the module docstring."""
     wide = all(block.dtype == np.float64 for block in blocks)
     dtype = np.float64 if wide else np.float32
     layout = _layout(tuple(block.shape for block in blocks), bins)
@@ -114,7 +115,10 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram
     if not layout.live:
         return made
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
-    encoded_rows = _encoded(flat, layout, bins)
+    row_tags = [
+        tag for tag, (rows, _) in zip(tags or [""] * len(blocks), layout.shapes, strict=True) for _ in range(rows)
+    ]
+    encoded_rows = _encoded(flat, layout, bins, [row_tags[r] for r in layout.live])
     if len(layout.live) == layout.rows and None not in encoded_rows:  # the usual case: every row drawn
         return [Histogram(encoded, False) for encoded in encoded_rows]
     for r, start, encoded in zip(layout.live, layout.starts.tolist(), encoded_rows, strict=True):
@@ -123,7 +127,7 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS) -> list[Histogram
             finite = np.isfinite(row)
             kept = row if finite.all() else row[finite]
             alone = _layout(((1, kept.size),), bins)
-            made[r] = Histogram(_encoded(kept, alone, bins)[0] if kept.size else None, not finite.all())
+            made[r] = Histogram(_encoded(kept, alone, bins, [row_tags[r]])[0] if kept.size else None, not finite.all())
         else:
             made[r] = Histogram(encoded, False)
     return made
@@ -133,6 +137,7 @@ class _Layout(NamedTuple):
     """Where each row of a list of blocks lies in their values one after another: what a chunk's
     histograms share with the last chunk's (the same shapes), made once (`_layout`)."""
 
+    shapes: tuple[tuple[int, ...], ...]  # each block's [rows, n]
     rows: int  # every row, empty ones too
     sizes: list[int]  # each row's length
     live: list[int]  # the rows that are not empty
@@ -153,11 +158,11 @@ def _layout(shapes: tuple[tuple[int, ...], ...], bins: int) -> _Layout:
     num = lengths.astype(np.float64)
     for shared in (lengths, starts, buckets, num):  # by every chunk's call
         shared.flags.writeable = False
-    return _Layout(len(sizes), sizes, live, lengths, starts, buckets, num)
+    return _Layout(shapes, len(sizes), sizes, live, lengths, starts, buckets, num)
 
 
-def _encoded(flat: np.ndarray, layout: _Layout, bins: int) -> list:
-    """The serialized HistogramProto of each live row of `flat` (the rows one after another, float32
+def _encoded(flat: np.ndarray, layout: _Layout, bins: int, tags: Sequence[str]) -> list:
+    """The Summary field (`wire.histogram_value`: tagged `tags[i]`) of the HistogramProto of each live row of `flat` (the rows one after another, float32
     or float64, as `layout` says); None for a row with a NaN or Inf, and in float32 for one whose
     range it cannot divide into `bins`. A finite float64 row that cannot be divided (too narrow or
     too wide a range at its magnitude) is one bucket."""
@@ -204,10 +209,12 @@ def _encoded(flat: np.ndarray, layout: _Layout, bins: int) -> list:
     edges = first[:, None] + width[:, None] * np.arange(bins + 1)
     edges[:, -1] = last
     stats = np.stack([low, high, layout.num, total, squares], axis=1)
-    made: list = wire.histogram_protos(stats, edges, shown, begins, ends)
+    made: list = wire.histogram_protos(stats, edges, shown, begins, ends, tags)
     if not every:
         alone = dtype is np.float64  # a row that float64 cannot divide is one bucket; float32 leaves it to float64
         drawable = np.isfinite(low) & np.isfinite(high)
         for r in np.flatnonzero(~cut).tolist():
-            made[r] = wire.histogram_proto(stats[r], [high[r]], [layout.num[r]]) if alone and drawable[r] else None
+            made[r] = (
+                wire.histogram_proto(stats[r], [high[r]], [layout.num[r]], tags[r]) if alone and drawable[r] else None
+            )
     return made

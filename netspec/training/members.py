@@ -45,8 +45,10 @@ from netspec.training.callbacks import (
     FinishedChunk,
     NonfiniteGuard,
     Timing,
+    TrainingSummaries,
     device_copy,
-    member_values,
+    member_columns,
+    nonfinite_noticed,
     start_work,
     warm_copies,
 )
@@ -106,9 +108,15 @@ class _Member:
         self.evaluation: Any = None
         self.saver: Any = None
         self.losses: list[float] = []
-        self.last: dict = {}
+        self.last_row: tuple[dict, int] = ({}, 0)  # its last good chunk's (`member_columns`, its slot)
         self.training = True  # not frozen
         self.outcome: Outcome | None = None
+
+    @property
+    def last(self) -> dict[str, float]:
+        """Its last good chunk's `chunk_values` (read from the group's columns only when asked)."""
+        columns, slot = self.last_row
+        return {name: column[slot] for name, column in columns.items()}
 
     def ended(self, error: str | None) -> None:
         self.training = False
@@ -514,7 +522,11 @@ class _Loop:
         return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
 
     def _finish(self, chunk: _GroupChunk) -> None:
-        """Read the chunk's outputs once, then run each member's callbacks on its slice."""
+        """Read the chunk's outputs once; then, in a plain run's order, each member's non-finite
+        check (only where its chunk noticed one), the summaries of every member still good
+        (`TrainingSummaries.write_members`), and each member's evaluation and checkpoint where one
+        is due. A group pays its host time per member: the callbacks with nothing to do at this
+        chunk are not called."""
         from netspec import distribute
         from netspec.compile.members import take, unstack
         from netspec.compile.state import TrainState
@@ -525,41 +537,54 @@ class _Loop:
         wanted = self.live[0].writer.histograms  # the members' summaries are alike (`groups`)
         stacked = None if snapshot is None else snapshot.params
         made = member_histograms(stacked, wanted, len(self.live)) if stacked is not None else None
-        each = unstack(outputs, len(self.live))
-        values, losses = member_values(self.spec, outputs), outputs.loss.tolist()
+        columns, losses = member_columns(self.spec, outputs), outputs.loss.tolist()
+        noticed = nonfinite_noticed(self.spec, outputs).tolist()
         whole = isinstance(snapshot, TrainState)
-        for m in self.live:
-            if not m.training or m.slot not in chunk.members:
-                continue
-            mine = each[m.slot]
-            state = take(snapshot, m.slot) if whole else None
-            finished = FinishedChunk(
+        each: list | None = None
+
+        def finished(m: _Member) -> FinishedChunk:
+            nonlocal each
+            each = each if each is not None else unstack(outputs, len(self.live))
+            return FinishedChunk(
                 chunk.end,
                 chunk.length,
-                mine,
-                values[m.slot],
+                each[m.slot],
+                {name: column[m.slot] for name, column in columns.items()},
                 steps_per_second,
-                state,
+                take(snapshot, m.slot) if whole else None,
                 None,  # the histograms of its parameters are made (`made`)
                 chunk.members[m.slot],
                 None if made is None else made[m.slot],
             )
-            try:
-                reason = None
-                for callback in m.callbacks:
-                    if callback.name == "summaries":  # the chunk is good (the guard ran): its steps count
-                        m.losses.extend(losses[m.slot])
-                        m.last = finished.values
-                    reason = callback.on_chunk_end(finished, reason) or reason
-            except NetspecError as e:  # its loss or gradients went non-finite: it alone stops
-                self._freeze(m)
-                self.echo(f"Member {m.planned.member.name} failed: {e}")
-                m.summaries.close()
-                m.ended(str(e))
+
+        good = []
+        for m in self.live:
+            if not m.training or m.slot not in chunk.members:
                 continue
+            if noticed[m.slot]:
+                try:
+                    m.guard.on_chunk_end(finished(m), None)
+                except NetspecError as e:  # its loss or gradients went non-finite: it alone stops
+                    self._freeze(m)
+                    self.echo(f"Member {m.planned.member.name} failed: {e}")
+                    m.summaries.close()
+                    m.ended(str(e))
+                    continue
+            good.append(m)
+        TrainingSummaries.write_members(
+            [m.writer for m in good], [m.slot for m in good], chunk.end, columns, steps_per_second, made, chunk.members
+        )
+        for m in good:  # the chunk is good: its steps count
+            m.losses.extend(losses[m.slot])
+            m.last_row = (columns, m.slot)
+            if m.evaluation.name not in chunk.members[m.slot] and not m.saver.due(chunk.end):
+                continue
+            mine, reason = finished(m), None
+            for callback in (m.evaluation, m.saver):  # after the summaries, as in `m.callbacks`
+                reason = callback.on_chunk_end(mine, reason) or reason
             if reason == "early_stopping":
                 self._freeze(m)
-                self._close(m, state, chunk.end, reason)
+                self._close(m, mine.state, chunk.end, reason)
         self.progress.update(chunk.length, f"{len(self.training())} of {len(self.live)} members training")
         pause(f"chunk:{chunk.end}")
 

@@ -341,13 +341,19 @@ class Summaries:
                     **(made or {}),
                     **histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0],
                 }
-        values = [wire.scalar_value(tag, value) for tag, value in scalars.items()]
-        for tag, histogram in (made or {}).items():
+        self.training_event(step, b"".join(wire.scalar_value(tag, value) for tag, value in scalars.items()), made or {})
+
+    def training_event(self, step: int, scalars: bytes, made: Mapping[str, histograms.Histogram]) -> None:
+        """Write the training event of step `step`: `scalars` its scalars' Summary fields encoded
+        (`wire.scalar_value`, or a group's `wire.scalar_rows`), `made` its histograms {tag:
+        Histogram}; those that left out a NaN or Inf are recorded in `dropped`."""
+        values = [scalars]
+        for tag, histogram in made.items():
             if histogram.dropped:
                 self.dropped.setdefault(tag, []).append(step)
-            if histogram.encoded is not None:
-                values.append(wire.histogram_value(tag, histogram.encoded))
-        if values:
+            if histogram.value is not None:
+                values.append(histogram.value)
+        if scalars or len(values) > 1:
             self.train.add_serialized(wire.event(time.time(), int(step), values))
 
     def dropped_note(self) -> str | None:

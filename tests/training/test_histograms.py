@@ -129,8 +129,8 @@ def test_tags_and_member_histograms():
     assert member_histograms(params, {"activations"}, 3) == [{}, {}, {}]
     assert len(made) == 3
     for i, member in enumerate(made):
-        assert member["d/kernel"] == histograms([params["d"]["kernel"][i].reshape(1, -1)])[0]
-        assert member["d/bias"] == histograms([params["d"]["bias"][i][None]])[0]
+        assert member["d/kernel"] == histograms([params["d"]["kernel"][i].reshape(1, -1)], tags=["d/kernel"])[0]
+        assert member["d/bias"] == histograms([params["d"]["bias"][i][None]], tags=["d/bias"])[0]
 
 
 def test_tensors_of_every_size_in_one_pass_are_each_their_own():
@@ -151,7 +151,7 @@ def test_tensors_of_every_size_in_one_pass_are_each_their_own():
         made = tagged(found)
         for r in range(rows):
             for tag, value in found.items():
-                assert made[r][tag] == histograms([value[r].reshape(1, -1)])[0], (trial, r, tag)
+                assert made[r][tag] == histograms([value[r].reshape(1, -1)], tags=[tag])[0], (trial, r, tag)
     assert tagged({}) == []
     [empty] = tagged({"e": np.zeros((1, 0), np.float32)})
     assert empty == {"e": (None, False)}
@@ -162,3 +162,19 @@ def test_the_masked_crc_is_tfrecords():
     for n in [0, 1, 7, 8, 12, 100, 4099]:
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert masked_crc32c(data) == tensorboardx_crc(data)
+
+
+def test_a_histogram_is_the_summary_field_of_its_tag():
+    """What `tagged` makes is the Summary field an event holds: its tag and its HistogramProto,
+    byte for byte as protobuf writes Summary(value=[Summary.Value(tag, histo)])."""
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    rng = np.random.default_rng(3)
+    found = {"dense/kernel": rng.standard_normal((4, 3, 5)).astype(np.float32), "b": rng.standard_normal((4, 1))}
+    found["b"][2, 0] = np.nan  # a row made alone, its finite values none: no histogram
+    for row in tagged(found):
+        for tag, made in row.items():
+            if made.value is None:
+                continue
+            expected = Summary(value=[Summary.Value(tag=tag, histo=made.proto)])
+            assert made.value == expected.SerializeToString()
