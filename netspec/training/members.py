@@ -37,6 +37,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from netspec.errors import NetspecError
 from netspec.spec.sweep import Member
 from netspec.spec.types import Spec
@@ -107,7 +109,7 @@ class _Member:
         self.callbacks: list = []
         self.evaluation: Any = None
         self.saver: Any = None
-        self.losses: list[float] = []
+        self.losses: list = []  # each good chunk's losses, float32 [steps] (a row of the group's chunk)
         self.last_row: tuple[dict, int] = ({}, 0)  # its last good chunk's (`member_columns`, its slot)
         self.training = True  # not frozen
         self.outcome: Outcome | None = None
@@ -492,8 +494,10 @@ class _Loop:
                 m.summaries.close()
             raise _stopped(self.signals, step, self.spec, len(training))
         if training:
+            # every member's: training ends with its last chunk, as a plain run's does (the state read
+            # back for the closings, and the closings of the others, are not training)
+            seconds = time.perf_counter() - self.loop_start
             final = jax.device_get(self.states.train)
-            seconds = time.perf_counter() - self.loop_start  # every member's: not counting the others' closings
             # from here a signal stops at once, as in a plain run's closing: a resume finishes
             # the members whose closing checkpoint is written and trains the others on
             self.signals.immediate()
@@ -537,7 +541,7 @@ class _Loop:
         wanted = self.live[0].writer.histograms  # the members' summaries are alike (`groups`)
         stacked = None if snapshot is None else snapshot.params
         made = member_histograms(stacked, wanted, len(self.live)) if stacked is not None else None
-        columns, losses = member_columns(self.spec, outputs), outputs.loss.tolist()
+        columns = member_columns(self.spec, outputs)
         noticed = nonfinite_noticed(self.spec, outputs).tolist()
         whole = isinstance(snapshot, TrainState)
         each: list | None = None
@@ -575,7 +579,7 @@ class _Loop:
             [m.writer for m in good], [m.slot for m in good], chunk.end, columns, steps_per_second, made, chunk.members
         )
         for m in good:  # the chunk is good: its steps count
-            m.losses.extend(losses[m.slot])
+            m.losses.append(outputs.loss[m.slot])  # made a list of floats once, at its closing
             m.last_row = (columns, m.slot)
             if m.evaluation.name not in chunk.members[m.slot] and not m.saver.due(chunk.end):
                 continue
@@ -596,7 +600,8 @@ class _Loop:
         """Close member `m`'s run (its final evaluation, result.json); `seconds`: its training
         time, the loop's until now unless given."""
         seconds = time.perf_counter() - self.loop_start if seconds is None else seconds
-        trained = Trained(state, step, reason, m.last, m.losses, seconds, self.timing.first)
+        losses = np.concatenate(m.losses).tolist() if m.losses else []
+        trained = Trained(state, step, reason, m.last, losses, seconds, self.timing.first)
         closing = m.opened.closing or _closing(m.opened, trained, self.compile_seconds)
         _close(
             m.spec,

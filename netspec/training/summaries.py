@@ -49,6 +49,7 @@ EventAccumulator purges scalars, histograms and images at a purge step, but not 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -530,12 +531,16 @@ def masked_crc32c(data: bytes) -> int:
     return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=4096)
+def _record_header(length: int) -> bytes:
+    """A TFRecord's length and its masked CRC-32C (a run's records are of few lengths)."""
+    header = length.to_bytes(8, "little")
+    return header + masked_crc32c(header).to_bytes(4, "little")
+
+
 def _record(data: bytes) -> bytes:
     """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C (what TensorBoard reads)."""
-    header = len(data).to_bytes(8, "little")
-    return b"".join(
-        (header, masked_crc32c(header).to_bytes(4, "little"), data, masked_crc32c(data).to_bytes(4, "little"))
-    )
+    return b"".join((_record_header(len(data)), data, masked_crc32c(data).to_bytes(4, "little")))
 
 
 def _hparams_summary(tag: str, **data) -> Summary:
