@@ -491,10 +491,11 @@ def lr_find(spec, overrides, min_lr, max_lr, members, steps, logdir, data_dir, q
             ) from None
     if not quiet:
         click.echo(f"Each rate's loss after {result.steps} steps (the mean over the last fifth of them):")
+        click.echo(f"  {'learning rate':>13}  {'loss':>12}")
         for rate, loss in zip(result.rates, result.losses, strict=True):
             shown = f"{loss:.6g}" if loss != float("inf") else "diverged"
             mark = "  <- lowest" if rate == result.minimum else ""
-            click.echo(f"  {rate:>10.3g}  {shown:>12}{mark}")
+            click.echo(f"  {rate:>13.3g}  {shown:>12}{mark}")
     click.echo(f"Suggested learning rate: {result.suggestion:g} ({result.reason}).")
     click.echo(
         f"The curve is {result.image}; tensorboard --logdir {result.directory} shows it beside every rate's run."

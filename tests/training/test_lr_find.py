@@ -150,6 +150,12 @@ def test_the_command_prints_the_apis_suggestion_and_where_the_test_is(found, pri
     assert f"tensorboard --logdir {directory}" in out and str(directory / IMAGE_FILE) in out
     assert json.loads((directory / RESULT_FILE).read_text())["steps"] == STEPS  # capped by the spec's own steps
     assert "ranked by" not in out  # the sweep's own ranking (by the last step's loss) is not printed
+    # the table of every rate's loss, under its header, the lowest marked
+    lines = out.splitlines()
+    header = lines.index(next(line for line in lines if line.split() == ["learning", "rate", "loss"]))
+    rows = lines[header + 1 : header + 1 + len(found.rates)]
+    assert [float(row.split()[0]) for row in rows] == pytest.approx(found.rates, rel=1e-2)
+    assert sum("<- lowest" in row for row in rows) == 1
 
 
 # -- not trained -----------------------------------------------------------------------------------------------
