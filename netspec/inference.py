@@ -407,7 +407,7 @@ class SweepMember(NamedTuple):
     position: int  # 1-based, in sweep.json's order (a grid's, its last key varying fastest): what `--member K` counts
     total: int  # how many members the sweep has
     rank: int | None  # 1-based, in the sweep's result.json (1 is `best`); None when it has no ranking
-    ranked_by: str | None  # what the ranking judged, "the training data's loss"; None without one
+    ranked_by: str | None  # what the ranking judged, "the last training step's loss"; None without one
 
 
 class EnsembleEvaluation(NamedTuple):
@@ -495,8 +495,8 @@ def sweep_members(sweep_dir: str | Path) -> list[SweepMember]:
 def ensemble_members(sweep_dir: str | Path, *, notice=None) -> list[SweepMember]:
     """The members of a deep ensemble of the sweep in `sweep_dir`: every finished member (its
     result.json written), in sweep.json's order; those that failed or did not finish are left out,
-    said in one line to `notice`. Raises NetspecError when none finished, or for a damaged
-    sweep.json or result.json."""
+    said in one line to `notice`. Raises NetspecError when fewer than two finished (one is that
+    member, not an ensemble), or for a damaged sweep.json or result.json."""
     sweep_dir = Path(sweep_dir)
     members = _members_of(sweep_dir)
     finished = [m for m in members if _finished(m)]
@@ -505,6 +505,12 @@ def ensemble_members(sweep_dir: str | Path, *, notice=None) -> list[SweepMember]
         raise NetspecError(
             f"No member of the sweep {sweep_dir} finished training ({_listed(left)}), so there is no ensemble: "
             f"resume it with netspec resume {sweep_dir}, or see each member's result.json for why it failed."
+        )
+    if len(finished) == 1:  # an "ensemble" of one is that member, named as it is
+        raise NetspecError(
+            f"Only one member of the sweep {sweep_dir} finished training ({finished[0].name}), and an ensemble averages "
+            f"two or more: use --member {finished[0].name} for it, or train the others first with netspec resume "
+            f"{sweep_dir}" + (f" ({_listed(left)} did not finish)." if left else ".")
         )
     if left and notice is not None:
         notice(
@@ -688,7 +694,7 @@ def _ranking(sweep_dir: Path, names: list[str]) -> tuple[dict[str, int], str] | 
         if set(ranks) != set(names) or sorted(ranks.values()) != list(range(1, len(names) + 1)):
             raise ValueError(f"it does not rank the {len(names)} members {SWEEP_FILE} lists")
         selection = table["selection"]
-        where = "validation split's" if selection["split"] == "validation" else "training data's"
+        where = "validation split's" if selection["split"] == "validation" else "last training step's"
         return ranks, f"the {where} {selection['tag']}"
     except FileNotFoundError:
         return None

@@ -156,7 +156,7 @@ def test_a_sweep_without_member_is_its_best_member_said_in_one_line(binary):
     stdout, stderr = ok("eval", binary)
     assert stdout == ok("eval", binary / best)[0]
     line, evaluated = stderr.strip().splitlines()
-    assert f"using its best member, {best} (rank 1 of 3 by the training data's loss)" in line
+    assert f"using its best member, {best} (rank 1 of 3 by the last training step's loss)" in line
     assert evaluated == f"Evaluated {binary / best} on the train split (4 examples)."
     assert ok("eval", binary, "--member", "best")[0] == stdout
     member = sweep_member(binary)
@@ -270,6 +270,24 @@ def test_an_ensemble_leaves_out_a_member_that_did_not_finish(stopped, binary, in
 
 
 # -- refusals ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_an_ensemble_of_one_finished_member_is_refused_naming_it(binary, inputs, tmp_path, command):
+    """Averaging one member's probabilities is that member: the message names it to use instead."""
+    copy = tmp_path / "s"
+    shutil.copytree(binary, copy)
+    (copy / "result.json").unlink()
+    for name in UNITS[1:]:
+        (copy / name / "result.json").unlink()
+    extra = ["--input", inputs["xor"]] if command == "predict" else []
+    assert_one_paragraph(
+        netspec(command, copy, "--member", "ensemble", *extra),
+        "Only one member",
+        f"use --member {UNITS[0]}",
+        "an ensemble averages two or more",
+    )
 
 
 @pytest.mark.slow

@@ -256,7 +256,7 @@ def _whole_problems(loaded: Loaded, at: Key, key: str, path: Key, axis: Mapping[
             wanted = sorted({_round2(lo * (hi / lo) ** (i / 7)) for i in range(8)})
     else:
         wanted = list(range(lo, hi + 1))
-        if len(wanted) > 8:
+        if len(wanted) > 16:  # up to 16 listed whole (a seed's 0-10 is all of them); else 8, evenly spaced
             wanted = sorted({_round2(lo + (hi - lo) * i / 7) for i in range(8)})
     return [
         loaded.problem(

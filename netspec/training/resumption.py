@@ -348,46 +348,70 @@ def markdown(changes: list[Difference], step: int) -> str:
 
 
 def accepted_changes(
-    run_dir: str | Path, spec: Spec, arrays, *, allow_setting_changes: bool = False
+    run_dir: str | Path,
+    spec: Spec,
+    arrays,
+    *,
+    allow_setting_changes: bool = False,
+    sweep_dir: Path | None = None,
 ) -> list[Difference]:
     """What a resume of `run_dir` with `spec` (checked from its spec.yaml and --set) and `arrays`
-    (its data as loaded now) changes, when a resume may: LENGTH, PLACE and MACHINE changes, and
+    (its data as loaded now; None: the spec alone is compared, as a sweep does for every member
+    before it writes anything) changes, when a resume may: LENGTH, PLACE and MACHINE changes, and
     SETTING ones with `allow_setting_changes`. Raises NetspecError listing every difference
     that changes what the parameters mean or which data they learn from (and, without the flag,
     the settings), or DamagedRecord for an unreadable ran.json. A run of an older netspec (no
-    ran.json) is compared with its spec.yaml as it is."""
+    ran.json) is compared with its spec.yaml as it is. `sweep_dir`: `run_dir` is a member of the
+    sweep there, which is what the message tells to resume."""
     run_dir = Path(run_dir)
     record_ = read_record(run_dir)
     found = differences(_what_ran(run_dir, spec, record_), _plain_json(spec.resolved))
     # the data itself, unless a refused key already changes it (inline data, the split, the seed)
-    if record_ is not None and not any(d.kind == MEANING and d.path[0] in ("data", "seed") for d in found):
+    refuses_data = any(d.kind == MEANING and d.path[0] in ("data", "seed") for d in found)
+    if record_ is not None and arrays is not None and not refuses_data:
         found += _data_differences(record_, spec.data_info, fingerprint(arrays))
     refused = [d for d in found if d.kind == MEANING]
     settings = [d for d in found if d.kind == SETTING]
     compared = f"spec.yaml and --set, against {RECORD}" if record_ is not None else "--set, against spec.yaml"
     if refused:
-        raise refusal(run_dir, refused, [] if allow_setting_changes else settings, compared)
+        raise refusal(run_dir, refused, [] if allow_setting_changes else settings, compared, sweep_dir=sweep_dir)
     if settings and not allow_setting_changes:
+        resumed, changed = _resumed(run_dir, sweep_dir)
         raise NetspecError(
-            f"Cannot resume {run_dir} without {FLAG}: these training settings differ from what it ran ({compared}): "
-            f"{_listed(settings)}. A resume may change them from the step it continues at when asked: netspec resume "
-            f"{run_dir} {FLAG} (with the same --set), and the changes are recorded with that step in {run_dir / CHANGES} "
-            f"and in TensorBoard (Text, tag spec_changes). Nothing in the run directory was changed."
+            f"Cannot resume {resumed} without {FLAG}: these training settings differ from what {changed} ran "
+            f"({compared}): {_listed(settings)}. A resume may change them from the step it continues at when asked: "
+            f"netspec resume {sweep_dir or run_dir} {FLAG} (with the same --set), and the changes are recorded with that "
+            f"step in {run_dir / CHANGES} and in TensorBoard (Text, tag spec_changes). Nothing in the "
+            f"{'sweep' if sweep_dir else 'run'} directory was changed."
         )
     return found
 
 
+def _resumed(run_dir: Path, sweep_dir: Path | None) -> tuple[str, str]:
+    """What a refusal names as resumed, and as having run."""
+    if sweep_dir is None:
+        return str(run_dir), "it"
+    return f"the sweep {sweep_dir}", f"its member {run_dir.name} (and every member alike)"
+
+
 def refusal(
-    run_dir: Path, refused: list[Difference], settings: Sequence[Difference] = (), compared: str = "--set"
+    run_dir: Path,
+    refused: list[Difference],
+    settings: Sequence[Difference] = (),
+    compared: str = "--set",
+    *,
+    sweep_dir: Path | None = None,
 ) -> NetspecError:
     """The error that refuses a resume for the MEANING differences `refused` (and names the
-    `settings` that would also need the flag)."""
+    `settings` that would also need the flag); `sweep_dir` as `accepted_changes` takes it."""
     also = f" (These settings would also need {FLAG}: {_listed(settings)}.)" if settings else ""
+    resumed, changed = _resumed(Path(run_dir), sweep_dir)
+    spec_file = Path(sweep_dir) / "sweep.yaml" if sweep_dir else Path(run_dir) / "spec.yaml"
     return NetspecError(
-        f"Cannot resume {run_dir}: a resume continues the same run, and these changes ({compared}) would change what its "
-        f"parameters mean or which data they learn from: {_listed(refused, why=True)}.{also} Undo them (in "
-        f"{Path(run_dir) / 'spec.yaml'}, or drop the --set), or train the changed spec as a new run with netspec run. Nothing "
-        f"in the run directory was changed."
+        f"Cannot resume {resumed}: a resume continues the same run, and these changes ({compared}) would change what "
+        f"the parameters of {changed if sweep_dir else 'it'} mean or which data they learn from: "
+        f"{_listed(refused, why=True)}.{also} Undo them (in {spec_file}, or drop the --set), or train the changed spec "
+        f"as a new run with netspec run. Nothing in the {'sweep' if sweep_dir else 'run'} directory was changed."
     )
 
 

@@ -154,6 +154,10 @@ def resume_sweep(
             held.release()
             raise
         try:
+            # every member's --set is checked as `netspec resume` of its run checks it, the finished
+            # ones too, before anything is written or removed: a refusal leaves the sweep as it was
+            for member in sweep.members if overrides else ():
+                _check_changes(sweep_dir, member, overrides, allow_setting_changes)
             plan = [_plan(member, sweep_dir, overrides, echo) for member in sweep.members]
             if overrides:  # what a later resume expands: the sweep as this one asks for it (more steps, ...)
                 write_atomically(sweep_dir / SWEEP_SPEC, sweep.text)
@@ -354,6 +358,19 @@ def _read_record(sweep_dir: Path) -> dict:
         ) from None
 
 
+def _check_changes(sweep_dir: Path, member: Member, overrides: Sequence[str], allow_setting_changes: bool) -> None:
+    """Refuse `overrides` for a member that has run (a checkpoint or a result.json), as a resume of
+    its run would (`resumption.accepted_changes`, its spec alone: the data is compared when it trains)."""
+    from netspec.training import resumption
+
+    run_dir = sweep_dir / member.name
+    if (run_dir / RESULT).is_file() or any((run_dir / "checkpoints").glob("step-*.safetensors")):
+        spec = load_run_spec(run_dir, overrides)
+        resumption.accepted_changes(
+            run_dir, spec, None, allow_setting_changes=allow_setting_changes, sweep_dir=sweep_dir
+        )
+
+
 def _plan(member: Member, sweep_dir: Path, overrides: Sequence[str], echo: Callable[[str], Any]) -> Planned | None:
     """What a resume does with `member`: None (finished), resume it, or start it. A finished member
     resumes when `overrides` give it more steps, as `netspec resume` of its run would train on."""
@@ -445,7 +462,7 @@ def _table(sweep: Sweep, result: SweepResult) -> dict:
 def ranking_lines(sweep: Sweep, result: SweepResult) -> list[str]:
     """The console's table: rank, selection value, member, best first."""
     chosen = result.selection
-    where = "validation split's" if chosen["split"] == "validation" else "training data's"
+    where = "validation split's" if chosen["split"] == "validation" else "last training step's"
     better = "lower" if chosen["mode"] == "min" else "higher"
     lines = [
         f"Sweep {sweep.name}: {len(sweep.members)} members ranked by the {where} {chosen['tag']} "

@@ -128,7 +128,9 @@ def test_the_members_are_ranked_by_the_training_loss_on_the_console_and_in_resul
             == json.loads((sweep_dir / "sweep.json").read_text())["members"][MEMBERS.index(r["member"])]["values"]
         )
     lines = output.splitlines()
-    assert lines[0] == f"Sweep xor: 4 members ranked by the training data's loss (lower is better), in {sweep_dir}:"
+    assert (
+        lines[0] == f"Sweep xor: 4 members ranked by the last training step's loss (lower is better), in {sweep_dir}:"
+    )
     assert lines[1].split() == ["rank", "loss", "member"]
     assert [line.split() for line in lines[2:6]] == [
         [str(r["rank"]), f"{r['selection']:.6g}", r["member"]] for r in rows
@@ -247,6 +249,37 @@ def test_a_resume_that_sets_more_steps_keeps_them_in_sweep_yaml(swept, tmp_path)
     assert netspec("run", spec_file, "--logdir", whole, "--quiet", "--run-name", "s").exit_code == 0
     for name in MEMBERS:
         assert_same_run(copy / name, whole / "xor" / "s" / name)
+
+
+@pytest.mark.parametrize(
+    "sets, refused",
+    [
+        (["model.layers[0].units=4"], "would change what the parameters"),  # meaning: never
+        (["checkpoint.keep=5"], "without --allow-setting-changes"),  # a setting: only when asked
+        (["checkpoint.keep=5", "train.steps=60"], "without --allow-setting-changes"),
+    ],
+)
+def test_a_resume_of_a_sweep_refuses_what_a_resume_of_its_members_would_and_changes_nothing(
+    swept, tmp_path, sets, refused
+):
+    """A finished sweep's --set is checked as each member's own resume would check it (it was
+    accepted without a word when no member trained on), before anything is written: sweep.yaml
+    and the members are as they were, and the message names the sweep to resume, not a member."""
+    import shutil
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    before = {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    args = [x for s in sets for x in ("--set", s)]
+    result = netspec("resume", copy, "--quiet", *args)
+    assert result.exit_code == 1, result.output
+    message = result.stderr.strip()
+    assert refused in message and f"Cannot resume the sweep {copy}" in message and "\n" not in message, message
+    assert "Nothing in the sweep directory was changed" in message, message
+    if "allow" in refused:
+        assert f"netspec resume {copy} --allow-setting-changes" in message, message
+    after = {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before
 
 
 def test_a_member_that_fails_is_ranked_last_and_the_others_finish(tmp_path):

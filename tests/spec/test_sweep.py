@@ -225,6 +225,10 @@ def test_names_are_one_safe_directory_name_each_and_unique():
             "draws fractions, so every member would be refused; draw from whole numbers instead, e.g. "
             "{choice: [2, 3, 4, 5, 6, 7, 8]}",
         ),
+        (  # 11 whole numbers: every one of them, not 8 that leave some out
+            "sweep:\n  samples: 3\n  axes:\n    seed: {uniform: [0, 10]}\n",
+            "e.g. {choice: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}",
+        ),
         (
             "sweep:\n  samples: 4\n  axis:\n    optimizer.learning_rate: {log_uniform: [0.01, 1]}\n",
             "spec.yaml:3:1: $.sweep: missing required key 'axes' (found 'axis': misspelt?)",
@@ -269,8 +273,9 @@ def test_names_are_one_safe_directory_name_each_and_unique():
         "same_key_twice",
         "a_value_twice",
         "a_number_twice_written_two_ways",
-        "axes_misspelt",
         "uniform_on_a_whole_number_key",
+        "uniform_on_a_seed_lists_every_whole_number",
+        "axes_misspelt",
         "log_uniform_on_a_whole_number_key",
         "uniform_between_two_whole_numbers",
         "log_uniform_over_three_decades",
