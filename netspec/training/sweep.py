@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -282,8 +284,12 @@ def _train_and_rank(
                 failed[outcome.member.name] = outcome.error
     except Stopped as e:
         signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
-        note = _sweep_note(sweep, sweep_dir)
-        raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own: both end in a command
+        # a member trained alone says how to resume its run: the sweep's resume does that and goes on
+        # with the rest, so the one command given is the sweep's
+        member = re.escape(f"netspec resume {sweep_dir}{os.sep}") + r"\S+"
+        text = re.sub(member, lambda _: f"netspec resume {sweep_dir}", str(e))
+        note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {sweep_dir}" not in text)
+        raise Stopped(f"{text}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
     for line in ranking_lines(sweep, result) if ranking else []:
@@ -297,8 +303,9 @@ def _train_and_rank(
     return result
 
 
-def _sweep_note(sweep: Sweep, sweep_dir: Path) -> str:
-    """What a stop leaves of the sweep and how to go on (no full stop after the command)."""
+def _sweep_note(sweep: Sweep, sweep_dir: Path, *, command: bool = True) -> str:
+    """What a stop leaves of the sweep and how to go on (no full stop after the command; without
+    `command`, where the message already gives it, only what it leaves)."""
     finished = [m.name for m in sweep.members if (sweep_dir / m.name / RESULT).is_file()]
     started = [m.name for m in sweep.members if m.name not in finished and (sweep_dir / m.name).is_dir()]
     waiting = len(sweep.members) - len(finished) - len(started)
@@ -306,10 +313,8 @@ def _sweep_note(sweep: Sweep, sweep_dir: Path) -> str:
     if started:
         parts.append(f"{len(started)} to resume ({_names(started)})")
     parts.append(f"{waiting} not started")
-    return (
-        f"the sweep {sweep_dir} stopped with {len(sweep.members)} members: {', '.join(parts)}. "
-        f"Continue the sweep with: netspec resume {sweep_dir}"
-    )
+    left = f"the sweep {sweep_dir} stopped with {len(sweep.members)} members: {', '.join(parts)}."
+    return f"{left} Continue the sweep with: netspec resume {sweep_dir}" if command else left
 
 
 def _names(names: list[str], most: int = 6) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -164,6 +165,11 @@ TWO_GROUPS = XOR.replace(
     "train: {steps: 20, batch_size: 4}\nsummaries: {every: 10, graph: false}",
     "train: {steps: 40, batch_size: 4}\nsummaries: {every: 10, graph: false}\ncheckpoint: {every: 20}",
 )
+# Two members that share no program: each trains alone, as its plain run.
+ALONE = XOR.replace("seed: 0\n", "seed: 0\nsweep:\n  model.layers[0].units: [2, 3]\n").replace(
+    "train: {steps: 20, batch_size: 4}\nsummaries: {every: 10, graph: false}",
+    "train: {steps: 40, batch_size: 4}\nsummaries: {every: 10, graph: false}\ncheckpoint: {every: 20}",
+)
 GROUPED = [
     "units=2,learning_rate=0.1",
     "units=2,learning_rate=1",
@@ -178,8 +184,9 @@ GROUPED = [
         (SPEC, MEMBERS, "chunk:10", signal.SIGINT, []),  # the group checkpoints step 20 and stops
         (TWO_GROUPS, GROUPED, "sweep-member:units=3,learning_rate=0.1", signal.SIGTERM, GROUPED[:2]),
         (SPEC, MEMBERS, "closing", signal.SIGTERM, []),  # the first member's closing: it is finished alone
+        (ALONE, ["units=2", "units=3"], "chunk:10", signal.SIGINT, []),  # a member trained as its plain run
     ],
-    ids=["in_a_group", "between_groups", "in_the_closing"],
+    ids=["in_a_group", "between_groups", "in_the_closing", "a_member_alone"],
 )
 def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, members, phase, signum, kept):
     spec_file = write(tmp_path / "grid.yaml", spec_text)
@@ -188,12 +195,16 @@ def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, member
     code, err = stop(spec_file, tmp_path, tmp_path / "pause", phase, signum)
     sweep_dir = tmp_path / "xor" / "s"
     assert code == (130 if signum == signal.SIGINT else 143), err
-    assert err.strip().endswith(f"Continue the sweep with: netspec resume {sweep_dir}"), err
+    # one command, the sweep's (a member trained alone would name its own run, which the sweep resumes)
+    assert re.findall(r"netspec resume (\S+)", err) == [str(sweep_dir)], err
     assert "Traceback" not in err and "\n\n" not in err.strip()
     finished = [name for name in members if (sweep_dir / name / "result.json").is_file()]
     assert finished == kept
     assert f"{len(kept)} finished" in err
-    if phase.startswith("chunk"):  # the group's paragraph first: where it stopped, what it kept
+    if spec_text is ALONE:  # the member's own paragraph, its command the sweep's
+        assert f"stopped after step 20 of 40; checkpoint and events are saved in {sweep_dir / 'units=2'}" in err
+        assert "1 to resume (units=2), 1 not started" in err
+    elif phase.startswith("chunk"):  # the group's paragraph first: where it stopped, what it kept
         assert "stopped after step 20 of 40; the checkpoints and events of the 4 members training together" in err
         assert "4 to resume" in err
     if phase == "closing":
