@@ -721,10 +721,19 @@ def _unfinished(sweep_dir: Path, member: SweepMember) -> str:
             why = f"failed ({row['error'].strip().rstrip('.')[:300]})"
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         pass
+    try:
+        finished = [m.name for m in _members_of(sweep_dir) if _finished(m)]
+    except NetspecError:
+        finished = []
+    if not finished:
+        other = "; no member of it has finished yet"
+    elif (sweep_dir / "result.json").is_file():
+        other = f", or choose a member that finished (--member best, or one of {_listed(finished)})"
+    else:  # unranked: no best yet
+        other = f", or choose a member that finished: {_listed(finished)}"
     return (
         f"Member {member.name} ({member.position} of {member.total}) of the sweep {sweep_dir} {why}, so it has no "
-        f"finished model to use. Resume the sweep with netspec resume {sweep_dir} to train it, or choose a member "
-        "that finished (--member best, another K or name)."
+        f"finished model to use. Resume the sweep with netspec resume {sweep_dir} to train it{other}."
     )
 
 

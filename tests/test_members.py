@@ -340,7 +340,14 @@ def test_best_without_result_json_says_to_resume_or_choose_k(stopped, inputs, co
 
 @pytest.mark.slow
 def test_a_member_that_did_not_finish_or_failed_is_refused(stopped, binary, tmp_path):
-    assert_one_paragraph(netspec("eval", stopped, "--member", "3"), "units=4 (3 of 3)", "did not finish", "resume")
+    # unranked (stopped): the finished members are named, not --member best, which needs the ranking
+    assert_one_paragraph(
+        netspec("eval", stopped, "--member", "3"),
+        "units=4 (3 of 3)",
+        "did not finish",
+        "resume",
+        "choose a member that finished: units=2, units=3.",
+    )
     failed = tmp_path / "failed"
     shutil.copytree(stopped, failed)
     table = json.loads((binary / "result.json").read_text())
@@ -349,7 +356,9 @@ def test_a_member_that_did_not_finish_or_failed_is_refused(stopped, binary, tmp_
             row.update(status="failed", error="Training stopped at step 7: the loss is NaN.")
     write(failed / "result.json", json.dumps(table))
     assert_one_paragraph(
-        netspec("eval", failed, "--member", "units=4"), "failed (Training stopped at step 7: the loss is NaN)"
+        netspec("eval", failed, "--member", "units=4"),
+        "failed (Training stopped at step 7: the loss is NaN)",
+        "(--member best, or one of units=2, units=3)",  # ranked: best is there
     )
 
 
