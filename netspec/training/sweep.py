@@ -221,7 +221,10 @@ def train_members(
         (planned,) = members
         member, run_dir = planned.member, planned.run_dir
         if not quiet:
-            echo(f"{'Resuming' if planned.resume else 'Training'} member {member.name} alone (its shapes are its own)")
+            echo(
+                f"{'Resuming' if planned.resume else 'Training'} member {member.name} alone (no other member shares "
+                "its compiled program: its shapes, steps or start differ)"
+            )
         try:
             result = run(
                 planned.spec,
