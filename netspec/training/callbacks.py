@@ -153,13 +153,6 @@ def member_columns(spec: Spec, outputs: ChunkOutputs) -> dict[str, list[float]]:
     return columns
 
 
-def member_values(spec: Spec, outputs: ChunkOutputs) -> list[dict[str, float]]:
-    """`chunk_values` of each member of a sweep group's chunk (`member_columns` by rows)."""
-    columns = member_columns(spec, outputs)
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-
-
 def nonfinite_noticed(spec: Spec, outputs: ChunkOutputs) -> np.ndarray:
     """bool, the shape of `outputs.nonfinite_layer` ([] for a run's chunk, [members] for a group's):
     whether `NonfiniteGuard` has to act on the chunk (on_nonfinite: stop, and its per-step check
@@ -290,13 +283,13 @@ class TrainingSummaries(Callback):
         chunk that trains them."""
         if not writers:
             return
-        tags = writers[0].scalar_tags(list(columns), steps_per_second is not None)
         if writers[0].extras is not None:  # each member's own activations and gradients: one at a time
             for writer, slot in zip(writers, slots, strict=True):
                 values = {name: column[slot] for name, column in columns.items()}
                 mine = None if made is None else made[slot]
                 writer.write(step, values, steps_per_second, None, work[slot].get(writer.name), mine)
             return
+        tags = writers[0].scalar_tags(list(columns), steps_per_second is not None)
         every = {**columns, "steps_per_second": [steps_per_second] * len(next(iter(columns.values())))}
         table = np.array([every[tag] for tag in tags], np.float64).T  # [members, tags]
         fields = wire.scalar_rows(tags, table[list(slots)])

@@ -98,14 +98,14 @@ def test_a_member_run_directory_knows_its_sweep_keys(tmp_path, listed):
 
 @pytest.mark.parametrize("on_nonfinite, loss_scale", [("stop", False), ("skip_step", False), ("stop", True)])
 def test_a_groups_values_are_each_members_chunk_values(tmp_path, on_nonfinite, loss_scale):
-    """`member_values` reads a group's stacked outputs at once; each member's dict is what
+    """`member_columns` reads a group's stacked outputs at once; each member's row is what
     `chunk_values` gives for its slice, in the same order (the order the scalars are written)."""
     import numpy as np
 
     from netspec.compile.members import unstack
     from netspec.compile.state import ChunkOutputs
     from netspec.spec import load_spec
-    from netspec.training.callbacks import chunk_values, member_values
+    from netspec.training.callbacks import chunk_values, member_columns
 
     text = XOR.replace(
         "train: {steps: 20, batch_size: 4}", f"train: {{steps: 20, batch_size: 4, on_nonfinite: {on_nonfinite}}}"
@@ -124,7 +124,8 @@ def test_a_groups_values_are_each_members_chunk_values(tmp_path, on_nonfinite, l
         nonfinite=None,
     )
     each = unstack(outputs, members)
-    got = member_values(spec, outputs)
+    columns = member_columns(spec, outputs)
     for m in range(members):
         expected = chunk_values(spec, each[m])
-        assert got[m] == expected and list(got[m]) == list(expected)
+        row = {name: column[m] for name, column in columns.items()}
+        assert row == expected and list(row) == list(expected)

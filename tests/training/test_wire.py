@@ -91,3 +91,17 @@ def test_an_event_larger_than_two_length_bytes():
 def test_varints(n):
     expected = Event(step=n).SerializeToString()[1:] if n else b"\x00"  # field 2's key, then the varint
     assert wire.varint(n) == expected
+
+
+def test_scalar_rows_are_each_rows_scalar_values_joined():
+    """A group's scalars made in one numpy pass: each row is `scalar_value` of each tag, joined
+    (float32 rounding, overflow to inf and NaN as protobuf has them)."""
+    rng = np.random.default_rng(5)
+    tags = ["loss", "accuracy", "x" * 200, "learning_rate"]
+    values = rng.standard_normal((7, len(tags))) * 10.0 ** rng.integers(-40, 40, (7, len(tags)))
+    values[0] = [math.nan, math.inf, -1e300, 0.0]
+    rows = wire.scalar_rows(tags, values)
+    assert rows == [b"".join(wire.scalar_value(t, float(v)) for t, v in zip(tags, row, strict=True)) for row in values]
+    summary = Summary.FromString(rows[1])
+    assert [v.tag for v in summary.value] == tags
+    assert [v.simple_value for v in summary.value] == pytest.approx(values[1].astype(np.float32).tolist())
