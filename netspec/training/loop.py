@@ -149,6 +149,11 @@ def run(
                 devices=devices,
                 allow_setting_changes=allow_setting_changes,
             )
+            if resume is not None and not quiet and opened.writer:
+                echo(
+                    f"Resuming {opened.run_dir} at step {opened.start_step} of {spec.steps}"
+                    + (": finishing it (no training)." if opened.finishing else ".")
+                )
             result = _train_and_close(
                 spec,
                 opened,

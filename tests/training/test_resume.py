@@ -250,6 +250,15 @@ def test_resume_refuses_a_finished_run(uninterrupted):
     assert f"already finished its {STEPS} steps" in result.output and "--set train.steps=" in result.output
 
 
+def test_a_resume_says_where_it_continues(uninterrupted, tmp_path):
+    copy = tmp_path / "A"
+    shutil.copytree(uninterrupted.run_dir, copy)
+    result = netspec("resume", str(copy), "--set", f"train.steps={STEPS + 10}")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"Resuming {copy} at step {STEPS} of {STEPS + 10}."
+    assert "Resuming" not in netspec("resume", str(copy), "--quiet", "--set", f"train.steps={STEPS + 20}").output
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(shuffled_spec, tmp_path):
     run_dir = run_in_process(shuffled_spec, tmp_path, "C", "train.steps=10").run_dir
     for path in (run_dir / "checkpoints").iterdir():
