@@ -164,9 +164,9 @@ def _layout(shapes: tuple[tuple[int, ...], ...], bins: int) -> _Layout:
 def _encoded(flat: np.ndarray, layout: _Layout, bins: int, tags: Sequence[str]) -> list:
     """The Summary field (`wire.histogram_value`, tagged `tags[i]`) of the HistogramProto of each
     live row of `flat` (the rows one after another, float32 or float64, as `layout` says); None for
-    a row with a NaN or Inf, and in float32 for one whose
-    range it cannot divide into `bins`. A finite float64 row that cannot be divided (too narrow or
-    too wide a range at its magnitude) is one bucket."""
+    a row with a NaN or Inf, and in float32 for one whose range it cannot divide into `bins`. A
+    finite float64 row that cannot be divided (too narrow or too wide a range at its magnitude)
+    is one bucket."""
     lengths, starts = layout.lengths, layout.starts
     rows = lengths.size
     dtype = flat.dtype.type
