@@ -123,17 +123,18 @@ def run(
     devices: int | None = None,
     allow_setting_changes: bool = False,
     started: float | None = None,
-    report: bool = True,
+    member_of: str | Path | None = None,
 ) -> RunResult:
     """Train `spec` and write its run directory, or with `resume` continue the run in that
     directory from its latest checkpoint that loads (or, when its training had ended, finish it
     without training); what a resume may change of the spec is `netspec.training.resumption`'s
     (`allow_setting_changes`: the training settings too). `started`: when the process started
-    (time.perf_counter(); result.json's first_step_seconds counts from it). `report` False
-    leaves the closing report out (a sweep's member: the sweep ranks them all). See the module
+    (time.perf_counter(); result.json's first_step_seconds counts from it). `member_of`: the
+    sweep directory this run is a member of: no closing report (the sweep ranks its members), and
+    a stop names the sweep's resume, which resumes this run and goes on with the others. See the module
     docstring. Raises `Stopped` for SIGINT / SIGTERM and NetspecError for anything else that ends
     it early (a full disk included), each one paragraph saying what was kept and how to go on."""
-    where = Sitting(spec, resume)
+    where = Sitting(spec, resume, None if member_of is None else Path(member_of))
     with interrupts.watch() as signals, signals.modes():
         failed, signalled = True, False
         try:
@@ -162,7 +163,7 @@ def run(
                 quiet=quiet,
                 echo=echo,
                 started=time.perf_counter() if started is None else started,
-                report=report,
+                report=member_of is None,
             )
             failed = False
             return result
@@ -529,7 +530,7 @@ def _train_and_close(
         if opened.spec_text is not None:
             saver.save(opened.state, opened.start_step)
         summaries.close()
-        raise _stopped(signals, opened.start_step, spec, run_dir)
+        raise _stopped(signals, opened.start_step, spec, run_dir, where.resumed_by(run_dir))
     locate = partial(
         _locate_nonfinite,
         opened,
@@ -554,7 +555,7 @@ def _train_and_close(
     if signals.requested and trained.step < spec.steps and not opened.finishing:
         saver.save(trained.state, trained.step)
         summaries.close()
-        raise _stopped(signals, trained.step, spec, run_dir)
+        raise _stopped(signals, trained.step, spec, run_dir, where.resumed_by(run_dir))
     closing = opened.closing or _closing(opened, trained, compile_seconds)
     return _close(
         spec,
@@ -604,10 +605,10 @@ def _closing(opened: Opened, trained: Trained, compile_seconds: float) -> dict:
     }
 
 
-def _stopped(signals, step: int, spec: Spec, run_dir: Path) -> Stopped:
+def _stopped(signals, step: int, spec: Spec, run_dir: Path, resumed_by: Path) -> Stopped:
     return Stopped(
         f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
-        f"are saved in {run_dir}. Continue with: netspec resume {run_dir}",
+        f"are saved in {run_dir}. Continue with: netspec resume {resumed_by}",
         signals.signum,
     )
 

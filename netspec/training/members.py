@@ -98,7 +98,7 @@ class _Member:
 
     def __init__(self, slot: int, planned: Planned):
         self.slot, self.planned, self.spec = slot, planned, planned.spec
-        self.where = Sitting(planned.spec, planned.run_dir if planned.resume else None)
+        self.where = Sitting(planned.spec, planned.run_dir if planned.resume else None, planned.run_dir.parent)
         self.run_dir = planned.run_dir
         self.opened: Opened  # set once its run directory is claimed or reopened (`_open_member`)
         self.inputs: Any = None
@@ -252,7 +252,7 @@ def _plain_resume(m: _Member, *, quiet, data_dir, echo, allow) -> Outcome:
             echo=echo,
             resume=m.run_dir,
             allow_setting_changes=allow,
-            report=False,
+            member_of=m.run_dir.parent,
         )
     except Stopped:
         raise

@@ -1,7 +1,8 @@
 """How far one sitting of a run got (a new run, or one resume), what it holds, and the paragraph
 that ends it early.
 
-Contract. `Sitting(spec, resume)` is created before anything is written. `hold(run_dir)` locks
+Contract. `Sitting(spec, resume, member_of=None)` is created before anything is written (a sweep
+member's names its sweep's directory: the resume the paragraphs give is the sweep's). `hold(run_dir)` locks
 the run directory for the sitting (`rundir.lock`: refused, naming the holder, while another
 process writes it) and removes what cut-off writes left there; `phase` moves from "training" to
 "closing" (training ended, results not yet written) to "done". When the sitting ends early,
@@ -26,9 +27,10 @@ class Sitting:
     """How far a sitting got, for the paragraph that ends it early, and what it holds: the run
     directory once it exists (and the lock on it), a process's scratch directory."""
 
-    def __init__(self, spec: Spec, resume):
+    def __init__(self, spec: Spec, resume, member_of: Path | None = None):
         self.spec = spec
         self.resume = None if resume is None else Path(resume)
+        self.member_of = member_of  # a sweep's directory, for its member's run: what a resume names
         self.run_dir: Path | None = None
         self.phase = "training"  # then "closing" (training ended, results not yet written), "done"
         self.scratch: Path | None = None
@@ -65,6 +67,11 @@ class Sitting:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def resumed_by(self, run_dir: Path) -> Path:
+        """The directory whose `netspec resume` continues `run_dir`: its sweep's, for a member (the
+        sweep's resume resumes it and goes on with the others), else its own."""
+        return self.member_of if self.member_of is not None else run_dir
+
     def _kept(self) -> tuple[str, str, bool]:
         """(what the run directory holds now, what to do next, whether that is to start again)."""
         from netspec.training import checkpoint
@@ -72,7 +79,11 @@ class Sitting:
         again = "run the same netspec run command to start again"
         if self.run_dir is None:
             if self.resume is not None:
-                return f"Nothing in {self.resume} was changed", f"continue it with: netspec resume {self.resume}", False
+                return (
+                    f"Nothing in {self.resume} was changed",
+                    f"continue it with: netspec resume {self.resumed_by(self.resume)}",
+                    False,
+                )
             if self.removed is not None:
                 return f"Nothing was kept (its empty directory {self.removed} was removed)", again, True
             return "No run directory was created", again, True
@@ -93,12 +104,13 @@ class Sitting:
         if "closing" in meta:
             return (
                 f"Its training had ended; the checkpoint at step {step} and the events up to it are kept in {self.run_dir}",
-                f"finish the run (final evaluation and result.json, no training) with: netspec resume {self.run_dir}",
+                "finish the run (final evaluation and result.json, no training) with: netspec resume "
+                f"{self.resumed_by(self.run_dir)}",
                 False,
             )
         return (
             f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
-            f"continue with: netspec resume {self.run_dir}",
+            f"continue with: netspec resume {self.resumed_by(self.run_dir)}",
             False,
         )
 

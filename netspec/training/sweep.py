@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -158,9 +156,10 @@ def resume_sweep(
         try:
             # every member's --set is checked as `netspec resume` of its run checks it, the finished
             # ones too, before anything is written or removed: a refusal leaves the sweep as it was
-            for member in sweep.members if overrides else ():
-                _check_changes(sweep_dir, member, overrides, allow_setting_changes)
-            plan = [_plan(member, sweep_dir, overrides, echo) for member in sweep.members]
+            ran = [_ran_spec(sweep_dir, member, overrides, allow_setting_changes) for member in sweep.members]
+            plan = [
+                _plan(member, spec, sweep_dir, overrides, echo) for member, spec in zip(sweep.members, ran, strict=True)
+            ]
             if overrides:  # what a later resume expands: the sweep as this one asks for it (more steps, ...)
                 write_atomically(sweep_dir / SWEEP_SPEC, sweep.text)
             to_train = [p for p in plan if p is not None]
@@ -237,7 +236,7 @@ def train_members(
                 devices=devices,
                 allow_setting_changes=allow_setting_changes,
                 started=first,
-                report=False,  # as a group's members: the sweep ranks them all at the end
+                member_of=run_dir.parent,  # as a group's members: ranked by the sweep, resumed with it
             )
         except Stopped:
             raise
@@ -287,12 +286,9 @@ def _train_and_rank(
                 failed[outcome.member.name] = outcome.error
     except Stopped as e:
         signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
-        # a member trained alone says how to resume its run: the sweep's resume does that and goes on
-        # with the rest, so the one command given is the sweep's
-        member = re.escape(f"netspec resume {sweep_dir}{os.sep}") + r"\S+"
-        text = re.sub(member, lambda _: f"netspec resume {sweep_dir}", str(e))
-        note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {sweep_dir}" not in text)
-        raise Stopped(f"{text}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
+        # a member trained alone (`member_of`) already names the sweep's resume: it is given once
+        note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {sweep_dir}" not in str(e))
+        raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
     for line in ranking_lines(sweep, result) if ranking else []:
@@ -366,34 +362,42 @@ def _read_record(sweep_dir: Path) -> dict:
         ) from None
 
 
-def _check_changes(sweep_dir: Path, member: Member, overrides: Sequence[str], allow_setting_changes: bool) -> None:
-    """Refuse `overrides` for a member that has run (a checkpoint or a result.json), as a resume of
-    its run would (`resumption.accepted_changes`, its spec alone: the data is compared when it trains)."""
+def _ran_spec(sweep_dir: Path, member: Member, overrides: Sequence[str], allow_setting_changes: bool) -> Spec | None:
+    """The spec a resume with `overrides` gives a member that has run (a checkpoint, or a
+    result.json when `overrides` may train it on), its changes refused as a resume of its run
+    would refuse them (`resumption.accepted_changes`, its spec alone: the data is compared when it
+    trains); None for a member not started, or finished with nothing to change."""
     from netspec.training import resumption
 
     run_dir = sweep_dir / member.name
-    if (run_dir / RESULT).is_file() or any((run_dir / "checkpoints").glob("step-*.safetensors")):
-        spec = load_run_spec(run_dir, overrides)
+    finished = (run_dir / RESULT).is_file()
+    if not (finished and overrides) and not any((run_dir / "checkpoints").glob("step-*.safetensors")):
+        return None
+    spec = load_run_spec(run_dir, overrides)
+    if overrides:
         resumption.accepted_changes(
             run_dir, spec, None, allow_setting_changes=allow_setting_changes, sweep_dir=sweep_dir
         )
+    return spec
 
 
-def _plan(member: Member, sweep_dir: Path, overrides: Sequence[str], echo: Callable[[str], Any]) -> Planned | None:
-    """What a resume does with `member`: None (finished), resume it, or start it. A finished member
-    resumes when `overrides` give it more steps, as `netspec resume` of its run would train on."""
+def _plan(
+    member: Member, ran: Spec | None, sweep_dir: Path, overrides: Sequence[str], echo: Callable[[str], Any]
+) -> Planned | None:
+    """What a resume does with `member` (`ran`: its `_ran_spec`): None (finished), resume it, or
+    start it. A finished member resumes when `overrides` give it more steps, as `netspec resume` of
+    its run would train on."""
     run_dir = sweep_dir / member.name
     if (run_dir / RESULT).is_file():
-        if not overrides:
+        if ran is None:
             return None
-        spec = load_run_spec(run_dir, overrides)
         try:
-            ran = int(json.loads((run_dir / RESULT).read_text())["steps"])
+            done = int(json.loads((run_dir / RESULT).read_text())["steps"])
         except (OSError, ValueError, KeyError, TypeError):
-            ran = spec.steps  # an unreadable result.json: left as finished, as without overrides
-        return Planned(member, run_dir, spec, True) if spec.steps > ran else None
-    if any((run_dir / "checkpoints").glob("step-*.safetensors")):
-        return Planned(member, run_dir, load_run_spec(run_dir, overrides), True)
+            done = ran.steps  # an unreadable result.json: left as finished, as without overrides
+        return Planned(member, run_dir, ran, True) if ran.steps > done else None
+    if ran is not None:
+        return Planned(member, run_dir, ran, True)
     if sweep_dir.parent.name != member.spec.name:  # make_run_dir places it at <logdir>/<name>/<run-id>/<member>
         raise NetspecError(
             f"The sweep {sweep_dir} has members still to start, and starts them in place only under a directory named "
