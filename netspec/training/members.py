@@ -72,7 +72,7 @@ from netspec.training.loop import (
     use_compilation_cache,
 )
 from netspec.training.report import Progress
-from netspec.training.rundir import spec_yaml
+from netspec.training.rundir import member_place, spec_yaml
 from netspec.training.sitting import Sitting
 
 
@@ -206,15 +206,13 @@ def train_group(
         except interrupts.Interrupted as e:
             what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
             raise Stopped(
-                f"{describe(e.signum, e.count)}: the {len(members)} members training together {what}; each keeps its "
-                "last checkpoint and the events up to it.",
+                f"{describe(e.signum, e.count)}: the {len(members)} members training together {what}; {_kept(members)}.",
                 e.signum,
             ) from None
         except OSError as e:  # a full disk, a read-only or vanished directory
             raise NetspecError(
-                f"Cannot write the members' runs ({e.filename or 'a file'}): {e.strerror or e}. Each member keeps its "
-                "last checkpoint and the events up to it: free some space, then resume the sweep (netspec resume "
-                "SWEEP_DIR)."
+                f"Cannot write the members' runs ({e.filename or 'a file'}): {e.strerror or e}. {_kept(members)}: "
+                "free some space, then resume the sweep (netspec resume SWEEP_DIR)."
             ) from None
         finally:
             with signals.deferred():
@@ -223,6 +221,20 @@ def train_group(
     for m in left:  # after the group: each as its plain resume would
         m.outcome = _plain_resume(m, quiet=quiet, data_dir=data_dir, echo=echo, allow=allow_setting_changes)
     return [m.outcome for m in members if m.outcome is not None]
+
+
+def _kept(members: Sequence[_Member]) -> str:
+    """What the stopped members keep, as a clause: a member stopped before its first checkpoint
+    keeps nothing to resume from (the sweep's resume starts it again)."""
+    kept = sum(any((m.run_dir / "checkpoints").glob("step-*.safetensors")) for m in members)
+    if kept == len(members):
+        return "each keeps its last checkpoint and the events up to it"
+    if not kept:
+        return "none had written a checkpoint yet, so each starts again when the sweep resumes"
+    return (
+        f"{kept} keep their last checkpoint and the events up to it; the other {len(members) - kept}, with no "
+        "checkpoint yet, start again when the sweep resumes"
+    )
 
 
 def _traceable_parts(plan: Sequence[Planned], arrays) -> list[list[Planned]]:
@@ -328,10 +340,7 @@ def _open_member(m: _Member, program, state, changes: list, arrays, signals, ech
             run_name=None,
             echo=echo,
         )
-    # make_run_dir puts it at <logdir>/<name>/<run-id>/<member>, as the sweep's own directory is
-    made = _new_run(
-        m.spec, m.where, signals, arrays, run_dir.parent.parent.parent, f"{run_dir.parent.name}/{run_dir.name}"
-    )
+    made = _new_run(m.spec, m.where, signals, arrays, *member_place(run_dir))
     return Opened(made, program, state, 0, arrays, None, changes, {}, None, False, False, spec_yaml(m.spec), True)
 
 

@@ -55,6 +55,14 @@ SWEEP_FILE = "sweep.json"  # in a sweep directory: its members, each a run direc
 _SUBDIRS = ("checkpoints", "test", "validation")  # where a run writes besides its root
 
 
+def member_place(run_dir: Path) -> tuple[Path, str]:
+    """(logdir, run_name) for which `make_run_dir(logdir, spec name, run_name)` is a sweep member's
+    `run_dir` (<logdir>/<name>/<run-id>/<member>), read from its absolute path: a sweep resumed as
+    `netspec resume DIR` or `.` gives its members relative paths without those parents."""
+    full = Path(os.path.abspath(run_dir))
+    return full.parent.parent.parent, f"{full.parent.name}/{full.name}"
+
+
 def make_run_dir(logdir: str | Path, name: str, run_name: str | None) -> Path:
     """Claim a new, empty run directory `<logdir>/<name>/<run_name or the time>[-i]`; never
     reuse an existing one. Raises NetspecError when it cannot be created."""

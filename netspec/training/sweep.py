@@ -46,19 +46,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, SpecError
 from netspec.spec.sweep import Member, Sweep
 from netspec.spec.types import Spec, metric_mode
 from netspec.training import interrupts
 from netspec.training.interrupts import SIGNAL_EXIT, Stopped, describe, pause
 from netspec.training.members import Outcome, Planned, train_group
-from netspec.training.rundir import SWEEP_FILE, _json, load_run_spec, lock, make_run_dir, write_atomically
+from netspec.training.rundir import (
+    SWEEP_FILE,
+    _json,
+    load_run_spec,
+    lock,
+    make_run_dir,
+    member_place,
+    write_atomically,
+)
 
 SWEEP_SPEC = "sweep.yaml"
 
@@ -224,11 +233,12 @@ def train_members(
                 f"{'Resuming' if planned.resume else 'Training'} member {member.name} alone (no other member shares "
                 "its compiled program: its shapes, steps or start differ)"
             )
+        logdir, run_name = member_place(run_dir)
         try:
             result = run(
                 planned.spec,
-                logdir=run_dir.parent.parent.parent,  # make_run_dir puts it at <logdir>/<name>/<run-id>/<member>
-                run_name=f"{run_dir.parent.name}/{run_dir.name}",
+                logdir=logdir,
+                run_name=run_name,
                 quiet=quiet,
                 data_dir=data_dir,
                 echo=echo,
@@ -325,10 +335,7 @@ def _names(names: list[str], most: int = 6) -> str:
 
 def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
     """The sweep of sweep.yaml, its relative data paths starting where the spec was; refused
-    when it no longer gives the members sweep.json lists."""
-    from netspec.spec.load import load
-    from netspec.spec.sweep import sweep_of
-
+    when it no longer gives the members sweep.json lists, or damaged."""
     record = _read_record(sweep_dir)
     spec_file = sweep_dir / SWEEP_SPEC
     if not spec_file.is_file():
@@ -336,9 +343,24 @@ def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
             f"{sweep_dir} has no {SWEEP_SPEC}, the sweep's spec, so its members cannot be rebuilt; each member's "
             f"run directory in it can still be resumed on its own (netspec resume {sweep_dir}/<member>)."
         )
-    loaded = load(spec_file, list(overrides))
-    loaded.source = str(Path(record["base_dir"]) / SWEEP_SPEC)  # relative data paths start where the spec was
-    sweep = sweep_of(loaded)
+    try:
+        sweep = _sweep_of(spec_file, overrides, record)
+    except (SpecError, _NoSweep) as e:
+        try:
+            _sweep_of(spec_file, (), record)  # the file itself, without this resume's --set
+        except (SpecError, _NoSweep) as own:
+            reason = own.problems[0] if isinstance(own, SpecError) and own.problems else own
+            raise NetspecError(
+                f"{spec_file}, the sweep's spec, is damaged ({reason}). Its members cannot be rebuilt from it: put "
+                "back the spec the sweep was run with, or resume each member's run directory in it on its own "
+                f"(netspec resume {sweep_dir}/<member>)."
+            ) from None
+        if isinstance(e, _NoSweep):  # the file is whole: a --set took its sweep away
+            raise NetspecError(
+                f"{sweep_dir} is a sweep and resumes as one: a --set cannot take its sweep section away. To train "
+                f"one member alone, resume its run directory (netspec resume {sweep_dir}/<member>)."
+            ) from None
+        raise  # a --set of this resume's
     listed = [(m["name"], m["values"]) for m in record["members"]]
     if [(m.name, json.loads(json.dumps(dict(m.values)))) for m in sweep.members] != listed:
         raise NetspecError(
@@ -347,6 +369,23 @@ def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
             "as a new run."
         )
     return sweep
+
+
+class _NoSweep(Exception):
+    """sweep.yaml (with a resume's --set) gives no sweep section."""
+
+
+def _sweep_of(spec_file: Path, overrides: Sequence[str], record: dict) -> Sweep:
+    """The sweep `spec_file` gives with `overrides`, its relative data paths starting where the spec
+    was (`record`'s base_dir); raises SpecError, or _NoSweep when it has no sweep section."""
+    from netspec.spec.load import load
+    from netspec.spec.sweep import sweep_of
+
+    loaded = load(spec_file, list(overrides))
+    if not isinstance(loaded.data, Mapping) or not isinstance(loaded.data.get("sweep"), Mapping):
+        raise _NoSweep("it holds no sweep section")
+    loaded.source = str(Path(record["base_dir"]) / SWEEP_SPEC)
+    return sweep_of(loaded)
 
 
 def _read_record(sweep_dir: Path) -> dict:
@@ -398,7 +437,8 @@ def _plan(
         return Planned(member, run_dir, ran, True) if ran.steps > done else None
     if ran is not None:
         return Planned(member, run_dir, ran, True)
-    if sweep_dir.parent.name != member.spec.name:  # make_run_dir places it at <logdir>/<name>/<run-id>/<member>
+    # make_run_dir places it at <logdir>/<name>/<run-id>/<member> (read from the absolute path: DIR or . has no parents)
+    if Path(os.path.abspath(sweep_dir)).parent.name != member.spec.name:
         raise NetspecError(
             f"The sweep {sweep_dir} has members still to start, and starts them in place only under a directory named "
             f"after its spec ({member.spec.name}/), as netspec run made it; move it back under such a directory, then "

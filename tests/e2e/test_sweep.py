@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from support import XOR, accumulator, netspec, result_of, start_netspec, write
+from support import XOR, accumulator, damage, netspec, result_of, start_netspec, write
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -389,3 +389,61 @@ def test_a_member_that_stops_early_ends_as_its_plain_run_while_the_others_train_
         assert plain.exit_code == 0, plain.output
         assert result_of(tmp_path / "plain" / "line" / name)["steps"] == result_of(sweep_dir / name)["steps"]
         assert_same_run(sweep_dir / name, tmp_path / "plain" / "line" / name, rtol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["from_its_parent", "from_inside"])
+def test_a_sweep_resumed_by_a_relative_path_starts_its_members_inside_it(swept, tmp_path, monkeypatch, where):
+    """`netspec resume s` (from the directory holding it) and `netspec resume .` (from inside it)
+    start the members that have no run directory in the sweep's directory, as an absolute path
+    does: two that train together (one group), and, after them, one alone. The path has no parents
+    to read the member's logdir from: one alone was made at the filesystem's root."""
+    import shutil
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    for name in MEMBERS[:2]:
+        shutil.rmtree(copy / name)
+    monkeypatch.chdir(copy.parent if where == "from_its_parent" else copy)
+    result = netspec("resume", "s" if where == "from_its_parent" else ".", "--quiet")
+    assert result.exit_code == 0, result.output
+    # a group of two, or one member alone, rounds as a group of four may not: to float32 rounding
+    for name in MEMBERS:
+        assert_same_run(copy / name, swept[0] / name, rtol=1e-5)
+    shutil.rmtree(copy / MEMBERS[3])
+    result = netspec("resume", "s" if where == "from_its_parent" else ".", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert_same_run(copy / MEMBERS[3], swept[0] / MEMBERS[3], rtol=1e-5)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith("learning_rate=")) == sorted(MEMBERS)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "no_sweep"])
+def test_a_damaged_sweep_yaml_is_named_and_changes_nothing(swept, tmp_path, how):
+    import shutil
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    for name in MEMBERS[2:]:  # members still to train: the resume would rebuild them from sweep.yaml
+        shutil.rmtree(copy / name)
+    if how == "no_sweep":
+        text = (copy / "sweep.yaml").read_text()
+        (copy / "sweep.yaml").write_text(text[: text.index("sweep:")])
+    else:
+        damage(copy / "sweep.yaml", how)
+    before = {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    result = netspec("resume", copy, "--quiet")
+    assert result.exit_code == 1, result.output
+    message = result.stderr.strip()
+    assert f"{copy / 'sweep.yaml'}, the sweep's spec, is damaged (" in message and "\n" not in message, message
+    assert f"netspec resume {copy}/<member>" in message and "Traceback" not in result.output
+    after = {p: p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before
+
+
+def test_a_resume_cannot_set_a_sweeps_sweep_section_away(swept, tmp_path):
+    import shutil
+
+    copy = tmp_path / "xor" / "s"
+    shutil.copytree(swept[0], copy)
+    result = netspec("resume", copy, "--quiet", "--set", "sweep=null")
+    assert result.exit_code == 1, result.output
+    assert f"{copy} is a sweep and resumes as one: a --set cannot take its sweep section away" in result.stderr

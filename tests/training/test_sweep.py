@@ -129,3 +129,24 @@ def test_a_groups_values_are_each_members_chunk_values(tmp_path, on_nonfinite, l
         expected = chunk_values(spec, each[m])
         row = {name: column[m] for name, column in columns.items()}
         assert row == expected and list(row) == list(expected)
+
+
+@pytest.mark.parametrize(
+    "with_checkpoint, said",
+    [
+        (3, "each keeps its last checkpoint and the events up to it"),
+        (0, "none had written a checkpoint yet, so each starts again when the sweep resumes"),
+        (1, "1 keep their last checkpoint and the events up to it; the other 2, with no checkpoint yet, start again"),
+    ],
+)
+def test_a_stopped_groups_message_says_which_members_keep_a_checkpoint(tmp_path, with_checkpoint, said):
+    """A group stopped before its members' first checkpoint (a second Ctrl-C while it compiles)
+    does not promise checkpoints it never wrote."""
+    from types import SimpleNamespace
+
+    from netspec.training.members import _kept
+
+    members = [SimpleNamespace(run_dir=tmp_path / f"m{i}") for i in range(3)]
+    for m in members[:with_checkpoint]:
+        write(m.run_dir / "checkpoints" / "step-20.safetensors", "")
+    assert _kept(members).startswith(said)
