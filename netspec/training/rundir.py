@@ -227,8 +227,9 @@ def lock(run_dir: Path) -> RunLock:
     stop = (
         f" (or stop it: kill {holder['pid']})" if "pid" in holder and holder.get("host") == socket.gethostname() else ""
     )
+    kind = "sweep" if (run_dir / SWEEP_FILE).is_file() else "run"
     raise NetspecError(
-        f"The run {run_dir} is in use: {who} is writing it. A run directory is written by one process at a "
+        f"The {kind} {run_dir} is in use: {who} is writing it. A {kind} directory is written by one process at a "
         f"time, so this one left it untouched; wait for that process to end{stop}, then run this again."
     )
 

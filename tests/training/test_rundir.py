@@ -201,3 +201,18 @@ def test_data_that_vanishes_after_the_check_stops_the_run_before_a_run_directory
     result = netspec("run", spec, "--logdir", tmp_path / "runs", "--quiet")
     assert_one_paragraph(result, str(tmp_path / "points.npz"), single_line=False)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kind", ["run", "sweep"])
+def test_a_held_directory_is_refused_as_a_run_or_as_a_sweep(tmp_path, kind):
+    from netspec.errors import NetspecError
+    from netspec.training.rundir import SWEEP_FILE, lock
+
+    if kind == "sweep":
+        (tmp_path / SWEEP_FILE).write_text("{}")
+    held = lock(tmp_path)  # a second open file of the lock: refused as another process's would be
+    try:
+        with pytest.raises(NetspecError, match=f"^The {kind} {tmp_path} is in use: process "):
+            lock(tmp_path)
+    finally:
+        held.release()
