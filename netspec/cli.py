@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, quoted
 
 STARTED = time.perf_counter()  # the process's start, near enough: result.json's first_step_seconds counts from it
 
@@ -32,6 +32,25 @@ def _run_name(value):
     if value is not None and (value in (".", "..") or "/" in value or "\\" in value or "\0" in value):
         raise click.BadParameter(
             f"{value!r}: a run name is one directory name (no '/', not '.' or '..')", param_hint="'--run-name'"
+        )
+    return value
+
+
+def _run_dir(value):
+    """A run or sweep directory given as '.' or '..' (or ending so) is used by its absolute path: every
+    message names it so ("kept in ." reads as "kept in .."), and a sweep's members are found from it."""
+    if value is not None and Path(value).name in ("", ".", ".."):
+        return str(Path(value).resolve())
+    return value
+
+
+def _output_file(value):
+    """--output names the file to write: 'out/' (a directory, as a shell completes one) would be
+    written as a file named 'out'."""
+    if value is not None and value.endswith(("/", "\\")):
+        raise click.BadParameter(
+            f"{value!r} ends in '/', a directory; --output is the file to write: give its name in it ({value}NAME)",
+            param_hint="'--output'",
         )
     return value
 
@@ -283,6 +302,7 @@ def _training_options(command):
     "resume_dir",
     default=None,
     type=click.Path(file_okay=False, exists=True),
+    callback=lambda ctx, param, value: _run_dir(value),
     help="Continue the run in this directory from its latest checkpoint (then SPEC is not given).",
 )
 @_training_options
@@ -309,7 +329,9 @@ def run(spec, overrides, logdir, run_name, resume_dir, **training):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument(
+    "run_dir", type=click.Path(file_okay=False, exists=True), callback=lambda ctx, param, value: _run_dir(value)
+)
 @click.option(
     "--set",
     "overrides",
@@ -360,7 +382,7 @@ def _train(spec_path, resume_dir, overrides, **options):
             if resume_dir is None:
                 then = "No run directory was created. Run the same netspec run command to start again."
             else:
-                then = f"Nothing in {resume_dir} was changed. Continue it with: netspec resume {resume_dir}"
+                then = f"Nothing in {resume_dir} was changed. Continue it with: netspec resume {quoted(resume_dir)}"
             raise Stopped(
                 f"{describe(e.signum, e.count)}: stopped before the {'run' if resume_dir is None else 'resume'} started. {then}",
                 e.signum,
@@ -498,7 +520,7 @@ def lr_find(spec, overrides, min_lr, max_lr, members, steps, logdir, data_dir, q
             click.echo(f"  {rate:>13.3g}  {shown:>12}{mark}")
     click.echo(f"Suggested learning rate: {result.suggestion:g} ({result.reason}).")
     click.echo(
-        f"The curve is {result.image}; tensorboard --logdir {result.directory} shows it beside every rate's run."
+        f"The curve is {result.image}; tensorboard --logdir {quoted(result.directory)} shows it beside every rate's run."
     )
 
 
@@ -528,7 +550,7 @@ def _chosen_run(command: str, run_dir: str, member: str | None, notice):
         hint = ""
         if own and is_sweep(parent):
             name = Path(run_dir).resolve().name
-            hint = f" It is the member {name} of the sweep {parent}: netspec {command} {parent} --member {name} is the same run."
+            hint = f" It is the member {name} of the sweep {parent}: netspec {command} {quoted(parent)} --member {name} is the same run."
         raise NetspecError(
             f"--member chooses a member of a sweep directory (one holding sweep.json, as netspec run of a spec "
             f"with a sweep writes it), and {run_dir} is {'a run directory of its own' if own else 'not a sweep directory'}. "
@@ -551,7 +573,7 @@ def _chosen_run(command: str, run_dir: str, member: str | None, notice):
 
 
 @main.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False), callback=lambda ctx, param, value: _run_dir(value))
 @click.option(
     "--split",
     type=click.Choice(["test", "validation", "train"]),
@@ -605,7 +627,9 @@ def evaluate(run_dir, split, data_dir, member):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument(
+    "run_dir", type=click.Path(file_okay=False, exists=True), callback=lambda ctx, param, value: _run_dir(value)
+)
 @click.option(
     "--input",
     "input_path",
@@ -618,7 +642,8 @@ def evaluate(run_dir, split, data_dir, member):
     "output_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Write .csv or .npy (default: CSV on stdout).",
+    callback=lambda ctx, param, value: _output_file(value),
+    help="Write .csv or .npy (default: CSV on stdout); its folder is made if missing.",
 )
 @_member_option
 @_one_error_policy
@@ -655,6 +680,8 @@ def predict(run_dir, input_path, output_path, member):
         )
     flat = outputs.reshape(len(outputs), -1)
     try:
+        if output_path:  # its folder, as export makes its output's
+            Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         if output_path and output_path.endswith(".npy"):
             np.save(output_path, outputs)
             return
@@ -678,7 +705,9 @@ def predict(run_dir, input_path, output_path, member):
 
 
 @main.command("export")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument(
+    "run_dir", type=click.Path(file_okay=False, exists=True), callback=lambda ctx, param, value: _run_dir(value)
+)
 @click.option(
     "--format",
     "format_",
@@ -693,6 +722,7 @@ def predict(run_dir, input_path, output_path, member):
     "output_path",
     default=None,
     type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, value: _output_file(value),
     help="Where to write the model (default: RUN_DIR/export/model.stablehlo or model.onnx); its manifest is "
     "written beside it, PATH.json.",
 )

@@ -7,12 +7,23 @@ it); the CLI prints it as is and exits with its `exit_code` (1; a stop by a sign
 the `--set` it came from, and the key path), so `validate` can report them all at once; a problem
 of one member of a sweep names that member too (`Problem.member`).
 
+`quoted(path)` is a path as a message's command line shows it: pasted into a shell it is that path.
+
 The bottom of the package: it imports nothing of netspec's, and every room may raise these.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from os import PathLike
+
+
+def quoted(path: str | PathLike[str]) -> str:
+    """`path` for a command a message suggests (`netspec resume PATH`, `tensorboard --logdir PATH`):
+    as it is when a POSIX shell takes it so (letters, digits and @%+=:,./-), else in single quotes
+    (`shlex.quote`): a run under "my runs/" is one argument when pasted, not two."""
+    return shlex.quote(str(path))
 
 
 class NetspecError(Exception):

@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from netspec.data.formats import open_data_file, open_npz, read_npy, read_npz_array
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, quoted
 from netspec.spec.choices import LOSS_KINDS
 from netspec.spec.types import Spec, plain
 from netspec.training import rundir
@@ -442,7 +442,7 @@ def sweep_member(sweep_dir: str | Path, member: str | int = "best") -> SweepMemb
     sweep_dir = Path(sweep_dir)
     members = _members_of(sweep_dir)
     names = [m.name for m in members]
-    choice = str(member).strip()
+    choice = str(member).strip().rstrip("/")  # a name as a shell completes a directory: seed=1/
     choice = choice.lower() if choice.lower() in ("best", ENSEMBLE) else choice
     if choice == "best":
         ranking = _ranking(sweep_dir, names)
@@ -452,7 +452,7 @@ def sweep_member(sweep_dir: str | Path, member: str | int = "best") -> SweepMemb
                 f"{sweep_dir} has no result.json, the ranking of its members that --member best reads: the sweep "
                 f"stopped before all {len(names)} had trained ({len(finished)} finished"
                 + (f": {_listed(finished)}" if finished else "")
-                + f"). Resume it with netspec resume {sweep_dir} to train the rest and rank them all, or choose a "
+                + f"). Resume it with netspec resume {quoted(sweep_dir)} to train the rest and rank them all, or choose a "
                 f"member yourself with --member K (1 to {len(names)}, in sweep.json's order) or its name."
             )
         chosen = next(m for m in members if m.rank == 1)
@@ -504,7 +504,7 @@ def ensemble_members(sweep_dir: str | Path, *, notice=None) -> list[SweepMember]
     if not finished:
         raise NetspecError(
             f"No member of the sweep {sweep_dir} finished training ({_listed(left)}), so there is no ensemble: "
-            f"resume it with netspec resume {sweep_dir}, or see each member's result.json for why it failed."
+            f"resume it with netspec resume {quoted(sweep_dir)}, or see each member's result.json for why it failed."
         )
     if len(finished) == 1:  # an "ensemble" of one is that member, named as it is
         raise NetspecError(
@@ -515,7 +515,7 @@ def ensemble_members(sweep_dir: str | Path, *, notice=None) -> list[SweepMember]
     if left and notice is not None:
         notice(
             f"The ensemble of {sweep_dir} leaves out {len(left)} of its {len(members)} members, which failed or did "
-            f"not finish: {_listed(left)} (netspec resume {sweep_dir} trains them)."
+            f"not finish: {_listed(left)} (netspec resume {quoted(sweep_dir)} trains them)."
         )
     return finished
 
@@ -675,7 +675,7 @@ def _members_of(sweep_dir: Path) -> list[SweepMember]:
         detail = f"no {e}" if isinstance(e, KeyError) else str(getattr(e, "strerror", None) or e)
         raise NetspecError(
             f"{path}, the sweep's list of its members, is damaged ({detail}), so --member cannot find them; each "
-            f"member's run directory in {sweep_dir} can still be used on its own (netspec eval {sweep_dir}/<member>)."
+            f"member's run directory in {sweep_dir} can still be used on its own (netspec eval {quoted(sweep_dir)}/<member>)."
         ) from None
     ranking = _ranking(sweep_dir, names)
     ranks, ranked_by = ({}, None) if ranking is None else ranking
@@ -701,7 +701,7 @@ def _ranking(sweep_dir: Path, names: list[str]) -> tuple[dict[str, int], str] | 
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         detail = f"no {e}" if isinstance(e, KeyError) else str(getattr(e, "strerror", None) or e)
         raise NetspecError(
-            f"{path}, the ranking of the sweep's members, is damaged ({detail}). netspec resume {sweep_dir} ranks "
+            f"{path}, the ranking of the sweep's members, is damaged ({detail}). netspec resume {quoted(sweep_dir)} ranks "
             "them again (it trains nothing when every member has finished); meanwhile choose a member with "
             "--member K or its name."
         ) from None
@@ -733,7 +733,7 @@ def _unfinished(sweep_dir: Path, member: SweepMember) -> str:
         other = f", or choose a member that finished: {_listed(finished)}"
     return (
         f"Member {member.name} ({member.position} of {member.total}) of the sweep {sweep_dir} {why}, so it has no "
-        f"finished model to use. Resume the sweep with netspec resume {sweep_dir} to train it{other}."
+        f"finished model to use. Resume the sweep with netspec resume {quoted(sweep_dir)} to train it{other}."
     )
 
 

@@ -171,7 +171,8 @@ def _fetch(url: str, target: Path, expected_sha256: str) -> Path:
     import urllib.request
 
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        # in the folder on disk: mkstemp makes `dir` absolute by os.path.abspath, which reads LINK/.. as text
+        fd, tmp = tempfile.mkstemp(dir=target.parent.resolve(), prefix=f".{target.name}.", suffix=".part")
     except OSError as e:
         raise _Failed(f"cannot write in {target.parent}: {e.strerror or e}") from None
     try:

@@ -48,7 +48,8 @@ def save(path: str | Path, tree, metadata: dict | None = None) -> Path:
     from netspec.training.rundir import sync_directory, write_all
 
     payload = to_bytes(_flat(gather(tree)), metadata={"netspec": json.dumps(metadata or {})})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # in the folder on disk: mkstemp makes `dir` absolute by os.path.abspath, which reads LINK/.. as text
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent.resolve())
     try:
         try:
             half = len(payload) // 2

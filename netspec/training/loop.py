@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 from netspec import distribute
 from netspec.compile.optim import with_spec_rate
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, quoted
 from netspec.spec.summary import as_json, summarize
 from netspec.spec.types import Spec
 from netspec.training import interrupts
@@ -367,7 +367,7 @@ def _resume_kind(spec: Spec, resume: Path, meta: dict, at: int) -> tuple[dict | 
         )
     if at >= spec.steps:
         raise NetspecError(
-            f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {resume} --set train.steps=N."
+            f"{resume} already finished its {spec.steps} steps. To train longer: netspec resume {quoted(resume)} --set train.steps=N."
         )
     return None, False, closing is not None and not results  # trains on: what that closing wrote is replaced
 
@@ -608,7 +608,7 @@ def _closing(opened: Opened, trained: Trained, compile_seconds: float) -> dict:
 def _stopped(signals, step: int, spec: Spec, run_dir: Path, resumed_by: Path) -> Stopped:
     return Stopped(
         f"{interrupts.describe(signals.signum)}: stopped after step {step} of {spec.steps}; checkpoint and events "
-        f"are saved in {run_dir}. Continue with: netspec resume {resumed_by}",
+        f"are saved in {run_dir}. Continue with: netspec resume {quoted(resumed_by)}",
         signals.signum,
     )
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netspec.errors import quoted
 from netspec.spec.types import Spec
 from netspec.training.feed import device_data
 
@@ -75,7 +76,7 @@ def report(spec: Spec, program, table, step: int, arrays, result: RunResult, ech
         f"step {step} of {spec.steps}: {metrics}"
     )
     echo(f"run directory: {result.run_dir}")
-    echo(f"view it with:  tensorboard --logdir {result.run_dir.parent.parent}")
+    echo(f"view it with:  tensorboard --logdir {quoted(result.run_dir.parent.parent)}")
 
 
 def _fmt(v, digits=None) -> str:

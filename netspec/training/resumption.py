@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 
 from netspec.data.labels import Labels
 from netspec.data.sources import DataInfo
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, quoted
 from netspec.spec.types import Spec, plain
 
 RECORD = "ran.json"
@@ -380,7 +380,7 @@ def accepted_changes(
         raise NetspecError(
             f"Cannot resume {resumed} without {FLAG}: these training settings differ from what {changed} ran "
             f"({compared}): {_listed(settings)}. A resume may change them from the step it continues at when asked: "
-            f"netspec resume {sweep_dir or run_dir} {FLAG} (with the same --set), and the changes are recorded with that "
+            f"netspec resume {quoted(sweep_dir or run_dir)} {FLAG} (with the same --set), and the changes are recorded with that "
             f"step in {run_dir / CHANGES} and in TensorBoard (Text, tag spec_changes). Nothing in the "
             f"{'sweep' if sweep_dir else 'run'} directory was changed."
         )

@@ -57,9 +57,10 @@ _SUBDIRS = ("checkpoints", "test", "validation")  # where a run writes besides i
 
 def member_place(run_dir: Path) -> tuple[Path, str]:
     """(logdir, run_name) for which `make_run_dir(logdir, spec name, run_name)` is a sweep member's
-    `run_dir` (<logdir>/<name>/<run-id>/<member>), read from its absolute path: a sweep resumed as
-    `netspec resume DIR` or `.` gives its members relative paths without those parents."""
-    full = Path(os.path.abspath(run_dir))
+    `run_dir` (<logdir>/<name>/<run-id>/<member>), read from the directory it is on disk: a sweep
+    resumed as `netspec resume DIR` or `.` gives its members relative paths without those parents,
+    and one reached through a symbolic link (`LINK`, `LINK/..`) has the link's parents, not its."""
+    full = Path(run_dir).resolve()
     return full.parent.parent.parent, f"{full.parent.name}/{full.name}"
 
 
@@ -70,9 +71,13 @@ def make_run_dir(logdir: str | Path, name: str, run_name: str | None) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NetspecError(
-            f"Cannot create the run directory {parent}: {e.strerror}. Choose another --logdir."
-        ) from None
+        dangling = next((p for p in (parent, *parent.parents) if p.is_symlink() and not p.exists()), None)
+        why = (
+            f"{dangling} is a symbolic link to {os.readlink(dangling)}, which does not exist"
+            if dangling is not None
+            else e.strerror
+        )
+        raise NetspecError(f"Cannot create the run directory {parent}: {why}. Choose another --logdir.") from None
     base = run_name or time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         candidate = parent / (base if i == 0 else f"{base}-{i}")

@@ -17,7 +17,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, quoted
 from netspec.spec.types import Spec
 from netspec.training import interrupts, rundir
 from netspec.training.interrupts import Stopped
@@ -81,7 +81,7 @@ class Sitting:
             if self.resume is not None:
                 return (
                     f"Nothing in {self.resume} was changed",
-                    f"continue it with: netspec resume {self.resumed_by(self.resume)}",
+                    f"continue it with: netspec resume {quoted(self.resumed_by(self.resume))}",
                     False,
                 )
             if self.removed is not None:
@@ -110,7 +110,7 @@ class Sitting:
             )
         return (
             f"The checkpoint at step {step} of {self.spec.steps} and the events up to it are kept in {self.run_dir}",
-            f"continue with: netspec resume {self.resumed_by(self.run_dir)}",
+            f"continue with: netspec resume {quoted(self.resumed_by(self.run_dir))}",
             False,
         )
 

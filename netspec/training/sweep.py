@@ -46,14 +46,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import NetspecError, SpecError
+from netspec.errors import NetspecError, SpecError, quoted
 from netspec.spec.sweep import Member, Sweep
 from netspec.spec.types import Spec, metric_mode
 from netspec.training import interrupts
@@ -156,7 +155,7 @@ def resume_sweep(
             held.release()
             raise Stopped(
                 f"{describe(e.signum, e.count)}: stopped before the resume started. Nothing in {sweep_dir} was "
-                f"changed. Continue it with: netspec resume {sweep_dir}",
+                f"changed. Continue it with: netspec resume {quoted(sweep_dir)}",
                 e.signum,
             ) from None
         except BaseException:
@@ -297,7 +296,7 @@ def _train_and_rank(
     except Stopped as e:
         signum = {code: signum for signum, code in SIGNAL_EXIT.items()}[e.exit_code]
         # a member trained alone (`member_of`) already names the sweep's resume: it is given once
-        note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {sweep_dir}" not in str(e))
+        note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {quoted(sweep_dir)}" not in str(e))
         raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
@@ -323,7 +322,7 @@ def _sweep_note(sweep: Sweep, sweep_dir: Path, *, command: bool = True) -> str:
         parts.append(f"{len(started)} to resume ({_names(started)})")
     parts.append(f"{waiting} not started")
     left = f"the sweep {sweep_dir} stopped with {len(sweep.members)} members: {', '.join(parts)}."
-    return f"{left} Continue the sweep with: netspec resume {sweep_dir}" if command else left
+    return f"{left} Continue the sweep with: netspec resume {quoted(sweep_dir)}" if command else left
 
 
 def _names(names: list[str], most: int = 6) -> str:
@@ -341,7 +340,7 @@ def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
     if not spec_file.is_file():
         raise NetspecError(
             f"{sweep_dir} has no {SWEEP_SPEC}, the sweep's spec, so its members cannot be rebuilt; each member's "
-            f"run directory in it can still be resumed on its own (netspec resume {sweep_dir}/<member>)."
+            f"run directory in it can still be resumed on its own (netspec resume {quoted(sweep_dir)}/<member>)."
         )
     try:
         sweep = _sweep_of(spec_file, overrides, record)
@@ -353,12 +352,12 @@ def _expanded_again(sweep_dir: Path, overrides: Sequence[str]) -> Sweep:
             raise NetspecError(
                 f"{spec_file}, the sweep's spec, is damaged ({reason}). Its members cannot be rebuilt from it: put "
                 "back the spec the sweep was run with, or resume each member's run directory in it on its own "
-                f"(netspec resume {sweep_dir}/<member>)."
+                f"(netspec resume {quoted(sweep_dir)}/<member>)."
             ) from None
         if isinstance(e, _NoSweep):  # the file is whole: a --set took its sweep away
             raise NetspecError(
                 f"{sweep_dir} is a sweep and resumes as one: a --set cannot take its sweep section away. To train "
-                f"one member alone, resume its run directory (netspec resume {sweep_dir}/<member>)."
+                f"one member alone, resume its run directory (netspec resume {quoted(sweep_dir)}/<member>)."
             ) from None
         raise  # a --set of this resume's
     listed = [(m["name"], m["values"]) for m in record["members"]]
@@ -397,7 +396,7 @@ def _read_record(sweep_dir: Path) -> dict:
     except (OSError, ValueError) as e:
         raise NetspecError(
             f"{sweep_dir / SWEEP_FILE}, the sweep's list of its members, is missing or damaged ({e}); each member's "
-            f"run directory in {sweep_dir} can still be resumed on its own (netspec resume {sweep_dir}/<member>)."
+            f"run directory in {sweep_dir} can still be resumed on its own (netspec resume {quoted(sweep_dir)}/<member>)."
         ) from None
 
 
@@ -437,8 +436,8 @@ def _plan(
         return Planned(member, run_dir, ran, True) if ran.steps > done else None
     if ran is not None:
         return Planned(member, run_dir, ran, True)
-    # make_run_dir places it at <logdir>/<name>/<run-id>/<member> (read from the absolute path: DIR or . has no parents)
-    if Path(os.path.abspath(sweep_dir)).parent.name != member.spec.name:
+    # make_run_dir places it at <logdir>/<name>/<run-id>/<member> (`rundir.member_place`: on disk, not as typed)
+    if Path(sweep_dir).resolve().parent.name != member.spec.name:
         raise NetspecError(
             f"The sweep {sweep_dir} has members still to start, and starts them in place only under a directory named "
             f"after its spec ({member.spec.name}/), as netspec run made it; move it back under such a directory, then "
@@ -483,7 +482,8 @@ def rank(sweep: Sweep, sweep_dir: Path, failed: dict[str, str]) -> SweepResult:
     rows = []
     for member in sweep.members:
         run_dir = sweep_dir / member.name
-        row: dict[str, Any] = {"member": member.name, "values": dict(member.values), "run_dir": str(run_dir)}
+        # on disk, as an export's manifest records it: a path as typed means nothing read from the file
+        row: dict[str, Any] = {"member": member.name, "values": dict(member.values), "run_dir": str(run_dir.resolve())}
         try:
             result = json.loads((run_dir / RESULT).read_text())
         except (OSError, ValueError):
@@ -527,7 +527,7 @@ def ranking_lines(sweep: Sweep, result: SweepResult) -> list[str]:
         )
         lines.append(f"  {row['rank']:>4}  {value:>12}  {row['member']}")
     lines.append(
-        f"The table is in {result.sweep_dir / RESULT}; tensorboard --logdir {result.sweep_dir} shows every member."
+        f"The table is in {result.sweep_dir / RESULT}; tensorboard --logdir {quoted(result.sweep_dir)} shows every member."
     )
     return lines
 
