@@ -12,6 +12,7 @@ command line is click's own UsageError (exit 2).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -680,8 +681,9 @@ def predict(run_dir, input_path, output_path, member):
         )
     flat = outputs.reshape(len(outputs), -1)
     try:
-        if output_path:  # its folder, as export makes its output's
-            Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        if output_path:  # its folder, as export makes its output's (a file in its place: the write says so)
+            with contextlib.suppress(FileExistsError):
+                Path(output_path).parent.mkdir(parents=True, exist_ok=True)
         if output_path and output_path.endswith(".npy"):
             np.save(output_path, outputs)
             return
