@@ -49,6 +49,7 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
         )
     if not 0 <= process_id < num_processes:
         raise NetspecError(f"--process-id must be between 0 and {num_processes - 1}, found {process_id}.")
+    _check_coordinator(coordinator, process_id)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
@@ -61,6 +62,37 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
         raise NetspecError(
             f"Could not join the run at {coordinator} as process {process_id} of {num_processes}: {e}"
         ) from None
+
+
+def _check_coordinator(coordinator: str, process_id: int) -> None:
+    """What can be known of `coordinator` (HOST:PORT) before jax's runtime tries it: the runtime
+    ends the process (a C++ abort, exit 134, after its timeout) where a name does not resolve or
+    process 0 cannot listen on the port. Raises NetspecError for those."""
+    import errno
+    import socket
+
+    host, _, port_text = coordinator.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address in brackets
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise NetspecError(f"--coordinator is HOST:PORT (e.g. host0:12355), found {coordinator!r}.")
+    port = int(port_text)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise NetspecError(
+            f"The coordinator's host {host!r} cannot be found from here ({e.strerror or e}): --coordinator names "
+            "process 0's machine by a name or address every process can reach."
+        ) from None
+    if process_id == 0:  # process 0 runs the coordinator service on that port, on every interface
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError as e:
+                taken = e.errno == errno.EADDRINUSE
+                raise NetspecError(
+                    f"Process 0 cannot listen on port {port} for the coordinator ({e.strerror or e})"
+                    + ("; another program holds it: choose another port in --coordinator." if taken else ".")
+                ) from None
 
 
 def is_writer() -> bool:

@@ -359,3 +359,23 @@ def test_to_host_reads_what_device_get_reads():
                 and np.array_equal(got, want)
                 and np.asarray(got).dtype == np.asarray(want).dtype
             )
+
+
+def test_a_coordinator_that_cannot_work_is_refused_before_jax_tries_it():
+    """jax's runtime aborts the process (exit 134, a C++ stack) after its timeout for these;
+    netspec says what is wrong first."""
+    import socket
+
+    from netspec.distribute import _check_coordinator
+    from netspec.errors import NetspecError
+
+    with pytest.raises(NetspecError, match="--coordinator is HOST:PORT"):
+        _check_coordinator("host0", 0)
+    with pytest.raises(NetspecError, match=r"'host0\.invalid' cannot be found from here"):
+        _check_coordinator("host0.invalid:12355", 1)
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(NetspecError, match=f"cannot listen on port {port} .*another program holds it"):
+            _check_coordinator(f"localhost:{port}", 0)
+        _check_coordinator(f"localhost:{port}", 1)  # only process 0 listens there

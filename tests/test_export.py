@@ -306,8 +306,9 @@ def test_onnx_matches_predict_for_every_layer_and_activation(runs, cases, tmp_pa
 @pytest.mark.slow
 @needs_onnx
 def test_the_readme_serves_an_onnx_export_with_onnxruntime(runs, tmp_path):
-    out = netspec_ok("export", runs["fashion_cnn"], "--format", "onnx", "--output", tmp_path / "model.onnx")
-    assert "model.onnx" in out and "probabilities" in out
+    # the README's second export command names its file fashion_cnn.onnx, as its block reads it
+    out = netspec_ok("export", runs["fashion_cnn"], "--format", "onnx", "--output", tmp_path / "fashion_cnn.onnx")
+    assert "fashion_cnn.onnx" in out and "probabilities" in out
     namespace: dict = {}
     import os
 

@@ -170,7 +170,7 @@ def encode_labels(spec: Spec) -> Callable[[jax.Array], jax.Array]:
 
     def encode(y: jax.Array) -> jax.Array:
         if one_hot:
-            return jax.nn.one_hot(y.reshape(y.shape[0]), classes)
+            return jax.nn.one_hot(y.reshape(y.shape[0]).astype(jnp.int32), classes)  # class numbers, as stored
         if targets == "class_index":
             return y.reshape(y.shape[0]).astype(jnp.int32)
         return y.astype(jnp.float32).reshape((y.shape[0], *spec.output_shape))
