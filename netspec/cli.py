@@ -547,10 +547,9 @@ def _chosen_run(command: str, run_dir: str, member: str | None, notice):
         if member is None:
             return run_dir
         own = (Path(run_dir) / "spec.yaml").is_file()
-        parent = Path(run_dir).parent if Path(run_dir).name not in ("", ".", "..") else Path(run_dir).resolve().parent
+        parent, name = Path(run_dir).parent, Path(run_dir).name  # `_run_dir`: never '.' or '..'
         hint = ""
         if own and is_sweep(parent):
-            name = Path(run_dir).resolve().name
             hint = f" It is the member {name} of the sweep {parent}: netspec {command} {quoted(parent)} --member {name} is the same run."
         raise NetspecError(
             f"--member chooses a member of a sweep directory (one holding sweep.json, as netspec run of a spec "
