@@ -71,7 +71,15 @@ from netspec.training.callbacks import (
 from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
 from netspec.training.interrupts import Stopped, pause
 from netspec.training.report import REPORT_TABLE_MAX, Progress, report
-from netspec.training.rundir import _json, _write_atomically, make_run_dir, record_resume, spec_yaml, write_preprocess
+from netspec.training.rundir import (
+    _json,
+    _write_atomically,
+    make_run_dir,
+    record_resume,
+    renamed,
+    spec_yaml,
+    write_preprocess,
+)
 from netspec.training.sitting import Sitting
 
 
@@ -150,6 +158,8 @@ def run(
                 devices=devices,
                 allow_setting_changes=allow_setting_changes,
             )
+            if resume is None and not quiet and opened.writer and (line := renamed(opened.run_dir, run_name)):
+                echo(line)
             if resume is not None and not quiet and opened.writer:
                 echo(
                     f"Resuming {opened.run_dir} at step {opened.start_step} of {spec.steps}"

@@ -64,6 +64,14 @@ def member_place(run_dir: Path) -> tuple[Path, str]:
     return full.parent.parent.parent, f"{full.parent.name}/{full.name}"
 
 
+def renamed(run_dir: Path, run_name: str | None) -> str | None:
+    """The line that says a --run-name was taken, so the run went to `run_dir` (`make_run_dir`'s
+    NAME-i) instead; None when it got the name asked for (or none was)."""
+    if run_name is None or Path(run_name).name == run_dir.name:
+        return None
+    return f"{run_dir.with_name(Path(run_name).name)} exists, so this run is {run_dir}."
+
+
 def make_run_dir(logdir: str | Path, name: str, run_name: str | None) -> Path:
     """Claim a new, empty run directory `<logdir>/<name>/<run_name or the time>[-i]`; never
     reuse an existing one. Raises NetspecError when it cannot be created."""

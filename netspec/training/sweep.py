@@ -65,6 +65,7 @@ from netspec.training.rundir import (
     lock,
     make_run_dir,
     member_place,
+    renamed,
     write_atomically,
 )
 
@@ -110,6 +111,8 @@ def run_sweep(
                 held = lock(sweep_dir)
                 write_atomically(sweep_dir / SWEEP_SPEC, sweep.text)
                 write_atomically(sweep_dir / SWEEP_FILE, _json(_record(sweep)))
+            if not quiet and (line := renamed(sweep_dir, run_name)):
+                echo(line)
             plan = [Planned(m, sweep_dir / m.name, m.spec, False) for m in sweep.members]
             return _train_and_rank(
                 sweep,

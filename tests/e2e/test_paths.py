@@ -119,3 +119,15 @@ def test_a_member_named_with_a_trailing_slash_is_that_member(tmp_path):
     by_name = netspec("eval", sweep_dir, "--member", "seed=1/", "--split", "train")
     assert by_name.exit_code == 0, by_name.output
     assert by_name.stdout == netspec("eval", sweep_dir / "seed=1", "--split", "train").stdout
+
+
+@pytest.mark.parametrize(
+    "text", [XOR, XOR.replace("seed: 0\n", "seed: 0\nsweep:\n  seed: [0, 1]\n")], ids=["run", "sweep"]
+)
+def test_a_run_name_that_is_taken_says_where_the_run_went(tmp_path, text):
+    spec = write(tmp_path / "xor.yaml", text)
+    first = netspec("run", spec, "--logdir", tmp_path, "--run-name", "r")
+    assert first.exit_code == 0 and "exists, so this run is" not in first.output, first.output
+    again = netspec("run", spec, "--logdir", tmp_path, "--run-name", "r")
+    assert again.exit_code == 0, again.output
+    assert f"{tmp_path / 'xor' / 'r'} exists, so this run is {tmp_path / 'xor' / 'r-1'}." in again.output
