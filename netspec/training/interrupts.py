@@ -170,22 +170,34 @@ class Interrupts:
 
     def begin(self, fn):
         """Start fn() on the worker thread now and return `finish()`, which waits for it as
-        `wait_for` does (ready for signals) and returns its result or raises its error: the main
-        thread does other work meanwhile (the run's first summaries while its chunks compile)."""
-        if threading.current_thread() is not threading.main_thread() or not self._previous:
-            value = fn()
-            return lambda: value
+        `wait_for` does (ready for signals) and returns its result or raises its error
+        (`finish.done()`: whether it has ended, without waiting): the main thread does other work
+        meanwhile (the run's first summaries while its chunks compile)."""
         job = _Job(fn)
-        _worker().put(job)
+        if threading.current_thread() is not threading.main_thread() or not self._previous:
+            job.value = fn()  # here, its error raised at once
+            job.done.set()
+        else:
+            _worker().put(job)
+        return _Finish(job)
 
-        def finish():
-            while not job.done.wait(0.05):
-                pass
-            if job.error is not None:
-                raise job.error
-            return job.value
 
-        return finish
+class _Finish:
+    """`begin`'s result: call it to wait for the job's result; `done()`: whether it has ended (never waits)."""
+
+    def __init__(self, job: _Job):
+        self._job = job
+
+    def done(self) -> bool:
+        return self._job.done.is_set()
+
+    def __call__(self):
+        job = self._job
+        while not job.done.wait(0.05):
+            pass
+        if job.error is not None:
+            raise job.error
+        return job.value
 
 
 class _Job:

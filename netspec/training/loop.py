@@ -409,35 +409,56 @@ def _first_summaries(
     writer: TrainingSummaries,
     graphs: dict | None = None,
     lowered: threading.Event | None = None,
-) -> None:
+    compiling: Callable[[], Any] | None = None,
+) -> Callable[[], None] | None:
     """What a sitting writes before training: a resume's changes; a new run's spec text, sample
-    images, the untrained model at step 0 (its loss and metrics on the sample batch, the rate
-    step 1 uses) and graph. `graphs`: where the members of a sweep group keep the step's graph,
-    drawn once for them all (their steps differ only in numbers). `lowered` (`_compile_chunks`'):
-    the step-0 figures and the graph wait for it, to be traced while XLA compiles the chunks (it
-    lets go of the GIL) rather than while they are traced: two Python threads take turns, and a
-    400-layer net's chunks took 4.4 s to compile beside them, 3.3 s alone."""
+    images, the untrained model at step 0 (`_step_zero`) and graph. `graphs`: where the members of
+    a sweep group keep the step's graph, drawn once for them all (their steps differ only in
+    numbers). `lowered` (`_compile_chunks`'): the step-0 figures and the graph wait for it, to be
+    traced while XLA compiles the chunks (it lets go of the GIL) rather than while they are
+    traced: two Python threads take turns, and a 400-layer net's chunks took 4.4 s to compile
+    beside them, 3.3 s alone. `compiling` (`begin_compile`'s finish): when the chunks have
+    compiled by then, training starts first: step 0 is returned, of a copy of the initial state,
+    for the loop to write once the first chunk is dispatched (`_train_chunks`), and beside it
+    (about 0.25 s less to the first step of a small model on a 2-core CPU; it is the compile of the
+    step-0 forward pass and the graph's tracing). One process only: the processes of a
+    multi-process run must issue the same programs in the same order."""
     import jax
 
-    from netspec.compile.optim import current_learning_rate
     from netspec.training import resumption
 
-    program, state, config = opened.program, opened.state, spec.summaries
+    config = spec.summaries
     if opened.changes and config["text"] and not opened.finishing:  # at the first step that ran with them
         summaries.changes_text(resumption.markdown(opened.changes, opened.start_step), opened.start_step)
     if opened.spec_text is None:
-        return
+        return None
     summaries.spec_text(opened.spec_text)
-    summaries.model_summary_text(program.conv)
+    summaries.model_summary_text(opened.program.conv)
     summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
     wait_lowered(lowered)
+    if compiling is not None and compiling.done() and jax.process_count() == 1:
+        # the copy is the state's own: the first chunk takes (donates) the state it is given
+        return partial(_step_zero, spec, opened.program, device_copy(opened.state), inputs, summaries, writer, graphs)
+    _step_zero(spec, opened.program, opened.state, inputs, summaries, writer, graphs)
+    return None
+
+
+def _step_zero(
+    spec: Spec, program, state, inputs: TrainingInputs, summaries, writer: TrainingSummaries, graphs: dict | None
+) -> None:
+    """Write a new run's step 0: the untrained model's loss and metrics on the sample batch, the
+    rate step 1 uses, its histograms, and the step's graph (see `_first_summaries`)."""
+    import jax
+
+    from netspec.compile.optim import current_learning_rate
+
     # the sample batch is an argument, never closed over (a constant in the program; across processes, not even allowed)
     loss0, (metrics0, _) = jax.device_get(
         program.loss_and_metrics(state.params, state.model_state, inputs.sample, train=False, key=program.keys.step)
     )
     values = {"loss": loss0, **metrics0, "learning_rate": float(current_learning_rate(state.opt_state))}
     writer.write(0, values, None, state.params, writer.dispatch(state, 0))
-    if config["graph"]:
+    if spec.summaries["graph"]:
         from netspec.training.graph import step_graph
 
         graphs = {} if graphs is None else graphs
@@ -530,14 +551,16 @@ def _train_and_close(
     summaries = _summaries(spec, opened, inputs)
     checkpoints = checkpoint.Checkpoints(run_dir / "checkpoints", keep=spec.checkpoint["keep"])
     writer, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
-    _first_summaries(spec, opened, inputs, summaries, writer, lowered=lowered)
-    warm_copies(opened.state)  # beside XLA's compile of the chunks, not in the training time
     pause("compiling")
+    step_zero = _first_summaries(spec, opened, inputs, summaries, writer, lowered=lowered, compiling=compiling)
+    warm_copies(opened.state)  # beside XLA's compile of the chunks, not in the training time
     compiled, compile_seconds = compiling()
     if (
         signals.requested and not opened.finishing
     ):  # Ctrl-C while setting up: a new run keeps its step 0, to resume from
         if opened.spec_text is not None:
+            if step_zero is not None:  # its events before its checkpoint
+                step_zero()
             saver.save(opened.state, opened.start_step)
         summaries.close()
         raise _stopped(signals, opened.start_step, spec, run_dir, where.resumed_by(run_dir))
@@ -558,7 +581,9 @@ def _train_and_close(
         saver,
         ProgressBar(progress := Progress(spec.steps - opened.start_step, quiet)),
     ]
-    trained = _train_chunks(spec, opened, inputs, compiled, lengths, callbacks, signals, Timing(started), progress)
+    trained = _train_chunks(
+        spec, opened, inputs, compiled, lengths, callbacks, signals, Timing(started), progress, step_zero
+    )
     dropped = summaries.dropped_note()
     if dropped and opened.writer:  # even with --quiet: it replaces tensorboardX's warnings, one per value
         echo(dropped)
@@ -645,9 +670,12 @@ def _train_chunks(
     signals,
     timing: Timing,
     progress,
+    step_zero: Callable[[], None] | None = None,
 ) -> Trained:
     """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
-    checkpoints) while this one runs; stop at a callback's reason or a signal."""
+    checkpoints) while this one runs; stop at a callback's reason or a signal. `step_zero`: a new
+    run's step 0 still to write (`_first_summaries`), written once the first chunk is dispatched,
+    before anything of that chunk."""
 
     losses: list[float] = []
     state, step, pending, stop_reason, last = opened.state, opened.start_step, None, None, {}
@@ -685,6 +713,9 @@ def _train_chunks(
             dispatched = time.perf_counter()
             state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
             chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
+            if step_zero is not None:
+                step_zero()
+                step_zero = None
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
             pending = chunk

@@ -66,7 +66,9 @@ TIMINGS = {"train_seconds", "compile_seconds", "us_per_step", "first_step_second
 # phase -> (where the process waits (NETSPEC_TEST_PAUSE), the last step summarised by then)
 PHASES = {
     "before-run-dir": ("before-run-dir", -1),  # data loaded, nothing compiled or written
-    "compiling": ("compiling", 0),  # the run directory and step 0 written, the training chunks about to compile
+    # the run directory written, the training chunks compiling; step 0 is summarised beside the
+    # compile, or, when it has ended first, beside the first chunk
+    "compiling": ("compiling", -1),
     "before-first-checkpoint": ("chunk:10", 10),  # step 10 summarised, the chunk to step 20 running
     "mid-run": ("chunk:30", 30),  # checkpoint 20 kept, step 30 summarised, the chunk to 40 running
     "checkpoint-write": ("checkpoint-write:step-00000040.safetensors", 40),  # half of it written
