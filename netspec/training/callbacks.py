@@ -415,17 +415,27 @@ class ProgressBar(Callback):
 
 class Timing:
     """Seconds per chunk as the host sees them (a chunk runs while the host finishes the one
-    before), and the time to the first step since the process started."""
+    before), and the time to the first step since the process started. Host work that is not
+    training, done while a chunk runs (a new run's step 0, written beside its first chunk:
+    `exclude`), is not counted in that chunk's time, nor in `excluded` of the loop's."""
 
     def __init__(self, started: float):
         self.started = started
         self.previous: float | None = None  # when the last chunk ended
         self.first: float | None = None  # seconds to the first step
+        self.excluded = 0.0  # seconds of the loop's that were not training (`exclude`)
+        self._pending = 0.0  # of which the next chunk's time has not yet left out
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of host work done since the running chunk's dispatch out of its time."""
+        self.excluded += seconds
+        self._pending += seconds
 
     def steps_per_second(self, dispatched: float, length: int) -> float | None:
         now = time.perf_counter()
-        elapsed = now - max(dispatched, self.previous or 0.0)
+        elapsed = now - max(dispatched, self.previous or 0.0) - self._pending
+        self._pending = 0.0
         self.previous = now
         if self.first is None:
-            self.first = dispatched - self.started + elapsed / length
+            self.first = dispatched - self.started + max(elapsed, 0.0) / length
         return length / elapsed if elapsed > 0 else None

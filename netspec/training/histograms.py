@@ -115,9 +115,7 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS, tags: Sequence[st
     if not layout.live:
         return made
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
-    row_tags = [
-        tag for tag, (rows, _) in zip(tags or [""] * len(blocks), layout.shapes, strict=True) for _ in range(rows)
-    ]
+    row_tags = _row_tags(layout.shapes, tuple(tags or [""] * len(blocks)))
     encoded_rows = _encoded(flat, layout, bins, [row_tags[r] for r in layout.live])
     if len(layout.live) == layout.rows and None not in encoded_rows:  # the usual case: every row drawn
         return [Histogram(encoded, False) for encoded in encoded_rows]
@@ -131,6 +129,13 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS, tags: Sequence[st
         else:
             made[r] = Histogram(encoded, False)
     return made
+
+
+@functools.lru_cache(maxsize=16)
+def _row_tags(shapes: tuple[tuple[int, ...], ...], tags: tuple[str, ...]) -> list[str]:
+    """Each row's tag: `tags[block]` for every row of that block (`shapes`: each block's [rows,
+    n]; every chunk's are the same)."""
+    return [tag for tag, (rows, _) in zip(tags, shapes, strict=True) for _ in range(rows)]
 
 
 class _Layout(NamedTuple):

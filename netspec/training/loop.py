@@ -714,7 +714,9 @@ def _train_chunks(
             state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
             chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if step_zero is not None:
+                began = time.perf_counter()
                 step_zero()
+                timing.exclude(time.perf_counter() - began)  # not training: its time is not the chunk's
                 step_zero = None
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
@@ -734,7 +736,8 @@ def _train_chunks(
     finally:
         progress.close()
         inputs.feed.close()
-    return Trained(state, step, stop_reason, last, losses, time.perf_counter() - loop_start, timing.first)
+    seconds = time.perf_counter() - loop_start - timing.excluded
+    return Trained(state, step, stop_reason, last, losses, seconds, timing.first)
 
 
 def _dispatch(callbacks: list, state, end: int, length: int, dispatched: float, outputs) -> DispatchedChunk:

@@ -269,3 +269,39 @@ def test_tensorboard_serves_the_run(runs, tmp_path):
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+# -- step 0, beside the compile or beside the first chunk --------------------------------------------
+
+
+def _events_by_step(run_dir):
+    """{(kind, tag): [(step, value as bytes or floats)]} of the training run's scalars and histograms."""
+    ea = accumulator(run_dir)
+    tags = ea.Tags()
+    found = {
+        ("scalar", t): [(e.step, e.value) for e in ea.Scalars(t)] for t in tags["scalars"] if t != "steps_per_second"
+    }
+    found |= {
+        ("histogram", t): [(e.step, e.histogram_value.bucket, e.histogram_value.bucket_limit) for e in ea.Histograms(t)]
+        for t in tags["histograms"]
+    }
+    return found, ea.Graph() is not None
+
+
+@pytest.mark.parametrize("compiled_first", [False, True])
+def test_step_zero_is_the_same_beside_the_compile_or_the_first_chunk(compiled_first, tmp_path, monkeypatch):
+    """A new run whose chunks compiled before its step 0 was written trains first and writes step
+    0 beside its first chunk, from a copy of the initial state (the chunk donates the state it is
+    given): the events and the training are those of a run that wrote step 0 first."""
+    from netspec.training import interrupts
+
+    extra = ("--set", "train.steps=300", "--set", "summaries.every=100")
+    reference = run_spec("xor_nn", tmp_path / "first", *extra)
+    monkeypatch.setattr(interrupts._Finish, "done", lambda self: compiled_first)
+    run_dir = run_spec("xor_nn", tmp_path / "then", *extra)
+    mine, theirs = _events_by_step(run_dir), _events_by_step(reference)
+    assert mine == theirs
+    events, has_graph = mine
+    assert has_graph and events[("scalar", "loss")][0][0] == 0
+    assert [s for s, *_ in events[("histogram", "layer1/kernel")]] == [0, 100, 200, 300]
+    assert result_of(run_dir)["final"] == result_of(reference)["final"]

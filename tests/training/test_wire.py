@@ -52,6 +52,12 @@ def test_histograms_are_protobufs_bytes(width):
         wire.histogram_proto(stats[5], limits[5], counts[5])
         == proto_of(stats[5], limits[5], counts[5]).SerializeToString()
     )
+    tags = [f"layer{r % 3}/kernel" if r % 5 else "" for r in range(rows)]  # "" : proto3 leaves the tag out
+    fields = wire.histogram_protos(stats, limits, counts, begins, ends, tags)
+    for r in range(rows):
+        b, e = begins[r], ends[r]
+        value = Summary.Value(tag=tags[r], histo=proto_of(stats[r], limits[r, b:e], counts[r, b:e]))
+        assert fields[r] == Summary(value=[value]).SerializeToString(), r
 
 
 @pytest.mark.parametrize("step", [0, 1, 127, 128, 16383, 16384, 2**31 + 5, 2**62])
