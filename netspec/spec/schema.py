@@ -32,6 +32,7 @@ fills it in, so no later stage decides a default of its own. Pure Python, no jax
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import jsonschema
@@ -150,6 +151,26 @@ LAYER_NAME = {
     "errorMessage": "expected a layer name of letters, digits, '_', '-' or '.', starting with a letter or '_', other than 'input' (the model's input)",
     "description": "unique layer name; also its TensorBoard scope",
 }
+
+
+_LAYER_NAME_PATTERN = re.compile(LAYER_NAME["pattern"])
+
+
+def layer_likeness(layer: object) -> str | None:
+    """What a layer is but for its name, as a key: layers with the same key are alike to the
+    schema and to its defaults whatever their names (the layer schema reads `name` only as a
+    LAYER_NAME), so a deep model's thousand alike layers are checked and filled once. None where a
+    layer must be judged on its own: not a mapping, without a valid name, or holding what JSON
+    cannot (a key that is not a string)."""
+    if not isinstance(layer, dict):
+        return None
+    name = layer.get("name")
+    if not (isinstance(name, str) and len(name) <= LAYER_NAME["maxLength"] and _LAYER_NAME_PATTERN.search(name)):
+        return None  # jsonschema's `pattern` is re.search, as here
+    try:
+        return json.dumps({k: v for k, v in layer.items() if k != "name"}, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError):
+        return None
 
 
 def _inputs(layer_type: str, kind: LayerKind) -> Schema:
