@@ -160,7 +160,7 @@ def fill_defaults(schema: Schema, value: Any) -> Any:
     return value
 
 
-def _fill_items(schema: Schema, items: list) -> list:
+def _fill_items(schema: Schema, items: list[Any]) -> list[Any]:
     """Each item filled; model layers alike but for their names (`layer_likeness`) are filled
     once and copied, renamed (1,000 alike layers: 0.12 s, now 0.03 s)."""
     if schema != _LAYER_ITEMS:

@@ -58,11 +58,12 @@ def schema_problems(loaded: Loaded) -> list[Problem]:
     return sorted(found_at.values(), key=lambda p: (p.line or 0, p.col or 0, p.path))
 
 
-def _alike_layers_folded(data: object) -> dict | None:
+def _alike_layers_folded(data: object) -> dict[str, Any] | None:
     """`data` with `model.layers` cut to the first of each kind of layer (`layer_likeness`), or
     None when that leaves nothing out (or a layer must be judged on its own)."""
-    model = data.get("model") if isinstance(data, dict) else None
-    layers = model.get("layers") if isinstance(model, dict) else None
+    if not isinstance(data, dict) or not isinstance(model := data.get("model"), dict):
+        return None
+    layers = model.get("layers")
     if not isinstance(layers, list) or len(layers) < 2:
         return None
     kinds: dict[str, object] = {}

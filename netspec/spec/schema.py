@@ -144,16 +144,18 @@ def _choice_of_names(
     }
 
 
+_LAYER_NAME_LONGEST = 100
+_LAYER_NAME_RULE = r"^(?!input$)[A-Za-z_][A-Za-z0-9_.\-]*$"
 LAYER_NAME = {
     "type": "string",
-    "maxLength": 100,
-    "pattern": r"^(?!input$)[A-Za-z_][A-Za-z0-9_.\-]*$",
+    "maxLength": _LAYER_NAME_LONGEST,
+    "pattern": _LAYER_NAME_RULE,
     "errorMessage": "expected a layer name of letters, digits, '_', '-' or '.', starting with a letter or '_', other than 'input' (the model's input)",
     "description": "unique layer name; also its TensorBoard scope",
 }
 
 
-_LAYER_NAME_PATTERN = re.compile(LAYER_NAME["pattern"])
+_LAYER_NAME_PATTERN = re.compile(_LAYER_NAME_RULE)
 
 
 def layer_likeness(layer: object) -> str | None:
@@ -165,7 +167,7 @@ def layer_likeness(layer: object) -> str | None:
     if not isinstance(layer, dict):
         return None
     name = layer.get("name")
-    if not (isinstance(name, str) and len(name) <= LAYER_NAME["maxLength"] and _LAYER_NAME_PATTERN.search(name)):
+    if not (isinstance(name, str) and len(name) <= _LAYER_NAME_LONGEST and _LAYER_NAME_PATTERN.search(name)):
         return None  # jsonschema's `pattern` is re.search, as here
     try:
         return json.dumps({k: v for k, v in layer.items() if k != "name"}, sort_keys=True, allow_nan=True)

@@ -179,11 +179,12 @@ class Interrupts:
             job.done.set()
         else:
             _worker().put(job)
-        return _Finish(job)
+        return Finish(job)
 
 
-class _Finish:
-    """`begin`'s result: call it to wait for the job's result; `done()`: whether it has ended (never waits)."""
+class Finish:
+    """`Signals.begin`'s result: call it to wait for the job's result (as `wait_for` does, ready
+    for signals; its error raised); `done()`: whether it has ended, without waiting."""
 
     def __init__(self, job: _Job):
         self._job = job

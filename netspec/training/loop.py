@@ -409,7 +409,7 @@ def _first_summaries(
     writer: TrainingSummaries,
     graphs: dict | None = None,
     lowered: threading.Event | None = None,
-    compiling: Callable[[], Any] | None = None,
+    compiling: interrupts.Finish | None = None,
 ) -> Callable[[], None] | None:
     """What a sitting writes before training: a resume's changes; a new run's spec text, sample
     images, the untrained model at step 0 (`_step_zero`) and graph. `graphs`: where the members of

@@ -297,7 +297,7 @@ def test_step_zero_is_the_same_beside_the_compile_or_the_first_chunk(compiled_fi
 
     extra = ("--set", "train.steps=300", "--set", "summaries.every=100")
     reference = run_spec("xor_nn", tmp_path / "first", *extra)
-    monkeypatch.setattr(interrupts._Finish, "done", lambda self: compiled_first)
+    monkeypatch.setattr(interrupts.Finish, "done", lambda self: compiled_first)
     run_dir = run_spec("xor_nn", tmp_path / "then", *extra)
     mine, theirs = _events_by_step(run_dir), _events_by_step(reference)
     assert mine == theirs
