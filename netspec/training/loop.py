@@ -419,10 +419,11 @@ def _first_summaries(
     traced: two Python threads take turns, and a 400-layer net's chunks took 4.4 s to compile
     beside them, 3.3 s alone. `compiling` (`begin_compile`'s finish): when the chunks have
     compiled by then, training starts first: step 0 is returned, of a copy of the initial state,
-    for the loop to write once the first chunk is dispatched (`_train_chunks`), and beside it
-    (about 0.25 s less to the first step of a small model on a 2-core CPU; it is the compile of the
-    step-0 forward pass and the graph's tracing). One process only: the processes of a
-    multi-process run must issue the same programs in the same order."""
+    for the loop to write once the first chunk has run (`_train_chunks`), with the compile of the
+    copies the loop takes (`warm_copies`): about 0.25-0.4 s less to the first step of a small model
+    on a 2-core CPU, the compiles of the step-0 forward pass and the copies, and the graph's
+    tracing. The copy is made without compiling anything (device_put). One process only: the
+    processes of a multi-process run must issue the same programs in the same order."""
     import jax
 
     from netspec.training import resumption
@@ -437,8 +438,14 @@ def _first_summaries(
     summaries.sample_images(opened.arrays.train.x[:16], spec.data_info)
     wait_lowered(lowered)
     if compiling is not None and compiling.done() and jax.process_count() == 1:
-        # the copy is the state's own: the first chunk takes (donates) the state it is given
-        return partial(_step_zero, spec, opened.program, device_copy(opened.state), inputs, summaries, writer, graphs)
+        # a copy of its own: the first chunk takes (donates) the state it is given
+        initial = jax.device_put(opened.state, may_alias=False)
+
+        def beside_the_first_chunk() -> None:
+            warm_copies(initial)
+            _step_zero(spec, opened.program, initial, inputs, summaries, writer, graphs)
+
+        return beside_the_first_chunk
     _step_zero(spec, opened.program, opened.state, inputs, summaries, writer, graphs)
     return None
 
@@ -553,7 +560,8 @@ def _train_and_close(
     writer, evaluation, saver = _writers(spec, opened, inputs, summaries, checkpoints)
     pause("compiling")
     step_zero = _first_summaries(spec, opened, inputs, summaries, writer, lowered=lowered, compiling=compiling)
-    warm_copies(opened.state)  # beside XLA's compile of the chunks, not in the training time
+    if step_zero is None:  # else they compile beside the first chunk, with step 0
+        warm_copies(opened.state)  # beside XLA's compile of the chunks, not in the training time
     compiled, compile_seconds = compiling()
     if (
         signals.requested and not opened.finishing
@@ -674,8 +682,9 @@ def _train_chunks(
 ) -> Trained:
     """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
     checkpoints) while this one runs; stop at a callback's reason or a signal. `step_zero`: a new
-    run's step 0 still to write (`_first_summaries`), written once the first chunk is dispatched,
-    before anything of that chunk."""
+    run's step 0 still to write (`_first_summaries`), written once the first chunk has run (so
+    that chunk's time is its own, Timing.exclude leaving step 0's out), before anything of it."""
+    import jax
 
     losses: list[float] = []
     state, step, pending, stop_reason, last = opened.state, opened.start_step, None, None, {}
@@ -712,12 +721,16 @@ def _train_chunks(
                 inputs.feed.prefetch(end, lengths[i + 1])
             dispatched = time.perf_counter()
             state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
-            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if step_zero is not None:
+                # the first chunk's own time first, then step 0 and the compiles it does ahead of
+                # `_dispatch` (the copies, the activations' and gradients' histograms), its time
+                # left out of the chunk's
+                jax.block_until_ready(outputs)
                 began = time.perf_counter()
                 step_zero()
-                timing.exclude(time.perf_counter() - began)  # not training: its time is not the chunk's
+                timing.exclude(time.perf_counter() - began)
                 step_zero = None
+            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
             pending = chunk
