@@ -12,9 +12,11 @@ command line is click's own UsageError (exit 2).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -92,6 +94,14 @@ def _one_error_policy(command):
     @functools.wraps(command)
     def guarded(*args, **kwargs):
         try:
+            return policed(*args, **kwargs)
+        finally:
+            # after jax registered its own exit hooks (atexit runs the last registered first), once
+            atexit.unregister(_calm_teardown)
+            atexit.register(_calm_teardown)
+
+    def policed(*args, **kwargs):
+        try:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -120,6 +130,16 @@ def _one_error_policy(command):
             _bug(e)
 
     return guarded
+
+
+def _calm_teardown() -> None:
+    """At the process's exit, before jax's hooks tear its runtime down (a second or more with a
+    large device state): SIGINT and SIGTERM are ignored. The command's work is done and written;
+    a signal there interrupted jax's clear_backends with "Exception ignored in atexit callback ...
+    KeyboardInterrupt" (exit status 0), or, later in the teardown, killed the process (-2)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: nothing to do
+            signal.signal(signum, signal.SIG_IGN)
 
 
 _OUT_OF_MEMORY = (

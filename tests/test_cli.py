@@ -67,6 +67,25 @@ def test_validate_does_not_import_jax_or_numpy(spec):
     assert "heavy []" in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_process_tears_jax_down_changes_nothing(signum):
+    """A command's work done, the process's exit runs jax's hooks (clear_backends: a second or
+    more with a large device state); a Ctrl-C there printed "Exception ignored in atexit callback
+    ... KeyboardInterrupt" and exited 0, or killed the process (-2). The signal is ignored there:
+    the command's own exit status, nothing printed."""
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "import jax\n"  # its exit hooks first
+        f"atexit.register(lambda: (os.kill(os.getpid(), signal.{signum}), time.sleep(0.2)))\n"  # runs before them
+        "from netspec.cli import main\n"
+        "sys.argv = ['netspec', 'validate', 'specs/xor_wide.yaml']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    assert "xor_wide.yaml: ok" in out.stdout and out.stderr == "", out.stderr
+
+
 def test_schema_is_a_valid_draft_2020_12_schema():
     result = netspec("schema")
     assert result.exit_code == 0, result.output
