@@ -95,12 +95,17 @@ def prod(shape: Iterable[int]) -> int:
 # layer, and its compile time and memory grow faster than the depth, as about depth**1.8: cold, to
 # the first step, N dense layers of 4 units took 14 s at 400 layers, 60 s and 1.3 GB at 1,000,
 # 197 s and 3.3 GB at 2,000 (a hand-written JAX loop: 17 s and 38 s), and 10,000 ended in
-# std::bad_alloc (benchmarks/compile_depth.py; RESULTS.md, "Start-up against depth"). The bound
-# keeps a model's start within about a minute and 1.3 GB on a 2-core machine.
+# std::bad_alloc (benchmarks/compile_depth.py; RESULTS.md, "Start-up against depth"). Since, the
+# start-up's own part has come down to the hand-written loop's: 1,000 layers now take 14-15 s and
+# 1.0 GB (the hand-written loop 8-9 s; RESULTS.md, "Start-up: a small model trains first"). The
+# bound keeps a model's start within about a quarter of a minute and 1 GB on a 2-core machine.
 MAX_LAYERS = 1000
 
 
-DEPTH_MEASURED = "1,000 layers of 4 units take 60 s and 1.3 GB to the first step, 2,000 take 197 s and 3.3 GB"
+DEPTH_MEASURED = (
+    "1,000 layers of 4 units take 15 s and 1.0 GB to the first step, and 2,000 took 197 s and 3.3 GB "
+    "when 1,000 took 60 s"
+)
 
 
 # Summary points a run may write (steps / summaries.every, and step 0). Each is a chunk boundary:
