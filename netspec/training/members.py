@@ -383,10 +383,15 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
         ),
         lengths,
     )
-    for m in live:
-        _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs, lowered)
-    warm_copies(states.train)  # beside XLA's compile of the chunk, not in the training time
     pause("compiling")
+    # as a plain run's (`_first_summaries`): members whose chunk compiled first write step 0 once it has run
+    later = [
+        zero
+        for m in live
+        if (zero := _first_summaries(m.spec, m.opened, m.inputs, m.summaries, m.writer, graphs, lowered, compiling))
+    ]
+    if not later:
+        warm_copies(states.train)  # beside XLA's compile of the chunk, not in the training time
     compiled, compile_seconds = compiling()
     for m in live:  # the per-member replay that names a non-finite step and layer: its own plain chunks
         m.guard.locate = partial(
@@ -400,6 +405,8 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
             echo if not quiet else None,
         )
     if signals.requested:  # Ctrl-C while setting up: new members keep their step 0, to resume from
+        for zero in later:  # its events before its checkpoint
+            zero()
         for m in live:
             if m.opened.spec_text is not None:
                 m.saver.save(m.opened.state, start)
@@ -407,7 +414,7 @@ def _train_live(live: list[_Member], group, arrays, signals, *, quiet: bool, ech
         raise _stopped(signals, start, first.spec, len(live))
     _Loop(
         live, group, chunk_data, feed, signals, compiled, compile_seconds, quiet=quiet, echo=echo, started=started
-    ).run(start, lengths)
+    ).run(start, lengths, later)
 
 
 def _stopped(signals, step: int, spec: Spec, count: int) -> Stopped:
@@ -461,7 +468,10 @@ class _Loop:
     def training(self) -> list[_Member]:
         return [m for m in self.live if m.training]
 
-    def run(self, start: int, lengths: list[int]) -> None:
+    def run(self, start: int, lengths: list[int], later: list | None = None) -> None:
+        """Train the group's chunks from `start`; `later`: members' step 0 still to write
+        (`_first_summaries`), written once the first chunk has run, with the copies' compile, their
+        time left out of the chunk's (as a plain run's `_train_chunks`)."""
         import jax
 
         from netspec.compile.members import take
@@ -478,6 +488,14 @@ class _Loop:
                     self.feed.prefetch(end, lengths[i + 1])
                 dispatched = time.perf_counter()
                 self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
+                if later:
+                    jax.block_until_ready(outputs)
+                    began = time.perf_counter()
+                    warm_copies(self.states.train)
+                    for zero in later:
+                        zero()
+                    self.timing.exclude(time.perf_counter() - began)
+                    later = None
                 chunk = self._dispatch(end, n, dispatched, outputs)
                 if pending is not None:
                     self._finish(pending)
@@ -505,7 +523,7 @@ class _Loop:
         if training:
             # every member's: training ends with its last chunk, as a plain run's does (the state read
             # back for the closings, and the closings of the others, are not training)
-            seconds = time.perf_counter() - self.loop_start
+            seconds = time.perf_counter() - self.loop_start - self.timing.excluded
             final = jax.device_get(self.states.train)
             # from here a signal stops at once, as in a plain run's closing: a resume finishes
             # the members whose closing checkpoint is written and trains the others on
@@ -608,7 +626,7 @@ class _Loop:
     def _close(self, m: _Member, state, step: int, reason: str | None, seconds: float | None = None) -> None:
         """Close member `m`'s run (its final evaluation, result.json); `seconds`: its training
         time, the loop's until now unless given."""
-        seconds = time.perf_counter() - self.loop_start if seconds is None else seconds
+        seconds = time.perf_counter() - self.loop_start - self.timing.excluded if seconds is None else seconds
         losses = np.concatenate(m.losses).tolist() if m.losses else []
         trained = Trained(state, step, reason, m.last, losses, seconds, self.timing.first)
         closing = m.opened.closing or _closing(m.opened, trained, self.compile_seconds)

@@ -447,3 +447,37 @@ def test_a_resume_cannot_set_a_sweeps_sweep_section_away(swept, tmp_path):
     result = netspec("resume", copy, "--quiet", "--set", "sweep=null")
     assert result.exit_code == 1, result.output
     assert f"{copy} is a sweep and resumes as one: a --set cannot take its sweep section away" in result.stderr
+
+
+@pytest.mark.parametrize("compiled_first", [False, True])
+def test_members_step_zero_is_the_same_beside_the_compile_or_after_the_first_chunk(
+    compiled_first, spec_file, tmp_path, monkeypatch
+):
+    """A group whose chunk compiled before its members' step 0 was written trains first and
+    writes each member's step 0 once the first chunk has run, as a plain run does: every member's
+    events (histograms and the graph included) and training are those of the sweep that wrote step
+    0 first."""
+    from netspec.training import interrupts
+
+    with monkeypatch.context() as other:  # the other order
+        other.setattr(interrupts.Finish, "done", lambda self: not compiled_first)
+        reference = netspec(
+            "run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "r", "--set", "summaries.graph=true"
+        )
+    assert reference.exit_code == 0, reference.output
+    monkeypatch.setattr(interrupts.Finish, "done", lambda self: compiled_first)
+    result = netspec(
+        "run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "s", "--set", "summaries.graph=true"
+    )
+    assert result.exit_code == 0, result.output
+    for member in MEMBERS:
+        mine, theirs = accumulator(tmp_path / "xor" / "s" / member), accumulator(tmp_path / "xor" / "r" / member)
+        assert curves(tmp_path / "xor" / "s" / member) == curves(tmp_path / "xor" / "r" / member), member
+        histograms = {
+            t: [(e.step, e.histogram_value.bucket) for e in mine.Histograms(t)] for t in mine.Tags()["histograms"]
+        }
+        assert histograms == {
+            t: [(e.step, e.histogram_value.bucket) for e in theirs.Histograms(t)] for t in theirs.Tags()["histograms"]
+        }
+        assert histograms and all(steps[0][0] == 0 for steps in histograms.values())
+        assert mine.Graph() is not None
