@@ -41,8 +41,7 @@ _WALL_TIME, _STEP, _SUMMARY = b"\x09", b"\x10", b"\x2a"  # Event fields 1, 2, 5
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
 _ZERO64 = bytes(8)
-# HistogramProto's five doubles, each after its key: 45 bytes a row, packed (numpy's default aligns)
-_HEAD_DTYPE = np.dtype([(name, fmt) for i in range(5) for name, fmt in ((f"k{i}", "u1"), (f"v{i}", "<f8"))])
+_HEAD = struct.Struct("<BdBdBdBdBd")  # HistogramProto's five doubles, each after its key
 
 
 _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
@@ -169,26 +168,18 @@ def histogram_protos(
     limits, counts = (np.ascontiguousarray(a, np.float64) for a in (limits, counts))
     width = limits.shape[1]
     limit_bytes, count_bytes = limits.tobytes(), counts.tobytes()
-    stats = np.ascontiguousarray(stats, np.float64)
-    rows = stats.shape[0]
-    # the five doubles of every row, each after its key, in one pass (a row with a zero is made alone)
-    heads = np.empty(rows, _HEAD_DTYPE)
-    for i, key in enumerate(_DOUBLE_KEYS):
-        heads[f"k{i}"], heads[f"v{i}"] = key[0], stats[:, i]
-    head_bytes, zeros = heads.tobytes(), (stats.view(np.int64) == 0).any(axis=1).tolist()
+    rows_stats = np.asarray(stats, np.float64).tolist()
     value_heads = None if tags is None else [_histogram_head(tag) for tag in tags]
     out = []
-    for r, (begin, end, zero) in enumerate(
-        zip(np.asarray(begins).tolist(), np.asarray(ends).tolist(), zeros, strict=True)
+    for r, (row, begin, end) in enumerate(
+        zip(rows_stats, np.asarray(begins).tolist(), np.asarray(ends).tolist(), strict=True)
     ):
-        if zero:  # proto3 leaves a field out when its bits are all zero (-0.0 is written)
+        if 0.0 in row:  # proto3 leaves a field out when its bits are all zero (-0.0 is written)
             fields = b"".join(
-                key + packed
-                for key, packed in zip(_DOUBLE_KEYS, map(_F64.pack, stats[r].tolist()), strict=True)
-                if packed != _ZERO64
+                key + packed for key, packed in zip(_DOUBLE_KEYS, map(_F64.pack, row), strict=True) if packed != _ZERO64
             )
         else:
-            fields = head_bytes[45 * r : 45 * r + 45]
+            fields = _HEAD.pack(0x09, row[0], 0x11, row[1], 0x19, row[2], 0x21, row[3], 0x29, row[4])
         limit_key, count_key = _packed_keys(end - begin)
         first, last = 8 * (r * width + begin), 8 * (r * width + end)
         if value_heads is None:
