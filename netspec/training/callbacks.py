@@ -416,8 +416,8 @@ class ProgressBar(Callback):
 class Timing:
     """Seconds per chunk as the host sees them (a chunk runs while the host finishes the one
     before), and the time to the first step since the process started. Host work that is not
-    training, done while a chunk runs (a new run's step 0, written beside its first chunk:
-    `exclude`), is not counted in that chunk's time, nor in `excluded` of the loop's."""
+    training, done before a chunk is read back (a new run's step 0, written after its first chunk
+    has run: `exclude`), is not counted in that chunk's time, and `excluded` sums it for the loop's."""
 
     def __init__(self, started: float):
         self.started = started

@@ -419,8 +419,8 @@ def _first_summaries(
     traced: two Python threads take turns, and a 400-layer net's chunks took 4.4 s to compile
     beside them, 3.3 s alone. `compiling` (`begin_compile`'s finish): when the chunks have
     compiled by then, training starts first: step 0 is returned, of a copy of the initial state,
-    for the loop to write once the first chunk has run (`_train_chunks`), with the compile of the
-    copies the loop takes (`warm_copies`): about 0.25-0.4 s less to the first step of a small model
+    for the loop to write once the first chunk has run (`after_first_chunk`), with the compile of
+    the copies the loop takes (`warm_copies`): about 0.25-0.4 s less to the first step of a small model
     on a 2-core CPU, the compiles of the step-0 forward pass and the copies, and the graph's
     tracing. The copy is made without compiling anything (device_put). One process only: the
     processes of a multi-process run must issue the same programs in the same order."""
@@ -440,14 +440,24 @@ def _first_summaries(
     if compiling is not None and compiling.done() and jax.process_count() == 1:
         # a copy of its own: the first chunk takes (donates) the state it is given
         initial = jax.device_put(opened.state, may_alias=False)
-
-        def beside_the_first_chunk() -> None:
-            warm_copies(initial)
-            _step_zero(spec, opened.program, initial, inputs, summaries, writer, graphs)
-
-        return beside_the_first_chunk
+        return partial(_step_zero, spec, opened.program, initial, inputs, summaries, writer, graphs)
     _step_zero(spec, opened.program, opened.state, inputs, summaries, writer, graphs)
     return None
+
+
+def after_first_chunk(outputs, state, timing: Timing, step_zeros: list[Callable[[], None]]) -> None:
+    """What a loop put off for its first chunk (`_first_summaries`), done once that chunk has run
+    (waited for: its time is its own) and before anything of it: the compile of the copies the
+    loop takes of `state` (the state the chunk returned, `warm_copies`), then each run's step 0.
+    That time is not training: `timing.exclude` leaves it out of the chunk's and the loop's."""
+    import jax
+
+    jax.block_until_ready(outputs)
+    began = time.perf_counter()
+    warm_copies(state)
+    for step_zero in step_zeros:
+        step_zero()
+    timing.exclude(time.perf_counter() - began)
 
 
 def _step_zero(
@@ -683,9 +693,8 @@ def _train_chunks(
     """The loop: dispatch each chunk, then finish the one before it (its summaries, evaluations,
     checkpoints) while this one runs; stop at a callback's reason or a signal. `step_zero`: a new
     run's step 0 still to write (`_first_summaries`), written once the first chunk has run (so
-    that chunk's time is its own, Timing.exclude leaving step 0's out), before anything of it."""
-    import jax
-
+    that chunk's time is its own, Timing.exclude leaving step 0's out), before anything of it
+    (`after_first_chunk`)."""
     losses: list[float] = []
     state, step, pending, stop_reason, last = opened.state, opened.start_step, None, None, {}
     evaluation = next(c for c in callbacks if c.name == "evaluation")
@@ -721,14 +730,8 @@ def _train_chunks(
                 inputs.feed.prefetch(end, lengths[i + 1])
             dispatched = time.perf_counter()
             state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
-            if step_zero is not None:
-                # the first chunk's own time first, then step 0 and the compiles it does ahead of
-                # `_dispatch` (the copies, the activations' and gradients' histograms), its time
-                # left out of the chunk's
-                jax.block_until_ready(outputs)
-                began = time.perf_counter()
-                step_zero()
-                timing.exclude(time.perf_counter() - began)
+            if step_zero is not None:  # ahead of `_dispatch`, which takes the copies and the extras it compiles
+                after_first_chunk(outputs, state, timing, [step_zero])
                 step_zero = None
             chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if pending is not None:

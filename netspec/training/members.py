@@ -68,6 +68,7 @@ from netspec.training.loop import (
     _reopen,
     _summaries,
     _writers,
+    after_first_chunk,
     begin_compile,
     use_compilation_cache,
 )
@@ -489,12 +490,7 @@ class _Loop:
                 dispatched = time.perf_counter()
                 self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
                 if later:
-                    jax.block_until_ready(outputs)
-                    began = time.perf_counter()
-                    warm_copies(self.states.train)
-                    for zero in later:
-                        zero()
-                    self.timing.exclude(time.perf_counter() - began)
+                    after_first_chunk(outputs, self.states.train, self.timing, later)
                     later = None
                 chunk = self._dispatch(end, n, dispatched, outputs)
                 if pending is not None:
