@@ -161,18 +161,32 @@ _LAYER_NAME_PATTERN = re.compile(_LAYER_NAME_RULE)
 def layer_likeness(layer: object) -> str | None:
     """What a layer is but for its name, as a key: layers with the same key are alike to the
     schema and to its defaults whatever their names (the layer schema reads `name` only as a
-    LAYER_NAME), so a deep model's thousand alike layers are checked and filled once. None where a
-    layer must be judged on its own: not a mapping, without a valid name, or holding what JSON
-    cannot (a key that is not a string)."""
+    LAYER_NAME), so a deep model's thousand alike layers are checked and filled once. The key keeps
+    the order of every mapping's keys below the layer's own (a filled layer keeps them: the
+    resolved spec writes them so); the layer's own keys are put back in each layer's order by
+    the filling. None where a layer must be judged on its own: not a mapping, without a valid
+    name, or holding what JSON cannot keep apart (a key that is not a string)."""
     if not isinstance(layer, dict):
         return None
     name = layer.get("name")
     if not (isinstance(name, str) and len(name) <= _LAYER_NAME_LONGEST and _LAYER_NAME_PATTERN.search(name)):
         return None  # jsonschema's `pattern` is re.search, as here
+    rest = {k: v for k, v in layer.items() if k != "name"}
+    if not _string_keys(rest):
+        return None
     try:
-        return json.dumps({k: v for k, v in layer.items() if k != "name"}, sort_keys=True, allow_nan=True)
+        return json.dumps(dict(sorted(rest.items())), allow_nan=True)
     except (TypeError, ValueError):
         return None
+
+
+def _string_keys(value: object) -> bool:
+    """Whether every mapping in `value` (nested in mappings and lists) has only string keys."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _string_keys(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_string_keys(v) for v in value)
+    return True
 
 
 def _inputs(layer_type: str, kind: LayerKind) -> Schema:

@@ -743,7 +743,7 @@ def test_a_mistake_in_one_of_many_alike_layers_is_found_at_that_layer(tmp_path, 
 def test_alike_layers_are_checked_and_filled_as_each_one_alone(monkeypatch):
     """The folded check and the filling once per kind of layer give what every layer checked and
     filled on its own gives: the resolved spec, key order included, for every shipped spec and
-    a deep one whose layers write their keys in different orders."""
+    a deep one whose layers write their keys, and those of their initializers, in different orders."""
     import copy
     import json
     import random
@@ -755,11 +755,17 @@ def test_alike_layers_are_checked_and_filled_as_each_one_alone(monkeypatch):
     loaded = [parse(t, "spec.yaml") for t in texts]
     rng = random.Random(0)
     shuffled = copy.deepcopy(loaded[-1].data)
-    for layer in shuffled["model"]["layers"]:
-        items = list(layer.items())
+
+    def shuffle(mapping: dict) -> None:
+        items = list(mapping.items())
         rng.shuffle(items)
-        layer.clear()
-        layer.update(items)
+        mapping.clear()
+        mapping.update(items)
+
+    for layer in shuffled["model"]["layers"][:-1]:
+        layer["kernel_init"] = {"type": "random_normal", "stddev": 0.5, "mean": 0.1}
+        shuffle(layer)
+        shuffle(layer["kernel_init"])
     datas = [one.data for one in loaded] + [shuffled]
     folded = [json.dumps(defaults.resolve(copy.deepcopy(d))) for d in datas]
     assert all(messages.schema_problems(one) == [] for one in loaded)
