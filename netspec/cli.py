@@ -163,7 +163,19 @@ def _dims(shape) -> str:
     return "x".join(map(str, shape))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Netspec(click.Group):
+    """The `netspec` group as its console script calls it, in a process of its own: the command's
+    watched work over, signals are ignored until it exits (`interrupts.calm_after`). click's test
+    runner calls `main.main(...)`, which leaves the handlers of the process it runs in alone."""
+
+    def __call__(self, *args, **kwargs):
+        from netspec.training import interrupts
+
+        interrupts.calm_after()
+        return super().__call__(*args, **kwargs)
+
+
+@click.group(cls=_Netspec, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netspec")
 def main():
     """netspec: declarative deep learning. A YAML spec in, a trained JAX model and a TensorBoard run out.

@@ -80,6 +80,7 @@ class Interrupts:
         self._graceful = 0
         self._deferred = 0
         self._raised = False
+        self._closed = False  # the block has ended: a signal now raises nothing
         self._previous: dict = {}
 
     @property
@@ -96,9 +97,13 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc) -> None:
+        """The handlers as they were, or, in a process whose command then only exits (`calm_after`),
+        ignored. A signal while they are put back raises nothing: the block's work has ended (a
+        SIGTERM there came out of this method as a traceback)."""
         global _active
+        self._closed = True
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if _calm else handler)
         _active = self._outer
 
     def _handle(self, signum, frame) -> None:
@@ -107,11 +112,16 @@ class Interrupts:
         self._maybe_raise()
 
     def _maybe_raise(self) -> None:
-        if self._raised or self._deferred or not self.count or (self._graceful and self.count < 2):
+        if self._closed or self._raised or self._deferred or not self.count or (self._graceful and self.count < 2):
             return
         self._raised = True  # once: signals during the clean-up that follows only set the exit code
         assert self.signum is not None  # a count means a signal came
         raise Interrupted(self.signum, self.count)
+
+    def finished(self) -> None:
+        """The work is done and written (a run's result.json, a sweep's): from here a signal is
+        recorded and raises nothing; the process only reports and exits."""
+        self._closed = True
 
     def begin_graceful(self) -> None:
         """From here a first signal is recorded for the program to act on at its next safe point."""
@@ -265,6 +275,22 @@ def workers_left() -> bool:
 
 
 _active: Interrupts | None = None
+_calm = False
+
+
+def finished() -> None:
+    """`Interrupts.finished` of the watch active now, if any."""
+    if _active is not None:
+        _active.finished()
+
+
+def calm_after() -> None:
+    """In this process, once the command's watched work has ended (the outermost `watch` block),
+    SIGINT and SIGTERM are ignored: the process only reports and exits, and a signal there came
+    out as "Interrupted." (130) after a finished run, or killed the process (-15). Called by the
+    `netspec` command itself; a test runner calling it in its own process leaves them alone."""
+    global _calm
+    _calm = True
 
 
 @contextlib.contextmanager

@@ -909,6 +909,9 @@ def _close(
         ),
     )
     where.phase = "done"
+    if signals is not None:
+        signals.finished()
+    pause("done")
     _announce(spec, opened, state, step, closing["stopped"], evaluation, result, quiet=quiet, echo=echo)
     return result
 

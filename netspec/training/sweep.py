@@ -303,6 +303,7 @@ def _train_and_rank(
         raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
     result = rank(sweep, sweep_dir, failed)
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
+    interrupts.finished()
     for line in ranking_lines(sweep, result) if ranking else []:
         echo(line)
     if result.failed:

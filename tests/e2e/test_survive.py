@@ -425,6 +425,19 @@ def test_an_interrupted_run_ends_clearly_and_resumes_bit_exactly(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGTERM twice"])
+def test_a_signal_after_the_run_finished_changes_nothing(how, spec_file, env, reference, tmp_path):
+    """Once result.json is written the run is finished: a signal while it reports and exits
+    raises nothing (a SIGTERM there came out of the signal handlers' restoring as a traceback, or
+    said the run stopped before it started, exit 143); the process exits 0, as finished."""
+    marker = tmp_path / "marker"
+    process = start(spec_file, tmp_path, env, marker, "done")
+    code, out, err = interrupt(process, marker, how, tmp_path, mounted=False)
+    assert code == 0 and "Traceback" not in err and "stopped" not in err, (code, out, err)
+    assert_finished_as(tmp_path / "survive" / "r", reference)
+
+
+@pytest.mark.slow
 def test_a_second_resume_of_a_run_in_use_is_refused_naming_the_first(spec_file, env, reference, tmp_path):
     logdir, marker = tmp_path / "runs", tmp_path / "paused"
     first = start(spec_file, logdir, env, marker, "chunk:30")
