@@ -888,6 +888,8 @@ def _close(
         opened.run_dir, final, train_seconds, closing["compile_seconds"], trained.losses, steps_run=steps_run, ran=ran
     )
     tracking = evaluation.tracking if evaluation.best_tag else None
+    if signals is not None:  # result.json whole is the run finished: a signal from here changes nothing
+        signals.finished()
     _write_atomically(
         opened.run_dir / "result.json",
         _json(
@@ -909,8 +911,6 @@ def _close(
         ),
     )
     where.phase = "done"
-    if signals is not None:
-        signals.finished()
     pause("done")
     _announce(spec, opened, state, step, closing["stopped"], evaluation, result, quiet=quiet, echo=echo)
     return result

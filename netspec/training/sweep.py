@@ -302,8 +302,8 @@ def _train_and_rank(
         note = _sweep_note(sweep, sweep_dir, command=f"netspec resume {quoted(sweep_dir)}" not in str(e))
         raise Stopped(f"{e}\n{note[0].upper()}{note[1:]}", signum) from None  # a line of its own
     result = rank(sweep, sweep_dir, failed)
+    interrupts.finished()  # the sweep's result.json whole is the sweep finished: a signal from here changes nothing
     write_atomically(sweep_dir / RESULT, _json(_table(sweep, result)))
-    interrupts.finished()
     for line in ranking_lines(sweep, result) if ranking else []:
         echo(line)
     if result.failed:
