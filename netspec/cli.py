@@ -12,11 +12,9 @@ command line is click's own UsageError (exit 2).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -94,14 +92,6 @@ def _one_error_policy(command):
     @functools.wraps(command)
     def guarded(*args, **kwargs):
         try:
-            return policed(*args, **kwargs)
-        finally:
-            # after jax registered its own exit hooks (atexit runs the last registered first), once
-            atexit.unregister(_calm_teardown)
-            atexit.register(_calm_teardown)
-
-    def policed(*args, **kwargs):
-        try:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -132,16 +122,6 @@ def _one_error_policy(command):
     return guarded
 
 
-def _calm_teardown() -> None:
-    """At the process's exit, before jax's hooks tear its runtime down (a second or more with a
-    large device state): SIGINT and SIGTERM are ignored. The command's work is done and written;
-    a signal there interrupted jax's clear_backends with "Exception ignored in atexit callback ...
-    KeyboardInterrupt" (exit status 0), or, later in the teardown, killed the process (-2)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, OSError):  # not the main thread: nothing to do
-            signal.signal(signum, signal.SIG_IGN)
-
-
 _OUT_OF_MEMORY = (
     "The run ran out of {what}: validate's estimate (netspec.spec.cost: parameters, optimizer state, one batch's "
     "activations, the data on the device) is a lower bound, and XLA's working memory comes on top. Lower "
@@ -164,15 +144,24 @@ def _dims(shape) -> str:
 
 
 class _Netspec(click.Group):
-    """The `netspec` group as its console script calls it, in a process of its own: the command's
-    watched work over, signals are ignored until it exits (`interrupts.calm_after`). click's test
-    runner calls `main.main(...)`, which leaves the handlers of the process it runs in alone."""
+    """The `netspec` group. Its console script calls it with no arguments (it reads sys.argv), in
+    a process of its own: once the command's watched work is over, and while the process exits
+    (jax's exit hooks tear its runtime down, a second or more with a large device state), SIGINT
+    and SIGTERM are ignored (`interrupts.calm_after`, `interrupts.ignore_signals`). A signal there
+    came out as a traceback, "Interrupted." after a finished run, "Exception ignored in atexit
+    callback ... KeyboardInterrupt", or killed the process. A caller that passes the arguments
+    (click's test runner, a program running netspec in its own process) keeps its handlers."""
 
     def __call__(self, *args, **kwargs):
+        if args or "args" in kwargs:
+            return super().__call__(*args, **kwargs)
         from netspec.training import interrupts
 
         interrupts.calm_after()
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:  # the process only exits now
+            interrupts.ignore_signals()
 
 
 @click.group(cls=_Netspec, context_settings={"help_option_names": ["-h", "--help"]})

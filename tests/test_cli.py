@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import subprocess
 import sys
 
@@ -84,6 +85,19 @@ def test_a_signal_while_the_process_tears_jax_down_changes_nothing(signum):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, (out.returncode, out.stderr)
     assert "xor_wide.yaml: ok" in out.stdout and out.stderr == "", out.stderr
+
+
+def test_a_program_calling_netspec_with_its_arguments_keeps_its_signal_handlers():
+    """Only the console script (no arguments: it reads sys.argv) ignores signals once its work is
+    done; a program, or a test, that runs netspec in its own process keeps its handlers."""
+    from netspec.training import interrupts
+
+    with pytest.raises(SystemExit) as done:
+        main(["validate", str(ROOT / "specs" / "xor_wide.yaml")])
+    assert done.value.code == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert not interrupts._calm
 
 
 def test_schema_is_a_valid_draft_2020_12_schema():

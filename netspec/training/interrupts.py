@@ -284,6 +284,13 @@ def finished() -> None:
         _active.finished()
 
 
+def ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored from here (the main thread only sets handlers)."""
+    for signum in SIGNAL_EXIT:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def calm_after() -> None:
     """In this process, once the command's watched work has ended (the outermost `watch` block),
     SIGINT and SIGTERM are ignored: the process only reports and exits, and a signal there came
