@@ -44,6 +44,7 @@ from netspec.errors import NetspecError
 from netspec.spec.types import Spec, metric_mode
 from netspec.training import wire
 from netspec.training.feed import split_means
+from netspec.training.histograms import Drawn
 from netspec.training.interrupts import pause
 
 
@@ -77,7 +78,7 @@ class FinishedChunk(NamedTuple):
     state: Any
     params: Any
     work: dict[str, Any]
-    histograms: dict | None = None  # {tag: Histogram} made already for this run (a sweep group's)
+    histograms: Any = None  # the `histograms.Drawn` made already for this run (a sweep group's), or None
 
 
 class Callback:
@@ -272,7 +273,7 @@ class TrainingSummaries(Callback):
         step: int,
         columns: Mapping[str, list[float]],
         steps_per_second: float | None,
-        made: list[dict] | None,
+        made: list[Drawn] | None,
         work: Mapping[int, dict],
     ) -> None:
         """`write` for members of a sweep group at once: `writers[i]` is the member in slot
@@ -293,8 +294,9 @@ class TrainingSummaries(Callback):
         every = {**columns, "steps_per_second": [steps_per_second] * len(next(iter(columns.values())))}
         table = np.array([every[tag] for tag in tags], np.float64).T  # [members, tags]
         fields = wire.scalar_rows(tags, table[list(slots)])
+        none, now = Drawn(), time.time()  # the members' events are of one moment
         for writer, slot, scalars in zip(writers, slots, fields, strict=True):
-            writer.summaries.training_event(step, scalars, {} if made is None else made[slot])
+            writer.summaries.training_event(step, scalars, none if made is None else made[slot], now)
 
     def on_chunk_end(self, chunk, stopping):
         self.write(

@@ -6,8 +6,11 @@ Contract.
         the tensors `summaries.histograms` asks for (`wanted`: "weights", "biases",
         "activations", "gradients"), tagged as TensorBoard shows them: `<layer>/<param>`,
         `<layer>/activations`, `<layer>/<param>/gradients`
-    tagged({tag: array [rows, ...]}, bins=BINS) -> [{tag: Histogram(value, dropped)}], one per row
-        a row is one run's: a plain run has one, a sweep group one per member
+    tagged({tag: array [rows, ...]}, bins=BINS) -> [Drawn(fields, dropped)], one per row
+        a row is one run's: a plain run has one, a sweep group one per member; `fields` its
+        histograms' Summary fields joined (in the tags' order), `dropped` the tags that left out
+        a NaN or Inf
+    histograms([array [rows, n]], bins, tags) -> [Histogram(value, dropped)], one per row of each
     member_histograms(stacked params, wanted, members) -> tagged(tensors(params, wanted))
 
 A histogram is what `tf.summary.histogram` and tensorboardX's `make_histogram(values, bins)` make:
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -43,6 +46,29 @@ from netspec.training import wire
 BINS = 30  # as tf.summary.histogram; tensorboardX's default ("tensorflow", 1,548 buckets) costs 20x more
 
 BIAS_NAMES = frozenset({"bias", "beta", "offset"})  # parameters shown as biases; every other one is a weight
+
+
+class Drawn(NamedTuple):
+    """One run's histograms of one step, as its event holds them: their Summary fields joined
+    (`Histogram.value` of each tag that has one, in the tags' order) and the tags whose NaN or Inf
+    values were left out. What a sweep group makes for each member at once, joined per member so
+    that its event is one join more."""
+
+    fields: bytes = b""
+    dropped: tuple[str, ...] = ()
+
+    def then(self, other: Drawn) -> Drawn:
+        """These histograms and then `other`'s (a member's activations and gradients after its
+        parameters', in a plain run's order)."""
+        return Drawn(self.fields + other.fields, self.dropped + other.dropped)
+
+    def histogram(self, tag: str) -> Any:
+        """The HistogramProto of `tag` read back from `fields` (tensorboardX.proto.summary_pb2),
+        or None when it has none."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        found = [value.histo for value in Summary.FromString(self.fields).value if value.tag == tag]
+        return found[0] if found else None
 
 
 class Histogram(NamedTuple):
@@ -85,50 +111,68 @@ def tensors(
     return found
 
 
-def member_histograms(params: Mapping, wanted, members: int) -> list[dict[str, Histogram]]:
+def member_histograms(params: Mapping, wanted, members: int) -> list[Drawn]:
     """For each of `members` members of stacked host parameters ({layer: {name: [members, ...]}},
-    a sweep group's), {tag: Histogram} of the weights and biases `wanted` asks for."""
-    return tagged(tensors(params, wanted)) or [{} for _ in range(members)]
+    a sweep group's), the `Drawn` histograms of the weights and biases `wanted` asks for."""
+    return tagged(tensors(params, wanted)) or [Drawn() for _ in range(members)]
 
 
-def tagged(found: Mapping[str, Any], bins: int = BINS) -> list[dict[str, Histogram]]:
-    """For each row, {tag: Histogram} of `found` ({tag: host array [rows, ...]}: a plain run's
-    tensors with rows 1, a sweep group's stacked over its members), all made in one pass over
+def tagged(found: Mapping[str, Any], bins: int = BINS) -> list[Drawn]:
+    """For each row, the `Drawn` histograms of `found` ({tag: host array [rows, ...]}: a plain
+    run's tensors with rows 1, a sweep group's stacked over its members), all made in one pass over
     every value (see the module docstring)."""
     blocks = [np.asarray(value) for value in found.values()]
     if not blocks:
         return []
     rows = blocks[0].shape[0]
     tags = list(found)
-    made = histograms([block.reshape(rows, -1) for block in blocks], bins, tags)
-    return [{tag: made[t * rows + r] for t, tag in enumerate(tags)} for r in range(rows)]
+    encoded, dropped = _made([block.reshape(rows, -1) for block in blocks], bins, tags)
+    if None not in encoded and not any(dropped):  # the usual case: row r's are every rows-th from r
+        every = cast("list[bytes]", encoded)
+        return [Drawn(b"".join(every[r::rows])) for r in range(rows)]
+    return [
+        Drawn(
+            b"".join(value for value in encoded[r::rows] if value is not None),
+            tuple(tag for tag, left_out in zip(tags, dropped[r::rows], strict=True) if left_out),
+        )
+        for r in range(rows)
+    ]
 
 
 def histograms(blocks: Sequence[np.ndarray], bins: int = BINS, tags: Sequence[str] | None = None) -> list[Histogram]:
     """The histogram of each row of each block (a list of float arrays [rows, n], rows and n
     their own), block after block, each block's rows tagged `tags[block]` (none: untagged); see
     the module docstring."""
+    encoded, dropped = _made(blocks, bins, tags)
+    return [Histogram(value, left_out) for value, left_out in zip(encoded, dropped, strict=True)]
+
+
+def _made(blocks: Sequence[np.ndarray], bins: int, tags: Sequence[str] | None) -> tuple[list[bytes | None], list[bool]]:
+    """`histograms`' values (each row's tagged Summary field, None where nothing was drawn) and
+    whether each row left out a NaN or Inf."""
     wide = all(block.dtype == np.float64 for block in blocks)
     dtype = np.float64 if wide else np.float32
     layout = _layout(tuple(block.shape for block in blocks), bins)
-    made = [Histogram(None, False)] * layout.rows  # an empty tensor has nothing to draw
-    if not layout.live:
-        return made
+    if not layout.live:  # an empty tensor has nothing to draw
+        return [None] * layout.rows, [False] * layout.rows
     flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
     row_tags = _row_tags(layout.shapes, tuple(tags or [""] * len(blocks)))
     encoded_rows = _encoded(flat, layout, bins, [row_tags[r] for r in layout.live])
     if len(layout.live) == layout.rows and None not in encoded_rows:  # the usual case: every row drawn
-        return [Histogram(encoded, False) for encoded in encoded_rows]
+        return encoded_rows, [False] * layout.rows
+    made: list[bytes | None] = [None] * layout.rows
+    dropped = [False] * layout.rows
     for r, start, encoded in zip(layout.live, layout.starts.tolist(), encoded_rows, strict=True):
         if encoded is None:  # a NaN or Inf, or a range float32 cannot divide: this row alone, in float64
             row = flat[start : start + layout.sizes[r]].astype(np.float64)
             finite = np.isfinite(row)
             kept = row if finite.all() else row[finite]
             alone = _layout(((1, kept.size),), bins)
-            made[r] = Histogram(_encoded(kept, alone, bins, [row_tags[r]])[0] if kept.size else None, not finite.all())
+            made[r] = _encoded(kept, alone, bins, [row_tags[r]])[0] if kept.size else None
+            dropped[r] = not finite.all()
         else:
-            made[r] = Histogram(encoded, False)
-    return made
+            made[r] = encoded
+    return made, dropped
 
 
 @functools.lru_cache(maxsize=16)

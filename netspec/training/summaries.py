@@ -330,32 +330,28 @@ class Summaries:
         """The training run's summaries of step `step` as one event (a sweep writes one per member
         and chunk): the `scalars` (written as `scalars` writes them), and the histograms
         `summaries.histograms` asks for, of host arrays keyed layer -> name -> array. `made`: the
-        parameters' {tag: Histogram} made already, in place of `params` (a sweep group's, for all
-        its members at once: `netspec.training.histograms.member_histograms`). NaN or Inf values
-        are left out of histograms, and recorded in `dropped` for `dropped_note`."""
+        parameters' `histograms.Drawn` made already, in place of `params` (a sweep group's, for
+        all its members at once: `netspec.training.histograms.member_histograms`). NaN or Inf
+        values are left out of histograms, and recorded in `dropped` for `dropped_note`."""
         if made is None or activations is not None or gradients is not None:
             found = histograms.tensors(
                 None if made is not None else params, self.config["histograms"], activations, gradients
             )
             if found:  # a plain run's, and a sweep member's activations and gradients: made together
-                made = {
-                    **(made or {}),
-                    **histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0],
-                }
-        self.training_event(step, b"".join(wire.scalar_value(tag, value) for tag, value in scalars.items()), made or {})
+                drawn = histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0]
+                made = drawn if made is None else made.then(drawn)
+        scalar_fields = b"".join(wire.scalar_value(tag, value) for tag, value in scalars.items())
+        self.training_event(step, scalar_fields, made or histograms.Drawn(), time.time())
 
-    def training_event(self, step: int, scalars: bytes, made: Mapping[str, histograms.Histogram]) -> None:
-        """Write the training event of step `step`: `scalars` its scalars' Summary fields encoded
-        (`wire.scalar_value`, or a group's `wire.scalar_rows`), `made` its histograms {tag:
-        Histogram}; those that left out a NaN or Inf are recorded in `dropped`."""
-        values = [scalars]
-        for tag, histogram in made.items():
-            if histogram.dropped:
-                self.dropped.setdefault(tag, []).append(step)
-            if histogram.value is not None:
-                values.append(histogram.value)
-        if scalars or len(values) > 1:
-            self.train.add_serialized(wire.event(time.time(), int(step), values))
+    def training_event(self, step: int, scalars: bytes, made: histograms.Drawn, wall_time: float) -> None:
+        """Write the training event of step `step` at `wall_time` (seconds since the epoch):
+        `scalars` its scalars' Summary fields encoded (`wire.scalar_value`, or a group's
+        `wire.scalar_rows`), `made` its histograms; the tags that left out a NaN or Inf are
+        recorded in `dropped`."""
+        for tag in made.dropped:
+            self.dropped.setdefault(tag, []).append(step)
+        if scalars or made.fields:
+            self.train.add_serialized(wire.event(wall_time, int(step), (scalars, made.fields)))
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;

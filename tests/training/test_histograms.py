@@ -11,7 +11,7 @@ import pytest
 from tensorboardX.record_writer import masked_crc32c as tensorboardx_crc
 from tensorboardX.summary import make_histogram
 
-from netspec.training.histograms import BINS, histograms, member_histograms, tagged, tensors
+from netspec.training.histograms import BINS, Drawn, histograms, member_histograms, tagged, tensors
 from netspec.training.summaries import masked_crc32c
 
 
@@ -126,11 +126,13 @@ def test_tags_and_member_histograms():
     assert list(tensors(params, {"gradients"}, {"d": np.ones(2)}, grads)) == ["d/kernel/gradients"]
     params["d"]["kernel"][1] = np.arange(4).reshape(2, 2)
     made = member_histograms(params, {"weights", "biases"}, 3)
-    assert member_histograms(params, {"activations"}, 3) == [{}, {}, {}]
+    assert member_histograms(params, {"activations"}, 3) == [Drawn(), Drawn(), Drawn()]
     assert len(made) == 3
     for i, member in enumerate(made):
-        assert member["d/kernel"] == histograms([params["d"]["kernel"][i].reshape(1, -1)], tags=["d/kernel"])[0]
-        assert member["d/bias"] == histograms([params["d"]["bias"][i][None]], tags=["d/bias"])[0]
+        [kernel] = histograms([params["d"]["kernel"][i].reshape(1, -1)], tags=["d/kernel"])
+        [bias] = histograms([params["d"]["bias"][i][None]], tags=["d/bias"])
+        assert member == Drawn(kernel.value + bias.value)  # in the tags' order, as one event holds them
+        assert member.histogram("d/bias") == bias.proto and member.histogram("d/other") is None
 
 
 def test_tensors_of_every_size_in_one_pass_are_each_their_own():
@@ -150,11 +152,13 @@ def test_tensors_of_every_size_in_one_pass_are_each_their_own():
             found[f"t{t}"] = value
         made = tagged(found)
         for r in range(rows):
-            for tag, value in found.items():
-                assert made[r][tag] == histograms([value[r].reshape(1, -1)], tags=[tag])[0], (trial, r, tag)
+            alone = [histograms([value[r].reshape(1, -1)], tags=[tag])[0] for tag, value in found.items()]
+            fields = b"".join(histogram.value for histogram in alone if histogram.value is not None)
+            dropped = tuple(tag for tag, histogram in zip(found, alone, strict=True) if histogram.dropped)
+            assert made[r] == Drawn(fields, dropped), (trial, r)
     assert tagged({}) == []
     [empty] = tagged({"e": np.zeros((1, 0), np.float32)})
-    assert empty == {"e": (None, False)}
+    assert empty == Drawn()
 
 
 def test_the_masked_crc_is_tfrecords():
@@ -165,16 +169,17 @@ def test_the_masked_crc_is_tfrecords():
 
 
 def test_a_histogram_is_the_summary_field_of_its_tag():
-    """What `tagged` makes is the Summary field an event holds: its tag and its HistogramProto,
-    byte for byte as protobuf writes Summary(value=[Summary.Value(tag, histo)])."""
+    """What `tagged` makes of a row is the Summary fields its event holds: each tag and its
+    HistogramProto in the tags' order, byte for byte as protobuf writes
+    Summary(value=[Summary.Value(tag, histo), ...]); a row that left out a NaN says so."""
     from tensorboardX.proto.summary_pb2 import Summary
 
     rng = np.random.default_rng(3)
     found = {"dense/kernel": rng.standard_normal((4, 3, 5)).astype(np.float32), "b": rng.standard_normal((4, 1))}
     found["b"][2, 0] = np.nan  # a row made alone, its finite values none: no histogram
-    for row in tagged(found):
-        for tag, made in row.items():
-            if made.value is None:
-                continue
-            expected = Summary(value=[Summary.Value(tag=tag, histo=made.proto)])
-            assert made.value == expected.SerializeToString()
+    for r, row in enumerate(tagged(found)):
+        drawn = [tag for tag in found if tag != "b" or r != 2]
+        assert [value.tag for value in Summary.FromString(row.fields).value] == drawn
+        expected = Summary(value=[Summary.Value(tag=tag, histo=row.histogram(tag)) for tag in drawn])
+        assert row.fields == expected.SerializeToString()
+        assert row.dropped == (("b",) if r == 2 else ())
