@@ -20,7 +20,9 @@ maximum in the last bucket, written from the bucket before the first non-empty o
 reads right limits only) to the last non-empty one; its min, max, num, sum and sum_squares. A NaN
 or Inf cannot be drawn: such values are left out and the row says so (`dropped`); a row of no
 finite value has no histogram (`value` None). A histogram is made as the serialized Summary field
-that holds it (`netspec.training.wire`), what the event is built of.
+that holds it (`netspec.training.wire`), what the event is built of: a sweep group's rows in one
+numpy array when the rows of each tensor write the same buckets and no zero (the usual case,
+`wire.histogram_fields`), else, and a plain run's, one row at a time (`wire.histogram_protos`).
 
 Why not tensorboardX's function. It cost 37 us a tensor, and a sweep of 16 members writes 64
 histograms a chunk; over fashion_mlp's 8 members' parameters (2.2 M values) the float64 numpy
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -126,13 +128,28 @@ def tagged(found: Mapping[str, Any], bins: int = BINS) -> list[Drawn]:
         return []
     rows = blocks[0].shape[0]
     tags = list(found)
-    encoded, dropped = _made([block.reshape(rows, -1) for block in blocks], bins, tags)
-    if None not in encoded and not any(dropped):  # the usual case: row r's are every rows-th from r
-        every = cast("list[bytes]", encoded)
-        return [Drawn(b"".join(every[r::rows])) for r in range(rows)]
+    flat, layout = _flattened([block.reshape(rows, -1) for block in blocks], bins)
+    measured = _measured(flat, layout, bins) if layout.live else None
+    if (
+        rows > 1
+        and measured is not None
+        and measured.every
+        and len(layout.live) == layout.rows
+        and measured.stats.all()
+    ):
+        # a group's usual case: every row cut and none of its five doubles zero; when the rows of
+        # each tensor write the same columns, each row's bytes are its tensor's layout, and every
+        # row's are made together (`wire.histogram_fields`); one row (a plain run's) costs less
+        # joined, as `_made` does, than the template's numpy calls (5 us against 7.6 for 4 tensors)
+        begins, ends = measured.begins.reshape(len(tags), rows), measured.ends.reshape(len(tags), rows)
+        if (begins == begins[:, :1]).all() and (ends == ends[:, :1]).all():
+            columns = list(zip(begins[:, 0].tolist(), ends[:, 0].tolist(), strict=True))
+            made = wire.histogram_fields(measured.stats, measured.edges, measured.shown, tags, columns)
+            return [Drawn(fields) for fields in made]
+    encoded, dropped = _made(flat, layout, measured, bins, tags)
     return [
         Drawn(
-            b"".join(value for value in encoded[r::rows] if value is not None),
+            b"".join(value for value in encoded[r::rows] if value is not None),  # row r's: every rows-th from r
             tuple(tag for tag, left_out in zip(tags, dropped[r::rows], strict=True) if left_out),
         )
         for r in range(rows)
@@ -143,22 +160,33 @@ def histograms(blocks: Sequence[np.ndarray], bins: int = BINS, tags: Sequence[st
     """The histogram of each row of each block (a list of float arrays [rows, n], rows and n
     their own), block after block, each block's rows tagged `tags[block]` (none: untagged); see
     the module docstring."""
-    encoded, dropped = _made(blocks, bins, tags)
+    flat, layout = _flattened(blocks, bins)
+    measured = _measured(flat, layout, bins) if layout.live else None
+    encoded, dropped = _made(flat, layout, measured, bins, tags)
     return [Histogram(value, left_out) for value, left_out in zip(encoded, dropped, strict=True)]
 
 
-def _made(blocks: Sequence[np.ndarray], bins: int, tags: Sequence[str] | None) -> tuple[list[bytes | None], list[bool]]:
-    """`histograms`' values (each row's tagged Summary field, None where nothing was drawn) and
-    whether each row left out a NaN or Inf."""
+def _flattened(blocks: Sequence[np.ndarray], bins: int) -> tuple[np.ndarray, _Layout]:
+    """Every value of `blocks` ([rows, n] each) one row after another, in float64 when every block
+    is, else float32; and their `_Layout`."""
     wide = all(block.dtype == np.float64 for block in blocks)
     dtype = np.float64 if wide else np.float32
     layout = _layout(tuple(block.shape for block in blocks), bins)
-    if not layout.live:  # an empty tensor has nothing to draw
+    flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks] or [np.zeros(0, dtype)])
+    return flat, layout
+
+
+def _made(
+    flat: np.ndarray, layout: _Layout, measured: _Measured | None, bins: int, tags: Sequence[str] | None
+) -> tuple[list[bytes | None], list[bool]]:
+    """`histograms`' values (each row's tagged Summary field, None where nothing was drawn) and
+    whether each row left out a NaN or Inf, of `flat` as `layout` says (`measured` by `_measured`,
+    None when no row has a value)."""
+    if measured is None:  # an empty tensor has nothing to draw
         return [None] * layout.rows, [False] * layout.rows
-    flat = np.concatenate([block.astype(dtype, copy=False).reshape(-1) for block in blocks])
-    row_tags = _row_tags(layout.shapes, tuple(tags or [""] * len(blocks)))
-    encoded_rows = _encoded(flat, layout, bins, [row_tags[r] for r in layout.live])
-    if len(layout.live) == layout.rows and None not in encoded_rows:  # the usual case: every row drawn
+    row_tags = _row_tags(layout.shapes, tuple(tags or [""] * len(layout.shapes)))
+    encoded_rows = _encoded(measured, flat.dtype.type, [row_tags[r] for r in layout.live])
+    if len(layout.live) == layout.rows and None not in encoded_rows:  # every row drawn
         return encoded_rows, [False] * layout.rows
     made: list[bytes | None] = [None] * layout.rows
     dropped = [False] * layout.rows
@@ -168,7 +196,7 @@ def _made(blocks: Sequence[np.ndarray], bins: int, tags: Sequence[str] | None) -
             finite = np.isfinite(row)
             kept = row if finite.all() else row[finite]
             alone = _layout(((1, kept.size),), bins)
-            made[r] = _encoded(kept, alone, bins, [row_tags[r]])[0] if kept.size else None
+            made[r] = _encoded(_measured(kept, alone, bins), np.float64, [row_tags[r]])[0] if kept.size else None
             dropped[r] = not finite.all()
         else:
             made[r] = encoded
@@ -210,12 +238,22 @@ def _layout(shapes: tuple[tuple[int, ...], ...], bins: int) -> _Layout:
     return _Layout(shapes, len(sizes), sizes, live, lengths, starts, buckets, num)
 
 
-def _encoded(flat: np.ndarray, layout: _Layout, bins: int, tags: Sequence[str]) -> list:
-    """The Summary field (`wire.histogram_value`, tagged `tags[i]`) of the HistogramProto of each
-    live row of `flat` (the rows one after another, float32 or float64, as `layout` says); None for
-    a row with a NaN or Inf, and in float32 for one whose range it cannot divide into `bins`. A
-    finite float64 row that cannot be divided (too narrow or too wide a range at its magnitude)
-    is one bucket."""
+class _Measured(NamedTuple):
+    """The histogram of each live row of a `_Layout`, as numbers (`_measured`)."""
+
+    stats: np.ndarray  # float64 [rows, 5]: min, max, num, sum, sum_squares
+    edges: np.ndarray  # float64 [rows, bins + 1]: the bucket limits, one to the left of the first bucket's
+    shown: np.ndarray  # float64 [rows, bins + 1]: the counts, an empty one on the left
+    begins: np.ndarray  # int [rows]: the first column to write (the empty one before the first non-empty)
+    ends: np.ndarray  # int [rows]: one past the last column to write (the last non-empty)
+    cut: np.ndarray  # bool [rows]: the range could be divided into the buckets in this dtype
+    every: bool  # every row cut
+
+
+def _measured(flat: np.ndarray, layout: _Layout, bins: int) -> _Measured:
+    """The buckets and statistics of each live row of `flat` (the rows one after another, float32
+    or float64, as `layout` says); a row with a NaN or Inf, or whose range this dtype cannot divide
+    into `bins`, is not `cut` (`_encoded` says what becomes of it)."""
     lengths, starts = layout.lengths, layout.starts
     rows = lengths.size
     dtype = flat.dtype.type
@@ -259,12 +297,20 @@ def _encoded(flat: np.ndarray, layout: _Layout, bins: int, tags: Sequence[str]) 
     edges = first[:, None] + width[:, None] * np.arange(bins + 1)
     edges[:, -1] = last
     stats = np.stack([low, high, layout.num, total, squares], axis=1)
-    made: list = wire.histogram_protos(stats, edges, shown, begins, ends, tags)
-    if not every:
+    return _Measured(stats, edges, shown, begins, ends, cut, every)
+
+
+def _encoded(measured: _Measured, dtype: type, tags: Sequence[str]) -> list:
+    """The Summary field (`wire.histogram_value`, tagged `tags[i]`) of the HistogramProto of each
+    live row `measured` (in `dtype`, float32 or float64); None for a row with a NaN or Inf, and in
+    float32 for one whose range it cannot divide into `bins`. A finite float64 row that cannot be
+    divided (too narrow or too wide a range at its magnitude) is one bucket."""
+    stats, cut = measured.stats, measured.cut
+    made: list = wire.histogram_protos(stats, measured.edges, measured.shown, measured.begins, measured.ends, tags)
+    if not measured.every:
         alone = dtype is np.float64  # a row that float64 cannot divide is one bucket; float32 leaves it to float64
+        low, high, num = stats[:, 0], stats[:, 1], stats[:, 2]
         drawable = np.isfinite(low) & np.isfinite(high)
         for r in np.flatnonzero(~cut).tolist():
-            made[r] = (
-                wire.histogram_proto(stats[r], [high[r]], [layout.num[r]], tags[r]) if alone and drawable[r] else None
-            )
+            made[r] = wire.histogram_proto(stats[r], [high[r]], [num[r]], tags[r]) if alone and drawable[r] else None
     return made

@@ -8,6 +8,8 @@ Contract.
            with tags, each as the Summary field holding it (`histogram_value(tags[r], proto)`)
     scalar_value(tag, value) -> bytes        a Summary.Value {tag, simple_value} field of a Summary
     scalar_rows(tags, values [rows, tags]) -> [bytes]  each row's scalar_value fields, joined
+    histogram_fields(stats, limits, counts, tags, columns) -> [bytes] each member's histograms' Summary
+           fields joined, when each tag's rows write the same columns and no zero double (the usual case)
     histogram_value(tag, histogram) -> bytes a Summary.Value {tag, histo} field of a Summary
     event(wall_time, step, values) -> bytes  a serialized Event {wall_time, step, summary {values}}
 
@@ -166,8 +168,8 @@ def histogram_protos(
     stats: np.ndarray,
     limits: np.ndarray,
     counts: np.ndarray,
-    begins: Sequence[int],
-    ends: Sequence[int],
+    begins: Sequence[int] | np.ndarray,
+    ends: Sequence[int] | np.ndarray,
     tags: Sequence[str] | None = None,
 ) -> list[bytes]:
     """Serialized HistogramProtos, one per row: `stats` float64 [rows, 5] (min, max, num, sum,
@@ -214,6 +216,65 @@ def _histogram_prefix(head: bytes, tagged: bool, fields: int, count: int) -> tup
     proto_size = varint(size)
     prefix = b"".join((_SUMMARY_VALUE, varint(len(head) + len(proto_size) + size), head, proto_size))
     return prefix, limit_key, count_key
+
+
+def histogram_fields(
+    stats: np.ndarray, limits: np.ndarray, counts: np.ndarray, tags: Sequence[str], columns: Sequence[tuple[int, int]]
+) -> list[bytes]:
+    """Each member's histograms as the Summary fields its event holds, one tag after another:
+    what `histogram_protos` makes of rows none of whose five doubles (`stats` float64 [rows, 5])
+    is zero and that write columns begin:end of `limits` and `counts` (float64 [rows, width]),
+    `columns[t]` for every row of tag t. The rows are `len(tags)` blocks of one row a member
+    (block t is tag t's, its row m member m's). Such rows are one layout's bytes a tag, so every
+    member's are made in one numpy array (`_fields_layout`'s, the numbers written in): a 16-member
+    group's 64 histograms in ~14 us, where a join a row took 48 us; a plain run's 4 in ~7 us
+    against 5."""
+    blocks = len(tags)
+    members = stats.shape[0] // blocks
+    template, doubles, limit_at, count_at = _fields_layout(tuple(tags), tuple(columns))
+    out = np.tile(template, (members, 1))
+    # [blocks * members, 5] -> [members, blocks * 5]: a member's doubles, tag after tag
+    by_member = np.ascontiguousarray(np.asarray(stats, np.float64).reshape(blocks, members, 5).transpose(1, 0, 2))
+    out[:, doubles] = by_member.view(np.uint8).reshape(members, -1)
+    width = limits.shape[1]
+    limit_bytes = np.ascontiguousarray(limits, np.float64).view(np.uint8).reshape(blocks, members, 8 * width)
+    count_bytes = np.ascontiguousarray(counts, np.float64).view(np.uint8).reshape(blocks, members, 8 * width)
+    for t, (begin, end) in enumerate(columns):
+        size = 8 * (end - begin)
+        out[:, limit_at[t] : limit_at[t] + size] = limit_bytes[t, :, 8 * begin : 8 * end]
+        out[:, count_at[t] : count_at[t] + size] = count_bytes[t, :, 8 * begin : 8 * end]
+    encoded, size = out.tobytes(), template.size
+    return [encoded[m * size : (m + 1) * size] for m in range(members)]
+
+
+@functools.lru_cache(maxsize=64)
+def _fields_layout(
+    tags: tuple[str, ...], columns: tuple[tuple[int, int], ...]
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """`histogram_fields`' bytes of one member with zeros for its numbers (uint8 [size]), where its
+    doubles go (the 8 bytes of each of the five of each tag in turn: int [40 * len(tags)]), and
+    where each tag's bucket limits and counts begin."""
+    pieces: list[bytes] = []
+    doubles: list[int] = []
+    limit_at: list[int] = []
+    count_at: list[int] = []
+    at = 0
+    for tag, (begin, end) in zip(tags, columns, strict=True):
+        limit_key, count_key = _packed_keys(end - begin)
+        fields = _HEAD.pack(0x09, 0, 0x11, 0, 0x19, 0, 0x21, 0, 0x29, 0)  # each double after its one-byte key
+        size = len(fields) + len(limit_key) + len(count_key) + 16 * (end - begin)
+        head, proto_size = _histogram_head(tag), varint(size)
+        prefix = b"".join((_SUMMARY_VALUE, varint(len(head) + len(proto_size) + size), head, proto_size))
+        at += len(prefix)
+        doubles += [at + 9 * k + 1 + i for k in range(5) for i in range(8)]
+        limit_at.append(at + len(fields) + len(limit_key))
+        count_at.append(limit_at[-1] + 8 * (end - begin) + len(count_key))
+        pieces += [prefix, fields, limit_key, bytes(8 * (end - begin)), count_key, bytes(8 * (end - begin))]
+        at += size
+    template = np.frombuffer(b"".join(pieces), np.uint8)
+    index = np.array(doubles, np.int64)
+    index.flags.writeable = False
+    return template, index, limit_at, count_at
 
 
 def histogram_proto(

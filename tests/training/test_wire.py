@@ -60,6 +60,34 @@ def test_histograms_are_protobufs_bytes(width):
         assert fields[r] == Summary(value=[value]).SerializeToString(), r
 
 
+@pytest.mark.parametrize("members", [1, 2, 16])
+@pytest.mark.parametrize("width", [1, 2, 16, 17, 31, 3000])
+def test_a_groups_histograms_made_together_are_each_rows_joined(members, width):
+    """`histogram_fields` (every member's histograms in one array, when each tag's rows write the
+    same columns and no double is zero) gives each member what `histogram_protos` gives its rows,
+    tag after tag, joined: protobuf's bytes."""
+    rng = np.random.default_rng(width * members)
+    tags = ["dense/kernel", "", "x" * 200, "dense/bias"]  # "": proto3 leaves the tag out; 200: a two-byte length
+    rows = len(tags) * members
+    stats = rng.standard_normal((rows, 5)) * 10.0 ** rng.integers(-30, 30, (rows, 5))
+    stats[0, 0] = -0.0  # not a zero to proto3: written
+    limits = np.sort(rng.standard_normal((rows, width)), axis=1)
+    counts = rng.integers(0, 1000, (rows, width)).astype(np.float64)
+    columns = []
+    for _ in tags:
+        begin = int(rng.integers(0, width))
+        columns.append((begin, begin + 1 + int(rng.integers(0, width - begin))))
+    columns[0] = (0, width)
+    begins = np.repeat([b for b, _ in columns], members)
+    ends = np.repeat([e for _, e in columns], members)
+    made = wire.histogram_fields(stats, limits, counts, tags, columns)
+    each = wire.histogram_protos(stats, limits, counts, begins, ends, np.repeat(tags, members).tolist())
+    assert made == [b"".join(each[m::members]) for m in range(members)]
+    summary = Summary.FromString(made[-1])
+    assert [value.tag for value in summary.value] == tags
+    assert list(summary.value[3].histo.bucket) == counts[-1, columns[3][0] : columns[3][1]].tolist()
+
+
 @pytest.mark.parametrize("step", [0, 1, 127, 128, 16383, 16384, 2**31 + 5, 2**62])
 @pytest.mark.parametrize("wall_time", [0.0, 1764547200.123456, -0.0])
 def test_events_are_protobufs_bytes(step, wall_time):
