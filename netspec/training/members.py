@@ -441,6 +441,7 @@ class _GroupChunk(NamedTuple):
     outputs: Any  # ChunkOutputs, each field [members, ...]
     members: dict[int, dict]  # slot -> {callback name: the device work it started}
     snapshot: Any  # a copy of the stacked TrainState (or its `_Params`) a member reads on the host, else None
+    closing_work: bool  # an evaluation or a checkpoint is due for the training members at its end
 
 
 class _Loop:
@@ -531,22 +532,26 @@ class _Loop:
         """Start each training member's device work (its evaluation, histogram extras) on its
         slice of the state, unstacked on the device, and copy the stacked state when a member
         will read it on the host (a checkpoint, histograms, an early stop's closing): the next
-        chunk donates it, and `_finish` reads the copy once for all while that chunk runs."""
+        chunk donates it, and `_finish` reads the copy once for all while that chunk runs. The
+        members' callbacks are alike (`groups`: one spec but for traced numbers), so the first
+        training member's say what every one's need and when each evaluates."""
         training = self.training()
-        due = [m for m in training if m.evaluation.due(end)]
-        on_device = bool(due) or any(m.writer.extras is not None for m in training)
-        needs = [c.needs(end) for c in training[0].callbacks] if training else []  # members alike (`groups`)
-        started = {  # without a state to work on, no callback starts anything
-            m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot), end) if on_device else {}
-            for m in training
-        }
+        if not training:
+            return _GroupChunk(end, length, dispatched, outputs, {}, None, False)
+        first = training[0]
+        due = first.evaluation.due(end)
+        needs = [c.needs(end) for c in first.callbacks]
+        if due or first.writer.extras is not None:
+            started = {m.slot: start_work(m.callbacks, self.member(self.states.train, m.slot), end) for m in training}
+        else:  # without a state to work on, no callback starts anything
+            started = {m.slot: {} for m in training}
         if due or any(n.state for n in needs):
             snapshot = device_copy(self.states.train)
         elif any(n.params for n in needs):  # the parameters alone (histograms): less to copy and read
             snapshot = _Params(device_copy(self.states.train.params))
         else:
             snapshot = None
-        return _GroupChunk(end, length, dispatched, outputs, started, snapshot)
+        return _GroupChunk(end, length, dispatched, outputs, started, snapshot, due or first.saver.due(end))
 
     def _finish(self, chunk: _GroupChunk) -> None:
         """Read the chunk's outputs once; then, in a plain run's order, each member's non-finite
@@ -601,9 +606,11 @@ class _Loop:
         TrainingSummaries.write_members(
             [m.writer for m in good], [m.slot for m in good], chunk.end, columns, steps_per_second, made, chunk.members
         )
+        rows = list(outputs.loss)  # each member's losses, float32 [steps]
         for m in good:  # the chunk is good: its steps count
-            m.losses.append(outputs.loss[m.slot])  # made a list of floats once, at its closing
+            m.losses.append(rows[m.slot])  # made a list of floats once, at its closing
             m.last_row = (columns, m.slot)
+        for m in good if chunk.closing_work else ():
             if m.evaluation.name not in chunk.members[m.slot] and not m.saver.due(chunk.end):
                 continue
             mine, reason = finished(m), None
