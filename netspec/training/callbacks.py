@@ -257,8 +257,8 @@ class TrainingSummaries(Callback):
         self, step: int, values: dict[str, float], steps_per_second: float | None, params, extras, made=None
     ) -> None:
         """Write step `step`: `values` as `chunk_values` gives them, `params` (on the device or the
-        host; None with `made`, the parameters' {tag: Histogram} made already: a sweep group's) and
-        what `dispatch` started."""
+        host; None with `made`, the parameters' `histograms.Drawn` made already: a sweep group's)
+        and what `dispatch` started."""
         every = {**values, "steps_per_second": steps_per_second}
         scalars = {tag: every[tag] for tag in self.scalar_tags(list(values), steps_per_second is not None)}
         activations, gradients = distribute.to_host(extras) if extras is not None else (None, None)
@@ -292,8 +292,10 @@ class TrainingSummaries(Callback):
             return
         tags = writers[0].scalar_tags(list(columns), steps_per_second is not None)
         every = {**columns, "steps_per_second": [steps_per_second] * len(next(iter(columns.values())))}
-        table = np.array([every[tag] for tag in tags], np.float64).T  # [members, tags]
-        fields = wire.scalar_rows(tags, table[list(slots)])
+        fields = [b""] * len(slots)  # summaries.scalars: [], or nothing to write
+        if tags:
+            table = np.array([every[tag] for tag in tags], np.float64).T  # [members, tags]
+            fields = wire.scalar_rows(tags, table[list(slots)])
         none, now = Drawn(), time.time()  # the members' events are of one moment
         for writer, slot, scalars in zip(writers, slots, fields, strict=True):
             writer.summaries.training_event(step, scalars, none if made is None else made[slot], now)

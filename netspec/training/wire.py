@@ -111,8 +111,10 @@ def scalar_rows(tags: Sequence[str], values: np.ndarray) -> list[bytes]:
     scalar's field is its tag's bytes and 4 bytes of float32 (rounded as protobuf does, out of
     range: +-inf), so every row is the same template (`_scalar_template`) with its floats written
     in."""
-    template, floats = _scalar_template(tuple(tags))
     rows = values.shape[0]
+    if not tags:
+        return [b""] * rows
+    template, floats = _scalar_template(tuple(tags))
     out = np.tile(template, (rows, 1))
     with np.errstate(over="ignore"):
         singles = np.ascontiguousarray(values, np.float64).astype(np.float32)

@@ -104,6 +104,62 @@ def test_each_member_equals_its_plain_run(swept, plain_runs):
         assert_same_run(swept[0] / name, plain_runs[name], rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "summaries",
+    [
+        "{every: 10, graph: false, scalars: [], histograms: [weights]}",  # no scalars at all
+        "{every: 10, graph: false, scalars: [loss], histograms: []}",
+        "{every: 10, graph: false, scalars: [metrics, learning_rate], histograms: [biases, activations, gradients]}",
+    ],
+)
+def test_whatever_its_summaries_a_member_writes_its_plain_runs_events(tmp_path, summaries):
+    """A group writes its members' events together (their scalars in one pass, their histograms in
+    one array, or one member at a time with its activations and gradients): for every choice of
+    `summaries` each member has the scalar and histogram tags, steps and values its plain run has."""
+    spec = XOR.replace("seed: 0\n", "seed: 0\nsweep: {seed: [0, 1]}\n").replace(
+        "summaries: {every: 10, graph: false}", f"summaries: {summaries}"
+    )
+    spec_file = write(tmp_path / "grid.yaml", spec)
+    result = netspec("run", spec_file, "--logdir", tmp_path / "runs", "--quiet", "--run-name", "s")
+    assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        plain = netspec(
+            "run",
+            spec_file,
+            "--set",
+            "sweep=null",
+            "--set",
+            f"seed={seed}",
+            "--logdir",
+            tmp_path / "plain",
+            "--quiet",
+            "--run-name",
+            str(seed),
+        )
+        assert plain.exit_code == 0, plain.output
+        member, alone = (
+            accumulator(tmp_path / "runs" / "xor" / "s" / f"seed={seed}"),
+            accumulator(tmp_path / "plain" / "xor" / str(seed)),
+        )
+        assert (
+            member.Tags()["scalars"] == alone.Tags()["scalars"]
+            and member.Tags()["histograms"] == alone.Tags()["histograms"]
+        )
+        assert member.Tags()["histograms"] or member.Tags()["scalars"]
+        for tag in member.Tags()["scalars"]:
+            if tag != TIMING:
+                ours, theirs = member.Scalars(tag), alone.Scalars(tag)
+                assert [e.step for e in ours] == [e.step for e in theirs], tag
+                np.testing.assert_allclose([e.value for e in ours], [e.value for e in theirs], rtol=1e-5, err_msg=tag)
+        for tag in member.Tags()["histograms"]:
+            ours, theirs = member.Histograms(tag), alone.Histograms(tag)
+            assert [e.step for e in ours] == [e.step for e in theirs], tag
+            for a, b in zip(ours, theirs, strict=True):
+                assert a.histogram_value.num == b.histogram_value.num, tag
+                assert a.histogram_value.sum == pytest.approx(b.histogram_value.sum, rel=1e-4, abs=1e-6), tag
+                assert sum(a.histogram_value.bucket) == sum(b.histogram_value.bucket), tag
+
+
 def test_each_members_hparams_hold_the_swept_values(swept):
     for name in MEMBERS:
         content = accumulator(swept[0] / name).PluginTagToContent("hparams")

@@ -136,6 +136,7 @@ def test_scalar_rows_are_each_rows_scalar_values_joined():
     values[0] = [math.nan, math.inf, -1e300, 0.0]
     rows = wire.scalar_rows(tags, values)
     assert rows == [b"".join(wire.scalar_value(t, float(v)) for t, v in zip(tags, row, strict=True)) for row in values]
+    assert wire.scalar_rows([], np.zeros((3, 0))) == [b"", b"", b""]  # summaries.scalars: []
     summary = Summary.FromString(rows[1])
     assert [v.tag for v in summary.value] == tags
     assert [v.simple_value for v in summary.value] == pytest.approx(values[1].astype(np.float32).tolist())
