@@ -123,19 +123,8 @@ def test_whatever_its_summaries_a_member_writes_its_plain_runs_events(tmp_path, 
     result = netspec("run", spec_file, "--logdir", tmp_path / "runs", "--quiet", "--run-name", "s")
     assert result.exit_code == 0, result.output
     for seed in (0, 1):
-        plain = netspec(
-            "run",
-            spec_file,
-            "--set",
-            "sweep=null",
-            "--set",
-            f"seed={seed}",
-            "--logdir",
-            tmp_path / "plain",
-            "--quiet",
-            "--run-name",
-            str(seed),
-        )
+        member_of_its_own = ["--set", "sweep=null", "--set", f"seed={seed}", "--run-name", str(seed)]
+        plain = netspec("run", spec_file, *member_of_its_own, "--logdir", tmp_path / "plain", "--quiet")
         assert plain.exit_code == 0, plain.output
         member, alone = (
             accumulator(tmp_path / "runs" / "xor" / "s" / f"seed={seed}"),
