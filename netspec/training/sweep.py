@@ -428,14 +428,16 @@ def _plan(
 ) -> Planned | None:
     """What a resume does with `member` (`ran`: its `_ran_spec`): None (finished), resume it, or
     start it. A finished member resumes when `overrides` give it more steps, as `netspec resume` of
-    its run would train on."""
+    its run would train on; one that early stopping ended stays finished, as `netspec resume` of its
+    run refuses to train it on."""
     run_dir = sweep_dir / member.name
     if (run_dir / RESULT).is_file():
         if ran is None:
             return None
         try:
-            done = int(json.loads((run_dir / RESULT).read_text())["steps"])
-        except (OSError, ValueError, KeyError, TypeError):
+            result = json.loads((run_dir / RESULT).read_text())
+            done = ran.steps if result.get("stopped") == "early_stopping" else int(result["steps"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             done = ran.steps  # an unreadable result.json: left as finished, as without overrides
         return Planned(member, run_dir, ran, True) if ran.steps > done else None
     if ran is not None:

@@ -354,6 +354,13 @@ def test_a_member_that_fails_is_ranked_last_and_the_others_finish(tmp_path):
         ("learning_rate=1e+20", "failed"),
     ]
     assert "NaN or Inf" in rows[1]["error"]
+    # asked for by name, the failed member is refused with its error, cut after a whole word when long
+    refused = netspec("eval", sweep_dir, "--member", "learning_rate=1e+20")
+    assert refused.exit_code == 1, refused.output
+    gist = re.search(r"failed \((.*)\), so it has no finished model", refused.output, re.S)
+    assert gist is not None, refused.output
+    error, shown = rows[1]["error"].strip().rstrip("."), gist.group(1)
+    assert shown == error or (shown.endswith(" ...") and error.startswith(shown[:-4] + " ")), (shown, error)
 
 
 # -- many devices, early stopping ---------------------------------------------------------------------
@@ -434,6 +441,28 @@ def test_a_member_that_stops_early_ends_as_its_plain_run_while_the_others_train_
         assert plain.exit_code == 0, plain.output
         assert result_of(tmp_path / "plain" / "line" / name)["steps"] == result_of(sweep_dir / name)["steps"]
         assert_same_run(sweep_dir / name, tmp_path / "plain" / "line" / name, rtol=1e-5)
+
+
+def test_a_member_that_stopped_early_stays_finished_when_the_sweep_is_resumed(tmp_path):
+    """A member early stopping ended is finished, as `netspec resume` of its run says: resuming the
+    finished sweep ranks it again, and a sweep stopped by Ctrl-C after that member ended resumes
+    its other member alone and ends as the sweep never stopped."""
+    spec_file = write(tmp_path / "line.yaml", LINE)
+    whole = netspec("run", spec_file, "--logdir", tmp_path / "whole", "--quiet", "--run-name", "s")
+    assert whole.exit_code == 0, whole.output
+    sweep_dir = tmp_path / "whole" / "line" / "s"
+    again = netspec("resume", sweep_dir, "--quiet")
+    assert again.exit_code == 0 and f"Every member of {sweep_dir} had finished" in again.output, again.output
+    # stopped at step 30: learning_rate=1e-06 ended at 20, learning_rate=0.05 still training
+    code, err = stop(spec_file, tmp_path / "stopped", tmp_path / "pause", "chunk:30", signal.SIGINT)
+    stopped_dir = tmp_path / "stopped" / "line" / "s"
+    assert code == 130 and "1 finished (learning_rate=1e-06)" in err, err
+    resumed = netspec("resume", stopped_dir, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    for name in ("learning_rate=1e-06", "learning_rate=0.05"):
+        assert result_of(stopped_dir / name)["steps"] == result_of(sweep_dir / name)["steps"]
+        assert_same_run(stopped_dir / name, sweep_dir / name)
+    assert (stopped_dir / "result.json").is_file()
 
 
 @pytest.mark.parametrize("where", ["from_its_parent", "from_inside"])
