@@ -718,7 +718,9 @@ def _unfinished(sweep_dir: Path, member: SweepMember) -> str:
         table = json.loads((sweep_dir / "result.json").read_text(encoding="utf-8"))
         row = next(r for r in table["members"] if r["member"] == member.name)
         if row.get("status") == "failed" and isinstance(row.get("error"), str):
-            why = f"failed ({row['error'].strip().rstrip('.')[:300]})"
+            error = row["error"].strip().rstrip(".")
+            # a long paragraph is cut after its last whole word within 300 characters
+            why = f"failed ({error if len(error) <= 300 else error[:300].rsplit(' ', 1)[0] + ' ...'})"
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         pass
     try:
