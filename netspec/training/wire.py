@@ -261,12 +261,10 @@ def _fields_layout(
     limit_at: list[int] = []
     count_at: list[int] = []
     at = 0
+    fields = _HEAD.pack(0x09, 0, 0x11, 0, 0x19, 0, 0x21, 0, 0x29, 0)  # each double after its one-byte key
     for tag, (begin, end) in zip(tags, columns, strict=True):
-        limit_key, count_key = _packed_keys(end - begin)
-        fields = _HEAD.pack(0x09, 0, 0x11, 0, 0x19, 0, 0x21, 0, 0x29, 0)  # each double after its one-byte key
+        prefix, limit_key, count_key = _histogram_prefix(_histogram_head(tag), True, len(fields), end - begin)
         size = len(fields) + len(limit_key) + len(count_key) + 16 * (end - begin)
-        head, proto_size = _histogram_head(tag), varint(size)
-        prefix = b"".join((_SUMMARY_VALUE, varint(len(head) + len(proto_size) + size), head, proto_size))
         at += len(prefix)
         doubles += [at + 9 * k + 1 + i for k in range(5) for i in range(8)]
         limit_at.append(at + len(fields) + len(limit_key))
