@@ -254,17 +254,27 @@ class TrainingSummaries(Callback):
         return tags
 
     def write(
-        self, step: int, values: dict[str, float], steps_per_second: float | None, params, extras, made=None
+        self,
+        step: int,
+        values: dict[str, float],
+        steps_per_second: float | None,
+        params,
+        extras,
+        made=None,
+        hold: bool = False,
     ) -> None:
         """Write step `step`: `values` as `chunk_values` gives them, `params` (on the device or the
         host; None with `made`, the parameters' `histograms.Drawn` made already: a sweep group's)
-        and what `dispatch` started."""
+        and what `dispatch` started; `hold`: the event is kept for the file's next write (a sweep's
+        members, `write_members`)."""
         every = {**values, "steps_per_second": steps_per_second}
         scalars = {tag: every[tag] for tag in self.scalar_tags(list(values), steps_per_second is not None)}
         activations, gradients = distribute.to_host(extras) if extras is not None else (None, None)
         if made is None and params is not None:
             params = distribute.gather(params)
-        self.summaries.training(step, scalars, params, activations=activations, gradients=gradients, made=made)
+        self.summaries.training(
+            step, scalars, params, activations=activations, gradients=gradients, made=made, hold=hold
+        )
 
     @staticmethod
     def write_members(
@@ -275,20 +285,22 @@ class TrainingSummaries(Callback):
         steps_per_second: float | None,
         made: list[Drawn] | None,
         work: Mapping[int, dict],
+        hold: bool = False,
     ) -> None:
         """`write` for members of a sweep group at once: `writers[i]` is the member in slot
         `slots[i]` of `columns` (`member_columns`), `made` (`member_histograms`) and `work` (each
         slot's dispatched work); the writers alike (`groups` puts only members of one
         `summaries` block together). Their scalars are encoded in one numpy pass
         (`wire.scalar_rows`): 16 members' events, one at a time, cost more host time than the
-        chunk that trains them."""
+        chunk that trains them. `hold`: the events are kept for each file's next write
+        (`EventFile.add_serialized`; the group's loop says when they are written)."""
         if not writers:
             return
         if writers[0].extras is not None:  # each member's own activations and gradients: one at a time
             for writer, slot in zip(writers, slots, strict=True):
                 values = {name: column[slot] for name, column in columns.items()}
                 mine = None if made is None else made[slot]
-                writer.write(step, values, steps_per_second, None, work[slot].get(writer.name), mine)
+                writer.write(step, values, steps_per_second, None, work[slot].get(writer.name), mine, hold)
             return
         tags = writers[0].scalar_tags(list(columns), steps_per_second is not None)
         every = {**columns, "steps_per_second": [steps_per_second] * len(next(iter(columns.values())))}
@@ -298,7 +310,7 @@ class TrainingSummaries(Callback):
             fields = wire.scalar_rows(tags, table[list(slots)])
         none, now = Drawn(), time.time()  # the members' events are of one moment
         for writer, slot, scalars in zip(writers, slots, fields, strict=True):
-            writer.summaries.training_event(step, scalars, none if made is None else made[slot], now)
+            writer.summaries.training_event(step, scalars, none if made is None else made[slot], now, hold=hold)
 
     def on_chunk_end(self, chunk, stopping):
         self.write(

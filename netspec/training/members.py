@@ -444,8 +444,15 @@ class _GroupChunk(NamedTuple):
     closing_work: bool  # an evaluation or a checkpoint is due for the training members at its end
 
 
+WRITE_EVERY = 1.0  # seconds: about the longest a member's training events are held before they are written
+
+
 class _Loop:
-    """The group's loop over chunks, and each member's closing."""
+    """The group's loop over chunks, and each member's closing. The members' training events are
+    held (`EventFile.add_serialized`) and written together about once every `WRITE_EVERY` seconds
+    (a write a file costs a small model's group more host time than its chunk trains), and always
+    before a checkpoint, a stop and a member's closing: a kill -9 loses only events after the last
+    checkpoint, which a resume writes again."""
 
     def __init__(self, live, group, data, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
         import jax
@@ -465,6 +472,7 @@ class _Loop:
         )
         self.states: Any = None
         self.loop_start = time.perf_counter()
+        self.written = self.finished = self.loop_start  # the members' events last written; a chunk last finished
         self.ran = {"members": len(live), "members_loop": group.across}
 
     def training(self) -> list[_Member]:
@@ -481,7 +489,7 @@ class _Loop:
         self.states = self.group.states([m.opened.state for m in self.live])
         step, pending, stopping = start, None, False
         early = any(m.spec.train["early_stopping"] is not None for m in self.live)
-        self.loop_start = time.perf_counter()
+        self.loop_start = self.written = self.finished = time.perf_counter()
         try:
             for i, n in enumerate(lengths):
                 end = step + n
@@ -603,8 +611,19 @@ class _Loop:
                     m.ended(str(e))
                     continue
             good.append(m)
+        # held, unless the next chunk's end would find them waiting longer than WRITE_EVERY
+        now = time.perf_counter()
+        hold = 2 * now - self.finished < self.written + WRITE_EVERY
+        self.written, self.finished = self.written if hold else now, now
         TrainingSummaries.write_members(
-            [m.writer for m in good], [m.slot for m in good], chunk.end, columns, steps_per_second, made, chunk.members
+            [m.writer for m in good],
+            [m.slot for m in good],
+            chunk.end,
+            columns,
+            steps_per_second,
+            made,
+            chunk.members,
+            hold,
         )
         rows = list(outputs.loss)  # each member's losses, float32 [steps]
         for m in good:  # the chunk is good: its steps count

@@ -31,9 +31,12 @@ holds two sessions. The host calls this module only at chunk boundaries.
 Durability. Events are written by `EventFile`, synchronously: each record in one write() of its
 own, so once a call returns its events are in the file (a kill -9 loses none of them; tensorboardX's
 writer queued them for a thread, and its flush() did not write the queue), and a write cut off
-by a full disk is cut back to the last whole record. `sync()` fsyncs every file; the training
-loop calls it before each checkpoint, so a checkpoint is never on disk before the events up to
-its step. The files are named and begin as tensorboardX's (`events.out.tfevents.<second>.<host>
+by a full disk is cut back to the last whole record. A sweep's members hold their training events
+(`hold`) and write them together about once a second (`netspec.training.members`): one write a
+member and chunk cost a small model's group more host time than its chunk trains. `sync()` writes
+what is held and fsyncs every file; the training loop calls it before each checkpoint, so a
+checkpoint is never on disk before the events up to its step, and a kill -9 loses only held events
+of steps after the last checkpoint, which a resume writes again. The files are named and begin as tensorboardX's (`events.out.tfevents.<second>.<host>
 <suffix>`, a file_version event, and with `purge_step` a SessionLog START at that step, after
 which TensorBoard drops the steps >= purge_step that earlier files hold): a resumed run's new
 files hide what the stopped one wrote after its checkpoint. A new file is named after every file
@@ -195,6 +198,7 @@ class EventFile:
             raise FileExistsError(f"{base} and 99 more exist in {directory}")
         self._written = written
         self._size = 0
+        self._held: list[bytes] = []  # records kept for the next write (`add_serialized`'s hold)
         if not pending:
             sync_directory(directory)  # the new name survives a power loss with the events in it
         self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
@@ -208,27 +212,41 @@ class EventFile:
             event.wall_time = time.time()
         self.add_serialized(event.SerializeToString())
 
-    def add_serialized(self, event: bytes) -> None:
-        """Append one serialized Event (`netspec.training.wire.event`) as one whole record."""
-        record = _record(event)
+    def add_serialized(self, event: bytes, *, hold: bool = False) -> None:
+        """Append one serialized Event (`netspec.training.wire.event`) as one whole record, with
+        the records held before it in the same write; `hold`: keep it for the next write (an
+        event not held, `flush`, `sync`, `close`), as a sweep's members do (see "Durability")."""
+        self._held.append(_record(event))
+        if not hold:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the records held, in one write. Raises OSError (a full disk: the file is cut back
+        to the records written before, whole)."""
+        if not self._held:
+            return
+        records = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held.clear()  # written or not, never twice
         fd = self._fd
         assert fd is not None, "an event after close"
         try:
-            write_all(fd, record, self.path)  # named as it will be: a temporary name would mean nothing to a reader
+            write_all(fd, records, self.path)  # named as it will be: a temporary name would mean nothing to a reader
         except BaseException:
             # a write cut off part way (a full disk) leaves no half record for a reader to stop at
             with suppress(OSError):
                 os.ftruncate(fd, self._size)
             raise
-        self._size += len(record)
+        self._size += len(records)
 
     def add_summary(self, summary: Summary, step: int) -> None:
         """Append `summary` at `step`, as tensorboardX's FileWriter.add_summary does."""
         self.add_event(Event(summary=summary, step=int(step)))
 
     def sync(self) -> None:
-        """fsync: the events written so far survive a power loss, not only the process's end."""
+        """Write the records held and fsync: the events so far survive a power loss, not only the
+        process's end."""
         if self._fd is not None:
+            self.flush()
             os.fsync(self._fd)
 
     def commit(self) -> None:
@@ -241,10 +259,14 @@ class EventFile:
             sync_directory(self.path.parent)
 
     def close(self) -> None:
-        """Close the file (a `pending` one stays under its temporary name: see `commit`)."""
+        """Write the records held and close the file (a `pending` one stays under its temporary
+        name: see `commit`)."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 CLOSING_SUFFIX = ".closing"  # the file of a run's closing evaluations, in each evaluation run
@@ -325,14 +347,23 @@ class Summaries:
         writer.add_summary(summary, step)
 
     def training(
-        self, step: int, scalars: Mapping[str, float], params, *, activations=None, gradients=None, made=None
+        self,
+        step: int,
+        scalars: Mapping[str, float],
+        params,
+        *,
+        activations=None,
+        gradients=None,
+        made=None,
+        hold: bool = False,
     ) -> None:
         """The training run's summaries of step `step` as one event (a sweep writes one per member
         and chunk): the `scalars` (written as `scalars` writes them), and the histograms
         `summaries.histograms` asks for, of host arrays keyed layer -> name -> array. `made`: the
         parameters' `histograms.Drawn` made already, in place of `params` (a sweep group's, for
         all its members at once: `netspec.training.histograms.member_histograms`). NaN or Inf
-        values are left out of histograms, and recorded in `dropped` for `dropped_note`."""
+        values are left out of histograms, and recorded in `dropped` for `dropped_note`. `hold`:
+        the event is kept for the file's next write (`EventFile.add_serialized`)."""
         if made is None or activations is not None or gradients is not None:
             found = histograms.tensors(
                 None if made is not None else params, self.config["histograms"], activations, gradients
@@ -341,17 +372,19 @@ class Summaries:
                 drawn = histograms.tagged({tag: np.asarray(value)[None] for tag, value in found.items()})[0]
                 made = drawn if made is None else made.then(drawn)
         scalar_fields = b"".join(wire.scalar_value(tag, value) for tag, value in scalars.items())
-        self.training_event(step, scalar_fields, made or histograms.Drawn(), time.time())
+        self.training_event(step, scalar_fields, made or histograms.Drawn(), time.time(), hold=hold)
 
-    def training_event(self, step: int, scalars: bytes, made: histograms.Drawn, wall_time: float) -> None:
+    def training_event(
+        self, step: int, scalars: bytes, made: histograms.Drawn, wall_time: float, *, hold: bool = False
+    ) -> None:
         """Write the training event of step `step` at `wall_time` (seconds since the epoch):
         `scalars` its scalars' Summary fields encoded (`wire.scalar_value`, or a group's
         `wire.scalar_rows`), `made` its histograms; the tags that left out a NaN or Inf are
-        recorded in `dropped`."""
+        recorded in `dropped`; `hold`: kept for the file's next write (`EventFile.add_serialized`)."""
         for tag in made.dropped:
             self.dropped.setdefault(tag, []).append(step)
         if scalars or made.fields:
-            self.train.add_serialized(wire.event(wall_time, int(step), (scalars, made.fields)))
+            self.train.add_serialized(wire.event(wall_time, int(step), (scalars, made.fields)), hold=hold)
 
     def dropped_note(self) -> str | None:
         """One line naming the histograms NaN or Inf values were left out of, and at which steps;
@@ -511,12 +544,13 @@ class Summaries:
             writer.sync()
 
     def close(self) -> None:
-        """fsync and close every event file."""
+        """Write what is held, fsync and close every event file; raises the first OSError."""
         try:
             self.sync()
         finally:
             for writer in self._files:
-                writer.close()
+                with suppress(OSError):  # only after sync raised: nothing is held once it returns
+                    writer.close()
 
 
 def masked_crc32c(data: bytes) -> int:

@@ -264,6 +264,33 @@ def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, member
     ]
 
 
+def test_a_sweep_killed_keeps_each_members_events_up_to_its_checkpoint_and_resumes_to_the_same_results(
+    spec_file, swept, tmp_path
+):
+    """kill -9 of the sweep paused after step 30 (its checkpoint at step 20): the members hold
+    their training events between writes, and a checkpoint writes them first, so each member's
+    events up to step 20 are in its files; what it held after that the resume writes again, and
+    the sweep ends bit for bit as the uninterrupted one."""
+    marker = tmp_path / "pause"
+    env = {**os.environ, "NETSPEC_TEST_PAUSE": "chunk:30", "NETSPEC_TEST_PAUSE_FILE": str(marker)}
+    process = start_netspec("run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "s", env=env)
+    deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
+    while not (marker.is_file() and marker.read_text().strip()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the sweep never reached its pause"
+        time.sleep(0.02)
+    process.kill()
+    process.communicate(timeout=60)
+    sweep_dir = tmp_path / "xor" / "s"
+    for name in MEMBERS:
+        kept = {tag: [step for step, _ in points] for tag, points in curves(sweep_dir / name).items()}
+        assert kept and all({0, 10, 20} <= set(steps) for steps in kept.values()), (name, kept)
+    result = netspec("resume", sweep_dir, "--quiet")
+    assert result.exit_code == 0, result.output
+    for name in MEMBERS:
+        assert_same_run(sweep_dir / name, swept[0] / name)
+
+
 def test_eval_of_a_sweep_directory_takes_its_best_member(swept):
     result = netspec("eval", swept[0], "--split", "train")
     first = json.loads((swept[0] / "result.json").read_text())["members"][0]

@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 from support import SPECS, assert_complete, assert_one_paragraph, netspec, run_dirs, start_netspec
 
+from netspec.training import wire
+from netspec.training.summaries import EventFile
+
 QUICK = ("--set", "train.steps=20", "--set", "summaries.every=10")
 XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 
@@ -96,6 +99,70 @@ def test_a_full_disk_is_one_message_and_spares_earlier_runs(where, earlier_run, 
     else:  # nothing to resume from: start again, here or elsewhere
         assert "No checkpoint had been written yet" in message or "Nothing was kept" in message, message
         assert "--logdir" in message, message
+
+
+def event_steps(path: Path) -> list[int]:
+    """The steps of the Summary events in one event file, as TensorBoard's own loader reads them
+    (it stops at a half record, as it would wait for the rest)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [e.step for e in EventFileLoader(str(path)).Load() if e.HasField("summary")]
+
+
+def loss_event(step: int) -> bytes:
+    return wire.event(1.0, step, [wire.scalar_value("loss", step / 10)])
+
+
+def test_held_events_are_written_in_their_order_with_the_next_write(tmp_path):
+    """A sweep's members hold their events between writes: a held event is in the file only once
+    an event not held, `flush`, `sync` or `close` writes it, and the file is then as if each had
+    been written alone."""
+    events = EventFile(tmp_path)
+    events.add_serialized(loss_event(1), hold=True)
+    events.add_serialized(loss_event(2), hold=True)
+    assert event_steps(events.path) == []
+    events.add_serialized(loss_event(3))
+    assert event_steps(events.path) == [1, 2, 3]
+    for step, write in [(4, events.flush), (5, events.sync), (6, events.close)]:
+        events.add_serialized(loss_event(step), hold=True)
+        write()
+        assert event_steps(events.path) == list(range(1, step + 1))
+    alone = EventFile(tmp_path / "alone")
+    for step in range(1, 7):
+        alone.add_serialized(loss_event(step))
+    alone.close()
+    assert after_first_record(events.path) == after_first_record(alone.path)
+
+
+def after_first_record(path: Path) -> bytes:
+    """An event file's bytes after its first record (the file_version event, stamped when made)."""
+    data = path.read_bytes()
+    return data[12 + int.from_bytes(data[:8], "little") + 4 :]
+
+
+def test_a_full_disk_part_way_through_held_events_cuts_the_file_back_to_the_whole_records_before(tmp_path, monkeypatch):
+    """The disk fills part way through a write of held events: the OSError is raised, the file
+    ends at the last record written before (TensorBoard reads every event in it, none half), and
+    once there is space again the file goes on from there."""
+    events = EventFile(tmp_path)
+    events.add_serialized(loss_event(1))
+    real = os.write
+
+    def half(fd, data):
+        real(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for step in (2, 3):
+        events.add_serialized(loss_event(step), hold=True)
+    monkeypatch.setattr(os, "write", half)
+    with pytest.raises(OSError, match="No space left on device"):
+        events.add_serialized(loss_event(4))
+    monkeypatch.undo()
+    assert event_steps(events.path) == [1]
+    size = events.path.stat().st_size
+    events.add_serialized(loss_event(5), hold=True)
+    events.close()  # the held events that failed are not written again: only 5
+    assert event_steps(events.path) == [1, 5] and events.path.stat().st_size > size
 
 
 # -- a logdir that cannot be -----------------------------------------------------------------------
