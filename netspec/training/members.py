@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -205,6 +206,10 @@ def train_group(
                 devices=devices,
             )
         except interrupts.Interrupted as e:
+            for m in members:  # what they held is written, as each event was before it was held
+                if m.summaries is not None:
+                    with suppress(OSError):  # a full disk too: the stop is what to report
+                        m.summaries.flush()
             what = "stopped at once, without waiting for a checkpoint" if e.count > 1 else "stopped"
             raise Stopped(
                 f"{describe(e.signum, e.count)}: the {len(members)} members training together {what}; {_kept(members)}.",
@@ -450,8 +455,9 @@ WRITE_EVERY = 1.0  # seconds: about the longest a member's training events are h
 class _Loop:
     """The group's loop over chunks, and each member's closing. The members' training events are
     held (`EventFile.add_serialized`) and written together about once every `WRITE_EVERY` seconds
-    (a write a file costs a small model's group more host time than its chunk trains), and always
-    before a checkpoint, a stop and a member's closing: a kill -9 loses only events after the last
+    (a write a file costs a small model's group more host time than its chunk trains), and at
+    once at a chunk with evaluations or checkpoints, before a member's non-finite step is looked
+    for, at a stop and at a member's closing: a kill -9 loses only events after the last
     checkpoint, which a resume writes again."""
 
     def __init__(self, live, group, data, feed, signals, compiled, compile_seconds, *, quiet, echo, started):
@@ -530,11 +536,17 @@ class _Loop:
             # back for the closings, and the closings of the others, are not training)
             seconds = time.perf_counter() - self.loop_start - self.timing.excluded
             final = jax.device_get(self.states.train)
+            if stopping:  # a signal in the last chunk: as a plain run's closing, the closing checkpoints, then the stop
+                for m in training:
+                    trained = self._trained(m, take(final, m.slot), step, "signal", seconds)
+                    m.saver.save(trained.state, step, closing=_closing(m.opened, trained, self.compile_seconds))
+                    m.summaries.close()
+                raise _stopped(self.signals, step, self.spec, len(training))  # a resume finishes them
             # from here a signal stops at once, as in a plain run's closing: a resume finishes
             # the members whose closing checkpoint is written and trains the others on
             self.signals.immediate()
             for m in training:
-                self._close(m, take(final, m.slot), step, "signal" if stopping else None, seconds)
+                self._close(m, take(final, m.slot), step, None, seconds)
 
     def _dispatch(self, end: int, length: int, dispatched: float, outputs) -> _GroupChunk:
         """Start each training member's device work (its evaluation, histogram extras) on its
@@ -579,6 +591,8 @@ class _Loop:
         made = member_histograms(stacked, wanted, len(self.live)) if stacked is not None else None
         columns = member_columns(self.spec, outputs)
         noticed = nonfinite_noticed(self.spec, outputs).tolist()
+        if any(noticed):  # a member's non-finite step is found by running its chunks again: it may take long
+            self._write_held()
         whole = isinstance(snapshot, TrainState)
         each: list | None = None
 
@@ -611,9 +625,10 @@ class _Loop:
                     m.ended(str(e))
                     continue
             good.append(m)
-        # held, unless the next chunk's end would find them waiting longer than WRITE_EVERY
+        # held, unless the next chunk's end would find them waiting longer than WRITE_EVERY, or this
+        # one's evaluations (written at once) and checkpoints, or a member's closing, come next
         now = time.perf_counter()
-        hold = 2 * now - self.finished < self.written + WRITE_EVERY
+        hold = not chunk.closing_work and 2 * now - self.finished < self.written + WRITE_EVERY
         self.written, self.finished = self.written if hold else now, now
         TrainingSummaries.write_members(
             [m.writer for m in good],
@@ -641,16 +656,27 @@ class _Loop:
         self.progress.update(chunk.length, f"{len(self.training())} of {len(self.live)} members training")
         pause(f"chunk:{chunk.end}")
 
+    def _write_held(self) -> None:
+        """Write what the training members hold now, before work that may take long."""
+        for m in self.training():
+            m.summaries.flush()
+        self.written = time.perf_counter()
+
     def _freeze(self, m: _Member) -> None:
         m.training = False
         self.states = self.states._replace(active=self.group.place(self.states.active.at[m.slot].set(False)))
 
+    def _trained(self, m: _Member, state, step: int, reason: str | None, seconds: float | None) -> Trained:
+        """Where member `m`'s training ended; `seconds`: its training time, the loop's until now
+        unless given."""
+        seconds = time.perf_counter() - self.loop_start - self.timing.excluded if seconds is None else seconds
+        losses = np.concatenate(m.losses).tolist() if m.losses else []
+        return Trained(state, step, reason, m.last, losses, seconds, self.timing.first)
+
     def _close(self, m: _Member, state, step: int, reason: str | None, seconds: float | None = None) -> None:
         """Close member `m`'s run (its final evaluation, result.json); `seconds`: its training
         time, the loop's until now unless given."""
-        seconds = time.perf_counter() - self.loop_start - self.timing.excluded if seconds is None else seconds
-        losses = np.concatenate(m.losses).tolist() if m.losses else []
-        trained = Trained(state, step, reason, m.last, losses, seconds, self.timing.first)
+        trained = self._trained(m, state, step, reason, seconds)
         closing = m.opened.closing or _closing(m.opened, trained, self.compile_seconds)
         _close(
             m.spec,

@@ -216,6 +216,7 @@ class EventFile:
         """Append one serialized Event (`netspec.training.wire.event`) as one whole record, with
         the records held before it in the same write; `hold`: keep it for the next write (an
         event not held, `flush`, `sync`, `close`), as a sweep's members do (see "Durability")."""
+        assert self._fd is not None, "an event after close"
         self._held.append(_record(event))
         if not hold:
             self.flush()
@@ -225,10 +226,10 @@ class EventFile:
         to the records written before, whole)."""
         if not self._held:
             return
-        records = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        self._held.clear()  # written or not, never twice
         fd = self._fd
         assert fd is not None, "an event after close"
+        records = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held.clear()  # written or not, never twice
         try:
             write_all(fd, records, self.path)  # named as it will be: a temporary name would mean nothing to a reader
         except BaseException:
@@ -538,8 +539,14 @@ class Summaries:
         for writer in self._closing.values():
             writer.commit()
 
+    def flush(self) -> None:
+        """Write the events every file holds (`EventFile.add_serialized`'s hold), without fsync."""
+        for writer in self._files:
+            writer.flush()
+
     def sync(self) -> None:
-        """fsync every event file: the events written so far are on disk (see "Durability")."""
+        """Write what is held and fsync every event file: the events so far are on disk (see
+        "Durability")."""
         for writer in self._files:
             writer.sync()
 
@@ -547,10 +554,13 @@ class Summaries:
         """Write what is held, fsync and close every event file; raises the first OSError."""
         try:
             self.sync()
-        finally:
-            for writer in self._files:
-                with suppress(OSError):  # only after sync raised: nothing is held once it returns
+        except BaseException:
+            for writer in self._files:  # the error raised is sync's: closing the others must not hide it
+                with suppress(OSError):
                     writer.close()
+            raise
+        for writer in self._files:
+            writer.close()
 
 
 def masked_crc32c(data: bytes) -> int:

@@ -186,8 +186,9 @@ def test_the_members_are_ranked_by_the_training_loss_on_the_console_and_in_resul
 # -- stopped and resumed -------------------------------------------------------------------------------
 
 
-def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int) -> tuple[int, str]:
-    """Start the sweep paused at `phase`, send `signum` there, let it go on: (exit code, stderr)."""
+def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int, times: int = 1) -> tuple[int, str]:
+    """Start the sweep paused at `phase`, send `signum` there `times` times, let it go on: (exit
+    code, stderr)."""
     env = {**os.environ, "NETSPEC_TEST_PAUSE": phase, "NETSPEC_TEST_PAUSE_FILE": str(marker)}
     process = start_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "s", env=env)
     deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
@@ -195,9 +196,10 @@ def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int) -
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the sweep never reached its pause"
         time.sleep(0.02)
-    process.send_signal(signum)
-    while "signal" not in marker.read_text():
-        time.sleep(0.02)
+    for sent in range(1, times + 1):
+        process.send_signal(signum)
+        while marker.read_text().count("signal") < sent:  # each acknowledged before the next
+            time.sleep(0.02)
     marker.unlink()
     _, err = process.communicate(timeout=240)
     return process.returncode, err
@@ -227,11 +229,18 @@ GROUPED = [
     "spec_text, members, phase, signum, kept",
     [
         (SPEC, MEMBERS, "chunk:10", signal.SIGINT, []),  # the group checkpoints step 20 and stops
+        (
+            SPEC,
+            MEMBERS,
+            "chunk:30",
+            signal.SIGINT,
+            [],
+        ),  # the last chunk: each member's closing checkpoint, then the stop
         (TWO_GROUPS, GROUPED, "sweep-member:units=3,learning_rate=0.1", signal.SIGTERM, GROUPED[:2]),
         (SPEC, MEMBERS, "closing", signal.SIGTERM, []),  # the first member's closing: it is finished alone
         (ALONE, ["units=2", "units=3"], "chunk:10", signal.SIGINT, []),  # a member trained as its plain run
     ],
-    ids=["in_a_group", "between_groups", "in_the_closing", "a_member_alone"],
+    ids=["in_a_group", "in_the_last_chunk", "between_groups", "in_the_closing", "a_member_alone"],
 )
 def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, members, phase, signum, kept):
     spec_file = write(tmp_path / "grid.yaml", spec_text)
@@ -250,8 +259,12 @@ def test_a_stopped_sweep_resumes_to_the_same_results(tmp_path, spec_text, member
         assert f"stopped after step 20 of 40; checkpoint and events are saved in {sweep_dir / 'units=2'}" in err
         assert "1 to resume (units=2), 1 not started" in err
     elif phase.startswith("chunk"):  # the group's paragraph first: where it stopped, what it kept
-        assert "stopped after step 20 of 40; the checkpoints and events of the 4 members training together" in err
+        at = {"chunk:10": 20, "chunk:30": 40}[phase]  # the chunk running when the signal came
+        assert f"stopped after step {at} of 40; the checkpoints and events of the 4 members training together" in err
         assert "4 to resume" in err
+        for name in members:  # its checkpoint, and its events up to it (held ones written)
+            assert (sweep_dir / name / "checkpoints" / f"step-{at:08d}.safetensors").is_file(), name
+            assert [step for step, _ in curves(sweep_dir / name)["loss"]] == list(range(0, at + 1, 10)), name
     if phase == "closing":
         assert "the 4 members training together stopped; each keeps its last checkpoint" in err
     result = netspec("resume", sweep_dir, "--quiet")
@@ -285,6 +298,24 @@ def test_a_sweep_killed_keeps_each_members_events_up_to_its_checkpoint_and_resum
     for name in MEMBERS:
         kept = {tag: [step for step, _ in points] for tag, points in curves(sweep_dir / name).items()}
         assert kept and all({0, 10, 20} <= set(steps) for steps in kept.values()), (name, kept)
+    result = netspec("resume", sweep_dir, "--quiet")
+    assert result.exit_code == 0, result.output
+    for name in MEMBERS:
+        assert_same_run(sweep_dir / name, swept[0] / name)
+
+
+def test_a_sweep_stopped_at_once_writes_the_events_its_members_held_and_resumes_to_the_same_results(
+    spec_file, swept, tmp_path
+):
+    """Two Ctrl-C at step 30 stop the sweep at once, without a checkpoint: the members' events up to
+    step 30, held between writes, are written all the same (as each was at once before events were
+    held); the resume, from the checkpoint at 20, ends as the uninterrupted sweep."""
+    code, err = stop(spec_file, tmp_path, tmp_path / "pause", "chunk:30", signal.SIGINT, times=2)
+    assert code == 130, err
+    assert "stopped at once, without waiting for a checkpoint" in err, err
+    sweep_dir = tmp_path / "xor" / "s"
+    for name in MEMBERS:
+        assert [step for step, _ in curves(sweep_dir / name)["loss"]] == [0, 10, 20, 30], name
     result = netspec("resume", sweep_dir, "--quiet")
     assert result.exit_code == 0, result.output
     for name in MEMBERS:
@@ -468,6 +499,35 @@ def test_a_member_that_stops_early_ends_as_its_plain_run_while_the_others_train_
         assert plain.exit_code == 0, plain.output
         assert result_of(tmp_path / "plain" / "line" / name)["steps"] == result_of(sweep_dir / name)["steps"]
         assert_same_run(sweep_dir / name, tmp_path / "plain" / "line" / name, rtol=1e-5)
+
+
+def test_a_chunk_with_evaluations_writes_the_training_events_with_them(tmp_path):
+    """The members hold their training events between writes, but not past a chunk that evaluates
+    (its evaluations are written at once, and an evaluation or a closing may take long): read while
+    the sweep is paused after step 30, each member's training curve reaches as far as its
+    validation curve."""
+    spec_file = write(
+        tmp_path / "line.yaml",
+        LINE.replace("early_stopping: {metric: loss, patience: 1, min_delta: 0.001}", "early_stopping: null"),
+    )
+    marker = tmp_path / "pause"
+    env = {**os.environ, "NETSPEC_TEST_PAUSE": "chunk:30", "NETSPEC_TEST_PAUSE_FILE": str(marker)}
+    process = start_netspec("run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "s", env=env)
+    try:
+        deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
+        while not (marker.is_file() and marker.read_text().strip()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the sweep never reached its pause"
+            time.sleep(0.02)
+        for name in ["learning_rate=1e-06", "learning_rate=0.05"]:
+            ea = accumulator(tmp_path / "line" / "s" / name)
+            validation = accumulator(tmp_path / "line" / "s" / name / "validation")
+            assert [e.step for e in ea.Scalars("loss")] == [0, 10, 20, 30], name
+            assert [e.step for e in validation.Scalars("loss")] == [10, 20, 30], name
+    finally:
+        marker.unlink(missing_ok=True)
+        process.communicate(timeout=240)
+    assert process.returncode == 0
 
 
 def test_a_member_that_stopped_early_stays_finished_when_the_sweep_is_resumed(tmp_path):

@@ -127,6 +127,8 @@ def test_held_events_are_written_in_their_order_with_the_next_write(tmp_path):
         events.add_serialized(loss_event(step), hold=True)
         write()
         assert event_steps(events.path) == list(range(1, step + 1))
+    with pytest.raises(AssertionError, match="an event after close"):  # held or not, never silently dropped
+        events.add_serialized(loss_event(7), hold=True)
     alone = EventFile(tmp_path / "alone")
     for step in range(1, 7):
         alone.add_serialized(loss_event(step))
