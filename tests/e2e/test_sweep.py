@@ -186,9 +186,9 @@ def test_the_members_are_ranked_by_the_training_loss_on_the_console_and_in_resul
 # -- stopped and resumed -------------------------------------------------------------------------------
 
 
-def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int, times: int = 1) -> tuple[int, str]:
-    """Start the sweep paused at `phase`, send `signum` there `times` times, let it go on: (exit
-    code, stderr)."""
+def paused(spec_file: Path, logdir: Path, marker: Path, phase: str):
+    """The sweep's process (`--run-name s`), started paused at `phase` and waiting there until
+    `marker` is removed."""
     env = {**os.environ, "NETSPEC_TEST_PAUSE": phase, "NETSPEC_TEST_PAUSE_FILE": str(marker)}
     process = start_netspec("run", spec_file, "--logdir", logdir, "--quiet", "--run-name", "s", env=env)
     deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
@@ -196,6 +196,13 @@ def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int, t
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the sweep never reached its pause"
         time.sleep(0.02)
+    return process
+
+
+def stop(spec_file: Path, logdir: Path, marker: Path, phase: str, signum: int, times: int = 1) -> tuple[int, str]:
+    """Start the sweep paused at `phase`, send `signum` there `times` times, let it go on: (exit
+    code, stderr)."""
+    process = paused(spec_file, logdir, marker, phase)
     for sent in range(1, times + 1):
         process.send_signal(signum)
         while marker.read_text().count("signal") < sent:  # each acknowledged before the next
@@ -284,14 +291,7 @@ def test_a_sweep_killed_keeps_each_members_events_up_to_its_checkpoint_and_resum
     their training events between writes, and a checkpoint writes them first, so each member's
     events up to step 20 are in its files; what it held after that the resume writes again, and
     the sweep ends bit for bit as the uninterrupted one."""
-    marker = tmp_path / "pause"
-    env = {**os.environ, "NETSPEC_TEST_PAUSE": "chunk:30", "NETSPEC_TEST_PAUSE_FILE": str(marker)}
-    process = start_netspec("run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "s", env=env)
-    deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
-    while not (marker.is_file() and marker.read_text().strip()):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the sweep never reached its pause"
-        time.sleep(0.02)
+    process = paused(spec_file, tmp_path, tmp_path / "pause", "chunk:30")
     process.kill()
     process.communicate(timeout=60)
     sweep_dir = tmp_path / "xor" / "s"
@@ -511,14 +511,8 @@ def test_a_chunk_with_evaluations_writes_the_training_events_with_them(tmp_path)
         LINE.replace("early_stopping: {metric: loss, patience: 1, min_delta: 0.001}", "early_stopping: null"),
     )
     marker = tmp_path / "pause"
-    env = {**os.environ, "NETSPEC_TEST_PAUSE": "chunk:30", "NETSPEC_TEST_PAUSE_FILE": str(marker)}
-    process = start_netspec("run", spec_file, "--logdir", tmp_path, "--quiet", "--run-name", "s", env=env)
+    process = paused(spec_file, tmp_path, marker, "chunk:30")
     try:
-        deadline = time.monotonic() + 240  # bounds a hang only: where it stops is the pause's
-        while not (marker.is_file() and marker.read_text().strip()):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the sweep never reached its pause"
-            time.sleep(0.02)
         for name in ["learning_rate=1e-06", "learning_rate=0.05"]:
             ea = accumulator(tmp_path / "line" / "s" / name)
             validation = accumulator(tmp_path / "line" / "s" / name / "validation")
