@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -69,6 +70,15 @@ class Feed:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def chunk_batches(feed, lengths: Sequence[int], i: int, start: int):
+    """Chunk `i`'s `batches` argument (its `lengths[i]` steps from step `start`), the next chunk's
+    prefetched meanwhile; `feed` a `Feed`, or a sweep group's feed of its members' `Feed`s."""
+    batches = feed.batches(start, lengths[i])
+    if i + 1 < len(lengths):
+        feed.prefetch(start + lengths[i], lengths[i + 1])
+    return batches
 
 
 def load_arrays(spec: Spec, data_dir: str | None = None):

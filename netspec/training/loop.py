@@ -70,7 +70,7 @@ from netspec.training.callbacks import (
     start_work,
     warm_copies,
 )
-from netspec.training.feed import TrainingInputs, load_arrays, padded, split_means, training_inputs
+from netspec.training.feed import TrainingInputs, chunk_batches, load_arrays, padded, split_means, training_inputs
 from netspec.training.interrupts import Stopped, pause
 from netspec.training.report import REPORT_TABLE_MAX, Progress, report
 from netspec.training.rundir import (
@@ -742,9 +742,7 @@ def _train_chunks(
         try:
             for i, n in enumerate(lengths):
                 end = step + n
-                batches = inputs.feed.batches(step, n)
-                if i + 1 < len(lengths):
-                    inputs.feed.prefetch(end, lengths[i + 1])
+                batches = chunk_batches(inputs.feed, lengths, i, step)
                 dispatched = time.perf_counter()
                 state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
                 if step_zero is not None:  # ahead of `_dispatch`, which takes the copies and the extras it compiles

@@ -55,7 +55,7 @@ from netspec.training.callbacks import (
     start_work,
     warm_copies,
 )
-from netspec.training.feed import Feed, batch_order, load_arrays, training_inputs
+from netspec.training.feed import Feed, batch_order, chunk_batches, load_arrays, training_inputs
 from netspec.training.interrupts import Stopped, describe, pause
 from netspec.training.loop import (
     Opened,
@@ -501,9 +501,7 @@ class _Loop:
             try:
                 for i, n in enumerate(lengths):
                     end = step + n
-                    batches = self.feed.batches(step, n)
-                    if i + 1 < len(lengths):
-                        self.feed.prefetch(end, lengths[i + 1])
+                    batches = chunk_batches(self.feed, lengths, i, step)
                     dispatched = time.perf_counter()
                     self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
                     if later:
