@@ -681,17 +681,20 @@ class Trained(NamedTuple):
 
 
 @contextlib.contextmanager
-def frozen_heap():
-    """For a training loop: the objects that exist when it begins (jax's, the compiled programs',
-    the run's: hundreds of thousands) are left out of the garbage collector's passes until it ends
-    (`gc.freeze`), so a full collection during training looks only at what the loop made. One full
-    collection took 50 ms in the middle of a 2-member XOR sweep's 210 ms of training. What the loop
-    makes is collected as ever; the objects are handed back to the collector after it."""
+def chunk_loop(feed, progress):
+    """A training loop over chunks (a run's, a sweep group's): its `feed` and `progress` bar are
+    closed however it ends, and the objects that exist when it begins (jax's, the compiled
+    programs', the run's: hundreds of thousands) are left out of the garbage collector's passes
+    until then (`gc.freeze`), so a full collection during training looks only at what the loop
+    made. One full collection took 50 ms in the middle of a 2-member XOR sweep's 210 ms of
+    training. What the loop makes is collected as ever; the objects are handed back after it."""
     gc.freeze()
     try:
         yield
     finally:
         gc.unfreeze()
+        progress.close()
+        feed.close()
 
 
 def _train_chunks(
@@ -738,35 +741,31 @@ def _train_chunks(
         return reason
 
     loop_start = time.perf_counter()
-    with frozen_heap():
-        try:
-            for i, n in enumerate(lengths):
-                end = step + n
-                batches = chunk_batches(inputs.feed, lengths, i, step)
-                dispatched = time.perf_counter()
-                state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
-                if step_zero is not None:  # ahead of `_dispatch`, which takes the copies and the extras it compiles
-                    after_first_chunk(outputs, state, timing, [step_zero])
-                    step_zero = None
-                chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
-                if pending is not None:
-                    stop_reason = finish(pending) or stop_reason
-                pending = chunk
-                if spec.train["early_stopping"] is not None and evaluation.due(end) and not stop_reason:
-                    stop_reason = (
-                        finish(chunk) or stop_reason
-                    )  # early stopping decides before the next chunk runs: a stop is at this step
-                    pending = None
-                step = end
-                if signals.requested:
-                    stop_reason = "signal"
-                if stop_reason:
-                    break
+    with chunk_loop(inputs.feed, progress):
+        for i, n in enumerate(lengths):
+            end = step + n
+            batches = chunk_batches(inputs.feed, lengths, i, step)
+            dispatched = time.perf_counter()
+            state, outputs = compiled[n](state, inputs.data, batches, opened.program.keys)
+            if step_zero is not None:  # ahead of `_dispatch`, which takes the copies and the extras it compiles
+                after_first_chunk(outputs, state, timing, [step_zero])
+                step_zero = None
+            chunk = _dispatch(callbacks, state, end, n, dispatched, outputs)
             if pending is not None:
                 stop_reason = finish(pending) or stop_reason
-        finally:
-            progress.close()
-            inputs.feed.close()
+            pending = chunk
+            if spec.train["early_stopping"] is not None and evaluation.due(end) and not stop_reason:
+                stop_reason = (
+                    finish(chunk) or stop_reason
+                )  # early stopping decides before the next chunk runs: a stop is at this step
+                pending = None
+            step = end
+            if signals.requested:
+                stop_reason = "signal"
+            if stop_reason:
+                break
+        if pending is not None:
+            stop_reason = finish(pending) or stop_reason
     seconds = time.perf_counter() - loop_start - timing.excluded
     return Trained(state, step, stop_reason, last, losses, seconds, timing.first)
 

@@ -71,7 +71,7 @@ from netspec.training.loop import (
     _writers,
     after_first_chunk,
     begin_compile,
-    frozen_heap,
+    chunk_loop,
     use_compilation_cache,
 )
 from netspec.training.report import Progress
@@ -497,33 +497,29 @@ class _Loop:
         step, pending, stopping = start, None, False
         early = any(m.spec.train["early_stopping"] is not None for m in self.live)
         self.loop_start = self.written = self.finished = time.perf_counter()
-        with frozen_heap():
-            try:
-                for i, n in enumerate(lengths):
-                    end = step + n
-                    batches = chunk_batches(self.feed, lengths, i, step)
-                    dispatched = time.perf_counter()
-                    self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
-                    if later:
-                        after_first_chunk(outputs, self.states.train, self.timing, later)
-                        later = None
-                    chunk = self._dispatch(end, n, dispatched, outputs)
-                    if pending is not None:
-                        self._finish(pending)
-                    pending = chunk
-                    if early and any(m.evaluation.due(end) for m in self.training()):
-                        self._finish(chunk)  # early stopping decides before the next chunk runs
-                        pending = None
-                    step = end
-                    if self.signals.requested:
-                        stopping = True
-                    if stopping or not self.training():
-                        break
+        with chunk_loop(self.feed, self.progress):
+            for i, n in enumerate(lengths):
+                end = step + n
+                batches = chunk_batches(self.feed, lengths, i, step)
+                dispatched = time.perf_counter()
+                self.states, outputs = self.compiled[n](self.states, self.data, batches, self.group.keys)
+                if later:
+                    after_first_chunk(outputs, self.states.train, self.timing, later)
+                    later = None
+                chunk = self._dispatch(end, n, dispatched, outputs)
                 if pending is not None:
                     self._finish(pending)
-            finally:
-                self.progress.close()
-                self.feed.close()
+                pending = chunk
+                if early and any(m.evaluation.due(end) for m in self.training()):
+                    self._finish(chunk)  # early stopping decides before the next chunk runs
+                    pending = None
+                step = end
+                if self.signals.requested:
+                    stopping = True
+                if stopping or not self.training():
+                    break
+            if pending is not None:
+                self._finish(pending)
         training = self.training()
         if stopping and step < self.spec.steps and training:
             final = jax.device_get(self.states.train)

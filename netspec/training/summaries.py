@@ -36,10 +36,11 @@ by a full disk is cut back to the last whole record. A sweep's members hold thei
 member and chunk cost a small model's group more host time than its chunk trains. `sync()` writes
 what is held and fsyncs every file; the training loop calls it before each checkpoint, so a
 checkpoint is never on disk before the events up to its step, and a kill -9 loses only held events
-of steps after the last checkpoint, which a resume writes again. The files are named and begin as tensorboardX's (`events.out.tfevents.<second>.<host>
-<suffix>`, a file_version event, and with `purge_step` a SessionLog START at that step, after
-which TensorBoard drops the steps >= purge_step that earlier files hold): a resumed run's new
-files hide what the stopped one wrote after its checkpoint. A new file is named after every file
+of steps after the last checkpoint, which a resume writes again. The files are named and begin as
+tensorboardX's (`events.out.tfevents.<second>.<host><suffix>`, a file_version event, and with
+`purge_step` a SessionLog START at that step, after which TensorBoard drops the steps >=
+purge_step that earlier files hold): a resumed run's new files hide what the stopped one wrote
+after its checkpoint. A new file is named after every file
 already in its directory (the next second, if one of this second is there): TensorBoard reads a
 run's files in name order, and a purge acts on what it read before.
 
